@@ -1,0 +1,154 @@
+"""Client side of the UDP protocol, sans-IO: handshake with retries, link state, timeouts.
+
+:class:`ClientConnection` produces the datagrams a client must send (``connect``, ``packet``,
+``poll`` for handshake resends and keep-alives) and turns received datagrams into events.
+It talks to one server; the driver owns the socket and the clock.
+
+Must not: open sockets, read clocks, sleep, or interpret payloads (snapshots, inputs).
+"""
+
+from __future__ import annotations
+
+from protocol import packets as P
+from protocol.errors import ProtocolError
+from protocol.events import Connected, Disconnected, Received, Refused
+from protocol.link import Link
+
+IDLE, HELLO_SENT, CONNECT_SENT, CONNECTED, CLOSED = "idle", "hello", "connect", "connected", "closed"
+
+
+class ClientConnection:
+    def __init__(
+        self,
+        *,
+        version: int,
+        nonce: int,
+        timeout: float = 5.0,
+        keepalive_interval: float = 1.0,
+        handshake_timeout: float = 5.0,
+        resend_interval: float = 0.25,
+    ) -> None:
+        self.version = version
+        self.nonce = nonce & 0xFFFFFFFFFFFFFFFF
+        self.timeout = timeout
+        self.keepalive_interval = keepalive_interval
+        self.handshake_timeout = handshake_timeout
+        self.resend_interval = resend_interval
+        self.state = IDLE
+        self.salt = 0
+        self.link: Link | None = None
+        self.close_reason = ""
+        self.drops: dict[str, int] = {}
+        self._handshake_packet = b""
+        self._handshake_started = 0.0
+        self._last_handshake_send = 0.0
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def connect(self, now: float) -> bytes:
+        """Starts the handshake; returns the HELLO datagram to send."""
+        self.state = HELLO_SENT
+        self._handshake_packet = P.encode_hello(self.version, self.nonce)
+        self._handshake_started = now
+        self._last_handshake_send = now
+        return self._handshake_packet
+
+    def receive_datagram(self, data: bytes, now: float) -> tuple[list, list[bytes]]:
+        """Returns (events, datagrams to send)."""
+        try:
+            ptype = P.packet_type(data)
+            if ptype in P.CONNECTED_TYPES:
+                return self._receive_connected(ptype, data, now)
+            if ptype == P.CHALLENGE and self.state == HELLO_SENT:
+                version, nonce, cookie_ms, mac = P.decode_challenge(data)
+                if nonce != self.nonce:
+                    self._drop("wrong_nonce")
+                    return [], []
+                self.state = CONNECT_SENT
+                self._handshake_packet = P.encode_connect(version, nonce, cookie_ms, mac)
+                self._last_handshake_send = now
+                return [], [self._handshake_packet]
+            if ptype == P.ACCEPT and self.state == CONNECT_SENT:
+                nonce, salt, welcome = P.decode_accept(data)
+                if nonce != self.nonce:
+                    self._drop("wrong_nonce")
+                    return [], []
+                self.state = CONNECTED
+                self.salt = salt
+                self.link = Link(now)
+                return [Connected(salt, welcome)], []
+            if ptype == P.REFUSE and self.state in (HELLO_SENT, CONNECT_SENT):
+                reason, version, nonce, text = P.decode_refuse(data)
+                if nonce != self.nonce:
+                    self._drop("wrong_nonce")
+                    return [], []
+                name = P.REFUSE_REASONS.get(reason, f"refused_{reason}")
+                if reason == P.REFUSE_STALE_COOKIE:  # start again from HELLO
+                    return [], [self.connect(now)]
+                self.state = CLOSED
+                self.close_reason = name
+                return [Refused(name, version, text)], []
+            self._drop("unexpected")
+            return [], []
+        except ProtocolError as exc:
+            self._drop(exc.reason)
+            return [], []
+
+    def _receive_connected(self, ptype: int, data: bytes, now: float):
+        if self.state != CONNECTED:
+            self._drop("not_connected")
+            return [], []
+        _, salt, seq, ack, bits = P.decode_header(data)
+        link = self.link
+        if salt != self.salt:
+            self._drop("bad_salt")
+            return [], []
+        if not link.accept(seq):
+            self._drop("duplicate_or_stale")
+            return [], []
+        link.last_recv = now
+        acked = link.process_acks(ack, bits, now)
+        if ptype == P.DISCONNECT:
+            reason = data[P.HEADER_SIZE] if len(data) > P.HEADER_SIZE else 0
+            self.state = CLOSED
+            self.close_reason = P.DISCONNECT_REASONS.get(reason, "server_disconnect")
+            return [Disconnected(None, self.close_reason)], []
+        return [Received(None, ptype, seq, data[P.HEADER_SIZE :], acked)], []
+
+    def packet(self, ptype: int, payload: bytes, now: float) -> bytes:
+        """Builds a connected packet (INPUT, MESSAGE, KEEPALIVE) to send."""
+        if self.state != CONNECTED:
+            raise RuntimeError("not connected")
+        seq, ack, bits = self.link.next_send(now)
+        return P.HEADER.pack(ptype, self.salt, seq, ack, bits) + payload
+
+    def disconnect(self, now: float) -> bytes:
+        """Leaves; returns the DISCONNECT datagram (b"" if not connected)."""
+        if self.state != CONNECTED:
+            self.state = CLOSED
+            return b""
+        data = self.packet(P.DISCONNECT, bytes([P.DISCONNECT_CLIENT_LEFT]), now)
+        self.state = CLOSED
+        self.close_reason = "client_left"
+        return data
+
+    def poll(self, now: float) -> tuple[list, list[bytes]]:
+        """Handshake resends, keep-alives and timeouts. Returns (events, datagrams)."""
+        if self.state in (HELLO_SENT, CONNECT_SENT):
+            if now - self._handshake_started > self.handshake_timeout:
+                self.state = CLOSED
+                self.close_reason = "handshake_timeout"
+                return [Disconnected(None, "handshake_timeout")], []
+            if now - self._last_handshake_send >= self.resend_interval:
+                self._last_handshake_send = now
+                return [], [self._handshake_packet]
+        elif self.state == CONNECTED:
+            link = self.link
+            if now - link.last_recv > self.timeout:
+                self.state = CLOSED
+                self.close_reason = "timeout"
+                return [Disconnected(None, "timeout")], []
+            if now - link.last_send >= self.keepalive_interval:
+                return [], [self.packet(P.KEEPALIVE, b"", now)]
+        return [], []

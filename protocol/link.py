@@ -1,0 +1,109 @@
+"""Per-connection sequence, acknowledgement and replay state (one side of one connection).
+
+Every connected packet carries the sender's 16-bit sequence number and, for the other
+direction, the newest sequence received plus a 32-bit bitfield of the 32 before it. From these
+a :class:`Link` tells which of our packets the peer received (so the server knows which
+snapshot a client holds), estimates round-trip time, and rejects duplicated, replayed and
+too-old packets.
+
+Pure state and arithmetic: no I/O, no clock (``now`` is passed in), no knowledge of payloads.
+"""
+
+from __future__ import annotations
+
+SEQ_MOD = 0x10000
+HALF = 0x8000
+WINDOW = 32  # how far back a packet may arrive and still be accepted (= ack bitfield width)
+MAX_UNACKED = 64
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """True if 16-bit sequence ``a`` is newer than ``b`` (with wrap-around)."""
+    return 0 < ((a - b) & 0xFFFF) < HALF
+
+
+class Link:
+    __slots__ = (
+        "local_seq",
+        "remote_seq",
+        "recv_bits",
+        "unacked",
+        "rtt",
+        "last_recv",
+        "last_send",
+        "packets_lost",
+        "duplicates",
+        "stale",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.local_seq = 0
+        self.remote_seq = -1  # none received yet
+        self.recv_bits = 0
+        self.unacked: dict[int, float] = {}  # our sequence -> send time
+        self.rtt = 0.0
+        self.last_recv = now
+        self.last_send = now
+        self.packets_lost = 0
+        self.duplicates = 0
+        self.stale = 0
+
+    def next_send(self, now: float) -> tuple[int, int, int]:
+        """Allocates a sequence number for an outgoing packet; returns (seq, ack, ack_bits)."""
+        seq = self.local_seq
+        self.local_seq = (seq + 1) & 0xFFFF
+        unacked = self.unacked
+        unacked[seq] = now
+        if len(unacked) > MAX_UNACKED:  # peer is not acknowledging: forget the oldest
+            del unacked[next(iter(unacked))]
+            self.packets_lost += 1
+        self.last_send = now
+        return seq, self.remote_seq & 0xFFFF, self.recv_bits
+
+    def accept(self, seq: int) -> bool:
+        """Records an incoming sequence number; False for a duplicate or too-old packet."""
+        remote = self.remote_seq
+        if remote < 0:
+            self.remote_seq = seq
+            return True
+        diff = (seq - remote) & 0xFFFF
+        if diff == 0:
+            self.duplicates += 1
+            return False
+        if diff < HALF:  # newer: shift the window forward
+            bits = (self.recv_bits << diff) | (1 << (diff - 1)) if diff <= WINDOW else 0
+            self.recv_bits = bits & 0xFFFFFFFF
+            self.remote_seq = seq
+            return True
+        back = SEQ_MOD - diff  # older than the newest by this much
+        if back > WINDOW:
+            self.stale += 1
+            return False
+        mask = 1 << (back - 1)
+        if self.recv_bits & mask:
+            self.duplicates += 1
+            return False
+        self.recv_bits |= mask
+        return True
+
+    def process_acks(self, ack: int, ack_bits: int, now: float) -> list[int]:
+        """Returns our sequence numbers newly acknowledged by (ack, ack_bits)."""
+        unacked = self.unacked
+        if not unacked:
+            return []
+        acked = []
+        lost = []
+        for seq, sent in unacked.items():
+            d = (ack - seq) & 0xFFFF
+            if d == 0 or (d <= WINDOW and (ack_bits >> (d - 1)) & 1):
+                acked.append(seq)
+                sample = now - sent
+                self.rtt = sample if self.rtt == 0.0 else self.rtt + 0.1 * (sample - self.rtt)
+            elif WINDOW < d < HALF:
+                lost.append(seq)
+        for seq in acked:
+            del unacked[seq]
+        for seq in lost:
+            del unacked[seq]
+        self.packets_lost += len(lost)
+        return acked

@@ -1,0 +1,155 @@
+"""msgpack messages carried inside packets: Welcome (in ACCEPT) and Inputs (INPUT packets).
+
+Each message is an attrs class with ``encode() -> bytes`` and a strict ``decode(bytes)`` that
+bounds msgpack sizes and checks every field's type and range, raising only
+:class:`ProtocolError`. Snapshots have their own codec in ``protocol.snapshot``.
+
+No I/O, no clocks, no state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import msgpack
+
+from protocol.errors import ProtocolError
+
+MAX_INPUTS_PER_PACKET = 8
+MAX_MESSAGE_SIZE = 2048
+INPUT_AXIS_SCALE = 127  # movement intent axes travel as int8: intent = value / 127
+
+_UNPACK_LIMITS = dict(
+    raw=False,
+    strict_map_key=True,
+    use_list=True,
+    max_str_len=256,
+    max_bin_len=1400,
+    max_array_len=64,
+    max_map_len=32,
+    max_ext_len=0,
+)
+
+
+def unpack_strict(data: bytes) -> object:
+    """msgpack-decode bounded input; every failure becomes a ProtocolError."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ProtocolError("oversized", f"message of {len(data)} bytes")
+    try:
+        return msgpack.unpackb(data, **_UNPACK_LIMITS)
+    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, FormatError, ...)
+        raise ProtocolError("bad_msgpack", type(exc).__name__) from None
+
+
+def _int(value: object, name: str, lo: int, hi: int) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise ProtocolError("bad_field", f"{name} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _float(value: object, name: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ProtocolError("bad_field", f"{name} must be a finite number")
+    return float(value)
+
+
+@attrs.frozen
+class Welcome:
+    """Sent by the server in ACCEPT: who you are and how to read snapshots."""
+
+    entity_id: int
+    tick_rate: int
+    tick: int
+    mins: tuple[float, float, float]
+    maxs: tuple[float, float, float]
+    position_step: float
+    max_speed: float
+    interest_radius: float
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            [
+                self.entity_id,
+                self.tick_rate,
+                self.tick,
+                list(self.mins),
+                list(self.maxs),
+                self.position_step,
+                self.max_speed,
+                self.interest_radius,
+            ]
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Welcome":
+        obj = unpack_strict(data)
+        if not isinstance(obj, list) or len(obj) != 8:
+            raise ProtocolError("bad_message", "Welcome must be an array of 8")
+        eid, rate, tick, mins, maxs, step, speed, radius = obj
+        for name, vec in (("mins", mins), ("maxs", maxs)):
+            if not isinstance(vec, list) or len(vec) != 3:
+                raise ProtocolError("bad_field", f"{name} must be an array of 3 numbers")
+        welcome = cls(
+            entity_id=_int(eid, "entity_id", 0, 2**32 - 1),
+            tick_rate=_int(rate, "tick_rate", 1, 1000),
+            tick=_int(tick, "tick", 0, 2**32 - 1),
+            mins=tuple(_float(v, "mins") for v in mins),
+            maxs=tuple(_float(v, "maxs") for v in maxs),
+            position_step=_float(step, "position_step"),
+            max_speed=_float(speed, "max_speed"),
+            interest_radius=_float(radius, "interest_radius"),
+        )
+        if welcome.position_step <= 0 or any(a >= b for a, b in zip(welcome.mins, welcome.maxs)):
+            raise ProtocolError("bad_field", "bounds or position_step out of range")
+        return welcome
+
+
+# Input flag bits.
+FLAG_JUMP = 1
+
+
+@attrs.frozen
+class Input:
+    """One tick of a client's intent. The server integrates it; a client never sends positions.
+
+    ``move_x``/``move_z`` are int8 axes (-127..127, intent = value / 127, length clipped to 1
+    by the server); ``yaw`` is the facing quantized to 16 bits; ``anim`` the animation state.
+    """
+
+    seq: int
+    move_x: int
+    move_z: int
+    yaw: int
+    anim: int
+    flags: int = 0
+
+    def to_list(self) -> list[int]:
+        return [self.seq, self.move_x, self.move_z, self.yaw, self.anim, self.flags]
+
+
+def encode_inputs(inputs: list[Input]) -> bytes:
+    """Newest last; up to MAX_INPUTS_PER_PACKET recent inputs, repeated for loss tolerance."""
+    return msgpack.packb([i.to_list() for i in inputs[-MAX_INPUTS_PER_PACKET:]])
+
+
+def decode_inputs(data: bytes) -> list[Input]:
+    obj = unpack_strict(data)
+    if not isinstance(obj, list) or not 1 <= len(obj) <= MAX_INPUTS_PER_PACKET:
+        raise ProtocolError("bad_message", f"inputs must be an array of 1..{MAX_INPUTS_PER_PACKET}")
+    out = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 6:
+            raise ProtocolError("bad_message", "each input must be an array of 6")
+        seq, mx, mz, yaw, anim, flags = item
+        out.append(
+            Input(
+                seq=_int(seq, "seq", 0, 2**32 - 1),
+                move_x=_int(mx, "move_x", -127, 127),
+                move_z=_int(mz, "move_z", -127, 127),
+                yaw=_int(yaw, "yaw", 0, 65535),
+                anim=_int(anim, "anim", 0, 255),
+                flags=_int(flags, "flags", 0, 255),
+            )
+        )
+    return out

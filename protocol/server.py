@@ -1,0 +1,215 @@
+"""Server side of the UDP protocol, sans-IO: handshake, connections, keep-alive, timeouts.
+
+:class:`ServerEndpoint` takes datagrams (bytes, source address, ``now``) and returns events;
+replies it wants sent go to ``outbox`` as (bytes, address) pairs, and packets the server builds
+for a connection are returned to the caller, who sends them however it likes.
+
+Handshake (netcode.io-style, see SPEC.md section 2): HELLO -> stateless CHALLENGE cookie ->
+CONNECT echoing it -> ACCEPT. Until a client echoes a valid cookie, the endpoint keeps no
+state for its address and never answers with more bytes than it received, so it can be used
+neither to spoof a connection nor to amplify traffic toward a victim.
+
+Must not: open sockets, read clocks, sleep, log, or know what payloads mean.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from protocol import packets as P
+from protocol.cookie import CookieJar
+from protocol.errors import ProtocolError
+from protocol.events import ConnectRequest, Disconnected, Received
+from protocol.link import Link
+
+
+NO_EVENTS: tuple = ()
+
+
+class ServerConnection:
+    """One accepted client: its address, session salt and packet link state."""
+
+    __slots__ = ("addr", "nonce", "salt", "link", "accept_packet", "cookie_mac", "user", "closed")
+
+    def __init__(self, addr: tuple, nonce: int, salt: int, now: float) -> None:
+        self.addr = addr
+        self.nonce = nonce
+        self.salt = salt
+        self.link = Link(now)
+        self.accept_packet = b""
+        self.cookie_mac = b""
+        self.user: object = None  # the driver's own per-connection object
+        self.closed = False
+
+
+class ServerEndpoint:
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        version: int,
+        cookie_lifetime: float = 10.0,
+        timeout: float = 5.0,
+        keepalive_interval: float = 1.0,
+        max_clients: int = 2000,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.version = version
+        self.cookies = CookieJar(secret, cookie_lifetime)
+        self.timeout = timeout
+        self.keepalive_interval = keepalive_interval
+        self.max_clients = max_clients
+        self._random = random_bytes
+        self.connections: dict[tuple, ServerConnection] = {}
+        self._pending: dict[tuple, tuple[int, bytes]] = {}  # addr -> (nonce, mac) of a ConnectRequest
+        self._used_cookies: dict[bytes, float] = {}  # MAC -> expiry, for replay refusal
+        self.outbox: list[tuple[bytes, tuple]] = []
+        self.drops: dict[str, int] = {}
+        self.bytes_in_unproven = 0
+        self.bytes_out_unproven = 0
+
+    # -- counters -------------------------------------------------------------------------
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _reply_unproven(self, data: bytes, addr: tuple, received: int) -> None:
+        # The amplification rule, enforced in one place.
+        if len(data) > received:
+            raise AssertionError("reply to an unproven address larger than its request")
+        self.bytes_out_unproven += len(data)
+        self.outbox.append((data, addr))
+
+    # -- input ----------------------------------------------------------------------------
+    def receive_datagram(self, data: bytes, addr: tuple, now: float) -> tuple:
+        """Processes one datagram; returns a tuple of events (empty if dropped or handled)."""
+        try:
+            ptype = P.packet_type(data)
+            if ptype in P.CONNECTED_TYPES:
+                conn = self.connections.get(addr)
+                if conn is None:
+                    self._drop("unknown_address")
+                    return NO_EVENTS
+                return self._receive_connected(conn, data, now)
+            self.bytes_in_unproven += len(data)
+            if ptype == P.HELLO:
+                return self._on_hello(data, addr, now)
+            if ptype == P.CONNECT:
+                return self._on_connect(data, addr, now)
+            self._drop("bad_type")
+            return NO_EVENTS
+        except ProtocolError as exc:
+            self._drop(exc.reason)
+            return NO_EVENTS
+
+    def _on_hello(self, data: bytes, addr: tuple, now: float):
+        version, nonce = P.decode_hello(data)
+        if version != self.version:
+            self._drop("version_mismatch")
+            text = f"server speaks protocol {self.version}, client {version}"
+            self._reply_unproven(P.encode_refuse(P.REFUSE_VERSION, self.version, nonce, text, len(data)), addr, len(data))
+            return NO_EVENTS
+        cookie_ms, mac = self.cookies.make(version, addr, nonce, now)
+        self._reply_unproven(P.encode_challenge(version, nonce, cookie_ms, mac), addr, len(data))
+        return NO_EVENTS
+
+    def _on_connect(self, data: bytes, addr: tuple, now: float):
+        version, nonce, cookie_ms, mac = P.decode_connect(data)
+        if version != self.version:
+            self._drop("version_mismatch")
+            return NO_EVENTS
+        verdict = self.cookies.check(version, addr, nonce, cookie_ms, mac, now)
+        if verdict == "forged":
+            self._drop("forged_cookie")  # silently: nothing proves this address is real
+            return NO_EVENTS
+        if verdict == "stale":
+            self._drop("stale_cookie")
+            self._reply_unproven(P.encode_refuse(P.REFUSE_STALE_COOKIE, self.version, nonce, "cookie expired", len(data)), addr, len(data))
+            return NO_EVENTS
+        # From here on the address is proven.
+        conn = self.connections.get(addr)
+        if conn is not None:
+            if conn.nonce == nonce:  # our ACCEPT was lost: say it again
+                self.outbox.append((conn.accept_packet, addr))
+                return NO_EVENTS
+            self._close(conn)  # the client restarted on the same address
+            event = Disconnected(conn, "replaced")
+            self._pending[addr] = (nonce, mac)
+            self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
+            return (event, ConnectRequest(addr, nonce))
+        if mac in self._used_cookies:
+            self._drop("replayed_cookie")
+            self.outbox.append((P.encode_refuse(P.REFUSE_REPLAYED_COOKIE, self.version, nonce, "cookie already used", len(data)), addr))
+            return NO_EVENTS
+        if len(self.connections) >= self.max_clients:
+            self._drop("server_full")
+            self.outbox.append((P.encode_refuse(P.REFUSE_FULL, self.version, nonce, "server full", len(data)), addr))
+            return NO_EVENTS
+        self._pending[addr] = (nonce, mac)
+        self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
+        return (ConnectRequest(addr, nonce),)
+
+    def accept(self, request: ConnectRequest, welcome: bytes, now: float) -> ServerConnection:
+        """Accepts a ConnectRequest: creates the connection and queues ACCEPT (with Welcome)."""
+        nonce, mac = self._pending.pop(request.addr)
+        salt = int.from_bytes(self._random(4), "little") or 1
+        conn = ServerConnection(request.addr, nonce, salt, now)
+        conn.cookie_mac = mac
+        conn.accept_packet = P.encode_accept(nonce, salt, welcome)
+        self.connections[request.addr] = conn
+        self.outbox.append((conn.accept_packet, request.addr))
+        return conn
+
+    def refuse(self, request: ConnectRequest, reason: int, text: str) -> None:
+        nonce, _ = self._pending.pop(request.addr)
+        self.outbox.append((P.encode_refuse(reason, self.version, nonce, text, P.HANDSHAKE_SIZE), request.addr))
+
+    def _receive_connected(self, conn: ServerConnection, data: bytes, now: float):
+        ptype, salt, seq, ack, ack_bits = P.decode_header(data)
+        if salt != conn.salt:
+            self._drop("bad_salt")
+            return NO_EVENTS
+        link = conn.link
+        if not link.accept(seq):
+            self._drop("duplicate_or_stale")
+            return NO_EVENTS
+        link.last_recv = now
+        acked = link.process_acks(ack, ack_bits, now)
+        if ptype == P.DISCONNECT:
+            reason = data[P.HEADER_SIZE] if len(data) > P.HEADER_SIZE else P.DISCONNECT_CLIENT_LEFT
+            self._close(conn)
+            return (Disconnected(conn, P.DISCONNECT_REASONS.get(reason, "client_left")),)
+        return (Received(conn, ptype, seq, data[P.HEADER_SIZE :], acked),)
+
+    # -- output ---------------------------------------------------------------------------
+    def packet(self, conn: ServerConnection, ptype: int, payload: bytes, now: float) -> bytes:
+        """Builds a connected packet for ``conn`` (the caller sends it)."""
+        seq, ack, bits = conn.link.next_send(now)
+        return P.HEADER.pack(ptype, conn.salt, seq, ack, bits) + payload
+
+    def disconnect(self, conn: ServerConnection, reason: int, now: float) -> bytes:
+        """Ends a connection; returns the DISCONNECT packet to send (send it twice if you like)."""
+        data = self.packet(conn, P.DISCONNECT, bytes([reason]), now)
+        self._close(conn)
+        return data
+
+    def _close(self, conn: ServerConnection) -> None:
+        conn.closed = True
+        if self.connections.get(conn.addr) is conn:
+            del self.connections[conn.addr]
+
+    def poll(self, now: float) -> list:
+        """Timeouts and keep-alives; call a few times a second. Returns Disconnected events."""
+        events = []
+        for conn in list(self.connections.values()):
+            link = conn.link
+            if now - link.last_recv > self.timeout:
+                self._close(conn)
+                events.append(Disconnected(conn, "timeout"))
+            elif now - link.last_send >= self.keepalive_interval:
+                self.outbox.append((self.packet(conn, P.KEEPALIVE, b"", now), conn.addr))
+        if self._used_cookies:
+            expired = [mac for mac, until in self._used_cookies.items() if until < now]
+            for mac in expired:
+                del self._used_cookies[mac]
+        return events

@@ -1,0 +1,197 @@
+"""Handshake: no spoofing, no amplification, refusals, replay; sans-IO endpoints only."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from protocol import PROTOCOL_VERSION, packets as P
+from protocol.client import CONNECTED, ClientConnection
+from protocol.events import ConnectRequest, Connected, Disconnected, Received, Refused
+from protocol.server import ServerEndpoint
+
+SECRET = b"k" * 32
+CLIENT = ("10.9.8.7", 40000)
+
+
+def make_server(**kw) -> ServerEndpoint:
+    return ServerEndpoint(secret=SECRET, version=PROTOCOL_VERSION, **kw)
+
+
+def drain(server):
+    out, server.outbox = server.outbox, []
+    return out
+
+
+def handshake(server, client, addr=CLIENT, now=0.0):
+    hello = client.connect(now)
+    assert server.receive_datagram(hello, addr, now) == ()
+    [(challenge, to)] = drain(server)
+    assert to == addr
+    _, [connect] = client.receive_datagram(challenge, now)
+    [req] = server.receive_datagram(connect, addr, now)
+    assert isinstance(req, ConnectRequest)
+    conn = server.accept(req, b"\x90", now)
+    [(accept, _)] = drain(server)
+    [ev], _ = client.receive_datagram(accept, now)
+    assert isinstance(ev, Connected) and ev.welcome == b"\x90"
+    return conn, connect
+
+
+def test_full_handshake_and_exchange():
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=7)
+    conn, _ = handshake(server, client)
+    assert client.state == CONNECTED and client.salt == conn.salt
+    data = client.packet(P.INPUT, b"abc", 0.1)
+    [ev] = server.receive_datagram(data, CLIENT, 0.1)
+    assert isinstance(ev, Received) and ev.payload == b"abc" and ev.ptype == P.INPUT
+    snap = server.packet(conn, P.SNAPSHOT, b"xyz", 0.15)
+    [ev], _ = client.receive_datagram(snap, 0.15)
+    assert ev.payload == b"xyz"
+    # the client's next packet acknowledges the snapshot packet
+    [ev] = server.receive_datagram(client.packet(P.INPUT, b"", 0.2), CLIENT, 0.2)
+    assert ev.acked == [0]
+
+
+@settings(max_examples=200)
+@given(st.binary(min_size=1, max_size=1400), st.sampled_from([P.HELLO, P.CONNECT, None]))
+def test_no_reply_to_unproven_address_is_larger_than_request(data, first):
+    server = make_server()
+    if first is not None:
+        data = bytes([first]) + data[1:]
+    server.receive_datagram(data, ("203.0.113.5", 9), 0.0)
+    for reply, _ in drain(server):
+        assert len(reply) <= len(data)
+    assert server.connections == {}
+
+
+def test_spoofed_source_cannot_complete_handshake():
+    """An attacker who spoofs the victim's address never sees the CHALLENGE; guessing fails."""
+    server = make_server()
+    victim = ("198.51.100.1", 5000)
+    attacker_client = ClientConnection(version=PROTOCOL_VERSION, nonce=1)
+    server.receive_datagram(attacker_client.connect(0.0), victim, 0.0)
+    [(challenge, to)] = drain(server)
+    assert to == victim  # the challenge goes to the victim, not to the attacker
+    assert len(challenge) < P.HANDSHAKE_SIZE
+    # the attacker forges a CONNECT without the MAC
+    forged = P.encode_connect(PROTOCOL_VERSION, 1, 0, bytes(16))
+    assert server.receive_datagram(forged, victim, 0.1) == ()
+    assert drain(server) == []
+    assert server.drops["forged_cookie"] == 1
+    assert server.connections == {}
+    # a cookie obtained at the attacker's own address is useless for the victim's address
+    own = ("192.0.2.66", 7000)
+    server.receive_datagram(attacker_client.connect(0.0), own, 0.0)
+    [(challenge, _)] = drain(server)
+    _, [connect] = attacker_client.receive_datagram(challenge, 0.0)
+    assert server.receive_datagram(connect, victim, 0.1) == ()
+    assert server.connections == {}
+
+
+def test_stale_cookie_is_refused_and_client_restarts():
+    server = make_server(cookie_lifetime=10.0)
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=3)
+    server.receive_datagram(client.connect(0.0), CLIENT, 0.0)
+    [(challenge, _)] = drain(server)
+    _, [connect] = client.receive_datagram(challenge, 0.0)
+    assert server.receive_datagram(connect, CLIENT, 30.0) == ()
+    [(refuse, _)] = drain(server)
+    assert refuse[0] == P.REFUSE and len(refuse) <= len(connect)
+    assert P.decode_refuse(refuse)[0] == P.REFUSE_STALE_COOKIE
+    events, [again] = client.receive_datagram(refuse, 30.0)
+    assert events == [] and again[0] == P.HELLO
+    assert server.connections == {}
+
+
+def test_replayed_cookie_is_refused():
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=11)
+    conn, connect = handshake(server, client)
+    # duplicate CONNECT while connected: the ACCEPT is repeated, nothing new is created
+    assert server.receive_datagram(connect, CLIENT, 0.5) == ()
+    [(accept, _)] = drain(server)
+    assert accept == conn.accept_packet and len(server.connections) == 1
+    # after the client leaves, replaying the same CONNECT does not open a connection
+    [ev] = server.receive_datagram(client.disconnect(1.0), CLIENT, 1.0)
+    assert isinstance(ev, Disconnected) and ev.reason == "client_left"
+    assert server.receive_datagram(connect, CLIENT, 2.0) == ()
+    [(refuse, _)] = drain(server)
+    assert P.decode_refuse(refuse)[0] == P.REFUSE_REPLAYED_COOKIE
+    assert server.connections == {}
+
+
+def test_version_mismatch_gets_clear_refusal():
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION + 5, nonce=5)
+    hello = client.connect(0.0)
+    server.receive_datagram(hello, CLIENT, 0.0)
+    [(refuse, _)] = drain(server)
+    assert len(refuse) <= len(hello)
+    [ev], _ = client.receive_datagram(refuse, 0.0)
+    assert isinstance(ev, Refused) and ev.reason == "version_mismatch"
+    assert ev.server_version == PROTOCOL_VERSION and str(PROTOCOL_VERSION) in ev.text
+    assert server.connections == {}
+
+
+def test_server_full():
+    server = make_server(max_clients=1)
+    handshake(server, ClientConnection(version=PROTOCOL_VERSION, nonce=1), ("127.0.0.1", 1))
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=2)
+    server.receive_datagram(client.connect(0.0), ("127.0.0.1", 2), 0.0)
+    [(challenge, _)] = drain(server)
+    _, [connect] = client.receive_datagram(challenge, 0.0)
+    assert server.receive_datagram(connect, ("127.0.0.1", 2), 0.0) == ()
+    [(refuse, _)] = drain(server)
+    [ev], _ = client.receive_datagram(refuse, 0.0)
+    assert ev.reason == "server_full"
+
+
+def test_wrong_salt_and_replayed_packets_dropped():
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=9)
+    conn, _ = handshake(server, client)
+    pkt = client.packet(P.INPUT, b"x", 0.1)
+    assert len(server.receive_datagram(pkt, CLIENT, 0.1)) == 1
+    assert server.receive_datagram(pkt, CLIENT, 0.1) == ()  # exact replay
+    forged = bytearray(client.packet(P.INPUT, b"y", 0.2))
+    forged[1] ^= 0xFF  # salt
+    assert server.receive_datagram(bytes(forged), CLIENT, 0.2) == ()
+    assert server.drops["bad_salt"] == 1 and server.drops["duplicate_or_stale"] == 1
+
+
+def test_timeout_and_keepalive():
+    server = make_server(timeout=5.0, keepalive_interval=1.0)
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=4, timeout=5.0, keepalive_interval=1.0)
+    conn, _ = handshake(server, client)
+    assert server.poll(1.5) == []
+    [(ka, _)] = drain(server)
+    assert ka[0] == P.KEEPALIVE
+    _, [ka2] = client.poll(1.5)
+    assert ka2[0] == P.KEEPALIVE
+    server.receive_datagram(ka2, CLIENT, 1.5)
+    [ev] = server.poll(7.0)
+    assert isinstance(ev, Disconnected) and ev.reason == "timeout" and server.connections == {}
+    [ev], _ = client.poll(7.0)
+    assert ev.reason == "timeout"
+
+
+def test_client_restart_on_same_address_replaces_connection():
+    server = make_server()
+    old, _ = handshake(server, ClientConnection(version=PROTOCOL_VERSION, nonce=1))
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=2)
+    server.receive_datagram(client.connect(1.0), CLIENT, 1.0)
+    [(challenge, _)] = drain(server)
+    _, [connect] = client.receive_datagram(challenge, 1.0)
+    gone, req = server.receive_datagram(connect, CLIENT, 1.0)
+    assert isinstance(gone, Disconnected) and gone.conn is old and gone.reason == "replaced"
+    new = server.accept(req, b"\xc0", 1.0)
+    assert server.connections[CLIENT] is new and new is not old
+
+
+def test_client_handshake_resend_and_timeout():
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=1, handshake_timeout=2.0, resend_interval=0.25)
+    hello = client.connect(0.0)
+    assert client.poll(0.1) == ([], [])
+    assert client.poll(0.3) == ([], [hello])
+    [ev], _ = client.poll(2.5)
+    assert ev.reason == "handshake_timeout"
