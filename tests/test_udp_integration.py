@@ -1,0 +1,146 @@
+"""The whole path over real UDP sockets on loopback: handshake, inputs, snapshots, authority."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+import trio
+
+from protocol import PROTOCOL_VERSION, packets as P
+from protocol.client import ClientConnection
+from protocol.messages import Input, encode_inputs
+from worldclient.client import ConnectFailed, open_client
+from worldserver.app import serve
+from worldserver.config import load_config
+
+
+def make_config(**overrides):
+    base = {"udp.host": "127.0.0.1", "udp.port": "0", "server.stats_interval": "60", "gc.freeze_after_start": "false"}
+    base.update({k: str(v) for k, v in overrides.items()})
+    return load_config(path=None, env={}, overrides=base)
+
+
+@pytest.fixture
+async def server(nursery):
+    return await nursery.start(serve, make_config())
+
+
+def moved(client, entity_id, origin, dist=0.2):
+    pos = client.mirror.position_of(entity_id)
+    return pos is not None and float(np.linalg.norm(pos[[0, 2]] - origin[[0, 2]])) > dist
+
+
+async def test_two_clients_see_each_other_move_within_3_ticks(server):
+    host, port = server.udp_address[:2]
+    async with open_client(host, port) as a, open_client(host, port) as b:
+        assert a.entity_id != b.entity_id
+        assert await b.wait_until(lambda c: c.mirror.position_of(a.entity_id) is not None, 2.0)
+        assert await a.wait_until(lambda c: c.mirror.position_of(b.entity_id) is not None, 2.0)
+        origin = b.mirror.position_of(a.entity_id)
+        sent_at_tick = server.sim.tick
+        await a.send_input(1.0, 0.0)
+        assert await b.wait_until(lambda c: moved(c, a.entity_id, origin, 0.05), 2.0)
+        assert b.mirror.tick - sent_at_tick <= 3
+        # the server acknowledged the applied input to its sender
+        assert await a.wait_until(lambda c: c.mirror.header.input_ack >= 1, 2.0)
+        assert a.mirror.header.self_id == a.entity_id
+
+
+async def test_speed_and_bounds_enforced_against_cheater(server):
+    host, port = server.udp_address[:2]
+    sim = server.sim
+    async with open_client(host, port) as cheat:
+        slot = cheat.entity_id >> 16
+        start = sim.world.pos[slot].copy()
+        start_tick = sim.tick
+        # 10x too many inputs, each at full intent and with a forged huge facing
+        for _ in range(200):
+            await cheat.send_input(1.0, 0.0)
+            await trio.sleep(0.005)
+        travelled = float(np.linalg.norm(sim.world.pos[slot][[0, 2]] - start[[0, 2]]))
+        ticks = sim.tick - start_tick + 1
+        assert travelled <= sim.world.max_speed * ticks / sim.tick_rate + 1e-6
+        assert server.stats.get("drop.input_rate") + server.stats.get("drop.input_overflow") > 0
+        # push against the boundary for a long time (the world is shrunk by moving the avatar)
+        sim.world.pos[slot, 0] = sim.world.half_extent - 0.5
+        for _ in range(20):
+            await cheat.send_input(1.0, 0.0)
+            await trio.sleep(1 / sim.tick_rate)
+        assert sim.world.pos[slot, 0] <= sim.world.half_extent
+        assert await cheat.wait_until(
+            lambda c: c.mirror.position_of(c.entity_id)[0] >= sim.world.half_extent - 0.011, 2.0
+        )
+
+
+async def test_silent_client_times_out_and_others_see_despawn(nursery):
+    running = await nursery.start(serve, make_config(**{"net.timeout": 1.0, "net.keepalive_interval": 0.3}))
+    host, port = running.udp_address[:2]
+    # a raw client that completes the handshake, then goes silent
+    raw = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await raw.connect((host, port))
+    conn = ClientConnection(version=PROTOCOL_VERSION, nonce=99)
+    await raw.send(conn.connect(trio.current_time()))
+    _, [connect] = conn.receive_datagram(await raw.recv(2048), trio.current_time())
+    await raw.send(connect)
+    [accepted], _ = conn.receive_datagram(await raw.recv(2048), trio.current_time())
+    from protocol.messages import Welcome
+
+    silent_id = Welcome.decode(accepted.welcome).entity_id
+    async with open_client(host, port) as watcher:
+        assert await watcher.wait_until(lambda c: c.mirror.position_of(silent_id) is not None, 2.0)
+        for _ in range(60):  # keep the watcher alive while the silent one times out
+            await watcher.send_input(0.0, 0.0)
+            await trio.sleep(0.05)
+            if watcher.mirror.position_of(silent_id) is None:
+                break
+        assert watcher.mirror.position_of(silent_id) is None
+        assert running.stats.get("clients.left.timeout") == 1
+    raw.close()
+
+
+async def test_garbage_flood_does_not_stop_updates(server):
+    host, port = server.udp_address[:2]
+    flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flood.setblocking(False)
+    rng = np.random.default_rng(1)
+    async with open_client(host, port) as a, open_client(host, port) as b:
+        assert await b.wait_until(lambda c: c.mirror.position_of(a.entity_id) is not None, 2.0)
+        start_a = b.snapshots
+        origin = b.mirror.position_of(a.entity_id)
+        sent = 0
+        end = trio.current_time() + 1.5
+        while trio.current_time() < end and sent < 60000:
+            for _ in range(200):
+                n = int(rng.integers(1, 1300))
+                kind = int(rng.integers(0, 4))
+                data = bytearray(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+                if kind == 1:
+                    data[0] = P.SNAPSHOT
+                elif kind == 2:
+                    data = bytearray(P.encode_connect(PROTOCOL_VERSION, 5, 0, bytes(16)))
+                try:
+                    flood.sendto(bytes(data), (host, port))
+                    sent += 1
+                except BlockingIOError:
+                    break
+            await a.send_input(0.0, 1.0)
+            await trio.sleep(0.01)
+        got = b.snapshots - start_a
+        assert got >= 10, f"only {got} snapshots during the flood"
+        assert moved(b, a.entity_id, origin, 1.0), "a's movement was not seen during the flood"
+        drops = server.udp.endpoint.drops
+        assert sum(drops.values()) > 1000
+        assert server.stats.get("clients.joined") == 2
+    flood.close()
+
+
+async def test_refused_when_world_full(nursery):
+    running = await nursery.start(serve, make_config(**{"net.max_clients": 1}))
+    host, port = running.udp_address[:2]
+    async with open_client(host, port):
+        with pytest.raises(ConnectFailed) as info:
+            async with open_client(host, port):
+                pass
+        assert info.value.reason == "server_full"
