@@ -1,0 +1,237 @@
+"""The ``worldserver`` command line: ``run``, ``swarm`` and ``config``.
+
+Job: parse arguments, build the effective configuration (file, environment, ``--set`` and
+shortcut options), set up logging, and hand over to the server (``worldserver.app.run_server``)
+or to the bot swarm (``worldtools.swarm.run_swarm``), both imported lazily so that ``--help``,
+``--version``, ``config`` and configuration errors never import them. Exit codes: 0 ok,
+2 usage or configuration error; otherwise whatever the server or swarm returns.
+
+Must not: contain server, protocol or swarm logic, or print a traceback for a configuration
+or usage error (those are one ``error: ...`` line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from worldserver import __version__
+from worldserver.config import Config, ConfigError, LOG_LEVELS, load_config
+
+__all__ = ["build_parser", "main", "parse_hostport"]
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+# Shortcut option dest -> setting it sets. Shortcuts win over --set.
+_SHORTCUTS = {
+    "host": "udp.host",
+    "udp_port": "udp.port",
+    "tick_rate": "sim.tick_rate",
+    "log_level": "server.log_level",
+    "data_dir": "server.data_dir",
+}
+
+
+def _set_item(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    key = key.strip()
+    if not eq or "." not in key or not key.split(".", 1)[0] or not key.split(".", 1)[1]:
+        raise argparse.ArgumentTypeError(f"expected SECTION.KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``"host:port"`` or ``"[v6addr]:port"`` -> ``(host, port)``; ValueError if malformed."""
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port_text)
+
+
+def _hostport_arg(text: str) -> str:
+    try:
+        parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _bounded(kind: type, lo: float, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be {lo} or more, got {text!r}")
+        return value
+
+    return parse
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration")
+    group.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML configuration file (default: ./worldserver.toml if it exists)",
+    )
+    group.add_argument(
+        "--set",
+        dest="sets",
+        metavar="SECTION.KEY=VALUE",
+        type=_set_item,
+        action="append",
+        default=[],
+        help="override one setting, e.g. --set udp.port=9400 (repeatable; wins over the "
+        "file and WORLDSERVER_<SECTION>_<KEY> environment variables)",
+    )
+    group.add_argument("--host", help="shortcut for --set udp.host=HOST")
+    group.add_argument("--udp-port", metavar="PORT", help="shortcut for --set udp.port=PORT")
+    group.add_argument("--tick-rate", metavar="HZ", help="shortcut for --set sim.tick_rate=HZ")
+    group.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help=f"shortcut for --set server.log_level=LEVEL ({', '.join(LOG_LEVELS)})",
+    )
+    group.add_argument("--data-dir", metavar="DIR", help="shortcut for --set server.data_dir=DIR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="worldserver",
+        description="Authoritative real-time world server for shared 3D spaces.",
+    )
+    parser.add_argument("--version", action="version", version=f"worldserver {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the server",
+        description="Run the server until interrupted (Ctrl-C or SIGTERM).",
+    )
+    _add_config_options(run)
+
+    swarm = commands.add_parser(
+        "swarm",
+        help="drive a server with a swarm of bots and report latency and bandwidth",
+        description="Connect simulated clients to a running server and measure it.",
+    )
+    swarm.add_argument(
+        "--server", required=True, metavar="HOST:PORT", type=_hostport_arg,
+        help="address of the server's UDP endpoint",
+    )
+    swarm.add_argument(
+        "--bots", type=_bounded(int, 1, "an integer"), default=10, metavar="N",
+        help="number of bots (default: 10)",
+    )
+    swarm.add_argument(
+        "--duration", type=_bounded(float, 0.0, "a number of seconds"), default=10.0,
+        metavar="S", help="seconds to run (default: 10)",
+    )
+    swarm.add_argument(
+        "--processes", type=_bounded(int, 1, "an integer"), default=1, metavar="P",
+        help="worker processes to spread the bots over (default: 1)",
+    )
+    swarm.add_argument(
+        "--observers", type=_bounded(int, 0, "an integer"), default=16, metavar="K",
+        help="bots that decode full snapshots and measure latency (default: 16)",
+    )
+    swarm.add_argument("--seed", type=int, default=None, help="random seed for bot behaviour")
+    swarm.add_argument("--json", action="store_true", help="print the report as JSON")
+    swarm.add_argument(
+        "--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
+        metavar="LEVEL", help="log level of the swarm itself (default: WARNING)",
+    )
+
+    config = commands.add_parser(
+        "config",
+        help="print the effective configuration as TOML",
+        description="Print the configuration that `run` would use with the same options, "
+        "after the file, WORLDSERVER_* environment variables and --set are applied.",
+    )
+    _add_config_options(config)
+    return parser
+
+
+def _effective_config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, str] = {}
+    for key, value in args.sets:
+        overrides[key] = value
+    for dest, key in _SHORTCUTS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides[key] = value
+    return load_config(
+        args.config, env=os.environ, overrides=overrides, override_source="the command line"
+    )
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = _effective_config(args)
+    except ConfigError as exc:
+        return _error(str(exc))
+    from worldserver.logs import setup_logging
+
+    setup_logging(config.server.log_level, config.server.log_format)
+    from worldserver.app import run_server
+
+    try:
+        return int(run_server(config) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    try:
+        config = _effective_config(args)
+    except ConfigError as exc:
+        return _error(str(exc))
+    sys.stdout.write(config.to_toml())
+    return EXIT_OK
+
+
+def _cmd_swarm(args: argparse.Namespace) -> int:
+    from worldserver.logs import setup_logging
+
+    setup_logging(args.log_level, "text")
+    try:
+        from worldtools.swarm import run_swarm
+    except ModuleNotFoundError as exc:
+        if exc.name in ("worldtools", "worldtools.swarm"):
+            print(
+                "error: the swarm engine (worldtools.swarm) is not installed; "
+                "run `bash scripts/setup.sh` or `pip install -e .`",
+                file=sys.stderr,
+            )
+            return 1
+        raise
+    try:
+        return int(run_swarm(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse already printed
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_USAGE)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    handler = {"run": _cmd_run, "swarm": _cmd_swarm, "config": _cmd_config}[args.command]
+    return handler(args)

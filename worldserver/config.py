@@ -1,0 +1,670 @@
+"""Server configuration: typed, validated, layered settings.
+
+Job: define every setting of the server (one frozen attrs class per section, all held by
+``Config``), and build a ``Config`` from, in increasing precedence, the built-in defaults,
+a TOML file, ``WORLDSERVER_<SECTION>_<KEY>`` environment variables and explicit
+``section.key`` overrides. Every problem -- unknown section or key, wrong type, value out of
+range -- becomes a ``ConfigError`` whose message starts with the offending key (or the
+environment variable's name), so the CLI can print one clear line.
+
+Must not: open sockets, start the server, configure logging, or read anything other than the
+one TOML file and the mapping of environment variables it is given. It only describes and
+checks settings; the modules that use them decide what they mean at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, NamedTuple
+
+import attrs
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "GcSettings",
+    "InterestSettings",
+    "NetSettings",
+    "ServerSettings",
+    "Setting",
+    "SimSettings",
+    "UdpSettings",
+    "DEFAULT_CONFIG_FILE",
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "LOG_FORMATS",
+    "config_reference",
+    "load_config",
+]
+
+DEFAULT_CONFIG_FILE = "worldserver.toml"
+ENV_PREFIX = "WORLDSERVER_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """A setting is unknown, of the wrong type or out of range.
+
+    ``key`` is the dotted setting name (``"udp.port"``) or the environment variable's name
+    when the problem is a variable that matches no setting; the message starts with it.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# --------------------------------------------------------------------------------------------
+# Kinds of value. Each setting has one; it decides how TOML values are checked and how
+# strings from the environment or from overrides are parsed.
+
+_KIND_NAMES = {
+    "str": "string",
+    "int": "integer",
+    "float": "float",
+    "bool": "boolean",
+    "vec3": "list of 3 floats",
+}
+
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _expected(kind: str) -> str:
+    return {
+        "str": "expected a string",
+        "int": "expected an integer",
+        "float": "expected a number",
+        "bool": "expected a boolean (true/false, yes/no, 1/0)",
+        "vec3": "expected a list of 3 numbers",
+    }[kind]
+
+
+def _parse_string(kind: str, text: str, key: str) -> Any:
+    """Turn the string form of a value (environment, ``--set``) into the kind's Python type."""
+    stripped = text.strip()
+    if kind == "str":
+        return text
+    if kind == "int":
+        if _INT_RE.fullmatch(stripped):
+            return int(stripped)
+    elif kind == "float":
+        try:
+            return float(stripped)
+        except ValueError:
+            pass
+    elif kind == "bool":
+        word = stripped.lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    elif kind == "vec3":
+        items: Any
+        if stripped.startswith("["):
+            try:
+                items = json.loads(stripped)
+            except ValueError:
+                items = None
+        else:
+            items = []
+            for part in stripped.split(","):
+                try:
+                    items.append(float(part))
+                except ValueError:
+                    items = None
+                    break
+        if isinstance(items, list) and len(items) == 3 and all(_is_number(v) for v in items):
+            return [float(v) for v in items]
+    raise ConfigError(f"{key}: {_expected(kind)}, got {text!r}", key=key)
+
+
+# --------------------------------------------------------------------------------------------
+# Field helpers. Converters only normalise values that are already of an acceptable type
+# (int -> float, list -> tuple, log level case); validators then check type and range and
+# raise ConfigError naming "section.key".
+
+
+def _key(instance: object, attribute: attrs.Attribute) -> str:
+    return f"{type(instance).SECTION}.{attribute.name}"
+
+
+def _fail(instance: object, attribute: attrs.Attribute, detail: str) -> None:
+    key = _key(instance, attribute)
+    raise ConfigError(f"{key}: {detail}", key=key)
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _to_vec3(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and all(_is_number(v) for v in value):
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _to_level(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _type_check(kind: str):
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        ok: bool
+        if kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, float)
+            if ok and not math.isfinite(value):
+                _fail(instance, attribute, f"must be a finite number, got {value!r}")
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "vec3":
+            ok = (
+                isinstance(value, tuple)
+                and len(value) == 3
+                and all(isinstance(v, float) for v in value)
+            )
+            if ok and not all(math.isfinite(v) for v in value):
+                _fail(instance, attribute, f"must hold finite numbers, got {list(value)!r}")
+        else:  # pragma: no cover - programming error in this module
+            raise AssertionError(kind)
+        if not ok:
+            shown = list(value) if isinstance(value, tuple) else value
+            _fail(instance, attribute, f"{_expected(kind)}, got {shown!r}")
+
+    return check
+
+
+def _between(lo: float, hi: float):
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        if not lo <= value <= hi:
+            _fail(instance, attribute, f"must be between {lo} and {hi}, got {value!r}")
+
+    return check
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if not value > 0:
+        _fail(instance, attribute, f"must be greater than 0, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if not value >= 0:
+        _fail(instance, attribute, f"must be 0 or more, got {value!r}")
+
+
+def _at_least(lo: int):
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        if not value >= lo:
+            _fail(instance, attribute, f"must be {lo} or more, got {value!r}")
+
+    return check
+
+
+def _one_of(*choices: str):
+    def check(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            _fail(instance, attribute, f"must be one of {', '.join(choices)}, got {value!r}")
+
+    return check
+
+
+def _not_empty(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if not value.strip():
+        _fail(instance, attribute, "must not be empty")
+
+
+def _hex_secret(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if value == "":
+        return
+    if len(value) % 2 or not re.fullmatch(r"[0-9a-fA-F]+", value):
+        _fail(instance, attribute, "must be empty or an even number of hex digits")
+    if len(value) < 32:
+        _fail(instance, attribute, f"must be at least 32 hex digits (16 bytes), got {len(value)}")
+
+
+_CONVERTERS = {"float": _to_float, "vec3": _to_vec3}
+
+
+def _setting(default: Any, kind: str, help: str, *checks: Any, converter: Any = None) -> Any:
+    """Declare one setting: its default, kind, one-line description and range checks."""
+    return attrs.field(
+        default=default,
+        converter=converter or _CONVERTERS.get(kind),
+        validator=[_type_check(kind), *checks],
+        metadata={"kind": kind, "help": help},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The sections. Defaults here are the built-in defaults; worldserver.toml at the repo root
+# must show exactly the same values (tests/test_config.py checks it).
+
+
+@attrs.frozen
+class ServerSettings:
+    SECTION: ClassVar[str] = "server"
+    HELP: ClassVar[str] = "Process-wide settings: logging, data, stats, secrets, shutdown."
+
+    log_level: str = _setting(
+        "INFO",
+        "str",
+        "Log verbosity: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        _one_of(*LOG_LEVELS),
+        converter=_to_level,
+    )
+    log_format: str = _setting(
+        "text", "str", 'Log line format: "text" (key=value) or "json" (one object per line).',
+        _one_of(*LOG_FORMATS),
+    )
+    data_dir: str = _setting(
+        "./data", "str", "Directory for files the server writes (relative to the working dir).",
+        _not_empty,
+    )
+    stats_interval: float = _setting(
+        10.0, "float", "Seconds between two stats log lines.", _positive
+    )
+    secret: str = _setting(
+        "", "str", 'Hex key for handshake cookies (>= 32 hex digits); "" = random per start.',
+        _hex_secret,
+    )
+    shutdown_grace: float = _setting(
+        1.0, "float", "Seconds to let clients hear the shutdown before the process exits.",
+        _non_negative,
+    )
+
+    @property
+    def secret_bytes(self) -> bytes | None:
+        """The cookie key as bytes, or None when a random one must be drawn at start."""
+        return bytes.fromhex(self.secret) if self.secret else None
+
+
+@attrs.frozen
+class UdpSettings:
+    SECTION: ClassVar[str] = "udp"
+    HELP: ClassVar[str] = "The UDP endpoint of the native protocol."
+
+    host: str = _setting("0.0.0.0", "str", "Address to bind the UDP socket to.", _not_empty)
+    port: int = _setting(9300, "int", "UDP port to bind (0 = any free port).", _between(0, 65535))
+    datagram_budget: int = _setting(
+        1200, "int", "Maximum size in bytes of any datagram the server sends.",
+        _between(300, 65000),
+    )
+    recv_batch: int = _setting(
+        256, "int", "Maximum datagrams read from the socket per wakeup.", _between(1, 65536)
+    )
+
+
+@attrs.frozen
+class SimSettings:
+    SECTION: ClassVar[str] = "sim"
+    HELP: ClassVar[str] = "The authoritative simulation: tick, bounds, movement rules."
+
+    tick_rate: int = _setting(20, "int", "Simulation ticks per second.", _between(1, 240))
+    max_speed: float = _setting(
+        5.0, "float", "Maximum horizontal speed of an entity in m/s.", _positive
+    )
+    half_extent: float = _setting(
+        110.0, "float", "World bounds: |x| and |z| are kept <= this many metres.", _positive
+    )
+    y_min: float = _setting(-10.0, "float", "Lowest allowed height in metres.")
+    y_max: float = _setting(50.0, "float", "Highest allowed height in metres.")
+    position_step: float = _setting(
+        0.01, "float", "Quantization step of positions in metres.", _positive
+    )
+    spawn_point: tuple[float, float, float] = _setting(
+        (0.0, 0.0, 0.0), "vec3", "Where new entities appear: [x, y, z] in metres."
+    )
+    spawn_clearance: float = _setting(
+        2.0, "float", "Radius in metres around the spawn point used to spread new entities.",
+        _non_negative,
+    )
+    max_entities: int = _setting(
+        4096, "int", "Maximum number of live entities.", _between(1, 1 << 20)
+    )
+    jump_speed: float = _setting(
+        4.0, "float", "Upward speed in m/s given by a jump (0 = no jumping).", _non_negative
+    )
+    gravity: float = _setting(9.81, "float", "Downward acceleration in m/s^2.", _non_negative)
+    input_rate_limit: float = _setting(
+        40.0, "float", "Inputs per second accepted from one client (token bucket rate).",
+        _positive,
+    )
+    input_burst: int = _setting(
+        10, "int", "Inputs one client may send at once above the rate (bucket size).",
+        _at_least(1),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.y_min < self.y_max:
+            raise ConfigError(
+                f"sim.y_max: must be greater than sim.y_min ({self.y_min}), got {self.y_max}",
+                key="sim.y_max",
+            )
+        x, y, z = self.spawn_point
+        if abs(x) > self.half_extent or abs(z) > self.half_extent:
+            raise ConfigError(
+                f"sim.spawn_point: x and z must be within +-sim.half_extent ({self.half_extent})"
+                f", got {list(self.spawn_point)}",
+                key="sim.spawn_point",
+            )
+        if not self.y_min <= y <= self.y_max:
+            raise ConfigError(
+                f"sim.spawn_point: y must be between sim.y_min ({self.y_min}) and sim.y_max"
+                f" ({self.y_max}), got {y}",
+                key="sim.spawn_point",
+            )
+
+    @property
+    def dt(self) -> float:
+        """Seconds per tick."""
+        return 1.0 / self.tick_rate
+
+
+@attrs.frozen
+class InterestSettings:
+    SECTION: ClassVar[str] = "interest"
+    HELP: ClassVar[str] = "Interest management: which entities each client hears about."
+
+    radius: float = _setting(
+        50.0, "float", "An entity enters a client's view within this many metres.", _positive
+    )
+    leave_margin: float = _setting(
+        5.0, "float", "It leaves the view beyond radius + leave_margin (hysteresis).",
+        _non_negative,
+    )
+    cell_size: float = _setting(
+        0.0, "float", "Interest grid cell size in metres; 0 = same as radius.", _non_negative
+    )
+
+    @property
+    def leave_radius(self) -> float:
+        return self.radius + self.leave_margin
+
+    @property
+    def effective_cell_size(self) -> float:
+        return self.cell_size if self.cell_size > 0 else self.radius
+
+
+@attrs.frozen
+class NetSettings:
+    SECTION: ClassVar[str] = "net"
+    HELP: ClassVar[str] = "Connections: timeouts, handshake, limits, snapshot history."
+
+    timeout: float = _setting(
+        5.0, "float", "Seconds of silence after which a client is dropped.", _positive
+    )
+    keepalive_interval: float = _setting(
+        1.0, "float", "Seconds between keepalives on an otherwise idle connection.", _positive
+    )
+    cookie_lifetime: float = _setting(
+        10.0, "float", "Seconds a handshake cookie stays valid.", _positive
+    )
+    max_clients: int = _setting(
+        2000, "int", "Maximum number of connected clients.", _between(1, 1 << 20)
+    )
+    snapshot_ring: int = _setting(
+        32, "int", "Snapshots kept per client as delta baselines.", _between(2, 4096)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.keepalive_interval < self.timeout:
+            raise ConfigError(
+                f"net.keepalive_interval: must be less than net.timeout ({self.timeout}),"
+                f" got {self.keepalive_interval}",
+                key="net.keepalive_interval",
+            )
+
+
+@attrs.frozen
+class GcSettings:
+    SECTION: ClassVar[str] = "gc"
+    HELP: ClassVar[str] = "Python garbage collector tuning for steady tick times."
+
+    freeze_after_start: bool = _setting(
+        True, "bool", "gc.freeze() once start-up is done so old objects are never rescanned."
+    )
+    gen0_threshold: int = _setting(
+        50000, "int", "Allocations before a generation-0 collection (0 = automatic gc off).",
+        _non_negative,
+    )
+    gen1_threshold: int = _setting(
+        50, "int", "Generation-0 collections before a generation-1 collection.", _non_negative
+    )
+    gen2_threshold: int = _setting(
+        1000, "int", "Generation-1 collections before a generation-2 collection.", _non_negative
+    )
+
+
+_SECTIONS: dict[str, type] = {
+    cls.SECTION: cls
+    for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings)
+}
+
+
+class Setting(NamedTuple):
+    """One row of the configuration reference."""
+
+    key: str  # "section.key"
+    kind: str  # "str", "int", "float", "bool" or "vec3"
+    default: Any
+    help: str
+
+
+def config_reference() -> Iterator[Setting]:
+    """Every setting, in file order, with its kind, default and one-line description."""
+    for section, cls in _SECTIONS.items():
+        for field in attrs.fields(cls):
+            default = field.default
+            if isinstance(default, tuple):
+                default = list(default)
+            yield Setting(
+                f"{section}.{field.name}", field.metadata["kind"], default, field.metadata["help"]
+            )
+
+
+def _kind_of(section: str, name: str) -> str | None:
+    cls = _SECTIONS.get(section)
+    if cls is None:
+        return None
+    field = attrs.fields_dict(cls).get(name)
+    return None if field is None else field.metadata["kind"]
+
+
+# --------------------------------------------------------------------------------------------
+# TOML output.
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes are a subset of TOML basic-string escapes.
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration: ``config.server``, ``config.udp``, ``config.sim``, ..."""
+
+    server: ServerSettings = attrs.field(factory=ServerSettings)
+    udp: UdpSettings = attrs.field(factory=UdpSettings)
+    sim: SimSettings = attrs.field(factory=SimSettings)
+    interest: InterestSettings = attrs.field(factory=InterestSettings)
+    net: NetSettings = attrs.field(factory=NetSettings)
+    gc: GcSettings = attrs.field(factory=GcSettings)
+
+    def __attrs_post_init__(self) -> None:
+        if self.net.max_clients > self.sim.max_entities:
+            raise ConfigError(
+                f"net.max_clients: must not exceed sim.max_entities ({self.sim.max_entities}),"
+                f" got {self.net.max_clients}",
+                key="net.max_clients",
+            )
+
+    def get(self, key: str) -> Any:
+        """The value of ``"section.key"``."""
+        section, _, name = key.partition(".")
+        if _kind_of(section, name) is None:
+            raise ConfigError(f"{key}: unknown setting", key=key)
+        return getattr(getattr(self, section), name)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain data (``{"udp": {"port": 9300, ...}, ...}``), lists for vectors."""
+        out: dict[str, dict[str, Any]] = {}
+        for section in _SECTIONS:
+            values = attrs.asdict(getattr(self, section))
+            out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        return out
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "override") -> Config:
+        """A copy with ``{"section.key": value}`` applied; strings are parsed by kind."""
+        layered = self.as_dict()
+        sources: dict[str, str] = {}
+        for key, value in overrides.items():
+            _apply(layered, sources, key, value, source, key_label=key)
+        return _build(layered, sources)
+
+    def to_toml(self, header: str | None = None) -> str:
+        """The configuration as a TOML document, each key preceded by its description."""
+        lines: list[str] = []
+        if header:
+            lines.extend(f"# {line}".rstrip() for line in header.splitlines())
+            lines.append("")
+        data = self.as_dict()
+        for section, cls in _SECTIONS.items():
+            lines.append(f"# {cls.HELP}")
+            lines.append(f"[{section}]")
+            for field in attrs.fields(cls):
+                lines.append(f"# {field.metadata['help']}")
+                lines.append(f"{field.name} = {_toml_value(data[section][field.name])}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _apply(
+    layered: dict[str, dict[str, Any]],
+    sources: dict[str, str],
+    key: str,
+    value: Any,
+    source: str,
+    key_label: str,
+) -> None:
+    """Put one value (typed, or a string to parse) into the layered dict."""
+    section, dot, name = key.partition(".")
+    kind = _kind_of(section, name) if dot else None
+    if kind is None:
+        raise ConfigError(f"{key_label}: unknown setting", key=key_label)
+    if isinstance(value, str) and kind != "str":
+        try:
+            value = _parse_string(kind, value, key)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from {source})", key=key) from None
+    layered[section][name] = value
+    sources[key] = source
+
+
+def _build(layered: Mapping[str, Mapping[str, Any]], sources: Mapping[str, str]) -> Config:
+    """Construct and validate; a validation error names where the bad value came from."""
+    try:
+        sections = {name: cls(**layered.get(name, {})) for name, cls in _SECTIONS.items()}
+        return Config(**sections)
+    except ConfigError as exc:
+        where = sources.get(exc.key or "")
+        if where:
+            raise ConfigError(f"{exc} (from {where})", key=exc.key) from None
+        raise
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    override_source: str = "override",
+) -> Config:
+    """Build the effective configuration.
+
+    Layers, later ones winning: the built-in defaults; the TOML file ``path`` (when None,
+    ``./worldserver.toml`` if it exists); the ``WORLDSERVER_<SECTION>_<KEY>`` variables of
+    ``env`` (``os.environ`` when None; pass ``{}`` to ignore the environment); ``overrides``
+    as ``{"section.key": value}`` (strings are parsed by the setting's kind; error messages
+    say they came ``from <override_source>``).
+    Raises ConfigError for anything unknown, mistyped or out of range.
+    """
+    layered: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    sources: dict[str, str] = {}
+
+    if path is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        path = os.fspath(path)
+        document = _read_toml(path)
+        for section, table in document.items():
+            if section not in _SECTIONS:
+                raise ConfigError(f"{section}: unknown section (in {path})", key=section)
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: expected a [{section}] table (in {path})", key=section)
+            for name, value in table.items():
+                key = f"{section}.{name}"
+                if _kind_of(section, name) is None:
+                    raise ConfigError(f"{key}: unknown setting (in {path})", key=key)
+                layered[section][name] = value
+                sources[key] = path
+
+    environment = os.environ if env is None else env
+    for var in sorted(environment):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        section, _, name = var[len(ENV_PREFIX):].lower().partition("_")
+        if _kind_of(section, name) is None:
+            raise ConfigError(
+                f"{var}: unknown setting (environment variables must be named"
+                f" {ENV_PREFIX}<SECTION>_<KEY>, e.g. {ENV_PREFIX}UDP_PORT)",
+                key=var,
+            )
+        _apply(layered, sources, f"{section}.{name}", environment[var], var, key_label=var)
+
+    for key, value in (overrides or {}).items():
+        _apply(layered, sources, key, value, override_source, key_label=key)
+
+    return _build(layered, sources)
