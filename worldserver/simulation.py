@@ -21,6 +21,7 @@ from protocol.messages import INPUT_AXIS_SCALE, FLAG_JUMP, Welcome
 from protocol.packets import HEADER_SIZE
 from protocol.quantize import Quantizer
 from protocol.snapshot import encode_snapshot
+from protocol.snapshot_batch import encode_batch
 from worldserver.config import Config
 from worldserver.interest import InterestGrid
 from worldserver.sessions import Session
@@ -126,49 +127,63 @@ class Simulation:
             return
         observers = np.fromiter((s.slot for s in sessions), dtype=np.int64, count=len(sessions))
         vis = self.interest.update(world.pos, world.alive, observers)
-        alive = world.alive
-        qstate = self.quantizer.quantize_state(world.pos, world.yaw, world.anim)
+        qstate = self.quantizer.quantize_state(world.pos, world.yaw, world.anim, on_nan="min")
         all_ids = world.ids(np.arange(world.capacity))
         started = time.process_time()
         self.send_snapshots(vis, qstate, all_ids, now)
         self.encode_seconds += time.process_time() - started
-        del alive
 
     def send_snapshots(self, vis, qstate: np.ndarray, all_ids: np.ndarray, now: float) -> None:
+        """Encodes every client's snapshot in one batch; over-budget ones alone, by priority."""
         tick = self.tick
         ring = self.ring
         budget = self.snapshot_budget
+        sessions = self.sessions
+        baselines = [s.baseline if tick - s.acked_tick <= ring else None for s in sessions]
+        cand_ids = all_ids[vis.slots]
+        cand_q = qstate[vis.slots]
+        payloads, views = encode_batch(
+            tick=tick,
+            offsets=vis.offsets,
+            cand_ids=cand_ids,
+            cand_q=cand_q,
+            baselines=baselines,
+            input_acks=[s.last_applied_seq for s in sessions],
+            self_ids=[s.entity_id for s in sessions],
+            budget=budget,
+            layout=self.quantizer,
+        )
         offsets = vis.offsets.tolist()
-        slots_all = vis.slots
-        dist2_all = vis.dist2
-        for i, session in enumerate(self.sessions):
-            a, b = offsets[i], offsets[i + 1]
-            slots = slots_all[a:b]
-            baseline = session.baseline if tick - session.acked_tick <= ring else None
-            priority = None
-            if (b - a) * 3 > budget // 2:  # might not fit: nearer and longer-unsent first
-                priority = self._priority(session, slots, dist2_all[a:b])
-            payload, view, sent = encode_snapshot(
-                tick=tick,
-                baseline=baseline,
-                cand_ids=all_ids[slots],
-                cand_q=qstate[slots],
-                priority=priority,
-                budget=budget,
-                input_ack=session.last_applied_seq,
-                self_id=session.entity_id,
-                layout=self.quantizer,
-            )
-            if priority is not None:
-                if sent.all():
-                    session.last_full_tick = tick
-                else:
-                    session.last_sent[slots[sent]] = tick
+        for i, session in enumerate(sessions):
+            payload, view = payloads[i], views[i]
+            if payload is None:
+                payload, view = self._encode_prioritized(session, vis, i, offsets, cand_ids, cand_q, baselines[i])
             else:
                 session.last_full_tick = tick
             seq = session.conn.send_snapshot(session, payload, now)
             if seq is not None:
                 session.record_sent(tick, seq, view, ring)
+
+    def _encode_prioritized(self, session, vis, i, offsets, cand_ids, cand_q, baseline):
+        self.stats.incr("snapshots.over_budget")
+        a, b = offsets[i], offsets[i + 1]
+        slots = vis.slots[a:b]
+        payload, view, sent = encode_snapshot(
+            tick=self.tick,
+            baseline=baseline,
+            cand_ids=cand_ids[a:b],
+            cand_q=cand_q[a:b],
+            priority=self._priority(session, slots, vis.dist2[a:b]),
+            budget=self.snapshot_budget,
+            input_ack=session.last_applied_seq,
+            self_id=session.entity_id,
+            layout=self.quantizer,
+        )
+        if sent.all():
+            session.last_full_tick = self.tick
+        else:
+            session.last_sent[slots[sent]] = self.tick
+        return payload, view
 
     def _priority(self, session: Session, slots: np.ndarray, dist2: np.ndarray) -> np.ndarray:
         if session.last_sent is None:
