@@ -1,0 +1,919 @@
+"""Headless bot swarm: many simulated clients driving a running worldserver, and a report.
+
+Job: connect N bots to a server over the real UDP protocol (each bot its own socket, its own
+handshake), send inputs at 20 Hz (a random walk inside the world bounds, facing where it
+goes), and measure what the clients get: snapshots and bytes per bot per second, packet loss
+from the snapshot sequence numbers, handshake and connection failures, and the
+move-to-observed latency -- the time from one bot sending a turn to another bot first seeing
+that bot's entity move in the new direction -- measured by a few "observer" bots that decode
+every snapshot. ``run_swarm(args)`` is the ``worldserver swarm`` entry point;
+``run_bots(...)`` runs one process's share of bots inside trio; ``run_processes(...)``
+spreads the bots over worker processes and merges their results.
+
+Efficiency: one loop per process, no task per bot. Sockets are plain non-blocking stdlib
+sockets registered in one ``select.epoll``; trio only waits for that epoll fd to become
+readable (or for the next 50 ms send slot), so an in-process server in the same trio run keeps
+running. Light bots never decode snapshots: the connection layer parses the header (which also
+acknowledges the packet in the next input), and the bot counts it.
+
+Must not: import server internals (a bot knows only what the wire tells it), send to anything
+but the server address it was given, or run unbounded: every loop ends at ``duration`` plus a
+few seconds of teardown, and every handshake has its own timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import queue
+import random
+import resource
+import select
+import socket
+import sys
+import time
+from collections import deque
+
+import numpy as np
+import trio
+
+from protocol import PROTOCOL_VERSION
+from protocol import packets as P
+from protocol.client import ClientConnection
+from protocol.errors import ProtocolError
+from protocol.events import Connected, Disconnected, Received, Refused
+from protocol.messages import Input, Welcome, encode_inputs
+from worldclient.mirror import WorldMirror
+
+__all__ = ["make_report", "merge_results", "run_bots", "run_processes", "run_swarm"]
+
+SEND_INTERVAL = 0.05  # inputs at 20 Hz
+# Each bot sends in one of PHASES sub-slots of the 50 ms interval (chosen at random), as
+# independent clients would: the server sees no synchronized bursts, and the latency samples
+# cover the phases between client sends and server ticks instead of one arbitrary phase.
+PHASES = 5
+INPUT_REDUNDANCY = 4  # each INPUT packet repeats the last few inputs for loss tolerance
+CONNECT_BATCH = 10  # handshakes started per sub-slot (1000 bots: all started within 1 s)
+HANDSHAKE_TIMEOUT = 5.0
+CONN_TIMEOUT = 5.0
+TIMEOUT_POLL = 0.5  # how often connected bots are checked for server silence
+DRAIN_ROUNDS = 4  # epoll rounds per wakeup, each reading one datagram per ready socket
+HOLD_MIN, HOLD_MAX = 1.0, 3.0  # seconds a random-walk direction is held
+MIN_TURN = math.radians(60)  # random turns change direction by at least this much
+TURN_RECORD_MIN = math.radians(40)  # smaller direction changes are not latency probes
+MATCH_TOLERANCE = math.radians(20)  # observed direction within this of the turn = seen
+OBSERVER_RADIUS = 20.0  # observers wander within this many metres of the centre
+EDGE_MARGIN = 10.0  # light bots turn back this far inside the world bounds
+MAX_MOTION_GAP = 3  # ticks between two views for their position delta to count as motion
+MIN_MOTION_Q = 3  # quantized units a seen entity must move per tick to have a direction
+ANIM_WALK = 1
+TEARDOWN_CAP = 10.0  # seconds beyond the duration after which workers are killed
+PROGRESS_INTERVAL = 1.0
+_TWO_PI = 2.0 * math.pi
+_YAW_SCALE = 65536.0 / _TWO_PI
+
+# States of a bot (beyond the connection's own).
+WAITING, HANDSHAKE, LIVE, DEAD = 0, 1, 2, 3
+
+
+def _angle_diff(a: float, b: float) -> float:
+    """Absolute difference of two angles in radians, in [0, pi]."""
+    d = (a - b) % _TWO_PI
+    return _TWO_PI - d if d > math.pi else d
+
+
+class Bot:
+    """One simulated client: its socket, connection, walk and counters."""
+
+    __slots__ = (
+        "index", "observer", "sock", "fd", "conn", "state", "nonce", "phase",
+        "connected_at", "ended_at",
+        # walk
+        "seq", "recent", "angle", "move_x", "move_z", "yaw", "turn_at", "last_step",
+        "x", "z", "cx", "cz", "lo_x", "hi_x", "lo_z", "hi_z", "radius", "speed",
+        # counters (measurement window only)
+        "snapshots", "packets", "bytes_in", "inputs",
+        "ext", "last16", "first_ext", "max_ext", "window_packets",
+        # observers only
+        "mirror", "last_tick", "prev", "matched",
+        "turn_id", "turn_time", "turn_angle", "entity_id", "seen_sum", "seen_n",
+    )  # fmt: skip
+
+    def __init__(self, index: int, observer: bool, nonce: int, phase: int) -> None:
+        self.index = index
+        self.observer = observer
+        self.nonce = nonce
+        self.phase = phase
+        self.sock = None
+        self.fd = -1
+        self.conn: ClientConnection | None = None
+        self.state = WAITING
+        self.connected_at = 0.0
+        self.ended_at = 0.0
+        self.seq = 0
+        self.recent: deque[Input] = deque(maxlen=INPUT_REDUNDANCY)
+        self.angle = 0.0
+        self.move_x = self.move_z = self.yaw = 0
+        self.turn_at = 0.0
+        self.last_step = 0.0
+        self.x = self.z = self.cx = self.cz = 0.0
+        self.lo_x = self.hi_x = self.lo_z = self.hi_z = 0.0
+        self.radius = OBSERVER_RADIUS
+        self.speed = 5.0
+        self.snapshots = self.packets = self.bytes_in = self.inputs = 0
+        self.ext = -1
+        self.last16 = 0
+        self.first_ext = -1
+        self.max_ext = -1
+        self.window_packets = 0
+        self.mirror: WorldMirror | None = None
+        self.last_tick = -1
+        self.prev: dict[int, tuple[int, int, int]] = {}
+        self.matched: dict[int, int] = {}
+        self.turn_id = 0
+        self.turn_time = 0.0
+        self.turn_angle = 0.0
+        self.entity_id = -1
+        self.seen_sum = 0
+        self.seen_n = 0
+
+
+class _Swarm:
+    """The bots of one process and the synchronous halves of the loop (send slot, drain)."""
+
+    def __init__(self, host: str, port: int, bots: int, observers: int, seed) -> None:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        self.family, _, _, _, self.addr = infos[0]
+        self.rng = random.Random(seed)
+        observers = max(0, min(int(observers), int(bots)))
+        self.bots = [
+            Bot(i, i < observers, self.rng.getrandbits(64), self.rng.randrange(PHASES))
+            for i in range(int(bots))
+        ]
+        self.by_fd: dict[int, Bot] = {}
+        self.ep = select.epoll()
+        self.waiting = deque(self.bots)
+        self.handshaking: list[Bot] = []
+        self.live: list[Bot] = []
+        self.failures: dict[str, int] = {}
+        self.decode_errors: dict[str, int] = {}
+        self.socket_errors: dict[str, int] = {}
+        self.latency_ms: list[float] = []
+        self.input_backlog: list[int] = []  # observers: inputs sent but not yet applied
+        self.observer_by_id: dict[int, Bot] = {}
+        self.observer_ids = np.zeros(0, dtype=np.uint32)
+        self.measure_start = 0.0
+        self.send_late: list[float] = []
+        self.next_timeout_poll = 0.0
+        self.connected_ever = 0
+        self.bytes_total = 0  # whole run, for the progress line
+        self.snapshots_total = 0
+
+    # -- connection management --------------------------------------------------------------
+    def _fail(self, bot: Bot, reason: str, now: float) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        self._close_bot(bot, now)
+
+    def _close_bot(self, bot: Bot, now: float) -> None:
+        if bot.state == LIVE:
+            self.live.remove(bot)
+            if bot.observer and bot.entity_id in self.observer_by_id:
+                del self.observer_by_id[bot.entity_id]
+                self._rebuild_observer_ids()
+        elif bot.state == HANDSHAKE:
+            self.handshaking.remove(bot)
+        bot.state = DEAD
+        bot.ended_at = now
+        if bot.sock is not None:
+            try:
+                self.ep.unregister(bot.fd)
+            except (OSError, ValueError):
+                pass
+            self.by_fd.pop(bot.fd, None)
+            bot.sock.close()
+            bot.sock = None
+
+    def _start_handshake(self, bot: Bot, now: float) -> None:
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("::1" if self.family == socket.AF_INET6 else "127.0.0.1", 0)
+                  if _is_loopback(self.addr[0]) else ("", 0))
+        sock.connect(self.addr)  # own source port; the kernel filters other senders
+        bot.sock = sock
+        bot.fd = sock.fileno()
+        self.by_fd[bot.fd] = bot
+        self.ep.register(bot.fd, select.EPOLLIN)
+        bot.conn = ClientConnection(
+            version=PROTOCOL_VERSION,
+            nonce=bot.nonce,
+            timeout=CONN_TIMEOUT,
+            handshake_timeout=HANDSHAKE_TIMEOUT,
+        )
+        bot.state = HANDSHAKE
+        self.handshaking.append(bot)
+        self._send(bot, bot.conn.connect(now))
+
+    def _send(self, bot: Bot, data: bytes) -> bool:
+        try:
+            bot.sock.send(data)
+            return True
+        except (BlockingIOError, InterruptedError):
+            self.failures_soft("send_buffer_full")
+        except OSError:  # ICMP port unreachable reported on a connected socket, etc.
+            self.failures_soft("send_error")
+        return False
+
+    def failures_soft(self, name: str) -> None:
+        """Counted but not a failure of the bot (the datagram is simply lost)."""
+        self.socket_errors[name] = self.socket_errors.get(name, 0) + 1
+
+    def _on_connected(self, bot: Bot, event: Connected, now: float) -> None:
+        try:
+            welcome = Welcome.decode(event.welcome)
+        except ProtocolError as exc:
+            self._fail(bot, f"bad_welcome_{exc.reason}", now)
+            return
+        self.handshaking.remove(bot)
+        self.live.append(bot)
+        self.connected_ever += 1
+        bot.state = LIVE
+        bot.connected_at = now
+        bot.entity_id = welcome.entity_id
+        bot.speed = welcome.max_speed
+        (x0, _, z0), (x1, _, z1) = welcome.mins, welcome.maxs
+        bot.cx, bot.cz = (x0 + x1) / 2.0, (z0 + z1) / 2.0
+        margin_x = min(EDGE_MARGIN, (x1 - x0) / 4.0)
+        margin_z = min(EDGE_MARGIN, (z1 - z0) / 4.0)
+        bot.lo_x, bot.hi_x = x0 + margin_x, x1 - margin_x
+        bot.lo_z, bot.hi_z = z0 + margin_z, z1 - margin_z
+        # Light bots do not decode their own position: they dead-reckon from the centre (the
+        # spawn area); observers correct it from their snapshots.
+        bot.x, bot.z = bot.cx, bot.cz
+        bot.radius = min(OBSERVER_RADIUS, (x1 - x0) / 4.0, (z1 - z0) / 4.0)
+        bot.last_step = now
+        self._set_direction(bot, self.rng.uniform(0.0, _TWO_PI), now, record=False)
+        if bot.observer:
+            bot.mirror = WorldMirror(welcome)
+            self.observer_by_id[bot.entity_id] = bot
+            self._rebuild_observer_ids()
+
+    def _rebuild_observer_ids(self) -> None:
+        self.observer_ids = np.array(sorted(self.observer_by_id), dtype=np.uint32)
+
+    # -- the walk -----------------------------------------------------------------------------
+    def _set_direction(self, bot: Bot, angle: float, now: float, record: bool = True) -> None:
+        change = _angle_diff(angle, bot.angle)
+        angle %= _TWO_PI
+        bot.angle = angle
+        mx = int(round(127.0 * math.cos(angle)))
+        mz = int(round(127.0 * math.sin(angle)))
+        bot.move_x, bot.move_z = mx, mz
+        # Facing the movement direction: yaw 0 faces +z, growing toward +x.
+        bot.yaw = int(round((math.atan2(mx, mz) % _TWO_PI) * _YAW_SCALE)) & 0xFFFF
+        bot.turn_at = now + self.rng.uniform(HOLD_MIN, HOLD_MAX)
+        if bot.observer:
+            if record and change >= TURN_RECORD_MIN:
+                bot.turn_id += 1
+                bot.turn_time = -1.0  # set to the send time of the input that carries it
+                bot.turn_angle = math.atan2(mz, mx)
+            elif change >= MATCH_TOLERANCE:
+                bot.turn_id += 1  # a small change: old probe void, no new one
+                bot.turn_time = math.inf
+
+    def _steer(self, bot: Bot, now: float) -> None:
+        dt = min(now - bot.last_step, 0.2)
+        bot.last_step = now
+        k = bot.speed * dt / 127.0
+        x = bot.x + bot.move_x * k
+        z = bot.z + bot.move_z * k
+        if bot.observer:
+            outside = (x - bot.cx) ** 2 + (z - bot.cz) ** 2 > bot.radius**2
+        else:
+            x = min(max(x, bot.lo_x - EDGE_MARGIN), bot.hi_x + EDGE_MARGIN)
+            z = min(max(z, bot.lo_z - EDGE_MARGIN), bot.hi_z + EDGE_MARGIN)
+            outside = x < bot.lo_x or x > bot.hi_x or z < bot.lo_z or z > bot.hi_z
+        bot.x, bot.z = x, z
+        if outside:
+            home = math.atan2(bot.cz - z, bot.cx - x)
+            if _angle_diff(home, bot.angle) > math.pi / 3:
+                self._set_direction(bot, home + self.rng.uniform(-math.pi / 6, math.pi / 6), now)
+                return
+        if now >= bot.turn_at:
+            self._set_direction(bot, bot.angle + self.rng.uniform(MIN_TURN, _TWO_PI - MIN_TURN), now)
+
+    # -- the send slot ------------------------------------------------------------------------
+    def send_slot(self, now: float, phase: int) -> None:
+        """One sub-slot: start a batch of handshakes, resend/expire pending ones, and send the
+        input of every live bot of this ``phase``."""
+        for _ in range(min(CONNECT_BATCH, len(self.waiting))):
+            self._start_handshake(self.waiting.popleft(), now)
+        for bot in list(self.handshaking):
+            events, out = bot.conn.poll(now)
+            for data in out:
+                self._send(bot, data)
+            if events:
+                self._handle_events(bot, events, now)
+        counting = now >= self.measure_start
+        monotonic = time.monotonic
+        for bot in self.live:
+            if bot.phase != phase:
+                continue
+            self._steer(bot, now)
+            bot.seq += 1
+            bot.recent.append(Input(bot.seq, bot.move_x, bot.move_z, bot.yaw, ANIM_WALK, 0))
+            data = bot.conn.packet(P.INPUT, encode_inputs(list(bot.recent)), now)
+            if self._send(bot, data) and counting:
+                bot.inputs += 1
+            if bot.observer and bot.turn_time < 0.0:
+                bot.turn_time = monotonic()  # the turn left with this datagram
+        if now >= self.next_timeout_poll:
+            self.next_timeout_poll = now + TIMEOUT_POLL
+            for bot in list(self.live):
+                events, out = bot.conn.poll(now)
+                for data in out:
+                    self._send(bot, data)
+                if events:
+                    self._handle_events(bot, events, now)
+
+    # -- receiving ----------------------------------------------------------------------------
+    def drain(self, now: float) -> None:
+        """Read the datagrams waiting on the ready sockets: one per socket per epoll round.
+
+        Reading until EAGAIN would cost a failing syscall (and a Python exception) per socket
+        per wakeup; a second epoll round over all sockets costs one syscall. Sockets still
+        holding datagrams after the last round stay readable and wake the loop again.
+        """
+        by_fd = self.by_fd
+        poll = self.ep.poll
+        for _ in range(DRAIN_ROUNDS):
+            ready = poll(0)
+            if not ready:
+                return
+            for fd, _ in ready:
+                bot = by_fd.get(fd)
+                if bot is None:
+                    continue
+                try:
+                    data = bot.sock.recv(2048)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:  # e.g. ECONNREFUSED: the server is not (yet) there
+                    self.failures_soft("recv_error")
+                    continue
+                self.bytes_total += len(data)
+                events, out = bot.conn.receive_datagram(data, now)
+                for reply in out:
+                    self._send(bot, reply)
+                if events:
+                    self._handle_events(bot, events, now, len(data))
+
+    def _handle_events(self, bot: Bot, events: list, now: float, size: int = 0) -> None:
+        for ev in events:
+            kind = type(ev)
+            if kind is Received:
+                if bot.state != LIVE:
+                    continue
+                if ev.ptype == P.SNAPSHOT:
+                    self.snapshots_total += 1
+                if now >= self.measure_start:
+                    self._count_packet(bot, ev, size)
+                if bot.observer and ev.ptype == P.SNAPSHOT:
+                    self._observe(bot, ev.payload, now)
+            elif kind is Connected:
+                self._on_connected(bot, ev, now)
+            elif kind is Refused:
+                self._fail(bot, f"refused_{ev.reason}", now)
+            elif kind is Disconnected:
+                if bot.state == LIVE:
+                    reason = f"disconnect_{ev.reason}"
+                elif ev.reason.startswith("handshake"):
+                    reason = ev.reason
+                else:
+                    reason = f"handshake_{ev.reason}"
+                self._fail(bot, reason, now)
+                return
+
+    def _count_packet(self, bot: Bot, ev: Received, size: int) -> None:
+        bot.packets += 1
+        bot.bytes_in += size
+        if ev.ptype == P.SNAPSHOT:
+            bot.snapshots += 1
+        seq = ev.seq
+        if bot.ext < 0:
+            bot.ext = seq
+            bot.last16 = seq
+            ext = seq
+        else:
+            diff = (seq - bot.last16) & 0xFFFF
+            if diff < 0x8000:
+                bot.ext += diff
+                bot.last16 = seq
+                ext = bot.ext
+            else:
+                ext = bot.ext - (0x10000 - diff)
+        if bot.first_ext < 0:
+            bot.first_ext = ext
+        if ext >= bot.first_ext:
+            bot.window_packets += 1
+            if ext > bot.max_ext:
+                bot.max_ext = ext
+
+    def _observe(self, bot: Bot, payload: bytes, now: float) -> None:
+        """Decode one snapshot into the observer's mirror; look for other observers' turns."""
+        mirror = bot.mirror
+        header = mirror.apply(payload)  # decode failures are counted in mirror.dropped
+        if header is None or header.tick != mirror.view.tick or header.tick <= bot.last_tick:
+            return  # dropped, or arrived out of order: kept as a baseline, not news
+        view = mirror.view
+        bot.last_tick = view.tick
+        if now >= self.measure_start and header.input_ack > 0:
+            self.input_backlog.append(bot.seq - header.input_ack)
+        ids, q = view.ids, view.q
+        bot.seen_sum += len(ids)
+        bot.seen_n += 1
+        qz = mirror.quantizer
+        i = int(ids.searchsorted(header.self_id))
+        if i < len(ids) and int(ids[i]) == header.self_id:
+            bot.x = qz.mins[0] + int(q[i, 0]) * qz.step
+            bot.z = qz.mins[2] + int(q[i, 2]) * qz.step
+        others = self.observer_ids
+        if not len(others) or not len(ids):
+            return
+        pos = ids.searchsorted(others)
+        np.minimum(pos, len(ids) - 1, out=pos)
+        hits = np.flatnonzero(ids[pos] == others)
+        counting = now >= self.measure_start
+        for k in hits.tolist():
+            eid = int(others[k])
+            if eid == header.self_id:
+                continue
+            row = int(pos[k])
+            qx, qzv = int(q[row, 0]), int(q[row, 2])
+            prev = bot.prev.get(eid)
+            bot.prev[eid] = (view.tick, qx, qzv)
+            if prev is None:
+                continue
+            gap = view.tick - prev[0]
+            if gap > MAX_MOTION_GAP:
+                continue
+            dx, dz = qx - prev[1], qzv - prev[2]
+            if dx * dx + dz * dz < (MIN_MOTION_Q * gap) ** 2:
+                continue
+            other = self.observer_by_id.get(eid)
+            if other is None or other.turn_id == 0 or not 0.0 < other.turn_time < now:
+                continue
+            if bot.matched.get(eid) == other.turn_id:
+                continue
+            if _angle_diff(math.atan2(dz, dx), other.turn_angle) <= MATCH_TOLERANCE:
+                bot.matched[eid] = other.turn_id
+                if counting and other.turn_time >= self.measure_start:
+                    self.latency_ms.append((now - other.turn_time) * 1000.0)
+
+    # -- results ------------------------------------------------------------------------------
+    def progress_counts(self) -> dict:
+        return dict(
+            connected=len(self.live),
+            snapshots=self.snapshots_total,
+            bytes=self.bytes_total,
+            failures=sum(self.failures.values()),
+        )
+
+    def teardown(self, now: float) -> None:
+        """Say goodbye (DISCONNECT sent twice, as SPEC.md says) and close every socket."""
+        for bot in list(self.live):
+            data = bot.conn.disconnect(now)
+            if data:
+                self._send(bot, data)
+                self._send(bot, data)
+            bot.ended_at = now
+            self.live.remove(bot)
+            bot.state = DEAD
+        for bot in list(self.handshaking):
+            self._fail(bot, "handshake_unfinished", now)
+        for bot in self.waiting:
+            self.failures["not_started"] = self.failures.get("not_started", 0) + 1
+        self.waiting.clear()
+        for bot in self.bots:
+            if bot.sock is not None:
+                self.by_fd.pop(bot.fd, None)
+                bot.sock.close()
+                bot.sock = None
+        self.ep.close()
+
+    def result(self, requested: int, end: float, cpu_s: float, window: float) -> dict:
+        connected_s = 0.0
+        snaps = pkts = nbytes = inputs = expected = received = 0
+        seen_sum = seen_n = 0
+        for bot in self.bots:
+            if bot.connected_at > 0.0:
+                start = max(bot.connected_at, self.measure_start)
+                stop = min(bot.ended_at or end, end)
+                connected_s += max(0.0, stop - start)
+            snaps += bot.snapshots
+            pkts += bot.packets
+            nbytes += bot.bytes_in
+            inputs += bot.inputs
+            if bot.first_ext >= 0:
+                expected += bot.max_ext - bot.first_ext + 1
+                received += bot.window_packets
+            seen_sum += bot.seen_sum
+            seen_n += bot.seen_n
+            if bot.mirror is not None:
+                for reason, n in bot.mirror.dropped.items():
+                    self.decode_errors[reason] = self.decode_errors.get(reason, 0) + n
+        return dict(
+            bots_requested=requested,
+            observers=sum(1 for b in self.bots if b.observer),
+            connected=self.connected_ever,
+            failure_reasons=dict(self.failures),
+            decode_errors=dict(self.decode_errors),
+            socket_errors=dict(self.socket_errors),
+            snapshots=snaps,
+            packets=pkts,
+            bytes=nbytes,
+            inputs=inputs,
+            connected_seconds=connected_s,
+            packets_expected=expected,
+            packets_received=received,
+            latency_samples_ms=list(self.latency_ms),
+            observed_entities_sum=seen_sum,
+            observed_views=seen_n,
+            send_late_ms=list(self.send_late),
+            input_backlog=list(self.input_backlog),
+            cpu_s=cpu_s,
+            window_s=window,
+            processes=1,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "::1"
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(float(np.percentile(np.asarray(values, dtype=np.float64), q)), 2)
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+async def run_bots(
+    host: str,
+    port: int,
+    bots: int,
+    duration: float,
+    observers: int = 16,
+    seed: int | None = None,
+    progress=None,
+    *,
+    warmup: float = 0.0,
+    start_at: float | None = None,
+) -> dict:
+    """Run ``bots`` bots (the first ``observers`` of them decoding) for ``duration`` seconds.
+
+    Runs inside trio and yields at every wait, so a server in the same trio run keeps
+    ticking. ``progress(elapsed_s, counts)`` is called about once a second. Counting starts
+    ``warmup`` seconds after the start (``start_at``, a ``time.monotonic()`` value, or now).
+    Returns the report of these bots (see :func:`make_report`); its raw fields can be merged
+    with other processes' results by :func:`merge_results`.
+    """
+    raise_nofile_limit(bots + 64)
+    swarm = _Swarm(host, port, bots, observers, seed)
+    if start_at is not None:
+        await trio.sleep(max(0.0, start_at - time.monotonic()))
+    t0 = time.monotonic()
+    end = t0 + max(0.0, float(duration))
+    swarm.measure_start = t0 + max(0.0, float(warmup))
+    cpu_mark = None
+    next_send = t0
+    slot = SEND_INTERVAL / PHASES
+    phase = 0
+    next_progress = t0 + PROGRESS_INTERVAL
+    epfd = swarm.ep.fileno()
+    try:
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            if cpu_mark is None and now >= swarm.measure_start:
+                cpu_mark = (time.process_time(), now)
+            if now >= next_send:
+                late = now - next_send
+                if now >= swarm.measure_start:
+                    swarm.send_late.append(late * 1000.0)
+                swarm.send_slot(now, phase)
+                phase = (phase + 1) % PHASES
+                next_send += slot
+                if next_send <= now:  # more than a whole slot behind: do not try to catch up
+                    next_send = now + slot
+            if progress is not None and now >= next_progress:
+                next_progress += PROGRESS_INTERVAL
+                progress(now - t0, swarm.progress_counts())
+            wait = min(next_send, end, next_progress if progress else end) - time.monotonic()
+            if wait > 0:
+                with trio.move_on_after(wait):
+                    await trio.lowlevel.wait_readable(epfd)
+            else:
+                await trio.lowlevel.checkpoint()
+            swarm.drain(time.monotonic())
+    finally:
+        now = time.monotonic()
+        swarm.teardown(now)
+    if cpu_mark is None:
+        cpu_mark = (time.process_time(), now)
+    cpu_s = time.process_time() - cpu_mark[0]
+    window = max(0.0, min(now, end) - swarm.measure_start)
+    raw = swarm.result(bots, end, cpu_s, window)
+    raw["duration_s"] = round(now - t0, 3)
+    return make_report(raw)
+
+
+def raise_nofile_limit(needed: int) -> None:
+    """One socket per bot: lift the soft open-files limit toward the hard one if needed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# ----------------------------------------------------------------------------- the report
+
+_SUMMED = (
+    "bots_requested", "observers", "connected", "snapshots", "packets", "bytes", "inputs",
+    "connected_seconds", "packets_expected", "packets_received", "observed_entities_sum",
+    "observed_views", "cpu_s",
+)  # fmt: skip
+_DICTS = ("failure_reasons", "decode_errors", "socket_errors")
+_LISTS = ("latency_samples_ms", "send_late_ms", "input_backlog")
+
+
+def merge_results(results: list[dict]) -> dict:
+    """Merge the results of several processes: counts summed, samples concatenated."""
+    raw: dict = {k: 0 for k in _SUMMED}
+    for k in _DICTS:
+        raw[k] = {}
+    for k in _LISTS:
+        raw[k] = []
+    raw["window_s"] = 0.0
+    raw["duration_s"] = 0.0
+    for r in results:
+        for k in _SUMMED:
+            raw[k] += r.get(k, 0)
+        for k in _DICTS:
+            for name, n in r.get(k, {}).items():
+                raw[k][name] = raw[k].get(name, 0) + n
+        for k in _LISTS:
+            raw[k].extend(r.get(k, []))
+        raw["window_s"] = max(raw["window_s"], r.get("window_s", 0.0))
+        raw["duration_s"] = max(raw["duration_s"], r.get("duration_s", 0.0))
+    raw["processes"] = sum(r.get("processes", 1) for r in results)
+    return make_report(raw)
+
+
+def make_report(raw: dict) -> dict:
+    """Add the derived figures (rates per bot per second, percentiles, loss) to raw counts."""
+    r = dict(raw)
+    for k in _LISTS:
+        r.setdefault(k, [])
+    bot_s = r["connected_seconds"]
+    failures = sum(r["failure_reasons"].values()) + sum(r["decode_errors"].values())
+    lat = r["latency_samples_ms"]
+    late = r["send_late_ms"]
+    expected = r["packets_expected"]
+    window = r["window_s"]
+    r.update(
+        failures=failures,
+        snapshots_per_bot_s=round(r["snapshots"] / bot_s, 2) if bot_s else 0.0,
+        bytes_per_bot_s=round(r["bytes"] / bot_s, 1) if bot_s else 0.0,
+        inputs_per_bot_s=round(r["inputs"] / bot_s, 2) if bot_s else 0.0,
+        latency_ms_p50=_percentile(lat, 50),
+        latency_ms_p99=_percentile(lat, 99),
+        latency_samples=len(lat),
+        packet_loss=round((expected - r["packets_received"]) / expected, 5) if expected else 0.0,
+        observed_entities_mean=(
+            round(r["observed_entities_sum"] / r["observed_views"], 1) if r["observed_views"] else 0.0
+        ),
+        send_late_ms_p99=_percentile(late, 99),
+        input_backlog_p50=_percentile(r["input_backlog"], 50),
+        input_backlog_p99=_percentile(r["input_backlog"], 99),
+        cpu_percent=round(100.0 * r["cpu_s"] / window, 1) if window else 0.0,
+        ok=r["connected"] == r["bots_requested"] and failures == 0,
+    )
+    return r
+
+
+def public_report(report: dict) -> dict:
+    """The report without the raw sample lists (for printing)."""
+    return {k: v for k, v in report.items() if k not in _LISTS}
+
+
+def format_report(report: dict) -> str:
+    lat50, lat99 = report["latency_ms_p50"], report["latency_ms_p99"]
+    rows = [
+        ("bots requested", report["bots_requested"]),
+        ("connected", report["connected"]),
+        ("failures", report["failures"]),
+        ("  reasons", ", ".join(f"{k}={v}" for k, v in sorted(
+            {**report["failure_reasons"], **report["decode_errors"]}.items())) or "-"),
+        ("snapshots / bot / s", report["snapshots_per_bot_s"]),
+        ("bytes in / bot / s", report["bytes_per_bot_s"]),
+        ("inputs / bot / s", report["inputs_per_bot_s"]),
+        ("move-to-observed p50 (ms)", "-" if lat50 is None else lat50),
+        ("move-to-observed p99 (ms)", "-" if lat99 is None else lat99),
+        ("latency samples", report["latency_samples"]),
+        ("packet loss", f"{100.0 * report['packet_loss']:.3f} %"),
+        ("entities seen by observers", report["observed_entities_mean"]),
+        ("inputs sent, not applied p50/p99",
+         f"{report['input_backlog_p50']} / {report['input_backlog_p99']}"),
+        ("swarm send lateness p99 (ms)", report["send_late_ms_p99"]),
+        ("swarm CPU (% of one core)", report["cpu_percent"]),
+        ("processes", report["processes"]),
+        ("duration (s)", report["duration_s"]),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def _split(bots: int, processes: int) -> list[int]:
+    base, extra = divmod(bots, processes)
+    return [base + (1 if i < extra else 0) for i in range(processes)]
+
+
+def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at, out) -> None:
+    """Worker process body: run its bots, post progress and the final result on ``out``."""
+
+    def progress(elapsed: float, counts: dict) -> None:
+        out.put(("progress", index, counts))
+
+    try:
+        result = trio.run(
+            lambda: run_bots(
+                host, port, bots, duration, observers, seed, progress,
+                warmup=warmup, start_at=start_at,
+            )
+        )  # fmt: skip
+        out.put(("result", index, result))
+    except BaseException as exc:  # report, never hang the parent
+        out.put(("error", index, f"{type(exc).__name__}: {exc}"))
+
+
+def run_processes(
+    host: str,
+    port: int,
+    bots: int,
+    duration: float,
+    processes: int = 1,
+    observers: int = 16,
+    seed: int | None = None,
+    progress=None,
+    *,
+    warmup: float = 0.0,
+) -> dict:
+    """Spread the bots over ``processes`` worker processes; return the merged report.
+
+    All observers run in the first worker, so that the turns they make and the turns they
+    see share one process. ``progress(elapsed_s, counts)`` is called in this process about
+    once a second with the sums over the workers. Workers that outlive ``duration`` plus
+    :data:`TEARDOWN_CAP` seconds are killed and count as failed.
+    """
+    processes = max(1, min(int(processes), int(bots)))
+    counts = _split(int(bots), processes)
+    observers = min(int(observers), counts[0])
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    out = ctx.Queue()
+    start_at = time.monotonic() + 0.5 + 0.1 * processes  # same clock start in every worker
+    workers = []
+    for i, n in enumerate(counts):
+        wseed = None if seed is None else seed * 1000 + i
+        p = ctx.Process(
+            target=_worker,
+            args=(i, host, port, n, duration, observers if i == 0 else 0, wseed, warmup,
+                  start_at, out),
+            daemon=True,
+        )  # fmt: skip
+        p.start()
+        workers.append(p)
+    results: dict[int, dict] = {}
+    errors: dict[int, str] = {}
+    latest: dict[int, dict] = {}
+    hard_deadline = start_at + duration + TEARDOWN_CAP
+    next_progress = start_at + PROGRESS_INTERVAL + 0.1  # just after the workers report
+    try:
+        while len(results) + len(errors) < processes:
+            now = time.monotonic()
+            if now >= hard_deadline:
+                break
+            if progress is not None and now >= next_progress:
+                next_progress += PROGRESS_INTERVAL
+                progress(now - start_at, _sum_counts(latest.values()))
+            try:
+                kind, index, payload = out.get(timeout=max(0.01, min(0.2, next_progress - now)))
+            except queue.Empty:
+                if all(not p.is_alive() for p in workers) and out.empty():
+                    break
+                continue
+            if kind == "progress":
+                latest[index] = payload
+            elif kind == "result":
+                results[index] = payload
+            else:
+                errors[index] = payload
+    finally:
+        for p in workers:
+            p.join(timeout=max(0.0, min(2.0, hard_deadline - time.monotonic())))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2.0)
+    report = merge_results(list(results.values()))
+    for i, n in enumerate(counts):
+        if i not in results:
+            reason = "worker_error" if i in errors else "worker_lost"
+            report["failure_reasons"][reason] = report["failure_reasons"].get(reason, 0) + n
+            report["bots_requested"] += n
+    if errors:
+        report["worker_errors"] = errors
+    return make_report(report)
+
+
+def _sum_counts(items) -> dict:
+    total = dict(connected=0, snapshots=0, bytes=0, failures=0)
+    for c in items:
+        for k in total:
+            total[k] += c.get(k, 0)
+    return total
+
+
+class _ProgressLine:
+    """Prints ``t=..s connected a/b snapshots/s .. kB/s ..`` on stderr once a second."""
+
+    def __init__(self, bots: int) -> None:
+        self.bots = bots
+        self.last: tuple[float, dict] | None = None
+
+    def __call__(self, elapsed: float, counts: dict) -> None:
+        snaps_s = kb_s = 0.0
+        if self.last is not None:
+            dt = elapsed - self.last[0]
+            if dt > 0:
+                snaps_s = (counts["snapshots"] - self.last[1]["snapshots"]) / dt
+                kb_s = (counts["bytes"] - self.last[1]["bytes"]) / dt / 1000.0
+        self.last = (elapsed, dict(counts))
+        print(
+            f"swarm t={elapsed:5.1f}s connected {counts['connected']}/{self.bots} "
+            f"snapshots/s {snaps_s:8.0f}  kB/s {kb_s:8.1f}  failures {counts['failures']}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+# ----------------------------------------------------------------------------- the CLI entry
+
+
+def _parse_hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def run_swarm(args) -> int:
+    """``worldserver swarm``: run the swarm as the argparse ``args`` say; 0 if all went well."""
+    host, port = _parse_hostport(args.server)
+    bots = int(args.bots)
+    duration = float(args.duration)
+    processes = max(1, int(getattr(args, "processes", 1) or 1))
+    observers = int(getattr(args, "observers", 16))
+    seed = getattr(args, "seed", None)
+    as_json = bool(getattr(args, "json", False))
+    progress = None if as_json else _ProgressLine(bots)
+    if processes == 1:
+        report = trio.run(lambda: run_bots(host, port, bots, duration, observers, seed, progress))
+    else:
+        report = run_processes(host, port, bots, duration, processes, observers, seed, progress)
+    shown = public_report(report)
+    if as_json:
+        print(json.dumps(shown, sort_keys=True))
+    else:
+        print(format_report(shown))
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience: python -m worldtools.swarm
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m worldtools.swarm")
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--bots", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--observers", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", action="store_true")
+    sys.exit(run_swarm(parser.parse_args()))
