@@ -126,7 +126,7 @@ class Simulation:
         if not sessions:
             return
         observers = np.fromiter((s.slot for s in sessions), dtype=np.int64, count=len(sessions))
-        vis = self.interest.update(world.pos, world.alive, observers)
+        vis = self.interest.update(world.pos, world.alive, observers, generation=world.generation)
         qstate = self.quantizer.quantize_state(world.pos, world.yaw, world.anim, on_nan="min")
         all_ids = world.ids(np.arange(world.capacity))
         started = time.process_time()
