@@ -14,6 +14,7 @@ from protocol.messages import Input, encode_inputs
 from worldclient.client import ConnectFailed, open_client
 from worldserver.app import serve
 from worldserver.config import load_config
+from worldserver.sessions import CATCH_UP_SLACK
 
 
 def make_config(**overrides):
@@ -60,7 +61,7 @@ async def test_speed_and_bounds_enforced_against_cheater(server):
             await cheat.send_input(1.0, 0.0)
             await trio.sleep(0.005)
         travelled = float(np.linalg.norm(sim.world.pos[slot][[0, 2]] - start[[0, 2]]))
-        ticks = sim.tick - start_tick + 1
+        ticks = sim.tick - start_tick + 1 + CATCH_UP_SLACK  # late inputs may be caught up
         assert travelled <= sim.world.max_speed * ticks / sim.tick_rate + 1e-6
         assert server.stats.get("drop.input_rate") + server.stats.get("drop.input_overflow") > 0
         # push against the boundary for a long time (the world is shrunk by moving the avatar)

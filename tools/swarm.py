@@ -65,6 +65,8 @@ TURN_RECORD_MIN = math.radians(40)  # smaller direction changes are not latency 
 MATCH_TOLERANCE = math.radians(20)  # observed direction within this of the turn = seen
 OBSERVER_RADIUS = 20.0  # observers wander within this many metres of the centre
 EDGE_MARGIN = 10.0  # light bots turn back this far inside the world bounds
+WAYPOINT_REACHED = 2.0  # metres: a light bot picks its next waypoint this close to the last
+WAYPOINT_TIMEOUT = 60.0  # seconds before a light bot gives up on an unreached waypoint
 MAX_MOTION_GAP = 3  # ticks between two views for their position delta to count as motion
 MIN_MOTION_Q = 3  # quantized units a seen entity must move per tick to have a direction
 ANIM_WALK = 1
@@ -96,7 +98,7 @@ class Bot:
         "snapshots", "packets", "bytes_in", "inputs",
         "ext", "last16", "first_ext", "max_ext", "window_packets",
         # observers only
-        "mirror", "last_tick", "prev", "matched",
+        "mirror", "last_tick", "prev", "matched", "tx", "tz",
         "turn_id", "turn_time", "turn_angle", "entity_id", "seen_sum", "seen_n",
     )  # fmt: skip
 
@@ -118,6 +120,7 @@ class Bot:
         self.turn_at = 0.0
         self.last_step = 0.0
         self.x = self.z = self.cx = self.cz = 0.0
+        self.tx = self.tz = 0.0  # waypoint of a light bot
         self.lo_x = self.hi_x = self.lo_z = self.hi_z = 0.0
         self.radius = OBSERVER_RADIUS
         self.speed = 5.0
@@ -287,12 +290,19 @@ class _Swarm:
         k = bot.speed * dt / 127.0
         x = bot.x + bot.move_x * k
         z = bot.z + bot.move_z * k
-        if bot.observer:
-            outside = (x - bot.cx) ** 2 + (z - bot.cz) ** 2 > bot.radius**2
-        else:
+        if not bot.observer:
+            # Light bots: random waypoints over the whole world, so that a swarm that starts
+            # at the spawn point spreads out (a random walk would stay crowded for minutes).
             x = min(max(x, bot.lo_x - EDGE_MARGIN), bot.hi_x + EDGE_MARGIN)
             z = min(max(z, bot.lo_z - EDGE_MARGIN), bot.hi_z + EDGE_MARGIN)
-            outside = x < bot.lo_x or x > bot.hi_x or z < bot.lo_z or z > bot.hi_z
+            bot.x, bot.z = x, z
+            if now >= bot.turn_at or (x - bot.tx) ** 2 + (z - bot.tz) ** 2 < WAYPOINT_REACHED**2:
+                bot.tx = self.rng.uniform(bot.lo_x, bot.hi_x)
+                bot.tz = self.rng.uniform(bot.lo_z, bot.hi_z)
+                self._set_direction(bot, math.atan2(bot.tz - z, bot.tx - x), now)
+                bot.turn_at = now + WAYPOINT_TIMEOUT
+            return
+        outside = (x - bot.cx) ** 2 + (z - bot.cz) ** 2 > bot.radius**2
         bot.x, bot.z = x, z
         if outside:
             home = math.atan2(bot.cz - z, bot.cx - x)

@@ -420,7 +420,13 @@ class NetSettings:
         2000, "int", "Maximum number of connected clients.", _between(1, 1 << 20)
     )
     snapshot_ring: int = _setting(
-        32, "int", "Snapshots kept per client as delta baselines.", _between(2, 4096)
+        32, "int", "Snapshots kept per client as delta baselines (clients keep 64).", _between(2, 60)
+    )
+    priority_encode_ms: float = _setting(
+        15.0,
+        "float",
+        "Per-tick time for snapshots over the datagram budget; the rest wait one tick.",
+        _positive,
     )
 
     def __attrs_post_init__(self) -> None:

@@ -17,7 +17,8 @@ from protocol.snapshot import View
 from worldserver.stats import Stats
 
 MAX_PENDING_INPUTS = 4  # inputs waiting beyond this are stale: the oldest are dropped
-INPUT_STALE_AFTER = 0.25  # seconds without input after which the avatar stops
+MAX_INPUTS_PER_TICK = 2  # a late input may be applied together with the next one
+CATCH_UP_SLACK = 2  # inputs applied may exceed ticks elapsed since joining by at most this
 
 
 class Session:
@@ -28,8 +29,8 @@ class Session:
         "pending",
         "last_received_seq",
         "last_applied_seq",
-        "last_input_time",
-        "intent",
+        "join_tick",
+        "applied",
         "tokens",
         "token_time",
         "views",
@@ -37,6 +38,7 @@ class Session:
         "acked_tick",
         "baseline",
         "last_full_tick",
+        "last_snapshot_tick",
         "last_sent",
         "snapshots_sent",
     )
@@ -48,15 +50,16 @@ class Session:
         self.pending: deque[Input] = deque()
         self.last_received_seq = -1
         self.last_applied_seq = 0
-        self.last_input_time = now
-        self.intent: Input | None = None
-        self.tokens = 0.0
+        self.join_tick = 0
+        self.applied = 0  # inputs applied since joining
+        self.tokens = float("inf")  # capped to the burst on first use: a new client starts full
         self.token_time = now
         self.views: dict[int, View] = {}
         self.seq_to_tick: dict[int, int] = {}
         self.acked_tick = -1
         self.baseline: View | None = None  # newest view the client acknowledged
         self.last_full_tick = -1  # newest tick at which every candidate was sent
+        self.last_snapshot_tick = -1  # newest tick at which a snapshot was sent
         self.last_sent = None  # per-slot tick of the last partial send (numpy, made lazily)
         self.snapshots_sent = 0
 
@@ -75,21 +78,35 @@ class Session:
             if inp.seq > newest:
                 self.pending.append(inp)
                 newest = inp.seq
-        if newest != self.last_received_seq:
-            self.last_received_seq = newest
-            self.last_input_time = now
+        self.last_received_seq = newest
         while len(self.pending) > MAX_PENDING_INPUTS:
             self.pending.popleft()
             stats.incr("drop.input_overflow")
 
-    def next_input(self, now: float) -> Input | None:
-        """The input to apply this tick: the next queued one, else the last one while fresh."""
-        if self.pending:
-            self.intent = self.pending.popleft()
-            self.last_applied_seq = self.intent.seq
-        elif self.intent is not None and now - self.last_input_time > INPUT_STALE_AFTER:
-            self.intent = None
-        return self.intent
+    def next_inputs(self, tick: int) -> tuple[Input | None, Input | None]:
+        """The inputs to apply at ``tick``: (None, None), (input, None) or (late, input).
+
+        One input moves the avatar for one tick, so an avatar with no input this tick stands
+        still and its client's prediction stays exact. An input that arrived late is applied
+        together with the next one, but only while the client has applied no more inputs than
+        ticks have passed since it joined (plus ``CATCH_UP_SLACK``): catching up after jitter
+        is allowed, moving faster than max speed on average never is.
+        """
+        pending = self.pending
+        if not pending:
+            return None, None
+        allowed = tick - self.join_tick + CATCH_UP_SLACK - self.applied
+        if allowed <= 0:
+            return None, None
+        first = pending.popleft()
+        if pending and allowed >= 2:
+            second = pending.popleft()
+            self.applied += 2
+            self.last_applied_seq = second.seq
+            return first, second
+        self.applied += 1
+        self.last_applied_seq = first.seq
+        return None, first
 
     # -- snapshots ------------------------------------------------------------------------
     def record_sent(self, tick: int, seq: int, view: View, ring: int) -> None:

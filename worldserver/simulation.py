@@ -64,12 +64,14 @@ class Simulation:
         self.sessions: list[Session] = []
         self.tick = 0
         self.encode_seconds = 0.0  # CPU spent in snapshot encoding (for benchmarks)
+        self.priority_encode_seconds = config.net.priority_encode_ms / 1000.0
 
     # -- membership -----------------------------------------------------------------------
     def join(self, sender: object, now: float) -> Session:
         """Spawns an avatar for a new client; raises WorldFull when no slot or spot is free."""
         entity_id = self.world.spawn(owner=len(self.sessions))
         session = Session(sender, entity_id, entity_id >> 16, now)
+        session.join_tick = self.tick
         self.sessions.append(session)
         return session
 
@@ -94,34 +96,43 @@ class Simulation:
         )
 
     # -- the tick -------------------------------------------------------------------------
-    def apply_inputs(self, now: float) -> None:
-        slots, moves, yaws, anims, jumps = [], [], [], [], []
-        for s in self.sessions:
-            inp = s.next_input(now)
-            slots.append(s.slot)
-            if inp is None:
-                moves.append((0.0, 0.0))
-                yaws.append(None)
-                anims.append(0)
-                jumps.append(False)
-            else:
-                moves.append((inp.move_x, inp.move_z))
-                yaws.append(inp.yaw)
-                anims.append(inp.anim)
-                jumps.append(bool(inp.flags & FLAG_JUMP))
-        if not slots:
+    def apply_inputs(self) -> None:
+        """Applies this tick's inputs of every client to the world, vectorized.
+
+        A client with no input stands still this tick; a client catching up a late input
+        gets an extra horizontal step first (see Session.next_inputs).
+        """
+        sessions = self.sessions
+        if not sessions:
             return
-        slots_a = np.asarray(slots, dtype=np.int64)
-        current_yaw = self.world.yaw[slots_a]
-        yaw = np.array([current_yaw[i] if y is None else y * YAW_SCALE for i, y in enumerate(yaws)])
-        move = np.asarray(moves, dtype=np.float64) / INPUT_AXIS_SCALE
-        self.world.set_intents(slots_a, move, yaw, anims, jumps)
+        tick = self.tick
+        n = len(sessions)
+        slots = np.empty(n, dtype=np.int64)
+        cols = np.zeros((n, 5), dtype=np.float64)  # move_x, move_z, yaw, anim, jump
+        keep_yaw = np.ones(n, dtype=bool)
+        late_slots, late_moves = [], []
+        for i, s in enumerate(sessions):
+            slots[i] = s.slot
+            late, inp = s.next_inputs(tick)
+            if inp is not None:
+                cols[i] = (inp.move_x, inp.move_z, inp.yaw, inp.anim, (inp.flags | (late.flags if late else 0)) & FLAG_JUMP)
+                keep_yaw[i] = False
+                if late is not None:
+                    late_slots.append(s.slot)
+                    late_moves.append((late.move_x, late.move_z))
+        world = self.world
+        if late_slots:
+            self.stats.incr("inputs.caught_up", len(late_slots))
+            world.catch_up(late_slots, np.asarray(late_moves, dtype=np.float64) / INPUT_AXIS_SCALE, self.dt)
+        yaw = np.where(keep_yaw, world.yaw[slots], cols[:, 2] * YAW_SCALE)
+        anim = np.where(keep_yaw, world.requested_anim[slots], cols[:, 3])
+        world.set_intents(slots, cols[:, :2] / INPUT_AXIS_SCALE, yaw, anim, cols[:, 4] != 0)
 
     def run_tick(self, now: float) -> None:
-        self.apply_inputs(now)
+        self.tick += 1
+        self.apply_inputs()
         world = self.world
         world.step(self.dt)
-        self.tick += 1
         sessions = self.sessions
         if not sessions:
             return
@@ -153,20 +164,45 @@ class Simulation:
             budget=budget,
             layout=self.quantizer,
         )
-        offsets = vis.offsets.tolist()
+        over = []
         for i, session in enumerate(sessions):
-            payload, view = payloads[i], views[i]
+            payload = payloads[i]
             if payload is None:
-                payload, view = self._encode_prioritized(session, vis, i, offsets, cand_ids, cand_q, baselines[i])
-            else:
-                session.last_full_tick = tick
-            seq = session.conn.send_snapshot(session, payload, now)
-            if seq is not None:
-                session.record_sent(tick, seq, view, ring)
+                over.append(i)
+                continue
+            session.last_full_tick = tick
+            self._send(session, payload, views[i], now)
+        if over:
+            self._send_prioritized(over, vis, cand_ids, cand_q, baselines, now)
+
+    def _send(self, session: Session, payload: bytes, view, now: float) -> None:
+        session.last_snapshot_tick = self.tick
+        seq = session.conn.send_snapshot(session, payload, now)
+        if seq is not None:
+            session.record_sent(self.tick, seq, view, self.ring)
+
+    def _send_prioritized(self, over: list[int], vis, cand_ids, cand_q, baselines, now: float) -> None:
+        """Snapshots that exceed the budget, each chosen by priority, within a time allowance.
+
+        Clients that waited longest go first; those left when the allowance is spent get no
+        snapshot this tick (counted) and are first in line next tick. So a crowd that is too
+        dense lowers its snapshot rate instead of making ticks late.
+        """
+        sessions = self.sessions
+        over.sort(key=lambda i: sessions[i].last_snapshot_tick)
+        deadline = time.perf_counter() + self.priority_encode_seconds
+        offsets = vis.offsets
+        for k, i in enumerate(over):
+            if k and time.perf_counter() > deadline:
+                self.stats.incr("snapshots.deferred", len(over) - k)
+                return
+            session = sessions[i]
+            payload, view = self._encode_prioritized(session, vis, i, offsets, cand_ids, cand_q, baselines[i])
+            self._send(session, payload, view, now)
 
     def _encode_prioritized(self, session, vis, i, offsets, cand_ids, cand_q, baseline):
         self.stats.incr("snapshots.over_budget")
-        a, b = offsets[i], offsets[i + 1]
+        a, b = int(offsets[i]), int(offsets[i + 1])
         slots = vis.slots[a:b]
         payload, view, sent = encode_snapshot(
             tick=self.tick,

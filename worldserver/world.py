@@ -337,6 +337,29 @@ class World:
 
     # ------------------------------------------------------------------ simulation
 
+    @property
+    def requested_anim(self) -> np.ndarray:
+        """The animation each client last asked for (``anim`` shows 3 while airborne)."""
+        return self._anim_req
+
+    def catch_up(self, slots, move_xz, dt: float) -> None:
+        """One extra horizontal step for ``slots`` (inputs that arrived late), vectorised.
+
+        The intents are sanitised as in :meth:`set_intents` and stored, the entities move by
+        ``intent * max_speed * dt`` and are clamped to the bounds. Vertical motion, yaw and
+        animation are left to the regular :meth:`step`. The caller limits how often this
+        happens (sessions allow it only to catch up inputs the client really sent in time).
+        """
+        slots = np.asarray(slots, dtype=np.int64).reshape(-1)
+        if not len(slots):
+            return
+        self.set_intents(slots, move_xz, self.yaw[slots], self._anim_req[slots], self.jump[slots])
+        live = slots[self.alive[slots]]
+        xz = self.pos[live][:, ::2] + self.intent[live].astype(np.float64) * (self.max_speed * float(dt))
+        np.clip(xz, -self.half_extent, self.half_extent, out=xz)
+        self.pos[live, 0] = xz[:, 0]
+        self.pos[live, 2] = xz[:, 1]
+
     def step(self, dt: float) -> None:
         """Advance every alive entity by ``dt`` seconds (whole-array numpy, no entity loop).
 
