@@ -40,7 +40,9 @@ def _segment_layout(counts: np.ndarray, seg_of: np.ndarray) -> tuple[np.ndarray,
     pstart = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(padded, out=pstart[1:])
     shift = pstart[:-1] - np.cumsum(counts) + counts  # padded start - unpadded start
-    return np.arange(len(seg_of)) + shift[seg_of], pstart
+    dest = np.arange(len(seg_of))
+    dest += np.repeat(shift, counts)  # segments are contiguous and in order
+    return dest, pstart
 
 
 def _pack_flags(flags: np.ndarray, seg_of: np.ndarray, counts: np.ndarray):
@@ -128,32 +130,30 @@ def encode_batch(
         inb = np.zeros(T, dtype=bool)
         removed = np.zeros(0, dtype=bool)
 
-    # Deltas of kept candidates (candidate order = baseline order within a client).
-    ki = np.flatnonzero(inb)
-    kc = cc[ki]
-    if len(ki) == T:  # the common case: every candidate was in its baseline
-        d = cand_q - bq.take(pos, axis=0)
-    else:
-        d = cand_q.take(ki, axis=0) - bq.take(pos.take(ki), axis=0)
+    # Deltas for every candidate row against its baseline row (rows not in the baseline get
+    # garbage, masked out below): cheaper than gathering the kept rows first.
+    d = cand_q - bq.take(pos, axis=0, mode="clip") if NB else np.zeros_like(cand_q)
     d[:, 3] = d[:, 3].astype(np.int16)  # yaw delta wrapped to [-32768, 32767]
     zz = (d << 1) ^ (d >> 31)
     zz = zz.view(np.uint32)
     ch = zz != 0
+    ch &= inb[:, None]
     code = ch[:, 0].view(np.uint8).copy()  # bit f set when field f changed
     for f in range(1, FIELDS):
         code |= ch[:, f].view(np.uint8) << f
-    upd = code != 0
+    upd = code != 0  # false for rows not in the baseline
     vals = zz.ravel().compress(ch.ravel())
     nch = _POPCOUNT5.take(code)
     wm = vals >= WIDE
+    kc = cc.compress(inb)  # client of each kept row
 
     # Per-client counts and payload sizes.
     n_rem = np.bincount(bc[removed], minlength=C)
     n_kept = np.bincount(kc, minlength=C)
     n_add = counts - n_kept
-    n_upd = np.bincount(kc[upd], minlength=C)
-    n_vals = np.bincount(kc, weights=nch, minlength=C).astype(np.int64)
-    val_client = np.repeat(kc, nch)
+    n_upd = np.bincount(cc[upd], minlength=C)
+    n_vals = np.bincount(cc, weights=nch, minlength=C).astype(np.int64)
+    val_client = np.repeat(cc, nch)
     n_wide = np.bincount(val_client[wm], minlength=C)
     base_ticks = [None if b is None else b.tick for b in baselines]
     bt_arr = np.fromiter((0 if t is None else t for t in base_ticks), dtype=np.int64, count=C)
@@ -187,8 +187,8 @@ def encode_batch(
             add_q[:, 3].astype("<u2").tobytes(), add_q[:, 4].astype(np.uint8).tobytes()]
     widths = (pdt.itemsize, pdt.itemsize, pdt.itemsize, 2, 1)
 
-    upd_buf, upd_a, upd_b = _pack_flags(upd, kc, n_kept)
-    fld_buf, fld_a, fld_b = _pack_codes(code[upd], kc[upd], n_upd)
+    upd_buf, upd_a, upd_b = _pack_flags(upd.compress(inb), kc, n_kept)
+    fld_buf, fld_a, fld_b = _pack_codes(code[upd], cc[upd], n_upd)
     small_buf = np.minimum(vals, WIDE).astype(np.uint8).tobytes()
     small_off = np.concatenate(([0], np.cumsum(n_vals))).tolist()
     wide_buf = vals[wm].astype("<u4").tobytes()

@@ -284,10 +284,6 @@ class ServerSettings:
         "", "str", 'Hex key for handshake cookies (>= 32 hex digits); "" = random per start.',
         _hex_secret,
     )
-    shutdown_grace: float = _setting(
-        1.0, "float", "Seconds to let clients hear the shutdown before the process exits.",
-        _non_negative,
-    )
 
     @property
     def secret_bytes(self) -> bytes | None:
