@@ -303,7 +303,7 @@ class UdpSettings:
         _between(300, 65000),
     )
     recv_batch: int = _setting(
-        256, "int", "Maximum datagrams read from the socket per wakeup.", _between(1, 65536)
+        1024, "int", "Maximum datagrams read from the socket per wakeup.", _between(1, 65536)
     )
 
 

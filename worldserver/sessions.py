@@ -39,6 +39,8 @@ class Session:
         "baseline",
         "last_full_tick",
         "last_snapshot_tick",
+        "over_budget",
+        "over_budget_count",
         "last_sent",
         "snapshots_sent",
     )
@@ -60,6 +62,8 @@ class Session:
         self.baseline: View | None = None  # newest view the client acknowledged
         self.last_full_tick = -1  # newest tick at which every candidate was sent
         self.last_snapshot_tick = -1  # newest tick at which a snapshot was sent
+        self.over_budget = False  # last snapshot did not fit the datagram budget
+        self.over_budget_count = 0  # with this many candidates
         self.last_sent = None  # per-slot tick of the last partial send (numpy, made lazily)
         self.snapshots_sent = 0
 

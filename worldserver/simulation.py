@@ -66,6 +66,7 @@ class Simulation:
         self.tick = 0
         self.encode_seconds = 0.0  # CPU spent in snapshot encoding (for benchmarks)
         self.priority_encode_seconds = config.net.priority_encode_ms / 1000.0
+        self._priority_cost = 1e-4  # seconds per snapshot on the priority path (moving average)
 
     # -- membership -----------------------------------------------------------------------
     def join(self, sender: object, now: float) -> Session:
@@ -134,58 +135,86 @@ class Simulation:
         self.apply_inputs()
         world = self.world
         world.step(self.dt)
-        sessions = self.sessions
-        if not sessions:
+        if not self.sessions:
             return
-        observers = np.fromiter((s.slot for s in sessions), dtype=np.int64, count=len(sessions))
+        served = self._choose_served()
+        observers = np.fromiter((s.slot for s in served), dtype=np.int64, count=len(served))
         vis = self.interest.update(world.pos, world.alive, observers, generation=world.generation)
         qstate = self.quantizer.quantize_state(world.pos, world.yaw, world.anim, on_nan="min")
         all_ids = world.ids(np.arange(world.capacity))
         started = time.process_time()
-        self.send_snapshots(vis, qstate, all_ids, now)
+        self.send_snapshots(served, vis, qstate, all_ids, now)
         self.encode_seconds += time.process_time() - started
 
-    def send_snapshots(self, vis, qstate: np.ndarray, all_ids: np.ndarray, now: float) -> None:
-        """Encodes every client's snapshot in one batch; over-budget ones alone, by priority."""
+    def _choose_served(self) -> list[Session]:
+        """The clients that get a snapshot this tick.
+
+        A client whose snapshot fits the datagram budget gets one every tick. Clients whose
+        snapshots did not fit (a dense crowd) share the per-tick priority allowance: those
+        that waited longest first, as many as the measured cost says fit; the others wait a
+        tick and cost nothing, not even interest.
+        """
+        sessions = self.sessions
+        over = [s for s in sessions if s.over_budget]
+        if not over:
+            return sessions
+        capacity = int(self.priority_encode_seconds / self._priority_cost) + 1
+        if capacity >= len(over):
+            return sessions
+        over.sort(key=lambda s: s.last_snapshot_tick)
+        waiting = {id(s) for s in over[capacity:]}
+        self.stats.incr("snapshots.deferred", len(waiting))
+        return [s for s in sessions if id(s) not in waiting]
+
+    def send_snapshots(self, served: list[Session], vis, qstate: np.ndarray, all_ids: np.ndarray, now: float) -> None:
+        """Encodes the snapshots of ``served`` (in ``vis`` order): in batches, or alone by priority.
+
+        A client whose snapshot did not fit last tick, and whose view has not shrunk by a
+        tenth since, goes straight to the priority path, so a dense crowd wastes no batch work.
+        """
         tick = self.tick
         ring = self.ring
-        budget = self.snapshot_budget
-        sessions = self.sessions
-        baselines = [s.baseline if tick - s.acked_tick <= ring else None for s in sessions]
         cand_ids = all_ids[vis.slots]
         cand_q = qstate[vis.slots]
-        offsets = vis.offsets
-        acks = [s.last_applied_seq for s in sessions]
-        selfs = [s.entity_id for s in sessions]
-        payloads: list = []
-        views: list = []
+        counts = np.diff(vis.offsets)
+        counts_l = counts.tolist()
+        baselines = [s.baseline if tick - s.acked_tick <= ring else None for s in served]
+        direct = [s.over_budget and counts_l[i] * 10 >= s.over_budget_count * 9 for i, s in enumerate(served)]
+        over = [i for i, d in enumerate(direct) if d]
+        batch = [i for i, d in enumerate(direct) if not d]
+        if over:
+            rows = np.repeat(~np.asarray(direct), counts)
+            b_ids, b_q = cand_ids[rows], cand_q[rows]
+            b_counts = counts[batch]
+        else:
+            b_ids, b_q, b_counts = cand_ids, cand_q, counts
+        b_off = np.zeros(len(batch) + 1, dtype=np.int64)
+        np.cumsum(b_counts, out=b_off[1:])
         # Chunks of clients keep the encoder's temporaries in cache (about 2x faster at 1000).
-        for a in range(0, len(sessions), ENCODE_CHUNK):
-            b = min(a + ENCODE_CHUNK, len(sessions))
-            lo, hi = int(offsets[a]), int(offsets[b])
-            p, v = encode_batch(
+        for a in range(0, len(batch), ENCODE_CHUNK):
+            chunk = batch[a : a + ENCODE_CHUNK]
+            lo, hi = int(b_off[a]), int(b_off[a + len(chunk)])
+            payloads, views = encode_batch(
                 tick=tick,
-                offsets=offsets[a : b + 1] - lo,
-                cand_ids=cand_ids[lo:hi],
-                cand_q=cand_q[lo:hi],
-                baselines=baselines[a:b],
-                input_acks=acks[a:b],
-                self_ids=selfs[a:b],
-                budget=budget,
+                offsets=b_off[a : a + len(chunk) + 1] - lo,
+                cand_ids=b_ids[lo:hi],
+                cand_q=b_q[lo:hi],
+                baselines=[baselines[i] for i in chunk],
+                input_acks=[served[i].last_applied_seq for i in chunk],
+                self_ids=[served[i].entity_id for i in chunk],
+                budget=self.snapshot_budget,
                 layout=self.quantizer,
             )
-            payloads += p
-            views += v
-        over = []
-        for i, session in enumerate(sessions):
-            payload = payloads[i]
-            if payload is None:
-                over.append(i)
-                continue
-            session.last_full_tick = tick
-            self._send(session, payload, views[i], now)
+            for i, payload, view in zip(chunk, payloads, views):
+                session = served[i]
+                if payload is None:
+                    over.append(i)
+                    continue
+                session.over_budget = False
+                session.last_full_tick = tick
+                self._send(session, payload, view, now)
         if over:
-            self._send_prioritized(over, vis, cand_ids, cand_q, baselines, now)
+            self._send_prioritized(served, over, vis, cand_ids, cand_q, baselines, now)
 
     def _send(self, session: Session, payload: bytes, view, now: float) -> None:
         session.last_snapshot_tick = self.tick
@@ -193,24 +222,33 @@ class Simulation:
         if seq is not None:
             session.record_sent(self.tick, seq, view, self.ring)
 
-    def _send_prioritized(self, over: list[int], vis, cand_ids, cand_q, baselines, now: float) -> None:
+    def _send_prioritized(self, served, over: list[int], vis, cand_ids, cand_q, baselines, now: float) -> None:
         """Snapshots that exceed the budget, each chosen by priority, within a time allowance.
 
         Clients that waited longest go first; those left when the allowance is spent get no
         snapshot this tick (counted) and are first in line next tick. So a crowd that is too
         dense lowers its snapshot rate instead of making ticks late.
         """
-        sessions = self.sessions
-        over.sort(key=lambda i: sessions[i].last_snapshot_tick)
-        deadline = time.perf_counter() + self.priority_encode_seconds
-        offsets = vis.offsets
-        for k, i in enumerate(over):
-            if k and time.perf_counter() > deadline:
-                self.stats.incr("snapshots.deferred", len(over) - k)
-                return
-            session = sessions[i]
-            payload, view = self._encode_prioritized(session, vis, i, offsets, cand_ids, cand_q, baselines[i])
+        over.sort(key=lambda i: served[i].last_snapshot_tick)
+        started = time.perf_counter()
+        deadline = started + self.priority_encode_seconds
+        counts = vis.offsets
+        done = 0
+        for i in over:
+            if done and time.perf_counter() > deadline:
+                break
+            session = served[i]
+            session.over_budget = True
+            session.over_budget_count = int(counts[i + 1] - counts[i])
+            payload, view = self._encode_prioritized(session, vis, i, vis.offsets, cand_ids, cand_q, baselines[i])
             self._send(session, payload, view, now)
+            done += 1
+        if done < len(over):
+            self.stats.incr("snapshots.deferred", len(over) - done)
+            for i in over[done:]:
+                served[i].over_budget = True
+        cost = (time.perf_counter() - started) / done
+        self._priority_cost += 0.2 * (cost - self._priority_cost)
 
     def _encode_prioritized(self, session, vis, i, offsets, cand_ids, cand_q, baseline):
         self.stats.incr("snapshots.over_budget")
@@ -229,6 +267,7 @@ class Simulation:
         )
         if sent.all():
             session.last_full_tick = self.tick
+            session.over_budget = False
         else:
             session.last_sent[slots[sent]] = self.tick
         return payload, view
