@@ -63,6 +63,7 @@ class Simulation:
         self.snapshot_budget = config.udp.datagram_budget - HEADER_SIZE
         self.ring = config.net.snapshot_ring
         self.sessions: list[Session] = []
+        self._joined = 0  # clients ever joined; numbers the avatars' owners
         self.tick = 0
         self.encode_seconds = 0.0  # CPU spent in snapshot encoding (for benchmarks)
         self.priority_encode_seconds = config.net.priority_encode_ms / 1000.0
@@ -71,7 +72,8 @@ class Simulation:
     # -- membership -----------------------------------------------------------------------
     def join(self, sender: object, now: float) -> Session:
         """Spawns an avatar for a new client; raises WorldFull when no slot or spot is free."""
-        entity_id = self.world.spawn(owner=len(self.sessions))
+        self._joined += 1
+        entity_id = self.world.spawn(owner=self._joined)
         session = Session(sender, entity_id, entity_id >> 16, now)
         session.join_tick = self.tick
         self.sessions.append(session)

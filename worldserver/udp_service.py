@@ -10,8 +10,6 @@ Must not: run the tick or encode snapshots (the simulation does), or block.
 
 from __future__ import annotations
 
-import logging
-
 from protocol import PROTOCOL_VERSION
 from protocol import packets as P
 from protocol.errors import ProtocolError
@@ -19,12 +17,13 @@ from protocol.events import ConnectRequest, Disconnected, Received
 from protocol.messages import decode_inputs
 from protocol.server import ServerConnection, ServerEndpoint
 from worldserver.config import Config
+from worldserver.logs import get_logger
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
 from worldserver.udp import UdpTransport
 from worldserver.world import WorldFull
 
-log = logging.getLogger("worldserver.udp")
+log = get_logger("worldserver.udp")
 
 
 class UdpPeer:
@@ -99,7 +98,7 @@ class UdpService:
         peer.conn = conn
         conn.user = session
         self.stats.incr("clients.joined")
-        log.debug("client joined", extra={"fields": {"addr": conn.addr, "entity": session.entity_id}})
+        log.debug("client joined", addr=conn.addr, entity=session.entity_id)
 
     def _on_disconnected(self, event: Disconnected) -> None:
         session = event.conn.user
@@ -107,6 +106,7 @@ class UdpService:
             self.sim.leave(session)
             event.conn.user = None
         self.stats.incr(f"clients.left.{event.reason}")
+        log.debug("client left", addr=event.conn.addr, reason=event.reason)
 
     # -- periodic -------------------------------------------------------------------------
     def poll(self, now: float) -> None:

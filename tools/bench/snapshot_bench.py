@@ -7,7 +7,7 @@ bytes per visible moving entity per snapshot, the fraction of entities updated p
 and the encode CPU time per client-tick (``time.process_time`` over replayed encode calls).
 Must not: open sockets, start a server, or change anything on disk.
 
-Usage: ``python tools/bench/snapshot_bench.py [--entities 50,200,1000] [--budget 1387]
+Usage: ``python tools/bench/snapshot_bench.py [--entities 50,200,1000] [--budget 1187]
 [--ticks 400] [--repeat 5] [--json]``
 """
 
@@ -51,6 +51,10 @@ def walk(n: int, ticks: int, rng: np.random.Generator) -> list[np.ndarray]:
         heading[(np.abs(pos[:, [0, 2]]) > 290).any(axis=1)] += math.pi  # turn back at edges
         out.append(QUANTIZER.quantize_state(pos, heading, anim))
     return out
+
+
+# The server's default: udp.datagram_budget (1200) minus the 13-byte packet header.
+DEFAULT_BUDGET = 1200 - 13
 
 
 def run(n: int, ticks: int, budget: int, repeat: int, seed: int) -> dict:
@@ -99,7 +103,8 @@ def run(n: int, ticks: int, budget: int, repeat: int, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", default="50,200,1000", help="comma-separated view sizes")
-    parser.add_argument("--budget", type=int, default=1387, help="snapshot budget, bytes")
+    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                        help="snapshot payload budget, bytes (default: the server's, 1200 - 13 header)")
     parser.add_argument("--ticks", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=5, help="timing runs (best is kept)")
     parser.add_argument("--seed", type=int, default=1)
