@@ -61,7 +61,7 @@ def test_specified_defaults():
     assert c.sim.spawn_point == (0.0, 0.0, 0.0)
     assert c.sim.gravity == 9.81
     assert c.interest.leave_radius == 55.0
-    assert c.interest.effective_cell_size == 50.0
+    assert c.interest.effective_cell_size is None  # the grid chooses
     assert c.net.max_clients == 2000 and c.net.snapshot_ring == 32
     assert c.gc.freeze_after_start is True and c.gc.gen0_threshold == 50000
 

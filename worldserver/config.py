@@ -386,7 +386,8 @@ class InterestSettings:
         _non_negative,
     )
     cell_size: float = _setting(
-        0.0, "float", "Interest grid cell size in metres; 0 = same as radius.", _non_negative
+        0.0, "float", "Interest grid cell size in metres; 0 = automatic (leave radius / 4).",
+        _non_negative,
     )
 
     @property
@@ -394,8 +395,9 @@ class InterestSettings:
         return self.radius + self.leave_margin
 
     @property
-    def effective_cell_size(self) -> float:
-        return self.cell_size if self.cell_size > 0 else self.radius
+    def effective_cell_size(self) -> float | None:
+        """The cell size to use, or None to let the grid choose (leave radius / 4)."""
+        return self.cell_size if self.cell_size > 0 else None
 
 
 @attrs.frozen

@@ -55,7 +55,7 @@ class Simulation:
             half_extent=sim.half_extent,
             radius=config.interest.radius,
             leave_margin=config.interest.leave_margin,
-            cell_size=config.interest.cell_size or None,
+            cell_size=config.interest.effective_cell_size,
             capacity=sim.max_entities,
         )
         he = sim.half_extent
