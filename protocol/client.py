@@ -27,8 +27,15 @@ class ClientConnection:
         keepalive_interval: float = 1.0,
         handshake_timeout: float = 5.0,
         resend_interval: float = 0.25,
+        token: bytes = b"",
+        trusted: bool = False,
     ) -> None:
+        """``token``: the join token from the server's join endpoint (b"" for none).
+        ``trusted``: the transport proves the peer (WebRTC, WebSocket): after HELLO the server
+        answers ACCEPT directly, with no CHALLENGE/CONNECT round trip."""
         self.version = version
+        self.token = token
+        self.trusted = trusted
         self.nonce = nonce & 0xFFFFFFFFFFFFFFFF
         self.timeout = timeout
         self.keepalive_interval = keepalive_interval
@@ -49,7 +56,7 @@ class ClientConnection:
     def connect(self, now: float) -> bytes:
         """Starts the handshake; returns the HELLO datagram to send."""
         self.state = HELLO_SENT
-        self._handshake_packet = P.encode_hello(self.version, self.nonce)
+        self._handshake_packet = P.encode_hello(self.version, self.nonce, self.token)
         self._handshake_started = now
         self._last_handshake_send = now
         return self._handshake_packet
@@ -66,10 +73,10 @@ class ClientConnection:
                     self._drop("wrong_nonce")
                     return [], []
                 self.state = CONNECT_SENT
-                self._handshake_packet = P.encode_connect(version, nonce, cookie_ms, mac)
+                self._handshake_packet = P.encode_connect(version, nonce, cookie_ms, mac, self.token)
                 self._last_handshake_send = now
                 return [], [self._handshake_packet]
-            if ptype == P.ACCEPT and self.state == CONNECT_SENT:
+            if ptype == P.ACCEPT and (self.state == CONNECT_SENT or (self.trusted and self.state == HELLO_SENT)):
                 nonce, salt, welcome = P.decode_accept(data)
                 if nonce != self.nonce:
                     self._drop("wrong_nonce")

@@ -10,10 +10,14 @@ import attrs
 
 @attrs.define(slots=True, eq=False)
 class ConnectRequest:
-    """A client proved its address with a valid cookie; the driver must accept or refuse it."""
+    """A client proved its address (or came over a trusted transport); accept or refuse it.
+
+    ``token`` is the join token the client presented (b"" if none).
+    """
 
     addr: tuple
     nonce: int
+    token: bytes = b""
 
 
 @attrs.define(slots=True, eq=False)

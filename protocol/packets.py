@@ -75,20 +75,34 @@ def packet_type(data: bytes) -> int:
     return data[0]
 
 
-def _pad(body: bytes) -> bytes:
+MAX_TOKEN = 64  # bytes of join token a HELLO or CONNECT may carry
+
+
+def _pad(body: bytes, token: bytes = b"") -> bytes:
+    """Fixed fields, then the optional token (one length byte, then its bytes), then zeros."""
+    if len(token) > MAX_TOKEN:
+        raise ValueError(f"join token longer than {MAX_TOKEN} bytes")
+    body += bytes([len(token)]) + token
     return body + bytes(HANDSHAKE_SIZE - len(body))
 
 
-def encode_hello(version: int, nonce: int) -> bytes:
-    return _pad(_HELLO.pack(HELLO, version, nonce))
+def _token(data: bytes, at: int) -> bytes:
+    n = data[at]
+    if n > MAX_TOKEN:
+        raise ProtocolError("bad_token", f"token length {n} > {MAX_TOKEN}")
+    return bytes(data[at + 1 : at + 1 + n])
 
 
-def decode_hello(data: bytes) -> tuple[int, int]:
-    """Returns (version, nonce). The packet must be exactly HANDSHAKE_SIZE long."""
+def encode_hello(version: int, nonce: int, token: bytes = b"") -> bytes:
+    return _pad(_HELLO.pack(HELLO, version, nonce), token)
+
+
+def decode_hello(data: bytes) -> tuple[int, int, bytes]:
+    """Returns (version, nonce, token). The packet must be exactly HANDSHAKE_SIZE long."""
     if len(data) != HANDSHAKE_SIZE:
         raise ProtocolError("bad_size", f"HELLO must be {HANDSHAKE_SIZE} bytes, got {len(data)}")
     _, version, nonce = _HELLO.unpack_from(data)
-    return version, nonce
+    return version, nonce, _token(data, _HELLO.size)
 
 
 def encode_challenge(version: int, nonce: int, cookie_ms: int, mac: bytes) -> bytes:
@@ -103,16 +117,16 @@ def decode_challenge(data: bytes) -> tuple[int, int, int, bytes]:
     return version, nonce, cookie_ms, mac
 
 
-def encode_connect(version: int, nonce: int, cookie_ms: int, mac: bytes) -> bytes:
-    return _pad(_CONNECT.pack(CONNECT, version, nonce, cookie_ms, mac))
+def encode_connect(version: int, nonce: int, cookie_ms: int, mac: bytes, token: bytes = b"") -> bytes:
+    return _pad(_CONNECT.pack(CONNECT, version, nonce, cookie_ms, mac), token)
 
 
-def decode_connect(data: bytes) -> tuple[int, int, int, bytes]:
-    """Returns (version, nonce, cookie_ms, mac). Exactly HANDSHAKE_SIZE long."""
+def decode_connect(data: bytes) -> tuple[int, int, int, bytes, bytes]:
+    """Returns (version, nonce, cookie_ms, mac, token). Exactly HANDSHAKE_SIZE long."""
     if len(data) != HANDSHAKE_SIZE:
         raise ProtocolError("bad_size", f"CONNECT must be {HANDSHAKE_SIZE} bytes, got {len(data)}")
     _, version, nonce, cookie_ms, mac = _CONNECT.unpack_from(data)
-    return version, nonce, cookie_ms, mac
+    return version, nonce, cookie_ms, mac, _token(data, _CONNECT.size)
 
 
 def encode_accept(nonce: int, salt: int, welcome: bytes) -> bytes:

@@ -54,8 +54,13 @@ class ServerEndpoint:
         keepalive_interval: float = 1.0,
         max_clients: int = 2000,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        trusted: bool = False,
     ) -> None:
+        """``trusted``: the transport already proves who the peer is (a WebRTC data channel or
+        a WebSocket, one peer per connection): HELLO is answered with ACCEPT at once, no
+        cookie. Never set it for UDP."""
         self.version = version
+        self.trusted = trusted
         self.cookies = CookieJar(secret, cookie_lifetime)
         self.timeout = timeout
         self.keepalive_interval = keepalive_interval
@@ -103,18 +108,23 @@ class ServerEndpoint:
             return NO_EVENTS
 
     def _on_hello(self, data: bytes, addr: tuple, now: float):
-        version, nonce = P.decode_hello(data)
+        version, nonce, token = P.decode_hello(data)
         if version != self.version:
             self._drop("version_mismatch")
             text = f"server speaks protocol {self.version}, client {version}"
             self._reply_unproven(P.encode_refuse(P.REFUSE_VERSION, self.version, nonce, text, len(data)), addr, len(data))
             return NO_EVENTS
+        if self.trusted:
+            return self._admit(addr, nonce, token, b"", now)
         cookie_ms, mac = self.cookies.make(version, addr, nonce, now)
         self._reply_unproven(P.encode_challenge(version, nonce, cookie_ms, mac), addr, len(data))
         return NO_EVENTS
 
     def _on_connect(self, data: bytes, addr: tuple, now: float):
-        version, nonce, cookie_ms, mac = P.decode_connect(data)
+        if self.trusted:
+            self._drop("bad_type")
+            return NO_EVENTS
+        version, nonce, cookie_ms, mac, token = P.decode_connect(data)
         if version != self.version:
             self._drop("version_mismatch")
             return NO_EVENTS
@@ -126,28 +136,32 @@ class ServerEndpoint:
             self._drop("stale_cookie")
             self._reply_unproven(P.encode_refuse(P.REFUSE_STALE_COOKIE, self.version, nonce, "cookie expired", len(data)), addr, len(data))
             return NO_EVENTS
-        # From here on the address is proven.
+        if mac in self._used_cookies and addr not in self.connections:
+            self._drop("replayed_cookie")
+            self.outbox.append((P.encode_refuse(P.REFUSE_REPLAYED_COOKIE, self.version, nonce, "cookie already used", len(data)), addr))
+            return NO_EVENTS
+        return self._admit(addr, nonce, token, mac, now)
+
+    def _admit(self, addr: tuple, nonce: int, token: bytes, mac: bytes, now: float):
+        """The peer is proven (valid cookie, or a trusted transport)."""
         conn = self.connections.get(addr)
         if conn is not None:
             if conn.nonce == nonce:  # our ACCEPT was lost: say it again
                 self.outbox.append((conn.accept_packet, addr))
                 return NO_EVENTS
             self._close(conn)  # the client restarted on the same address
-            event = Disconnected(conn, "replaced")
             self._pending[addr] = (nonce, mac)
-            self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
-            return (event, ConnectRequest(addr, nonce))
-        if mac in self._used_cookies:
-            self._drop("replayed_cookie")
-            self.outbox.append((P.encode_refuse(P.REFUSE_REPLAYED_COOKIE, self.version, nonce, "cookie already used", len(data)), addr))
-            return NO_EVENTS
+            if mac:
+                self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
+            return (Disconnected(conn, "replaced"), ConnectRequest(addr, nonce, token))
         if len(self.connections) >= self.max_clients:
             self._drop("server_full")
-            self.outbox.append((P.encode_refuse(P.REFUSE_FULL, self.version, nonce, "server full", len(data)), addr))
+            self.outbox.append((P.encode_refuse(P.REFUSE_FULL, self.version, nonce, "server full", P.HANDSHAKE_SIZE), addr))
             return NO_EVENTS
         self._pending[addr] = (nonce, mac)
-        self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
-        return (ConnectRequest(addr, nonce),)
+        if mac:
+            self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
+        return (ConnectRequest(addr, nonce, token),)
 
     def accept(self, request: ConnectRequest, welcome: bytes, now: float) -> ServerConnection:
         """Accepts a ConnectRequest: creates the connection and queues ACCEPT (with Welcome)."""

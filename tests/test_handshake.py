@@ -195,3 +195,39 @@ def test_client_handshake_resend_and_timeout():
     assert client.poll(0.3) == ([], [hello])
     [ev], _ = client.poll(2.5)
     assert ev.reason == "handshake_timeout"
+
+
+def test_token_travels_in_connect():
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=21, token=b"abc123")
+    server.receive_datagram(client.connect(0.0), CLIENT, 0.0)
+    [(challenge, _)] = drain(server)
+    _, [connect] = client.receive_datagram(challenge, 0.0)
+    [req] = server.receive_datagram(connect, CLIENT, 0.0)
+    assert req.token == b"abc123"
+
+
+def test_trusted_transport_accepts_hello_directly():
+    server = ServerEndpoint(secret=SECRET, version=PROTOCOL_VERSION, trusted=True)
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=8, token=b"t", trusted=True)
+    key = ("rtc", "peer1")
+    hello = client.connect(0.0)
+    [req] = server.receive_datagram(hello, key, 0.0)
+    assert isinstance(req, ConnectRequest) and req.token == b"t"
+    server.accept(req, b"\x90", 0.0)
+    [(accept, to)] = drain(server)
+    assert to == key
+    [ev], _ = client.receive_datagram(accept, 0.0)
+    assert isinstance(ev, Connected)
+    # a repeated HELLO gets the same ACCEPT; CONNECT packets are not part of this mode
+    assert server.receive_datagram(hello, key, 0.1) == ()
+    assert drain(server)[0][0] == accept
+    assert server.receive_datagram(P.encode_connect(PROTOCOL_VERSION, 8, 0, bytes(16)), key, 0.1) == ()
+
+
+def test_oversized_token_rejected():
+    data = bytearray(P.encode_hello(PROTOCOL_VERSION, 1))
+    data[11] = 65
+    with pytest.raises(Exception) as info:
+        P.decode_hello(bytes(data))
+    assert type(info.value).__name__ == "ProtocolError"

@@ -24,7 +24,9 @@ def test_vectors_are_current():
 def test_vectors_decode_to_their_fields():
     v = load()
     f = v["hello"]["fields"]
-    assert P.decode_hello(bytes.fromhex(v["hello"]["hex"])) == (f["version"], f["nonce"])
+    assert P.decode_hello(bytes.fromhex(v["hello"]["hex"])) == (f["version"], f["nonce"], b"")
+    f = v["hello_with_token"]["fields"]
+    assert P.decode_hello(bytes.fromhex(v["hello_with_token"]["hex"])) == (f["version"], f["nonce"], f["token"].encode())
     f = v["challenge"]["fields"]
     assert P.decode_challenge(bytes.fromhex(v["challenge"]["hex"])) == (
         f["version"], f["nonce"], f["time_ms"], bytes.fromhex(f["mac_hex"]))
