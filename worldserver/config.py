@@ -70,6 +70,7 @@ _KIND_NAMES = {
     "float": "float",
     "bool": "boolean",
     "vec3": "list of 3 floats",
+    "strs": "list of strings",
 }
 
 _TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
@@ -88,6 +89,7 @@ def _expected(kind: str) -> str:
         "float": "expected a number",
         "bool": "expected a boolean (true/false, yes/no, 1/0)",
         "vec3": "expected a list of 3 numbers",
+        "strs": "expected a list of strings",
     }[kind]
 
 
@@ -127,6 +129,16 @@ def _parse_string(kind: str, text: str, key: str) -> Any:
                     break
         if isinstance(items, list) and len(items) == 3 and all(_is_number(v) for v in items):
             return [float(v) for v in items]
+    elif kind == "strs":
+        if stripped.startswith("["):
+            try:
+                items = json.loads(stripped)
+            except ValueError:
+                items = None
+            if isinstance(items, list) and all(isinstance(v, str) for v in items):
+                return items
+        else:
+            return [part.strip() for part in stripped.split(",") if part.strip()]
     raise ConfigError(f"{key}: {_expected(kind)}, got {text!r}", key=key)
 
 
@@ -182,6 +194,8 @@ def _type_check(kind: str):
             )
             if ok and not all(math.isfinite(v) for v in value):
                 _fail(instance, attribute, f"must hold finite numbers, got {list(value)!r}")
+        elif kind == "strs":
+            ok = isinstance(value, tuple) and all(isinstance(v, str) for v in value)
         else:  # pragma: no cover - programming error in this module
             raise AssertionError(kind)
         if not ok:
@@ -239,7 +253,11 @@ def _hex_secret(instance: object, attribute: attrs.Attribute, value: Any) -> Non
         _fail(instance, attribute, f"must be at least 32 hex digits (16 bytes), got {len(value)}")
 
 
-_CONVERTERS = {"float": _to_float, "vec3": _to_vec3}
+def _to_strs(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+_CONVERTERS = {"float": _to_float, "vec3": _to_vec3, "strs": _to_strs}
 
 
 def _setting(default: Any, kind: str, help: str, *checks: Any, converter: Any = None) -> Any:
@@ -456,10 +474,6 @@ class GcSettings:
     )
 
 
-_SECTIONS: dict[str, type] = {
-    cls.SECTION: cls
-    for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings)
-}
 
 
 class Setting(NamedTuple):
@@ -511,6 +525,60 @@ def _toml_value(value: Any) -> str:
 
 
 @attrs.frozen
+class HttpSettings:
+    SECTION: ClassVar[str] = "http"
+    HELP: ClassVar[str] = "The HTTP port: web client, join, health, geckos signaling, WebSockets."
+
+    host: str = _setting("0.0.0.0", "str", "Address the HTTP server binds to.", _not_empty)
+    port: int = _setting(8080, "int", "TCP port of the HTTP server; 0 picks a free port.", _between(0, 65535))
+    certfile: str = _setting("", "str", "TLS certificate (PEM); empty serves plain HTTP.")
+    keyfile: str = _setting("", "str", "TLS private key (PEM) for certfile.")
+    web_root: str = _setting(
+        "./clients/web/dist", "str", "Directory of the built web client served at /."
+    )
+    images_dir: str = _setting(
+        "./clients/web/images", "str", "Directory of the gallery's pictures (png, jpg, webp)."
+    )
+    cors_origin: str = _setting(
+        "*", "str", "Access-Control-Allow-Origin of the geckos.io signaling routes."
+    )
+    require_token: bool = _setting(
+        False, "bool", "Refuse WebRTC connections whose Authorization is not a join token."
+    )
+    datachannel_timeout: float = _setting(
+        3.0, "float", "Seconds the web client waits for WebRTC before using the WebSocket.",
+        _positive,
+    )
+
+
+@attrs.frozen
+class WebrtcSettings:
+    SECTION: ClassVar[str] = "webrtc"
+    HELP: ClassVar[str] = "WebRTC data channels (aiortc), geckos.io compatible."
+
+    enabled: bool = _setting(True, "bool", "Offer WebRTC data channels on the HTTP port.")
+    ice_servers: tuple = _setting(
+        (), "strs", 'STUN/TURN URLs, e.g. ["stun:stun.example.org:3478"]; none by default.'
+    )
+    host_addresses: tuple = _setting(
+        (), "strs", "Local addresses for ICE host candidates; empty = all but loopback."
+    )
+    announced_address: str = _setting(
+        "", "str", "Public address written into candidates (server behind 1:1 NAT); empty = as is."
+    )
+    hatongsu: bool = _setting(
+        True, "bool", "Serve clients that speak Hatongsu's JSON events on the geckos channel."
+    )
+
+
+_SECTIONS: dict[str, type] = {
+    cls.SECTION: cls
+    for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings,
+                HttpSettings, WebrtcSettings)
+}
+
+
+@attrs.frozen
 class Config:
     """The whole configuration: ``config.server``, ``config.udp``, ``config.sim``, ..."""
 
@@ -520,6 +588,8 @@ class Config:
     interest: InterestSettings = attrs.field(factory=InterestSettings)
     net: NetSettings = attrs.field(factory=NetSettings)
     gc: GcSettings = attrs.field(factory=GcSettings)
+    http: HttpSettings = attrs.field(factory=HttpSettings)
+    webrtc: WebrtcSettings = attrs.field(factory=WebrtcSettings)
 
     def __attrs_post_init__(self) -> None:
         if self.net.max_clients > self.sim.max_entities:
