@@ -207,6 +207,10 @@ class ServerEndpoint:
         self._close(conn)
         return data
 
+    def drop(self, conn: ServerConnection) -> None:
+        """Forgets a connection whose transport is gone, without sending anything."""
+        self._close(conn)
+
     def _close(self, conn: ServerConnection) -> None:
         conn.closed = True
         if self.connections.get(conn.addr) is conn:

@@ -22,8 +22,14 @@ CATCH_UP_SLACK = 2  # inputs applied may exceed ticks elapsed since joining by a
 
 
 class Session:
+    """One client of the simulation. ``native``: speaks worldserver's protocol (snapshots);
+    a compatibility mode subclasses this with ``native = False`` and its own ``next_inputs``."""
+
+    native = True
+
     __slots__ = (
         "conn",
+        "name",
         "entity_id",
         "slot",
         "pending",
@@ -47,6 +53,7 @@ class Session:
 
     def __init__(self, conn: object, entity_id: int, slot: int, now: float) -> None:
         self.conn = conn
+        self.name = ""
         self.entity_id = entity_id
         self.slot = slot
         self.pending: deque[Input] = deque()

@@ -70,14 +70,24 @@ class Simulation:
         self._priority_cost = 1e-4  # seconds per snapshot on the priority path (moving average)
 
     # -- membership -----------------------------------------------------------------------
-    def join(self, sender: object, now: float) -> Session:
-        """Spawns an avatar for a new client; raises WorldFull when no slot or spot is free."""
+    def join(self, sender: object, now: float, *, name: str = "", session_cls: type = Session) -> Session:
+        """Spawns an avatar for a new client; raises WorldFull when no slot or spot is free.
+
+        ``sender`` delivers this client's snapshots (see docs/architecture.md); ``name`` is
+        the player's nickname ("" for none); ``session_cls`` lets a compatibility mode bring
+        its own Session subclass (``native = False``, its own ``next_inputs``).
+        """
         self._joined += 1
         entity_id = self.world.spawn(owner=self._joined)
-        session = Session(sender, entity_id, entity_id >> 16, now)
+        session = session_cls(sender, entity_id, entity_id >> 16, now)
         session.join_tick = self.tick
+        session.name = name
         self.sessions.append(session)
         return session
+
+    def names(self) -> list[tuple[int, str]]:
+        """(entity id, player name) of every avatar."""
+        return [(s.entity_id, s.name) for s in self.sessions]
 
     def leave(self, session: Session) -> None:
         """Despawns the client's avatar; other clients see it go in their next snapshot."""
@@ -181,11 +191,20 @@ class Simulation:
         counts = np.diff(vis.offsets)
         counts_l = counts.tolist()
         baselines = [s.baseline if tick - s.acked_tick <= ring else None for s in served]
-        direct = [s.over_budget and counts_l[i] * 10 >= s.over_budget_count * 9 for i, s in enumerate(served)]
+        foreign = [i for i, s in enumerate(served) if not s.native]
+        if foreign:  # compatibility clients take plain views and speak their own protocol
+            offsets = vis.offsets
+            for i in foreign:
+                a, b = int(offsets[i]), int(offsets[i + 1])
+                served[i].conn.send_view(served[i], cand_ids[a:b], cand_q[a:b], now)
+                served[i].last_snapshot_tick = tick
+        direct = [s.native and s.over_budget and counts_l[i] * 10 >= s.over_budget_count * 9 for i, s in enumerate(served)]
         over = [i for i, d in enumerate(direct) if d]
-        batch = [i for i, d in enumerate(direct) if not d]
-        if over:
-            rows = np.repeat(~np.asarray(direct), counts)
+        batch = [i for i, d in enumerate(direct) if not d and served[i].native]
+        if len(batch) < len(served):
+            in_batch = np.zeros(len(served), dtype=bool)
+            in_batch[batch] = True
+            rows = np.repeat(in_batch, counts)
             b_ids, b_q = cand_ids[rows], cand_q[rows]
             b_counts = counts[batch]
         else:

@@ -1,9 +1,8 @@
 """Serves native clients over worldserver's own UDP protocol.
 
-Joins the sans-IO :class:`protocol.server.ServerEndpoint` to the :class:`UdpTransport` socket and
-the :class:`Simulation`: handshakes become sessions (with a Welcome), INPUT packets become
-queued inputs, acknowledgements move each client's snapshot baseline, and disconnects and
-timeouts despawn avatars. Everything here runs synchronously per datagram on the trio thread.
+Joins the sans-IO :class:`protocol.server.ServerEndpoint` (cookie handshake) to the
+:class:`UdpTransport` socket; endpoint events go to :class:`NativeSessions`. Everything here
+runs synchronously per datagram on the trio thread.
 
 Must not: run the tick or encode snapshots (the simulation does), or block.
 """
@@ -12,18 +11,12 @@ from __future__ import annotations
 
 from protocol import PROTOCOL_VERSION
 from protocol import packets as P
-from protocol.errors import ProtocolError
-from protocol.events import ConnectRequest, Disconnected, Received
-from protocol.messages import decode_inputs
 from protocol.server import ServerConnection, ServerEndpoint
 from worldserver.config import Config
-from worldserver.logs import get_logger
+from worldserver.native import NativeSessions
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
 from worldserver.udp import UdpTransport
-from worldserver.world import WorldFull
-
-log = get_logger("worldserver.udp")
 
 
 class UdpPeer:
@@ -31,7 +24,7 @@ class UdpPeer:
 
     __slots__ = ("service", "conn")
 
-    def __init__(self, service: "UdpService", conn: ServerConnection) -> None:
+    def __init__(self, service: "UdpService", conn: ServerConnection | None) -> None:
         self.service = service
         self.conn = conn
 
@@ -45,8 +38,7 @@ class UdpPeer:
 
 
 class UdpService:
-    def __init__(self, config: Config, sim: Simulation, stats: Stats, secret: bytes) -> None:
-        self.config = config
+    def __init__(self, config: Config, sim: Simulation, stats: Stats, secret: bytes, identities=None) -> None:
         self.sim = sim
         self.stats = stats
         self.transport = UdpTransport(config.udp.host, config.udp.port, stats, config.udp.recv_batch)
@@ -59,60 +51,26 @@ class UdpService:
             keepalive_interval=net.keepalive_interval,
             max_clients=net.max_clients,
         )
-        self.input_rate = config.sim.input_rate_limit
-        self.input_burst = config.sim.input_burst
+        self.sessions = NativeSessions(
+            kind="udp",
+            config=config,
+            endpoint=self.endpoint,
+            sim=sim,
+            stats=stats,
+            identities=identities,
+            make_sender=lambda addr: UdpPeer(self, None),
+        )
 
-    # -- receiving ------------------------------------------------------------------------
     def handle_datagram(self, data: bytes, addr: tuple, now: float) -> None:
-        for event in self.endpoint.receive_datagram(data, addr, now):
-            if type(event) is Received:
-                self._on_received(event, now)
-            elif type(event) is ConnectRequest:
-                self._on_connect_request(event, now)
-            elif type(event) is Disconnected:
-                self._on_disconnected(event)
+        events = self.endpoint.receive_datagram(data, addr, now)
+        if events:
+            self.sessions.handle(events, now)
         if self.endpoint.outbox:
             self.flush()
 
-    def _on_received(self, event: Received, now: float) -> None:
-        session = event.conn.user
-        if event.acked:
-            session.on_acked(event.acked)
-        if event.ptype == P.INPUT:
-            try:
-                inputs = decode_inputs(event.payload)
-            except ProtocolError as exc:
-                self.stats.incr(f"drop.bad_input.{exc.reason}")
-                return
-            session.take_inputs(inputs, now, self.input_rate, self.input_burst, self.stats)
-
-    def _on_connect_request(self, request: ConnectRequest, now: float) -> None:
-        try:
-            peer = UdpPeer(self, None)  # connection attached below, once accepted
-            session = self.sim.join(peer, now)
-        except WorldFull:
-            self.stats.incr("refused.world_full")
-            self.endpoint.refuse(request, P.REFUSE_FULL, "world full")
-            return
-        conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now)
-        peer.conn = conn
-        conn.user = session
-        self.stats.incr("clients.joined")
-        log.debug("client joined", addr=conn.addr, entity=session.entity_id)
-
-    def _on_disconnected(self, event: Disconnected) -> None:
-        session = event.conn.user
-        if session is not None:
-            self.sim.leave(session)
-            event.conn.user = None
-        self.stats.incr(f"clients.left.{event.reason}")
-        log.debug("client left", addr=event.conn.addr, reason=event.reason)
-
-    # -- periodic -------------------------------------------------------------------------
     def poll(self, now: float) -> None:
         """Timeouts and keep-alives; a few times a second."""
-        for event in self.endpoint.poll(now):
-            self._on_disconnected(event)
+        self.sessions.poll(now)
         self.flush()
 
     def flush(self) -> None:
@@ -121,14 +79,7 @@ class UdpService:
             self.transport.send(data, addr)
 
     def shutdown(self, now: float) -> None:
-        """Tells every client the server is going away (twice, in case one is lost)."""
-        for conn in list(self.endpoint.connections.values()):
-            packet = self.endpoint.disconnect(conn, P.DISCONNECT_SERVER_SHUTDOWN, now)
-            self.transport.send(packet, conn.addr)
-            self.transport.send(packet, conn.addr)
-            if conn.user is not None:
-                self.sim.leave(conn.user)
-                conn.user = None
+        self.sessions.shutdown(now, self.transport.send)
 
     def close(self) -> None:
         self.transport.close()

@@ -1,0 +1,121 @@
+"""Native-protocol sessions for any transport: endpoint events in, simulation calls out.
+
+A transport service (UDP, WebRTC data channels, WebSockets) owns a sans-IO
+:class:`protocol.server.ServerEndpoint` and feeds its events here. This module turns a
+ConnectRequest into a session (named after the player's join token, or a guest name) and an
+ACCEPT with the Welcome, INPUT packets into queued inputs, acknowledgements into snapshot
+baselines, and disconnects and timeouts into despawns.
+
+Must not: touch sockets or channels (the transport's sender does), or run the tick.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from protocol import packets as P
+from protocol.errors import ProtocolError
+from protocol.events import ConnectRequest, Disconnected, Received
+from protocol.messages import decode_inputs
+from protocol.server import ServerEndpoint
+from worldserver.config import Config
+from worldserver.logs import get_logger
+from worldserver.simulation import Simulation
+from worldserver.stats import Stats
+from worldserver.world import WorldFull
+
+log = get_logger("worldserver.native")
+
+
+class NativeSessions:
+    """Event handling shared by every transport of the native protocol."""
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        config: Config,
+        endpoint: ServerEndpoint,
+        sim: Simulation,
+        stats: Stats,
+        identities=None,
+        make_sender: Callable[[tuple], object],
+    ) -> None:
+        self.kind = kind
+        self.endpoint = endpoint
+        self.sim = sim
+        self.stats = stats
+        self.identities = identities
+        self.make_sender = make_sender
+        self.input_rate = config.sim.input_rate_limit
+        self.input_burst = config.sim.input_burst
+
+    def handle(self, events: tuple, now: float) -> None:
+        for event in events:
+            if type(event) is Received:
+                self._on_received(event, now)
+            elif type(event) is ConnectRequest:
+                self._on_connect_request(event, now)
+            elif type(event) is Disconnected:
+                self.on_disconnected(event)
+
+    def _on_received(self, event: Received, now: float) -> None:
+        session = event.conn.user
+        if session is None:
+            return
+        if event.acked:
+            session.on_acked(event.acked)
+        if event.ptype == P.INPUT:
+            try:
+                inputs = decode_inputs(event.payload)
+            except ProtocolError as exc:
+                self.stats.incr(f"drop.bad_input.{exc.reason}")
+                return
+            session.take_inputs(inputs, now, self.input_rate, self.input_burst, self.stats)
+
+    def player_name(self, token: bytes) -> str:
+        if self.identities is None:
+            return ""
+        if token:
+            name = self.identities.name_for(token)
+            if name is not None:
+                return name
+            self.stats.incr(f"{self.kind}.unknown_token")
+        return self.identities.guest_name()
+
+    def _on_connect_request(self, request: ConnectRequest, now: float) -> None:
+        sender = self.make_sender(request.addr)
+        try:
+            session = self.sim.join(sender, now, name=self.player_name(request.token))
+        except WorldFull:
+            self.stats.incr("refused.world_full")
+            self.endpoint.refuse(request, P.REFUSE_FULL, "world full")
+            return
+        conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now)
+        sender.conn = conn
+        conn.user = session
+        self.stats.incr("clients.joined")
+        self.stats.incr(f"clients.joined.{self.kind}")
+        log.debug("client joined", transport=self.kind, addr=conn.addr, entity=session.entity_id, name=session.name)
+
+    def on_disconnected(self, event: Disconnected) -> None:
+        session = event.conn.user
+        if session is not None:
+            self.sim.leave(session)
+            event.conn.user = None
+        self.stats.incr(f"clients.left.{event.reason}")
+        log.debug("client left", transport=self.kind, addr=event.conn.addr, reason=event.reason)
+
+    def poll(self, now: float) -> None:
+        for event in self.endpoint.poll(now):
+            self.on_disconnected(event)
+
+    def shutdown(self, now: float, send: Callable[[bytes, tuple], None]) -> None:
+        """Tells every client the server is going away (twice, in case one is lost)."""
+        for conn in list(self.endpoint.connections.values()):
+            packet = self.endpoint.disconnect(conn, P.DISCONNECT_SERVER_SHUTDOWN, now)
+            send(packet, conn.addr)
+            send(packet, conn.addr)
+            if conn.user is not None:
+                self.sim.leave(conn.user)
+                conn.user = None
