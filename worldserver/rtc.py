@@ -1,0 +1,545 @@
+"""WebRTC data-channel peers (aiortc) behind geckos.io 3.x signaling, free of any web framework.
+
+:class:`RtcService` does what a geckos.io 3.x server does for one connection (see
+``../shared/reference/geckos-protocol.md``): it runs the authorization hook, creates an
+aiortc ``RTCPeerConnection`` that offers one data channel ``geckos.io`` (unordered, no
+retransmits), puts every ICE candidate into the offer (so ``additional-candidates`` is always
+``[]``), takes the browser's answer, and keeps the peer until its connection ends. Its four
+signaling methods are called from trio by the HTTP layer and return plain
+``(status, body, headers)`` tuples; they never raise for bad input.
+
+Events reach the application through a handler with synchronous methods, always called in
+trio context (asyncio callbacks go through :class:`worldserver.aio_bridge.Inbox`):
+``on_open(peer)``, ``on_binary(peer, data)``, ``on_text(peer, text)`` and
+``on_close(peer, reason)``. ``on_close`` is called exactly once for every peer that got
+``on_open``; a peer that never opened is dropped without calling the handler.
+
+ICE host addresses: aioice gathers host candidates on every interface address except
+127.0.0.1. With ``webrtc.host_addresses`` set, this module makes aioice gather on exactly
+those addresses: it wraps ``aioice.ice.get_host_addresses`` once (the wrapper consults a
+context variable and otherwise calls the original), and sets that variable only inside the
+asyncio task that makes an offer (:func:`ice_host_addresses`). Nothing else in the process is
+affected.
+
+Must not: import asyncio (only ``worldserver.aio_bridge`` does), parse HTTP, set CORS headers
+(the HTTP layer's job), know the native protocol or the simulation, or block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import re
+import secrets
+import string
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import aioice.ice
+import trio
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from worldserver.aio_bridge import Inbox, aio
+from worldserver.config import Config
+from worldserver.logs import get_logger
+from worldserver.stats import Stats
+
+log = get_logger("worldserver.rtc")
+
+LABEL = "geckos.io"
+ID_LENGTH = 24
+ID_ALPHABET = string.ascii_letters + string.digits
+OPEN_TIMEOUT = 15.0  # seconds from the offer until the channel must be open
+CLOSE_WAIT = 5.0  # longest wait for one aiortc peer connection to close
+SHUTDOWN_GRACE = 0.25  # longest wait in aclose() for messages sent from on_close to leave
+SIGNAL_WAIT = 10.0  # longest wait for aiortc to make an offer or take an answer
+REAP_INTERVAL = 1.0
+
+JSON = {"content-type": "application/json"}
+TEXT = {"content-type": "text/plain"}
+_STATUS_TEXT = {
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+    403: "Forbidden", 404: "Not Found", 500: "Internal Server Error",
+}
+_CLOSING_STATES = ("failed", "closed", "disconnected")
+
+
+def status_text(code: int) -> str:
+    """geckos' plain-text body for a status: ``"401: Unauthorized"``, or just ``"503"``."""
+    text = _STATUS_TEXT.get(code)
+    return f"{code}: {text}" if text else str(code)
+
+
+def _status(code: int) -> tuple[int, str, dict]:
+    return code, status_text(code), dict(TEXT)
+
+
+class RtcHandler(Protocol):
+    def on_open(self, peer: RtcPeer) -> None: ...
+    def on_binary(self, peer: RtcPeer, data: bytes) -> None: ...
+    def on_text(self, peer: RtcPeer, text: str) -> None: ...
+    def on_close(self, peer: RtcPeer, reason: str) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------
+# ICE host addresses (scoped to one asyncio task through a context variable).
+
+_HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "worldserver_ice_host_addresses", default=None
+)
+_original_get_host_addresses: Callable[[bool, bool], list[str]] | None = None
+
+
+def _install_host_address_hook() -> None:
+    """Wrap ``aioice.ice.get_host_addresses`` once; the wrapper defers to the original
+    unless :data:`_HOST_ADDRESSES` is set in the current context. aioice 0.13 looks the
+    function up in its module at gathering time (``Connection.gather_candidates``)."""
+    global _original_get_host_addresses
+    if _original_get_host_addresses is not None:
+        return
+    original = aioice.ice.get_host_addresses
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        chosen = _HOST_ADDRESSES.get()
+        if chosen is None:
+            return original(use_ipv4, use_ipv6)
+        return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
+
+    _original_get_host_addresses = original
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+@contextlib.contextmanager
+def ice_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
+    """Inside this block, aioice gathers host candidates only on ``addresses`` (empty: no
+    change). Use it inside the asyncio coroutine that calls ``setLocalDescription``: the
+    gathering tasks aiortc starts there inherit the context."""
+    if not addresses:
+        yield
+        return
+    _install_host_address_hook()
+    token = _HOST_ADDRESSES.set(tuple(addresses))
+    try:
+        yield
+    finally:
+        _HOST_ADDRESSES.reset(token)
+
+
+async def make_offer(pc: RTCPeerConnection, host_addresses: Sequence[str] = ()) -> RTCSessionDescription:
+    """(asyncio) createOffer + setLocalDescription, gathering on ``host_addresses``; returns
+    the local description, which then holds every candidate."""
+    with ice_host_addresses(host_addresses):
+        await pc.setLocalDescription(await pc.createOffer())
+    return pc.localDescription
+
+
+async def make_answer(
+    pc: RTCPeerConnection, offer: RTCSessionDescription, host_addresses: Sequence[str] = ()
+) -> RTCSessionDescription:
+    """(asyncio) setRemoteDescription(offer) + createAnswer + setLocalDescription."""
+    with ice_host_addresses(host_addresses):
+        await pc.setRemoteDescription(offer)
+        await pc.setLocalDescription(await pc.createAnswer())
+    return pc.localDescription
+
+
+# ------------------------------------------------------------------------------------------
+# SDP edits.
+
+
+def _candidate_fields(line: str) -> list[str] | None:
+    text = line.strip()
+    if not text.startswith("a=candidate:"):
+        return None
+    fields = text[len("a=candidate:"):].split()
+    return fields if len(fields) >= 8 else None
+
+
+def strip_mdns_candidates(sdp: str) -> tuple[str, int]:
+    """Remove ``a=candidate`` lines whose address is an mDNS name (``*.local``); aiortc
+    would try to resolve them and stall about a second. Returns (sdp, lines removed)."""
+    kept, removed = [], 0
+    for line in sdp.splitlines(keepends=True):
+        fields = _candidate_fields(line)
+        if fields is not None and fields[4].lower().rstrip(".").endswith(".local"):
+            removed += 1
+            continue
+        kept.append(line)
+    return "".join(kept), removed
+
+
+def announce_address(sdp: str, address: str) -> str:
+    """Write ``address`` into every host candidate of its family (IPv4 or IPv6) and into the
+    ``c=`` lines: a server behind a 1:1 NAT announces its public address; the ports stay as
+    gathered. With several host addresses, set ``webrtc.host_addresses`` to the NATed one."""
+    v6 = ":" in address
+    family = "IP6" if v6 else "IP4"
+    out = []
+    for line in sdp.splitlines(keepends=True):
+        ending = line[len(line.rstrip("\r\n")):]
+        fields = _candidate_fields(line)
+        if (fields is not None and fields[6] == "typ" and fields[7] == "host"
+                and (":" in fields[4]) == v6):
+            fields[4] = address
+            line = "a=candidate:" + " ".join(fields) + ending
+        elif line.startswith("c=IN "):
+            line = f"c=IN {family} {address}{ending}"
+        out.append(line)
+    return "".join(out)
+
+
+def count_candidates(sdp: str) -> int:
+    return sum(1 for line in sdp.splitlines() if _candidate_fields(line) is not None)
+
+
+_ID_RE = re.compile(r"[A-Za-z0-9]{24}")
+
+
+def is_connection_id(value: object) -> bool:
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+# ------------------------------------------------------------------------------------------
+
+
+class RtcPeer:
+    """One browser (or Python client) connected over a geckos.io data channel.
+
+    ``session`` is free for the handler to attach its own state.
+    """
+
+    __slots__ = (
+        "id", "user_data", "pc", "channel", "session", "created_at", "opened_at",
+        "opened", "closing", "closed", "close_reason", "_service",
+    )
+
+    def __init__(self, service: RtcService, peer_id: str, pc: RTCPeerConnection,
+                 channel: RTCDataChannel, user_data: dict, now: float) -> None:
+        self._service = service
+        self.id = peer_id
+        self.pc = pc
+        self.channel = channel
+        self.user_data = user_data
+        self.session: Any = None
+        self.created_at = now
+        self.opened_at: float | None = None
+        self.opened = False
+        self.closing = False  # set first when the peer starts closing (guards re-entry)
+        self.closed = False  # set once on_close has returned: nothing more is sent
+        self.close_reason: str | None = None
+
+    def send(self, data: bytes | str) -> bool:
+        """Send one message (bytes: binary, str: text) if the channel is open; otherwise drop
+        it (counted). Returns whether it was handed to the channel."""
+        if self.closed or self.channel.readyState != "open":
+            self._service.stats.incr("drop.rtc_send_not_open")
+            return False
+        try:
+            self.channel.send(data)
+        except Exception as exc:  # closed underneath us, or a bad type
+            self._service.stats.incr("drop.rtc_send_error")
+            log.debug("send failed", peer=self.id, error=repr(exc))
+            return False
+        return True
+
+    def buffered_amount(self) -> int:
+        """Bytes queued on the channel and not yet sent; skip a snapshot while > 0."""
+        return self.channel.bufferedAmount
+
+    def close(self, reason: str = "server_close") -> None:
+        """Close this peer; ``on_close`` runs at once (synchronously) if it had opened.
+        Calling it again, or from ``on_close``, does nothing."""
+        self._service._close_peer(self, reason)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("open" if self.opened else "new")
+        return f"<RtcPeer {self.id} {state}>"
+
+
+class RtcService:
+    """The geckos.io signaling logic and every live peer. Start :meth:`run` in a nursery
+    before serving signaling requests (its nursery closes peers and reaps unopened ones)."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        inbox: Inbox,
+        handler: RtcHandler,
+        authorize: Callable[[str | None], Any] | None = None,
+        stats: Stats | None = None,
+        open_timeout: float = OPEN_TIMEOUT,
+        max_peers: int | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = stats if stats is not None else Stats()
+        self.peers: dict[str, RtcPeer] = {}
+        self.open_timeout = open_timeout
+        self.max_peers = config.net.max_clients if max_peers is None else max_peers
+        self._inbox = inbox
+        self._handler = handler
+        self._authorize = authorize
+        self._ice_servers = tuple(config.webrtc.ice_servers)
+        self._host_addresses = tuple(config.webrtc.host_addresses)
+        self._announced = config.webrtc.announced_address
+        self._nursery: trio.Nursery | None = None
+        self._creating = 0
+        self._closing = False
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled, then close every peer (bounded)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._closing = False
+                try:
+                    nursery.start_soon(self._reap_unopened)
+                    task_status.started(self)
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self.aclose()
+        finally:
+            self._nursery = None
+
+    async def aclose(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Close all peers: ``on_close(peer, "server_shutdown")`` for the open ones (a goodbye
+        sent from there still goes out), up to ``grace`` seconds for such messages to leave,
+        then their aiortc connections (each bounded by CLOSE_WAIT). New connections are refused
+        from the start."""
+        self._closing = True
+        peers = list(self.peers.values())
+        for peer in peers:
+            self._forget(peer, "server_shutdown")
+        if peers:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(grace):
+                    await trio.sleep(0.02)  # aiortc's send tasks run on the asyncio side
+                    while any(p.channel.bufferedAmount for p in peers):
+                        await trio.sleep(0.01)
+                async with trio.open_nursery() as nursery:
+                    for peer in peers:
+                        nursery.start_soon(self._close_pc, peer.pc)
+
+    async def _reap_unopened(self) -> None:
+        while True:
+            await trio.sleep(min(REAP_INTERVAL, self.open_timeout / 4))
+            deadline = trio.current_time() - self.open_timeout
+            for peer in [p for p in self.peers.values() if not p.opened and p.created_at < deadline]:
+                self._close_peer(peer, "open_timeout")
+
+    # -- signaling (called from trio by the HTTP layer) -------------------------------------
+
+    async def create_connection(self, authorization: str | None) -> tuple[int, Any, dict]:
+        """``POST /.wrtc/v2/connections``: 200 with ``{userData, id, localDescription}``."""
+        status, user_data = await self._run_authorization(authorization)
+        if status != 200:
+            self.stats.incr(f"rtc.refused.{status}")
+            return _status(status)
+        if self._nursery is None or self._closing:
+            if self._nursery is None and not self.stats.get("rtc.refused.not_running"):
+                log.warning("refusing WebRTC connections: RtcService.run() is not running")
+            self.stats.incr("rtc.refused.not_running")
+            return _status(503)
+        if len(self.peers) + self._creating >= self.max_peers:
+            self.stats.incr("rtc.refused.full")
+            return _status(503)
+
+        self._creating += 1
+        try:
+            try:
+                pc = RTCPeerConnection(RTCConfiguration(
+                    iceServers=[RTCIceServer(urls=url) for url in self._ice_servers]
+                ))
+                channel = pc.createDataChannel(LABEL, ordered=False, maxRetransmits=0)
+            except Exception:
+                log.exception("could not create a peer connection")
+                self.stats.incr("rtc.refused.setup_error")
+                return _status(500)
+            peer = RtcPeer(self, self._new_id(), pc, channel, user_data, trio.current_time())
+            self._wire(peer)
+            try:
+                with trio.fail_after(SIGNAL_WAIT):
+                    description = await aio(make_offer(pc, self._host_addresses))
+            except BaseException as exc:
+                peer.closing = peer.closed = True
+                with trio.CancelScope(shield=True):
+                    await self._close_pc(pc)
+                if not isinstance(exc, Exception):
+                    raise
+                log.warning("could not make an offer", error=repr(exc))
+                self.stats.incr("rtc.refused.offer_error")
+                return _status(500)
+        finally:
+            self._creating -= 1
+
+        if self._closing and not peer.closing:
+            peer.closing = peer.closed = True
+            self._nursery_close_pc(pc)
+        if peer.closing:  # shutting down, or the connection failed while we made the offer
+            self.stats.incr("rtc.refused.closed_early")
+            return _status(503)
+        sdp = description.sdp
+        if self._announced:
+            sdp = announce_address(sdp, self._announced)
+        if count_candidates(sdp) == 0:
+            self.stats.incr("rtc.offer_without_candidates")
+            log.warning("offer without ICE candidates; check webrtc.host_addresses",
+                        host_addresses=list(self._host_addresses))
+        self.peers[peer.id] = peer
+        self.stats.incr("rtc.offers")
+        body = {"userData": user_data, "id": peer.id, "localDescription": {"sdp": sdp, "type": "offer"}}
+        return 200, body, dict(JSON)
+
+    async def remote_description(self, conn_id: str, body: Any) -> tuple[int, Any, dict]:
+        """``POST .../{id}/remote-description``: the browser's answer; 200 ``"200: OK"``."""
+        peer = self.peers.get(conn_id) if isinstance(conn_id, str) else None
+        if peer is None:
+            self.stats.incr("rtc.bad_request.unknown_id")
+            return _status(404)
+        if not (isinstance(body, dict) and isinstance(body.get("sdp"), str)
+                and body.get("type") == "answer"):
+            self.stats.incr("rtc.bad_request.malformed")
+            return _status(400)
+        sdp, removed = strip_mdns_candidates(body["sdp"])
+        if removed:
+            self.stats.incr("rtc.mdns_candidates_stripped", removed)
+        try:
+            with trio.fail_after(SIGNAL_WAIT):
+                await aio(peer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer")))
+        except trio.TooSlowError:
+            self.stats.incr("rtc.bad_request.answer_timeout")
+            self._close_peer(peer, "answer_timeout")
+            return _status(500)
+        except Exception as exc:  # unparsable SDP, wrong signaling state, closed peer
+            self.stats.incr("rtc.bad_request.bad_answer")
+            log.info("answer refused", peer=peer.id, error=repr(exc))
+            return _status(400)
+        return _status(200)
+
+    async def additional_candidates(self, conn_id: str) -> tuple[int, Any, dict]:
+        """``GET .../{id}/additional-candidates``: always ``[]`` (all are in the offer)."""
+        if not (isinstance(conn_id, str) and conn_id in self.peers):
+            self.stats.incr("rtc.bad_request.unknown_id")
+            return _status(404)
+        return 200, [], dict(JSON)
+
+    async def close(self, conn_id: str) -> tuple[int, Any, dict]:
+        """``POST .../{id}/close``: close the peer; 200 even for an unknown id (as geckos)."""
+        peer = self.peers.get(conn_id) if isinstance(conn_id, str) else None
+        if peer is not None:
+            self._close_peer(peer, "client_close")
+        return _status(200)
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _run_authorization(self, authorization: str | None) -> tuple[int, dict]:
+        if self._authorize is None:
+            return 200, {}
+        try:
+            result = self._authorize(authorization)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            log.exception("authorization hook failed")
+            return 500, {}
+        if result is True:
+            return 200, {}
+        if result is False:
+            return 401, {}
+        if isinstance(result, int) and not isinstance(result, bool):
+            return (result, {}) if 100 <= result <= 599 else (500, {})
+        if isinstance(result, dict):
+            return 200, result
+        return 500, {}  # None, or a value that is no user data
+
+    def _new_id(self) -> str:
+        while True:
+            peer_id = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+            if peer_id not in self.peers:
+                return peer_id
+
+    def _wire(self, peer: RtcPeer) -> None:
+        """Route aiortc's (asyncio) events of this peer to trio through the inbox."""
+        submit = self._inbox.submit
+        pc, channel = peer.pc, peer.channel
+        channel.on("open", lambda: submit(self._opened, peer))
+        channel.on("message", lambda message: submit(self._received, peer, message))
+        channel.on("close", lambda: submit(self._close_peer, peer, "channel_closed"))
+        pc.on("connectionstatechange",
+              lambda: submit(self._state_changed, peer, pc.connectionState))
+
+    def _opened(self, peer: RtcPeer) -> None:
+        if peer.closing or peer.opened:
+            return
+        peer.opened = True
+        peer.opened_at = trio.current_time()
+        self.stats.incr("rtc.opened")
+        log.debug("peer open", peer=peer.id, ms=round((peer.opened_at - peer.created_at) * 1000, 1))
+        try:
+            self._handler.on_open(peer)
+        except Exception:
+            log.exception("on_open failed", peer=peer.id)
+            self._close_peer(peer, "handler_error")
+
+    def _received(self, peer: RtcPeer, message: bytes | str) -> None:
+        if peer.closing or not peer.opened:
+            self.stats.incr("drop.rtc_message_not_open")
+            return
+        if isinstance(message, bytes):
+            self._handler.on_binary(peer, message)
+        else:
+            self._handler.on_text(peer, message)
+
+    def _state_changed(self, peer: RtcPeer, state: str) -> None:
+        if state in _CLOSING_STATES:
+            self._close_peer(peer, state)
+
+    def _close_peer(self, peer: RtcPeer, reason: str) -> None:
+        if peer.closing:
+            return
+        self._forget(peer, reason)
+        self._nursery_close_pc(peer.pc)
+
+    def _forget(self, peer: RtcPeer, reason: str) -> None:
+        """Remove the peer and tell the handler (once); the connection is closed by the caller."""
+        if peer.closing:
+            return
+        peer.closing = True
+        peer.close_reason = reason
+        if self.peers.get(peer.id) is peer:
+            del self.peers[peer.id]
+        self.stats.incr(f"rtc.closed.{reason}")
+        if peer.opened:
+            log.debug("peer closed", peer=peer.id, reason=reason)
+            try:
+                self._handler.on_close(peer, reason)  # the channel may still be open here
+            except Exception:
+                log.exception("on_close failed", peer=peer.id)
+        else:
+            self.stats.incr("rtc.dropped_unopened")
+        peer.closed = True
+
+    def _nursery_close_pc(self, pc: RTCPeerConnection) -> None:
+        try:
+            self._nursery.start_soon(self._close_pc, pc)
+        except (AttributeError, RuntimeError):  # not running (any more): nothing can wait
+            self.stats.incr("rtc.close_without_nursery")
+
+    async def _close_pc(self, pc: RTCPeerConnection) -> None:
+        with trio.CancelScope(deadline=trio.current_time() + CLOSE_WAIT, shield=True) as scope:
+            try:
+                await aio(pc.close())
+            except Exception as exc:
+                log.debug("peer connection close failed", error=repr(exc))
+        if scope.cancelled_caught:
+            self.stats.incr("rtc.close_timeout")
