@@ -1,0 +1,799 @@
+"""Tests of the HTTP port (worldserver.http_app) through a real hypercorn on 127.0.0.1.
+
+Each test starts ``serve_http`` on port 0 in the test's nursery and talks to it with httpx
+(HTTP) and trio_websocket (``/ws/movement``). The WebRTC and stream services are small fakes
+that record their calls: these tests check routing, status codes, headers and the WebSocket
+glue, not WebRTC. Also covers worldserver.sample_images.
+
+Must not: reach any address but 127.0.0.1, leave a server running after its test, or wait
+without a deadline.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from worldserver import http_app
+from worldserver.config import Config
+from worldserver.http_app import (
+    GECKOS_CORS_HEADERS,
+    MAX_WS_MESSAGE,
+    WS_FIFO_LIMIT,
+    WsOutbox,
+    build_app,
+    hypercorn_config,
+    image_title,
+    make_authorize,
+    serve_http,
+)
+from worldserver.identity import Identities
+from worldserver.sample_images import SAMPLES, encode_png, ensure_sample_images, has_images
+from worldserver.simulation import Simulation
+from worldserver.stats import Stats
+
+TIMEOUT = 10.0  # seconds any single test step may take
+KNOWN_ID = "Ab3dE6gH9jK2mN5pQ8sT1vWx"
+OTHER_ID = "Zz9yX8wV7uT6sR5qP4oN3mLk"
+ORIGIN = "https://gallery.example"
+
+
+# -- fakes -------------------------------------------------------------------------------------
+
+
+class FakeSim:
+    def __init__(self) -> None:
+        self.sessions = [object(), object()]
+        self.tick = 42
+        self.stats = Stats()
+
+    def names(self):
+        return [(65537, "갤러리짱"), (131074, "guest-1")]
+
+
+class FakeRtc:
+    """Stands in for worldserver.rtc: records calls, answers like geckos would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.fail = False
+        self.hang = False
+
+    async def _enter(self, *call) -> None:
+        self.calls.append(call)
+        if self.fail:
+            raise RuntimeError("boom")
+        if self.hang:
+            await trio.sleep_forever()
+
+    async def create_connection(self, authorization):
+        await self._enter("create", authorization)
+        if authorization == "deny":
+            return 401, None, {"WWW-Authenticate": "Token"}
+        return (
+            200,
+            {"userData": {}, "id": KNOWN_ID, "localDescription": {"type": "offer", "sdp": "v=0"}},
+            {},
+        )
+
+    async def remote_description(self, connection_id, body):
+        await self._enter("remote", connection_id, body)
+        return (200, None, {}) if connection_id == KNOWN_ID else (404, None, {})
+
+    async def additional_candidates(self, connection_id):
+        await self._enter("candidates", connection_id)
+        if connection_id != KNOWN_ID:
+            return 404, "404: Not Found", {}
+        candidate = {"candidate": "candidate:1 1 UDP 1 127.0.0.1 5000 typ host", "sdpMid": "0"}
+        return 200, [candidate], {}
+
+    async def close(self, connection_id):
+        await self._enter("close", connection_id)
+        return 200, None, {}
+
+
+class FakeStream:
+    """Stands in for worldserver.stream_service: echoes packets, scripted bursts, records."""
+
+    def __init__(self) -> None:
+        self.sends: dict = {}
+        self.opened: list = []
+        self.messages: list = []
+        self.closed: list = []
+        self.fail_open = False
+
+    def open_peer(self, key, send) -> None:
+        if self.fail_open:
+            raise RuntimeError("open failed")
+        assert key not in self.sends
+        self.sends[key] = send
+        self.opened.append(key)
+
+    def on_message(self, key, data: bytes, now: float) -> None:
+        assert isinstance(now, float) and isinstance(data, bytes)
+        self.messages.append((key, data))
+        send = self.sends[key]
+        if data == b"burst":  # ten snapshots in one go, then a keepalive
+            for i in range(10):
+                send(bytes([0x10, i]))
+            send(b"\x12ka")
+        elif data == b"flood":  # more non-snapshot packets than the socket may hold
+            for i in range(WS_FIFO_LIMIT + 1):
+                send(bytes([0x12, i]))
+        elif data == b"bye":
+            send(b"\x13bye")
+        elif data == b"boom":
+            raise RuntimeError("service bug")
+        else:
+            send(data)
+
+    def close_peer(self, key, reason: str) -> None:
+        self.closed.append((key, reason))
+
+    async def wait_closed(self, count: int = 1) -> None:
+        with trio.fail_after(TIMEOUT):
+            while len(self.closed) < count:
+                await trio.sleep(0.01)
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+def make_config(tmp_path: Path, **overrides) -> Config:
+    values = {
+        "http.host": "127.0.0.1",
+        "http.port": 0,
+        "http.web_root": str(tmp_path / "dist"),
+        "http.images_dir": str(tmp_path / "images"),
+        "http.cors_origin": ORIGIN,
+    }
+    values.update(overrides)
+    return Config().with_overrides(values)
+
+
+class Server:
+    def __init__(self, port: int, app, rtc, stream, identities, sim) -> None:
+        self.port = port
+        self.app = app
+        self.rtc = rtc
+        self.stream = stream
+        self.identities = identities
+        self.sim = sim
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/ws/movement"
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT)
+
+
+async def start_server(nursery, config, *, sim=None, rtc="fake", stream="fake") -> Server:
+    sim = sim if sim is not None else FakeSim()
+    rtc = FakeRtc() if rtc == "fake" else rtc
+    stream = FakeStream() if stream == "fake" else stream
+    identities = Identities()
+    app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=stream)
+    with trio.fail_after(TIMEOUT):
+        port = await nursery.start(serve_http, config, app)
+    return Server(port, app, rtc, stream, identities, sim)
+
+
+@pytest.fixture
+async def server(nursery, tmp_path) -> Server:
+    return await start_server(nursery, make_config(tmp_path))
+
+
+def open_ws(url: str):
+    return open_websocket_url(url, connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT)
+
+
+# -- plain routes ------------------------------------------------------------------------------
+
+
+async def test_health_players_and_client_config(server: Server) -> None:
+    async with server.client() as client:
+        r = await client.get("/health")
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok", "clients": 2, "tick": 42}
+        r = await client.get("/api/players")
+        assert r.json() == {
+            "players": [
+                {"entity_id": 65537, "name": "갤러리짱"},
+                {"entity_id": 131074, "name": "guest-1"},
+            ]
+        }
+        r = await client.get("/api/client-config")
+        assert r.json() == {"datachannel_timeout_ms": 3000, "tick_rate": 20, "webrtc": True}
+        assert (await client.post("/health")).status_code == 405
+
+
+async def test_real_simulation_health_and_players(nursery, tmp_path) -> None:
+    config = make_config(tmp_path)
+    srv = await start_server(nursery, config, sim=Simulation(config, Stats()))
+    async with srv.client() as client:
+        assert (await client.get("/health")).json() == {"status": "ok", "clients": 0, "tick": 0}
+        assert (await client.get("/api/players")).json() == {"players": []}
+
+
+async def test_join(server: Server) -> None:
+    async with server.client() as client:
+        r = await client.post("/api/join", json={"name": "  갤러리짱 "})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["name"] == "갤러리짱" and len(body["token"]) == 32
+        assert server.identities.name_for(body["token"]) == "갤러리짱"
+
+        r = await client.post("/api/join", json={"name": "Alice"})
+        assert r.status_code == 200
+        r = await client.post("/api/join", json={"name": "ALICE"})
+        assert r.status_code == 409 and "taken" in r.json()["error"]
+        r = await client.post("/api/join", json={"name": "갤러리짱"})
+        assert r.status_code == 409
+
+        # the holder joining again with its token keeps it
+        r = await client.post("/api/join", json={"name": "갤러리짱", "token": body["token"]})
+        assert r.status_code == 200 and r.json()["token"] == body["token"]
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "JSON"),
+        (b"not json", "JSON"),
+        (b"\xff\xfe", "JSON"),
+        (b"[1, 2]", "JSON"),
+        (b'"alice"', "JSON"),
+        (b"{}", "JSON"),
+        (b'{"name": 5}', "string"),
+        (b'{"name": ""}', "empty"),
+        (b'{"name": "   "}', "empty"),
+        (b'{"name": "aaaaaaaaaaaaaaaaaaaaaaaaa"}', "longer"),
+        (b'{"name": "a\\u0000b"}', "control"),
+        (b'{"name": "<img>"}', "'<'"),
+        (b'{"name": "guest-1"}', "reserved"),
+        (b'{"name": "bob", "token": 7}', "token"),
+    ],
+)
+async def test_join_rejects_bad_bodies(server: Server, content: bytes, words: str) -> None:
+    async with server.client() as client:
+        headers = {"content-type": "application/json"}
+        r = await client.post("/api/join", content=content, headers=headers)
+        assert r.status_code == 400
+        assert words in r.json()["error"]
+
+
+async def test_join_wrong_method_and_oversized(server: Server) -> None:
+    async with server.client() as client:
+        assert (await client.get("/api/join")).status_code == 405
+        r = await client.post("/api/join", content=b"{" + b" " * 100_000 + b"}")
+        assert r.status_code == 413
+        assert (await client.get("/health")).status_code == 200
+
+
+# -- gallery -----------------------------------------------------------------------------------
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Minimal decoder for the unfiltered RGB PNGs encode_png writes."""
+    width, height = png_size(data)
+    pos, idat = 8, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        chunk = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + chunk) & 0xFFFFFFFF
+        if kind == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 3 * width)
+    assert not rows[:, 0].any()
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def test_encode_png_round_trip() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    assert np.array_equal(decode_png(encode_png(rgb)), rgb)
+    with pytest.raises(ValueError):
+        encode_png(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_ensure_sample_images(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "images"
+    written = ensure_sample_images(folder, width=64, height=48)
+    assert sorted(p.name for p in written) == sorted(SAMPLES)
+    for path in written:
+        image = decode_png(path.read_bytes())
+        assert image.shape == (48, 64, 3) and image.std() > 5  # a picture, not a flat colour
+    assert has_images(folder)
+    assert ensure_sample_images(folder) == []  # not twice
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "photo.JPG").write_bytes(b"\xff\xd8\xff")
+    assert ensure_sample_images(other) == []  # a folder with pictures is left alone
+    assert sorted(p.name for p in other.iterdir()) == ["photo.JPG"]
+
+
+def test_image_titles() -> None:
+    assert image_title("sunset-over-the-sea.png") == "Sunset over the sea"
+    assert image_title("my_cat__photo.JPG") == "My cat photo"
+    assert image_title("갤러리_사진.webp") == "갤러리 사진"
+
+
+async def test_gallery_listing_and_files(server: Server, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    async with server.client() as client:
+        assert (await client.get("/gallery/images")).json() == {"images": []}  # no folder yet
+        ensure_sample_images(images, width=32, height=16)
+        (images / "b photo.JPG").write_bytes(b"\xff\xd8\xff\xe0jpeg")
+        (images / "갤러리.webp").write_bytes(b"RIFF....WEBP")
+        (images / "notes.txt").write_text("not a picture")
+        (images / ".hidden.png").write_bytes(encode_png(np.zeros((2, 2, 3), np.uint8)))
+        (images / "folder.png").mkdir()
+        secret = tmp_path / "secret.png"
+        secret.write_bytes(b"outside")
+        (images / "link.png").symlink_to(secret)
+
+        listing = (await client.get("/gallery/images")).json()["images"]
+        files = [item["file"] for item in listing]
+        assert files == [
+            "b photo.JPG",
+            "concentric-rings.png",
+            "diagonal-stripes.png",
+            "glowing-checkerboard.png",
+            "link.png",
+            "sunset-over-the-sea.png",
+            "갤러리.webp",
+        ]
+        assert listing[0] == {
+            "url": "/gallery/images/b%20photo.JPG",
+            "title": "B photo",
+            "file": "b photo.JPG",
+        }
+
+        r = await client.get("/gallery/images/diagonal-stripes.png")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.content == (images / "diagonal-stripes.png").read_bytes()
+        assert png_size(r.content) == (32, 16)
+        r = await client.get(listing[0]["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        r = await client.get(listing[-1]["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+
+        for bad in (
+            "/gallery/images/..%2F..%2Fetc%2Fpasswd",
+            "/gallery/images/..%2Fsecret.png",
+            "/gallery/images/%2e%2e%2fsecret.png",
+            "/gallery/images/..%5Csecret.png",
+            "/gallery/images/link.png",  # points outside the folder
+            "/gallery/images/notes.txt",
+            "/gallery/images/.hidden.png",
+            "/gallery/images/folder.png",
+            "/gallery/images/missing.png",
+            "/gallery/images/a%00.png",
+        ):
+            r = await client.get(bad)
+            assert r.status_code == 404, bad
+            assert r.content != b"outside"
+
+
+async def test_gallery_with_a_file_as_images_dir(nursery, tmp_path: Path) -> None:
+    (tmp_path / "images").write_text("not a folder")
+    srv = await start_server(nursery, make_config(tmp_path))
+    async with srv.client() as client:
+        assert (await client.get("/gallery/images")).json() == {"images": []}
+        assert (await client.get("/gallery/images/x.png")).status_code == 404
+
+
+# -- static web client -------------------------------------------------------------------------
+
+
+async def test_static_web_client(server: Server, tmp_path: Path) -> None:
+    async with server.client() as client:
+        r = await client.get("/")  # not built yet
+        assert r.status_code == 200 and "not built" in r.text and "scripts/setup.sh" in r.text
+        assert (await client.get("/app.js")).status_code == 404
+        assert (await client.post("/")).status_code == 405
+
+        dist = tmp_path / "dist"
+        (dist / "assets").mkdir(parents=True)
+        (dist / "index.html").write_text("<!doctype html><title>gallery</title>")
+        (dist / "assets" / "app.js").write_text("console.log('hi')")
+        (tmp_path / "secret.txt").write_text("outside")
+
+        r = await client.get("/")
+        assert r.status_code == 200 and "<title>gallery</title>" in r.text
+        assert r.headers["content-type"].startswith("text/html")
+        r = await client.get("/assets/app.js")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+        assert (await client.get("/missing.css")).status_code == 404
+        for bad in ("/..%2Fsecret.txt", "/assets/..%2F..%2Fsecret.txt", "/%2e%2e/secret.txt"):
+            r = await client.get(bad)
+            assert r.status_code == 404, bad
+            assert r.text != "outside"
+
+
+# -- geckos.io signaling -----------------------------------------------------------------------
+
+
+def assert_cors(response: httpx.Response) -> None:
+    assert response.headers["access-control-allow-origin"] == ORIGIN
+    for name, value in GECKOS_CORS_HEADERS.items():
+        assert response.headers[name] == value
+
+
+async def test_geckos_options_everywhere(server: Server) -> None:
+    paths = [
+        "/.wrtc/v2/connections",
+        f"/.wrtc/v2/connections/{KNOWN_ID}/remote-description",
+        f"/.wrtc/v2/connections/{KNOWN_ID}/additional-candidates",
+        f"/.wrtc/v2/connections/{KNOWN_ID}/close",
+        "/.wrtc/v2/anything/at/all",
+        "/geckos/.wrtc/v2/connections",
+    ]
+    async with server.client() as client:
+        for path in paths:
+            r = await client.options(
+                path,
+                headers={
+                    "Origin": "https://elsewhere.example",
+                    "Access-Control-Request-Method": "POST",
+                },
+            )
+            assert r.status_code == 200, path
+            assert r.text == "200: OK"
+            assert_cors(r)
+    assert server.rtc.calls == []
+
+
+async def test_geckos_happy_path(server: Server) -> None:
+    async with server.client() as client:
+        r = await client.post("/.wrtc/v2/connections", headers={"Authorization": "tok"})
+        assert r.status_code == 200
+        assert r.json()["id"] == KNOWN_ID and r.json()["userData"] == {}
+        assert r.headers["content-type"] == "application/json"
+        assert_cors(r)
+
+        answer = {"type": "answer", "sdp": "v=0\r\n"}
+        r = await client.post(f"/.wrtc/v2/connections/{KNOWN_ID}/remote-description", json=answer)
+        assert r.status_code == 200 and r.text == "200: OK"
+        assert_cors(r)
+
+        r = await client.get(f"/.wrtc/v2/connections/{KNOWN_ID}/additional-candidates")
+        assert r.status_code == 200 and r.json()[0]["sdpMid"] == "0"
+        assert_cors(r)
+
+        r = await client.post(f"/.wrtc/v2/connections/{KNOWN_ID}/close")
+        assert r.status_code == 200 and r.text == "200: OK"
+        assert_cors(r)
+
+        # a path prefix in front of /.wrtc/v2 works as with geckos (client option port: null)
+        r = await client.post("/geckos/.wrtc/v2/connections")
+        assert r.status_code == 200
+
+        r = await client.post("/.wrtc/v2/connections", headers={"Authorization": "deny"})
+        assert r.status_code == 401 and r.text == "401: Unauthorized"
+        assert r.headers["www-authenticate"] == "Token"
+        assert_cors(r)
+
+    assert server.rtc.calls == [
+        ("create", "tok"),
+        ("remote", KNOWN_ID, answer),
+        ("candidates", KNOWN_ID),
+        ("close", KNOWN_ID),
+        ("create", None),
+        ("create", "deny"),
+    ]
+
+
+async def test_geckos_garbage_gets_status_codes(server: Server) -> None:
+    base = "/.wrtc/v2/connections"
+    remote = f"{base}/{KNOWN_ID}/remote-description"
+    cases = [
+        # (method, path, body, status)
+        ("POST", remote, b"{not json", 400),
+        ("POST", remote, b"", 400),
+        ("POST", remote, b"\xff\xfe\x00", 400),
+        ("POST", remote, b"[]", 400),
+        ("POST", remote, b'"answer"', 400),
+        ("POST", remote, b'{"type": "answer"}', 400),
+        ("POST", remote, b'{"sdp": "v=0"}', 400),
+        ("POST", remote, b'{"type": 1, "sdp": "v=0"}', 400),
+        ("POST", f"{base}/{OTHER_ID}/remote-description", b'{"type": "answer", "sdp": "v=0"}', 404),
+        ("GET", f"{base}/{OTHER_ID}/additional-candidates", b"", 404),
+        ("POST", f"{base}/short/remote-description", b'{"type": "answer", "sdp": ""}', 400),
+        ("GET", f"{base}/{KNOWN_ID}x/additional-candidates", b"", 400),
+        ("POST", f"{base}//close", b"", 400),
+        ("GET", base, b"", 405),
+        ("PUT", base, b"", 405),
+        ("DELETE", f"{base}/{KNOWN_ID}/close", b"", 405),
+        ("GET", remote, b"", 405),
+        ("POST", f"{base}/{KNOWN_ID}/additional-candidates", b"", 405),
+        ("GET", f"{base}/{KNOWN_ID}/close", b"", 405),
+        ("GET", "/.wrtc/v2", b"", 404),
+        ("GET", "/.wrtc/v2/", b"", 404),
+        ("POST", "/.wrtc/v2/connection", b"", 404),
+        ("POST", f"{base}/{KNOWN_ID}", b"", 404),
+        ("POST", f"{base}/{KNOWN_ID}/close/again", b"", 404),
+        ("GET", "/.wrtc/v2/..%2F..%2Fetc%2Fpasswd", b"", 404),
+        ("POST", remote, b"{" + b" " * (70 * 1024) + b"}", 413),
+        ("POST", base, b"x" * (200 * 1024), 413),
+    ]
+    async with server.client() as client:
+        for method, path, body, status in cases:
+            r = await client.request(method, path, content=body)
+            assert r.status_code == status, (method, path, body[:40])
+            assert_cors(r)
+            if status in (400, 404):
+                assert r.text == {400: "400: Bad Request", 404: "404: Not Found"}[status]
+            if status == 405:
+                assert "OPTIONS" in r.headers["allow"]
+        assert (await client.get("/health")).status_code == 200
+    # only the two calls with a valid path, method and body reached the service
+    assert [c[0] for c in server.rtc.calls] == ["remote", "candidates"]
+
+
+async def test_geckos_service_errors(server: Server, monkeypatch) -> None:
+    monkeypatch.setattr(http_app, "RTC_TIMEOUT", 0.2)
+    async with server.client() as client:
+        server.rtc.fail = True
+        r = await client.post("/.wrtc/v2/connections")
+        assert r.status_code == 500 and r.text == "500: Internal Server Error"
+        assert_cors(r)
+        server.rtc.fail = False
+        server.rtc.hang = True
+        r = await client.post("/.wrtc/v2/connections")
+        assert r.status_code == 503
+        assert_cors(r)
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_geckos_without_webrtc(nursery, tmp_path: Path) -> None:
+    srv = await start_server(nursery, make_config(tmp_path), rtc=None)
+    async with srv.client() as client:
+        r = await client.post("/.wrtc/v2/connections")
+        assert r.status_code == 503
+        assert_cors(r)
+        r = await client.options("/.wrtc/v2/connections")
+        assert r.status_code == 200
+        assert_cors(r)
+
+
+async def test_raw_garbage_does_not_hurt(server: Server) -> None:
+    garbage = [
+        b"\x00\x01\x02\x03 garbage\r\n\r\n",
+        b"POST /.wrtc/v2/connections HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 40_000 + b"\r\n\r\n",
+        b"POST /api/join HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ]
+    for blob in garbage:
+        with trio.fail_after(TIMEOUT):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                try:
+                    await stream.send_all(blob)
+                    await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    pass
+    async with server.client() as client:
+        assert (await client.get("/health")).status_code == 200
+
+
+def test_make_authorize() -> None:
+    identities = Identities()
+    token, _ = identities.join("alice")
+    optional = make_authorize(Config(), identities)
+    assert optional(None) is True
+    assert optional("") is True
+    assert optional("wrong") is True
+    assert optional(token) == {"name": "alice"}
+    assert optional(f"Bearer {token}") == {"name": "alice"}
+    required = make_authorize(Config().with_overrides({"http.require_token": True}), identities)
+    assert required(None) == 401
+    assert required("wrong") == 401
+    assert required(token) == {"name": "alice"}
+    identities.release(token)
+    assert required(token) == 401
+
+
+def test_hypercorn_settings() -> None:
+    hc = hypercorn_config(Config())
+    assert hc.bind == ["0.0.0.0:8080"]
+    assert hc.keep_alive_max_requests > 1000
+    assert not hc.ssl_enabled
+    v6 = hypercorn_config(Config().with_overrides({"http.host": "::1", "http.port": 0}))
+    assert v6.bind == ["[::1]:0"]
+    with pytest.raises(ValueError, match="together"):
+        hypercorn_config(Config().with_overrides({"http.certfile": "cert.pem"}))
+
+
+async def test_many_requests_on_one_connection(server: Server) -> None:
+    async with server.client() as client:
+        for _ in range(50):
+            assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/api/players")).status_code == 200
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_tls(nursery, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    config = make_config(tmp_path, **{"http.certfile": str(cert), "http.keyfile": str(key)})
+    srv = await start_server(nursery, config)
+    base_url = f"https://127.0.0.1:{srv.port}"
+    async with httpx.AsyncClient(base_url=base_url, verify=False, timeout=TIMEOUT) as client:
+        r = await client.get("/health")
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+# -- /ws/movement ------------------------------------------------------------------------------
+
+
+async def test_outbox_replaces_snapshots_and_keeps_order() -> None:
+    box = WsOutbox(limit=3)
+    assert box.put(b"\x04accept")
+    assert box.put(b"\x10one")
+    assert box.put(b"\x12keep")
+    assert box.put(b"\x10two")  # replaces "one" in its place
+    assert box.replaced == 1
+    with trio.fail_after(TIMEOUT):
+        assert [await box.get() for _ in range(3)] == [b"\x04accept", b"\x10two", b"\x12keep"]
+    assert box.put(b"\x10three")  # the slot is free again
+    assert box.replaced == 1
+    for i in range(3):
+        assert box.put(bytes([0x12, i]))
+    assert not box.put(b"\x12over")
+    assert box.overflow and box.closed
+    with trio.fail_after(TIMEOUT):
+        assert await box.get() is None
+    assert not box.put(b"\x10late")
+
+
+async def test_ws_round_trip(server: Server) -> None:
+    stream = server.stream
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(server.ws_url) as ws:
+            for packet in (b"\x01" + bytes(127), b"\x11input", bytes([0x12]) * MAX_WS_MESSAGE):
+                await ws.send_message(packet)
+                assert await ws.get_message() == packet
+            await ws.send_message(b"burst")
+            assert await ws.get_message() == b"\x10\x09"  # only the newest snapshot went out
+            assert await ws.get_message() == b"\x12ka"
+        await stream.wait_closed()
+    key = stream.opened[0]
+    assert key.startswith("ws:127.0.0.1:")
+    assert [m[0] for m in stream.messages] == [key] * 4
+    assert len(stream.closed) == 1
+    assert stream.closed[0][0] == key and stream.closed[0][1].startswith("client closed")
+    assert server.sim.stats.get("drop.ws_snapshot_replaced") == 9
+
+
+@pytest.mark.parametrize(
+    "message, code, reason",
+    [
+        ("a text frame", 1003, "text message"),
+        (bytes(MAX_WS_MESSAGE + 1), 1009, "message too big"),
+        (bytes(200_000), 1009, "message too big"),
+        (b"flood", 1008, "send queue full"),
+        (b"boom", 1011, "server error"),
+    ],
+)
+async def test_ws_bad_messages_close(server: Server, message, code: int, reason) -> None:
+    stream = server.stream
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(server.ws_url) as ws:
+            await ws.send_message(message)
+            with pytest.raises(ConnectionClosed) as info:
+                while True:
+                    await ws.get_message()
+            assert info.value.reason.code == code
+        await stream.wait_closed()
+    assert len(stream.closed) == 1
+    if reason is not None:
+        assert stream.closed[0][1] == reason
+    with trio.fail_after(TIMEOUT):  # the server is fine
+        async with open_ws(server.ws_url) as ws:
+            await ws.send_message(b"\x12hi")
+            assert await ws.get_message() == b"\x12hi"
+        await stream.wait_closed(2)
+    assert len(stream.closed) == 2
+    if message == b"flood":
+        assert server.sim.stats.get("drop.ws_send_queue_full") == 1
+
+
+async def test_ws_message_beyond_hypercorn_limit(server: Server) -> None:
+    server.app.state.ws_idle_timeout = 0.5  # how the handler notices (see WS_FRAME_LIMIT)
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(server.ws_url) as ws:
+            await ws.send_message(bytes(http_app.WS_FRAME_LIMIT + 1))
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason.code == 1009
+        await server.stream.wait_closed()
+    assert len(server.stream.closed) == 1
+
+
+async def test_ws_disconnect_packet_closes_the_socket(server: Server) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(server.ws_url) as ws:
+            await ws.send_message(b"bye")
+            assert await ws.get_message() == b"\x13bye"
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason.code == 1000
+        await server.stream.wait_closed()
+    assert server.stream.closed[0][1] == "server disconnect"
+
+
+async def test_ws_idle_timeout(server: Server) -> None:
+    server.app.state.ws_idle_timeout = 0.3
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(server.ws_url) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason.code == 1001
+        await server.stream.wait_closed()
+    assert server.stream.closed[0][1] == "idle timeout"
+
+
+async def test_ws_server_shutdown_closes_peers(tmp_path: Path) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            server_scope = trio.CancelScope()
+
+            async def run_server(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                with server_scope:
+                    async with trio.open_nursery() as inner:
+                        task_status.started(await start_server(inner, make_config(tmp_path)))
+
+            srv = await outer.start(run_server)
+            async with open_ws(srv.ws_url) as ws:
+                await ws.send_message(b"\x12hi")
+                assert await ws.get_message() == b"\x12hi"
+                server_scope.cancel()
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()
+    assert [reason for _, reason in srv.stream.closed] == ["server shutdown"]
+
+
+async def test_ws_refused_without_service(nursery, tmp_path: Path) -> None:
+    srv = await start_server(nursery, make_config(tmp_path), stream=None)
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(ConnectionRejected) as info:
+            async with open_ws(srv.ws_url):
+                pass
+    assert info.value.status_code == 403
+
+
+async def test_ws_open_peer_failure(server: Server) -> None:
+    server.stream.fail_open = True
+    with trio.fail_after(TIMEOUT):
+        async with open_ws(server.ws_url) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+            assert info.value.reason.code == 1011
+    assert server.stream.closed == []  # never opened, so never closed
+
+
+async def test_ws_unknown_path_is_refused(server: Server) -> None:
+    with trio.fail_after(TIMEOUT):
+        with pytest.raises(ConnectionRejected):
+            async with open_ws(server.ws_url.replace("/ws/movement", "/ws/nothing")):
+                pass

@@ -1,0 +1,763 @@
+"""The HTTP port: one ASGI app (Starlette) served by hypercorn's trio worker.
+
+Job: :func:`build_app` makes the app -- health, ``POST /api/join``, the player list, the web
+client's settings, gallery pictures, the built web client as static files, the geckos.io 3.x
+signaling routes (any path containing ``/.wrtc/v2``, answered as geckos does, with its CORS
+headers on every answer) handed to the WebRTC service, and the ``/ws/movement`` WebSocket
+that carries native protocol packets (one binary message each) to and from the stream
+service. :func:`serve_http` runs it with hypercorn on ``http.host:http.port`` (TLS when a
+certificate is configured), reports the bound port, and on cancellation shuts down gracefully
+(WebSockets closed with 1001, every socket closed, all within a deadline).
+:func:`make_authorize` is the geckos authorization hook built on the join tokens.
+
+Must not: run WebRTC or the native protocol itself (``rtc`` and ``ws_movement`` do), block the
+trio loop (file reads go to worker threads, WebSocket sends never wait: a one-slot snapshot
+outbox per socket), trust a path or body from the network (no traversal outside the images
+and web directories, bounded bodies and frames, malformed input answered with a status code,
+never an unhandled error), or wait without a deadline.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import logging
+import os
+import re
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio.to_thread
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
+from starlette.routing import Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from worldserver.identity import Identities, IdentitiesFull, NameRejected, NameTaken
+from worldserver.logs import get_logger
+from worldserver.sample_images import IMAGE_SUFFIXES
+from worldserver.stats import Stats
+
+__all__ = [
+    "GECKOS_CORS_HEADERS",
+    "MAX_BODY",
+    "MAX_WS_MESSAGE",
+    "WS_FIFO_LIMIT",
+    "WsOutbox",
+    "build_app",
+    "hypercorn_config",
+    "image_title",
+    "make_authorize",
+    "serve_http",
+]
+
+log = get_logger("worldserver.http")
+
+MAX_BODY = 64 * 1024  # largest request body accepted (413 beyond)
+DRAIN_LIMIT = 1024 * 1024  # a too-large body up to this size is read and dropped before the 413
+BODY_TIMEOUT = 10.0  # seconds to receive a request body (408 after)
+RTC_TIMEOUT = 15.0  # seconds the WebRTC service may take to answer a signaling call (503 after)
+MAX_WS_MESSAGE = 2048  # largest WebSocket message of /ws/movement (close 1009 beyond)
+# hypercorn's own limit for any WebSocket message (it buffers a message up to this). Kept well
+# above MAX_WS_MESSAGE so that our handler, not hypercorn, refuses big messages: hypercorn
+# 0.18 sends 1009 itself beyond it but then never tells the app the socket ended (the app
+# notices by its idle timeout).
+WS_FRAME_LIMIT = 256 * 1024
+WS_FIFO_LIMIT = 16  # unsent non-snapshot packets per socket before it is closed (1008)
+WS_CLOSE_TIMEOUT = 2.0  # seconds to wait for a send in progress before closing a socket
+KEEP_ALIVE_MAX_REQUESTS = 100_000  # requests per HTTP/1.1 connection (hypercorn's default: 1000)
+KEEP_ALIVE_TIMEOUT = 20.0  # seconds an idle keep-alive connection is kept
+READ_TIMEOUT = 60.0  # seconds without any byte from a client before its connection is closed
+GRACEFUL_TIMEOUT = 2.0  # seconds requests in progress may take to finish at shutdown
+SHUTDOWN_DEADLINE = 5.0  # seconds after which the HTTP server is gone, finished or not
+SNAPSHOT_TYPE = 0x10
+DISCONNECT_TYPE = 0x13
+
+GECKOS_MARK = "/.wrtc/v2"
+GECKOS_ALLOW_METHODS = "OPTIONS, GET, POST"
+GECKOS_CORS_HEADERS = {
+    # Access-Control-Allow-Origin comes from http.cors_origin.
+    "Access-Control-Request-Method": "*",
+    "Access-Control-Request-Headers": "X-Requested-With, accept, content-type",
+    "Access-Control-Allow-Methods": GECKOS_ALLOW_METHODS,
+    "Access-Control-Allow-Headers": "authorization, content-type",
+}
+_CONNECTION_ID = re.compile(r"[0-9a-zA-Z]{24}")
+_GECKOS_ROUTES = (
+    # (pattern of the path after /.wrtc/v2, method, action)
+    (re.compile(r"/connections"), "POST", "create"),
+    (re.compile(r"/connections/([^/]*)/remote-description"), "POST", "remote_description"),
+    (re.compile(r"/connections/([^/]*)/additional-candidates"), "GET", "additional_candidates"),
+    (re.compile(r"/connections/([^/]*)/close"), "POST", "close"),
+)
+_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
+_TITLE_SEPARATORS = re.compile(r"[-_\s]+")
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _status_text(status: int, headers: dict[str, str] | None = None) -> Response:
+    """A plain-text answer ``"<code>: <reason>"`` like geckos' ``sendStatus``."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    body = f"{status}: {phrase}" if phrase else str(status)
+    return PlainTextResponse(body, status_code=status, headers=headers)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    """The request body, at most ``limit`` bytes; raises _BodyError(413 / 408 / 400)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise _BodyError(400) from None
+        if size < 0:
+            raise _BodyError(400)
+        if size > limit:
+            if size <= DRAIN_LIMIT:  # read and drop it so the client sees the 413
+                with trio.move_on_after(BODY_TIMEOUT):
+                    async for _ in request.stream():
+                        pass
+            raise _BodyError(413)
+    chunks = []
+    total = 0
+    with trio.move_on_after(BODY_TIMEOUT) as scope:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _BodyError(413)
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise _BodyError(408)
+    return b"".join(chunks)
+
+
+def make_authorize(config, identities: Identities) -> Callable[[str | None], bool | int | dict]:
+    """The geckos authorization hook for the WebRTC service.
+
+    ``authorize(header)`` gets the ``Authorization`` header of ``POST .../connections`` (the
+    join token as the client's ``authorization`` option; a ``Bearer`` prefix is accepted).
+    A live token gives ``{"name": name}`` (geckos ``userData``). Otherwise: ``True`` (no user
+    data) when ``http.require_token`` is off, ``401`` when it is on.
+    """
+    require = bool(config.http.require_token)
+
+    def authorize(header: str | None) -> bool | int | dict:
+        token = (header or "").strip()
+        if token[:7].lower() == "bearer ":
+            token = token[7:].strip()
+        name = identities.name_for(token) if token else None
+        if name is not None:
+            return {"name": name}
+        return 401 if require else True
+
+    return authorize
+
+
+# -- WebSocket outbox --------------------------------------------------------------------------
+
+
+class WsOutbox:
+    """Packets waiting to go out on one WebSocket; ``put`` never blocks.
+
+    At most one SNAPSHOT waits: a newer one takes the unsent one's place (counted in
+    ``replaced``). Other packets are never dropped; more than ``limit`` of them waiting means
+    the client does not read, and the outbox reports ``overflow`` so the socket is closed.
+    Order of sending is the order of ``put``, a replaced snapshot keeping its place.
+    """
+
+    def __init__(self, limit: int = WS_FIFO_LIMIT) -> None:
+        self.limit = limit
+        self.replaced = 0
+        self.overflow = False
+        self.closed = False
+        self._queue: deque[list[bytes]] = deque()
+        self._snapshot: list[bytes] | None = None  # the waiting snapshot's cell in _queue
+        self._others = 0
+        self._wakeup = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, data: bytes) -> bool:
+        """Queue one packet; False if it was not queued (outbox closed or overflowing)."""
+        if self.closed:
+            return False
+        data = bytes(data)
+        if data[:1] == bytes((SNAPSHOT_TYPE,)):
+            if self._snapshot is not None:
+                self._snapshot[0] = data
+                self.replaced += 1
+                return True
+            self._snapshot = [data]
+            self._queue.append(self._snapshot)
+        else:
+            if self._others >= self.limit:
+                self.overflow = True
+                self.closed = True
+                self._wakeup.set()
+                return False
+            self._others += 1
+            self._queue.append([data])
+        self._wakeup.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+
+    async def get(self) -> bytes | None:
+        """The next packet to send; None once the outbox is closed or overflowed."""
+        while not self._queue:
+            if self.closed:
+                return None
+            self._wakeup = trio.Event()
+            await self._wakeup.wait()
+        if self.overflow:
+            return None
+        cell = self._queue.popleft()
+        if cell is self._snapshot:
+            self._snapshot = None
+        else:
+            self._others -= 1
+        return cell[0]
+
+
+class _MovementSocket:
+    """One ``/ws/movement`` connection: the reader loop and its writer task."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, websocket: WebSocket, service, stats: Stats, idle_timeout: float) -> None:
+        self.ws = websocket
+        self.service = service
+        self.stats = stats
+        self.idle_timeout = idle_timeout
+        self.outbox = WsOutbox()
+        self.lock = trio.Lock()  # one ASGI send at a time (data or close)
+        self.ws_closed = False
+        self.reason: str | None = None  # why the socket ended, for close_peer
+        client = websocket.client
+        where = f"{client.host}:{client.port}" if client else "?"
+        self.key = f"ws:{where}#{next(self._numbers)}"
+
+    def end(self, reason: str) -> None:
+        """Record why the socket ends; the first reason given is the one reported."""
+        if self.reason is None:
+            self.reason = reason
+
+    def send(self, data: bytes) -> None:
+        """Given to the stream service: queue a packet, never blocks."""
+        replaced = self.outbox.replaced
+        self.outbox.put(data)
+        if self.outbox.replaced != replaced:
+            self.stats.incr("drop.ws_snapshot_replaced")
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (once) with ``code``; waits at most WS_CLOSE_TIMEOUT for a send."""
+        self.outbox.close()
+        with trio.move_on_after(WS_CLOSE_TIMEOUT):
+            async with self.lock:
+                if self.ws_closed:
+                    return
+                self.ws_closed = True
+                try:
+                    await self.ws.close(code=code, reason=reason)
+                except Exception as exc:  # the peer went away meanwhile
+                    log.debug("websocket close failed", key=self.key, error=repr(exc))
+
+    async def writer(self, cancel_scope: trio.CancelScope) -> None:
+        while True:
+            data = await self.outbox.get()
+            if data is None:
+                if self.outbox.overflow:
+                    self.end("send queue full")
+                    self.stats.incr("drop.ws_send_queue_full")
+                    await self.close(1008, "send queue full")
+                    cancel_scope.cancel()
+                return
+            async with self.lock:
+                if self.ws_closed:
+                    return
+                try:
+                    await self.ws.send_bytes(data)
+                except Exception as exc:
+                    log.debug("websocket send failed", key=self.key, error=repr(exc))
+                    self.end("send failed")
+                    cancel_scope.cancel()
+                    return
+            if data[:1] == bytes((DISCONNECT_TYPE,)):  # the server ended the connection: close
+                self.end("server disconnect")
+                await self.close(1000, "disconnect")
+                cancel_scope.cancel()
+                return
+
+    async def watch_shutdown(self, stopping: trio.Event, cancel_scope: trio.CancelScope) -> None:
+        """When the server stops, close the socket with 1001 (going away)."""
+        await stopping.wait()
+        self.end("server shutdown")
+        await self.close(1001, "server shutting down")
+        cancel_scope.cancel()
+
+    async def reader(self) -> None:
+        """Feed binary messages to the service until the socket ends; sets ``reason``."""
+        while True:
+            message = None
+            with trio.move_on_after(self.idle_timeout):
+                message = await self.ws.receive()
+            if message is None:
+                self.end("idle timeout")
+                await self.close(1001, "idle timeout")
+                return
+            if message["type"] == "websocket.disconnect":
+                self.ws_closed = True
+                self.outbox.close()
+                self.end(f"client closed ({message.get('code', 1005)})")
+                return
+            data = message.get("bytes")
+            if data is None:
+                self.end("text message")
+                await self.close(1003, "binary messages only")
+                return
+            if len(data) > MAX_WS_MESSAGE:
+                self.end("message too big")
+                await self.close(1009, f"message too big (max {MAX_WS_MESSAGE} bytes)")
+                return
+            self.service.on_message(self.key, data, trio.current_time())
+
+
+async def _movement_endpoint(websocket: WebSocket) -> None:
+    state = websocket.app.state
+    service = state.ws_movement
+    if service is None:
+        await websocket.close(code=1013)  # before accept: hypercorn answers 403
+        return
+    await websocket.accept()
+    sock = _MovementSocket(websocket, service, state.stats, state.ws_idle_timeout)
+    try:
+        service.open_peer(sock.key, sock.send)
+    except Exception:
+        log.exception("ws_movement.open_peer failed", key=sock.key)
+        await sock.close(1011, "server error")
+        return
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sock.writer, nursery.cancel_scope)
+            nursery.start_soon(sock.watch_shutdown, state.stopping, nursery.cancel_scope)
+            await sock.reader()
+            nursery.cancel_scope.cancel()
+    except Exception:
+        log.exception("ws_movement socket failed", key=sock.key)
+        sock.end("server error")
+        with trio.CancelScope(shield=True):
+            await sock.close(1011, "server error")
+    finally:
+        sock.end("server shutdown")  # if nothing else ended it: cancelled from outside
+        if not sock.ws_closed:
+            with trio.CancelScope(shield=True):
+                await sock.close(1001, "server shutting down")
+        try:
+            service.close_peer(sock.key, sock.reason)
+        except Exception:
+            log.exception("ws_movement.close_peer failed", key=sock.key)
+
+
+# -- geckos.io signaling -----------------------------------------------------------------------
+
+
+class _Geckos:
+    """Answers every HTTP request whose path contains ``/.wrtc/v2`` (see geckos-protocol.md)."""
+
+    def __init__(self, rtc, cors_origin: str) -> None:
+        self.rtc = rtc
+        self.cors = {"Access-Control-Allow-Origin": cors_origin, **GECKOS_CORS_HEADERS}
+
+    async def __call__(self, scope, receive, send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self._respond(request)
+        except Exception:
+            log.exception("geckos signaling failed", path=scope.get("path"))
+            response = _status_text(500)
+        response.headers.update(self.cors)
+        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response:
+        method = request.method
+        if method == "OPTIONS":
+            return _status_text(200)
+        path = request.url.path
+        rest = path[path.find(GECKOS_MARK) + len(GECKOS_MARK):]
+        for pattern, allowed, action in _GECKOS_ROUTES:
+            match = pattern.fullmatch(rest)
+            if match is not None:
+                break
+        else:
+            return _status_text(404)
+        if method != allowed:
+            return _status_text(405, headers={"Allow": f"OPTIONS, {allowed}"})
+        connection_id = match.group(1) if match.groups() else None
+        if connection_id is not None and not _CONNECTION_ID.fullmatch(connection_id):
+            return _status_text(400)
+        try:
+            body = await _read_body(request)
+        except _BodyError as exc:
+            return _status_text(exc.status)
+        if self.rtc is None:
+            return _status_text(503)
+        if action == "create":
+            call = partial(self.rtc.create_connection, request.headers.get("authorization"))
+        elif action == "remote_description":
+            description = _parse_description(body)
+            if description is None:
+                return _status_text(400)
+            call = partial(self.rtc.remote_description, connection_id, description)
+        elif action == "additional_candidates":
+            call = partial(self.rtc.additional_candidates, connection_id)
+        else:
+            call = partial(self.rtc.close, connection_id)
+        result = None
+        with trio.move_on_after(RTC_TIMEOUT):
+            result = await call()
+        if result is None:
+            log.warning("webrtc service did not answer in time", action=action)
+            return _status_text(503)
+        return _rtc_response(*result)
+
+
+def _parse_description(body: bytes) -> dict | None:
+    """The browser's answer ``{"type": ..., "sdp": ...}``, or None if the body is not one."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    if not isinstance(value.get("type"), str) or not isinstance(value.get("sdp"), str):
+        return None
+    return value
+
+
+def _rtc_response(status: int, body: Any, headers: dict | None) -> Response:
+    headers = {str(k): str(v) for k, v in (headers or {}).items()}
+    if isinstance(body, (dict, list)):
+        return JSONResponse(body, status_code=status, headers=headers)
+    if isinstance(body, str):
+        return PlainTextResponse(body, status_code=status, headers=headers)
+    return _status_text(status, headers=headers)
+
+
+# -- static web client and gallery pictures ----------------------------------------------------
+
+_NOT_BUILT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>worldserver</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h1>The web client is not built</h1>
+<p>worldserver is running, but there is no built web client in <code>{root}</code>.</p>
+<p>Build it with <code>bash scripts/setup.sh</code> (it runs npm and esbuild in
+<code>clients/web</code>), or set <code>http.web_root</code> to a directory holding a built
+client, then reload this page.</p>
+<p>The server itself is fine: see <a href="/health">/health</a>.</p>
+</body></html>
+"""
+
+
+class _WebRoot:
+    """Static files of ``http.web_root`` with index.html; a help page while it is missing."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._static: StaticFiles | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1000})  # unknown WebSocket path
+            return
+        if os.path.isdir(self.root):
+            if self._static is None:
+                self._static = StaticFiles(directory=self.root, html=True, check_dir=False)
+            await self._static(scope, receive, send)
+            return
+        path = scope["path"]
+        if scope["method"] not in ("GET", "HEAD"):
+            response: Response = _status_text(405, headers={"Allow": "GET, HEAD"})
+        elif path in ("/", "/index.html"):
+            page = _NOT_BUILT_PAGE.format(root=html.escape(os.path.abspath(self.root)))
+            response = HTMLResponse(page, status_code=200)
+        else:
+            response = _status_text(404)
+        await response(scope, receive, send)
+
+
+def image_title(filename: str) -> str:
+    """A picture's title from its file name: ``sunset_over-sea.png`` -> ``Sunset over sea``."""
+    stem = _TITLE_SEPARATORS.sub(" ", Path(filename).stem).strip()
+    return (stem[:1].upper() + stem[1:]) if stem else filename
+
+
+def _list_images(folder: str) -> list[dict]:
+    path = Path(folder)
+    try:
+        entries = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    except OSError:
+        return []
+    names = sorted(
+        (p.name for p in entries if not p.name.startswith(".") and p.is_file()),
+        key=lambda n: (n.casefold(), n),
+    )
+    return [
+        {"url": f"/gallery/images/{quote(n)}", "title": image_title(n), "file": n} for n in names
+    ]
+
+
+def _image_path(folder: str, name: str) -> Path | None:
+    """The file for ``name`` if it is a picture directly inside ``folder``; else None."""
+    if not name or name.startswith(".") or any(c in name for c in "/\\\x00"):
+        return None
+    if Path(name).suffix.lower() not in _IMAGE_TYPES:
+        return None
+    try:
+        base = Path(folder).resolve()
+        target = (base / name).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if target.parent != base or not target.is_file():
+        return None
+    return target
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+async def _health(request: Request) -> Response:
+    sim = request.app.state.sim
+    return JSONResponse({"status": "ok", "clients": len(sim.sessions), "tick": int(sim.tick)})
+
+
+async def _join(request: Request) -> Response:
+    try:
+        body = await _read_body(request)
+    except _BodyError as exc:
+        return _error(exc.status, HTTPStatus(exc.status).phrase.lower())
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, 'the body must be JSON like {"name": "..."}')
+    if not isinstance(data, dict) or "name" not in data:
+        return _error(400, 'the body must be JSON like {"name": "..."}')
+    previous = data.get("token")
+    if previous is not None and not isinstance(previous, str):
+        return _error(400, "token must be a string")
+    identities: Identities = request.app.state.identities
+    try:
+        token, name = identities.join(data["name"], previous)
+    except NameTaken as exc:
+        return _error(409, exc.reason)
+    except IdentitiesFull as exc:
+        return _error(503, exc.reason)
+    except NameRejected as exc:
+        return _error(400, exc.reason)
+    return JSONResponse({"token": token, "name": name})
+
+
+async def _players(request: Request) -> Response:
+    sim = request.app.state.sim
+    names = getattr(sim, "names", None)
+    if callable(names):
+        pairs = names()
+    else:
+        pairs = [(s.entity_id, getattr(s, "name", "")) for s in sim.sessions]
+    players = [{"entity_id": int(eid), "name": str(name or "")} for eid, name in pairs]
+    return JSONResponse({"players": players})
+
+
+async def _client_config(request: Request) -> Response:
+    config = request.app.state.config
+    return JSONResponse(
+        {
+            "datachannel_timeout_ms": int(config.http.datachannel_timeout * 1000),
+            "tick_rate": config.sim.tick_rate,
+            "webrtc": bool(config.webrtc.enabled),
+        }
+    )
+
+
+async def _gallery_list(request: Request) -> Response:
+    folder = request.app.state.config.http.images_dir
+    images = await anyio.to_thread.run_sync(_list_images, folder)
+    return JSONResponse({"images": images})
+
+
+async def _gallery_image(request: Request) -> Response:
+    folder = request.app.state.config.http.images_dir
+    name = request.path_params["name"]
+    path = await anyio.to_thread.run_sync(_image_path, folder, name)
+    if path is None:
+        return _status_text(404)
+    return FileResponse(
+        path,
+        media_type=_IMAGE_TYPES[path.suffix.lower()],
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+class _App:
+    """The outermost ASGI callable: geckos paths to the signaling handler, the rest to Starlette."""
+
+    def __init__(self, starlette: Starlette, geckos: _Geckos) -> None:
+        self.starlette = starlette
+        self.geckos = geckos
+        self.state = starlette.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and GECKOS_MARK in scope["path"]:
+            await self.geckos(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None) -> _App:
+    """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
+
+    ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
+    service (None: WebRTC off, signaling answers 503); ``ws_movement`` the stream service for
+    ``/ws/movement`` (None: the WebSocket is refused). ``app.state`` holds them all, and
+    ``app.state.stats`` the counters (the simulation's ``Stats``).
+    """
+    routes = [
+        Route("/health", _health, methods=["GET"]),
+        Route("/api/join", _join, methods=["POST"]),
+        Route("/api/players", _players, methods=["GET"]),
+        Route("/api/client-config", _client_config, methods=["GET"]),
+        Route("/gallery/images", _gallery_list, methods=["GET"]),
+        Route("/gallery/images/{name}", _gallery_image, methods=["GET"]),
+        WebSocketRoute("/ws/movement", _movement_endpoint),
+    ]
+    starlette = Starlette(routes=routes)
+    # The web client answers whatever no route matched (a route matched with another method
+    # still gets its 405 first); a Mount("/") would shadow those 405s.
+    starlette.router.default = _WebRoot(config.http.web_root)
+    state = starlette.state
+    state.config = config
+    state.sim = sim
+    state.identities = identities
+    state.rtc = rtc
+    state.ws_movement = ws_movement
+    stats = getattr(sim, "stats", None)
+    state.stats = stats if isinstance(stats, Stats) else Stats()
+    state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)
+    state.stopping = trio.Event()  # set by serve_http when the server shuts down
+    return _App(starlette, _Geckos(rtc, config.http.cors_origin))
+
+
+# -- serving -----------------------------------------------------------------------------------
+
+
+def hypercorn_config(config) -> HypercornConfig:
+    """hypercorn settings for the HTTP port: bind, TLS, limits, logs through worldserver's."""
+    http = config.http
+    if bool(http.certfile) != bool(http.keyfile):
+        raise ValueError("http.certfile and http.keyfile must be set together")
+    hc = HypercornConfig()
+    host = http.host
+    hc.bind = [f"[{host}]:{http.port}" if ":" in host else f"{host}:{http.port}"]
+    if http.certfile:
+        hc.certfile = http.certfile
+        hc.keyfile = http.keyfile
+    hc.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
+    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    hc.read_timeout = READ_TIMEOUT
+    hc.websocket_max_message_size = WS_FRAME_LIMIT
+    hc.graceful_timeout = GRACEFUL_TIMEOUT
+    hc.shutdown_timeout = GRACEFUL_TIMEOUT  # the app's lifespan shutdown
+    hc.startup_timeout = 10.0
+    hc.backlog = 256
+    hc.accesslog = None
+    server_log = logging.getLogger("worldserver.http.server")
+    if server_log.level == logging.NOTSET:
+        server_log.setLevel(logging.WARNING)  # hypercorn's "Running on ..." lines stay quiet
+    hc.errorlog = server_log
+    return hc
+
+
+async def serve_http(config, app, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` on ``http.host:http.port`` until cancelled, then shut down gracefully.
+
+    ``task_status.started(port)`` reports the bound TCP port (the real one when
+    ``http.port`` is 0) once the socket listens. On cancellation: WebSockets are closed with
+    1001, requests in progress get up to ``GRACEFUL_TIMEOUT`` seconds, and everything is gone
+    (sockets closed) within ``SHUTDOWN_DEADLINE`` seconds.
+    """
+    hc = hypercorn_config(config)
+    sockets = hc.create_sockets()  # binds; hypercorn never closes these, so we do
+    listening = sockets.secure_sockets + sockets.insecure_sockets
+    try:
+        for sock in listening:
+            sock.listen(hc.backlog)
+        host, port = listening[0].getsockname()[:2]
+        stop = trio.Event()
+        # hypercorn runs shielded so that our cancellation becomes its graceful shutdown
+        # (hypercorn cancelled directly leaks the sockets of open connections).
+        hyper_scope = trio.CancelScope(shield=True)
+
+        async def run_hypercorn(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            with hyper_scope:
+                await worker_serve(
+                    wrap_app(app, hc.wsgi_max_body_size, "asgi"),
+                    hc,
+                    sockets=sockets,
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_hypercorn)
+            scheme = "https" if sockets.secure_sockets else "http"
+            shown = f"[{host}]" if ":" in host else host
+            log.debug("http listening", url=f"{scheme}://{shown}:{port}")
+            task_status.started(port)
+            try:
+                await trio.sleep_forever()
+            finally:
+                stopping = getattr(getattr(app, "state", None), "stopping", None)
+                if stopping is not None:
+                    stopping.set()
+                stop.set()
+                hyper_scope.deadline = trio.current_time() + SHUTDOWN_DEADLINE
+    finally:
+        for sock in listening:
+            sock.close()
