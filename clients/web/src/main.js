@@ -1,0 +1,396 @@
+// The web client's entry point: the join overlay, the 3D gallery view, keyboard and mouse
+// controls, the status panel, name labels from /api/players, and the test hook
+// window.worldserverTest. The network session lives in net/session.js.
+//
+// Everything a server or another player wrote (names, titles, error texts) is shown with
+// textContent or drawn on canvases, never parsed as HTML.
+
+import * as THREE from "three";
+import { CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
+
+import { NetSession } from "./net/session.js";
+import { AvatarManager } from "./scene/avatars.js";
+import { buildGallery } from "./scene/gallery.js";
+import { DynamicResolution, isSoftwareRenderer, webglRendererName } from "./scene/quality.js";
+
+const $ = (id) => document.getElementById(id);
+const PLAYERS_REFRESH_MS = 3000;
+const PLAYERS_MIN_GAP_MS = 500;
+const TURN_SPEED = 2.2; // rad/s with the arrow keys
+const MOUSE_TURN = 0.005; // rad per pixel
+const CAMERA_DISTANCE = 6.5;
+
+const state = {
+  session: null,
+  name: "",
+  names: new Map(), // entity id -> name
+  playersFetchedAt: 0,
+  playersInFlight: false,
+  yaw: 0,
+  pitch: 0.35,
+  keys: new Set(),
+  jump: false,
+  testMove: null, // { mx, mz, until }
+  renderer: null,
+  labels: null,
+  scene: null,
+  camera: null,
+  avatars: null,
+  gallery: null,
+  webglError: "",
+  lastFrame: performance.now(),
+  frames: 0,
+  renderMs: 0, // mean time of one render call
+  lastRenderAt: 0,
+  quality: null, // DynamicResolution
+  gpuName: "",
+  frameMs: 0, // mean time between frames
+};
+
+async function getJson(url) {
+  const res = await fetch(url, { headers: { Accept: "application/json" } });
+  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+  return res.json();
+}
+
+// ---------------------------------------------------------------------------- controls
+
+function movementIntent() {
+  const now = performance.now();
+  if (state.testMove && now < state.testMove.until) {
+    const { mx, mz } = state.testMove;
+    if (Math.hypot(mx, mz) > 0.01) state.yaw = Math.atan2(mx, mz);
+    return { moveX: mx, moveZ: mz };
+  }
+  state.testMove = null;
+  const k = state.keys;
+  const fwd = (k.has("KeyW") || k.has("ArrowUp") ? 1 : 0) - (k.has("KeyS") || k.has("ArrowDown") ? 1 : 0);
+  const right = (k.has("KeyD") ? 1 : 0) - (k.has("KeyA") ? 1 : 0);
+  const sin = Math.sin(state.yaw);
+  const cos = Math.cos(state.yaw);
+  // forward = (sin yaw, cos yaw); right = (-cos yaw, sin yaw) in (x, z)
+  return { moveX: fwd * sin - right * cos, moveZ: fwd * cos + right * sin };
+}
+
+function controls() {
+  const m = movementIntent();
+  const jump = state.jump;
+  state.jump = false;
+  return { moveX: m.moveX, moveZ: m.moveZ, yaw: state.yaw, jump };
+}
+
+function typingInForm(ev) {
+  const t = ev.target;
+  return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA");
+}
+
+function installControls(canvas) {
+  window.addEventListener("keydown", (ev) => {
+    if (typingInForm(ev)) return;
+    if (ev.code === "Space") state.jump = true;
+    state.keys.add(ev.code);
+    if (ev.code.startsWith("Arrow") || ev.code === "Space") ev.preventDefault();
+  });
+  window.addEventListener("keyup", (ev) => state.keys.delete(ev.code));
+  window.addEventListener("blur", () => state.keys.clear());
+  let dragging = false;
+  let lastX = 0;
+  let lastY = 0;
+  canvas.addEventListener("pointerdown", (ev) => {
+    dragging = true;
+    lastX = ev.clientX;
+    lastY = ev.clientY;
+    canvas.setPointerCapture(ev.pointerId);
+  });
+  canvas.addEventListener("pointerup", (ev) => {
+    dragging = false;
+    canvas.releasePointerCapture(ev.pointerId);
+  });
+  canvas.addEventListener("pointermove", (ev) => {
+    let dx;
+    let dy;
+    if (document.pointerLockElement === canvas) {
+      dx = ev.movementX;
+      dy = ev.movementY;
+    } else if (dragging) {
+      dx = ev.clientX - lastX;
+      dy = ev.clientY - lastY;
+      lastX = ev.clientX;
+      lastY = ev.clientY;
+    } else return;
+    state.yaw -= dx * MOUSE_TURN;
+    state.pitch = Math.min(1.2, Math.max(-0.2, state.pitch + dy * MOUSE_TURN));
+  });
+  canvas.addEventListener("dblclick", () => {
+    if (canvas.requestPointerLock) canvas.requestPointerLock();
+  });
+}
+
+// ---------------------------------------------------------------------------- names
+
+async function refreshPlayers(force = false) {
+  const now = performance.now();
+  if (state.playersInFlight) return;
+  if (!force && now - state.playersFetchedAt < PLAYERS_MIN_GAP_MS) return;
+  state.playersInFlight = true;
+  state.playersFetchedAt = now;
+  try {
+    const data = await getJson("/api/players");
+    const names = new Map();
+    for (const p of (data && data.players) || []) {
+      if (p && Number.isInteger(p.entity_id)) names.set(p.entity_id >>> 0, String(p.name ?? ""));
+    }
+    state.names = names;
+  } catch {
+    // keep the names we had
+  } finally {
+    state.playersInFlight = false;
+  }
+}
+
+// ---------------------------------------------------------------------------- 3D view
+
+function initScene(images) {
+  const scene = new THREE.Scene();
+  const camera = new THREE.PerspectiveCamera(60, window.innerWidth / window.innerHeight, 0.1, 400);
+  camera.position.set(0, 3, -7);
+  camera.lookAt(0, 1.5, 0);
+  state.scene = scene;
+  state.camera = camera;
+  state.gallery = buildGallery(scene, images);
+  state.avatars = new AvatarManager(scene);
+  const container = $("view");
+  try {
+    // Debug overrides: ?pr=<pixel ratio>&aa=0|1
+    const qp = new URLSearchParams(location.search);
+    state.gpuName = webglRendererName();
+    state.quality = new DynamicResolution({
+      software: isSoftwareRenderer(state.gpuName),
+      devicePixelRatio: window.devicePixelRatio || 1,
+      overrides: {
+        pixelRatio: Number(qp.get("pr")) || 0,
+        antialias: qp.has("aa") ? qp.get("aa") !== "0" : undefined,
+      },
+    });
+    const renderer = new THREE.WebGLRenderer({ antialias: state.quality.antialias, preserveDrawingBuffer: false });
+    renderer.setPixelRatio(state.quality.ratio);
+    renderer.setSize(window.innerWidth, window.innerHeight);
+    renderer.outputColorSpace = THREE.SRGBColorSpace;
+    container.appendChild(renderer.domElement);
+    state.renderer = renderer;
+  } catch (e) {
+    state.webglError = `3D view unavailable (WebGL): ${e && e.message ? e.message : e}`;
+    const note = document.createElement("div");
+    note.className = "webgl-error";
+    note.textContent = state.webglError;
+    container.appendChild(note);
+  }
+  const labels = new CSS2DRenderer();
+  labels.setSize(window.innerWidth, window.innerHeight);
+  labels.domElement.className = "labels";
+  container.appendChild(labels.domElement);
+  state.labels = labels;
+  installControls(state.renderer ? state.renderer.domElement : labels.domElement);
+  window.addEventListener("resize", () => {
+    camera.aspect = window.innerWidth / window.innerHeight;
+    camera.updateProjectionMatrix();
+    if (state.renderer) state.renderer.setSize(window.innerWidth, window.innerHeight);
+    labels.setSize(window.innerWidth, window.innerHeight);
+  });
+  requestAnimationFrame(frame);
+}
+
+function frame(t) {
+  requestAnimationFrame(frame);
+  const dt = Math.min(0.1, Math.max(0, (t - state.lastFrame) / 1000));
+  state.lastFrame = t;
+  state.frames++;
+  const k = state.keys;
+  const turn = (k.has("ArrowLeft") ? 1 : 0) - (k.has("ArrowRight") ? 1 : 0);
+  state.yaw += turn * TURN_SPEED * dt;
+
+  const s = state.session;
+  let self = null;
+  let remote = new Map();
+  if (s && s.state === "connected" && s.interp) {
+    remote = s.interp.sample(performance.now() / 1000);
+    const pos = s.selfRenderPosition(dt);
+    if (pos && s.selfId !== null) self = { id: s.selfId, x: pos[0], y: pos[1], z: pos[2], yaw: state.yaw };
+  }
+  state.avatars.update(remote, self, state.names, dt);
+
+  const cam = state.camera;
+  const target = self ? new THREE.Vector3(self.x, self.y + 1.6, self.z) : new THREE.Vector3(0, 1.6, 0);
+  const back = CAMERA_DISTANCE * Math.cos(state.pitch);
+  const desired = new THREE.Vector3(
+    target.x - Math.sin(state.yaw) * back,
+    target.y + CAMERA_DISTANCE * Math.sin(state.pitch),
+    target.z - Math.cos(state.yaw) * back,
+  );
+  cam.position.lerp(desired, 1 - Math.exp(-12 * dt));
+  cam.lookAt(target);
+  const q = state.quality;
+  if (q && !q.shouldRender(t)) return;
+  const r0 = performance.now();
+  if (state.renderer) state.renderer.render(state.scene, cam);
+  state.labels.render(state.scene, cam);
+  const r1 = performance.now();
+  state.renderMs += (r1 - r0 - state.renderMs) * 0.1;
+  state.frameMs += ((q ? t - state.lastRenderAt : dt * 1000) - state.frameMs) * 0.1;
+  state.lastRenderAt = t;
+  if (q && state.renderer) {
+    const ratio = q.adjust(t);
+    if (ratio !== null) state.renderer.setPixelRatio(ratio);
+  }
+}
+
+// ---------------------------------------------------------------------------- status
+
+function updateStatus() {
+  const s = state.session;
+  const st = s ? s.stats() : null;
+  const set = (id, text) => {
+    const el = $(id);
+    if (el && el.textContent !== text) el.textContent = text;
+  };
+  if (!st) return;
+  set("st-state", st.state);
+  set("st-transport", st.transport || "—");
+  set("st-rtt", st.rtt_ms === null ? "—" : `${st.rtt_ms.toFixed(1)} ms`);
+  set("st-snaps", `${st.snapshots_per_s.toFixed(1)} /s`);
+  set("st-bytes", `${(st.bytes_in_per_s / 1024).toFixed(1)} / ${(st.bytes_out_per_s / 1024).toFixed(1)} KiB/s`);
+  set("st-entities", String(st.entities));
+  set("st-open", st.offer_to_open_ms === null ? "—" : `${st.offer_to_open_ms} ms`);
+  const badge = $("transport-badge");
+  const kind = st.transport || (st.state === "connected" ? "?" : st.state);
+  set("transport-badge", kind);
+  badge.dataset.kind = st.transport || "none";
+  set("st-error", st.error || "");
+}
+
+// ---------------------------------------------------------------------------- join
+
+function showJoinError(text) {
+  $("join-error").textContent = text;
+}
+
+async function join(name) {
+  const res = await fetch("/api/join", {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  if (!res.ok) {
+    const msg = body && body.error ? String(body.error) : `HTTP ${res.status}`;
+    throw new Error(msg);
+  }
+  if (!body || typeof body.token !== "string") throw new Error("unexpected answer from /api/join");
+  return body;
+}
+
+function startSession(token, config) {
+  const session = new NetSession({ origin: location.origin, token, config, controls });
+  state.session = session;
+  session.on("snapshot", (header, view) => {
+    for (let i = 0; i < view.ids.length; i++) {
+      if (!state.names.has(view.ids[i])) {
+        refreshPlayers();
+        break;
+      }
+    }
+  });
+  session.on("status", () => updateStatus());
+  session.start();
+  window.addEventListener("pagehide", () => session.stop());
+  window.addEventListener("beforeunload", () => session.stop());
+  setInterval(() => refreshPlayers(true), PLAYERS_REFRESH_MS);
+  refreshPlayers(true);
+}
+
+function installTestHook() {
+  const hook = {
+    get ready() {
+      const s = state.session;
+      return !!(s && s.state === "connected" && s.firstSnapshot);
+    },
+    get transport() {
+      const s = state.session;
+      return s && s.state === "connected" ? s.transportKind : null;
+    },
+    get selfId() {
+      const s = state.session;
+      return s && s.selfId !== null ? s.selfId : null;
+    },
+    get name() {
+      return state.name;
+    },
+    entities() {
+      return state.session ? state.session.entities() : [];
+    },
+    /** Hold a world-space movement intent (x, z in -1..1) for ms milliseconds. */
+    sendMove(mx, mz, ms) {
+      state.testMove = { mx: Number(mx) || 0, mz: Number(mz) || 0, until: performance.now() + Number(ms || 0) };
+      return new Promise((resolve) => setTimeout(resolve, Number(ms || 0)));
+    },
+    stats() {
+      const st = state.session ? state.session.stats() : { state: "idle", transport: null };
+      return { ...st, frames: state.frames, render_ms: Math.round(state.renderMs * 10) / 10, frame_ms: Math.round(state.frameMs * 10) / 10, pixel_ratio: state.quality ? Math.round(state.quality.ratio * 100) / 100 : null, gpu: state.gpuName, webgl: !!state.renderer, webgl_error: state.webglError, names: state.names.size };
+    },
+    names() {
+      return Object.fromEntries(state.names);
+    },
+  };
+  window.worldserverTest = hook;
+}
+
+async function main() {
+  installTestHook();
+  const [config, gallery] = await Promise.all([
+    getJson("/api/client-config").catch(() => ({ datachannel_timeout_ms: 3000, tick_rate: 20 })),
+    getJson("/gallery/images").catch(() => ({ images: [] })),
+  ]);
+  initScene((gallery && gallery.images) || []);
+  setInterval(updateStatus, 250);
+
+  const form = $("join-form");
+  const input = $("join-name");
+  const button = $("join-button");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const name = input.value.trim();
+    if (!name) {
+      showJoinError("Please enter a nickname.");
+      return;
+    }
+    button.disabled = true;
+    showJoinError("");
+    try {
+      const r = await join(name);
+      state.name = String(r.name ?? name);
+      $("overlay").hidden = true;
+      $("status").hidden = false;
+      $("me").textContent = state.name;
+      startSession(r.token, config);
+    } catch (e) {
+      showJoinError(e && e.message ? e.message : String(e));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  input.disabled = false;
+  button.disabled = false;
+  input.focus();
+  const auto = new URLSearchParams(location.search).get("name");
+  if (auto) {
+    input.value = auto;
+    form.requestSubmit();
+  }
+}
+
+main();

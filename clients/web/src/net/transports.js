@@ -1,0 +1,221 @@
+// Byte transports of the native protocol in the browser: a geckos.io WebRTC data channel
+// (raw binary messages) and a WebSocket to /ws/movement (one binary message per packet).
+// Both expose the same small interface:
+//   kind ("webrtc" | "websocket"), send(Uint8Array), close(), onmessage(Uint8Array),
+//   onclose(reason), isOpen()
+// and are opened by an async function that resolves once bytes can flow.
+
+import geckos from "@geckos.io/client";
+
+export function webrtcAvailable() {
+  return typeof RTCPeerConnection !== "undefined";
+}
+
+function exactBuffer(bytes) {
+  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes.buffer;
+  return bytes.slice().buffer;
+}
+
+class WebRTCTransport {
+  constructor(channel) {
+    this.kind = "webrtc";
+    this.channel = channel;
+    this.dc = null;
+    this.onmessage = null;
+    this.onclose = null;
+    this.closed = false;
+  }
+
+  _attach(dc, pc) {
+    this.dc = dc;
+    dc.addEventListener("close", () => this._closed("datachannel_closed"));
+    if (pc) {
+      pc.addEventListener("connectionstatechange", () => {
+        const s = pc.connectionState;
+        if (s === "failed" || s === "closed" || s === "disconnected") this._closed(`peer_${s}`);
+      });
+    }
+  }
+
+  _closed(reason) {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.onclose) this.onclose(reason);
+  }
+
+  isOpen() {
+    return !this.closed && this.dc !== null && this.dc.readyState === "open";
+  }
+
+  send(bytes) {
+    if (!this.isOpen()) return false;
+    this.channel.raw.emit(exactBuffer(bytes));
+    return true;
+  }
+
+  close() {
+    const wasClosed = this.closed;
+    this.closed = true;
+    // Deferred by one microtask: raw.emit sends in a microtask too, so a DISCONNECT emitted
+    // just before close() still goes out.
+    queueMicrotask(() => {
+      try {
+        if (this.channel.peerConnection) this.channel.close();
+      } catch {
+        // the peer connection never came up: nothing to close
+      }
+    });
+    if (!wasClosed && this.onclose) this.onclose("closed");
+  }
+}
+
+/**
+ * Connects a geckos.io 3.x channel to `url` (the page origin; port null keeps it as is) with
+ * the join token as Authorization, and waits for the data channel to be open.
+ * Resolves { transport, offerToOpenMs }; rejects on error or after timeoutMs.
+ */
+export function openWebRTC({ url, token, timeoutMs }) {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    let settled = false;
+    let channel;
+    try {
+      channel = geckos({ url, port: null, authorization: token || undefined });
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    const transport = new WebRTCTransport(channel);
+    // Raw messages (binary) are native packets; text messages on this channel are geckos
+    // events, which this client does not use.
+    channel.onRaw((msg) => {
+      if (transport.closed || !transport.onmessage) return;
+      if (msg instanceof ArrayBuffer) transport.onmessage(new Uint8Array(msg));
+      else if (ArrayBuffer.isView(msg)) transport.onmessage(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength));
+    });
+    channel.onDisconnect(() => transport._closed("geckos_disconnected"));
+    const fail = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      transport.close();
+      reject(err instanceof Error ? err : new Error(String((err && err.message) || err)));
+    };
+    const opened = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve({ transport, offerToOpenMs: performance.now() - started });
+    };
+    const timer = setTimeout(() => fail(new Error(`data channel not open within ${timeoutMs} ms`)), timeoutMs);
+    let promise;
+    try {
+      promise = channel.onConnect((error) => {
+        if (error) {
+          fail(new Error(error.message || "WebRTC connection failed"));
+          return;
+        }
+        const dc = channel.connectionsManager && channel.connectionsManager.dataChannel;
+        const pc = channel.peerConnection && channel.peerConnection.localPeerConnection;
+        if (!dc) {
+          fail(new Error("no data channel"));
+          return;
+        }
+        transport._attach(dc, pc);
+        if (dc.readyState === "open") opened();
+        else dc.addEventListener("open", opened, { once: true });
+      });
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (promise && typeof promise.catch === "function") promise.catch(fail);
+  });
+}
+
+class WebSocketTransport {
+  constructor(ws) {
+    this.kind = "websocket";
+    this.ws = ws;
+    this.onmessage = null;
+    this.onclose = null;
+    this.closed = false;
+    ws.addEventListener("message", (ev) => {
+      if (this.closed || !this.onmessage) return;
+      if (ev.data instanceof ArrayBuffer) this.onmessage(new Uint8Array(ev.data));
+    });
+    ws.addEventListener("close", (ev) => this._closed(`websocket_closed_${ev.code}`));
+    ws.addEventListener("error", () => this._closed("websocket_error"));
+  }
+
+  _closed(reason) {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.onclose) this.onclose(reason);
+  }
+
+  isOpen() {
+    return !this.closed && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  send(bytes) {
+    if (!this.isOpen()) return false;
+    this.ws.send(bytes);
+    return true;
+  }
+
+  close() {
+    const wasClosed = this.closed;
+    this.closed = true;
+    try {
+      this.ws.close(1000);
+    } catch {
+      // already closing
+    }
+    if (!wasClosed && this.onclose) this.onclose("closed");
+  }
+}
+
+/** The WebSocket URL of /ws/movement on the page's origin. */
+export function movementSocketUrl(origin) {
+  const u = new URL("/ws/movement", origin);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  return u.toString();
+}
+
+/** Opens a binary WebSocket; resolves { transport } once open, rejects on error or timeout. */
+export function openWebSocket({ url, timeoutMs }) {
+  return new Promise((resolve, reject) => {
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    let settled = false;
+    const done = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      ws.removeEventListener("open", onOpen);
+      ws.removeEventListener("error", onFail);
+      ws.removeEventListener("close", onFail);
+      if (err) {
+        try {
+          ws.close();
+        } catch {
+          // not open
+        }
+        reject(err);
+      } else resolve({ transport: new WebSocketTransport(ws) });
+    };
+    const onOpen = () => done(null);
+    const onFail = () => done(new Error("WebSocket connection failed"));
+    const timer = setTimeout(() => done(new Error(`WebSocket not open within ${timeoutMs} ms`)), timeoutMs);
+    ws.addEventListener("open", onOpen);
+    ws.addEventListener("error", onFail);
+    ws.addEventListener("close", onFail);
+  });
+}

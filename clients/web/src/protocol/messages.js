@@ -1,0 +1,106 @@
+// msgpack messages inside packets (SPEC section 4): Welcome (in ACCEPT) and the INPUT
+// payload. Decoders are strict like the Python reference: exact array lengths, integer
+// fields must be msgpack ints in range, floats finite; anything else throws ProtocolError.
+
+import { ProtocolError } from "./errors.js";
+import { Reader, Writer } from "./msgpack.js";
+
+export const MAX_INPUTS_PER_PACKET = 8;
+export const MAX_MESSAGE_SIZE = 2048;
+export const INPUT_AXIS_SCALE = 127;
+export const FLAG_JUMP = 1;
+export const ANIM_IDLE = 0;
+export const ANIM_WALK = 1;
+export const ANIM_RUN = 2;
+export const ANIM_JUMP = 3;
+
+const U32 = 0xffffffff;
+
+function reader(data) {
+  const r = new Reader(data);
+  if (r.bytes.length > MAX_MESSAGE_SIZE) throw new ProtocolError("oversized", `message of ${r.bytes.length} bytes`);
+  return r;
+}
+
+function vec3(r, what) {
+  r.array(what, 3, 3);
+  return [r.number(what), r.number(what), r.number(what)];
+}
+
+/** Welcome bytes -> { entityId, tickRate, tick, mins, maxs, positionStep, maxSpeed, interestRadius }. */
+export function decodeWelcome(data) {
+  const r = reader(data);
+  r.array("Welcome", 8, 8);
+  const w = {
+    entityId: r.int("entity_id", 0, U32),
+    tickRate: r.int("tick_rate", 1, 1000),
+    tick: r.int("tick", 0, U32),
+    mins: vec3(r, "mins"),
+    maxs: vec3(r, "maxs"),
+    positionStep: r.number("position_step"),
+    maxSpeed: r.number("max_speed"),
+    interestRadius: r.number("interest_radius"),
+  };
+  r.end();
+  if (!(w.positionStep > 0) || w.mins.some((lo, i) => !(lo < w.maxs[i]))) {
+    throw new ProtocolError("bad_field", "bounds or position_step out of range");
+  }
+  return w;
+}
+
+/** Welcome object -> bytes, as the server writes it (floats as float64). */
+export function encodeWelcome(w) {
+  const wr = new Writer();
+  wr.array(8).int(w.entityId).int(w.tickRate).int(w.tick);
+  wr.array(3);
+  for (const v of w.mins) wr.float64(v);
+  wr.array(3);
+  for (const v of w.maxs) wr.float64(v);
+  wr.float64(w.positionStep).float64(w.maxSpeed).float64(w.interestRadius);
+  return wr.finish();
+}
+
+function checkInput(i) {
+  const ok =
+    Number.isInteger(i.seq) && i.seq >= 0 && i.seq <= U32 &&
+    Number.isInteger(i.moveX) && Math.abs(i.moveX) <= 127 &&
+    Number.isInteger(i.moveZ) && Math.abs(i.moveZ) <= 127 &&
+    Number.isInteger(i.yaw) && i.yaw >= 0 && i.yaw <= 0xffff &&
+    Number.isInteger(i.anim) && i.anim >= 0 && i.anim <= 255 &&
+    Number.isInteger(i.flags) && i.flags >= 0 && i.flags <= 255;
+  if (!ok) throw new RangeError(`input out of range: ${JSON.stringify(i)}`);
+}
+
+/** Inputs (oldest first; the newest MAX_INPUTS_PER_PACKET are kept) -> INPUT payload bytes.
+ * Each input is { seq, moveX, moveZ, yaw, anim, flags }. */
+export function encodeInputs(inputs) {
+  const list = inputs.slice(-MAX_INPUTS_PER_PACKET);
+  if (list.length === 0) throw new RangeError("at least one input");
+  const wr = new Writer(16 + 12 * list.length);
+  wr.array(list.length);
+  for (const i of list) {
+    const flags = i.flags || 0;
+    checkInput({ ...i, flags });
+    wr.array(6).int(i.seq).int(i.moveX).int(i.moveZ).int(i.yaw).int(i.anim).int(flags);
+  }
+  return wr.finish();
+}
+
+export function decodeInputs(data) {
+  const r = reader(data);
+  const n = r.array("inputs", 1, MAX_INPUTS_PER_PACKET);
+  const out = [];
+  for (let k = 0; k < n; k++) {
+    r.array("input", 6, 6);
+    out.push({
+      seq: r.int("seq", 0, U32),
+      moveX: r.int("move_x", -127, 127),
+      moveZ: r.int("move_z", -127, 127),
+      yaw: r.int("yaw", 0, 0xffff),
+      anim: r.int("anim", 0, 255),
+      flags: r.int("flags", 0, 255),
+    });
+  }
+  r.end();
+  return out;
+}

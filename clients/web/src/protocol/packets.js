@@ -1,0 +1,224 @@
+// Packet layouts of protocol/SPEC.md sections 2 and 3: encode and decode, nothing else.
+// No state, no decisions. All integers little-endian; 64-bit nonces are BigInts.
+//
+// Handshake packets (HELLO, CHALLENGE, CONNECT, ACCEPT, REFUSE) have fixed layouts;
+// connected packets share a 13-byte header (type, salt, sequence, ack, ack bits).
+
+import { ProtocolError } from "./errors.js";
+import { asBytes } from "./msgpack.js";
+
+export const PROTOCOL_VERSION = 1;
+
+export const HELLO = 0x01;
+export const CHALLENGE = 0x02;
+export const CONNECT = 0x03;
+export const ACCEPT = 0x04;
+export const REFUSE = 0x05;
+export const SNAPSHOT = 0x10;
+export const INPUT = 0x11;
+export const KEEPALIVE = 0x12;
+export const DISCONNECT = 0x13;
+export const MESSAGE = 0x14;
+
+export const CONNECTED_TYPES = new Set([SNAPSHOT, INPUT, KEEPALIVE, DISCONNECT, MESSAGE]);
+
+export const HANDSHAKE_SIZE = 128;
+export const MAX_DATAGRAM = 1400;
+export const MAC_SIZE = 16;
+export const MAX_TOKEN = 64;
+export const HEADER_SIZE = 13;
+const CHALLENGE_SIZE = 35;
+const ACCEPT_HEAD = 13;
+const REFUSE_HEAD = 12;
+
+export const REFUSE_VERSION = 1;
+export const REFUSE_FULL = 2;
+export const REFUSE_STALE_COOKIE = 3;
+export const REFUSE_REPLAYED_COOKIE = 4;
+export const REFUSE_REASONS = {
+  1: "version_mismatch",
+  2: "server_full",
+  3: "stale_cookie",
+  4: "replayed_cookie",
+};
+
+export const DISCONNECT_CLIENT_LEFT = 1;
+export const DISCONNECT_SERVER_SHUTDOWN = 2;
+export const DISCONNECT_TIMEOUT = 3;
+export const DISCONNECT_KICKED = 4;
+export const DISCONNECT_REASONS = {
+  1: "client_left",
+  2: "server_shutdown",
+  3: "timeout",
+  4: "kicked",
+};
+
+const TEXT_ENCODER = new TextEncoder();
+const TEXT_DECODER = new TextDecoder("utf-8"); // REFUSE text: invalid bytes are replaced
+
+function dv(bytes) {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function tokenBytes(token) {
+  if (token === undefined || token === null) return new Uint8Array(0);
+  const t = typeof token === "string" ? TEXT_ENCODER.encode(token) : asBytes(token);
+  if (t.length > MAX_TOKEN) throw new RangeError(`join token longer than ${MAX_TOKEN} bytes`);
+  return t;
+}
+
+/** Type byte of a packet; throws for empty or oversized data. */
+export function packetType(data) {
+  const b = asBytes(data);
+  if (b.length === 0) throw new ProtocolError("empty", "zero-length packet");
+  if (b.length > MAX_DATAGRAM) throw new ProtocolError("oversized", `${b.length} bytes > ${MAX_DATAGRAM}`);
+  return b[0];
+}
+
+function readToken(b, at) {
+  const n = b[at];
+  if (n > MAX_TOKEN) throw new ProtocolError("bad_token", `token length ${n} > ${MAX_TOKEN}`);
+  return b.slice(at + 1, at + 1 + n);
+}
+
+/** HELLO: 128 bytes (type, version u16, nonce u64, token length, token, zero padding). */
+export function encodeHello(version, nonce, token) {
+  const t = tokenBytes(token);
+  const out = new Uint8Array(HANDSHAKE_SIZE);
+  const v = dv(out);
+  out[0] = HELLO;
+  v.setUint16(1, version, true);
+  v.setBigUint64(3, BigInt.asUintN(64, BigInt(nonce)), true);
+  out[11] = t.length;
+  out.set(t, 12);
+  return out;
+}
+
+export function decodeHello(data) {
+  const b = asBytes(data);
+  if (b.length !== HANDSHAKE_SIZE) throw new ProtocolError("bad_size", `HELLO must be ${HANDSHAKE_SIZE} bytes`);
+  const v = dv(b);
+  return { version: v.getUint16(1, true), nonce: v.getBigUint64(3, true), token: readToken(b, 11) };
+}
+
+export function encodeChallenge(version, nonce, cookieMs, mac) {
+  const out = new Uint8Array(CHALLENGE_SIZE);
+  const v = dv(out);
+  out[0] = CHALLENGE;
+  v.setUint16(1, version, true);
+  v.setBigUint64(3, BigInt(nonce), true);
+  v.setBigUint64(11, BigInt(cookieMs), true);
+  if (mac.length !== MAC_SIZE) throw new RangeError("cookie MAC must be 16 bytes");
+  out.set(mac, 19);
+  return out;
+}
+
+export function decodeChallenge(data) {
+  const b = asBytes(data);
+  if (b.length !== CHALLENGE_SIZE) throw new ProtocolError("bad_size", `CHALLENGE must be ${CHALLENGE_SIZE} bytes`);
+  const v = dv(b);
+  return {
+    version: v.getUint16(1, true),
+    nonce: v.getBigUint64(3, true),
+    cookieMs: v.getBigUint64(11, true),
+    mac: b.slice(19, 35),
+  };
+}
+
+export function encodeConnect(version, nonce, cookieMs, mac, token) {
+  const t = tokenBytes(token);
+  const out = new Uint8Array(HANDSHAKE_SIZE);
+  out.set(encodeChallenge(version, nonce, cookieMs, mac));
+  out[0] = CONNECT;
+  out[CHALLENGE_SIZE] = t.length;
+  out.set(t, CHALLENGE_SIZE + 1);
+  return out;
+}
+
+export function decodeConnect(data) {
+  const b = asBytes(data);
+  if (b.length !== HANDSHAKE_SIZE) throw new ProtocolError("bad_size", `CONNECT must be ${HANDSHAKE_SIZE} bytes`);
+  const v = dv(b);
+  return {
+    version: v.getUint16(1, true),
+    nonce: v.getBigUint64(3, true),
+    cookieMs: v.getBigUint64(11, true),
+    mac: b.slice(19, 35),
+    token: readToken(b, CHALLENGE_SIZE),
+  };
+}
+
+export function encodeAccept(nonce, salt, welcome) {
+  const w = asBytes(welcome);
+  const out = new Uint8Array(ACCEPT_HEAD + w.length);
+  const v = dv(out);
+  out[0] = ACCEPT;
+  v.setBigUint64(1, BigInt(nonce), true);
+  v.setUint32(9, salt, true);
+  out.set(w, ACCEPT_HEAD);
+  return out;
+}
+
+/** ACCEPT -> { nonce (BigInt), salt, welcome (Uint8Array of the Welcome message) }. */
+export function decodeAccept(data) {
+  const b = asBytes(data);
+  if (b.length < ACCEPT_HEAD) throw new ProtocolError("truncated", "ACCEPT shorter than its header");
+  const v = dv(b);
+  return { nonce: v.getBigUint64(1, true), salt: v.getUint32(9, true), welcome: b.subarray(ACCEPT_HEAD) };
+}
+
+export function encodeRefuse(reason, serverVersion, nonce, text, limit = MAX_DATAGRAM) {
+  const body = TEXT_ENCODER.encode(text).subarray(0, Math.max(0, limit - REFUSE_HEAD));
+  const out = new Uint8Array(REFUSE_HEAD + body.length);
+  const v = dv(out);
+  out[0] = REFUSE;
+  out[1] = reason;
+  v.setUint16(2, serverVersion, true);
+  v.setBigUint64(4, BigInt(nonce), true);
+  out.set(body, REFUSE_HEAD);
+  return out;
+}
+
+/** REFUSE -> { reason (number), reasonName, serverVersion, nonce (BigInt), text }. */
+export function decodeRefuse(data) {
+  const b = asBytes(data);
+  if (b.length < REFUSE_HEAD) throw new ProtocolError("truncated", "REFUSE shorter than its header");
+  const v = dv(b);
+  const reason = b[1];
+  return {
+    reason,
+    reasonName: REFUSE_REASONS[reason] || `refused_${reason}`,
+    serverVersion: v.getUint16(2, true),
+    nonce: v.getBigUint64(4, true),
+    text: TEXT_DECODER.decode(b.subarray(REFUSE_HEAD)),
+  };
+}
+
+/** A connected packet: 13-byte header then the payload. */
+export function encodePacket(type, salt, seq, ack, ackBits, payload) {
+  const p = payload ? asBytes(payload) : new Uint8Array(0);
+  const out = new Uint8Array(HEADER_SIZE + p.length);
+  const v = dv(out);
+  out[0] = type;
+  v.setUint32(1, salt >>> 0, true);
+  v.setUint16(5, seq & 0xffff, true);
+  v.setUint16(7, ack & 0xffff, true);
+  v.setUint32(9, ackBits >>> 0, true);
+  out.set(p, HEADER_SIZE);
+  return out;
+}
+
+/** Header of a connected packet -> { type, salt, seq, ack, ackBits, payload }. */
+export function decodePacket(data) {
+  const b = asBytes(data);
+  if (b.length < HEADER_SIZE) throw new ProtocolError("truncated", "packet shorter than the 13-byte header");
+  const v = dv(b);
+  return {
+    type: b[0],
+    salt: v.getUint32(1, true),
+    seq: v.getUint16(5, true),
+    ack: v.getUint16(7, true),
+    ackBits: v.getUint32(9, true),
+    payload: b.subarray(HEADER_SIZE),
+  };
+}

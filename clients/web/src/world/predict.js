@@ -1,0 +1,54 @@
+// Client-side prediction of the own avatar (SPEC section 3, INPUT): the same rule as the
+// server, one input per tick: horizontal velocity = intent × max_speed (intent vectors longer
+// than 1 scaled to 1), position clamped to the world bounds. Inputs the server has not yet
+// applied are kept; on each snapshot, those with seq <= input_ack are dropped and the rest are
+// replayed on the server's position (reconciliation). Vertical motion (jumps) is not
+// predicted: the server's height is used. Pure computation, no DOM, no clock.
+
+import { INPUT_AXIS_SCALE } from "../protocol/messages.js";
+
+export class Predictor {
+  /** welcome: { maxSpeed, tickRate, mins, maxs }. */
+  constructor(welcome) {
+    this.maxSpeed = welcome.maxSpeed;
+    this.dt = 1 / welcome.tickRate;
+    this.mins = welcome.mins;
+    this.maxs = welcome.maxs;
+    this.pending = []; // inputs not yet acknowledged, oldest first
+    this.maxPending = 128;
+  }
+
+  /** One tick of `input` applied to pos [x, y, z]; returns a new array. */
+  step(pos, input) {
+    let ix = input.moveX / INPUT_AXIS_SCALE;
+    let iz = input.moveZ / INPUT_AXIS_SCALE;
+    const norm = Math.hypot(ix, iz);
+    if (norm > 1) {
+      ix /= norm;
+      iz /= norm;
+    }
+    const d = this.maxSpeed * this.dt;
+    const x = Math.min(Math.max(pos[0] + ix * d, this.mins[0]), this.maxs[0]);
+    const z = Math.min(Math.max(pos[2] + iz * d, this.mins[2]), this.maxs[2]);
+    return [x, pos[1], z];
+  }
+
+  record(input) {
+    this.pending.push(input);
+    if (this.pending.length > this.maxPending) this.pending.shift();
+  }
+
+  /** Drops inputs the server applied (seq <= inputAck) and replays the rest on serverPos. */
+  reconcile(serverPos, inputAck) {
+    let k = 0;
+    while (k < this.pending.length && this.pending[k].seq <= inputAck) k++;
+    if (k) this.pending.splice(0, k);
+    let pos = [serverPos[0], serverPos[1], serverPos[2]];
+    for (const input of this.pending) pos = this.step(pos, input);
+    return pos;
+  }
+
+  clear() {
+    this.pending.length = 0;
+  }
+}

@@ -1,0 +1,219 @@
+"""The web client in a real browser against a real server process.
+
+Starts ``python -m worldserver run`` (HTTP and UDP on free ports, WebRTC host candidates on
+127.0.0.1), then drives headless Debian chromium through playwright-core with the node
+scripts in ``tests/browser/`` (their helper ``launch.mjs`` is shared with the other browser
+tests). Each script prints one JSON object that the assertions here read.
+
+Needs node, the web client's node modules and build, and ``/usr/bin/chromium``: a missing
+piece fails the test with the command that installs it (``bash scripts/web.sh --browser``);
+nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_DIR = ROOT / "tests" / "browser"
+WEB = ROOT / "clients" / "web"
+CHROMIUM = Path(os.environ.get("WORLDSERVER_CHROMIUM", "/usr/bin/chromium"))
+SETUP_HINT = "run `bash scripts/web.sh --browser` to install node dependencies, build the web client and install chromium"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_tools() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail(f"node is not installed: {SETUP_HINT}")
+    if not CHROMIUM.exists():
+        pytest.fail(f"chromium not found at {CHROMIUM}: {SETUP_HINT}")
+    # Bring the build up to date (quick when it is): the test must run the current sources.
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "web.sh")], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/web.sh failed ({proc.stderr.strip()[-2000:]}): {SETUP_HINT}")
+    if not (WEB / "node_modules" / "playwright-core").exists() or not (WEB / "dist" / "app.js").exists():
+        pytest.fail(f"web client not built or playwright-core missing: {SETUP_HINT}")
+    return node
+
+
+class ServerProcess:
+    """``worldserver run`` in a subprocess; stderr (JSON log lines) drained by a thread."""
+
+    def __init__(self, data_dir: Path, *extra: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "worldserver", "run",
+                "--host", "127.0.0.1", "--udp-port", "0",
+                "--set", "http.port=0", "--set", "http.host=127.0.0.1",
+                "--set", "webrtc.host_addresses=127.0.0.1",
+                "--set", "server.log_format=json",
+                "--data-dir", str(data_dir),
+                *extra,
+            ],
+            cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self.lines: list[str] = []
+        self.http: str | None = None
+        self._found = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+            if self.http is None and line.startswith("{"):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("msg") == "http listening":
+                    if record.get("http"):
+                        self.http = f"http://{record['http']}"
+                    elif str(record.get("url", "")).startswith("http"):
+                        self.http = str(record["url"]).rstrip("/")
+                    if self.http:
+                        self._found.set()
+        self._found.set()  # exited
+
+    def wait_listening(self, timeout: float = 30.0) -> str:
+        self._found.wait(timeout)
+        if self.http is None:
+            self.stop()
+            pytest.fail("server did not log its http listening address; log:\n" + self.log_tail())
+        return self.http
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.lines[-n:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def server(tmp_path):
+    _require_tools()
+    srv = ServerProcess(tmp_path / "data")
+    try:
+        srv.wait_listening()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def run_script(name: str, *args: str, timeout: float = 150.0) -> dict:
+    """Runs a node script of tests/browser; returns its JSON result (fails on a bad one)."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["node", str(BROWSER_DIR / name), *args, "--timeout", str(int(timeout - 10))],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        pytest.fail(f"{name} printed no result (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    result = json.loads(lines[-1])
+    result["_seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _check_result(result: dict, server: ServerProcess) -> None:
+    if not result.get("ok"):
+        pytest.fail(
+            f"browser script failed: {result.get('error')}\n"
+            f"page logs: {json.dumps(result.get('logs', []), indent=1)}\n"
+            f"server log tail:\n{server.log_tail()}"
+        )
+
+
+def _check_movement(result: dict) -> None:
+    assert result["self_a"] != result["self_b"]
+    # B saw A's avatar move more than 3 m the way A walked (1.5 s at up to 5 m/s).
+    assert result["moved"] * result["direction"] > 3.0, result
+    assert abs(result["moved"]) <= 5.0 * 1.5 + 1.0, result
+    # once A stopped, B's view of A settled within 0.5 m of A's own position.
+    a_self = result["self_a_after"]
+    assert a_self is not None
+    assert abs(a_self["x"] - result["seen_settled"]["x"]) < 0.5, result
+    # A walked on with the W key (1 s at 5 m/s, facing the way it went).
+    assert result["keyboard_moved"] * result["direction"] > 2.0, result
+    for key in ("stats_a", "stats_b"):
+        st = result[key]
+        assert st["state"] == "connected", st
+        assert st["snapshots_per_s"] > 5, st
+        assert st["entities"] >= 2, st
+        assert st["rtt_ms"] is not None and st["rtt_ms"] < 1000, st
+
+
+def _check_join_errors(result: dict) -> None:
+    taken, markup = result["join_errors"]
+    assert "taken" in taken["text"], taken
+    assert "<" in markup["text"] and markup["elements"] == 0, markup  # shown as text, not HTML
+    assert taken["overlay"] and markup["overlay"]
+
+
+def _check_png(path: Path, result: dict) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "screenshot is not a PNG"
+    assert len(data) > 10_000, f"screenshot suspiciously small ({len(data)} bytes)"
+    image = result["image"]
+    assert image["width"] >= 640 and image["height"] >= 400, image
+    # A rendered room has many colours and some contrast; a blank page has one colour.
+    assert image["distinct_colors"] > 200, image
+    assert image["luminance_std"] > 8, image
+
+
+def test_two_players_see_each_other_move_over_webrtc(server, tmp_path):
+    shot = tmp_path / "gallery.png"
+    result = run_script("two_players.mjs", "--url", server.http, "--screenshot", str(shot))
+    _check_result(result, server)
+    assert result["webrtc_present"] is True
+    for key in ("a", "b"):
+        st = result[f"stats_{key}"]
+        assert result[f"transport_{key}"] == "webrtc", (
+            f"page {key.upper()} is on {result[f'transport_{key}']}: webrtc_error={st.get('webrtc_error')!r}, "
+            f"last_close_reason={st.get('last_close_reason')!r}; page logs: {result.get('logs')}"
+        )
+    _check_movement(result)
+    # The data channel opened within the configured timeout (default 3 s).
+    assert 0 < result["stats_a"]["offer_to_open_ms"] < 3000
+    # B knows A's nickname from /api/players and shows it as a label.
+    assert result["name_seen"] == result["names"][0]
+    assert result["names"][0] in result["labels"]
+    _check_join_errors(result)
+    _check_png(shot, result)
+    print(
+        "offer-to-open ms:", result["stats_a"]["offer_to_open_ms"], result["stats_b"]["offer_to_open_ms"],
+        "rtt ms:", result["stats_a"]["rtt_ms"], "seconds:", result["_seconds"],
+    )
+
+
+def test_websocket_fallback_when_webrtc_is_blocked(server, tmp_path):
+    shot = tmp_path / "gallery-ws.png"
+    result = run_script("two_players.mjs", "--url", server.http, "--screenshot", str(shot), "--block-webrtc")
+    _check_result(result, server)
+    assert result["webrtc_present"] is False
+    assert result["transport_a"] == "websocket", result["stats_a"]
+    assert result["transport_b"] == "websocket", result["stats_b"]
+    _check_movement(result)
+    _check_join_errors(result)
+    assert result["stats_a"]["offer_to_open_ms"] is None
+    _check_png(shot, result)
