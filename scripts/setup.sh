@@ -65,10 +65,24 @@ install_python_project() {
     touch "$stamp"
 }
 
+# The web client: node dependencies and the esbuild bundle (scripts/web.sh installs node/npm
+# with apt-get when missing). With --browser, also Debian's chromium for the browser tests.
+build_web_client() {
+    bash "$ROOT/scripts/web.sh" "$@"
+}
+
 main() {
+    local web_args=()
+    for arg in "$@"; do
+        case "$arg" in
+            --browser) web_args+=(--browser) ;;
+            *) die "unknown option: $arg (use --browser)" ;;
+        esac
+    done
     take_lock
     ensure_venv
     install_python_project
+    build_web_client "${web_args[@]}"
 }
 
 main "$@"

@@ -4,6 +4,6 @@
 # anything else.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/setup.sh" --browser
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest "$@"

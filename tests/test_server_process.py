@@ -20,7 +20,7 @@ async def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
-         "--set", "server.log_format=json", *extra],
+         "--set", "server.log_format=json", "--set", "http.host=127.0.0.1", "--set", "http.port=0", *extra],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
     )
     with trio.fail_after(20):

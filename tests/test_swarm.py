@@ -30,7 +30,7 @@ REPORT_FIELDS = {
 
 
 def _config():
-    return load_config(None, env={}, overrides={"udp.port": "0", "udp.host": "127.0.0.1"})
+    return load_config(None, env={}, overrides={"udp.port": "0", "udp.host": "127.0.0.1", "http.port": "0", "http.host": "127.0.0.1"})
 
 
 async def test_swarm_against_in_process_server():

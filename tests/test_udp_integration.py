@@ -18,7 +18,8 @@ from worldserver.sessions import CATCH_UP_SLACK
 
 
 def make_config(**overrides):
-    base = {"udp.host": "127.0.0.1", "udp.port": "0", "server.stats_interval": "60", "gc.freeze_after_start": "false"}
+    base = {"udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0",
+            "server.stats_interval": "60", "gc.freeze_after_start": "false"}
     base.update({k: str(v) for k, v in overrides.items()})
     return load_config(path=None, env={}, overrides=base)
 

@@ -1,10 +1,12 @@
 """Starts and stops the whole server: one trio nursery tree from ``worldserver run`` down.
 
-:func:`serve` builds the simulation and the UDP service, then runs, as children of one nursery,
-the datagram receive loop, the fixed-rate tick, the keep-alive/timeout poll and the stats line;
-it reports the bound address through ``task_status`` so tests can start it in-process.
-:func:`run_server` is the CLI entry: it adds SIGINT/SIGTERM handling, so that Ctrl-C or a
-SIGTERM tells every client it is shutting down and exits with code 0.
+:func:`serve` builds the simulation and the transports (UDP; WebSocket and WebRTC on the HTTP
+port), then runs, as children of one nursery, the datagram receive loop, the fixed-rate tick,
+the keep-alive/timeout poll, the stats line and the HTTP server; it reports the bound
+addresses through ``task_status`` so tests can start it in-process. :func:`run_server` is the
+CLI entry: it runs trio as a guest on an asyncio loop (for aiortc, see aio_bridge) and adds
+SIGINT/SIGTERM handling, so that Ctrl-C or a SIGTERM tells every client it is shutting down
+and exits with code 0. Under a plain ``trio.run`` (tests) WebRTC is off: aiortc needs asyncio.
 
 Must not: contain simulation, protocol or transport logic (those live in their modules).
 """
@@ -18,11 +20,17 @@ import time
 import attrs
 import trio
 
+from worldserver import aio_bridge
 from worldserver.config import Config
 from worldserver.gctune import GcMonitor
+from worldserver.http_app import build_app, make_authorize, serve_http
+from worldserver.identity import Identities
 from worldserver.logs import get_logger
+from worldserver.rtc_dispatch import RtcDispatcher
+from worldserver.sample_images import ensure_sample_images
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
+from worldserver.stream_service import StreamService
 from worldserver.tick import TickClock
 from worldserver.udp_service import UdpService
 
@@ -39,33 +47,76 @@ class RunningServer:
     udp: UdpService
     stats: Stats
     gc: GcMonitor
+    ws: StreamService
+    rtc_stream: StreamService
+    identities: Identities
+    http_port: int = 0
+    rtc: object = None  # worldserver.rtc.RtcService when WebRTC runs
     clock: TickClock | None = None
 
 
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     stats = Stats()
     secret = config.server.secret_bytes or os.urandom(32)
+    identities = Identities()
     sim = Simulation(config, stats)
-    udp = UdpService(config, sim, stats, secret)
+    udp = UdpService(config, sim, stats, secret, identities)
+    ws = StreamService("ws", config, sim, stats, identities)
+    rtc_stream = StreamService("rtc", config, sim, stats, identities)
+    ensure_sample_images(config.http.images_dir)
     gcmon = GcMonitor()
     gcmon.install((config.gc.gen0_threshold, config.gc.gen1_threshold, config.gc.gen2_threshold))
-    running = RunningServer(udp.transport.address, sim, udp, stats, gcmon)
+    running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
+    rtc = None
+    polled = [udp, ws, rtc_stream]
     try:
         async with trio.open_nursery() as nursery:
+            if config.webrtc.enabled and aio_bridge.in_guest_run():
+                rtc, dispatcher = _start_rtc(config, sim, stats, identities, rtc_stream)
+                running.rtc = rtc
+                polled.append(dispatcher)
+                await nursery.start(rtc.run)
+            elif config.webrtc.enabled:
+                log.warning("webrtc off: not running on an asyncio host loop (use worldserver run)")
+            app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws)
+            running.http_port = await nursery.start(serve_http, config, app)
             nursery.start_soon(udp.transport.receive_loop, udp.handle_datagram)
             nursery.start_soon(_tick_loop, sim, stats, running)
-            nursery.start_soon(_poll_loop, udp)
+            nursery.start_soon(_poll_loop, polled)
             nursery.start_soon(_stats_loop, config.server.stats_interval, running)
             if config.gc.freeze_after_start:
                 GcMonitor.freeze()
             host, port = running.udp_address[:2]
             log.info("listening", udp=f"{host}:{port}", tick_rate=config.sim.tick_rate)
+            log.info("http listening", http=f"{config.http.host}:{running.http_port}", webrtc=rtc is not None)
             task_status.started(running)
     finally:
-        udp.shutdown(trio.current_time())
+        now = trio.current_time()
+        for service in (udp, ws, rtc_stream):
+            service.shutdown(now)
+        if rtc is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await rtc.aclose()
         udp.close()
         gcmon.uninstall()
         log.info("stopped", clients_served=stats.get("clients.joined"))
+
+
+def _start_rtc(config: Config, sim: Simulation, stats: Stats, identities: Identities, stream: StreamService):
+    """The WebRTC service, with geckos channels dispatched to the native or Hatongsu service."""
+    from worldserver.hatongsu import HatongsuService  # imported here: only used with WebRTC
+    from worldserver.rtc import RtcService
+
+    hatongsu = HatongsuService(sim, stats) if config.webrtc.hatongsu else None
+    dispatcher = RtcDispatcher(stream, hatongsu, stats)
+    rtc = RtcService(
+        config=config,
+        inbox=aio_bridge.Inbox(),
+        handler=dispatcher,
+        authorize=make_authorize(config, identities),
+        stats=stats,
+    )
+    return rtc, dispatcher
 
 
 async def _tick_loop(sim: Simulation, stats: Stats, running: RunningServer) -> None:
@@ -80,10 +131,12 @@ async def _tick_loop(sim: Simulation, stats: Stats, running: RunningServer) -> N
         stats.tick_lateness.add(clock.advance(now))
 
 
-async def _poll_loop(udp: UdpService) -> None:
+async def _poll_loop(services) -> None:
     while True:
         await trio.sleep(POLL_INTERVAL)
-        udp.poll(trio.current_time())
+        now = trio.current_time()
+        for service in services:
+            service.poll(now)
 
 
 def stats_fields(running: RunningServer, interval: float, previous: dict) -> dict:
@@ -92,9 +145,12 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
     tick_p50, tick_p99 = running.stats.tick_duration.percentiles(50, 99)
     late_p50, late_p99 = running.stats.tick_lateness.percentiles(50, 99)
     drops = {k: v for k, v in stats.counters.items() if k.startswith("drop.")}
-    drops.update({f"drop.{k}": v for k, v in running.udp.endpoint.drops.items()})
+    for kind, endpoint in (("udp", running.udp.endpoint), ("ws", running.ws.endpoint), ("rtc", running.rtc_stream.endpoint)):
+        drops.update({f"drop.{kind}.{k}": v for k, v in endpoint.drops.items()})
     fields = dict(
         clients=len(running.sim.sessions),
+        clients_ws=running.ws.count,
+        clients_rtc=running.rtc_stream.count,
         entities=running.sim.world.count,
         tick=running.sim.tick,
         tick_ms_p50=round(tick_p50 * 1000, 2),
@@ -137,5 +193,5 @@ async def _main(config: Config) -> None:
 
 def run_server(config: Config) -> int:
     """The ``worldserver run`` entry point: serves until SIGINT or SIGTERM; returns 0."""
-    trio.run(_main, config)
+    aio_bridge.run(_main, config)
     return 0

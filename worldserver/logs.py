@@ -34,6 +34,7 @@ _LOGGING_KWARGS = frozenset({"exc_info", "stack_info", "stacklevel", "extra"})
 _RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})
 _FIELDS_ATTR = "fields"
 _HANDLER_MARK = "_worldserver_handler"
+_CHATTY_LIBRARIES = ("aioice", "aiortc", "httpx", "httpcore", "hypercorn.access")
 
 
 def _plain(value: Any) -> Any:
@@ -219,3 +220,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | None
             old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Libraries that log every ICE check or HTTP request at INFO: quiet unless debugging.
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING))

@@ -74,10 +74,11 @@ class NativeSessions:
             session.take_inputs(inputs, now, self.input_rate, self.input_burst, self.stats)
 
     def player_name(self, token: bytes) -> str:
+        """The name a join token stands for (held while connected), else a guest name."""
         if self.identities is None:
             return ""
         if token:
-            name = self.identities.name_for(token)
+            name = self.identities.attach(token)
             if name is not None:
                 return name
             self.stats.incr(f"{self.kind}.unknown_token")
@@ -87,6 +88,7 @@ class NativeSessions:
         sender = self.make_sender(request.addr)
         try:
             session = self.sim.join(sender, now, name=self.player_name(request.token))
+            session.token = request.token
         except WorldFull:
             self.stats.incr("refused.world_full")
             self.endpoint.refuse(request, P.REFUSE_FULL, "world full")
@@ -103,6 +105,8 @@ class NativeSessions:
         if session is not None:
             self.sim.leave(session)
             event.conn.user = None
+            if self.identities is not None and session.token:
+                self.identities.detach(session.token)
         self.stats.incr(f"clients.left.{event.reason}")
         log.debug("client left", transport=self.kind, addr=event.conn.addr, reason=event.reason)
 
@@ -117,5 +121,4 @@ class NativeSessions:
             send(packet, conn.addr)
             send(packet, conn.addr)
             if conn.user is not None:
-                self.sim.leave(conn.user)
-                conn.user = None
+                self.on_disconnected(Disconnected(conn, "server_shutdown"))

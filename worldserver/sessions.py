@@ -30,6 +30,7 @@ class Session:
     __slots__ = (
         "conn",
         "name",
+        "token",
         "entity_id",
         "slot",
         "pending",
@@ -54,6 +55,7 @@ class Session:
     def __init__(self, conn: object, entity_id: int, slot: int, now: float) -> None:
         self.conn = conn
         self.name = ""
+        self.token = b""  # the join token the client presented, if any
         self.entity_id = entity_id
         self.slot = slot
         self.pending: deque[Input] = deque()
