@@ -571,10 +571,38 @@ class WebrtcSettings:
     )
 
 
+@attrs.frozen
+class ChatSettings:
+    SECTION: ClassVar[str] = "chat"
+    HELP: ClassVar[str] = "Chat: rooms, history, search, limits and moderation (WebSocket /ws/chat)."
+
+    db_path: str = _setting(
+        "", "str", 'SQLite database file; "" = chat.sqlite3 in server.data_dir.'
+    )
+    admin_token: str = _setting(
+        "", "str", 'Token that gives moderator rights to a chat client; "" = no moderators.'
+    )
+    public_room: str = _setting("lobby", "str", "Name of the room every player joins.", _not_empty)
+    max_message_chars: int = _setting(
+        2000, "int", "Longest text of one message, in characters.", _between(1, 100_000)
+    )
+    rate: float = _setting(2.0, "float", "Messages per second a user may send on average.", _positive)
+    burst: int = _setting(10, "int", "Messages a user may send in a burst.", _at_least(1))
+    history_on_join: int = _setting(
+        50, "int", "Messages a client gets when it joins a room.", _between(0, 1000)
+    )
+    max_image_bytes: int = _setting(
+        2_000_000, "int", "Largest image upload, in bytes.", _between(1024, 100_000_000)
+    )
+    typing_ttl: float = _setting(
+        5.0, "float", "Seconds a typing indicator lasts unless renewed.", _positive
+    )
+
+
 _SECTIONS: dict[str, type] = {
     cls.SECTION: cls
     for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings,
-                HttpSettings, WebrtcSettings)
+                HttpSettings, WebrtcSettings, ChatSettings)
 }
 
 
@@ -590,6 +618,7 @@ class Config:
     gc: GcSettings = attrs.field(factory=GcSettings)
     http: HttpSettings = attrs.field(factory=HttpSettings)
     webrtc: WebrtcSettings = attrs.field(factory=WebrtcSettings)
+    chat: ChatSettings = attrs.field(factory=ChatSettings)
 
     def __attrs_post_init__(self) -> None:
         if self.net.max_clients > self.sim.max_entities:
