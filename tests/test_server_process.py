@@ -16,25 +16,30 @@ from worldclient.client import open_client
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-async def start_server(*extra: str) -> tuple[subprocess.Popen, int]:
+async def start_server(*extra: str) -> tuple[subprocess.Popen, int, int]:
+    """Starts `worldserver run` on free ports; returns (process, UDP port, HTTP port)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
          "--set", "server.log_format=json", "--set", "http.host=127.0.0.1", "--set", "http.port=0", *extra],
         cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
     )
+    udp = http = None
     with trio.fail_after(20):
-        while True:
+        while udp is None or http is None:
             line = await trio.to_thread.run_sync(proc.stderr.readline)
             assert line, "server exited before listening"
             record = json.loads(line)
             if record.get("msg") == "listening":
-                return proc, int(record["udp"].rsplit(":", 1)[1])
+                udp = int(record["udp"].rsplit(":", 1)[1])
+            elif record.get("msg") == "http listening":
+                http = int(record["http"].rsplit(":", 1)[1])
+    return proc, udp, http
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_disconnects_clients_and_exits_zero(signum):
-    proc, port = await start_server()
+    proc, port, _ = await start_server()
     try:
         async with open_client("127.0.0.1", port) as client:
             assert await client.wait_until(lambda c: c.mirror.position_of(c.entity_id) is not None, 5.0)
@@ -55,7 +60,7 @@ async def test_signal_disconnects_clients_and_exits_zero(signum):
 
 
 async def test_stats_line_is_logged():
-    proc, port = await start_server("--set", "server.stats_interval=0.3")
+    proc, port, _ = await start_server("--set", "server.stats_interval=0.3")
     try:
         async with open_client("127.0.0.1", port) as client:
             await client.send_input(1.0, 0.0)
