@@ -8,7 +8,8 @@ move-to-observed latency -- the time from one bot sending a turn to another bot 
 that bot's entity move in the new direction -- measured by a few "observer" bots that decode
 every snapshot. ``run_swarm(args)`` is the ``worldserver swarm`` entry point;
 ``run_bots(...)`` runs one process's share of bots inside trio; ``run_processes(...)``
-spreads the bots over worker processes and merges their results.
+spreads the bots over worker processes and merges their results. ``--transport webrtc|ws``
+hands over to :mod:`worldtools.swarm_rtc`, the same bots over the browser transports.
 
 Efficiency: one loop per process, no task per bot. Sockets are plain non-blocking stdlib
 sockets registered in one ``select.epoll``; trio only waits for that epoll fd to become
@@ -894,7 +895,22 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 
 
 def run_swarm(args) -> int:
-    """``worldserver swarm``: run the swarm as the argparse ``args`` say; 0 if all went well."""
+    """``worldserver swarm``: run the swarm as the argparse ``args`` say; 0 if all went well.
+
+    ``args.transport`` (default ``udp``) picks the transport: ``webrtc`` and ``ws`` go to
+    :func:`worldtools.swarm_rtc.run_swarm`, which needs ``args.http`` (the HTTP base URL).
+    """
+    transport = getattr(args, "transport", None) or "udp"
+    if transport != "udp":
+        from worldtools import swarm_rtc
+
+        if transport not in swarm_rtc.TRANSPORTS:
+            print(f"error: --transport must be udp, webrtc or ws, not {transport!r}", file=sys.stderr)
+            return 2
+        return swarm_rtc.run_swarm(args)
+    if not getattr(args, "server", None):
+        print("error: --transport udp needs --server HOST:PORT", file=sys.stderr)
+        return 2
     host, port = _parse_hostport(args.server)
     bots = int(args.bots)
     duration = float(args.duration)
@@ -919,7 +935,9 @@ if __name__ == "__main__":  # pragma: no cover - convenience: python -m worldtoo
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m worldtools.swarm")
-    parser.add_argument("--server", required=True)
+    parser.add_argument("--server", help="HOST:PORT of the UDP endpoint (udp)")
+    parser.add_argument("--transport", choices=("udp", "webrtc", "ws"), default="udp")
+    parser.add_argument("--http", help="the HTTP base URL, e.g. http://127.0.0.1:8080 (webrtc, ws)")
     parser.add_argument("--bots", type=int, default=10)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=1)

@@ -123,8 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Connect simulated clients to a running server and measure it.",
     )
     swarm.add_argument(
-        "--server", required=True, metavar="HOST:PORT", type=_hostport_arg,
-        help="address of the server's UDP endpoint",
+        "--server", default=None, metavar="HOST:PORT", type=_hostport_arg,
+        help="address of the server's UDP endpoint (--transport udp)",
+    )
+    swarm.add_argument(
+        "--transport", choices=("udp", "webrtc", "ws"), default="udp",
+        help="udp (default), webrtc (geckos.io data channels) or ws (WebSocket /ws/movement)",
+    )
+    swarm.add_argument(
+        "--http", metavar="URL", default=None,
+        help="the server's HTTP base URL for webrtc and ws, e.g. http://127.0.0.1:8080",
     )
     swarm.add_argument(
         "--bots", type=_bounded(int, 1, "an integer"), default=10, metavar="N",
