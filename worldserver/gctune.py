@@ -18,6 +18,7 @@ class GcMonitor:
     def __init__(self) -> None:
         self.pauses = Samples(1024)
         self.collections = [0, 0, 0]
+        self.frozen_at_clients = 0
         self._started = 0.0
 
     def _callback(self, phase: str, info: dict) -> None:
@@ -40,3 +41,17 @@ class GcMonitor:
         """Collect once, then exempt every object alive now from future collections."""
         gc.collect()
         gc.freeze()
+
+    def refreeze_if_grown(self, clients: int) -> bool:
+        """Freezes again once the number of clients has grown by a quarter since the last time.
+
+        Peers (aiortc's above all) bring many long-lived objects; left in generation 2 they
+        make full collections take tens of milliseconds. Freezing keeps only cyclic garbage of
+        objects alive at that moment (refcounting still frees the rest), and it happens a
+        bounded number of times (each at 1.25x the clients of the previous one).
+        """
+        if clients < 20 or clients < 1.25 * self.frozen_at_clients:
+            return False
+        self.frozen_at_clients = clients
+        self.freeze()
+        return True
