@@ -1,0 +1,299 @@
+"""The chat's HTTP side: the ``/ws/chat`` WebSocket and the image upload and download routes.
+
+Job: :func:`chat_endpoint` runs one chat WebSocket: a reader that takes JSON text frames,
+decodes them with ``protocol.chat`` and hands the requests, one at a time and in order, to the
+:class:`~worldserver.chat.service.ChatService`, and a writer that drains the socket's bounded
+outbound channel (:data:`~worldserver.chat.service.OUTBOX_LIMIT` frames). A bad frame is
+answered with an error frame naming the problem and the connection stays usable; only abuse
+closes it: a frame over 16 KiB (1009), more than :data:`BAD_FRAME_LIMIT` bad frames within
+:data:`BAD_FRAME_WINDOW` seconds (1008), a client that does not read (1008 "too slow"). The
+service closes sockets too (a moderator's kick: 4001), and a stopping server closes them
+with 1001. :func:`upload_image` (``POST /api/chat/images``, join token as
+``Authorization: Bearer``) checks and re-encodes an image in worker threads
+(``worldserver.chat.images``) and stores it; :func:`get_image`
+(``GET /api/chat/images/{id}``) serves a stored one.
+
+Must not: decide anything about rooms, users or permissions (the service does), block the
+trio thread (Pillow and file work go to worker threads), wait without a deadline, or let a
+network peer make it hold unbounded data: frames, bodies and queues all have limits, and every
+drop is counted in ``stats`` (``drop.chat_*``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import trio
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.websockets import WebSocket
+
+from protocol import chat as P
+from worldserver.chat.service import OUTBOX_LIMIT, Peer
+from worldserver.logs import get_logger
+
+__all__ = [
+    "BAD_FRAME_LIMIT",
+    "BAD_FRAME_WINDOW",
+    "CHAT_IDLE_TIMEOUT",
+    "CLOSE_TIMEOUT",
+    "chat_endpoint",
+    "get_image",
+    "upload_image",
+]
+
+log = get_logger("worldserver.chat.gateway")
+
+BAD_FRAME_LIMIT = 20  # more bad frames than this within the window close the socket (1008)
+BAD_FRAME_WINDOW = 10.0
+# Seconds without a frame before the socket is closed (1001). hypercorn's own read timeout
+# (http_app.READ_TIMEOUT, 60 s of silence) usually comes first: clients send something (a
+# WebSocket ping is enough) at least every 30 s.
+CHAT_IDLE_TIMEOUT = 120.0
+CLOSE_TIMEOUT = 2.0  # seconds to wait for a send in progress before giving up on a close
+BODY_TIMEOUT = 30.0  # seconds to receive an upload
+DRAIN_CAP = 16 * 1024 * 1024  # a too-large upload up to this size is read and dropped first
+_numbers = itertools.count(1)
+
+
+class _ChatSocket:
+    """One ``/ws/chat`` connection: its peer, reader, writer and close."""
+
+    def __init__(self, websocket: WebSocket, chat, stats, idle_timeout: float) -> None:
+        self.ws = websocket
+        self.chat = chat
+        self.stats = stats
+        self.idle_timeout = idle_timeout
+        self.lock = trio.Lock()  # one ASGI send at a time (data or close)
+        self.ws_closed = False
+        self.code = 1000
+        self.reason = "bye"
+        self.scope: trio.CancelScope | None = None
+        self.bad_frames: deque[float] = deque(maxlen=BAD_FRAME_LIMIT + 1)
+        client = websocket.client
+        where = f"{client.host}:{client.port}" if client else "?"
+        self.key = f"chat:{where}#{next(_numbers)}"
+        send_channel, self.receive_channel = trio.open_memory_channel(OUTBOX_LIMIT)
+        self.peer = Peer(self.key, send_channel, self.request_close, stats)
+
+    def request_close(self, code: int, reason: str) -> None:
+        """Called by the peer (once): close with ``code`` as soon as possible."""
+        self.code, self.reason = code, reason
+        self.peer.outbox.close()
+        if self.scope is not None:
+            self.scope.cancel()
+
+    async def close_ws(self) -> None:
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            async with self.lock:
+                if self.ws_closed:
+                    return
+                self.ws_closed = True
+                try:
+                    await self.ws.close(code=self.code, reason=self.reason)
+                except Exception as exc:  # the peer went away meanwhile
+                    log.debug("chat close failed", key=self.key, error=repr(exc))
+
+    async def writer(self) -> None:
+        async with self.receive_channel:
+            async for frame in self.receive_channel:
+                async with self.lock:
+                    if self.ws_closed:
+                        return
+                    try:
+                        await self.ws.send_text(frame)
+                    except Exception as exc:
+                        log.debug("chat send failed", key=self.key, error=repr(exc))
+                        self.ws_closed = True
+                        self.peer.close(1006, "send failed")
+                        return
+
+    async def watch_shutdown(self, stopping: trio.Event) -> None:
+        await stopping.wait()
+        self.peer.close(1001, "server shutting down")
+
+    def _bad_frame(self, now: float) -> bool:
+        """Count a bad frame; True if that is too many (the socket is then being closed)."""
+        self.stats.incr("drop.chat_bad_frame")
+        frames = self.bad_frames
+        frames.append(now)
+        if len(frames) > BAD_FRAME_LIMIT and now - frames[0] <= BAD_FRAME_WINDOW:
+            self.stats.incr("drop.chat_closed_bad_frames")
+            self.peer.close(1008, f"too many bad frames (over {BAD_FRAME_LIMIT} in {BAD_FRAME_WINDOW:g} s)")
+            return True
+        return False
+
+    async def reader(self) -> None:
+        chat, peer = self.chat, self.peer
+        while not peer.closed:
+            message = None
+            with trio.move_on_after(self.idle_timeout):
+                message = await self.ws.receive()
+            if message is None:
+                peer.close(1001, "idle timeout")
+                return
+            if message["type"] == "websocket.disconnect":
+                self.ws_closed = True
+                peer.close(int(message.get("code") or 1005), "client closed")
+                return
+            self.stats.incr("chat.frames_in")
+            now = trio.current_time()
+            text = message.get("text")
+            if text is None:
+                peer.send(P.encode_error(None, "bad_frame", "binary frames are not supported; send JSON text frames"))
+                if self._bad_frame(now):
+                    return
+                continue
+            if len(text) > P.MAX_FRAME_BYTES or len(text.encode("utf-8", "surrogatepass")) > P.MAX_FRAME_BYTES:
+                self.stats.incr("drop.chat_frame_too_big")
+                peer.close(1009, f"frame too big (max {P.MAX_FRAME_BYTES} bytes)")
+                return
+            try:
+                request = P.decode_client_frame(text)
+            except P.ChatProtocolError as exc:
+                peer.send(P.error_for(exc))
+                if self._bad_frame(now):
+                    return
+                continue
+            await chat.handle(peer, request)
+
+
+async def chat_endpoint(websocket: WebSocket) -> None:
+    """``WS /ws/chat`` (see the module docstring)."""
+    state = websocket.app.state
+    chat = getattr(state, "chat", None)
+    if chat is None:
+        await websocket.close(code=1013)  # before accept: hypercorn answers 403
+        return
+    await websocket.accept()
+    idle = getattr(state, "chat_idle_timeout", CHAT_IDLE_TIMEOUT)
+    sock = _ChatSocket(websocket, chat, state.stats, idle)
+    chat.add_peer(sock.peer)
+    try:
+        async with trio.open_nursery() as nursery:
+            sock.scope = nursery.cancel_scope
+            if sock.peer.closed:  # closed before the scope existed
+                nursery.cancel_scope.cancel()
+            nursery.start_soon(sock.writer)
+            nursery.start_soon(sock.watch_shutdown, state.stopping)
+            await sock.reader()
+            # The reader ended: a close was requested; let the writer stop.
+            nursery.cancel_scope.cancel()
+    except Exception:
+        log.exception("chat socket failed", key=sock.key)
+        sock.peer.close(1011, "server error")
+    finally:
+        sock.peer.close(1001, "server shutting down")  # if nothing else closed it: cancelled
+        with trio.CancelScope(shield=True):
+            try:
+                chat.remove_peer(sock.peer)
+            except Exception:
+                log.exception("chat remove_peer failed", key=sock.key)
+            await sock.close_ws()
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def _json_error(status: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, "code": code, **extra}, status_code=status, headers=headers)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization") or ""
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | int:
+    """The body, or an HTTP status (413 too large, 408 too slow, 400 bad length)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            return 400
+        if size < 0:
+            return 400
+        if size > limit:
+            if size <= DRAIN_CAP:  # read and drop it so that the client sees the 413
+                with trio.move_on_after(BODY_TIMEOUT):
+                    async for _ in request.stream():
+                        pass
+            return 413
+    chunks: list[bytes] = []
+    total = 0
+    with trio.move_on_after(BODY_TIMEOUT) as scope:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                return 413
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        return 408
+    return b"".join(chunks)
+
+
+async def upload_image(request: Request) -> Response:
+    """``POST /api/chat/images``: the raw image bytes as the body -> 201 ``{"id", ...}``."""
+    from worldserver.chat.images import ImageRejected, process_image
+
+    state = request.app.state
+    chat = getattr(state, "chat", None)
+    if chat is None or chat.images is None:
+        return _json_error(503, "unavailable", "chat images are not enabled")
+    token = _bearer(request)
+    name = state.identities.name_for(token) if token else None
+    if name is None:
+        return _json_error(401, "not_authenticated", "send the join token as Authorization: Bearer <token>",
+                           headers={"WWW-Authenticate": "Bearer"})
+    wait = chat.upload_wait(name)
+    if wait > 0:
+        seconds = int(wait) + 1
+        return _json_error(429, "rate_limited", "too many uploads", headers={"Retry-After": str(seconds)},
+                           retry_after=round(wait, 3))
+    limit = chat.max_image_bytes
+    body = await _read_limited(request, limit)
+    if isinstance(body, int):
+        chat.stats.incr("drop.chat_image_rejected")
+        message = {413: f"the image is larger than {limit} bytes", 408: "the upload took too long",
+                   400: "bad Content-Length"}[body]
+        code = {413: "too_large", 408: "timeout", 400: "bad_request"}[body]
+        return _json_error(body, code, message)
+    try:
+        clean = await trio.to_thread.run_sync(process_image, body, limit, limiter=chat.image_limiter)
+        image_id = await trio.to_thread.run_sync(chat.images.save, clean, limiter=chat.image_limiter)
+    except ImageRejected as exc:
+        chat.stats.incr("drop.chat_image_rejected")
+        return _json_error(exc.status, exc.code, exc.message)
+    chat.stats.incr("chat.images")
+    log.debug("chat image stored", id=image_id, user=name, type=clean.content_type, bytes=len(clean.data))
+    return JSONResponse(
+        {"id": image_id, "type": clean.content_type, "width": clean.width, "height": clean.height,
+         "bytes": len(clean.data), "url": f"/api/chat/images/{image_id}"},
+        status_code=201,
+    )
+
+
+async def get_image(request: Request) -> Response:
+    """``GET /api/chat/images/{id}``: a stored image (ids are unguessable; no token needed,
+    so that ``<img src>`` works)."""
+    chat = getattr(request.app.state, "chat", None)
+    if chat is None or chat.images is None:
+        return _json_error(404, "not_found", "no such image")
+    found = await trio.to_thread.run_sync(chat.images.find, request.path_params["id"])
+    if found is None:
+        return _json_error(404, "not_found", "no such image")
+    path, content_type = found
+    return FileResponse(
+        path,
+        media_type=content_type,
+        headers={
+            "Cache-Control": "public, max-age=31536000, immutable",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'",
+        },
+    )
