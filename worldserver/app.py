@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from worldserver import aio_bridge
+from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.gctune import GcMonitor
 from worldserver.http_app import build_app, make_authorize, serve_http
@@ -51,8 +52,10 @@ class RunningServer:
     rtc_stream: StreamService
     identities: Identities
     http_port: int = 0
+    config_freeze: bool = True  # gc.freeze_after_start
     rtc: object = None  # worldserver.rtc.RtcService when WebRTC runs
     clock: TickClock | None = None
+    chat: object = None  # worldserver.chat.service.ChatService
 
 
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -67,6 +70,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
     gcmon = GcMonitor()
     gcmon.install((config.gc.gen0_threshold, config.gc.gen1_threshold, config.gc.gen2_threshold))
     running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
+    running.config_freeze = config.gc.freeze_after_start
+    chat = running.chat = ChatService.from_config(config, sim, identities, stats)
     rtc = None
     polled = [udp, ws, rtc_stream]
     try:
@@ -78,7 +83,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
                 await nursery.start(rtc.run)
             elif config.webrtc.enabled:
                 log.warning("webrtc off: not running on an asyncio host loop (use worldserver run)")
-            app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws)
+            await nursery.start(chat.run)
+            app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws, chat=chat)
             running.http_port = await nursery.start(serve_http, config, app)
             nursery.start_soon(udp.transport.receive_loop, udp.handle_datagram)
             nursery.start_soon(_tick_loop, sim, stats, running)
@@ -171,6 +177,8 @@ async def _stats_loop(interval: float, running: RunningServer) -> None:
     previous: dict = {}
     while True:
         await trio.sleep(interval)
+        if running.config_freeze and running.gc.refreeze_if_grown(len(running.sim.sessions)):
+            log.debug("gc frozen again", clients=len(running.sim.sessions))
         log.info("stats", **stats_fields(running, interval, previous))
         running.stats.tick_duration.clear()
         running.stats.tick_lateness.clear()

@@ -51,6 +51,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from worldserver.chat import gateway as chat_gateway
 from worldserver.identity import Identities, IdentitiesFull, NameRejected, NameTaken
 from worldserver.logs import get_logger
 from worldserver.sample_images import IMAGE_SUFFIXES
@@ -650,12 +651,13 @@ class _App:
             await self.starlette(scope, receive, send)
 
 
-def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None) -> _App:
+def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
     ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
     service (None: WebRTC off, signaling answers 503); ``ws_movement`` the stream service for
-    ``/ws/movement`` (None: the WebSocket is refused). ``app.state`` holds them all, and
+    ``/ws/movement`` (None: the WebSocket is refused); ``chat`` the chat service for
+    ``/ws/chat`` and ``/api/chat/images`` (None: refused). ``app.state`` holds them all, and
     ``app.state.stats`` the counters (the simulation's ``Stats``).
     """
     routes = [
@@ -666,6 +668,9 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
         Route("/gallery/images", _gallery_list, methods=["GET"]),
         Route("/gallery/images/{name}", _gallery_image, methods=["GET"]),
         WebSocketRoute("/ws/movement", _movement_endpoint),
+        WebSocketRoute("/ws/chat", chat_gateway.chat_endpoint),
+        Route("/api/chat/images", chat_gateway.upload_image, methods=["POST"]),
+        Route("/api/chat/images/{id}", chat_gateway.get_image, methods=["GET"]),
     ]
     starlette = Starlette(routes=routes)
     # The web client answers whatever no route matched (a route matched with another method
@@ -677,6 +682,7 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     state.identities = identities
     state.rtc = rtc
     state.ws_movement = ws_movement
+    state.chat = chat
     stats = getattr(sim, "stats", None)
     state.stats = stats if isinstance(stats, Stats) else Stats()
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)

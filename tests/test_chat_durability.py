@@ -1,0 +1,147 @@
+"""Chat durability with a real ``worldserver run`` process: restarts and ``kill -9``.
+
+A restarted server (same ``server.data_dir``) has the rooms, memberships and history of the
+one before; a server killed with SIGKILL while 20 clients send has, after a restart, every
+message that was acknowledged to its sender (acknowledged means committed). Tokens are not
+kept across restarts, so the players join again under the same names. Must not: reach any
+address but 127.0.0.1, leave a process running, or wait without a deadline.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+import trio
+
+from chat_support import drain_stderr, join, start_server_process, wait_http_port
+from worldclient.chat_client import ChatDisconnected, ChatRequestError, open_chat
+
+pytestmark = pytest.mark.slow
+
+
+async def start(data_dir, *extra) -> tuple[subprocess.Popen, str]:
+    proc = start_server_process(data_dir, *extra)
+    try:
+        port = await wait_http_port(proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    drain_stderr(proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+async def all_messages(chat, room: int) -> list[dict]:
+    out, after = [], 0
+    while True:
+        page, more = await chat.since(room, after, limit=500)
+        out.extend(page)
+        if not more:
+            return out
+        after = page[-1]["id"]
+
+
+async def test_restart_keeps_rooms_and_history(tmp_path) -> None:
+    data = tmp_path / "data"
+    proc, url = await start(data)
+    try:
+        async with open_chat(url, await join(url, "keeper")) as a, \
+                open_chat(url, await join(url, "visitor")) as b:
+            lobby = a.public_room
+            room = (await a.create_room("Archive 기록", private=True))["id"]
+            await a.invite(room, "visitor")
+            await b.join(room)
+            await a.send(lobby, "hello lobby")
+            await a.send(room, "비밀 기록", client_id="k-1")
+            question = await b.send(room, "what is kept?", kind="question")
+            await a.request("msg.answer", room=room, message=question["id"])
+            before_lobby = await all_messages(a, lobby)
+            before_room = await all_messages(a, room)
+    finally:
+        assert stop(proc) == 0
+    proc, url = await start(data)
+    try:
+        async with open_chat(url, await join(url, "visitor")) as b, \
+                open_chat(url, await join(url, "stranger")) as c:
+            rooms = {r["name"]: r for r in await b.rooms()}
+            assert rooms["Archive 기록"]["id"] == room and rooms["Archive 기록"]["joined"]
+            assert rooms["Archive 기록"]["owner"] == "keeper" and rooms["Archive 기록"]["private"]
+            assert b.public_room == lobby
+            assert await all_messages(b, room) == before_room
+            lobby_now = await all_messages(b, lobby)
+            assert lobby_now[: len(before_lobby)] == before_lobby
+            assert [m["text"] for m in lobby_now[len(before_lobby):]] == ["stranger joined"]
+            assert [m["text"] for m in await b.search(room, "기록")] == ["비밀 기록"]
+            assert [m.get("answered") for m in before_room if m["kind"] == "question"] == [True]
+            with pytest.raises(ChatRequestError) as info:
+                await c.history(room)
+            assert info.value.code == "forbidden"
+            # the idempotency key survives too
+            async with open_chat(url, await join(url, "keeper")) as a:
+                again = await a.send(room, "비밀 기록", client_id="k-1")
+                assert again["id"] == before_room[1]["id"]
+    finally:
+        assert stop(proc) == 0
+
+
+async def test_kill_9_loses_no_acknowledged_message(tmp_path) -> None:
+    data = tmp_path / "data"
+    proc, url = await start(data, "--set", "chat.rate=10000", "--set", "chat.burst=10000")
+    acked: dict[int, tuple[str, str]] = {}  # id -> (author, text)
+    attempted = 0
+    try:
+        tokens = [await join(url, f"sender{i}") for i in range(20)]
+        ready = trio.Event()
+        connected = 0
+
+        async def sender(i: int) -> None:
+            nonlocal attempted, connected
+            try:
+                async with open_chat(url, tokens[i], reconnect=False, timeout=5) as chat:
+                    connected += 1
+                    if connected == 20:
+                        ready.set()
+                    await ready.wait()
+                    n = 0
+                    while True:
+                        text = f"sender{i} message {n}"
+                        attempted += 1
+                        message = await chat.send(chat.public_room, text, client_id=f"{i}-{n}", timeout=5)
+                        acked[message["id"]] = (f"sender{i}", text)
+                        n += 1
+            except (ChatDisconnected, ChatRequestError, trio.TooSlowError, OSError):
+                return
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(20):
+                    nursery.start_soon(sender, i)
+                await ready.wait()
+                while len(acked) < 300:
+                    await trio.sleep(0.01)
+                proc.send_signal(signal.SIGKILL)
+                await trio.to_thread.run_sync(proc.wait, 10)
+    finally:
+        stop(proc, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(acked) >= 300 and attempted >= len(acked)
+    proc, url = await start(data)
+    try:
+        async with open_chat(url, await join(url, "auditor")) as chat:
+            stored = {m["id"]: (m["author"], m["text"]) for m in await all_messages(chat, chat.public_room)}
+    finally:
+        assert stop(proc) == 0
+    missing = {i: v for i, v in acked.items() if stored.get(i) != v}
+    assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {list(missing.items())[:3]}"

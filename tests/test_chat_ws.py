@@ -1,0 +1,222 @@
+"""The chat WebSocket (worldserver.chat.gateway) with raw frames, and reconnecting with since.
+
+Runs the real HTTP app and chat service (SQLite in a temporary directory) in the test's
+nursery and talks to ``/ws/chat`` with trio_websocket: malformed, unknown, binary and
+oversized frames get clear answers or closes, abuse closes the socket, a client that does not
+read is closed as too slow (and counted), and a reconnect with ``since`` returns exactly what
+was missed -- through raw requests and through worldclient.chat_client's automatic reconnect.
+Must not: reach any address but 127.0.0.1 or wait without a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from chat_support import TIMEOUT, start_chat_server
+from worldclient.chat_client import open_chat
+from worldserver.chat import gateway
+from worldserver.chat import service as chat_service
+from worldserver.http_app import build_app, serve_http
+
+
+def open_ws(url: str, **kw):
+    return open_websocket_url(url, connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT, **kw)
+
+
+async def call(ws, frame) -> dict:
+    """Send a frame (dict or raw text) and return the first reply (events are skipped)."""
+    await ws.send_message(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
+    with trio.fail_after(TIMEOUT):
+        while True:
+            reply = json.loads(await ws.get_message())
+            if "ev" not in reply:
+                return reply
+
+
+async def hello(ws, token: str, **fields) -> dict:
+    reply = await call(ws, {"id": 1, "op": "hello", "token": token, **fields})
+    assert reply["ok"], reply
+    return reply
+
+
+@pytest.fixture
+async def server(nursery, tmp_path):
+    return await start_chat_server(nursery, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "frame, code, words",
+    [
+        ("not json", "bad_frame", "not valid JSON"),
+        ("[1, 2]", "bad_frame", "JSON object"),
+        ('{"op": "rooms.list"}', "bad_frame", "missing request id"),
+        ('{"id": 5, "op": "fly"}', "unknown_op", "unknown op"),
+        ('{"id": 6, "op": "msg.send", "room": 1, "kind": "text"}', "bad_field", "text: required"),
+        ('{"id": 7, "op": "msg.send", "room": "lobby", "kind": "text", "text": "x"}', "bad_field", "room"),
+        ('{"id": 8, "op": "msg.send", "room": 1, "kind": "shout", "text": "x"}', "bad_field", "kind"),
+        ('{"id": 9, "op": "rooms.list", "extra": 1}', "bad_field", "unknown field"),
+        ('{"id": 10, "id": 11, "op": "rooms.list"}', "bad_frame", "duplicate key"),
+        ('{"id": 12, "op": "msg.send", "room": 1, "kind": "text", "text": "a\\u0000b"}', "bad_field", "control character"),
+    ],
+)
+async def test_bad_frames_get_errors_and_the_socket_stays(server, frame, code, words) -> None:
+    token = await server.join("tester")
+    async with open_ws(server.ws_url) as ws:
+        await hello(ws, token)
+        reply = await call(ws, frame)
+        assert reply["ok"] is False and reply["error"]["code"] == code
+        assert words in reply["error"]["message"]
+        request_id = json.loads(frame).get("id") if frame.startswith("{") else None
+        if code not in ("bad_frame",):
+            assert reply["re"] == request_id
+        # still usable
+        reply = await call(ws, {"id": 99, "op": "rooms.list"})
+        assert reply["ok"] and reply["re"] == 99
+    assert server.stats.get("drop.chat_bad_frame") == 1
+
+
+async def test_requests_before_hello_and_binary_frames(server) -> None:
+    async with open_ws(server.ws_url) as ws:
+        reply = await call(ws, {"id": 1, "op": "rooms.list"})
+        assert reply["error"]["code"] == "not_authenticated" and reply["re"] == 1
+        reply = await call(ws, b"\x00\x01binary")
+        assert reply["error"]["code"] == "bad_frame" and "binary" in reply["error"]["message"]
+        reply = await call(ws, {"id": 2, "op": "hello", "token": "x" * 32})
+        assert reply["error"]["code"] == "not_authenticated"
+        await hello(ws, await server.join("late"))
+        reply = await call(ws, {"id": 3, "op": "rooms.list"})
+        assert reply["ok"]
+
+
+async def test_oversized_frame_closes_with_1009(server) -> None:
+    token = await server.join("big")
+    async with open_ws(server.ws_url) as ws:
+        await hello(ws, token)
+        big = json.dumps({"id": 2, "op": "msg.send", "room": 1, "kind": "text", "text": "가" * 6000})
+        assert len(big.encode()) > 16 * 1024
+        await ws.send_message(big)
+        with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(TIMEOUT):
+                while True:
+                    await ws.get_message()
+        assert info.value.reason.code == 1009 and "too big" in info.value.reason.reason
+    assert server.stats.get("drop.chat_frame_too_big") == 1
+    async with open_ws(server.ws_url) as ws:  # the server is fine
+        await hello(ws, token)
+
+
+async def test_many_bad_frames_close_with_1008(server) -> None:
+    async with open_ws(server.ws_url) as ws:
+        for i in range(gateway.BAD_FRAME_LIMIT):
+            reply = await call(ws, "garbage")
+            assert reply["error"]["code"] == "bad_frame"
+        await ws.send_message("one too many")
+        with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(TIMEOUT):
+                while True:
+                    await ws.get_message()
+        assert info.value.reason.code == 1008 and "bad frames" in info.value.reason.reason
+    assert server.stats.get("drop.chat_closed_bad_frames") == 1
+
+
+async def test_slow_consumer_is_closed_and_counted(server, monkeypatch) -> None:
+    monkeypatch.setattr(gateway, "OUTBOX_LIMIT", 8)
+    monkeypatch.setattr(chat_service, "OUTBOX_LIMIT", 8)
+    server.chat.messages.rate = server.chat.messages.burst = 100_000.0
+    slow_token, fast_token = await server.join("sloth"), await server.join("hare")
+    # message_queue_size=1: trio_websocket stops reading the socket when we do not read
+    async with open_ws(server.ws_url, message_queue_size=1) as slow:
+        await hello(slow, slow_token)
+        async with open_chat(server.url, fast_token) as fast:
+            text = "x" * 1900
+            with trio.fail_after(30):
+                while server.stats.get("drop.chat_too_slow") == 0:
+                    await fast.send(fast.public_room, text)
+        with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(TIMEOUT):
+                while True:
+                    await slow.get_message()
+        assert info.value.reason.code == 1008 and info.value.reason.reason == "too slow"
+    assert server.stats.get("drop.chat_frames_unsent") >= 8
+
+
+async def test_reconnect_with_since_gets_exactly_the_missed(server) -> None:
+    server.chat.messages.rate = server.chat.messages.burst = 1000.0
+    ta, tb = await server.join("writer"), await server.join("sleeper")
+    async with open_chat(server.url, ta) as a:
+        lobby = a.public_room
+        room = (await a.create_room("side", private=True))["id"]
+        await a.invite(room, "sleeper")
+        async with open_ws(server.ws_url) as ws:
+            await hello(ws, tb)
+            await call(ws, {"id": 2, "op": "room.join", "room": room})
+            await call(ws, {"id": 3, "op": "msg.send", "room": lobby, "kind": "text", "text": "before"})
+            page = await call(ws, {"id": 4, "op": "msg.history", "room": lobby, "limit": 100})
+            seen_lobby = page["messages"][-1]["id"]
+            page = await call(ws, {"id": 5, "op": "msg.history", "room": room, "limit": 100})
+            seen_room = page["messages"][-1]["id"]
+        missed_lobby = [(await a.send(lobby, f"lobby {i}"))["id"] for i in range(7)]
+        missed_room = [(await a.send(room, f"side {i}"))["id"] for i in range(3)]
+        deleted = await a.send(lobby, "oops")
+        await a.request("msg.delete", room=lobby, message=deleted["id"])
+        async with open_ws(server.ws_url) as ws:
+            reply = await hello(ws, tb, since={str(lobby): seen_lobby, str(room): seen_room})
+            rooms = {r["id"]: r for r in reply["rooms"]}
+            assert [m["id"] for m in rooms[lobby]["messages"]] == missed_lobby
+            assert [m["id"] for m in rooms[room]["messages"]] == missed_room
+            assert rooms[lobby]["more"] is False
+            page = await call(ws, {"id": 2, "op": "msg.since", "room": lobby, "after": seen_lobby, "limit": 3})
+            assert [m["id"] for m in page["messages"]] == missed_lobby[:3] and page["more"] is True
+            page = await call(ws, {"id": 3, "op": "msg.since", "room": lobby,
+                                   "after": missed_lobby[2], "limit": 100})
+            assert [m["id"] for m in page["messages"]] == missed_lobby[3:] and page["more"] is False
+
+
+async def test_client_reconnects_and_replays_the_missed(server) -> None:
+    server.chat.messages.rate = server.chat.messages.burst = 1000.0
+    ta, tb = await server.join("talker"), await server.join("listener")
+    async with open_chat(server.url, ta) as a, open_chat(server.url, tb) as b:
+        lobby = a.public_room
+        live = [(await a.send(lobby, f"live {i}"))["id"] for i in range(3)]
+        got = []
+        while len(got) < 3:
+            event = await b.next_event()
+            if event.name == "message" and event.fields["message"]["author"] == "talker":
+                got.append(event.fields["message"]["id"])
+        assert got == live
+        # cut b off (as a network failure would) and talk meanwhile
+        b.reconnect = True
+        connects = b.connects
+        await b._ws.aclose()
+        with trio.fail_after(TIMEOUT):
+            while b.connected:
+                await trio.sleep(0.005)
+        missed = [(await a.send(lobby, f"missed {i}"))["id"] for i in range(5)]
+        with trio.fail_after(TIMEOUT):
+            while b.connects == connects:
+                await trio.sleep(0.01)
+        after = [(await a.send(lobby, f"after {i}"))["id"] for i in range(2)]
+        received = []
+        with trio.fail_after(TIMEOUT):
+            while len(received) < 7:
+                event = await b.next_event()
+                if event.name == "message":
+                    received.append((event.fields["message"]["id"], event.replayed))
+        assert received == [(i, True) for i in missed] + [(i, False) for i in after]
+        assert b.replayed == 5
+
+
+async def test_unknown_path_and_chat_off(nursery, tmp_path) -> None:
+    from chat_support import FakeSim, chat_config
+    from worldserver.identity import Identities
+
+    config = chat_config(tmp_path)
+    app = build_app(config=config, sim=FakeSim(), identities=Identities())
+    port = await nursery.start(serve_http, config, app)
+    with pytest.raises(ConnectionRejected):
+        async with open_ws(f"ws://127.0.0.1:{port}/ws/chat"):
+            pass
