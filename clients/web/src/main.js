@@ -8,6 +8,7 @@
 import * as THREE from "three";
 import { CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
 
+import { idleChatHook, mountChat } from "./chat/index.js";
 import { NetSession } from "./net/session.js";
 import { AvatarManager } from "./scene/avatars.js";
 import { buildGallery } from "./scene/gallery.js";
@@ -22,6 +23,7 @@ const CAMERA_DISTANCE = 6.5;
 
 const state = {
   session: null,
+  chat: null, // mountChat(): panel, client, speech bubbles
   name: "",
   names: new Map(), // entity id -> name
   playersFetchedAt: 0,
@@ -218,6 +220,7 @@ function frame(t) {
     if (pos && s.selfId !== null) self = { id: s.selfId, x: pos[0], y: pos[1], z: pos[2], yaw: state.yaw };
   }
   state.avatars.update(remote, self, state.names, dt);
+  if (state.chat) state.chat.update(state.avatars);
 
   const cam = state.camera;
   const target = self ? new THREE.Vector3(self.x, self.y + 1.6, self.z) : new THREE.Vector3(0, 1.6, 0);
@@ -307,7 +310,19 @@ function startSession(token, config) {
   });
   session.on("status", () => updateStatus());
   session.start();
-  window.addEventListener("pagehide", () => session.stop());
+  state.chat = mountChat({
+    token,
+    root: $("chat"),
+    entityForName: (name) => {
+      for (const [id, n] of state.names) if (n === name) return id;
+      return null;
+    },
+    onFocusChange: () => state.keys.clear(), // keys held when the chat took the keyboard
+  });
+  window.addEventListener("pagehide", () => {
+    session.stop();
+    state.chat.stop();
+  });
   window.addEventListener("beforeunload", () => session.stop());
   setInterval(() => refreshPlayers(true), PLAYERS_REFRESH_MS);
   refreshPlayers(true);
@@ -344,6 +359,9 @@ function installTestHook() {
     },
     names() {
       return Object.fromEntries(state.names);
+    },
+    get chat() {
+      return state.chat ? state.chat.hook : idleChatHook;
     },
   };
   window.worldserverTest = hook;
