@@ -36,6 +36,7 @@ __all__ = ["ChatClient", "ChatDisconnected", "ChatEvent", "ChatRequestError", "c
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
 SINCE_PAGE = 500  # msg.since page size when catching up after a reconnect
+CLOSE_WAIT = 3.0  # seconds aclose waits for the close handshake
 
 
 class ChatRequestError(Exception):
@@ -129,6 +130,9 @@ class ChatClient:
         self._first = trio.Event()  # set once the first connection succeeded or failed
         self._first_error: Exception | None = None
         self._closing = False
+        self._session_scope: trio.CancelScope | None = None
+        self._run_scope: trio.CancelScope | None = None
+        self._run_done = trio.Event()
         self._event_send, self._event_receive = trio.open_memory_channel(max(0, event_buffer))
         self._buffer = event_buffer
 
@@ -270,6 +274,13 @@ class ChatClient:
     # ------------------------------------------------------------------ connection
 
     async def _run(self) -> None:
+        try:
+            with trio.CancelScope() as self._run_scope:
+                await self._connect_loop()
+        finally:
+            self._run_done.set()
+
+    async def _connect_loop(self) -> None:
         backoff = BACKOFF_MIN
         while not self._closing:
             try:
@@ -311,6 +322,7 @@ class ChatClient:
         self._ws = ws
         failed: Exception | None = None
         async with trio.open_nursery() as nursery:
+            self._session_scope = nursery.cancel_scope
             nursery.start_soon(self._reader, ws, nursery.cancel_scope)
             since = dict(self.last_ids)
             fields: dict[str, Any] = {"token": self.token}
@@ -419,11 +431,17 @@ class ChatClient:
         self._emit(ChatEvent(frame.ev, fields, False, received))
 
     async def aclose(self) -> None:
+        """Stop reconnecting and close the connection (a normal 1000 close, waited for at
+        most ``CLOSE_WAIT`` seconds)."""
         self._closing = True
-        ws = self._ws
-        if ws is not None:
-            with trio.move_on_after(2.0):
-                await ws.aclose()
+        if self._session_scope is not None:
+            # Leaving open_websocket_url's block closes the socket with the handshake, while
+            # trio_websocket's own reader still runs to see the answer.
+            self._session_scope.cancel()
+        if self._run_scope is not None and self._ws is None:
+            self._run_scope.cancel()  # between connections: nothing to close
+        with trio.move_on_after(CLOSE_WAIT):
+            await self._run_done.wait()
 
 
 @asynccontextmanager
