@@ -348,6 +348,31 @@ async def test_presence_members_and_avatar_entity(server) -> None:
         assert server.identities.name_for(ta) == "walker"
 
 
+async def test_presence_goes_only_through_rooms_within_the_limit(server, monkeypatch) -> None:
+    """A crowded room carries no presence events (room.members still says who is online);
+    members who also share a small room hear it there."""
+    from worldserver.chat import service as chat_service
+
+    monkeypatch.setattr(chat_service, "PRESENCE_ROOM_LIMIT", 2)
+    ta, tb, tc, td = [await server.join(n) for n in ("arriver", "friend", "crowd", "more")]
+    async with open_chat(server.url, ta) as a:
+        side = (await a.create_room("pair", private=True))["id"]
+        await a.invite(side, "friend")
+    async with open_chat(server.url, tb) as b, open_chat(server.url, tc) as c, open_chat(server.url, td):
+        await b.join(side)
+        async with open_chat(server.url, ta):  # the lobby holds 4 sockets now, the pair room 2
+            await b.wait_for(named("presence", user="arriver", online=True))
+            members = {m["user"]: m["online"] for m in await c.members(c.public_room)}
+            assert members["arriver"] is True
+        await b.wait_for(named("presence", user="arriver", online=False))
+        await b.typing(b.public_room)  # a marker: what the server sent c before it has arrived
+        seen = []
+        while not named("typing", user="friend")(event := await c.next_event()):
+            seen.append(event)
+        assert not [e for e in seen if named("presence", user="arriver")(e)]
+    assert server.stats.get("chat.presence_skipped_rooms") >= 2
+
+
 async def test_history_pages_and_since(server) -> None:
     server.chat.messages.rate = 1000.0
     server.chat.messages.burst = 1000.0

@@ -96,18 +96,27 @@ class _ChatSocket:
                     log.debug("chat close failed", key=self.key, error=repr(exc))
 
     async def writer(self) -> None:
-        async with self.receive_channel:
-            async for frame in self.receive_channel:
+        """Send queued frames in order; everything already queued goes out in one turn
+        (one wakeup, one lock), straight through the ASGI ``send``."""
+        send = self.ws._send  # Starlette's WebSocket.send_text adds only checks we do not need
+        channel = self.receive_channel
+        async with channel:
+            async for frame in channel:
                 async with self.lock:
-                    if self.ws_closed:
-                        return
-                    try:
-                        await self.ws.send_text(frame)
-                    except Exception as exc:
-                        log.debug("chat send failed", key=self.key, error=repr(exc))
-                        self.ws_closed = True
-                        self.peer.close(1006, "send failed")
-                        return
+                    while True:
+                        if self.ws_closed:
+                            return
+                        try:
+                            await send({"type": "websocket.send", "text": frame})
+                        except Exception as exc:
+                            log.debug("chat send failed", key=self.key, error=repr(exc))
+                            self.ws_closed = True
+                            self.peer.close(1006, "send failed")
+                            return
+                        try:
+                            frame = channel.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
 
     async def watch_shutdown(self, stopping: trio.Event) -> None:
         await stopping.wait()

@@ -19,6 +19,10 @@ happens, and the sender's acknowledgement goes out only after the store returned
 message, i.e. after it was committed. Too many store calls waiting is answered with an
 ``internal`` "busy" error instead of queueing without bound.
 
+Presence: ``presence`` events go to the members of the user's rooms, through rooms of at most
+:data:`PRESENCE_ROOM_LIMIT` connections (a crowded public room would make every arrival cost
+a frame to every socket); ``room.members`` always says who is online.
+
 Delivery: a peer has a bounded outbound channel; ``Peer.send`` never blocks. A peer that
 does not read (its channel full) is closed with 1008 "too slow" and counted -- frames are never
 dropped silently; the client reconnects and asks for what it missed with ``since``.
@@ -83,6 +87,7 @@ MAX_OWNED_ROOMS = 20  # rooms one user may own
 MAX_HELLO_ROOMS = 32  # rooms whose messages go into a hello reply (the others: on request)
 HELLO_SINCE_LIMIT = 500  # missed messages per room in a hello reply (then ``more``)
 MAX_ROOM_CACHE = 10_000
+PRESENCE_ROOM_LIMIT = 200  # presence events only through rooms with at most this many sockets
 MAINTENANCE_INTERVAL = 30.0  # seconds between sweeps of idle buckets, mutes and bans
 
 
@@ -445,11 +450,18 @@ class ChatService:
         return set(peer.rooms) | {r for p in self.user_peers.get(user, ()) for r in p.rooms}
 
     def _presence(self, user: str, online: bool, rooms: set[int]) -> None:
-        """Tell everyone who shares a room with ``user`` (not the user's own sockets)."""
+        """Tell everyone who shares a room with ``user`` (not the user's own sockets), through
+        rooms of at most PRESENCE_ROOM_LIMIT connections: in bigger rooms presence would cost
+        every arrival a frame to every socket (a reconnect storm of N users: N*N frames), so
+        their members see who is online with ``room.members`` instead."""
         frame = P.encode_event("presence", user=user, online=online)
         seen: set[Peer] = set()
         for room_id in rooms:
-            for other in self.room_peers.get(room_id, ()):
+            peers = self.room_peers.get(room_id, ())
+            if len(peers) > PRESENCE_ROOM_LIMIT:
+                self.stats.incr("chat.presence_skipped_rooms")
+                continue
+            for other in peers:
                 if other.user != user and other not in seen:
                     seen.add(other)
                     other.send(frame)
