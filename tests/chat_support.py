@@ -110,8 +110,9 @@ def start_server_process(data_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-async def wait_http_port(proc: subprocess.Popen, timeout: float = 30.0) -> int:
-    """Read the server's JSON log until it says where HTTP listens."""
+async def wait_ports(proc: subprocess.Popen, timeout: float = 30.0) -> tuple[int, int]:
+    """Read the server's JSON log until it says where HTTP listens: (http port, udp port)."""
+    udp = 0
     with trio.fail_after(timeout):
         while True:
             line = await trio.to_thread.run_sync(proc.stderr.readline)
@@ -120,8 +121,15 @@ async def wait_http_port(proc: subprocess.Popen, timeout: float = 30.0) -> int:
                 record = json.loads(line)
             except ValueError:
                 continue
+            if record.get("msg") == "listening" and "udp" in record:
+                udp = int(str(record["udp"]).rsplit(":", 1)[1])
             if record.get("msg") == "http listening" and "http" in record:
-                return int(str(record["http"]).rsplit(":", 1)[1])
+                return int(str(record["http"]).rsplit(":", 1)[1]), udp
+
+
+async def wait_http_port(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    """Read the server's JSON log until it says where HTTP listens."""
+    return (await wait_ports(proc, timeout))[0]
 
 
 def drain_stderr(proc: subprocess.Popen) -> None:

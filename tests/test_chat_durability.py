@@ -9,13 +9,16 @@ address but 127.0.0.1, leave a process running, or wait without a deadline.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
+import sys
 
 import pytest
 import trio
 
-from chat_support import drain_stderr, join, start_server_process, wait_http_port
+from chat_support import ROOT, drain_stderr, join, start_server_process, wait_http_port, wait_ports
 from worldclient.chat_client import ChatDisconnected, ChatRequestError, open_chat
 
 pytestmark = pytest.mark.slow
@@ -145,3 +148,48 @@ async def test_kill_9_loses_no_acknowledged_message(tmp_path) -> None:
         assert stop(proc) == 0
     missing = {i: v for i, v in acked.items() if stored.get(i) != v}
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {list(missing.items())[:3]}"
+
+
+def test_chat_swarm_measures_delivery(tmp_path) -> None:
+    """The chat swarm tool (tools/chat_swarm.py) against a real server: every delivery counted."""
+    from worldtools import chat_swarm
+
+    proc = start_server_process(tmp_path / "data")
+    try:
+        port = trio.run(wait_http_port, proc)
+        drain_stderr(proc)
+        report = chat_swarm.run_chat_swarm(
+            f"http://127.0.0.1:{port}", 24, 1.0, 3.0, senders=6, processes=2, settle=0.5,
+            server_pid=proc.pid, seed=7, prejoin=True,
+        )
+    finally:
+        assert stop(proc) == 0
+    assert report["ready"] == 24 and not report["errors"] and not report["closed"]
+    assert report["acked"] >= 12 and report["deliveries_expected"] == report["acked"] * 23
+    assert report["deliveries"] == report["deliveries_expected"] and report["deliveries_lost"] == 0
+    assert 0 < report["delivery_ms_p50"] <= report["delivery_ms_p99"] < 2000
+    assert report["server_cpu_percent"] is not None and report["ok"]
+
+
+async def test_swarm_chat_rate_adds_chat_delivery_to_the_report(tmp_path) -> None:
+    """``worldserver swarm --chat-rate``: bots move over UDP and chat at the same time."""
+    proc = start_server_process(tmp_path / "data")
+    try:
+        http_port, udp_port = await wait_ports(proc)
+        drain_stderr(proc)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
+        swarm = await trio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "worldserver", "swarm", "--server", f"127.0.0.1:{udp_port}",
+             "--http", f"http://127.0.0.1:{http_port}", "--bots", "8", "--observers", "2",
+             "--duration", "2", "--chat-rate", "1", "--seed", "3", "--json"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120))
+    finally:
+        assert stop(proc) == 0
+    assert swarm.returncode == 0, swarm.stderr[-2000:]
+    report = json.loads(swarm.stdout.strip().splitlines()[-1])
+    assert report["connected"] == 8 and report["snapshots_per_bot_s"] > 5
+    chat = report["chat"]
+    assert chat["ready"] == 8 and chat["senders"] == 8 and chat["acked"] >= 8
+    assert chat["deliveries"] == chat["deliveries_expected"] == chat["acked"] * 7
+    assert chat["deliveries_lost"] == 0 and 0 < chat["delivery_ms_p50"] <= chat["delivery_ms_p99"]
+    assert report["ok"] and chat["ok"]

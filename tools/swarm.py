@@ -901,6 +901,8 @@ def run_swarm(args) -> int:
     :func:`worldtools.swarm_rtc.run_swarm`, which needs ``args.http`` (the HTTP base URL).
     """
     transport = getattr(args, "transport", None) or "udp"
+    if float(getattr(args, "chat_rate", 0.0) or 0.0) > 0.0:
+        return _run_with_chat(args, transport)
     if transport != "udp":
         from worldtools import swarm_rtc
 
@@ -928,6 +930,47 @@ def run_swarm(args) -> int:
         print(json.dumps(shown, sort_keys=True))
     else:
         print(format_report(shown))
+    return 0 if report["ok"] else 1
+
+
+def _run_with_chat(args, transport: str) -> int:
+    """``--chat-rate R``: every bot also chats (its own ``/ws/chat`` connection, R messages a
+    second) while the movement swarm runs in its own processes; the report is the movement
+    report with the chat report (delivery latency p50/p99, losses) under ``chat``."""
+    from worldtools import chat_swarm
+
+    http_url = getattr(args, "http", None)
+    if not http_url:
+        print("error: --chat-rate needs --http URL (the chat is on the HTTP port)", file=sys.stderr)
+        return 2
+    if transport == "udp" and not getattr(args, "server", None):
+        print("error: --transport udp needs --server HOST:PORT", file=sys.stderr)
+        return 2
+    movement_argv = ["--transport", transport, "--http", http_url, "--bots", str(args.bots),
+                     "--processes", str(max(1, int(getattr(args, "processes", 1) or 1))),
+                     "--observers", str(int(getattr(args, "observers", 16)))]
+    if getattr(args, "server", None):
+        movement_argv += ["--server", args.server]
+    seed = getattr(args, "seed", None)
+    if seed is not None:
+        movement_argv += ["--seed", str(seed)]
+    as_json = bool(getattr(args, "json", False))
+    say = None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
+    movement, chat = chat_swarm.run_with_movement(
+        movement_argv, http_url, int(args.bots), float(args.chat_rate), float(args.duration),
+        processes=max(1, int(getattr(args, "processes", 1) or 1)), seed=seed, progress=say)
+    report = dict(movement, chat=chat, ok=bool(movement.get("ok")) and bool(chat["ok"]))
+    if as_json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        if "error" in movement:
+            print(f"movement: {movement['error']}")
+        else:
+            from worldtools import swarm_rtc
+
+            print(format_report(movement) if transport == "udp" else swarm_rtc.format_report(movement))
+        print("chat:")
+        print(chat_swarm.format_report(chat))
     return 0 if report["ok"] else 1
 
 

@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--observers", type=_bounded(int, 0, "an integer"), default=16, metavar="K",
         help="bots that decode full snapshots and measure latency (default: 16)",
     )
+    swarm.add_argument(
+        "--chat-rate", type=_bounded(float, 0.0, "a number of messages per second"), default=0.0,
+        metavar="R", help="each bot also chats on /ws/chat at R messages per second (needs --http); "
+        "the report adds chat delivery latency and losses (default: 0, no chat)",
+    )
     swarm.add_argument("--seed", type=int, default=None, help="random seed for bot behaviour")
     swarm.add_argument("--json", action="store_true", help="print the report as JSON")
     swarm.add_argument(

@@ -1,0 +1,169 @@
+"""Chat delivery benchmark: 1,000 members in one room, 50 messages per second, delivery p99.
+
+Job: start ``python -m worldserver run`` as a subprocess on 127.0.0.1 (fresh data directory,
+WebRTC off), then run the chat swarm (:mod:`worldtools.chat_swarm`) against it: ``--members``
+bots (default 1,000) join, each over its own real ``/ws/chat`` WebSocket (many connections per
+worker process), all in the public room; ``--senders`` of them (default 50) send
+``--rate / --senders`` messages per second each (default 50 msg/s in total) for
+``--duration`` seconds. Reports the delivery latency p50/p99/max (receive time minus the
+send time embedded in each message's client_id, over every member), deliveries lost, sockets
+closed, send-to-acknowledgement latency, the server's CPU (percent of one core over the
+window, from /proc/<pid>/stat) and the bots' CPU, plus the machine it ran on. Prints a table,
+or JSON with ``--json``. ``--http URL [--server-pid PID]`` measures a server already running.
+
+Must not: send traffic anywhere but loopback (or the given server), leave a server or worker
+process behind (try/finally with bounded waits), or reach into the server other than through
+its command line, its HTTP port, its log and /proc.
+
+Run: ``python tools/bench/chat_delivery.py [--members 1000] [--rate 50] [--duration 20]``
+(or ``python -m worldtools.bench.chat_delivery`` once the project is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SERVER_START_TIMEOUT = 30.0
+
+
+def _import_chat_swarm():
+    """worldtools.chat_swarm, installed or straight from this checkout."""
+    try:
+        from worldtools import chat_swarm
+    except ImportError:
+        import importlib.util
+
+        for extra in (str(ROOT / "clients" / "python"), str(ROOT)):
+            if extra not in sys.path:
+                sys.path.insert(0, extra)
+        spec = importlib.util.spec_from_file_location(
+            "worldtools", ROOT / "tools" / "__init__.py",
+            submodule_search_locations=[str(ROOT / "tools")],
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["worldtools"] = module
+        spec.loader.exec_module(module)
+        from worldtools import chat_swarm
+    return chat_swarm
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "load_before": [round(x, 2) for x in os.getloadavg()]}
+
+
+def start_server(data_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
+         "--set", "http.host=127.0.0.1", "--set", "http.port=0", "--set", "webrtc.enabled=false",
+         "--set", "server.log_format=json", "--set", f"server.data_dir={data_dir}",
+         "--set", f"http.images_dir={os.path.join(data_dir, 'images')}", *extra],
+        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("msg") == "http listening":
+            port = int(str(record["http"]).rsplit(":", 1)[1])
+            _drain(proc)
+            return proc, f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait(5)
+    raise RuntimeError("the server did not start")
+
+
+def _drain(proc: subprocess.Popen) -> None:
+    import threading
+
+    def run() -> None:
+        for _ in proc.stderr:
+            pass
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="chat_delivery", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=50.0, help="messages per second in total")
+    parser.add_argument("--senders", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--processes", type=int, default=2, help="bot worker processes")
+    parser.add_argument("--connect-rate", type=float, default=250.0)
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--no-prejoin", action="store_true",
+                        help="do not make the members join a few at a time before connecting them all")
+    parser.add_argument("--http", default=None, help="use this running server instead of starting one")
+    parser.add_argument("--server-pid", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], help="extra --set for the server")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    chat_swarm = _import_chat_swarm()
+    facts = machine()
+    proc = None
+    tmp = tempfile.TemporaryDirectory(prefix="chat-bench-")
+    try:
+        if args.http:
+            url, pid = args.http, args.server_pid
+        else:
+            extra = [x for item in args.set for x in ("--set", item)]
+            proc, url = start_server(os.path.join(tmp.name, "data"), extra)
+            pid = proc.pid
+        say = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+        senders = min(args.senders, args.members)
+        report = chat_swarm.run_chat_swarm(
+            url, args.members, args.rate / senders, args.duration, senders=senders,
+            processes=args.processes, connect_rate=args.connect_rate, settle=args.settle,
+            server_pid=pid, prejoin=not args.no_prejoin, progress=say,
+        )
+    finally:
+        if proc is not None:
+            stop_server(proc)
+        tmp.cleanup()
+    report["machine"] = facts
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(chat_swarm.format_report(report))
+        print(f"machine: {facts['cpu']} x{facts['cores']}, python {facts['python']}, "
+              f"load before {facts['load_before']}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
