@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.http_app import build_app, serve_http
@@ -79,14 +80,20 @@ def chat_config(tmp_path: Path, **overrides) -> Config:
     return Config().with_overrides(values)
 
 
-async def start_chat_server(nursery, tmp_path: Path, **overrides) -> ChatServer:
+async def start_chat_server(nursery, tmp_path: Path, *, fanout: bool = True, **overrides) -> ChatServer:
+    """The HTTP app with the chat service in ``nursery``; ``fanout=False`` leaves out the
+    fan-out pump, so that every chat socket takes the ASGI writer path."""
     config = chat_config(tmp_path, **overrides)
     sim = FakeSim()
     identities = Identities()
     chat = ChatService.from_config(config, sim, identities, sim.stats)
     with trio.fail_after(TIMEOUT):
         await nursery.start(chat.run)
-        app = build_app(config=config, sim=sim, identities=identities, chat=chat)
+        pump = None
+        if fanout:
+            pump = Fanout(sim.stats)
+            await nursery.start(pump.run)
+        app = build_app(config=config, sim=sim, identities=identities, chat=chat, chat_fanout=pump)
         port = await nursery.start(serve_http, config, app)
     return ChatServer(port, chat, identities, sim, app, config)
 

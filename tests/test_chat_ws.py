@@ -11,7 +11,10 @@ Must not: reach any address but 127.0.0.1 or wait without a deadline.
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 
+import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
@@ -43,9 +46,14 @@ async def hello(ws, token: str, **fields) -> dict:
     return reply
 
 
-@pytest.fixture
-async def server(nursery, tmp_path):
-    return await start_chat_server(nursery, tmp_path)
+@pytest.fixture(params=["fanout", "asgi"])
+async def server(request, nursery, tmp_path):
+    """Every test runs on both outbound paths: the fan-out pump and the ASGI writer task."""
+    server = await start_chat_server(nursery, tmp_path, fanout=request.param == "fanout")
+    yield server
+    assert server.stats.get(f"chat.sockets_{request.param}") > 0  # the path was really taken
+    other = "asgi" if request.param == "fanout" else "fanout"
+    assert server.stats.get(f"chat.sockets_{other}") == 0
 
 
 @pytest.mark.parametrize(
@@ -220,3 +228,31 @@ async def test_unknown_path_and_chat_off(nursery, tmp_path) -> None:
     with pytest.raises(ConnectionRejected):
         async with open_ws(f"ws://127.0.0.1:{port}/ws/chat"):
             pass
+
+
+async def test_tls_sockets_take_the_asgi_path(nursery, tmp_path) -> None:
+    """Over TLS only the TLS stream may write: the fan-out is not used, and chat works."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    server = await start_chat_server(nursery, tmp_path, **{"http.certfile": str(cert), "http.keyfile": str(key)})
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{server.port}", verify=context) as http:
+        tokens = [(await http.post("/api/join", json={"name": n})).json()["token"] for n in ("tls-a", "tls-b")]
+    url = f"wss://127.0.0.1:{server.port}/ws/chat"
+    async with open_ws(url, ssl_context=context) as a, open_ws(url, ssl_context=context) as b:
+        lobby = (await hello(a, tokens[0]))["public_room"]
+        await hello(b, tokens[1])
+        reply = await call(a, {"id": 2, "op": "msg.send", "room": lobby, "kind": "text", "text": "über TLS"})
+        assert reply["ok"]
+        with trio.fail_after(TIMEOUT):
+            while True:
+                frame = json.loads(await b.get_message())
+                if frame.get("ev") == "message":
+                    break
+        assert frame["message"]["text"] == "über TLS"
+    assert server.stats.get("chat.sockets_asgi") == 2 and server.stats.get("chat.sockets_fanout") == 0

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from worldserver import aio_bridge
+from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.gctune import GcMonitor
@@ -84,7 +85,10 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             elif config.webrtc.enabled:
                 log.warning("webrtc off: not running on an asyncio host loop (use worldserver run)")
             await nursery.start(chat.run)
-            app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws, chat=chat)
+            fanout = Fanout(stats)
+            await nursery.start(fanout.run)
+            app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws,
+                            chat=chat, chat_fanout=fanout)
             running.http_port = await nursery.start(serve_http, config, app)
             nursery.start_soon(udp.transport.receive_loop, udp.handle_datagram)
             nursery.start_soon(_tick_loop, sim, stats, running)

@@ -647,17 +647,23 @@ class _App:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and GECKOS_MARK in scope["path"]:
             await self.geckos(scope, receive, send)
-        else:
-            await self.starlette(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # Starlette wraps send; the chat fan-out needs the server's
+            scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
+                                             chat_gateway.RAW_SEND_KEY: send}}
+        await self.starlette(scope, receive, send)
 
 
-def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None) -> _App:
+def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None,
+              chat_fanout=None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
     ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
     service (None: WebRTC off, signaling answers 503); ``ws_movement`` the stream service for
     ``/ws/movement`` (None: the WebSocket is refused); ``chat`` the chat service for
-    ``/ws/chat`` and ``/api/chat/images`` (None: refused). ``app.state`` holds them all, and
+    ``/ws/chat`` and ``/api/chat/images`` (None: refused), and ``chat_fanout`` its running
+    :class:`~worldserver.chat.fanout.Fanout` (None: every chat socket gets a writer task
+    through the ASGI ``send``). ``app.state`` holds them all, and
     ``app.state.stats`` the counters (the simulation's ``Stats``).
     """
     routes = [
@@ -683,6 +689,7 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     state.rtc = rtc
     state.ws_movement = ws_movement
     state.chat = chat
+    state.chat_fanout = chat_fanout
     stats = getattr(sim, "stats", None)
     state.stats = stats if isinstance(stats, Stats) else Stats()
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)

@@ -2,8 +2,12 @@
 
 Job: :func:`chat_endpoint` runs one chat WebSocket: a reader that takes JSON text frames,
 decodes them with ``protocol.chat`` and hands the requests, one at a time and in order, to the
-:class:`~worldserver.chat.service.ChatService`, and a writer that drains the socket's bounded
-outbound channel (:data:`~worldserver.chat.service.OUTBOX_LIMIT` frames). A bad frame is
+:class:`~worldserver.chat.service.ChatService`. Outbound frames (at most
+:data:`~worldserver.chat.service.OUTBOX_LIMIT` unsent per socket) go through the shared
+:class:`~worldserver.chat.fanout.Fanout` when the connection is plain HTTP/1.1 (one pump task,
+non-blocking sends; the ASGI app puts hypercorn's ``send`` in the scope under
+:data:`RAW_SEND_KEY` so that the connection can be found), otherwise through a writer task
+per socket that drains a bounded memory channel into the ASGI ``send``. A bad frame is
 answered with an error frame naming the problem and the connection stays usable; only abuse
 closes it: a frame over 16 KiB (1009), more than :data:`BAD_FRAME_LIMIT` bad frames within
 :data:`BAD_FRAME_WINDOW` seconds (1008), a client that does not read (1008 "too slow"). The
@@ -21,7 +25,9 @@ drop is counted in ``stats`` (``drop.chat_*``).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import socket
 from collections import deque
 
 import trio
@@ -30,6 +36,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from protocol import chat as P
+from worldserver.chat.fanout import Fanout, raw_connection
 from worldserver.chat.service import OUTBOX_LIMIT, Peer
 from worldserver.logs import get_logger
 
@@ -38,6 +45,7 @@ __all__ = [
     "BAD_FRAME_WINDOW",
     "CHAT_IDLE_TIMEOUT",
     "CLOSE_TIMEOUT",
+    "RAW_SEND_KEY",
     "chat_endpoint",
     "get_image",
     "upload_image",
@@ -54,13 +62,15 @@ CHAT_IDLE_TIMEOUT = 120.0
 CLOSE_TIMEOUT = 2.0  # seconds to wait for a send in progress before giving up on a close
 BODY_TIMEOUT = 30.0  # seconds to receive an upload
 DRAIN_CAP = 16 * 1024 * 1024  # a too-large upload up to this size is read and dropped first
+RAW_SEND_KEY = "worldserver.asgi_send"  # scope["extensions"] key of the server's own ASGI send
 _numbers = itertools.count(1)
 
 
 class _ChatSocket:
     """One ``/ws/chat`` connection: its peer, reader, writer and close."""
 
-    def __init__(self, websocket: WebSocket, chat, stats, idle_timeout: float) -> None:
+    def __init__(self, websocket: WebSocket, chat, stats, idle_timeout: float,
+                 fanout: Fanout | None = None) -> None:
         self.ws = websocket
         self.chat = chat
         self.stats = stats
@@ -74,8 +84,22 @@ class _ChatSocket:
         client = websocket.client
         where = f"{client.host}:{client.port}" if client else "?"
         self.key = f"chat:{where}#{next(_numbers)}"
-        send_channel, self.receive_channel = trio.open_memory_channel(OUTBOX_LIMIT)
-        self.peer = Peer(self.key, send_channel, self.request_close, stats)
+        raw = (websocket.scope.get("extensions") or {}).get(RAW_SEND_KEY)
+        conn = raw_connection(raw) if fanout is not None and fanout.running and raw else None
+        if conn is not None:
+            self.out = fanout.open(*conn, OUTBOX_LIMIT, self._send_failed)
+            self.receive_channel = None
+            outbox = self.out
+            stats.incr("chat.sockets_fanout")
+        else:
+            self.out = None
+            outbox, self.receive_channel = trio.open_memory_channel(OUTBOX_LIMIT)
+            stats.incr("chat.sockets_asgi")
+        self.peer = Peer(self.key, outbox, self.request_close, stats)
+
+    def _send_failed(self) -> None:
+        self.ws_closed = True
+        self.peer.close(1006, "send failed")
 
     def request_close(self, code: int, reason: str) -> None:
         """Called by the peer (once): close with ``code`` as soon as possible."""
@@ -90,6 +114,16 @@ class _ChatSocket:
                 if self.ws_closed:
                     return
                 self.ws_closed = True
+                out = self.out
+                if out is not None:  # the queued frames first, then hypercorn's close frame
+                    await out.drain(CLOSE_TIMEOUT / 2)
+                    half_written = out.mid_frame
+                    out.detach()
+                    if half_written:  # a close frame now would corrupt the stream: cut it
+                        self.stats.incr("drop.chat_close_aborted")
+                        with contextlib.suppress(OSError):
+                            out.sock.shutdown(socket.SHUT_RDWR)
+                        return
                 try:
                     await self.ws.close(code=self.code, reason=self.reason)
                 except Exception as exc:  # the peer went away meanwhile
@@ -177,14 +211,15 @@ async def chat_endpoint(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     idle = getattr(state, "chat_idle_timeout", CHAT_IDLE_TIMEOUT)
-    sock = _ChatSocket(websocket, chat, state.stats, idle)
+    sock = _ChatSocket(websocket, chat, state.stats, idle, getattr(state, "chat_fanout", None))
     chat.add_peer(sock.peer)
     try:
         async with trio.open_nursery() as nursery:
             sock.scope = nursery.cancel_scope
             if sock.peer.closed:  # closed before the scope existed
                 nursery.cancel_scope.cancel()
-            nursery.start_soon(sock.writer)
+            if sock.out is None:
+                nursery.start_soon(sock.writer)
             nursery.start_soon(sock.watch_shutdown, state.stopping)
             await sock.reader()
             # The reader ended: a close was requested; let the writer stop.
@@ -200,6 +235,8 @@ async def chat_endpoint(websocket: WebSocket) -> None:
             except Exception:
                 log.exception("chat remove_peer failed", key=sock.key)
             await sock.close_ws()
+            if sock.out is not None:
+                sock.out.detach()
 
 
 # -- images ------------------------------------------------------------------------------------
