@@ -569,6 +569,9 @@ class WebrtcSettings:
     hatongsu: bool = _setting(
         True, "bool", "Serve clients that speak Hatongsu's JSON events on the geckos channel."
     )
+    delayed_acks: bool = _setting(
+        True, "bool", "Delay SCTP acknowledgements and send them with the next snapshot (RFC 9260 6.2)."
+    )
 
 
 @attrs.frozen

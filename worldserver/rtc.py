@@ -46,6 +46,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from worldserver import sctp_acks
 from worldserver.aio_bridge import Inbox, aio
 from worldserver.config import Config
 from worldserver.logs import get_logger
@@ -289,6 +290,7 @@ class RtcService:
         self._ice_servers = tuple(config.webrtc.ice_servers)
         self._host_addresses = tuple(config.webrtc.host_addresses)
         self._announced = config.webrtc.announced_address
+        self._delayed_acks = config.webrtc.delayed_acks
         self._nursery: trio.Nursery | None = None
         self._creating = 0
         self._closing = False
@@ -361,6 +363,9 @@ class RtcService:
                     iceServers=[RTCIceServer(urls=url) for url in self._ice_servers]
                 ))
                 channel = pc.createDataChannel(LABEL, ordered=False, maxRetransmits=0)
+                if self._delayed_acks and not sctp_acks.enable(pc.sctp):
+                    self._delayed_acks = False
+                    log.warning("this aiortc cannot delay SCTP acknowledgements; sending them as it does")
             except Exception:
                 log.exception("could not create a peer connection")
                 self.stats.incr("rtc.refused.setup_error")
