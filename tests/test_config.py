@@ -56,7 +56,7 @@ def test_specified_defaults():
     assert c.server.log_format == "text"
     assert c.server.secret_bytes is None
     assert c.udp.host == "0.0.0.0" and c.udp.port == 9300
-    assert c.udp.datagram_budget == 1200 and c.udp.recv_batch == 1024
+    assert c.udp.datagram_budget == 1200 and c.udp.recv_batch == 128
     assert c.sim.tick_rate == 20 and c.sim.dt == pytest.approx(0.05)
     assert c.sim.spawn_point == (0.0, 0.0, 0.0)
     assert c.sim.gravity == 9.81

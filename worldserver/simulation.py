@@ -30,6 +30,8 @@ from worldserver.world import World
 
 YAW_SCALE = 2.0 * math.pi / 65536.0
 ENCODE_CHUNK = 128  # clients per call of the batched snapshot encoder
+ALLOWANCE_LATE_FRACTION = 0.1  # a tick that starts later than this part of a period is late
+ALLOWANCE_FLOOR = 0.1  # the priority allowance never shrinks below this part of its maximum
 
 
 class Simulation:
@@ -66,7 +68,10 @@ class Simulation:
         self._joined = 0  # clients ever joined; numbers the avatars' owners
         self.tick = 0
         self.encode_seconds = 0.0  # CPU spent in snapshot encoding (for benchmarks)
-        self.priority_encode_seconds = config.net.priority_encode_ms / 1000.0
+        # The per-tick allowance of the priority path: at most net.priority_encode_ms, less
+        # while ticks start late (see adapt_priority_allowance).
+        self.priority_encode_max = config.net.priority_encode_ms / 1000.0
+        self.priority_encode_seconds = self.priority_encode_max
         self._priority_cost = 1e-4  # seconds per snapshot on the priority path (moving average)
 
     # -- membership -----------------------------------------------------------------------
@@ -157,6 +162,21 @@ class Simulation:
         started = time.process_time()
         self.send_snapshots(served, vis, qstate, all_ids, now)
         self.encode_seconds += time.process_time() - started
+
+    def adapt_priority_allowance(self, lateness: float) -> None:
+        """Steer the priority path's time allowance by how late this tick started (AIMD).
+
+        Snapshots over the datagram budget are the one part of a tick that can wait; when
+        ticks start late (the machine is short of CPU: a dense crowd, a flood of inputs),
+        the allowance shrinks by a fifth per late tick down to a tenth of its maximum, and
+        grows back by a fiftieth of the maximum per tick on time. A crowd then gets fewer
+        snapshots a second instead of everyone getting late ones.
+        """
+        top = self.priority_encode_max
+        if lateness > ALLOWANCE_LATE_FRACTION / self.tick_rate:
+            self.priority_encode_seconds = max(top * ALLOWANCE_FLOOR, self.priority_encode_seconds * 0.8)
+        elif self.priority_encode_seconds < top:
+            self.priority_encode_seconds = min(top, self.priority_encode_seconds + top / 50.0)
 
     def _choose_served(self) -> list[Session]:
         """The clients that get a snapshot this tick.
