@@ -10,8 +10,12 @@ Must not: reach any address but 127.0.0.1 or wait without a deadline.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
 import ssl
+import struct
 import subprocess
 
 import httpx
@@ -24,6 +28,7 @@ from worldclient.chat_client import open_chat
 from worldserver.chat import gateway
 from worldserver.chat import service as chat_service
 from worldserver.http_app import build_app, serve_http
+from worldtools.chat_swarm import client_frame
 
 
 def open_ws(url: str, **kw):
@@ -216,6 +221,45 @@ async def test_client_reconnects_and_replays_the_missed(server) -> None:
                     received.append((event.fields["message"]["id"], event.replayed))
         assert received == [(i, True) for i in missed] + [(i, False) for i in after]
         assert b.replayed == 5
+
+
+async def test_client_reset_mid_stream_is_dropped_and_others_go_on(server) -> None:
+    """A client whose TCP connection is reset while broadcasts flow to it: the server drops
+    it (no crash, nothing stuck) and the others keep receiving."""
+    server.chat.messages.rate = server.chat.messages.burst = 1000.0
+    victim_token, talker_token, listener_token = [await server.join(n) for n in ("resetme", "talk", "listen")]
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(f"GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:  # the 101 first (a blocking socket with a timeout)
+        answer += await trio.to_thread.run_sync(raw.recv, 4096)
+    assert answer.startswith(b"HTTP/1.1 101")
+    raw.sendall(client_frame(1, json.dumps({"id": 1, "op": "hello", "token": victim_token}).encode()))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing from here on
+    async with open_chat(server.url, talker_token) as talker, open_chat(server.url, listener_token) as listener:
+        lobby = talker.public_room
+        with trio.fail_after(TIMEOUT):
+            while "resetme" not in server.chat.user_peers:
+                await trio.sleep(0.01)
+        for i in range(20):
+            await talker.send(lobby, f"before {i} " + "x" * 1500)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()  # RST: the server's next write fails
+        for i in range(20):
+            await talker.send(lobby, f"after {i}")
+        got = []
+        with trio.fail_after(TIMEOUT):
+            while len(got) < 40:
+                event = await listener.next_event()
+                if event.name == "message":
+                    got.append(event.fields["message"]["text"])
+        assert got[-1] == "after 19"
+        with trio.fail_after(TIMEOUT):
+            while "resetme" in server.chat.user_peers:
+                await trio.sleep(0.01)
+        assert (await talker.send(lobby, "still fine"))["text"] == "still fine"
 
 
 async def test_unknown_path_and_chat_off(nursery, tmp_path) -> None:

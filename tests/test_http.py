@@ -797,3 +797,29 @@ async def test_ws_unknown_path_is_refused(server: Server) -> None:
         with pytest.raises(ConnectionRejected):
             async with open_ws(server.ws_url.replace("/ws/movement", "/ws/nothing")):
                 pass
+
+
+# -- one bad connection must not stop the server -------------------------------------------------
+
+UPGRADE = (
+    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("path", ["/ws/movement", "/ws/chat", "/elsewhere"])
+async def test_bytes_behind_an_upgrade_request_end_only_that_connection(server: Server, path) -> None:
+    """hypercorn lets the h11 error of a WebSocket upgrade followed by early bytes escape the
+    connection (pgjones/hypercorn#225) and end the whole server: contained and counted here."""
+    for extra in (b"x", b"\x81\x85" + bytes(9), b"GET / HTTP/1.1\r\n\r\n"):
+        with trio.fail_after(TIMEOUT):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(UPGRADE.format(path=path).encode() + extra)
+            with trio.move_on_after(1.0):
+                while await stream.receive_some(4096):
+                    pass
+            await stream.aclose()
+        async with server.client() as client:  # the server still answers
+            assert (await client.get("/health")).status_code == 200
+    stats = server.sim.stats
+    assert stats.get("drop.http_connection_error") + stats.get("drop.ws_accept_failed") >= 1

@@ -7,7 +7,8 @@ headers on every answer) handed to the WebRTC service, and the ``/ws/movement`` 
 that carries native protocol packets (one binary message each) to and from the stream
 service. :func:`serve_http` runs it with hypercorn on ``http.host:http.port`` (TLS when a
 certificate is configured), reports the bound port, and on cancellation shuts down gracefully
-(WebSockets closed with 1001, every socket closed, all within a deadline).
+(WebSockets closed with 1001, every socket closed, all within a deadline); an error in one
+connection ends only that connection (``worldserver.http_guard``).
 :func:`make_authorize` is the geckos authorization hook built on the join tokens.
 
 Must not: run WebRTC or the native protocol itself (``rtc`` and ``ws_movement`` do), block the
@@ -52,6 +53,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from worldserver.chat import gateway as chat_gateway
+from worldserver.http_guard import accept_websocket
+from worldserver.http_guard import install as install_http_guard
 from worldserver.identity import Identities, IdentitiesFull, NameRejected, NameTaken
 from worldserver.logs import get_logger
 from worldserver.sample_images import IMAGE_SUFFIXES
@@ -367,7 +370,8 @@ async def _movement_endpoint(websocket: WebSocket) -> None:
     if service is None:
         await websocket.close(code=1013)  # before accept: hypercorn answers 403
         return
-    await websocket.accept()
+    if not await accept_websocket(websocket, state.stats):
+        return
     sock = _MovementSocket(websocket, service, state.stats, state.ws_idle_timeout)
     try:
         service.open_peer(sock.key, sock.send)
@@ -736,6 +740,7 @@ async def serve_http(config, app, *, task_status=trio.TASK_STATUS_IGNORED) -> No
     (sockets closed) within ``SHUTDOWN_DEADLINE`` seconds.
     """
     hc = hypercorn_config(config)
+    install_http_guard()  # one connection's protocol error must not end the server
     sockets = hc.create_sockets()  # binds; hypercorn never closes these, so we do
     listening = sockets.secure_sockets + sockets.insecure_sockets
     try:

@@ -38,6 +38,7 @@ from starlette.websockets import WebSocket
 from protocol import chat as P
 from worldserver.chat.fanout import Fanout, raw_connection
 from worldserver.chat.service import OUTBOX_LIMIT, Peer
+from worldserver.http_guard import accept_websocket
 from worldserver.logs import get_logger
 
 __all__ = [
@@ -209,7 +210,8 @@ async def chat_endpoint(websocket: WebSocket) -> None:
     if chat is None:
         await websocket.close(code=1013)  # before accept: hypercorn answers 403
         return
-    await websocket.accept()
+    if not await accept_websocket(websocket, state.stats):
+        return
     idle = getattr(state, "chat_idle_timeout", CHAT_IDLE_TIMEOUT)
     sock = _ChatSocket(websocket, chat, state.stats, idle, getattr(state, "chat_fanout", None))
     chat.add_peer(sock.peer)
