@@ -823,3 +823,21 @@ async def test_bytes_behind_an_upgrade_request_end_only_that_connection(server: 
             assert (await client.get("/health")).status_code == 200
     stats = server.sim.stats
     assert stats.get("drop.http_connection_error") + stats.get("drop.ws_accept_failed") >= 1
+
+
+@pytest.mark.parametrize("path", ["/api/join", "/.wrtc/v2/connections"])
+async def test_a_body_cut_short_is_a_counted_drop(server: Server, path, caplog) -> None:
+    """The client promises 100 bytes, sends 10 and goes away: counted, no error logged."""
+    for _ in range(3):
+        with trio.fail_after(TIMEOUT):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode()
+                                  + b'{"name": "')
+            await trio.sleep(0.05)
+            await stream.aclose()
+    with trio.fail_after(TIMEOUT):
+        while server.sim.stats.get("drop.http_client_disconnect") < 3:
+            await trio.sleep(0.01)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    async with server.client() as client:
+        assert (await client.get("/health")).status_code == 200

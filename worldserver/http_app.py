@@ -40,7 +40,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
@@ -141,8 +141,18 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request body, at most ``limit`` bytes; raises _BodyError(413 / 408 / 400)."""
+async def _read_body(request: Request, limit: int = MAX_BODY, stats: Stats | None = None) -> bytes:
+    """The request body, at most ``limit`` bytes; raises _BodyError(413 / 408 / 400). A
+    client that disconnects meanwhile is a 400 nobody reads (``drop.http_client_disconnect``)."""
+    try:
+        return await _read_body_or_disconnect(request, limit)
+    except ClientDisconnect:
+        if stats is not None:
+            stats.incr("drop.http_client_disconnect")
+        raise _BodyError(400) from None
+
+
+async def _read_body_or_disconnect(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -407,8 +417,9 @@ async def _movement_endpoint(websocket: WebSocket) -> None:
 class _Geckos:
     """Answers every HTTP request whose path contains ``/.wrtc/v2`` (see geckos-protocol.md)."""
 
-    def __init__(self, rtc, cors_origin: str) -> None:
+    def __init__(self, rtc, cors_origin: str, stats: Stats | None = None) -> None:
         self.rtc = rtc
+        self.stats = stats
         self.cors = {"Access-Control-Allow-Origin": cors_origin, **GECKOS_CORS_HEADERS}
 
     async def __call__(self, scope, receive, send) -> None:
@@ -439,7 +450,7 @@ class _Geckos:
         if connection_id is not None and not _CONNECTION_ID.fullmatch(connection_id):
             return _status_text(400)
         try:
-            body = await _read_body(request)
+            body = await _read_body(request, stats=self.stats)
         except _BodyError as exc:
             return _status_text(exc.status)
         if self.rtc is None:
@@ -575,7 +586,7 @@ async def _health(request: Request) -> Response:
 
 async def _join(request: Request) -> Response:
     try:
-        body = await _read_body(request)
+        body = await _read_body(request, stats=request.app.state.stats)
     except _BodyError as exc:
         return _error(exc.status, HTTPStatus(exc.status).phrase.lower())
     try:
@@ -698,7 +709,7 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     state.stats = stats if isinstance(stats, Stats) else Stats()
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)
     state.stopping = trio.Event()  # set by serve_http when the server shuts down
-    return _App(starlette, _Geckos(rtc, config.http.cors_origin))
+    return _App(starlette, _Geckos(rtc, config.http.cors_origin, state.stats))
 
 
 # -- serving -----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import socket
 from collections import deque
 
 import trio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 
@@ -256,8 +256,17 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-async def _read_limited(request: Request, limit: int) -> bytes | int:
-    """The body, or an HTTP status (413 too large, 408 too slow, 400 bad length)."""
+async def _read_limited(request: Request, limit: int, stats) -> bytes | int:
+    """The body, or an HTTP status (413 too large, 408 too slow, 400 bad length or the
+    client went away: ``drop.http_client_disconnect``)."""
+    try:
+        return await _read_limited_or_disconnect(request, limit)
+    except ClientDisconnect:
+        stats.incr("drop.http_client_disconnect")
+        return 400
+
+
+async def _read_limited_or_disconnect(request: Request, limit: int) -> bytes | int:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -304,7 +313,7 @@ async def upload_image(request: Request) -> Response:
         return _json_error(429, "rate_limited", "too many uploads", headers={"Retry-After": str(seconds)},
                            retry_after=round(wait, 3))
     limit = chat.max_image_bytes
-    body = await _read_limited(request, limit)
+    body = await _read_limited(request, limit, chat.stats)
     if isinstance(body, int):
         chat.stats.incr("drop.chat_image_rejected")
         message = {413: f"the image is larger than {limit} bytes", 408: "the upload took too long",
