@@ -841,3 +841,52 @@ async def test_a_body_cut_short_is_a_counted_drop(server: Server, path, caplog) 
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     async with server.client() as client:
         assert (await client.get("/health")).status_code == 200
+
+
+def nasty_requests() -> list[bytes]:
+    """Malformed, hostile and truncated requests, then seeded byte mutations of them."""
+    import random
+
+    upgrade = UPGRADE.format(path="/ws/chat")
+    cases = [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(range(64)),
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 100_000 + b"\r\n\r\n",
+        b"POST /api/join HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST /api/join HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"POST /api/join HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /\x00\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n\r\n",
+        upgrade.replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=99\r\n\r\n").encode(),
+        upgrade.replace("Version: 13", "Version: 99").encode(),
+        upgrade.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "").encode(),
+        upgrade.encode() + b"\x81\xff" + bytes(20),
+        UPGRADE.format(path="/ws/movement").encode() + b"\x88\x80\x00\x00\x00\x00",
+        upgrade.encode() + b"\x89\xfe\xff\xff" + bytes(8),
+        b"GET /gallery/images/..%2f..%2fetc%2fpasswd HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n" * 50,
+    ]
+    rng = random.Random(7)
+    for _ in range(24):
+        base = bytearray(rng.choice(cases[:16])[:2000])
+        for _ in range(5):
+            base[rng.randrange(len(base))] = rng.randrange(256)
+        cases.append(bytes(base))
+        cases.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))
+    return cases
+
+
+async def test_nasty_requests_leave_the_server_answering(server: Server, caplog) -> None:
+    for data in nasty_requests():
+        with trio.fail_after(TIMEOUT):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            try:
+                await stream.send_all(data)
+                with trio.move_on_after(0.05):
+                    await stream.receive_some(4096)
+            except trio.BrokenResourceError:
+                pass  # the server may reset a connection it refuses
+            await stream.aclose()
+    async with server.client() as client:
+        assert (await client.get("/health")).status_code == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

@@ -53,7 +53,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from worldserver.chat import gateway as chat_gateway
-from worldserver.http_guard import accept_websocket
+from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.http_guard import install as install_http_guard
 from worldserver.identity import Identities, IdentitiesFull, NameRejected, NameTaken
 from worldserver.logs import get_logger
@@ -378,7 +378,7 @@ async def _movement_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state
     service = state.ws_movement
     if service is None:
-        await websocket.close(code=1013)  # before accept: hypercorn answers 403
+        await refuse_websocket(websocket, state.stats)  # before accept: hypercorn answers 403
         return
     if not await accept_websocket(websocket, state.stats):
         return
@@ -652,7 +652,13 @@ async def _gallery_image(request: Request) -> Response:
 
 
 class _App:
-    """The outermost ASGI callable: geckos paths to the signaling handler, the rest to Starlette."""
+    """The outermost ASGI callable: geckos paths to the signaling handler, the rest to Starlette.
+
+    When the server's own ``send`` fails (the client went away, or hypercorn closed the
+    connection under a response), the request ends as a counted drop
+    (``drop.http_send_failed``) rather than an exception for hypercorn to log with a
+    traceback; an exception that did not come from ``send`` is raised as before.
+    """
 
     def __init__(self, starlette: Starlette, geckos: _Geckos) -> None:
         self.starlette = starlette
@@ -660,13 +666,33 @@ class _App:
         self.state = starlette.state
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and GECKOS_MARK in scope["path"]:
-            await self.geckos(scope, receive, send)
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.starlette(scope, receive, send)  # lifespan
             return
-        if scope["type"] == "websocket":  # Starlette wraps send; the chat fan-out needs the server's
+        if kind == "websocket":  # Starlette wraps send; the chat fan-out needs the server's
             scope = {**scope, "extensions": {**(scope.get("extensions") or {}),
                                              chat_gateway.RAW_SEND_KEY: send}}
-        await self.starlette(scope, receive, send)
+        send_failed = False
+
+        async def guarded_send(message) -> None:
+            nonlocal send_failed
+            try:
+                await send(message)
+            except Exception:
+                send_failed = True
+                raise
+
+        try:
+            if kind == "http" and GECKOS_MARK in scope["path"]:
+                await self.geckos(scope, receive, guarded_send)
+            else:
+                await self.starlette(scope, receive, guarded_send)
+        except Exception as exc:
+            if not send_failed:
+                raise
+            self.state.stats.incr("drop.http_send_failed")
+            log.debug("connection failed under a response", path=scope.get("path"), error=repr(exc)[:300])
 
 
 def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None,

@@ -9,7 +9,8 @@ connections from :class:`ContainedTCPServer`, whose ``run`` ends only its own co
 (hypercorn's own ``finally`` still closes the stream), counted as
 ``drop.http_connection_error``. :func:`accept_websocket` accepts a WebSocket and reports a
 connection that broke during the handshake as a counted drop instead of an exception that
-hypercorn logs with a traceback (a client could fill the log with them).
+hypercorn logs with a traceback (a client could fill the log with them);
+:func:`refuse_websocket` does the same for a refusal before the handshake.
 
 Must not: swallow cancellation or KeyboardInterrupt (only ``Exception`` is caught), change
 how hypercorn serves a healthy connection, or log above DEBUG for what a client caused.
@@ -22,7 +23,7 @@ from hypercorn.trio.tcp_server import TCPServer
 
 from worldserver.logs import get_logger
 
-__all__ = ["ContainedTCPServer", "accept_websocket", "install"]
+__all__ = ["ContainedTCPServer", "accept_websocket", "install", "refuse_websocket"]
 
 log = get_logger("worldserver.http")
 
@@ -62,3 +63,13 @@ async def accept_websocket(websocket, stats) -> bool:
         log.debug("websocket accept failed", path=websocket.url.path, error=repr(exc)[:300])
         return False
     return True
+
+
+async def refuse_websocket(websocket, stats, code: int = 1013) -> None:
+    """Refuse a WebSocket before accepting it (hypercorn answers 403); a connection that broke
+    meanwhile is counted (``drop.ws_accept_failed``), not raised."""
+    try:
+        await websocket.close(code=code)
+    except Exception as exc:
+        stats.incr("drop.ws_accept_failed")
+        log.debug("websocket refusal failed", path=websocket.url.path, error=repr(exc)[:300])

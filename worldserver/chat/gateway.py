@@ -38,7 +38,7 @@ from starlette.websockets import WebSocket
 from protocol import chat as P
 from worldserver.chat.fanout import Fanout, raw_connection
 from worldserver.chat.service import OUTBOX_LIMIT, Peer
-from worldserver.http_guard import accept_websocket
+from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.logs import get_logger
 
 __all__ = [
@@ -208,7 +208,7 @@ async def chat_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state
     chat = getattr(state, "chat", None)
     if chat is None:
-        await websocket.close(code=1013)  # before accept: hypercorn answers 403
+        await refuse_websocket(websocket, state.stats)  # before accept: hypercorn answers 403
         return
     if not await accept_websocket(websocket, state.stats):
         return
