@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import signal
 import subprocess
 import sys
@@ -36,10 +35,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SERVER_START_TIMEOUT = 30.0
 
 
-def _import_chat_swarm():
-    """worldtools.chat_swarm, installed or straight from this checkout."""
+def _import_tools():
+    """(worldtools.chat_swarm, worldtools.bench.server_load), installed or from this checkout."""
     try:
         from worldtools import chat_swarm
+        from worldtools.bench import server_load
     except ImportError:
         import importlib.util
 
@@ -54,20 +54,8 @@ def _import_chat_swarm():
         sys.modules["worldtools"] = module
         spec.loader.exec_module(module)
         from worldtools import chat_swarm
-    return chat_swarm
-
-
-def machine() -> dict:
-    model = ""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_before": [round(x, 2) for x in os.getloadavg()]}
+        from worldtools.bench import server_load
+    return chat_swarm, server_load
 
 
 def start_server(data_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -133,8 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], help="extra --set for the server")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    chat_swarm = _import_chat_swarm()
-    facts = machine()
+    chat_swarm, server_load = _import_tools()
+    facts = server_load.machine_info()
     proc = None
     tmp = tempfile.TemporaryDirectory(prefix="chat-bench-")
     try:
@@ -160,8 +148,8 @@ def main(argv=None) -> int:
         print(json.dumps(report, sort_keys=True))
     else:
         print(chat_swarm.format_report(report))
-        print(f"machine: {facts['cpu']} x{facts['cores']}, python {facts['python']}, "
-              f"load before {facts['load_before']}")
+        print(f"machine: {facts['cpu_model']} x{facts['nproc']}, python {facts['python']}, "
+              f"load before {facts['loadavg_at_start']}")
     return 0 if report["ok"] else 1
 
 
