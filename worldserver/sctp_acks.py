@@ -98,8 +98,8 @@ class _DelayedAcks:
         ACK_COUNTS["timer"] += 1
         try:
             await self.send_sack_now()
-        except ConnectionError:  # the DTLS transport closed meanwhile: nothing to acknowledge
-            pass
+        except Exception:  # the DTLS transport closed meanwhile (ConnectionError) or the
+            ACK_COUNTS["timer_failed"] += 1  # association is gone: nothing left to acknowledge
 
     async def send_chunk(self, chunk) -> None:
         """aiortc's ``_send_chunk``, except that a DATA chunk carries a waiting SACK."""
