@@ -32,29 +32,20 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+try:
+    import worldtools  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: tools/bench is on sys.path
+    import _checkout  # noqa: F401
+
+
 SERVER_START_TIMEOUT = 30.0
 
 
 def _import_tools():
     """(worldtools.chat_swarm, worldtools.bench.server_load), installed or from this checkout."""
-    try:
-        from worldtools import chat_swarm
-        from worldtools.bench import server_load
-    except ImportError:
-        import importlib.util
-
-        for extra in (str(ROOT / "clients" / "python"), str(ROOT)):
-            if extra not in sys.path:
-                sys.path.insert(0, extra)
-        spec = importlib.util.spec_from_file_location(
-            "worldtools", ROOT / "tools" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "tools")],
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["worldtools"] = module
-        spec.loader.exec_module(module)
-        from worldtools import chat_swarm
-        from worldtools.bench import server_load
+    from worldtools import chat_swarm
+    from worldtools.bench import server_load
     return chat_swarm, server_load
 
 

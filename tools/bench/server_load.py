@@ -34,25 +34,15 @@ from datetime import datetime, timezone
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
+try:
+    import worldtools  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: tools/bench is on sys.path
+    import _checkout  # noqa: F401
+
 
 def _import_swarm():
     """worldtools.swarm, installed or straight from this checkout."""
-    try:
-        from worldtools import swarm
-    except ImportError:
-        import importlib.util
-
-        for extra in (str(ROOT / "clients" / "python"), str(ROOT)):
-            if extra not in sys.path:
-                sys.path.insert(0, extra)
-        spec = importlib.util.spec_from_file_location(
-            "worldtools", ROOT / "tools" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "tools")],
-        )  # fmt: skip
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["worldtools"] = module
-        spec.loader.exec_module(module)
-        from worldtools import swarm
+    from worldtools import swarm
     return swarm
 
 

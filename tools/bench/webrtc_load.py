@@ -38,6 +38,13 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+try:
+    import worldtools  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: tools/bench is on sys.path
+    import _checkout  # noqa: F401
+
+
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -49,24 +56,8 @@ SATURATED_RATE = 18.0  # snapshots per bot per second (of 20)
 
 def _import_tools():
     """(worldtools.swarm_rtc, worldtools.bench.server_load), installed or from this checkout."""
-    try:
-        from worldtools import swarm_rtc
-        from worldtools.bench import server_load
-    except ImportError:
-        import importlib.util
-
-        for extra in (str(ROOT / "clients" / "python"), str(ROOT)):
-            if extra not in sys.path:
-                sys.path.insert(0, extra)
-        spec = importlib.util.spec_from_file_location(
-            "worldtools", ROOT / "tools" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "tools")],
-        )  # fmt: skip
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["worldtools"] = module
-        spec.loader.exec_module(module)
-        from worldtools import swarm_rtc
-        from worldtools.bench import server_load
+    from worldtools import swarm_rtc
+    from worldtools.bench import server_load
     return swarm_rtc, server_load
 
 
