@@ -946,8 +946,9 @@ def _run_with_chat(args, transport: str) -> int:
     if transport == "udp" and not getattr(args, "server", None):
         print("error: --transport udp needs --server HOST:PORT", file=sys.stderr)
         return 2
+    processes = max(1, int(getattr(args, "processes", 1) or 1))
     movement_argv = ["--transport", transport, "--http", http_url, "--bots", str(args.bots),
-                     "--processes", str(max(1, int(getattr(args, "processes", 1) or 1))),
+                     "--processes", str(processes),
                      "--observers", str(int(getattr(args, "observers", 16)))]
     if getattr(args, "server", None):
         movement_argv += ["--server", args.server]
@@ -958,7 +959,7 @@ def _run_with_chat(args, transport: str) -> int:
     say = None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
     movement, chat = chat_swarm.run_with_movement(
         movement_argv, http_url, int(args.bots), float(args.chat_rate), float(args.duration),
-        processes=max(1, int(getattr(args, "processes", 1) or 1)), seed=seed, progress=say)
+        processes=processes, seed=seed, progress=say)
     report = dict(movement, chat=chat, ok=bool(movement.get("ok")) and bool(chat["ok"]))
     if as_json:
         print(json.dumps(report, sort_keys=True))

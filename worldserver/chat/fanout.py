@@ -82,7 +82,7 @@ class SocketOut:
     """
 
     __slots__ = ("fanout", "sock", "lock", "limit", "buf", "lengths", "head_sent", "holding",
-                 "closed", "dead", "on_dead", "__weakref__")
+                 "closed", "dead", "on_dead")
 
     def __init__(self, fanout: Fanout, sock: socket.socket, lock: trio.Lock, limit: int, on_dead) -> None:
         self.fanout = fanout
