@@ -59,7 +59,8 @@ def _float(value: object, name: str) -> float:
 
 @attrs.frozen
 class Welcome:
-    """Sent by the server in ACCEPT: who you are and how to read snapshots."""
+    """Sent by the server in ACCEPT: who you are, how to read snapshots, and the connection's
+    keep-alive interval and timeout (seconds). SPEC.md section 4.1."""
 
     entity_id: int
     tick_rate: int
@@ -69,27 +70,33 @@ class Welcome:
     position_step: float
     max_speed: float
     interest_radius: float
+    keepalive_interval: float = 1.0
+    timeout: float = 5.0
 
     def encode(self) -> bytes:
+        """An array of 10; every float field as a msgpack float64, even when integral."""
         return msgpack.packb(
             [
                 self.entity_id,
                 self.tick_rate,
                 self.tick,
-                list(self.mins),
-                list(self.maxs),
-                self.position_step,
-                self.max_speed,
-                self.interest_radius,
+                [float(v) for v in self.mins],
+                [float(v) for v in self.maxs],
+                float(self.position_step),
+                float(self.max_speed),
+                float(self.interest_radius),
+                float(self.keepalive_interval),
+                float(self.timeout),
             ]
         )
 
     @classmethod
     def decode(cls, data: bytes) -> "Welcome":
+        """Strict: exactly 10 elements; float fields accept msgpack float32, float64 or ints."""
         obj = unpack_strict(data)
-        if not isinstance(obj, list) or len(obj) != 8:
-            raise ProtocolError("bad_message", "Welcome must be an array of 8")
-        eid, rate, tick, mins, maxs, step, speed, radius = obj
+        if not isinstance(obj, list) or len(obj) != 10:
+            raise ProtocolError("bad_message", "Welcome must be an array of 10")
+        eid, rate, tick, mins, maxs, step, speed, radius, keepalive, timeout = obj
         for name, vec in (("mins", mins), ("maxs", maxs)):
             if not isinstance(vec, list) or len(vec) != 3:
                 raise ProtocolError("bad_field", f"{name} must be an array of 3 numbers")
@@ -102,9 +109,13 @@ class Welcome:
             position_step=_float(step, "position_step"),
             max_speed=_float(speed, "max_speed"),
             interest_radius=_float(radius, "interest_radius"),
+            keepalive_interval=_float(keepalive, "keepalive_interval"),
+            timeout=_float(timeout, "timeout"),
         )
         if welcome.position_step <= 0 or any(a >= b for a, b in zip(welcome.mins, welcome.maxs)):
             raise ProtocolError("bad_field", "bounds or position_step out of range")
+        if not 0 < welcome.keepalive_interval < welcome.timeout:
+            raise ProtocolError("bad_field", "keepalive_interval and timeout must satisfy 0 < keepalive_interval < timeout")
         return welcome
 
 

@@ -9,12 +9,52 @@ from protocol.messages import Input, Welcome, decode_inputs, encode_inputs, unpa
 
 WELCOME = Welcome(
     entity_id=65537, tick_rate=20, tick=123, mins=(-110.0, -10.0, -110.0), maxs=(110.0, 50.0, 110.0),
-    position_step=0.01, max_speed=5.0, interest_radius=50.0,
+    position_step=0.01, max_speed=5.0, interest_radius=50.0, keepalive_interval=0.75, timeout=4.0,
 )
 
 
 def test_welcome_round_trip():
     assert Welcome.decode(WELCOME.encode()) == WELCOME
+
+
+def test_welcome_keepalive_and_timeout_default_and_travel_last():
+    w = Welcome(1, 20, 0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 0.01, 5.0, 10.0)
+    assert (w.keepalive_interval, w.timeout) == (1.0, 5.0)
+    raw = msgpack.unpackb(WELCOME.encode())
+    assert len(raw) == 10 and raw[8:] == [0.75, 4.0]
+
+
+def test_welcome_encoder_writes_every_float_as_float64():
+    # Integral values given as ints are still written as float64 (0xcb), never as msgpack ints.
+    w = Welcome(1, 20, 0, (-5, 0, -5), (5, 3, 5), 1, 5, 40, keepalive_interval=1, timeout=5)
+    data = w.encode()
+    assert data.count(b"\xcb") == 11 and b"\xca" not in data
+    assert Welcome.decode(data) == w
+
+
+def test_welcome_decoder_accepts_float32_and_integers():
+    obj = [1, 20, 7, [-5, 0, -5], [5, 3, 5], 0.5, 5, 40, 0.25, 2]
+    w = Welcome.decode(msgpack.packb(obj, use_single_float=True))
+    assert (w.mins, w.position_step, w.keepalive_interval, w.timeout) == ((-5.0, 0.0, -5.0), 0.5, 0.25, 2.0)
+    assert type(w.timeout) is float
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0],  # the version 1 form
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, 1.0],
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, 1.0, 5.0, 0],
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, 5.0, 5.0],  # keepalive not < timeout
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, 0.0, 5.0],
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, 1.0, float("inf")],
+        [1, 20, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, True, 5.0],
+        [1, 20.0, 7, [-5.0, 0.0, -5.0], [5.0, 3.0, 5.0], 0.01, 5.0, 40.0, 1.0, 5.0],  # an int field as float
+    ],
+)
+def test_welcome_rejects(obj):
+    with pytest.raises(ProtocolError):
+        Welcome.decode(msgpack.packb(obj))
 
 
 def test_inputs_round_trip_and_limit():

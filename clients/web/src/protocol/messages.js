@@ -27,10 +27,15 @@ function vec3(r, what) {
   return [r.number(what), r.number(what), r.number(what)];
 }
 
-/** Welcome bytes -> { entityId, tickRate, tick, mins, maxs, positionStep, maxSpeed, interestRadius }. */
+export const DEFAULT_KEEPALIVE_INTERVAL = 1.0;
+export const DEFAULT_TIMEOUT = 5.0;
+
+/** Welcome bytes (an array of 10, SPEC 4.1) -> { entityId, tickRate, tick, mins, maxs,
+ * positionStep, maxSpeed, interestRadius, keepaliveInterval, timeout }. Float fields accept
+ * msgpack float32, float64 and integers. */
 export function decodeWelcome(data) {
   const r = reader(data);
-  r.array("Welcome", 8, 8);
+  r.array("Welcome", 10, 10);
   const w = {
     entityId: r.int("entity_id", 0, U32),
     tickRate: r.int("tick_rate", 1, 1000),
@@ -40,23 +45,30 @@ export function decodeWelcome(data) {
     positionStep: r.number("position_step"),
     maxSpeed: r.number("max_speed"),
     interestRadius: r.number("interest_radius"),
+    keepaliveInterval: r.number("keepalive_interval"),
+    timeout: r.number("timeout"),
   };
   r.end();
   if (!(w.positionStep > 0) || w.mins.some((lo, i) => !(lo < w.maxs[i]))) {
     throw new ProtocolError("bad_field", "bounds or position_step out of range");
   }
+  if (!(w.keepaliveInterval > 0 && w.keepaliveInterval < w.timeout)) {
+    throw new ProtocolError("bad_field", "keepalive_interval and timeout must satisfy 0 < keepalive_interval < timeout");
+  }
   return w;
 }
 
-/** Welcome object -> bytes, as the server writes it (floats as float64). */
+/** Welcome object -> bytes, as the server writes it (every float as float64); a missing
+ * keepaliveInterval or timeout is written as its default (1.0, 5.0). */
 export function encodeWelcome(w) {
   const wr = new Writer();
-  wr.array(8).int(w.entityId).int(w.tickRate).int(w.tick);
+  wr.array(10).int(w.entityId).int(w.tickRate).int(w.tick);
   wr.array(3);
   for (const v of w.mins) wr.float64(v);
   wr.array(3);
   for (const v of w.maxs) wr.float64(v);
   wr.float64(w.positionStep).float64(w.maxSpeed).float64(w.interestRadius);
+  wr.float64(w.keepaliveInterval ?? DEFAULT_KEEPALIVE_INTERVAL).float64(w.timeout ?? DEFAULT_TIMEOUT);
   return wr.finish();
 }
 
