@@ -1,19 +1,37 @@
-"""protocol/vectors/packets.json is current and decodes back to its fields."""
+"""protocol/vectors/packets.json is current, follows its documented format (SPEC 4.3) and
+decodes back to its fields."""
 
 import json
 import pathlib
 import subprocess
 import sys
 
-from protocol import packets as P
+import msgpack
+
+from protocol import PROTOCOL_VERSION, packets as P
 from protocol.cookie import CookieJar
-from protocol.messages import Welcome, decode_inputs
+from protocol.client import ClientConnection
+from protocol.messages import Input, Welcome, decode_inputs, encode_inputs
+from protocol.server import ServerEndpoint
 
 VECTORS = pathlib.Path(__file__).resolve().parents[1] / "protocol" / "vectors"
+U64_FIELDS = {"nonce", "time_ms"}
 
 
-def load():
-    return {v["name"]: v for v in json.loads((VECTORS / "packets.json").read_text())["vectors"]}
+def load_doc() -> dict:
+    return json.loads((VECTORS / "packets.json").read_text())
+
+
+def load() -> dict:
+    return {v["name"]: v for v in load_doc()["vectors"]}
+
+
+def u64(value: object) -> int:
+    """A u64 field of the file: a decimal string (SPEC 4.3)."""
+    assert type(value) is str and value.isdigit() and (value == "0" or not value.startswith("0")), value
+    n = int(value)
+    assert n < 2**64
+    return n
 
 
 def test_vectors_are_current():
@@ -21,29 +39,115 @@ def test_vectors_are_current():
     assert rc == 0, "packets.json is stale: run protocol/vectors/make_packet_vectors.py"
 
 
+def test_file_format():
+    doc = load_doc()
+    assert doc["format"] == 2
+    assert doc["protocol_version"] == PROTOCOL_VERSION
+    names = [v["name"] for v in doc["vectors"]]
+    assert len(names) == len(set(names))
+    for v in doc["vectors"]:
+        assert set(v) <= {"name", "fields", "hex", "decode_only"}, v["name"]
+        assert bytes.fromhex(v["hex"]).hex() == v["hex"]  # lowercase, even length
+
+    def walk(obj, key=None):
+        if isinstance(obj, dict):
+            for k, value in obj.items():
+                walk(value, k)
+        elif isinstance(obj, list):
+            for value in obj:
+                walk(value, key)
+        elif key in U64_FIELDS:
+            u64(obj)
+        elif type(obj) is int:
+            # Every number must survive a float64 JSON parser (JavaScript's JSON.parse).
+            assert abs(obj) <= 2**53, (key, obj)
+
+    walk(doc)
+    # The point of the strings: one nonce is above 2**53, and stays exact.
+    assert u64(load()["hello_with_token"]["fields"]["nonce"]) > 2**53
+
+
 def test_vectors_decode_to_their_fields():
     v = load()
     f = v["hello"]["fields"]
-    assert P.decode_hello(bytes.fromhex(v["hello"]["hex"])) == (f["version"], f["nonce"], b"")
+    assert P.decode_hello(bytes.fromhex(v["hello"]["hex"])) == (f["version"], u64(f["nonce"]), b"")
+    assert f["version"] == PROTOCOL_VERSION
     f = v["hello_with_token"]["fields"]
-    assert P.decode_hello(bytes.fromhex(v["hello_with_token"]["hex"])) == (f["version"], f["nonce"], f["token"].encode())
+    assert P.decode_hello(bytes.fromhex(v["hello_with_token"]["hex"])) == (
+        f["version"], u64(f["nonce"]), f["token"].encode())
     f = v["challenge"]["fields"]
     assert P.decode_challenge(bytes.fromhex(v["challenge"]["hex"])) == (
-        f["version"], f["nonce"], f["time_ms"], bytes.fromhex(f["mac_hex"]))
-    assert P.decode_connect(bytes.fromhex(v["connect"]["hex"]))[3].hex() == f["mac_hex"]
-    c = v["cookie_mac"]["fields"]
-    jar = CookieJar(bytes.fromhex(c["secret_hex"]), 10.0)
-    assert jar.check(c["version"], (c["ip"], c["port"]), c["nonce"], c["time_ms"],
-                     bytes.fromhex(v["cookie_mac"]["hex"]), c["time_ms"] / 1000) == "ok"
-    w = Welcome.decode(bytes.fromhex(v["welcome"]["hex"]))
-    assert w.entity_id == v["welcome"]["fields"]["entity_id"] and w.tick == 4242
+        f["version"], u64(f["nonce"]), u64(f["time_ms"]), bytes.fromhex(f["mac_hex"]))
+    f = v["connect"]["fields"]
+    assert P.decode_connect(bytes.fromhex(v["connect"]["hex"])) == (
+        f["version"], u64(f["nonce"]), u64(f["time_ms"]), bytes.fromhex(f["mac_hex"]), f["token"].encode())
     nonce, salt, welcome = P.decode_accept(bytes.fromhex(v["accept"]["hex"]))
-    assert (nonce, salt, welcome.hex()) == (v["accept"]["fields"]["nonce"], v["accept"]["fields"]["salt"],
-                                            v["accept"]["fields"]["welcome_hex"])
-    reason, version, nonce, text = P.decode_refuse(bytes.fromhex(v["refuse_version"]["hex"]))
-    assert text == v["refuse_version"]["fields"]["text"] and reason == P.REFUSE_VERSION
+    f = v["accept"]["fields"]
+    assert (nonce, salt, welcome.hex()) == (u64(f["nonce"]), f["salt"], f["welcome_hex"])
+    f = v["refuse_version"]["fields"]
+    assert P.decode_refuse(bytes.fromhex(v["refuse_version"]["hex"])) == (
+        P.REFUSE_VERSION, f["server_version"], u64(f["nonce"]), f["text"])
+    assert f["text"] == f"server speaks protocol {PROTOCOL_VERSION}, client {PROTOCOL_VERSION - 1}"
     assert [i.to_list() for i in decode_inputs(bytes.fromhex(v["inputs"]["hex"]))] == v["inputs"]["fields"]["inputs"]
-    pkt = bytes.fromhex(v["input_packet"]["hex"])
-    f = v["input_packet"]["fields"]
+    for name in ("input_packet", "first_input_packet"):
+        pkt = bytes.fromhex(v[name]["hex"])
+        f = v[name]["fields"]
+        assert P.decode_header(pkt) == (f["type"], f["salt"], f["seq"], f["ack"], f["ack_bits"])
+        assert pkt[P.HEADER_SIZE:].hex() == f["payload_hex"]
+    f = v["disconnect_packet"]["fields"]
+    pkt = bytes.fromhex(v["disconnect_packet"]["hex"])
     assert P.decode_header(pkt) == (f["type"], f["salt"], f["seq"], f["ack"], f["ack_bits"])
-    assert pkt[P.HEADER_SIZE:].hex() == f["payload_hex"]
+    assert pkt[P.HEADER_SIZE:] == bytes([f["reason"]])
+
+
+def test_cookie_mac_key_is_the_raw_secret_bytes():
+    c = load()["cookie_mac"]
+    f = c["fields"]
+    mac = bytes.fromhex(c["hex"])
+    jar = CookieJar(bytes.fromhex(f["secret_hex"]), 10.0)
+    assert jar.check(f["version"], (f["ip"], f["port"]), u64(f["nonce"]), u64(f["time_ms"]), mac,
+                     u64(f["time_ms"]) / 1000) == "ok"
+    # The hex text of the secret is not the key.
+    text_jar = CookieJar(f["secret_hex"].encode(), 10.0)
+    assert text_jar.check(f["version"], (f["ip"], f["port"]), u64(f["nonce"]), u64(f["time_ms"]), mac,
+                          u64(f["time_ms"]) / 1000) == "forged"
+
+
+def test_welcome_vectors():
+    v = load()
+    for name in ("welcome", "welcome_other_numbers"):
+        f = v[name]["fields"]
+        w = Welcome.decode(bytes.fromhex(v[name]["hex"]))
+        assert w == Welcome(**{**f, "mins": tuple(f["mins"]), "maxs": tuple(f["maxs"])})
+        assert all(type(x) is float for x in (*w.mins, *w.maxs, w.position_step, w.max_speed,
+                                               w.interest_radius, w.keepalive_interval, w.timeout))
+    # The encoder's form: every float field a msgpack float64.
+    assert Welcome.decode(bytes.fromhex(v["welcome"]["hex"])).encode().hex() == v["welcome"]["hex"]
+    raw = msgpack.unpackb(bytes.fromhex(v["welcome_other_numbers"]["hex"]))
+    assert len(raw) == 10 and type(raw[3][1]) is int  # the decode-only form really holds ints
+    assert v["welcome_other_numbers"]["decode_only"] is True
+    assert v["welcome_other_numbers"]["hex"].endswith("ca3f00000003")  # keepalive 0.5 as float32, timeout 3 as an int
+
+
+def test_first_packet_ack_acknowledges_nothing_and_loses_nothing():
+    """A side that has received nothing sends ack 0xFFFF with ack bits 0 (SPEC 3): applied by
+    the ordinary rules it acknowledges none of the peer's packets and marks none lost."""
+    v = load()["first_input_packet"]
+    salt = v["fields"]["salt"]
+    server = ServerEndpoint(secret=bytes(16), version=PROTOCOL_VERSION, trusted=True,
+                            random_bytes=lambda n: salt.to_bytes(n, "little"))
+    addr = ("peer", 1)
+    (request,) = server.receive_datagram(P.encode_hello(PROTOCOL_VERSION, 5), addr, 0.0)
+    conn = server.accept(request, Welcome(1, 20, 0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 0.01, 5.0, 10.0).encode(), 0.0)
+    for i in range(40):  # snapshots the client has not received yet: seqs 0..39
+        server.packet(conn, P.SNAPSHOT, b"", i * 0.05)
+    (event,) = server.receive_datagram(bytes.fromhex(v["hex"]), addr, 2.0)
+    assert event.acked == [] and conn.link.packets_lost == 0
+    assert len(conn.link.unacked) == 40
+    # And it is what a client's first packet carries.
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=5, trusted=True)
+    client.connect(0.0)
+    client.receive_datagram(P.encode_accept(5, 77, conn.accept_packet[13:]), 0.1)
+    first = client.packet(P.INPUT, encode_inputs([Input(0, 0, 127, 0, 1, 0)]), 0.2)
+    assert P.decode_header(first)[2:] == (0, 0xFFFF, 0)
+    assert first[P.HEADER_SIZE:].hex() == v["fields"]["payload_hex"]
