@@ -7,6 +7,6 @@ and the clients drive it. The wire format is specified in ``protocol/SPEC.md``.
 
 from protocol.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 __all__ = ["PROTOCOL_VERSION", "ProtocolError"]

@@ -1,49 +1,49 @@
-"""Delta snapshots (Quake-3 model): encode a client's visible entity set against a baseline.
+"""Delta snapshots in parts (protocol version 2): encode a client's visible set, decode parts.
 
-The job of this module: given the View of the newest snapshot a client acknowledged (the
-baseline) and the entities that client should see this tick, build one size-bounded snapshot
-payload (``encode_snapshot``), and on the client turn a payload plus its own stored Views
-back into the new View (``decode_snapshot``). The wire layout is in protocol/SPEC.md section 5.
+The job of this module: given the View of the newest tick a client acknowledged whole (the
+baseline) and the entities that client should see this tick, build the snapshot as one or more
+size-bounded **parts** (``encode_snapshot``); on the client, decode one part against its stored
+Views (``decode_part``) and put the parts of a tick together (``PartAssembler``). The wire
+layout is in protocol/SPEC.md section 5; the building blocks that the server's shared encoder
+(``protocol/snapshot_batch.py``) must produce byte for byte the same way live here too: the
+delta records (``build_records``), the greedy part cut (``cut_parts``) and the part header.
 
-It must not do I/O, read clocks, or keep state between calls: the per-client ring of sent
-Views lives with the caller (server), the decoded Views with the client. Encoding runs per
-client per tick, so it is vectorized over all entities with as few numpy calls as possible;
-no Python loop runs over entities. Decoding is strict and bounded, and raises only
-:class:`ProtocolError` for malformed input.
+``encode_snapshot`` is the plain reference, one client at a time, and the general path of the
+server (baselines that are not exact, rate-limited clients, priorities). It must not do I/O,
+read clocks, or keep state between calls: the per-client ring of sent Views lives with the
+server, the decoded Views with the client. No Python loop runs over entities in the encoder;
+the decoder follows the chain of variable-length records in one tight loop and does the rest
+vectorized. Decoding is strict and bounded, and raises only :class:`ProtocolError`.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
-from typing import Union
+from typing import NamedTuple, Union
 
 import attrs
-import msgpack
 import numpy as np
 
 from protocol.errors import ProtocolError
 from protocol.quantize import Quantizer
 
 MAX_ENTITIES = 65536  # entities in one View
-MAX_PAYLOAD = 65535  # bytes; budgets and decodable payloads are at most this
+MAX_PAYLOAD = 65535  # bytes; part budgets and decodable parts are at most this
 MAX_TICK = 2**32 - 1
+MAX_PARTS = 255
+NONE32 = 0xFFFFFFFF  # baseline_tick "none" and input_ack "none yet"
 FIELDS = 5  # x, y, z, yaw, anim
-WIDE = 255  # small-byte value that escapes to a 4-byte wide value
-# Bytes reserved for rounding up the two bit masks in the over-budget path.
-_MASK_SLACK = 2
-_ONES5 = np.ones(FIELDS, dtype=bool)
-_ONES5_U8 = np.ones(FIELDS, dtype=np.uint8)
+WIDE_FLAG = 0x20  # record mask bit: a wide-field byte follows
+PART_HEADER = struct.Struct("<IIIIBBIIHHH")
+HEADER_SIZE = PART_HEADER.size  # 32
+# The largest item of a part, in bits: a kept entity's update bit plus a record with every
+# field wide (1 + 1 + 5*4 bytes); an added record is smaller (4 + 3*4 + 3 bytes at most).
+MAX_ITEM_BITS = 1 + 8 * (2 + 4 * FIELDS)
+MIN_PART_BUDGET = HEADER_SIZE + 2 * (MAX_ITEM_BITS // 8 + 1)
 
-_UNPACK_LIMITS = dict(
-    raw=False,
-    strict_map_key=True,
-    use_list=True,
-    max_str_len=0,
-    max_bin_len=MAX_PAYLOAD,
-    max_array_len=11,
-    max_map_len=0,
-    max_ext_len=0,
-)
+_BIT = np.array([1 << f for f in range(FIELDS)], dtype=np.uint8)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 Layout = Union[Quantizer, str]
 Baselines = Union[Callable[[int], "View | None"], Mapping[int, "View"]]
@@ -55,7 +55,7 @@ def _arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
 
 @attrs.frozen
 class View:
-    """What a client's mirror holds after applying the snapshot of ``tick``.
+    """What a client's mirror holds for one tick (or for one part's id range of it).
 
     ``ids``: uint32, sorted ascending, unique. ``q``: int32 of shape (len(ids), 5) with the
     columns x, y, z, yaw, anim. Views are treated as immutable: nobody writes into the arrays.
@@ -80,13 +80,31 @@ EMPTY_VIEW = View(
 
 
 @attrs.frozen
-class SnapshotHeader:
-    """The scalar fields of a snapshot."""
+class PartHeader:
+    """The fixed fields of a part. ``baseline_tick`` None: full; ``input_ack`` -1: none yet."""
 
     tick: int
     baseline_tick: int | None
     input_ack: int
     self_id: int
+    part: int
+    parts: int
+    first_id: int
+    last_id: int
+
+
+class Encoded(NamedTuple):
+    """What ``encode_snapshot`` returns.
+
+    ``parts``: the part payloads in order. ``view``: what the client holds once it has every
+    part. ``sent``: per candidate, whether its state was sent (added or updated).
+    ``complete``: the view equals the candidates (nothing held back by the allowance).
+    """
+
+    parts: list[bytes]
+    view: View
+    sent: np.ndarray
+    complete: bool
 
 
 def _layout(layout: Layout) -> tuple[np.dtype, tuple[int, int, int]]:
@@ -101,40 +119,119 @@ def _layout(layout: Layout) -> tuple[np.dtype, tuple[int, int, int]]:
     raise ValueError(f"position dtype must be '<u2' or '<u4', not {layout!r}")
 
 
-def _int_size(v: int | None) -> int:
-    """Bytes msgpack uses for an int (or nil)."""
-    if v is None or -32 <= v <= 127:
-        return 1
-    if v > 0:
-        return 2 if v <= 0xFF else 3 if v <= 0xFFFF else 5 if v <= 0xFFFFFFFF else 9
-    return 2 if v >= -128 else 3 if v >= -32768 else 5 if v >= -(2**31) else 9
+def state_size(pdt: np.dtype) -> int:
+    """Bytes of one absolute state (x, y, z, yaw, anim)."""
+    return 3 * pdt.itemsize + 3
 
 
-def _bin_size(n: int) -> int:
-    """Bytes msgpack uses for a bin of n bytes, header included."""
-    return n + (2 if n <= 0xFF else 3 if n <= 0xFFFF else 5)
+def added_records(ids: np.ndarray, q: np.ndarray, pdt: np.dtype) -> np.ndarray:
+    """Added records (id, then absolute state) of the rows, as a (n, 4 + state) uint8 array."""
+    rec = np.empty(len(ids), dtype=[("id", "<u4"), ("p", pdt, (3,)), ("yaw", "<u2"), ("anim", "u1")])
+    rec["id"] = ids
+    rec["p"] = q[:, :3]
+    rec["yaw"] = q[:, 3]
+    rec["anim"] = q[:, 4]
+    return rec.view(np.uint8).reshape(len(ids), 4 + state_size(pdt))
 
 
-def _state_bytes(q: np.ndarray, pdt: np.dtype) -> bytes:
-    """Absolute state, column-major: x, y, z (pdt), yaw <u2, anim u1."""
-    return (
-        q[:, :3].T.astype(pdt).tobytes()
-        + q[:, 3].astype("<u2").tobytes()
-        + q[:, 4].astype(np.uint8).tobytes()
-    )
+def zigzag(new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Zigzag deltas (n, 5) uint32 of int32 states; the yaw delta is wrapped to 16 bits."""
+    d = new - old
+    d[:, 3] = d[:, 3].astype(np.int16)
+    zz = d << 1
+    d >>= 31
+    zz ^= d
+    return zz.view(np.uint32)
 
 
-def _check_args(tick, baseline, cand_ids, cand_q, priority, budget, input_ack, self_id) -> None:
-    if type(tick) is not int or not 0 <= tick <= MAX_TICK:
-        raise ValueError("tick must be an int in [0, 2**32)")
+def build_records(zz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Delta records of the rows of ``zz`` ((n, 5) uint32 zigzag deltas).
+
+    Returns ``(buf, length)``: the records of all rows back to back (uint8; a row whose
+    deltas are all zero has no record, length 0) and each row's record length in bytes.
+    """
+    n = len(zz)
+    ch = zz != 0
+    wd = zz > 0xFF
+    mask = (ch.view(np.uint8) * _BIT).sum(axis=1, dtype=np.uint8) if n else np.zeros(0, np.uint8)
+    wide = (wd.view(np.uint8) * _BIT).sum(axis=1, dtype=np.uint8) if n else np.zeros(0, np.uint8)
+    has_w = wide != 0
+    width = ch.view(np.uint8) + 3 * wd.view(np.uint8)  # bytes per field: 0, 1 or 4
+    head = (mask != 0).astype(np.int64) + has_w  # 0, 1 or 2 leading bytes
+    length = head + width.sum(axis=1, dtype=np.int64)
+    start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(length, out=start[1:])
+    buf = np.empty(int(start[-1]), dtype=np.uint8)
+    s = start[:-1]
+    upd = mask != 0
+    buf[s[upd]] = mask[upd] | np.where(has_w[upd], WIDE_FLAG, 0).astype(np.uint8)
+    buf[s[has_w] + 1] = wide[has_w]
+    # Each changed field's position: record start + head + the widths of earlier fields.
+    off = np.cumsum(width, axis=1, dtype=np.int64) - width + (s + head)[:, None]
+    narrow = ch & ~wd
+    buf[off[narrow]] = zz[narrow].astype(np.uint8)
+    if wd.any():
+        at, val = off[wd], zz[wd]
+        for k in range(4):
+            buf[at + k] = (val >> (8 * k)).astype(np.uint8)
+    return buf, length
+
+
+def part_capacity_bits(part_budget: int) -> int:
+    """Bits of items a part may hold: the budget less the header and the bitmap's rounding."""
+    return 8 * (part_budget - HEADER_SIZE) - 7
+
+
+def cut_parts(bits: np.ndarray, part_budget: int) -> list[int]:
+    """Greedy cut of items (in id order, ``bits`` each) into parts; returns each part's end.
+
+    A part takes items while their bits fit ``part_capacity_bits``. Identical in every
+    encoder (the server's shared path must cut exactly like the reference).
+    """
+    cap = part_capacity_bits(part_budget)
+    n = len(bits)
+    if n == 0:
+        return [0]
+    cum = np.cumsum(bits, dtype=np.int64)
+    ends = []
+    start, base = 0, 0
+    while start < n:
+        end = int(cum.searchsorted(base + cap, side="right"))
+        if end == start:
+            raise ValueError(f"part budget {part_budget} cannot hold one entity")
+        ends.append(end)
+        start, base = end, int(cum[end - 1])
+    return ends
+
+
+def part_ranges(first_ids: list[int]) -> list[tuple[int, int]]:
+    """(first_id, last_id) of each part, given the id of each part's first item (part 0: 0)."""
+    firsts = [0] + first_ids[1:]
+    lasts = [f - 1 for f in firsts[1:]] + [NONE32]
+    return list(zip(firsts, lasts))
+
+
+def pack_header(tick: int, baseline_tick: int | None, input_ack: int, self_id: int,
+                part: int, parts: int, first: int, last: int, r: int, a: int, k: int) -> bytes:
+    return PART_HEADER.pack(
+        tick, NONE32 if baseline_tick is None else baseline_tick, input_ack & NONE32, self_id,
+        part, parts, first, last, r, a, k,
+    )  # fmt: skip
+
+
+def _check_args(tick, baseline, cand_ids, cand_q, priority, part_budget, allowance, input_ack, self_id) -> None:
+    if type(tick) is not int or not 0 <= tick < NONE32:
+        raise ValueError("tick must be an int in [0, 2**32 - 1)")
     if baseline is not None and not (isinstance(baseline, View) and 0 <= baseline.tick < tick):
         raise ValueError("baseline must be a View with 0 <= baseline.tick < tick")
-    if type(input_ack) is not int or not -1 <= input_ack <= MAX_TICK:
-        raise ValueError("input_ack must be an int in [-1, 2**32)")
-    if type(self_id) is not int or not 0 <= self_id <= 0xFFFFFFFF:
+    if type(input_ack) is not int or not -1 <= input_ack < NONE32:
+        raise ValueError("input_ack must be an int in [-1, 2**32 - 1)")
+    if type(self_id) is not int or not 0 <= self_id <= NONE32:
         raise ValueError("self_id must be a uint32")
-    if type(budget) is not int or budget > MAX_PAYLOAD:
-        raise ValueError(f"budget must be an int <= {MAX_PAYLOAD}")
+    if type(part_budget) is not int or not MIN_PART_BUDGET <= part_budget <= MAX_PAYLOAD:
+        raise ValueError(f"part_budget must be an int in [{MIN_PART_BUDGET}, {MAX_PAYLOAD}]")
+    if allowance is not None and (type(allowance) is not int or allowance < part_budget):
+        raise ValueError("allowance must be None or an int >= part_budget")
     if not (
         isinstance(cand_ids, np.ndarray)
         and cand_ids.dtype == np.uint32
@@ -153,9 +250,8 @@ def _check_args(tick, baseline, cand_ids, cand_q, priority, budget, input_ack, s
 def check_state(ids: np.ndarray, q: np.ndarray, layout: Layout) -> None:
     """Raise ValueError unless ids are sorted/unique and every q value is in range.
 
-    ``encode_snapshot`` assumes this of its candidates (checking it per client per tick
-    would cost more than the rest); call it once per tick on the world state, or pass
-    ``check=True``.
+    The encoders assume this of their candidates (checking it per client per tick would cost
+    more than the rest); call it once per tick on the world state, or pass ``check=True``.
     """
     _, limits = _layout(layout)
     if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
@@ -168,6 +264,20 @@ def check_state(ids: np.ndarray, q: np.ndarray, layout: Layout) -> None:
         raise ValueError("state out of range (positions, yaw 0..65535, anim 0..255)")
 
 
+def max_parts_for(allowance: int | None, part_budget: int) -> int:
+    """How many parts fit a tick's byte allowance (each costs its budget plus a 13-byte
+    packet header); None: no allowance, up to MAX_PARTS."""
+    if allowance is None:
+        return MAX_PARTS
+    return max(1, min(MAX_PARTS, allowance // (part_budget + 13)))
+
+
+def min_parts(n_baseline: int, part_budget: int) -> int:
+    """The fewest parts any snapshot against a baseline of ``n_baseline`` entities may take
+    (each baseline entity costs at least its bit): an allowance never goes below it."""
+    return -(-n_baseline // (part_capacity_bits(part_budget) - MAX_ITEM_BITS)) or 1
+
+
 def encode_snapshot(
     *,
     tick: int,
@@ -175,371 +285,289 @@ def encode_snapshot(
     cand_ids: np.ndarray,
     cand_q: np.ndarray,
     priority: np.ndarray | None = None,
-    budget: int,
+    part_budget: int,
+    allowance: int | None = None,
     input_ack: int,
     self_id: int,
     layout: Layout,
     check: bool = False,
-) -> tuple[bytes, View, np.ndarray]:
+) -> Encoded:
     """Encode the candidates of ``tick`` against ``baseline`` (None: a full snapshot).
 
-    Returns ``(payload, view, sent)``: the payload (at most ``budget`` bytes), the View the
-    client will hold after applying it (store it in the ring under ``tick``), and a bool
-    mask over candidates of those whose state was sent (added or updated).
-
-    When everything fits, the view equals the candidate set. Otherwise removals go first
-    (as many as fit), then added/updated candidates by descending ``priority`` (None: in
-    candidate order) as long as the running total fits; an unchosen added entity stays out of
-    the view, an unchosen update keeps its baseline value, an unsent removal stays in the view.
+    Every part is at most ``part_budget`` bytes. ``allowance`` bounds the bytes of the whole
+    tick (parts times their budget plus packet headers, see ``max_parts_for``); when the
+    snapshot would need more parts than that, removals go first (in id order, as many as fit),
+    then added/updated candidates by descending ``priority`` (None: in candidate order): an
+    unchosen added entity stays out of the view, an unchosen update keeps its baseline value,
+    an unsent removal stays in the view (SPEC 5.4).
 
     Preconditions (see ``check_state``; verified only with ``check=True``): cand_ids sorted
-    and unique, cand_q in range for ``layout``. ValueError if the arguments are invalid or
-    ``budget`` cannot hold even an empty delta against this baseline.
+    and unique, cand_q in range for ``layout``. ValueError if the arguments are invalid.
     """
-    _check_args(tick, baseline, cand_ids, cand_q, priority, budget, input_ack, self_id)
+    _check_args(tick, baseline, cand_ids, cand_q, priority, part_budget, allowance, input_ack, self_id)
     pdt, _ = _layout(layout)
     if check:
         check_state(cand_ids, cand_q, layout)
     base = EMPTY_VIEW if baseline is None else baseline
-    base_tick = None if baseline is None else baseline.tick
     bids = base.ids
     n, nb = len(cand_ids), len(bids)
-    state_size = 3 * pdt.itemsize + 3
+    add_bits = 8 * (4 + state_size(pdt))
 
-    # Match candidates with the baseline (both sorted): pos[i] is where cand i sits in bids.
-    # (Array methods rather than np.* functions: they skip the dispatch overhead.)
+    # Match candidates with the baseline (both sorted).
     if nb:
         pos = bids.searchsorted(cand_ids)
         inb = bids.take(pos, mode="clip") == cand_ids
-        n_in = int(np.count_nonzero(inb))
     else:
-        pos = inb = None
-        n_in = 0
+        pos = np.zeros(n, dtype=np.int64)
+        inb = np.zeros(n, dtype=bool)
+    in_cand = np.zeros(nb, dtype=bool)
+    in_cand[pos[inb]] = True
+    rem = (~in_cand).nonzero()[0]  # baseline indices of removals
+    zz = np.zeros((n, FIELDS), dtype=np.uint32)
+    if nb:
+        zz[inb] = zigzag(cand_q[inb], base.q.take(pos[inb], axis=0))
+    _, rec_len = build_records(zz)  # per candidate; only kept rows have deltas
 
-    rem = None  # indices into bids of entities to remove
-    if n_in < nb:
-        keep_b = np.ones(nb, dtype=bool)
-        keep_b[pos.compress(inb)] = False
-        rem = keep_b.nonzero()[0]
-    nr = nb - n_in
+    # Item costs in bits: removed 32; added 8*(4+state); kept 1 + 8*record.
+    cost = np.where(inb, 1 + 8 * rec_len, add_bits)
+    max_parts = max(max_parts_for(allowance, part_budget), min_parts(nb, part_budget))
+    sel_rem = np.ones(len(rem), dtype=bool)
+    sel = np.ones(n, dtype=bool)  # candidates whose state is sent (or kept as is)
+    total_bits = 32 * len(rem) + int(cost.sum())
+    cap = part_capacity_bits(part_budget)
+    if total_bits > max_parts * (cap - MAX_ITEM_BITS) and len(
+        cut_parts(_item_bits(bids[rem], cand_ids, cost), part_budget)
+    ) > max_parts:
+        # Every baseline entity costs its update bit (unsent removals stay kept); a removal
+        # sent costs 31 bits more. Removals first, in id order, as many as fit.
+        left = max_parts * (cap - MAX_ITEM_BITS) - nb
+        k_rem = min(len(rem), max(left, 0) // 31)
+        sel_rem[k_rem:] = False
+        left -= 31 * k_rem
+        extra = np.where(inb, 8 * rec_len, add_bits)
+        cand = extra.nonzero()[0]
+        if priority is not None:
+            prio = np.asarray(priority, dtype=np.float64).take(cand)
+            cand = cand.take((-prio).argsort(kind="stable"))
+        k = int(extra.take(cand).cumsum().searchsorted(max(left, 0), side="right"))
+        sel = np.zeros(n, dtype=bool)
+        sel[cand[:k]] = True
+        sel |= inb & (rec_len == 0)  # unchanged kept entities are current anyway
+    complete = bool(sel.all()) and bool(sel_rem.all())
 
-    # Deltas of the candidates that are in the baseline (kept), in baseline order.
-    if n_in:
-        if n_in == n:
-            kept_pos, cand_k = pos, cand_q
-        else:
-            kept_pos, cand_k = pos.compress(inb), cand_q.compress(inb, axis=0)
-        base_k = base.q.take(kept_pos, axis=0)
-        d = cand_k - base_k
-        d[:, 3] = d[:, 3].astype(np.int16)  # yaw delta wrapped to [-32768, 32767]
-        zz = d << 1  # zigzag: (d << 1) ^ (d >> 31)
-        d >>= 31
-        zz ^= d
-        zz = zz.view(np.uint32)
-        ch = zz != 0
-        vals = zz.compress(ch.ravel())  # row-major
-        upd = ch @ _ONES5  # bool matmul: any changed field per row
-        n_upd = int(np.count_nonzero(upd))
-        wm = vals >= WIDE
-        n_wide = int(np.count_nonzero(wm))
-        n_vals = len(vals)
-    else:
-        n_upd = n_wide = n_vals = 0
-    na = n - n_in
-
-    size = (
-        1
-        + _int_size(tick)
-        + _int_size(base_tick)
-        + _int_size(input_ack)
-        + _int_size(self_id)
-        + _bin_size(4 * nr)
-        + _bin_size(4 * na)
-        + _bin_size(state_size * na)
-        + _bin_size((n_in + 7) >> 3)
-        + _bin_size((FIELDS * n_upd + 7) >> 3)
-        + _bin_size(n_vals)
-        + _bin_size(4 * n_wide)
-    )
-    if size > budget:
-        kept = (kept_pos, cand_k, base_k, ch, zz, upd) if n_in else None
-        return _encode_over_budget(
-            tick, base, base_tick, cand_ids, cand_q, priority, budget, input_ack, self_id,
-            pdt, pos, inb, n_in, rem, kept, n_wide,
-        )  # fmt: skip
-
-    # Everything fits: send it all; the new view is the candidate set.
-    removed = bids.take(rem).astype("<u4").tobytes() if nr else b""
-    if na == n:
-        added_ids = cand_ids.astype("<u4").tobytes()
-        added_state = _state_bytes(cand_q, pdt)
-    elif na:
-        addm = ~inb
-        added_ids = cand_ids.compress(addm).astype("<u4").tobytes()
-        added_state = _state_bytes(cand_q.compress(addm, axis=0), pdt)
-    else:
-        added_ids = added_state = b""
-    if n_in:
-        upd_mask = np.packbits(upd, bitorder="little").tobytes()
-        field_mask = np.packbits(ch.compress(upd, axis=0), bitorder="little").tobytes()
-        small = vals.astype(np.uint8)
-        if n_wide:
-            small[wm] = WIDE
-            wide = vals.compress(wm).astype("<u4").tobytes()
-        else:
-            wide = b""
-        small = small.tobytes()
-        if n_in == n:
-            sent = upd
-        else:
-            sent = ~inb
-            sent[inb] = upd
-    else:
-        upd_mask = field_mask = small = wide = b""
-        sent = np.ones(n, dtype=bool)
-    payload = msgpack.packb(
-        [tick, base_tick, input_ack, self_id, removed, added_ids, added_state,
-         upd_mask, field_mask, small, wide]
-    )  # fmt: skip
-    view = View(tick, _frozen(cand_ids.copy()), _frozen(cand_q.copy()))
-    return payload, view, sent
-
-
-def _encode_over_budget(
-    tick, base, base_tick, cand_ids, cand_q, priority, budget, input_ack, self_id,
-    pdt, pos, inb, n_in, rem, kept, n_wide,
-) -> tuple[bytes, View, np.ndarray]:  # fmt: skip
-    """The rare path: choose what to send by priority with conservative per-item costs.
-
-    ``kept`` is None (no candidate in the baseline) or, over the kept candidates in baseline
-    order: their baseline positions, candidate rows, baseline rows, changed-field mask,
-    zigzag deltas and updated mask.
-    """
-    n, nb = len(cand_ids), len(base.ids)
-    state_size = 3 * pdt.itemsize + 3
-    hdr = 3  # bin header bytes; every bin is <= budget <= 65535 bytes
-    overhead = (
-        1
-        + _int_size(tick)
-        + _int_size(base_tick)
-        + _int_size(input_ack)
-        + _int_size(self_id)
-        + 7 * hdr
-        + _MASK_SLACK
-        + ((nb + 7) >> 3)  # upd_mask bits for every baseline entity, an upper bound
-    )
-    left = budget - overhead
-    if left < 0:
-        raise ValueError(f"budget {budget} cannot hold a snapshot against this baseline")
-
-    # Removals first: as many as fit, in baseline order.
-    nr = 0 if rem is None else len(rem)
-    k_rem = min(nr, left // 4)
-    left -= 4 * k_rem
-
-    # Per-candidate costs in bits: added 8*(4+state), updated 5 + 8/field + 32/wide, unchanged
-    # kept 0. Row sums as uint8 matmuls (cheaper than sum(axis=1)); at most 5+40+160 < 256.
-    if kept is not None:
-        kept_pos, cand_k, base_k, ch, zz, upd = kept
-        kept_cost = (ch.view(np.uint8) @ _ONES5_U8) * np.uint8(8) + np.uint8(FIELDS)
-        if n_wide:
-            kept_cost += ((zz >= WIDE).view(np.uint8) @ _ONES5_U8) * np.uint8(32)
-        kept_cost *= upd
-        if n_in == n:
-            cost = kept_cost
-        else:
-            cost = np.full(n, 8 * (4 + state_size), dtype=np.int64)
-            cost[inb] = kept_cost
-        cand = cost.nonzero()[0]
-    else:
-        cost = np.full(n, 8 * (4 + state_size), dtype=np.int64)
-        cand = np.arange(n)
-    if priority is not None:
-        prio = np.asarray(priority, dtype=np.float64).take(cand)
-        cand = cand.take((-prio).argsort(kind="stable"))
-    k = int(cost.take(cand).cumsum(dtype=np.int64).searchsorted(8 * left, side="right"))
-    sel = np.zeros(n, dtype=bool)
-    sel[cand[:k]] = True
-
-    removed = base.ids.take(rem[:k_rem]).astype("<u4").tobytes() if k_rem else b""
-    addm = sel if inb is None else sel & ~inb
-    added_ids = cand_ids.compress(addm).astype("<u4").tobytes()
-    added_state = _state_bytes(cand_q.compress(addm, axis=0), pdt)
-
-    if kept is not None:
-        # Kept candidates: sent ones at their new value, the others at their baseline value
-        # (the same for unchanged ones).
-        sel_k = sel if n_in == n else sel.compress(inb)
-        upd_sel = upd & sel_k
-        new_k = base_k  # a fresh array (take), not used elsewhere: update it in place
-        np.copyto(new_k, cand_k, where=sel_k[:, None])
-        if nr == k_rem:  # every baseline entity not removed is a kept candidate
-            upd_bits = upd_sel
-        else:  # unsent removals are kept too (never updated): spread to baseline order
-            keep_b = np.ones(nb, dtype=bool)
-            keep_b[rem[:k_rem]] = False
-            upd_b = np.zeros(nb, dtype=bool)
-            upd_b[kept_pos.compress(upd_sel)] = True
-            upd_bits = upd_b.compress(keep_b)
-        upd_mask = np.packbits(upd_bits, bitorder="little").tobytes()
-        rows_ch = ch.compress(upd_sel, axis=0)
-        field_mask = np.packbits(rows_ch, bitorder="little").tobytes()
-        vals = zz.compress(upd_sel, axis=0).compress(rows_ch.ravel())
-        wm = vals >= WIDE
-        small = vals.astype(np.uint8)
-        small[wm] = WIDE
-        small = small.tobytes()
-        wide = vals.compress(wm).astype("<u4").tobytes()
-        if n_in == n:
-            new_q = new_k
-            in_view = None
-        else:
-            new_q = cand_q.copy()
-            new_q[inb] = new_k
-            in_view = inb | addm
-    else:
-        upd_mask = bytes((nb - k_rem + 7) >> 3)  # kept = unsent removals, none updated
-        field_mask = small = wide = b""
-        new_q = cand_q
-        in_view = addm
-    if in_view is None:
-        ids, q = cand_ids.copy(), new_q
-    else:
-        ids, q = cand_ids.compress(in_view), new_q.compress(in_view, axis=0)
-    if k_rem < nr:
-        stay = rem[k_rem:]
-        ids = np.concatenate([ids, base.ids.take(stay)])
+    # The client's view: kept (new value if chosen, else baseline), chosen added, unsent
+    # removals at their baseline value.
+    view_sel = sel | inb
+    new_q = cand_q.copy()
+    stale = inb & ~sel
+    if stale.any():
+        new_q[stale] = base.q.take(pos[stale], axis=0)
+    ids, q = cand_ids.compress(view_sel), new_q.compress(view_sel, axis=0)
+    stay = rem[~sel_rem]
+    if len(stay):
+        ids = np.concatenate([ids, bids.take(stay)])
         q = np.concatenate([q, base.q.take(stay, axis=0)])
         order = ids.argsort(kind="stable")
         ids, q = ids.take(order), q.take(order, axis=0)
-    payload = msgpack.packb(
-        [tick, base_tick, input_ack, self_id, removed, added_ids, added_state,
-         upd_mask, field_mask, small, wide]
+    view = View(tick, _frozen(ids), _frozen(q))
+
+    # What goes on the wire: removals chosen, candidates in the view (kept: record if chosen
+    # and changed; added: record if chosen), and unsent removals as kept-unchanged entities.
+    sent_rec = sel & inb & (rec_len > 0)
+    zz_sent = np.where(sent_rec[:, None], zz, 0).astype(np.uint32)
+    rec_buf, rec_len_sent = build_records(zz_sent)
+    parts = _assemble(
+        tick, None if baseline is None else baseline.tick, input_ack, self_id, part_budget, pdt,
+        rem_ids=bids.take(rem[sel_rem]), stay_ids=bids.take(stay),
+        cand_ids=cand_ids, cand_q=cand_q, kept=inb, added=sel & ~inb,
+        rec_buf=rec_buf, rec_len=rec_len_sent,
     )  # fmt: skip
-    if len(payload) > budget:  # cannot happen: the costs above are upper bounds
-        raise RuntimeError(f"snapshot of {len(payload)} bytes exceeds budget {budget}")
-    return payload, View(tick, _frozen(ids), _frozen(q)), sel
+    if len(parts) > max_parts:  # cannot happen: the costs above are upper bounds
+        raise RuntimeError(f"snapshot of {len(parts)} parts exceeds {max_parts}")
+    return Encoded(parts, view, sel & (~inb | (rec_len > 0)), complete)
+
+
+def _item_bits(rem_ids: np.ndarray, cand_ids: np.ndarray, cand_cost: np.ndarray) -> np.ndarray:
+    """Item costs (bits) in id order, removals and candidates merged."""
+    ids = np.concatenate([rem_ids, cand_ids])
+    bits = np.concatenate([np.full(len(rem_ids), 32, dtype=np.int64), cand_cost.astype(np.int64)])
+    return bits.take(ids.argsort(kind="stable"))
+
+
+def _assemble(tick, baseline_tick, input_ack, self_id, part_budget, pdt, *, rem_ids, stay_ids,
+              cand_ids, cand_q, kept, added, rec_buf, rec_len) -> list[bytes]:
+    """Cut the items into parts and write each part (header, removed, added, bitmap, records)."""
+    in_view = kept | added
+    v_ids = cand_ids.compress(in_view)
+    v_kept = kept.compress(in_view)
+    v_rec = rec_len.compress(in_view)
+    add_bits = 8 * (4 + state_size(pdt))
+    # Items: removals (R), in-view candidates, unsent removals (kept, unchanged).
+    ids = np.concatenate([rem_ids, v_ids, stay_ids])
+    kind = np.concatenate([
+        np.zeros(len(rem_ids), np.int8), np.where(v_kept, 2, 1).astype(np.int8), np.full(len(stay_ids), 2, np.int8)
+    ])  # fmt: skip
+    rlen = np.concatenate([np.zeros(len(rem_ids), np.int64), v_rec, np.zeros(len(stay_ids), np.int64)])
+    order = ids.argsort(kind="stable")
+    ids, kind, rlen = ids.take(order), kind.take(order), rlen.take(order)
+    bits = np.where(kind == 0, 32, np.where(kind == 1, add_bits, 1 + 8 * rlen))
+    ends = cut_parts(bits, part_budget)
+    starts = [0] + ends[:-1]
+    ranges = part_ranges([int(ids[s]) if s < len(ids) else 0 for s in starts])
+
+    add_mask = added.compress(in_view)
+    add_rows = added_records(v_ids.compress(add_mask), cand_q.compress(in_view, axis=0).compress(add_mask, axis=0), pdt)
+    rec_start = np.zeros(len(rlen) + 1, dtype=np.int64)
+    np.cumsum(rlen, out=rec_start[1:])  # records in item order (kept items only have any)
+    is_add = kind == 1
+    add_before = np.concatenate(([0], np.cumsum(is_add)))
+    rec_bytes = rec_buf.tobytes()
+    parts = []
+    nparts = len(ends)
+    for p, (s, e) in enumerate(zip(starts, ends)):
+        k = kind[s:e]
+        rem = ids[s:e][k == 0].astype("<u4").tobytes()
+        kk = k == 2
+        upd = np.packbits(rlen[s:e][kk] > 0, bitorder="little").tobytes()
+        head = pack_header(tick, baseline_tick, input_ack, self_id, p, nparts, ranges[p][0], ranges[p][1],
+                           len(rem) // 4, int(add_before[e] - add_before[s]), int(np.count_nonzero(kk)))  # fmt: skip
+        parts.append(
+            head + rem + add_rows[add_before[s] : add_before[e]].tobytes() + upd
+            + rec_bytes[rec_start[s] : rec_start[e]]
+        )  # fmt: skip
+    return parts
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def _uint(value: object, name: str, lo: int, hi: int) -> int:
-    if type(value) is not int or not lo <= value <= hi:
-        raise ProtocolError("bad_field", f"{name} must be an integer in [{lo}, {hi}]")
-    return value
-
-
-def _bin(value: object, name: str, unit: int = 1) -> bytes:
-    if type(value) is not bytes:
-        raise ProtocolError("bad_field", f"{name} must be bin")
-    if len(value) % unit:
-        raise ProtocolError("bad_length", f"{name} length {len(value)} not a multiple of {unit}")
-    return value
-
-
-def _bits(data: bytes, count: int, name: str) -> np.ndarray:
-    """Unpack exactly ``count`` little-endian-ordered bits; length and padding are checked."""
-    if len(data) != (count + 7) >> 3:
-        raise ProtocolError("bad_length", f"{name} has {len(data)} bytes for {count} bits")
-    if count & 7 and data[-1] >> (count & 7):
-        raise ProtocolError("bad_padding", f"{name} has nonzero padding bits")
-    return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=count, bitorder="little")
-
-
-def _ids(data: bytes, name: str) -> np.ndarray:
-    ids = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+def _ids(data: np.ndarray, name: str, first: int, last: int) -> np.ndarray:
+    ids = data.view("<u4").astype(np.uint32)
     if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
         raise ProtocolError("unsorted_ids", f"{name} must be strictly ascending")
+    if len(ids) and (int(ids[0]) < first or int(ids[-1]) > last):
+        raise ProtocolError("bad_range", f"{name} outside the part's id range")
     return ids
 
 
-def decode_snapshot(
-    payload: bytes, baselines: Baselines, position_dtype: Layout
-) -> tuple[SnapshotHeader, View]:
-    """Decode a snapshot payload into its header and the new View.
-
-    ``baselines`` gives the client's stored Views by tick (a Mapping or a callable returning
-    None when unknown). ``position_dtype`` is '<u2'/'<u4' or the Quantizer (which also bounds
-    positions to its steps). Raises only ProtocolError; ``reason`` is "unknown_baseline" when
-    the baseline is not stored (drop the snapshot).
-    """
-    pdt, limits = _layout(position_dtype)
-    hi = np.array((*limits, 0xFFFF, 0xFF), dtype=np.int64)
+def read_header(payload) -> PartHeader:
+    """The header of a part, validated on its own (ProtocolError if malformed)."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ProtocolError("bad_type", "payload must be bytes")
     if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError("oversized", f"snapshot of {len(payload)} bytes")
-    try:
-        msg = msgpack.unpackb(payload, **_UNPACK_LIMITS)
-    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, ...)
-        raise ProtocolError("bad_msgpack", type(exc).__name__) from None
-    if type(msg) is not list or len(msg) != 11:
-        raise ProtocolError("bad_shape", "snapshot must be an array of 11 elements")
-    tick = _uint(msg[0], "tick", 0, MAX_TICK)
-    bt = msg[1]
-    if bt is not None:
-        bt = _uint(bt, "baseline_tick", 0, tick - 1)
-    input_ack = _uint(msg[2], "input_ack", -1, MAX_TICK)
-    self_id = _uint(msg[3], "self_id", 0, 0xFFFFFFFF)
-    header = SnapshotHeader(tick, bt, input_ack, self_id)
-    state_size = 3 * pdt.itemsize + 3
-    removed = _ids(_bin(msg[4], "removed", 4), "removed")
-    added = _ids(_bin(msg[5], "added_ids", 4), "added_ids")
-    na = len(added)
-    added_state = _bin(msg[6], "added_state")
-    if len(added_state) != na * state_size:
-        raise ProtocolError("bad_length", "added_state does not match added_ids")
-    upd_raw, field_raw = _bin(msg[7], "upd_mask"), _bin(msg[8], "field_mask")
-    small_raw, wide_raw = _bin(msg[9], "small"), _bin(msg[10], "wide", 4)
+        raise ProtocolError("oversized", f"snapshot part of {len(payload)} bytes")
+    if len(payload) < HEADER_SIZE:
+        raise ProtocolError("truncated", f"snapshot part of {len(payload)} bytes")
+    tick, bt, ack, self_id, part, parts, first, last, _, _, _ = PART_HEADER.unpack_from(payload)
+    if tick == NONE32:
+        raise ProtocolError("bad_field", "tick 0xFFFFFFFF")
+    if bt != NONE32 and bt >= tick:
+        raise ProtocolError("bad_field", "baseline_tick must be older than tick")
+    if parts == 0 or part >= parts:
+        raise ProtocolError("bad_range", f"part {part} of {parts}")
+    if first > last or (part == 0 and first != 0) or (part == parts - 1 and last != NONE32):
+        raise ProtocolError("bad_range", f"part {part} of {parts} covers [{first}, {last}]")
+    return PartHeader(tick, None if bt == NONE32 else bt, -1 if ack == NONE32 else ack, self_id,
+                      part, parts, first, last)  # fmt: skip
 
+
+def decode_part(payload, baselines: Baselines, position_dtype: Layout) -> tuple[PartHeader, View]:
+    """Decode one part into its header and the View of its id range.
+
+    ``baselines`` gives the client's stored (complete) Views by tick (a Mapping or a callable
+    returning None when unknown). ``position_dtype`` is '<u2'/'<u4' or the Quantizer (which
+    also bounds positions to its steps). Raises only ProtocolError; ``reason`` is
+    "unknown_baseline" when the baseline is not stored (drop the part).
+    """
+    pdt, limits = _layout(position_dtype)
+    hi = np.array((*limits, 0xFFFF, 0xFF), dtype=np.int64)
+    header = read_header(payload)
+    buf = np.frombuffer(payload, dtype=np.uint8)
+    nr, na, nk = PART_HEADER.unpack_from(payload)[8:]
+    first, last = header.first_id, header.last_id
+    ssz = state_size(pdt)
+    at = HEADER_SIZE
+    end_fixed = at + 4 * nr + na * (4 + ssz) + ((nk + 7) >> 3)
+    if len(buf) < end_fixed:
+        raise ProtocolError("bad_length", "part shorter than its counts")
+    removed = _ids(buf[at : at + 4 * nr], "removed", first, last)
+    at += 4 * nr
+    arec = buf[at : at + na * (4 + ssz)].reshape(na, 4 + ssz)
+    added = _ids(np.ascontiguousarray(arec[:, :4]).reshape(-1), "added", first, last)
+    at += na * (4 + ssz)
+    upd_raw = buf[at : at + ((nk + 7) >> 3)]
+    at += (nk + 7) >> 3
+    if nk & 7 and upd_raw[-1] >> (nk & 7):
+        raise ProtocolError("bad_padding", "upd has nonzero padding bits")
+    upd = np.unpackbits(upd_raw, count=nk, bitorder="little").astype(bool)
+
+    bt = header.baseline_tick
     if bt is None:
         base = EMPTY_VIEW
     else:
         base = baselines.get(bt) if isinstance(baselines, Mapping) else baselines(bt)
         if base is None or base.tick != bt:
             raise ProtocolError("unknown_baseline", f"baseline tick {bt}")
-    bids, nb = base.ids, len(base.ids)
+    a, b = int(base.ids.searchsorted(first)), int(base.ids.searchsorted(last, side="right"))
+    bids, bq = base.ids[a:b], base.q[a:b]
+    nb = len(bids)
 
-    # Removals: each must be in the baseline.
     keep_b = None
-    if len(removed):
+    if nr:
         rpos = bids.searchsorted(removed)
         if nb == 0 or not (bids.take(rpos, mode="clip") == removed).all():
             raise ProtocolError("bad_removed", "removed id not in baseline")
         keep_b = np.ones(nb, dtype=bool)
         keep_b[rpos] = False
-    nk = nb - len(removed)
+    if nb - nr != nk:
+        raise ProtocolError("bad_kept_count", f"K is {nk}, the baseline keeps {nb - nr}")
     if nk + na > MAX_ENTITIES:
         raise ProtocolError("too_many_entities", f"{nk + na} entities")
-
-    # Kept entities and their updates.
-    upd = _bits(upd_raw, nk, "upd_mask").astype(bool)
-    nu = int(np.count_nonzero(upd))
-    fields = _bits(field_raw, FIELDS * nu, "field_mask").astype(bool).reshape(nu, FIELDS)
-    if nu and not (fields @ _ONES5).all():
-        raise ProtocolError("bad_field_mask", "updated entity with no changed field")
-    n_vals = int(np.count_nonzero(fields))
-    if len(small_raw) != n_vals:
-        raise ProtocolError("bad_length", f"small has {len(small_raw)} bytes for {n_vals}")
-    small = np.frombuffer(small_raw, dtype=np.uint8)
-    esc = small == WIDE
-    n_wide = int(np.count_nonzero(esc))
-    if len(wide_raw) != 4 * n_wide:
-        raise ProtocolError("bad_length", f"wide has {len(wide_raw)} bytes for {n_wide}")
     kept_ids = bids if keep_b is None else bids.compress(keep_b)
-    kept_q = base.q if keep_b is None else base.q.compress(keep_b, axis=0)
+    kept_q = bq if keep_b is None else bq.compress(keep_b, axis=0)
+
+    # Records: follow the chain of lengths (each known from its first two bytes).
+    nu = int(np.count_nonzero(upd))
+    rec = buf[at:]
     if nu:
-        zz = small.astype(np.int64)
-        if n_wide:
-            wide = np.frombuffer(wide_raw, dtype="<u4").astype(np.int64)
-            if not (wide >= WIDE).all():
-                raise ProtocolError("bad_delta", "wide value below 255")
-            zz[esc] = wide
-        if not zz.all():
+        m = len(rec)
+        r16 = np.zeros(m + 1, dtype=np.int64)
+        r16[:m] = rec
+        hw = (r16[:m] & WIDE_FLAG) != 0
+        wnext = np.where(hw, r16[1 : m + 1], 0)
+        lens = (1 + hw + _POPCOUNT.take(r16[:m] & 0x1F) + 3 * _POPCOUNT.take(wnext & 0x1F)).tolist()
+        starts = []
+        p = 0
+        for _ in range(nu):
+            if p >= m:
+                raise ProtocolError("bad_length", "records shorter than the updated entities")
+            starts.append(p)
+            p += lens[p]
+        if p != m:
+            raise ProtocolError("bad_length", f"records end at {p}, part at {m}")
+        st = np.array(starts, dtype=np.int64)
+        mask = r16.take(st)
+        has_w = (mask & WIDE_FLAG) != 0
+        wide = np.where(has_w, r16.take(st + 1), 0)
+        if ((mask & 0x1F) == 0).any() or (mask & 0xC0).any() or (has_w & (wide == 0)).any() or (
+            wide & ~mask & 0xFF
+        ).any():  # also rejects wide bits 5-7 (never in the mask's low bits)
+            raise ProtocolError("bad_mask", "invalid record mask")
+        bits = ((mask[:, None] >> np.arange(FIELDS)) & 1).astype(bool)
+        wbits = ((wide[:, None] >> np.arange(FIELDS)) & 1).astype(bool)
+        width = bits.astype(np.int64) + 3 * wbits
+        off = np.cumsum(width, axis=1) - width + (st + 1 + has_w)[:, None]
+        zz = np.zeros((nu, FIELDS), dtype=np.int64)
+        narrow = bits & ~wbits
+        zz[narrow] = r16.take(off[narrow])
+        if wbits.any():
+            wo = off[wbits]
+            zz[wbits] = r16.take(wo) | (r16.take(wo + 1) << 8) | (r16.take(wo + 2) << 16) | (r16.take(wo + 3) << 24)
+            if (zz[wbits] < 256).any():
+                raise ProtocolError("bad_delta", "wide value below 256")
+        if (zz[narrow] == 0).any():
             raise ProtocolError("bad_delta", "zero delta for a changed field")
-        delta = np.zeros((nu, FIELDS), dtype=np.int64)
-        delta[fields] = (zz >> 1) ^ -(zz & 1)
+        delta = (zz >> 1) ^ -(zz & 1)
         dy = delta[:, 3]
         if not ((dy >= -32768) & (dy <= 32767)).all():
             raise ProtocolError("bad_delta", "yaw delta out of [-32768, 32767]")
@@ -548,20 +576,20 @@ def decode_snapshot(
         _check_ranges(new, hi)
         kept_q = kept_q.copy()
         kept_q[upd] = new.astype(np.int32)
-    elif n_wide or len(small_raw):
-        raise ProtocolError("bad_length", "deltas without updated entities")
+    elif len(rec):
+        raise ProtocolError("bad_length", "records without updated entities")
 
-    # Additions: absolute state, must not collide with the baseline.
     if na:
         if nb:
             apos = bids.searchsorted(added)
             if (bids.take(apos, mode="clip") == added).any():
                 raise ProtocolError("bad_added", "added id already in baseline")
+        st_rows = np.ascontiguousarray(arec[:, 4:])
+        rows = st_rows.view([("p", pdt, (3,)), ("yaw", "<u2"), ("anim", "u1")]).reshape(na)
         aq = np.empty((na, FIELDS), dtype=np.int64)
-        p = 3 * na * pdt.itemsize
-        aq[:, :3] = np.frombuffer(added_state, dtype=pdt, count=3 * na).reshape(3, na).T
-        aq[:, 3] = np.frombuffer(added_state, dtype="<u2", count=na, offset=p)
-        aq[:, 4] = np.frombuffer(added_state, dtype=np.uint8, count=na, offset=p + 2 * na)
+        aq[:, :3] = rows["p"]
+        aq[:, 3] = rows["yaw"]
+        aq[:, 4] = rows["anim"]
         _check_ranges(aq, hi)
         ids = np.concatenate([kept_ids, added])
         q = np.concatenate([kept_q, aq.astype(np.int32)])
@@ -569,13 +597,79 @@ def decode_snapshot(
         ids, q = ids.take(order), q.take(order, axis=0)
     else:
         ids, q = kept_ids, kept_q
-    # Arrays taken unchanged from the baseline are shared, not copied (Views are immutable).
-    return header, View(
-        tick, ids if ids is bids else _frozen(ids), q if q is base.q else _frozen(q)
-    )
+    return header, View(header.tick, _frozen(np.array(ids)), _frozen(np.array(q)))
 
 
 def _check_ranges(q: np.ndarray, hi: np.ndarray) -> None:
     """q is int64 (m, 5); every value must be in [0, hi] (hi: one bound per column)."""
     if len(q) and (q.min() < 0 or not (q <= hi).all()):
         raise ProtocolError("out_of_range", "position or anim out of range")
+
+
+class PartAssembler:
+    """A client's decoded views: parts collected per tick, complete ticks stored by tick.
+
+    ``add(payload)`` decodes a part against the stored views and returns its header; when
+    the tick has all its parts, its view is stored (the newest ``keep`` ticks) and, if newer,
+    becomes ``view`` (the mirror). Malformed or mismatching parts raise ProtocolError and
+    change nothing. At most ``max_pending`` incomplete ticks are held; older incomplete ticks
+    are forgotten once a newer tick completes.
+    """
+
+    def __init__(self, layout: Layout, keep: int = 64, max_pending: int = 8) -> None:
+        self.layout = layout
+        self.keep = keep
+        self.max_pending = max_pending
+        self.views: dict[int, View] = {}
+        self.view: View = EMPTY_VIEW
+        self.header: PartHeader | None = None  # a header of the mirror's tick
+        self._pending: dict[int, tuple[PartHeader, dict[int, tuple[int, int, View]]]] = {}
+
+    def add(self, payload) -> tuple[PartHeader, bool]:
+        """Decode one part; returns (header, whether this part completed its tick)."""
+        header = read_header(payload)
+        tick = header.tick
+        if tick in self.views:
+            return header, False  # already complete: a duplicate
+        pend = self._pending.get(tick)
+        if pend is not None:
+            h0, got = pend
+            if (h0.baseline_tick, h0.parts, h0.input_ack, h0.self_id) != (
+                header.baseline_tick, header.parts, header.input_ack, header.self_id
+            ):
+                raise ProtocolError("part_mismatch", "part disagrees with its tick's other parts")
+            if header.part in got:
+                return header, False
+        _, view = decode_part(payload, self.views, self.layout)
+        part_of = (header.first_id, header.last_id, view)
+        if pend is None:
+            if len(self._pending) >= self.max_pending:
+                del self._pending[min(self._pending)]
+            pend = self._pending[tick] = (header, {})
+        got = pend[1]
+        got[header.part] = part_of
+        if len(got) < header.parts:
+            return header, False
+        del self._pending[tick]
+        if header.parts == 1:
+            full = view
+        else:
+            ranges = [got[p] for p in range(header.parts)]
+            if any(ranges[p + 1][0] != ranges[p][1] + 1 for p in range(header.parts - 1)):
+                raise ProtocolError("part_mismatch", "the parts' id ranges do not follow each other")
+            pieces = [r[2] for r in ranges]
+            full = View(tick, _frozen(np.concatenate([v.ids for v in pieces])),
+                        _frozen(np.concatenate([v.q for v in pieces])))  # fmt: skip
+            if len(full) > MAX_ENTITIES:
+                raise ProtocolError("too_many_entities", f"{len(full)} entities")
+        views = self.views
+        views[tick] = full
+        if len(views) > self.keep:
+            for t in sorted(views)[: len(views) - self.keep]:
+                del views[t]
+        if tick > self.view.tick:
+            self.view = full
+            self.header = header
+            for t in [t for t in self._pending if t < tick]:
+                del self._pending[t]
+        return header, True

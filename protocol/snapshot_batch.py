@@ -1,227 +1,394 @@
-"""Encode the snapshots of many clients at once: one numpy pass over every (client, entity) pair.
+"""Encode once, send to many: the snapshots of every client of a tick, together.
 
-The server sends one snapshot per client per tick. Encoding them one by one costs a few dozen
-numpy calls per client, which at 1,000 clients is most of a tick. :func:`encode_batch` does
-the same work for all clients together: candidates and baselines of every client are
-concatenated, matched with one ``searchsorted`` on (client, id) keys, and every bin of every
-payload is cut from shared buffers (bit masks are packed per client on byte boundaries).
+The delta record of entity E against the state the world had at tick H is the same bytes for
+every client that holds E as of H (SPEC 5.2: records are self-contained). So the server does
+not keep the *values* of what each client holds but, per entity of each sent view, the tick
+whose world state the client holds (:class:`HeldView`); the values are in a short history of
+world states that every client shares. :func:`encode_many` then encodes, per tick, one record
+table per held tick in use (every slot of the world at once: a few thousand rows each), one
+table of added records, and builds every client's parts by *gathering*: which entities a
+client keeps, adds and removes is one vectorized match of (client, id) keys over all clients;
+the bytes of its records are copied from the shared tables with one numpy gather; bit masks
+are packed per part on byte boundaries. Python loops run over parts (to cut and join them),
+never over entities.
 
-The payload of each client is byte for byte what :func:`protocol.snapshot.encode_snapshot`
-would produce when everything fits its budget; a client whose snapshot would not fit gets
-``None`` and the caller encodes it alone with priorities. Stateless; no I/O.
+A client whose snapshot needs more parts than it may receive this tick (its byte allowance)
+gets a selection, vectorized over all such clients: removals first, then additions and
+updates by priority bucket, highest first, in id order within a bucket, as many as fit. The
+priority of an entity is ``min(63, floor(age * weight))`` where ``age`` is how many ticks old
+the client's state of it is (an added entity counts as ``max_age``) and ``weight`` the
+server's per-pair weight (nearer: larger); an entity ``force_age`` ticks old or older gets
+bucket 64 and goes first. Unchosen updates keep their held tick, unchosen additions stay out.
+This is :func:`protocol.snapshot.encode_snapshot`'s rule with those integer priorities, and
+the parts are byte for byte what it produces (tests hold the two together).
+
+Stateless; no I/O. The caller keeps the history for every held tick it passes in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import msgpack
+import attrs
 import numpy as np
 
-from protocol.snapshot import FIELDS, WIDE, Layout, View, _frozen, _layout
+from protocol.snapshot import (
+    MAX_ITEM_BITS,
+    NONE32,
+    Layout,
+    View,
+    _frozen,
+    _layout,
+    added_records,
+    build_records,
+    pack_header,
+    part_capacity_bits,
+    state_size,
+    zigzag,
+)
+
+TOP_BUCKET = 63  # priorities are integer buckets 0..63; 64 is "forced" (too old to wait)
+FORCED = TOP_BUCKET + 1
 
 
+@attrs.frozen
+class HeldView:
+    """What the server knows a client holds after a tick: ``ids`` (uint32, ascending) and, per
+    id, ``held`` (int64): the tick whose world state the client holds for that entity."""
 
-def _int_sizes(v: np.ndarray) -> np.ndarray:
-    """msgpack sizes of non-negative ints (nil is passed as 0)."""
-    return 1 + (v > 127) + (v > 0xFF) + 2 * (v > 0xFFFF) + 4 * (v > 0xFFFFFFFF)
+    tick: int
+    ids: np.ndarray
+    held: np.ndarray
+    oldest: int  # the smallest held tick (``tick`` when empty)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def exact(self) -> bool:
+        return bool((self.held == self.tick).all())
+
+    def values(self, history: Callable[[int], np.ndarray]) -> View:
+        """The View (state values) the client holds, read from the world history."""
+        q = np.empty((len(self.ids), 5), dtype=np.int32)
+        slots = (self.ids >> 16).astype(np.int64)
+        for h in np.unique(self.held).tolist():
+            m = self.held == h
+            q[m] = history(h)[slots[m]]
+        return View(self.tick, self.ids, q)
 
 
-def _bin_sizes(n: np.ndarray) -> np.ndarray:
-    return n + 2 + (n > 0xFF) + 2 * (n > 0xFFFF)
+class Snapshot:
+    """One client's result: ``parts`` (payloads in order), ``view`` (what it holds after all
+    parts), ``complete`` (everything in view is current), ``sent`` (entities sent)."""
+
+    __slots__ = ("parts", "view", "complete", "sent")
+
+    def __init__(self, parts: list[bytes], view: HeldView, complete: bool, sent: int) -> None:
+        self.parts = parts
+        self.view = view
+        self.complete = complete
+        self.sent = sent
 
 
-def _segment_layout(counts: np.ndarray, seg_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Places each segment's rows on a grid padded to multiples of 8 rows per segment.
+def _excl_cumsum(a: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(a) + 1, dtype=np.int64)
+    np.cumsum(a, out=out[1:])
+    return out
 
-    Returns (destination row of every row, padded start row of every segment + the total).
+
+def _segment_cumsum(values: np.ndarray, seg: np.ndarray, nseg: int) -> np.ndarray:
+    """Inclusive running sum of ``values`` within each segment (``seg`` non-decreasing)."""
+    cum = np.cumsum(values, dtype=np.int64)
+    seg_total = np.bincount(seg, weights=values, minlength=nseg).astype(np.int64)
+    before = _excl_cumsum(seg_total)[:-1]
+    return cum - before.take(seg)
+
+
+def _pack_segments(flags: np.ndarray, seg: np.ndarray, nseg: int) -> tuple[bytes, np.ndarray]:
+    """One bit per row, LSB first, each segment on its own bytes (like per-segment packbits).
+
+    ``seg`` (non-decreasing) is each row's segment. Returns the bytes and each segment's
+    start byte (nseg + 1 entries; segment s is ``[start[s], start[s] + ceil(count/8))``).
     """
+    counts = np.bincount(seg, minlength=nseg)
     padded = (counts + 7) & ~7
-    pstart = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(padded, out=pstart[1:])
-    shift = pstart[:-1] - np.cumsum(counts) + counts  # padded start - unpadded start
-    dest = np.arange(len(seg_of))
-    dest += np.repeat(shift, counts)  # segments are contiguous and in order
-    return dest, pstart
-
-
-def _pack_flags(flags: np.ndarray, seg_of: np.ndarray, counts: np.ndarray):
-    """One bit per row, each segment on its own bytes: like per-segment ``packbits``."""
-    dest, pstart = _segment_layout(counts, seg_of)
+    pstart = _excl_cumsum(padded)
+    dest = np.arange(len(flags), dtype=np.int64) + np.repeat(pstart[:-1] - _excl_cumsum(counts)[:-1], counts)
     grid = np.zeros(int(pstart[-1]), dtype=bool)
     grid[dest] = flags
-    first = pstart[:-1] >> 3
-    return np.packbits(grid, bitorder="little").tobytes(), first.tolist(), (first + ((counts + 7) >> 3)).tolist()
+    return np.packbits(grid, bitorder="little").tobytes(), pstart >> 3
 
 
-_GROUP_SHIFTS = np.arange(0, 40, 5, dtype=np.uint64)
+def priority_buckets(age: np.ndarray, weight: np.ndarray, force_age: int) -> np.ndarray:
+    """The selection's integer priorities (see the module docstring)."""
+    b = np.minimum(np.floor(age * weight), TOP_BUCKET).astype(np.int64)
+    b[age >= force_age] = FORCED
+    return b
 
 
-def _pack_codes(codes: np.ndarray, seg_of: np.ndarray, counts: np.ndarray):
-    """Five bits per row (``codes`` < 32), rows back to back, each segment on its own bytes.
-
-    Eight rows of five bits are exactly five bytes, so segments padded to 8 rows stay
-    byte-aligned: each group of 8 codes becomes one 40-bit little-endian number.
-    """
-    dest, pstart = _segment_layout(counts, seg_of)
-    grid = np.zeros(int(pstart[-1]), dtype=np.uint64)
-    grid[dest] = codes
-    groups = (grid.reshape(-1, 8) << _GROUP_SHIFTS).sum(axis=1, dtype=np.uint64)
-    buf = groups.view(np.uint8).reshape(-1, 8)[:, :5].tobytes()
-    first = (pstart[:-1] * FIELDS) >> 3
-    return buf, first.tolist(), (first + ((counts * FIELDS + 7) >> 3)).tolist()
-
-
-_POPCOUNT5 = np.array([bin(i).count("1") for i in range(32)], dtype=np.int64)
-
-
-def encode_batch(
+def encode_many(
     *,
     tick: int,
+    state_ids: np.ndarray,
+    state_q: np.ndarray,
+    history: Callable[[int], np.ndarray],
+    slots: np.ndarray,
     offsets: np.ndarray,
-    cand_ids: np.ndarray,
-    cand_q: np.ndarray,
-    baselines: Sequence[View | None],
+    baselines: Sequence[HeldView | None],
     input_acks: Sequence[int],
     self_ids: Sequence[int],
-    budget: int,
+    part_budget: int,
+    max_parts: Sequence[int],
+    weights: np.ndarray | None,
+    max_age: int,
+    force_age: int,
     layout: Layout,
-) -> tuple[list[bytes | None], list[View | None]]:
-    """Snapshots for C clients.
+) -> list[Snapshot]:
+    """The snapshots of C clients.
 
-    ``offsets`` (C+1) delimit each client's candidates in ``cand_ids`` (uint32, sorted within
-    each segment) and ``cand_q`` ((T,5) int32). Returns (payloads, views), with None for
-    clients whose snapshot does not fit ``budget`` (encode those with ``encode_snapshot``).
+    ``state_ids`` (capacity,) uint32 and ``state_q`` (capacity, 5) int32: the world at
+    ``tick``, by slot. ``history(h)``: the (capacity, 5) states of an earlier tick ``h`` (every
+    tick held in ``baselines``). ``slots``/``offsets``: each client's visible slots (a CSR
+    segment per client, ascending; ids ascend with slots). ``baselines``: what each client
+    holds (its newest view acknowledged whole), or None (a full snapshot). ``max_parts``: per
+    client, the parts its byte allowance takes this tick. ``weights``: per visible pair, the
+    priority weight (None: 1). ``max_age``: the age given to added entities.
     """
     pdt, _ = _layout(layout)
-    _frozen(cand_ids)  # the views returned are slices of these arrays
-    _frozen(cand_q)
-    state_size = 3 * pdt.itemsize + 3
+    add_bits = 8 * (4 + state_size(pdt))
+    cap_bits = part_capacity_bits(part_budget)
     C = len(baselines)
     offsets = np.asarray(offsets, dtype=np.int64)
     counts = np.diff(offsets)
+    slots = np.asarray(slots, dtype=np.int64)
+    cand_ids = _frozen(state_ids.take(slots))
+    T = len(slots)
     clients = np.arange(C, dtype=np.int64)
-    cc = np.repeat(clients, counts)  # client of each candidate
-    T = len(cand_ids)
+    cc = np.repeat(clients, counts)
 
-    # Baselines, concatenated in client order.
+    # Match every candidate with its client's baseline on (client, id) keys.
     nb = np.fromiter((0 if b is None else len(b.ids) for b in baselines), dtype=np.int64, count=C)
     present = [b for b in baselines if b is not None and len(b.ids)]
     if present:
         bids = np.concatenate([b.ids for b in present])
-        bq = np.concatenate([b.q for b in present])
+        bheld = np.concatenate([b.held for b in present])
     else:
         bids = np.zeros(0, dtype=np.uint32)
-        bq = np.zeros((0, FIELDS), dtype=np.int32)
+        bheld = np.zeros(0, dtype=np.int64)
     bc = np.repeat(clients, nb)
-    NB = len(bids)
-
-    # Match every candidate with its client's baseline on (client, id) keys.
     ckey = (cc.astype(np.uint64) << np.uint64(32)) | cand_ids.astype(np.uint64)
-    if NB:
-        bkey = (bc.astype(np.uint64) << np.uint64(32)) | bids.astype(np.uint64)
+    bkey = (bc.astype(np.uint64) << np.uint64(32)) | bids.astype(np.uint64)
+    if len(bkey) == T and np.array_equal(bkey, ckey):  # nobody's view changed: all kept
+        inb = np.ones(T, dtype=bool)
+        pos = np.arange(T, dtype=np.int64)
+        removed = np.zeros(T, dtype=bool)
+    elif len(bkey):
         pos = bkey.searchsorted(ckey)
         inb = bkey.take(pos, mode="clip") == ckey
-        matched = np.zeros(NB, dtype=bool)
-        matched[pos[inb]] = True
-        removed = ~matched
+        removed = np.ones(len(bkey), dtype=bool)
+        removed[pos[inb]] = False
     else:
         pos = np.zeros(T, dtype=np.int64)
         inb = np.zeros(T, dtype=bool)
         removed = np.zeros(0, dtype=bool)
 
-    # Deltas for every candidate row against its baseline row (rows not in the baseline get
-    # garbage, masked out below): cheaper than gathering the kept rows first.
-    d = cand_q - bq.take(pos, axis=0, mode="clip") if NB else np.zeros_like(cand_q)
-    d[:, 3] = d[:, 3].astype(np.int16)  # yaw delta wrapped to [-32768, 32767]
-    zz = (d << 1) ^ (d >> 31)
-    zz = zz.view(np.uint32)
-    ch = zz != 0
-    ch &= inb[:, None]
-    code = ch[:, 0].view(np.uint8).copy()  # bit f set when field f changed
-    for f in range(1, FIELDS):
-        code |= ch[:, f].view(np.uint8) << f
-    upd = code != 0  # false for rows not in the baseline
-    vals = zz.ravel().compress(ch.ravel())
-    nch = _POPCOUNT5.take(code)
-    wm = vals >= WIDE
-    kc = cc.compress(inb)  # client of each kept row
+    # How old each kept entity's held state is, and one record table per age in use.
+    held = np.where(inb, bheld.take(pos, mode="clip") if len(bheld) else 0, tick)
+    age = tick - held
+    ages_used = np.flatnonzero(np.bincount(age.compress(inb), minlength=1)) if inb.any() else np.zeros(0, np.int64)
+    nslots = len(state_ids)
+    n_ages = int(ages_used.max()) + 1 if len(ages_used) else 1
+    rec_len = np.zeros((n_ages, nslots), dtype=np.int64)
+    rec_src = np.zeros((n_ages, nslots), dtype=np.int64)
+    bufs, base = [], 0
+    for a in ages_used.tolist():
+        if a == 0:
+            continue  # held as of this tick: nothing changed
+        buf, ln = build_records(zigzag(state_q, history(tick - a)))
+        rec_len[a] = ln
+        rec_src[a] = _excl_cumsum(ln)[:-1] + base
+        bufs.append(buf)
+        base += len(buf)
+    rec_table = np.concatenate(bufs) if bufs else np.zeros(0, dtype=np.uint8)
+    rlen = np.where(inb, rec_len[age, slots], 0)
+    src = rec_src[age, slots]
 
-    # Per-client counts and payload sizes.
-    n_rem = np.bincount(bc[removed], minlength=C)
-    n_kept = np.bincount(kc, minlength=C)
-    n_add = counts - n_kept
-    n_upd = np.bincount(cc[upd], minlength=C)
-    n_vals = np.bincount(cc, weights=nch, minlength=C).astype(np.int64)
-    val_client = np.repeat(cc, nch)
-    n_wide = np.bincount(val_client[wm], minlength=C)
-    base_ticks = [None if b is None else b.tick for b in baselines]
-    bt_arr = np.fromiter((0 if t is None else t for t in base_ticks), dtype=np.int64, count=C)
-    acks = np.asarray(input_acks, dtype=np.int64)
-    selfs = np.asarray(self_ids, dtype=np.int64)
-    size = (
-        1
-        + _int_sizes(np.int64(tick))
-        + _int_sizes(bt_arr)
-        + _int_sizes(acks)
-        + _int_sizes(selfs)
-        + _bin_sizes(4 * n_rem)
-        + _bin_sizes(4 * n_add)
-        + _bin_sizes(state_size * n_add)
-        + _bin_sizes((n_kept + 7) >> 3)
-        + _bin_sizes((FIELDS * n_upd + 7) >> 3)
-        + _bin_sizes(n_vals)
-        + _bin_sizes(4 * n_wide)
-    )
-    fits = (size <= budget).tolist()
+    # Item costs and each client's total; who needs a selection.
+    n_rem = np.bincount(bc[removed], minlength=C) if len(bc) else np.zeros(C, dtype=np.int64)
+    cbits = np.where(inb, 1 + 8 * rlen, add_bits)
+    tot_bits = np.bincount(cc, weights=cbits, minlength=C).astype(np.int64) + 32 * n_rem
+    cap_part = cap_bits - MAX_ITEM_BITS
+    maxp = np.maximum(np.asarray(max_parts, dtype=np.int64), np.maximum(-(-nb // cap_part), 1))
+    sure = tot_bits <= maxp * (cap_bits - MAX_ITEM_BITS)  # fits whatever the cut
+    # Clients not sure to fit are cut below; those that then need too many parts select.
+    sel = np.ones(T, dtype=bool)  # candidates in the new view with their state sent/current
+    sel_rem = np.ones(len(bkey), dtype=bool)
+    limited = np.zeros(C, dtype=bool)
 
-    # Shared buffers, with per-client byte ranges.
-    rem_buf = bids[removed].astype("<u4").tobytes()
-    rem_off = np.concatenate(([0], np.cumsum(4 * n_rem))).tolist()
-    addm = ~inb
-    add_ids = cand_ids[addm]
-    add_q = cand_q[addm]
-    addid_buf = add_ids.astype("<u4").tobytes()
-    add_off = np.concatenate(([0], np.cumsum(n_add))).tolist()
-    cols = [add_q[:, 0].astype(pdt).tobytes(), add_q[:, 1].astype(pdt).tobytes(), add_q[:, 2].astype(pdt).tobytes(),
-            add_q[:, 3].astype("<u2").tobytes(), add_q[:, 4].astype(np.uint8).tobytes()]
-    widths = (pdt.itemsize, pdt.itemsize, pdt.itemsize, 2, 1)
+    def items(sel, sel_rem):
+        """Items of every client in (client, id) order: kind 0 removed, 1 added, 2 kept."""
+        keep_c = sel | inb
+        k_key, k_kind = ckey[keep_c], np.where(inb[keep_c], 2, 1).astype(np.int8)
+        k_rlen = np.where(sel[keep_c], rlen[keep_c], 0)
+        k_src, k_slot = src[keep_c], slots[keep_c]
+        k_cand = np.flatnonzero(keep_c)
+        if len(sel_rem) and (removed.any()):
+            # Removals (sent: kind 0) and unsent removals (kept, unchanged: kind 2).
+            rm = removed
+            r_key = bkey[rm]
+            r_kind = np.where(sel_rem[rm], 0, 2).astype(np.int8)
+            at = k_key.searchsorted(r_key)
+            k_key = np.insert(k_key, at, r_key)
+            k_kind = np.insert(k_kind, at, r_kind)
+            k_rlen = np.insert(k_rlen, at, 0)
+            k_src = np.insert(k_src, at, 0)
+            k_slot = np.insert(k_slot, at, (bids[rm] >> 16).astype(np.int64))
+            k_cand = np.insert(k_cand, at, -1 - np.flatnonzero(rm))
+        return k_key, k_kind, k_rlen, k_src, k_slot, k_cand
 
-    upd_buf, upd_a, upd_b = _pack_flags(upd.compress(inb), kc, n_kept)
-    fld_buf, fld_a, fld_b = _pack_codes(code[upd], cc[upd], n_upd)
-    small_buf = np.minimum(vals, WIDE).astype(np.uint8).tobytes()
-    small_off = np.concatenate(([0], np.cumsum(n_vals))).tolist()
-    wide_buf = vals[wm].astype("<u4").tobytes()
-    wide_off = np.concatenate(([0], np.cumsum(4 * n_wide))).tolist()
+    def cut(k_key, k_kind, k_rlen, check):
+        bits = np.where(k_kind == 2, 1 + 8 * k_rlen, np.where(k_kind == 1, add_bits, 32))
+        owner = (k_key >> np.uint64(32)).astype(np.int64)
+        n_items = np.bincount(owner, minlength=C)
+        ioff = _excl_cumsum(n_items).tolist()
+        cum = np.cumsum(bits, dtype=np.int64)
+        cum_l = cum.tolist()
+        seg_ends, seg_client = [], []
+        nparts = [0] * C
+        over = []
+        maxp_l = maxp.tolist()
+        for c in range(C):
+            a, b = ioff[c], ioff[c + 1]
+            if a == b:
+                seg_ends.append(b)
+                seg_client.append(c)
+                nparts[c] = 1
+                continue
+            start, ends = a, []
+            limit = maxp_l[c] if check[c] else 255
+            while start < b and len(ends) <= limit:
+                end = min(int(cum.searchsorted((cum_l[start - 1] if start else 0) + cap_bits, side="right")), b)
+                ends.append(end)
+                start = end
+            if len(ends) > limit:
+                over.append(c)
+                continue
+            seg_ends.extend(ends)
+            seg_client.extend([c] * len(ends))
+            nparts[c] = len(ends)
+        return seg_ends, seg_client, nparts, over
 
-    packb = msgpack.packb
-    off = offsets.tolist()
-    n_add_l = n_add.tolist()
-    payloads: list[bytes | None] = []
-    views: list[View | None] = []
-    acks_l = acks.tolist()
-    selfs_l = selfs.tolist()
+    k = items(sel, sel_rem)
+    seg_ends, seg_client, nparts, over = cut(k[0], k[1], k[2], ~sure)
+    if over:
+        # Selection for the clients over their allowance, vectorized over all of them.
+        limited[over] = True
+        lim_c = limited.take(cc)
+        # Removals first, in id order, as many as fit.
+        # Every baseline entity costs its update bit (unsent removals stay kept); a removal
+        # sent costs 31 bits more. Removals first, in id order, as many as fit.
+        left = maxp * (cap_bits - MAX_ITEM_BITS) - nb
+        if len(bkey):
+            lim_r = removed & limited.take(bc)
+            r_rank = _segment_cumsum(lim_r.astype(np.int64), bc, C)  # 1-based among removals
+            k_rem = np.minimum(n_rem, np.maximum(left, 0) // 31)
+            sel_rem = ~lim_r | (r_rank <= k_rem.take(bc))
+            left = left - 31 * k_rem
+        left = np.maximum(left, 0)
+        extra = np.where(inb, 8 * rlen, add_bits)
+        wants = lim_c & (extra > 0)
+        w = np.ones(T) if weights is None else np.asarray(weights, dtype=np.float64)
+        bucket = priority_buckets(np.where(inb, age, max_age), w, force_age)
+        # Per (client, bucket) costs, highest bucket first: the threshold bucket per client.
+        NBK = FORCED + 1
+        wb = np.where(wants, FORCED - bucket, NBK)  # 0 = highest; NBK = not wanted
+        grid = np.bincount(cc[wants] * NBK + wb[wants], weights=extra[wants], minlength=C * NBK)
+        grid = grid.reshape(C, NBK).astype(np.int64)
+        above = np.cumsum(grid, axis=1) - grid  # cost of higher buckets
+        fits_whole = np.cumsum(grid, axis=1) <= left[:, None]
+        thr = fits_whole.sum(axis=1)  # buckets (from the top) that fit whole; the next is partial
+        room = left - np.take_along_axis(above, np.minimum(thr, NBK - 1)[:, None], axis=1)[:, 0]
+        cthr = thr.take(cc)
+        in_thr = wants & (wb == cthr)
+        run = _segment_cumsum(np.where(in_thr, extra, 0), cc, C)
+        chosen = wants & ((wb < cthr) | (in_thr & (run <= room.take(cc))))
+        # (run grows along the bucket, so the chosen ones are a prefix in id order.)
+        sel = np.where(lim_c, chosen | (inb & (rlen == 0)), True)
+        k = items(sel, sel_rem)
+        seg_ends, seg_client, nparts, over2 = cut(k[0], k[1], k[2], limited)
+        if over2:  # cannot happen: the costs above are upper bounds
+            raise RuntimeError(f"selection left {len(over2)} clients over their allowance")
+    k_key, k_kind, k_rlen, k_src, k_slot, k_cand = k
+
+    S = len(seg_ends)
+    seg_end_arr = np.asarray(seg_ends, dtype=np.int64)
+    seg_start_arr = np.concatenate(([0], seg_end_arr[:-1])) if S else seg_end_arr
+    seg = np.repeat(np.arange(S, dtype=np.int64), seg_end_arr - seg_start_arr)
+    ids = (k_key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+    # Sections, each in item order, with per-part byte offsets.
+    is_rem, is_add, is_kept = k_kind == 0, k_kind == 1, k_kind == 2
+    rem_bytes = ids[is_rem].astype("<u4").tobytes()
+    rem_off = (_excl_cumsum(np.bincount(seg[is_rem], minlength=S)) * 4).tolist()
+    arec = 4 + state_size(pdt)
+    add_bytes = added_records(ids[is_add], state_q.take(k_slot[is_add], axis=0), pdt).tobytes()
+    add_cnt = _excl_cumsum(np.bincount(seg[is_add], minlength=S))
+    add_off = (add_cnt * arec).tolist()
+    kept_cnt = np.bincount(seg[is_kept], minlength=S).tolist()
+    bitmap, bm_start = _pack_segments(k_rlen[is_kept] > 0, seg[is_kept], S)
+    bm_start = bm_start.tolist()
+    has_rec = k_rlen > 0
+    run_len = k_rlen[has_rec]
+    out_start = _excl_cumsum(run_len)
+    total = int(out_start[-1])
+    if total:
+        idx = np.repeat(k_src[has_rec] - out_start[:-1], run_len)
+        idx += np.arange(total, dtype=np.int64)
+        rec_bytes = rec_table.take(idx).tobytes()
+    else:
+        rec_bytes = b""
+    rec_off = _excl_cumsum(np.bincount(seg[has_rec], weights=run_len, minlength=S).astype(np.int64)).tolist()
+    first_ids = ids.take(np.minimum(seg_start_arr, len(ids) - 1)).tolist() if len(ids) else [0] * S
+    add_cnt_l = add_cnt.tolist()
+
+    # The new held views: items other than sent removals; held = tick where sent or current.
+    in_view = ~is_rem
+    v_owner = (k_key[in_view] >> np.uint64(32)).astype(np.int64)
+    v_ids = _frozen(ids[in_view])
+    vc = k_cand[in_view]
+    fresh = (k_rlen[in_view] > 0) | (k_kind[in_view] == 1)
+    old_held = np.where(vc >= 0, held.take(np.maximum(vc, 0)), bheld.take(np.maximum(-1 - vc, 0)) if len(bheld) else 0)
+    cur = (vc >= 0) & (rlen.take(np.maximum(vc, 0)) == 0) & inb.take(np.maximum(vc, 0))
+    v_held = _frozen(np.where(fresh | cur, tick, old_held).astype(np.int64))
+    voff = _excl_cumsum(np.bincount(v_owner, minlength=C)).tolist()
+    sent_per = np.bincount(v_owner[fresh], minlength=C).tolist()
+    oldest_arr = np.full(C, tick, dtype=np.int64)
+    np.minimum.at(oldest_arr, v_owner, v_held)
+    oldest = oldest_arr.tolist()
+
+    out: list[Snapshot] = []
+    s = 0
     for c in range(C):
-        if not fits[c]:
-            payloads.append(None)
-            views.append(None)
-            continue
-        a0, a1 = add_off[c], add_off[c + 1]
-        if n_add_l[c]:
-            state = b"".join(col[a0 * w : a1 * w] for col, w in zip(cols, widths))
-        else:
-            state = b""
-        payloads.append(
-            packb(
-                [tick, base_ticks[c], acks_l[c], selfs_l[c],
-                 rem_buf[rem_off[c] : rem_off[c + 1]],
-                 addid_buf[4 * a0 : 4 * a1],
-                 state,
-                 upd_buf[upd_a[c] : upd_b[c]],
-                 fld_buf[fld_a[c] : fld_b[c]],
-                 small_buf[small_off[c] : small_off[c + 1]],
-                 wide_buf[wide_off[c] : wide_off[c + 1]]]
+        k_ = nparts[c]
+        bt = None if baselines[c] is None else baselines[c].tick
+        ack, me = input_acks[c], self_ids[c]
+        parts = []
+        for p in range(k_):
+            first = 0 if p == 0 else first_ids[s]
+            last = NONE32 if p == k_ - 1 else first_ids[s + 1] - 1
+            r0, r1 = rem_off[s], rem_off[s + 1]
+            parts.append(
+                pack_header(tick, bt, ack, me, p, k_, first, last, (r1 - r0) >> 2,
+                            add_cnt_l[s + 1] - add_cnt_l[s], kept_cnt[s])
+                + rem_bytes[r0:r1]
+                + add_bytes[add_off[s] : add_off[s + 1]]
+                + bitmap[bm_start[s] : bm_start[s] + ((kept_cnt[s] + 7) >> 3)]
+                + rec_bytes[rec_off[s] : rec_off[s + 1]]
             )  # fmt: skip
-        )
-        views.append(View(tick, cand_ids[off[c] : off[c + 1]], cand_q[off[c] : off[c + 1]]))
-    return payloads, views
+            s += 1
+        a, b = voff[c], voff[c + 1]
+        view = HeldView(tick, v_ids[a:b], v_held[a:b], oldest[c])
+        complete = not limited[c] or bool((v_held[a:b] == tick).all() and b - a == counts[c])
+        out.append(Snapshot(parts, view, complete, sent_per[c]))
+    return out

@@ -1,10 +1,10 @@
 """Writes the snapshot test vectors protocol/vectors/snapshot_*.json from fixed inputs.
 
-Job: build each vector's inputs by hand (no randomness), run ``encode_snapshot`` and
-``decode_snapshot`` on them, and store inputs plus expected bytes and view as self-contained
+Job: build each vector's inputs by hand (no randomness), run ``encode_snapshot`` and decode
+its parts (in order and in reverse) with ``PartAssembler``, and store inputs plus expected bytes and view as self-contained
 JSON for other implementations (the JavaScript decoder) and tests/test_snapshot_vectors.py.
 Must not: be imported by the server, or change a vector's inputs without a reason (a changed
-``expected_hex`` means a wire format change: bump the protocol version).
+``expected_parts_hex`` means a wire format change: bump the protocol version).
 
 Run from the repository root: ``python protocol/vectors/make_snapshot_vectors.py``
 (``--check`` exits 1 if a file on disk differs from what would be written).
@@ -16,29 +16,38 @@ import json
 import pathlib
 import sys
 
-import msgpack
 import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from protocol.snapshot import View, decode_snapshot, encode_snapshot  # noqa: E402
+from protocol.snapshot import (  # noqa: E402
+    HEADER_SIZE,
+    PART_HEADER,
+    PartAssembler,
+    View,
+    encode_snapshot,
+    state_size,
+)
 
 HERE = pathlib.Path(__file__).resolve().parent
-FORMAT = "worldserver-snapshot-vector/1"
+FORMAT = "worldserver-snapshot-vector/2"
 
 DOC = {
     "format": "this document's format name and version",
     "description": "what the vector exercises",
-    "position_dtype": "'<u2' or '<u4': wire type of x, y, z in added_state",
-    "tick, input_ack, self_id, budget": "encoder inputs (budget: max payload bytes)",
+    "position_dtype": "'<u2' or '<u4': wire type of x, y, z in added records",
+    "tick, input_ack, self_id": "encoder inputs (input_ack -1: none applied, sent as 0xFFFFFFFF)",
+    "part_budget": "the largest part payload in bytes",
+    "allowance": "null, or the bytes of packets the tick may take (parts x (part_budget + 13))",
     "baseline": "null (full snapshot) or the View the delta is against: "
     "{tick, ids: sorted uint32, q: rows [x, y, z, yaw, anim]}",
     "candidates": "entities the client should see: {ids: sorted uint32, q: rows}",
-    "priority": "null or one number per candidate (higher is sent first when over budget)",
-    "expected_hex": "the payload, lowercase hex: a msgpack array of 11 elements",
-    "expected_parts": "the decoded array: scalars as numbers/null, bins as hex",
-    "expected_view": "what a decoder must produce: {tick, ids, q}",
+    "priority": "null or one number per candidate (higher is sent first when over the allowance)",
+    "expected_parts_hex": "the part payloads in order, lowercase hex (SPEC 5.2)",
+    "expected_fields": "per part: the header fields, then removed (ids), added (ids and state rows), "
+    "upd (hex) and records (hex)",
+    "expected_view": "what a decoder must produce from all parts: {tick, ids, q}",
     "expected_sent": "per candidate: was its state sent (added or updated)",
 }
 
@@ -59,27 +68,48 @@ def _view_json(v: View) -> dict:
     return {"tick": v.tick, "ids": v.ids.tolist(), "q": v.q.tolist()}
 
 
-def _vector(description, *, tick, baseline, ids, q, budget=1200, priority=None,
+def _fields(part: bytes, position_dtype: str) -> dict:
+    """A part's fields by name, parsed independently of the decoder (for other decoders)."""
+    names = ["tick", "baseline_tick", "input_ack", "self_id", "part", "parts", "first_id",
+             "last_id", "R", "A", "K"]  # fmt: skip
+    head = dict(zip(names, PART_HEADER.unpack_from(part)))
+    at = HEADER_SIZE
+    r, a, k = head["R"], head["A"], head["K"]
+    removed = np.frombuffer(part, "<u4", count=r, offset=at).tolist()
+    at += 4 * r
+    pdt = np.dtype(position_dtype)
+    rec = np.frombuffer(part, [("id", "<u4"), ("p", pdt, (3,)), ("yaw", "<u2"), ("anim", "u1")], count=a, offset=at)
+    at += a * (4 + state_size(pdt))
+    added = {"ids": rec["id"].tolist(),
+             "q": [[*map(int, p), int(y), int(n)] for p, y, n in zip(rec["p"], rec["yaw"], rec["anim"])]}  # fmt: skip
+    upd = part[at : at + ((k + 7) >> 3)]
+    at += len(upd)
+    return {**head, "removed": removed, "added": added, "upd": upd.hex(), "records": part[at:].hex()}
+
+
+def _vector(description, *, tick, baseline, ids, q, part_budget=1187, allowance=None, priority=None,
             input_ack=0, self_id=_eid(1, 0), position_dtype="<u2") -> dict:  # fmt: skip
-    payload, view, sent = encode_snapshot(
+    enc = encode_snapshot(
         tick=tick,
         baseline=baseline,
         cand_ids=ids,
         cand_q=q,
         priority=None if priority is None else np.array(priority, dtype=np.float64),
-        budget=budget,
+        part_budget=part_budget,
+        allowance=allowance,
         input_ack=input_ack,
         self_id=self_id,
         layout=position_dtype,
         check=True,
     )
-    stored = {} if baseline is None else {baseline.tick: baseline}
-    header, decoded = decode_snapshot(payload, stored, position_dtype)
-    if decoded != view:
-        raise AssertionError(f"{description}: decoded view differs from the encoder's")
-    parts = msgpack.unpackb(payload)
-    names = ["tick", "baseline_tick", "input_ack", "self_id", "removed", "added_ids",
-             "added_state", "upd_mask", "field_mask", "small", "wide"]  # fmt: skip
+    for order in (enc.parts, enc.parts[::-1]):
+        asm = PartAssembler(position_dtype)
+        if baseline is not None:
+            asm.views[baseline.tick] = baseline
+        for part in order:
+            asm.add(part)
+        if asm.views.get(tick) != enc.view:
+            raise AssertionError(f"{description}: decoded view differs from the encoder's")
     return {
         "format": FORMAT,
         "description": description,
@@ -87,16 +117,15 @@ def _vector(description, *, tick, baseline, ids, q, budget=1200, priority=None,
         "tick": tick,
         "input_ack": input_ack,
         "self_id": self_id,
-        "budget": budget,
+        "part_budget": part_budget,
+        "allowance": allowance,
         "baseline": None if baseline is None else _view_json(baseline),
         "candidates": {"ids": ids.tolist(), "q": q.tolist()},
         "priority": priority,
-        "expected_hex": payload.hex(),
-        "expected_parts": {
-            k: (v.hex() if isinstance(v, bytes) else v) for k, v in zip(names, parts)
-        },
-        "expected_view": _view_json(view),
-        "expected_sent": sent.tolist(),
+        "expected_parts_hex": [p.hex() for p in enc.parts],
+        "expected_fields": [_fields(p, position_dtype) for p in enc.parts],
+        "expected_view": _view_json(enc.view),
+        "expected_sent": enc.sent.tolist(),
         "_doc": DOC,
     }
 
@@ -153,7 +182,7 @@ def build_vectors() -> dict[str, dict]:
     q4[4, 3] = 65535  # yaw 4 -> 65535 wraps backward: delta -5
     q4[4, 4] = 200  # anim 3 -> 200: zigzag 394 (wide)
     out["snapshot_wide_yaw_wrap.json"] = _vector(
-        "delta: wide (escaped) deltas and yaw wrapping both ways",
+        "delta: wide (u32) deltas and yaw wrapping both ways",
         tick=102, baseline=base2, ids=ids1, q=q4, input_ack=42,
     )  # fmt: skip
 
@@ -164,16 +193,17 @@ def build_vectors() -> dict[str, dict]:
     q5b[:, 0] += 300  # every entity changes: x by a wide delta
     prio = [float((7 * s) % 11) for s in range(30)]
     out["snapshot_budget_limited.json"] = _vector(
-        "over budget: 20 wide updates and 10 additions, chosen by priority; "
+        "over the allowance (one part of 100 bytes): 20 wide updates and 10 additions, chosen by "
+        "priority; "
         "unchosen updates keep baseline values, unchosen additions stay out",
-        tick=205, baseline=base5, ids=ids5, q=q5b, budget=120, priority=prio,
+        tick=205, baseline=base5, ids=ids5, q=q5b, part_budget=100, allowance=113, priority=prio,
     )  # fmt: skip
 
     ids6 = _ids([_eid(s, 1) for s in range(100, 140)])
     q6 = _q([[s, s, s, s, 0] for s in range(40)])
     out["snapshot_budget_removals.json"] = _vector(
-        "over budget with only removals: as many as fit go, the rest stay in the view",
-        tick=301, baseline=View(300, ids6, q6), ids=_ids([]), q=_q([]), budget=90,
+        "over the allowance with only removals: as many as fit go, the rest stay in the view",
+        tick=301, baseline=View(300, ids6, q6), ids=_ids([]), q=_q([]), part_budget=100, allowance=113,
     )  # fmt: skip
 
     ids7 = _ids([_eid(3, 0), _eid(4, 0)])
@@ -187,8 +217,25 @@ def build_vectors() -> dict[str, dict]:
     )  # fmt: skip
 
     out["snapshot_unchanged.json"] = _vector(
-        "delta where nothing changed: only the update mask (all zero)",
+        "delta where nothing changed: only the update bitmap (all zero), no records",
         tick=104, baseline=base2, ids=ids1, q=q2, input_ack=45,
+    )  # fmt: skip
+
+    ids8 = _ids([_eid(s, 2) for s in range(20, 60)])
+    q8 = _q([[40 * s, 0, 3000 - 20 * s, 500 * s, 1] for s in range(40)])
+    base8 = View(400, ids8[::2], q8[::2])
+    q8b = q8.copy()
+    q8b[:, 0] += 7
+    q8b[:, 2] -= 3
+    q8b[5, 0] += 1000  # one wide delta
+    out["snapshot_parts.json"] = _vector(
+        "a snapshot in 5 parts of at most 100 bytes: updates, additions, each part its own "
+        "id range",
+        tick=401, baseline=base8, ids=ids8, q=q8b, part_budget=100, input_ack=7,
+    )  # fmt: skip
+    out["snapshot_full_parts.json"] = _vector(
+        "a full snapshot (no baseline) of 40 entities cut into parts",
+        tick=402, baseline=None, ids=ids8, q=q8b, part_budget=100, input_ack=-1,
     )  # fmt: skip
     return out
 
