@@ -1,4 +1,4 @@
-"""protocol/vectors/packets.json is current, follows its documented format (SPEC 4.3) and
+"""protocol/vectors/packets.json is current, follows its documented format (SPEC 4.2) and
 decodes back to its fields."""
 
 import json
@@ -27,7 +27,7 @@ def load() -> dict:
 
 
 def u64(value: object) -> int:
-    """A u64 field of the file: a decimal string (SPEC 4.3)."""
+    """A u64 field of the file: a decimal string (SPEC 4.2)."""
     assert type(value) is str and value.isdigit() and (value == "0" or not value.startswith("0")), value
     n = int(value)
     assert n < 2**64

@@ -3,7 +3,7 @@
 Each vector names the packet, gives its fields and the expected bytes in hex, so another
 implementation can check its encoder and decoder. The cookie vector also gives the secret,
 address and time, so a server implementation can check its MAC. The file's format is
-specified in SPEC.md section 4.3; in short, u64 fields (nonces, cookie times) are written as
+specified in SPEC.md section 4.2; in short, u64 fields (nonces, cookie times) are written as
 decimal strings so that JSON parsers with float64 numbers (JavaScript's JSON.parse) keep them
 exact. Run with ``--check`` to verify the file is current (the tests do). Deterministic; no I/O
 but the one file.
@@ -112,7 +112,7 @@ def build() -> dict:
     return {
         "format": FORMAT,
         "protocol_version": PROTOCOL_VERSION,
-        "description": "Packet layouts of protocol/SPEC.md sections 2-4 (file format: section 4.3). Packet "
+        "description": "Packet layouts of protocol/SPEC.md sections 2-4 (file format: section 4.2). Packet "
                        "integers are little-endian; u64 fields (nonce, time_ms) are decimal strings here.",
         "vectors": vectors,
     }

@@ -1,6 +1,6 @@
 // Packet codecs against protocol/vectors/packets.json: every vector encoded byte-exact and
 // decoded back to its fields. The file is read with plain JSON.parse: its u64 fields are
-// decimal strings (SPEC 4.3), so nothing is rounded.
+// decimal strings (SPEC 4.2), so nothing is rounded.
 
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
