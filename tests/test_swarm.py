@@ -3,6 +3,8 @@
 Checks that bots complete the real handshake, receive snapshots at about the tick rate, send
 inputs at 20 Hz, say goodbye, that observers measure move-to-observed latency, that the report
 carries every field, that worker processes merge, and that failures are reported as failures.
+Without a server: a tick counts as a snapshot once all its parts arrived (once), observers'
+refreshed share, and the walking speed option.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import pathlib
+import struct
 import sys
 
+import numpy as np
+import pytest
 import trio
 
 if importlib.util.find_spec("worldclient") is None:  # not installed, and not on pythonpath
@@ -26,6 +31,7 @@ REPORT_FIELDS = {
     "snapshots_per_bot_s", "bytes_per_bot_s", "inputs_per_bot_s", "latency_ms_p50",
     "latency_ms_p99", "latency_samples", "packet_loss", "duration_s", "processes", "ok",
     "cpu_percent", "observed_entities_mean", "input_backlog_p50", "input_backlog_p99",
+    "parts_per_bot_s", "observed_refreshed_share",
 }  # fmt: skip
 
 
@@ -51,6 +57,8 @@ async def test_swarm_against_in_process_server():
     assert report["failures"] == 0, report["failure_reasons"]
     assert report["ok"] is True
     assert report["snapshots_per_bot_s"] > 10.0  # 20 Hz tick; generous for a noisy machine
+    assert report["snapshots_per_bot_s"] <= report["parts_per_bot_s"] <= 2 * report["snapshots_per_bot_s"]
+    assert 0.5 < report["observed_refreshed_share"] <= 1.0  # a few walking bots: all refreshed
     assert 15.0 < report["inputs_per_bot_s"] <= 21.0
     assert report["bytes_per_bot_s"] > 0
     assert report["packet_loss"] < 0.05
@@ -112,6 +120,92 @@ def test_merge_sums_counts_and_concatenates_samples():
     assert merged["failures"] == 1 and merged["ok"] is False
     assert math.isclose(merged["packet_loss"], 2 / 82, abs_tol=1e-5)
     assert merged["processes"] == 2
+
+
+def _part(tick: int, part: int, parts: int, body: bytes = b"\x00" * 14) -> bytes:
+    """A snapshot part's header fields (SPEC.md 5.2) and some body; only the header is read."""
+    return struct.pack("<IIIIBB", tick, 0xFFFFFFFF, 0xFFFFFFFF, 7, part, parts) + body
+
+
+def test_a_tick_counts_once_when_all_its_parts_arrived():
+    bot = swarm.Bot(0, observer=False, nonce=1, phase=0)
+    done = swarm.tick_completed
+    assert done(bot, _part(10, 0, 1)) is True
+    assert done(bot, _part(10, 0, 1)) is False  # a duplicate
+    assert [done(bot, _part(11, k, 3)) for k in (2, 0, 0)] == [False, False, False]
+    assert done(bot, _part(12, 0, 2)) is False  # parts of two ticks interleave
+    assert done(bot, _part(11, 1, 3)) is True  # in any order
+    assert done(bot, _part(11, 1, 3)) is False
+    assert done(bot, _part(12, 1, 2)) is True
+    assert done(bot, _part(13, 2, 2)) is False  # part >= parts: impossible
+    assert done(bot, _part(13, 0, 0)) is False
+    assert done(bot, _part(14, 0, 1)[:17]) is False  # too short for the header
+    assert done(bot, _part(2**32 - 1, 0, 1)) is True  # tick is a u32
+    for tick in range(100, 100 + 3 * swarm.TICKS_TRACKED):  # bounded memory
+        done(bot, _part(tick, 0, 2))
+    assert len(bot.tick_parts) == swarm.TICKS_TRACKED
+
+
+def _view(ids, xs):
+    ids = np.asarray(ids, dtype=np.uint32)
+    q = np.zeros((len(ids), 5), dtype=np.int32)
+    q[:, 0] = xs
+    return ids, q
+
+
+def test_refreshed_share_counts_changed_over_moving_entities():
+    bot = swarm.Bot(0, observer=True, nonce=1, phase=0)
+    track = swarm.track_refresh
+    track(bot, 10, *_view([1, 2, 3, 9], [0, 0, 0, 0]), True)  # the first view: nothing to compare
+    assert (bot.refresh_changed, bot.refresh_moving) == (0, 0)
+    track(bot, 11, *_view([1, 2, 3, 9], [5, 5, 5, 0]), True)  # 1-3 moved; 9 never moves
+    assert (bot.refresh_changed, bot.refresh_moving) == (3, 3)
+    track(bot, 12, *_view([1, 2, 3, 4, 9], [10, 5, 5, 0, 0]), True)  # 2, 3 skipped; 4 new
+    assert (bot.refresh_changed, bot.refresh_moving) == (4, 6)
+    track(bot, 14, *_view([1, 2, 3, 4, 9], [20, 10, 5, 0, 0]), True)  # a tick missing: no count
+    assert (bot.refresh_changed, bot.refresh_moving) == (4, 6)
+    track(bot, 15, *_view([1, 2, 4, 9], [25, 10, 0, 0]), False)  # outside the window: no count
+    assert (bot.refresh_changed, bot.refresh_moving) == (4, 6)
+    # 3 left the view; 3 moving ones (1 and 2 changed lately, 4 never did) of which 1 changed:
+    track(bot, 16, *_view([1, 2, 4, 9], [30, 10, 0, 0]), True)
+    assert (bot.refresh_changed, bot.refresh_moving) == (5, 8)
+    late = 16 + swarm.MOVING_WINDOW + 1  # 2 last changed at 14: no longer counted as moving
+    track(bot, late - 1, *_view([1, 2], [35, 10]), False)
+    track(bot, late, *_view([1, 2], [40, 10]), True)
+    assert (bot.refresh_changed, bot.refresh_moving) == (6, 9)
+    report = swarm.make_report(dict(
+        bots_requested=1, observers=1, connected=1, snapshots=1, packets=1, bytes=1, inputs=1,
+        connected_seconds=1.0, packets_expected=1, packets_received=1, observed_entities_sum=1,
+        observed_views=1, cpu_s=0.0, window_s=1.0, failure_reasons={}, decode_errors={},
+        socket_errors={}, refresh_changed=bot.refresh_changed, refresh_moving=bot.refresh_moving,
+    ))  # fmt: skip
+    assert report["observed_refreshed_share"] == round(6 / 9, 4)
+
+
+def test_speed_scales_the_intent_and_the_dead_reckoning():
+    s = swarm._Swarm("127.0.0.1", 9, bots=2, observers=1, seed=1, speed=1.5)
+    try:
+        bot = s.bots[0]
+        s._set_speed(bot, 5.0)
+        assert bot.speed == 1.5 and math.isclose(bot.intent, 127 * 0.3)
+        bot.cx = bot.cz = bot.x = bot.z = 0.0
+        bot.radius = 100.0
+        s._set_direction(bot, 0.7, 0.0, record=False)
+        assert 37 <= math.hypot(bot.move_x, bot.move_z) <= 39  # the server: 5 m/s x intent/127
+        bot.last_step = 0.0
+        bot.turn_at = 10.0
+        s._steer(bot, 0.1)
+        assert math.isclose(math.hypot(bot.x, bot.z), 0.15, rel_tol=0.02)  # 1.5 m/s for 0.1 s
+        s._set_speed(bot, 1.0)  # never faster than the server allows
+        assert bot.speed == 1.0 and bot.intent == 127.0
+        default = swarm._Swarm("127.0.0.1", 9, bots=1, observers=0, seed=1)
+        default._set_speed(default.bots[0], 5.0)
+        assert default.bots[0].speed == 5.0 and default.bots[0].intent == 127.0
+        default.ep.close()
+        with pytest.raises(ValueError):
+            swarm._Swarm("127.0.0.1", 9, bots=1, observers=0, seed=1, speed=0.0)
+    finally:
+        s.ep.close()
 
 
 def test_walk_faces_its_direction_and_turns_far_enough():

@@ -6,7 +6,11 @@ goes), and measure what the clients get: snapshots and bytes per bot per second,
 from the snapshot sequence numbers, handshake and connection failures, and the
 move-to-observed latency -- the time from one bot sending a turn to another bot first seeing
 that bot's entity move in the new direction -- measured by a few "observer" bots that decode
-every snapshot. ``run_swarm(args)`` is the ``worldserver swarm`` entry point;
+every snapshot. A tick's snapshot may come in several parts (SNAPSHOT packets, protocol
+version 2): "snapshots" count complete ticks (every part of the tick arrived), "parts" count
+the packets. Observers also measure the share of the entities in view whose state each
+complete snapshot refreshed. ``speed`` (m/s) makes the bots walk slower than the server's
+``sim.max_speed``. ``run_swarm(args)`` is the ``worldserver swarm`` entry point;
 ``run_bots(...)`` runs one process's share of bots inside trio; ``run_processes(...)``
 spreads the bots over worker processes and merges their results. ``--transport webrtc|ws``
 hands over to :mod:`worldtools.swarm_rtc`, the same bots over the browser transports.
@@ -14,8 +18,9 @@ hands over to :mod:`worldtools.swarm_rtc`, the same bots over the browser transp
 Efficiency: one loop per process, no task per bot. Sockets are plain non-blocking stdlib
 sockets registered in one ``select.epoll``; trio only waits for that epoll fd to become
 readable (or for the next 50 ms send slot), so an in-process server in the same trio run keeps
-running. Light bots never decode snapshots: the connection layer parses the header (which also
-acknowledges the packet in the next input), and the bot counts it.
+running. Light bots never decode snapshots: the connection layer parses the packet header
+(which also acknowledges the packet in the next input), and the bot reads the part's tick,
+``part`` and ``parts`` at their fixed offsets to count complete ticks.
 
 Must not: import server internals (a bot knows only what the wire tells it), send to anything
 but the server address it was given, or run unbounded: every loop ends at ``duration`` plus a
@@ -27,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import queue
 import random
 import resource
@@ -71,6 +77,11 @@ WAYPOINT_TIMEOUT = 60.0  # seconds before a light bot gives up on an unreached w
 MAX_MOTION_GAP = 3  # ticks between two views for their position delta to count as motion
 MIN_MOTION_Q = 3  # quantized units a seen entity must move per tick to have a direction
 ANIM_WALK = 1
+# Snapshot part header (SPEC.md 5.2): tick u32 LE at 0, part u8 at 16, parts u8 at 17.
+PART_HEADER_BYTES = 18
+TICKS_TRACKED = 64  # ticks whose parts a bot remembers (the newest), to complete and dedupe them
+MOVING_WINDOW = 60  # ticks: an entity seen changing this recently counts as moving (refresh share)
+_NEVER = -(1 << 40)
 TEARDOWN_CAP = 10.0  # seconds beyond the duration after which workers are killed
 PROGRESS_INTERVAL = 1.0
 _TWO_PI = 2.0 * math.pi
@@ -94,13 +105,15 @@ class Bot:
         "connected_at", "ended_at",
         # walk
         "seq", "recent", "angle", "move_x", "move_z", "yaw", "turn_at", "last_step",
-        "x", "z", "cx", "cz", "lo_x", "hi_x", "lo_z", "hi_z", "radius", "speed",
+        "x", "z", "cx", "cz", "lo_x", "hi_x", "lo_z", "hi_z", "radius", "speed", "intent",
         # counters (measurement window only)
-        "snapshots", "packets", "bytes_in", "inputs",
+        "snapshots", "parts", "packets", "bytes_in", "inputs",
         "ext", "last16", "first_ext", "max_ext", "window_packets",
+        "tick_parts",  # tick -> bit mask of the parts received (the newest TICKS_TRACKED ticks)
         # observers only
         "mirror", "last_tick", "prev", "matched", "tx", "tz",
         "turn_id", "turn_time", "turn_angle", "entity_id", "seen_sum", "seen_n",
+        "r_tick", "r_ids", "r_q", "r_last", "refresh_changed", "refresh_moving",
     )  # fmt: skip
 
     def __init__(self, index: int, observer: bool, nonce: int, phase: int) -> None:
@@ -124,8 +137,10 @@ class Bot:
         self.tx = self.tz = 0.0  # waypoint of a light bot
         self.lo_x = self.hi_x = self.lo_z = self.hi_z = 0.0
         self.radius = OBSERVER_RADIUS
-        self.speed = 5.0
-        self.snapshots = self.packets = self.bytes_in = self.inputs = 0
+        self.speed = 5.0  # walking speed in m/s
+        self.intent = 127.0  # length of the movement intent (127 = the server's max speed)
+        self.snapshots = self.parts = self.packets = self.bytes_in = self.inputs = 0
+        self.tick_parts: dict[int, int] = {}
         self.ext = -1
         self.last16 = 0
         self.first_ext = -1
@@ -141,12 +156,45 @@ class Bot:
         self.entity_id = -1
         self.seen_sum = 0
         self.seen_n = 0
+        self.r_tick = -1
+        self.r_ids = self.r_q = self.r_last = None
+        self.refresh_changed = 0
+        self.refresh_moving = 0
+
+
+def tick_completed(bot: Bot, payload: bytes) -> bool:
+    """Record one received snapshot part; True when it completes its tick (the first time).
+
+    Reads tick, ``part`` and ``parts`` at their fixed offsets (SPEC.md 5.2) without decoding.
+    A duplicate part, a part of a tick already complete, or a part with an impossible header
+    (``part >= parts``, too short) completes nothing.
+    """
+    if len(payload) < PART_HEADER_BYTES:
+        return False
+    part, parts = payload[16], payload[17]
+    if part >= parts:
+        return False
+    tick = int.from_bytes(payload[0:4], "little")
+    seen = bot.tick_parts
+    before = seen.get(tick, 0)
+    full = (1 << parts) - 1
+    if before == full:
+        return False  # already complete: a duplicate
+    mask = before | (1 << part)
+    if tick not in seen and len(seen) >= TICKS_TRACKED:
+        del seen[next(iter(seen))]  # forget the oldest tick (ticks arrive roughly in order)
+    seen[tick] = mask
+    return mask == full
 
 
 class _Swarm:
     """The bots of one process and the synchronous halves of the loop (send slot, drain)."""
 
-    def __init__(self, host: str, port: int, bots: int, observers: int, seed) -> None:
+    def __init__(self, host: str, port: int, bots: int, observers: int, seed,
+                 speed: float | None = None) -> None:
+        if speed is not None and not speed > 0.0:
+            raise ValueError(f"speed must be > 0 m/s, got {speed!r}")
+        self.speed = speed  # None: walk at the server's max speed
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         self.family, _, _, _, self.addr = infos[0]
         self.rng = random.Random(seed)
@@ -172,7 +220,7 @@ class _Swarm:
         self.next_timeout_poll = 0.0
         self.connected_ever = 0
         self.bytes_total = 0  # whole run, for the progress line
-        self.snapshots_total = 0
+        self.snapshots_total = 0  # complete ticks, whole run
 
     # -- connection management --------------------------------------------------------------
     def _fail(self, bot: Bot, reason: str, now: float) -> None:
@@ -244,7 +292,7 @@ class _Swarm:
         bot.state = LIVE
         bot.connected_at = now
         bot.entity_id = welcome.entity_id
-        bot.speed = welcome.max_speed
+        self._set_speed(bot, welcome.max_speed)
         (x0, _, z0), (x1, _, z1) = welcome.mins, welcome.maxs
         bot.cx, bot.cz = (x0 + x1) / 2.0, (z0 + z1) / 2.0
         margin_x = min(EDGE_MARGIN, (x1 - x0) / 4.0)
@@ -262,6 +310,13 @@ class _Swarm:
             self.observer_by_id[bot.entity_id] = bot
             self._rebuild_observer_ids()
 
+    def _set_speed(self, bot: Bot, max_speed: float) -> None:
+        """Walk at ``self.speed`` (None: the server's ``max_speed``): the movement intent is
+        scaled by speed / max_speed (the server moves an entity at intent x max_speed)."""
+        speed = max_speed if self.speed is None or max_speed <= 0.0 else min(self.speed, max_speed)
+        bot.speed = speed
+        bot.intent = 127.0 if max_speed <= 0.0 else 127.0 * speed / max_speed
+
     def _rebuild_observer_ids(self) -> None:
         self.observer_ids = np.array(sorted(self.observer_by_id), dtype=np.uint32)
 
@@ -270,8 +325,8 @@ class _Swarm:
         change = _angle_diff(angle, bot.angle)
         angle %= _TWO_PI
         bot.angle = angle
-        mx = int(round(127.0 * math.cos(angle)))
-        mz = int(round(127.0 * math.sin(angle)))
+        mx = int(round(bot.intent * math.cos(angle)))
+        mz = int(round(bot.intent * math.sin(angle)))
         bot.move_x, bot.move_z = mx, mz
         # Facing the movement direction: yaw 0 faces +z, growing toward +x.
         bot.yaw = int(round((math.atan2(mx, mz) % _TWO_PI) * _YAW_SCALE)) & 0xFFFF
@@ -288,7 +343,7 @@ class _Swarm:
     def _steer(self, bot: Bot, now: float) -> None:
         dt = min(now - bot.last_step, 0.2)
         bot.last_step = now
-        k = bot.speed * dt / 127.0
+        k = bot.speed * dt / bot.intent
         x = bot.x + bot.move_x * k
         z = bot.z + bot.move_z * k
         if not bot.observer:
@@ -385,10 +440,11 @@ class _Swarm:
             if kind is Received:
                 if bot.state != LIVE:
                     continue
-                if ev.ptype == P.SNAPSHOT:
+                complete = ev.ptype == P.SNAPSHOT and tick_completed(bot, ev.payload)
+                if complete:
                     self.snapshots_total += 1
                 if now >= self.measure_start:
-                    self._count_packet(bot, ev, size)
+                    self._count_packet(bot, ev, size, complete)
                 if bot.observer and ev.ptype == P.SNAPSHOT:
                     self._observe(bot, ev.payload, now)
             elif kind is Connected:
@@ -405,11 +461,13 @@ class _Swarm:
                 self._fail(bot, reason, now)
                 return
 
-    def _count_packet(self, bot: Bot, ev: Received, size: int) -> None:
+    def _count_packet(self, bot: Bot, ev: Received, size: int, complete: bool) -> None:
         bot.packets += 1
         bot.bytes_in += size
         if ev.ptype == P.SNAPSHOT:
-            bot.snapshots += 1
+            bot.parts += 1
+            if complete:
+                bot.snapshots += 1
         seq = ev.seq
         if bot.ext < 0:
             bot.ext = seq
@@ -443,6 +501,7 @@ class _Swarm:
         ids, q = view.ids, view.q
         bot.seen_sum += len(ids)
         bot.seen_n += 1
+        track_refresh(bot, view.tick, ids, q, now >= self.measure_start)
         qz = mirror.quantizer
         i = int(ids.searchsorted(header.self_id))
         if i < len(ids) and int(ids[i]) == header.self_id:
@@ -514,14 +573,15 @@ class _Swarm:
 
     def result(self, requested: int, end: float, cpu_s: float, window: float) -> dict:
         connected_s = 0.0
-        snaps = pkts = nbytes = inputs = expected = received = 0
-        seen_sum = seen_n = 0
+        snaps = parts = pkts = nbytes = inputs = expected = received = 0
+        seen_sum = seen_n = refresh_changed = refresh_moving = 0
         for bot in self.bots:
             if bot.connected_at > 0.0:
                 start = max(bot.connected_at, self.measure_start)
                 stop = min(bot.ended_at or end, end)
                 connected_s += max(0.0, stop - start)
             snaps += bot.snapshots
+            parts += bot.parts
             pkts += bot.packets
             nbytes += bot.bytes_in
             inputs += bot.inputs
@@ -530,6 +590,8 @@ class _Swarm:
                 received += bot.window_packets
             seen_sum += bot.seen_sum
             seen_n += bot.seen_n
+            refresh_changed += bot.refresh_changed
+            refresh_moving += bot.refresh_moving
             if bot.mirror is not None:
                 for reason, n in bot.mirror.dropped.items():
                     self.decode_errors[reason] = self.decode_errors.get(reason, 0) + n
@@ -541,6 +603,7 @@ class _Swarm:
             decode_errors=dict(self.decode_errors),
             socket_errors=dict(self.socket_errors),
             snapshots=snaps,
+            parts=parts,
             packets=pkts,
             bytes=nbytes,
             inputs=inputs,
@@ -550,12 +613,40 @@ class _Swarm:
             latency_samples_ms=list(self.latency_ms),
             observed_entities_sum=seen_sum,
             observed_views=seen_n,
+            refresh_changed=refresh_changed,
+            refresh_moving=refresh_moving,
             send_late_ms=list(self.send_late),
             input_backlog=list(self.input_backlog),
             cpu_s=cpu_s,
             window_s=window,
             processes=1,
         )
+
+
+def track_refresh(bot: Bot, tick: int, ids: np.ndarray, q: np.ndarray, counting: bool) -> None:
+    """One complete view of an observer: which entities did it refresh?
+
+    Compares the view with the observer's previous complete view. When that one is exactly
+    one tick older (and ``counting``), the entities in both views that are moving (seen
+    changing within :data:`MOVING_WINDOW` ticks, or now) are counted in ``refresh_moving``,
+    and those whose state changed in ``refresh_changed``. In a crowd that walks all the time,
+    changed / moving is the share of the visible entities refreshed per snapshot; an entity
+    the server skipped keeps its old state and counts as not refreshed.
+    """
+    last = np.full(len(ids), _NEVER, dtype=np.int64)  # tick each entity was last seen changing
+    prev_ids = bot.r_ids
+    if prev_ids is not None and len(prev_ids) and len(ids):
+        pos = prev_ids.searchsorted(ids)
+        np.minimum(pos, len(prev_ids) - 1, out=pos)
+        both = np.flatnonzero(prev_ids[pos] == ids)
+        at = pos[both]
+        changed = (q[both] != bot.r_q[at]).any(axis=1)
+        before = bot.r_last[at]
+        last[both] = np.where(changed, tick, before)
+        if counting and tick - bot.r_tick == 1:
+            bot.refresh_changed += int(np.count_nonzero(changed))
+            bot.refresh_moving += int(np.count_nonzero(changed | (before >= tick - MOVING_WINDOW)))
+    bot.r_tick, bot.r_ids, bot.r_q, bot.r_last = tick, ids, q, last
 
 
 def _is_loopback(host: str) -> bool:
@@ -582,17 +673,19 @@ async def run_bots(
     *,
     warmup: float = 0.0,
     start_at: float | None = None,
+    speed: float | None = None,
 ) -> dict:
     """Run ``bots`` bots (the first ``observers`` of them decoding) for ``duration`` seconds.
 
     Runs inside trio and yields at every wait, so a server in the same trio run keeps
     ticking. ``progress(elapsed_s, counts)`` is called about once a second. Counting starts
     ``warmup`` seconds after the start (``start_at``, a ``time.monotonic()`` value, or now).
+    ``speed``: the bots' walking speed in m/s (None: the server's ``max_speed``).
     Returns the report of these bots (see :func:`make_report`); its raw fields can be merged
     with other processes' results by :func:`merge_results`.
     """
     raise_nofile_limit(bots + 64)
-    swarm = _Swarm(host, port, bots, observers, seed)
+    swarm = _Swarm(host, port, bots, observers, seed, speed=speed)
     if start_at is not None:
         await trio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
@@ -655,7 +748,7 @@ def raise_nofile_limit(needed: int) -> None:
 _SUMMED = (
     "bots_requested", "observers", "connected", "snapshots", "packets", "bytes", "inputs",
     "connected_seconds", "packets_expected", "packets_received", "observed_entities_sum",
-    "observed_views", "cpu_s",
+    "observed_views", "cpu_s", "parts", "refresh_changed", "refresh_moving",
 )  # fmt: skip
 _DICTS = ("failure_reasons", "decode_errors", "socket_errors")
 _LISTS = ("latency_samples_ms", "send_late_ms", "input_backlog")
@@ -689,6 +782,8 @@ def make_report(raw: dict) -> dict:
     r = dict(raw)
     for k in _LISTS:
         r.setdefault(k, [])
+    for k in ("parts", "refresh_changed", "refresh_moving"):
+        r.setdefault(k, 0)
     bot_s = r["connected_seconds"]
     failures = sum(r["failure_reasons"].values()) + sum(r["decode_errors"].values())
     lat = r["latency_samples_ms"]
@@ -698,6 +793,7 @@ def make_report(raw: dict) -> dict:
     r.update(
         failures=failures,
         snapshots_per_bot_s=round(r["snapshots"] / bot_s, 2) if bot_s else 0.0,
+        parts_per_bot_s=round(r.get("parts", 0) / bot_s, 2) if bot_s else 0.0,
         bytes_per_bot_s=round(r["bytes"] / bot_s, 1) if bot_s else 0.0,
         inputs_per_bot_s=round(r["inputs"] / bot_s, 2) if bot_s else 0.0,
         latency_ms_p50=_percentile(lat, 50),
@@ -706,6 +802,9 @@ def make_report(raw: dict) -> dict:
         packet_loss=round((expected - r["packets_received"]) / expected, 5) if expected else 0.0,
         observed_entities_mean=(
             round(r["observed_entities_sum"] / r["observed_views"], 1) if r["observed_views"] else 0.0
+        ),
+        observed_refreshed_share=(
+            round(r["refresh_changed"] / r["refresh_moving"], 4) if r.get("refresh_moving") else None
         ),
         send_late_ms_p99=_percentile(late, 99),
         input_backlog_p50=_percentile(r["input_backlog"], 50),
@@ -729,7 +828,8 @@ def format_report(report: dict) -> str:
         ("failures", report["failures"]),
         ("  reasons", ", ".join(f"{k}={v}" for k, v in sorted(
             {**report["failure_reasons"], **report["decode_errors"]}.items())) or "-"),
-        ("snapshots / bot / s", report["snapshots_per_bot_s"]),
+        ("snapshots / bot / s (complete ticks)", report["snapshots_per_bot_s"]),
+        ("snapshot parts / bot / s", report.get("parts_per_bot_s", 0.0)),
         ("bytes in / bot / s", report["bytes_per_bot_s"]),
         ("inputs / bot / s", report["inputs_per_bot_s"]),
         ("move-to-observed p50 (ms)", "-" if lat50 is None else lat50),
@@ -737,6 +837,8 @@ def format_report(report: dict) -> str:
         ("latency samples", report["latency_samples"]),
         ("packet loss", f"{100.0 * report['packet_loss']:.3f} %"),
         ("entities seen by observers", report["observed_entities_mean"]),
+        ("refreshed share (observers)", "-" if report.get("observed_refreshed_share") is None
+         else report["observed_refreshed_share"]),
         ("inputs sent, not applied p50/p99",
          f"{report['input_backlog_p50']} / {report['input_backlog_p99']}"),
         ("swarm send lateness p99 (ms)", report["send_late_ms_p99"]),
@@ -756,17 +858,20 @@ def _split(bots: int, processes: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(processes)]
 
 
-def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at, out) -> None:
+def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at, out,
+            speed=None, cpus=None) -> None:
     """Worker process body: run its bots, post progress and the final result on ``out``."""
 
     def progress(elapsed: float, counts: dict) -> None:
         out.put(("progress", index, counts))
 
     try:
+        if cpus:
+            os.sched_setaffinity(0, set(cpus))
         result = trio.run(
             lambda: run_bots(
                 host, port, bots, duration, observers, seed, progress,
-                warmup=warmup, start_at=start_at,
+                warmup=warmup, start_at=start_at, speed=speed,
             )
         )  # fmt: skip
         out.put(("result", index, result))
@@ -785,13 +890,17 @@ def run_processes(
     progress=None,
     *,
     warmup: float = 0.0,
+    speed: float | None = None,
+    cpus=None,
 ) -> dict:
     """Spread the bots over ``processes`` worker processes; return the merged report.
 
     All observers run in the first worker, so that the turns they make and the turns they
     see share one process. ``progress(elapsed_s, counts)`` is called in this process about
     once a second with the sums over the workers. Workers that outlive ``duration`` plus
-    :data:`TEARDOWN_CAP` seconds are killed and count as failed.
+    :data:`TEARDOWN_CAP` seconds are killed and count as failed. ``speed``: the bots'
+    walking speed in m/s (None: the server's max speed); ``cpus``: CPU numbers the workers
+    are pinned to (``os.sched_setaffinity``), None for no pinning.
     """
     processes = max(1, min(int(processes), int(bots)))
     counts = _split(int(bots), processes)
@@ -806,7 +915,7 @@ def run_processes(
         p = ctx.Process(
             target=_worker,
             args=(i, host, port, n, duration, observers if i == 0 else 0, wseed, warmup,
-                  start_at, out),
+                  start_at, out, speed, cpus),
             daemon=True,
         )  # fmt: skip
         p.start()
@@ -919,12 +1028,17 @@ def run_swarm(args) -> int:
     processes = max(1, int(getattr(args, "processes", 1) or 1))
     observers = int(getattr(args, "observers", 16))
     seed = getattr(args, "seed", None)
+    speed = getattr(args, "speed", None)
     as_json = bool(getattr(args, "json", False))
     progress = None if as_json else _ProgressLine(bots)
     if processes == 1:
-        report = trio.run(lambda: run_bots(host, port, bots, duration, observers, seed, progress))
+        report = trio.run(
+            lambda: run_bots(host, port, bots, duration, observers, seed, progress, speed=speed)
+        )
     else:
-        report = run_processes(host, port, bots, duration, processes, observers, seed, progress)
+        report = run_processes(
+            host, port, bots, duration, processes, observers, seed, progress, speed=speed
+        )
     shown = public_report(report)
     if as_json:
         print(json.dumps(shown, sort_keys=True))
@@ -987,5 +1101,7 @@ if __name__ == "__main__":  # pragma: no cover - convenience: python -m worldtoo
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--observers", type=int, default=16)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--speed", type=float, default=None,
+                        help="walking speed of the bots in m/s (default: the server's max speed)")
     parser.add_argument("--json", action="store_true")
     sys.exit(run_swarm(parser.parse_args()))
