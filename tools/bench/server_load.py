@@ -4,10 +4,14 @@ Job: for each swarm size N (default 100, 400, 1000), start ``python -m worldserv
 subprocess on 127.0.0.1 (a free UDP port, JSON logs, a stats line every second), run the
 swarm against it in worker process(es) for ``--duration`` seconds, and report, over the window
 after the ``--warmup`` seconds: the server's CPU (percent of one core, from /proc/<pid>/stat),
-its tick duration and tick lateness p99 (from its stats lines: median and worst line), bytes
-sent per client per second, and the swarm's figures (snapshots and bytes per bot per second,
-move-to-observed latency p50/p99, packet loss, swarm CPU). Prints a table, or JSON with
-``--json``, and records the machine it ran on.
+its tick duration and tick lateness p50/p99 (from its stats lines: median and worst line),
+bytes sent per client per second, the share of visible entities refreshed per snapshot (from
+the server's ``snapshot.entities_sent`` / ``snapshot.entities_visible`` counters when its
+stats lines carry them, else "n/a"), and the swarm's figures (snapshots per bot per second as
+complete ticks, snapshot parts and bytes per bot per second, move-to-observed latency p50/p99,
+packet loss, swarm CPU). Prints a table, or JSON with ``--json``, and records the machine it
+ran on. ``--speed`` sets the bots' walking speed; ``--pin`` puts the server on CPU 0 and the
+swarm on CPU 1 (``taskset`` and ``os.sched_setaffinity``, when the machine has 2+ CPUs).
 
 Must not: send traffic anywhere but loopback, leave a server or worker process behind (every
 run is wrapped in try/finally with bounded waits), or reach into the server other than through
@@ -24,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -95,10 +100,26 @@ def _machine_busy_seconds() -> float:
     return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
 
 
+def pin_plan(enabled: bool = True) -> tuple[list[str], set[int] | None, str]:
+    """How to pin: (command prefix for the server, CPUs for the bots, note).
+
+    The Colyseus harness's rule (``run_bench.sh``): server on CPU 0, bots on CPU 1, when
+    ``taskset`` exists and the machine has at least 2 CPUs; otherwise nothing is pinned.
+    """
+    if not enabled:
+        return [], None, "not pinned (not asked)"
+    if (os.cpu_count() or 1) < 2:
+        return [], None, "not pinned (fewer than 2 CPUs)"
+    taskset = shutil.which("taskset")
+    if taskset is None or not hasattr(os, "sched_setaffinity"):
+        return [], None, "not pinned (no taskset)"
+    return [taskset, "-c", "0"], {1}, "server on CPU 0, bots on CPU 1"
+
+
 class ServerProcess:
     """``worldserver run`` as a subprocess whose JSON log lines are read without blocking."""
 
-    def __init__(self, extra_sets: list[str]) -> None:
+    def __init__(self, extra_sets: list[str], prefix: list[str] | None = None) -> None:
         env = dict(os.environ)
         paths = [str(ROOT), str(ROOT / "clients" / "python")]
         if env.get("PYTHONPATH"):
@@ -106,7 +127,7 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env = {k: v for k, v in env.items() if not k.startswith("WORLDSERVER_")}
         self._cwd = tempfile.TemporaryDirectory(prefix="server_load_")  # no stray worldserver.toml
-        cmd = [
+        cmd = list(prefix or []) + [
             sys.executable, "-m", "worldserver", "run",
             "--host", HOST, "--udp-port", "0", "--log-level", "INFO",
             "--set", "server.log_format=json", "--set", "server.stats_interval=1",
@@ -194,6 +215,59 @@ def _wall(ts: str) -> float:
     return datetime.strptime(ts, fmt).replace(tzinfo=timezone.utc).timestamp()
 
 
+ENTITIES_VISIBLE = "snapshot.entities_visible"
+ENTITIES_SENT = "snapshot.entities_sent"
+
+
+def stats_counter(line: dict, name: str):
+    """A counter of a stats line, or None: as a field ``name`` (or with ``_`` for ``.``), or
+    inside a dict-valued field (e.g. ``counters``, or ``snapshot`` holding ``entities_sent``)."""
+    head, _, tail = name.partition(".")
+    for key in (name, name.replace(".", "_")):
+        if isinstance(line.get(key), (int, float)):
+            return line[key]
+    for key, value in line.items():
+        if isinstance(value, dict):
+            if isinstance(value.get(name), (int, float)):
+                return value[name]
+            if key == head and isinstance(value.get(tail), (int, float)):
+                return value[tail]
+    return None
+
+
+def _increasing(series: list) -> bool:
+    return all(b >= a for a, b in zip(series, series[1:]))
+
+
+def counters_over_window(lines: list[dict], before: dict | None, names) -> list[float] | None:
+    """The amounts of counters ``names`` over the window's stats lines, or None if a line
+    lacks one of them.
+
+    The server's counters are totals since start (they never decrease): an amount is the
+    last line's value minus the value just before the window (``before``, the stats line
+    preceding the first one, else the first line's own). If any of the series decreases
+    somewhere, all are taken as per-interval values and summed.
+    """
+    series = []
+    for name in names:
+        values = [stats_counter(line, name) for line in lines]
+        if not values or any(v is None for v in values):
+            return None
+        base = stats_counter(before, name) if before is not None else None
+        series.append(([base] if base is not None else []) + values)
+    if all(_increasing(seq) for seq in series):
+        return [float(seq[-1] - seq[0]) for seq in series]
+    return [float(sum(seq[-len(lines):])) for seq in series]
+
+
+def refreshed_share(lines: list[dict], before: dict | None) -> float | None:
+    """``snapshot.entities_sent / snapshot.entities_visible`` over the window, or None."""
+    amounts = counters_over_window(lines, before, (ENTITIES_SENT, ENTITIES_VISIBLE))
+    if amounts is None or not amounts[1]:
+        return None
+    return round(amounts[0] / amounts[1], 4)
+
+
 def _summary(values: list[float]) -> dict:
     if not values:
         return dict(median=None, worst=None)
@@ -204,8 +278,14 @@ def _summary(values: list[float]) -> dict:
 
 
 def run_one(swarm, bots: int, args) -> dict:
-    server = ServerProcess(args.set or [])
+    prefix, bot_cpus, pin_note = pin_plan(getattr(args, "pin", False))
+    speed = getattr(args, "speed", None)
+    server = ServerProcess(args.set or [], prefix)
+    own_cpus = None
     try:
+        if bot_cpus and hasattr(os, "sched_getaffinity"):  # this process reads /proc and logs
+            own_cpus = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, bot_cpus)
         host, port = server.wait_listening(SERVER_START_TIMEOUT)
         # name -> (monotonic, wall, server cpu s, machine busy s)
         marks: dict[str, tuple[float, float, float, float]] = {}
@@ -233,14 +313,16 @@ def run_one(swarm, bots: int, args) -> dict:
 
         report = swarm.run_processes(
             host, port, bots, args.duration, args.processes, args.observers, args.seed,
-            progress, warmup=args.warmup,
+            progress, warmup=args.warmup, speed=speed, cpus=bot_cpus,
         )  # fmt: skip
         server.read()
         alive = server.proc.poll() is None
     finally:
         server.stop()
+        if own_cpus is not None:
+            os.sched_setaffinity(0, own_cpus)
 
-    row: dict = dict(bots=bots, server_alive=alive)
+    row: dict = dict(bots=bots, server_alive=alive, pinning=pin_note, speed=speed)
     if "start" in marks and "end" in marks and marks["end"][0] > marks["start"][0]:
         (m0, w0, c0, b0), (m1, w1, c1, b1) = marks["start"], marks["end"]
         row["window_s"] = round(m1 - m0, 2)
@@ -249,15 +331,21 @@ def run_one(swarm, bots: int, args) -> dict:
         # below): a noisy neighbour explains slow ticks that the server's own CPU does not.
         row["machine_busy_percent"] = round(100.0 * (b1 - b0) / (m1 - m0), 1)
         # A stats line covers the second before its timestamp.
-        lines = [s for s in server.stats_lines() if w0 + 0.9 <= _wall(s["ts"]) <= w1 + 0.5]
+        every = server.stats_lines()
+        lines = [s for s in every if w0 + 0.9 <= _wall(s["ts"]) <= w1 + 0.5]
+        first = every.index(lines[0]) if lines else 0
+        before = every[first - 1] if first > 0 else None
     else:
         row["window_s"] = 0.0
         row["server_cpu_percent"] = None
-        lines = []
+        lines, before = [], None
     row["stats_lines"] = len(lines)
     row["tick_ms_p99"] = _summary([float(s.get("tick_ms_p99", 0.0)) for s in lines])
     row["late_ms_p99"] = _summary([float(s.get("late_ms_p99", 0.0)) for s in lines])
     row["tick_ms_p50"] = _summary([float(s.get("tick_ms_p50", 0.0)) for s in lines])
+    row["late_ms_p50"] = _summary([float(s.get("late_ms_p50", 0.0)) for s in lines])
+    # Share of the entities in view whose state the server sent (or had current) per snapshot.
+    row["refreshed_share"] = refreshed_share(lines, before)
     per_client = [s["bytes_out_s"] / s["clients"] for s in lines if s.get("clients")]
     row["bytes_out_per_client_s"] = round(statistics.median(per_client)) if per_client else None
     row["server_clients"] = _summary([float(s.get("clients", 0)) for s in lines])
@@ -283,13 +371,14 @@ def format_table(result: dict) -> str:
         f"duration {result['settings']['duration']} s per size, first "
         f"{result['settings']['warmup']} s excluded; swarm in "
         f"{result['settings']['processes']} worker process(es); CPU% = percent of one core, "
-        "'other' = the rest of the machine meanwhile",
+        "'other' = the rest of the machine meanwhile; snap = complete ticks, parts = packets; "
+        "refreshed = server's entities sent / visible",
         "",
     ]
     head = (
         "bots", "conn", "fail", "srv CPU%", "tick p99 med/max", "late p99 med/max",
-        "out B/cl/s", "snap/bot/s", "in B/bot/s", "lat p50/p99 ms", "loss %", "swarm CPU%",
-        "other CPU%",
+        "out B/cl/s", "snap/bot/s", "parts/bot/s", "refreshed", "in B/bot/s", "lat p50/p99 ms",
+        "loss %", "swarm CPU%", "other CPU%",
     )  # fmt: skip
     rows = []
     for r in result["runs"]:
@@ -313,6 +402,8 @@ def format_table(result: dict) -> str:
             pair(r["late_ms_p99"]),
             "-" if r["bytes_out_per_client_s"] is None else str(r["bytes_out_per_client_s"]),
             f"{s.get('snapshots_per_bot_s', 0):.1f}",
+            f"{s.get('parts_per_bot_s', 0):.1f}",
+            "n/a" if r.get("refreshed_share") is None else f"{r['refreshed_share']:.2f}",
             f"{s.get('bytes_per_bot_s', 0):.0f}",
             "-" if lat50 is None else f"{lat50:.0f}/{lat99:.0f}",
             f"{100 * s.get('packet_loss', 0):.2f}",
@@ -336,6 +427,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--processes", type=int, default=1, help="swarm worker processes")
     parser.add_argument("--observers", type=int, default=16, help="latency-measuring bots")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--speed", type=float, default=None,
+                        help="bots' walking speed in m/s (default: the server's sim.max_speed)")
+    parser.add_argument("--pin", action="store_true",
+                        help="server on CPU 0, swarm on CPU 1 (needs taskset and 2+ CPUs)")
     parser.add_argument(
         "--set", action="append", metavar="SECTION.KEY=VALUE",
         help="extra server setting (repeatable), e.g. --set interest.radius=30",
@@ -353,6 +448,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("need --duration > 0 and 0 <= --warmup < --duration")
     if args.processes < 1 or args.observers < 0:
         parser.error("--processes must be >= 1 and --observers >= 0")
+    if args.speed is not None and not args.speed > 0:
+        parser.error("--speed must be > 0")
     return args
 
 
@@ -364,7 +461,7 @@ def main(argv=None) -> int:
         settings=dict(
             sizes=args.sizes, duration=args.duration, warmup=args.warmup,
             processes=args.processes, observers=args.observers, seed=args.seed,
-            server_sets=args.set or [],
+            server_sets=args.set or [], speed=args.speed, pin=args.pin,
         ),  # fmt: skip
         runs=[],
     )
