@@ -151,3 +151,28 @@ def test_first_packet_ack_acknowledges_nothing_and_loses_nothing():
     first = client.packet(P.INPUT, encode_inputs([Input(0, 0, 127, 0, 1, 0)]), 0.2)
     assert P.decode_header(first)[2:] == (0, 0xFFFF, 0)
     assert first[P.HEADER_SIZE:].hex() == v["fields"]["payload_hex"]
+
+
+def test_handshake_restart_keeps_the_nonce_and_restarts_the_give_up_clock():
+    """SPEC 2, Client timing: after REFUSE stale_cookie the client sends the same HELLO again
+    (same nonce); the 5 s give-up counts from the latest HELLO start, not from a CHALLENGE."""
+    v = load()
+    nonce = u64(v["hello"]["fields"]["nonce"])
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=nonce)
+    assert client.connect(0.0).hex() == v["hello"]["hex"]
+    challenge = P.encode_challenge(PROTOCOL_VERSION, nonce, 1, bytes(16))
+    _, [connect] = client.receive_datagram(challenge, 4.0)
+    assert connect[0] == P.CONNECT
+    assert client.poll(4.9)[0] == []
+    refuse = P.encode_refuse(P.REFUSE_STALE_COOKIE, PROTOCOL_VERSION, nonce, "cookie expired", 128)
+    events, [again] = client.receive_datagram(refuse, 4.95)
+    assert events == [] and again.hex() == v["hello"]["hex"]
+    assert client.poll(9.9) == ([], [again])  # resent, not given up: 4.95 s since the restart
+    [gone], _ = client.poll(10.0)
+    assert gone.reason == "handshake_timeout"
+    # Without a restart, a CHALLENGE does not extend the 5 s.
+    other = ClientConnection(version=PROTOCOL_VERSION, nonce=nonce)
+    other.connect(0.0)
+    other.receive_datagram(challenge, 4.0)
+    [gone], _ = other.poll(5.01)
+    assert gone.reason == "handshake_timeout"
