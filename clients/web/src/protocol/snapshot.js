@@ -1,65 +1,56 @@
-// Snapshot decoding (SPEC section 5): a payload plus the client's stored views (baselines)
-// gives the new View; and the store of decoded views keyed by tick (the mirror is the view
-// with the newest tick). A port of the decoder of protocol/snapshot.py with the same
-// validation: any malformed payload throws ProtocolError and changes no state; an unknown
-// baseline throws ProtocolError("unknown_baseline") and the caller drops the snapshot.
+// Snapshot decoding, format v2 (SPEC section 5): a snapshot is sent as one or more parts,
+// one SNAPSHOT packet each, every part a plain binary payload covering its own range of
+// entity ids. `decodePart` decodes one part against the client's stored views (baselines);
+// `SnapshotStore` collects the parts of a tick until it has all of them, stores the tick's
+// view (the concatenation of its parts' views) by tick and keeps the mirror (the complete
+// view with the newest tick). A port of the decoder of protocol/snapshot.py with the same
+// validation: a malformed part throws ProtocolError and changes no state; an unknown
+// baseline throws ProtocolError("unknown_baseline") and the caller drops the part.
 //
 // A View is { tick, ids: Uint32Array (sorted, unique), q: Int32Array of 5 values per id
-// (x, y, z, yaw, anim) }. Views are treated as immutable.
+// (x, y, z, yaw, anim), row-major }. Views are treated as immutable.
 
 import { ProtocolError } from "./errors.js";
-import { Reader } from "./msgpack.js";
+import { asBytes } from "./msgpack.js";
 import { positionLayout } from "./quantize.js";
 
 export const MAX_ENTITIES = 65536;
 export const MAX_PAYLOAD = 65535;
 export const MAX_TICK = 2 ** 32 - 1;
 export const FIELDS = 5;
-const WIDE = 255;
+export const PART_HEADER_SIZE = 32;
+/** baseline_tick of a full snapshot, input_ack before any input was applied, last_id of the last part. */
+export const NONE = 0xffffffff;
+/** Record mask bit 5: a `wide` byte follows the mask. */
+export const WIDE_FLAG = 0x20;
+const YAW = 3;
+const POPCOUNT = new Uint8Array(256);
+for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >> 1];
 
 export const EMPTY_VIEW = Object.freeze({ tick: -1, ids: new Uint32Array(0), q: new Int32Array(0) });
 
-function dataView(b) {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+function fail(reason, detail) {
+  throw new ProtocolError(reason, detail);
 }
 
-function readIds(bin, what) {
-  if (bin.length % 4) throw new ProtocolError("bad_length", `${what} length ${bin.length} not a multiple of 4`);
-  const n = bin.length >> 2;
-  const v = dataView(bin);
-  const ids = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    ids[i] = v.getUint32(4 * i, true);
-    if (i && ids[i] <= ids[i - 1]) throw new ProtocolError("unsorted_ids", `${what} must be strictly ascending`);
+/** First index in ids[lo, hi) whose id is >= x. */
+function lowerBound(ids, x, lo, hi) {
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ids[mid] < x) lo = mid + 1;
+    else hi = mid;
   }
-  return ids;
+  return lo;
 }
 
-/** Exactly `count` bits, least significant first; checks length and zero padding. */
-function readBits(bin, count, what) {
-  if (bin.length !== (count + 7) >> 3) {
-    throw new ProtocolError("bad_length", `${what} has ${bin.length} bytes for ${count} bits`);
+/** First index in ids[lo, hi) whose id is > x. */
+function upperBound(ids, x, lo, hi) {
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ids[mid] <= x) lo = mid + 1;
+    else hi = mid;
   }
-  if (count & 7 && bin[bin.length - 1] >> (count & 7)) {
-    throw new ProtocolError("bad_padding", `${what} has nonzero padding bits`);
-  }
-  const bits = new Uint8Array(count);
-  for (let j = 0; j < count; j++) bits[j] = (bin[j >> 3] >> (j & 7)) & 1;
-  return bits;
-}
-
-/** Index of id in sorted ids, or -1. */
-function indexOf(ids, id) {
-  let lo = 0;
-  let hi = ids.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const v = ids[mid];
-    if (v === id) return mid;
-    if (v < id) lo = mid + 1;
-    else hi = mid - 1;
-  }
-  return -1;
+  return lo;
 }
 
 function lookup(baselines, tick) {
@@ -69,170 +60,271 @@ function lookup(baselines, tick) {
   return baselines[tick];
 }
 
-/** Parse the 11-element array without interpreting it. Returns the scalars and the raw bins. */
-export function parseSnapshot(payload) {
-  const r = new Reader(payload);
-  if (r.bytes.length > MAX_PAYLOAD) throw new ProtocolError("oversized", `snapshot of ${r.bytes.length} bytes`);
-  try {
-    r.array("snapshot", 11, 11);
-  } catch (e) {
-    if (e instanceof ProtocolError && e.reason === "bad_field") throw new ProtocolError("bad_shape", e.message);
-    throw e;
+/** The header fields of a part and the checks of the header alone. */
+function checkHeader(bytes, v) {
+  const n = bytes.length;
+  if (n > MAX_PAYLOAD) fail("oversized", `snapshot part of ${n} bytes > ${MAX_PAYLOAD}`);
+  if (n < PART_HEADER_SIZE) fail("truncated", `snapshot part of ${n} bytes, shorter than its ${PART_HEADER_SIZE}-byte header`);
+  const tick = v.getUint32(0, true);
+  const baselineTick = v.getUint32(4, true);
+  const part = bytes[16];
+  const parts = bytes[17];
+  const firstId = v.getUint32(18, true);
+  const lastId = v.getUint32(22, true);
+  if (tick === NONE) fail("bad_field", "tick 0xFFFFFFFF");
+  if (baselineTick !== NONE && baselineTick >= tick) fail("bad_field", `baseline tick ${baselineTick} not below tick ${tick}`);
+  if (parts === 0 || part >= parts) fail("bad_range", `part ${part} of ${parts}`);
+  if (firstId > lastId || (part === 0 && firstId !== 0) || (part === parts - 1 && lastId !== NONE)) {
+    fail("bad_range", `part ${part} of ${parts} covers [${firstId}, ${lastId}]`);
   }
-  const tick = r.int("tick", 0, MAX_TICK);
-  const baselineTick = r.intOrNil("baseline_tick", 0, tick - 1);
-  const inputAck = r.int("input_ack", -1, MAX_TICK);
-  const selfId = r.int("self_id", 0, 0xffffffff);
-  const names = ["removed", "added_ids", "added_state", "upd_mask", "field_mask", "small", "wide"];
-  const parts = { tick, baselineTick, inputAck, selfId };
-  for (const name of names) parts[name] = r.bin(name, MAX_PAYLOAD);
-  r.end();
-  return parts;
+  return { tick, baselineTick, part, parts, firstId, lastId };
+}
+
+/** The header, the counts and the section offsets of a part; the fixed sections must fit. S = 3·P + 3. */
+function readLayout(bytes, v, stateSize) {
+  const L = checkHeader(bytes, v);
+  const R = (L.R = v.getUint16(26, true));
+  const A = (L.A = v.getUint16(28, true));
+  const K = (L.K = v.getUint16(30, true));
+  L.removedAt = PART_HEADER_SIZE;
+  L.addedAt = L.removedAt + 4 * R;
+  L.updAt = L.addedAt + A * (4 + stateSize);
+  L.recordsAt = L.updAt + ((K + 7) >> 3);
+  if (L.recordsAt > bytes.length) fail("bad_length", `part of ${bytes.length} bytes shorter than its counts R=${R} A=${A} K=${K}`);
+  return L;
+}
+
+function publicHeader(v, L) {
+  const inputAck = v.getUint32(8, true);
+  return {
+    tick: L.tick,
+    baselineTick: L.baselineTick === NONE ? null : L.baselineTick,
+    inputAck: inputAck === NONE ? -1 : inputAck,
+    selfId: v.getUint32(12, true),
+    part: L.part,
+    parts: L.parts,
+    firstId: L.firstId,
+    lastId: L.lastId,
+  };
+}
+
+/** Ids at `at`, `count` of them, `stride` bytes apart: strictly ascending, then inside the range. */
+function checkIds(v, at, count, stride, first, last, what) {
+  if (!count) return;
+  let prev = v.getUint32(at, true);
+  for (let i = 1, o = at + stride; i < count; i++, o += stride) {
+    const id = v.getUint32(o, true);
+    if (id <= prev) fail("unsorted_ids", `${what} ids must be strictly ascending`);
+    prev = id;
+  }
+  if (v.getUint32(at, true) < first || prev > last) fail("bad_range", `${what} ids outside the part's id range`);
 }
 
 /**
- * Decode a snapshot payload against the stored views.
+ * The header of a part, validated on its own (as the Python reference's read_header):
+ * { tick, baselineTick (null: full), inputAck (-1: none), selfId, part, parts, firstId, lastId }.
+ */
+export function readPartHeader(payload) {
+  const bytes = asBytes(payload);
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return publicHeader(v, checkHeader(bytes, v));
+}
+
+/**
+ * Parse a part without a baseline, for diagnostics and tests: its header (as in decodePart,
+ * plus the counts R, A, K), the removed ids, the added ids and their absolute states, and the
+ * `upd` and `records` sections as bytes. Checks the header and that the sections fit; the
+ * content is checked by decodePart.
+ * layout: a Quantizer or "<u2"/"<u4" (the position size fixes the added records' size).
+ */
+export function parsePart(payload, layout) {
+  const bytes = asBytes(payload);
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const P = positionLayout(layout).size;
+  const L = readLayout(bytes, v, 3 * P + 3);
+  const removedIds = new Uint32Array(L.R);
+  for (let i = 0; i < L.R; i++) removedIds[i] = v.getUint32(L.removedAt + 4 * i, true);
+  const addedIds = new Uint32Array(L.A);
+  const addedQ = new Int32Array(L.A * FIELDS);
+  for (let i = 0, o = L.addedAt; i < L.A; i++, o += 4 + 3 * P + 3) {
+    addedIds[i] = v.getUint32(o, true);
+    for (let axis = 0; axis < 3; axis++) {
+      addedQ[i * FIELDS + axis] = P === 2 ? v.getUint16(o + 4 + 2 * axis, true) : v.getUint32(o + 4 + 4 * axis, true);
+    }
+    addedQ[i * FIELDS + 3] = v.getUint16(o + 4 + 3 * P, true);
+    addedQ[i * FIELDS + 4] = bytes[o + 4 + 3 * P + 2];
+  }
+  return {
+    header: { ...publicHeader(v, L), removedCount: L.R, addedCount: L.A, keptCount: L.K },
+    removedIds,
+    added: { ids: addedIds, q: addedQ },
+    upd: bytes.subarray(L.updAt, L.recordsAt),
+    records: bytes.subarray(L.recordsAt),
+  };
+}
+
+/**
+ * Decode one part against the stored views.
  * baselines: a Map tick -> View, a function tick -> View|undefined, or an object.
  * layout: a Quantizer (positions bounded by its steps) or "<u2"/"<u4".
- * Returns { header: { tick, baselineTick, inputAck, selfId }, view }.
+ * Returns { header, view }: header { tick, baselineTick (null: full), inputAck (-1: none),
+ * selfId, part, parts, firstId, lastId }; view: the part's view (ids in [firstId, lastId]).
+ * The checks come in the order of the Python reference, so a part with several faults
+ * is rejected with the same reason.
  */
-export function decodeSnapshot(payload, baselines, layout) {
-  const { size: psize, limits } = positionLayout(layout);
-  const hi = [limits[0], limits[1], limits[2], 0xffff, 0xff];
-  const p = parseSnapshot(payload);
-  const header = { tick: p.tick, baselineTick: p.baselineTick, inputAck: p.inputAck, selfId: p.selfId };
-  const stateSize = 3 * psize + 3;
-  const removed = readIds(p.removed, "removed");
-  const added = readIds(p.added_ids, "added_ids");
-  const na = added.length;
-  if (p.added_state.length !== na * stateSize) {
-    throw new ProtocolError("bad_length", "added_state does not match added_ids");
-  }
-  if (p.wide.length % 4) throw new ProtocolError("bad_length", "wide length not a multiple of 4");
+export function decodePart(payload, baselines, layout) {
+  const bytes = asBytes(payload);
+  const n = bytes.length;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { size: P, limits } = positionLayout(layout);
+  const stateSize = 3 * P + 3;
+  const rec = 4 + stateSize;
+  const L = readLayout(bytes, v, stateSize);
+  const { tick, firstId, lastId, R, A, K, removedAt, addedAt, updAt, recordsAt } = L;
+  const lim0 = limits[0];
+  const lim1 = limits[1];
+  const lim2 = limits[2];
+  const wide4 = P === 4;
 
+  checkIds(v, removedAt, R, 4, firstId, lastId, "removed");
+  checkIds(v, addedAt, A, rec, firstId, lastId, "added");
+  if (K & 7 && bytes[recordsAt - 1] >> (K & 7)) fail("bad_padding", "upd has nonzero padding bits");
+  let nu = 0;
+  for (let o = updAt; o < recordsAt; o++) nu += POPCOUNT[bytes[o]];
+
+  // The baseline, restricted to the range.
   let base = EMPTY_VIEW;
-  if (p.baselineTick !== null) {
-    base = lookup(baselines, p.baselineTick);
-    if (!base || base.tick !== p.baselineTick) {
-      throw new ProtocolError("unknown_baseline", `baseline tick ${p.baselineTick}`);
-    }
+  if (L.baselineTick !== NONE) {
+    base = lookup(baselines, L.baselineTick);
+    if (!base || base.tick !== L.baselineTick) fail("unknown_baseline", `baseline tick ${L.baselineTick}`);
   }
   const bids = base.ids;
   const bq = base.q;
-  const nb = bids.length;
+  const lo = lowerBound(bids, firstId, 0, bids.length);
+  const hi = upperBound(bids, lastId, lo, bids.length);
 
-  // Removals: each must be in the baseline.
-  const keep = new Uint8Array(nb).fill(1);
-  for (let i = 0; i < removed.length; i++) {
-    const at = indexOf(bids, removed[i]);
-    if (at < 0) throw new ProtocolError("bad_removed", "removed id not in baseline");
-    keep[at] = 0;
+  // Removed ids are in the baseline; K is the kept count.
+  let at = lo;
+  for (let i = 0, o = removedAt; i < R; i++, o += 4) {
+    const id = v.getUint32(o, true);
+    at = lowerBound(bids, id, at, hi);
+    if (at >= hi || bids[at] !== id) fail("bad_removed", `removed id ${id} not in the baseline`);
+    at++;
   }
-  const nk = nb - removed.length;
-  if (nk + na > MAX_ENTITIES) throw new ProtocolError("too_many_entities", `${nk + na} entities`);
+  if (hi - lo - R !== K) fail("bad_kept_count", `K is ${K}, the baseline keeps ${hi - lo - R}`);
+  if (K + A > MAX_ENTITIES) fail("too_many_entities", `${K + A} entities`);
 
-  // Kept entities in baseline order, with their baseline state.
-  const keptIds = new Uint32Array(nk);
-  const keptQ = new Int32Array(nk * FIELDS);
-  for (let i = 0, k = 0; i < nb; i++) {
-    if (!keep[i]) continue;
-    keptIds[k] = bids[i];
-    for (let f = 0; f < FIELDS; f++) keptQ[k * FIELDS + f] = bq[i * FIELDS + f];
-    k++;
-  }
-
-  // Updates.
-  const upd = readBits(p.upd_mask, nk, "upd_mask");
-  let nu = 0;
-  for (let j = 0; j < nk; j++) nu += upd[j];
-  const fields = readBits(p.field_mask, FIELDS * nu, "field_mask");
-  let nVals = 0;
+  // Records: the chain of lengths (each known from its first two bytes) must end exactly at
+  // the end of the part; then every mask must be valid.
+  let off = recordsAt;
   for (let u = 0; u < nu; u++) {
-    let any = 0;
-    for (let f = 0; f < FIELDS; f++) any |= fields[u * FIELDS + f];
-    if (!any) throw new ProtocolError("bad_field_mask", "updated entity with no changed field");
+    if (off >= n) fail("bad_length", "records shorter than the updated entities");
+    const m = bytes[off];
+    const w = m & WIDE_FLAG ? (off + 1 < n ? bytes[off + 1] : 0) : 0;
+    off += 1 + (m & WIDE_FLAG ? 1 : 0) + POPCOUNT[m & 0x1f] + 3 * POPCOUNT[w & 0x1f];
   }
-  for (let j = 0; j < fields.length; j++) nVals += fields[j];
-  const small = p.small;
-  if (small.length !== nVals) throw new ProtocolError("bad_length", `small has ${small.length} bytes for ${nVals}`);
-  let nWide = 0;
-  for (let j = 0; j < small.length; j++) if (small[j] === WIDE) nWide++;
-  if (p.wide.length !== 4 * nWide) throw new ProtocolError("bad_length", `wide has ${p.wide.length} bytes for ${nWide}`);
-  if (nu) {
-    const wv = dataView(p.wide);
-    let vi = 0;
-    let wi = 0;
-    for (let j = 0, u = 0; j < nk; j++) {
-      if (!upd[j]) continue;
-      for (let f = 0; f < FIELDS; f++) {
-        if (!fields[u * FIELDS + f]) continue;
-        let z = small[vi++];
-        if (z === WIDE) {
-          z = wv.getUint32(4 * wi++, true);
-          if (z < WIDE) throw new ProtocolError("bad_delta", "wide value below 255");
-        }
-        if (z === 0) throw new ProtocolError("bad_delta", "zero delta for a changed field");
-        // zigzag: d = (z >> 1) ^ -(z & 1), on up to 32-bit z without overflow
-        const d = z & 1 ? -((z - 1) / 2) - 1 : z / 2;
-        const at = j * FIELDS + f;
-        let nv;
-        if (f === 3) {
-          if (d < -32768 || d > 32767) throw new ProtocolError("bad_delta", "yaw delta out of [-32768, 32767]");
-          nv = (keptQ[at] + d) & 0xffff;
-        } else {
-          nv = keptQ[at] + d;
-          if (nv < 0 || nv > hi[f]) throw new ProtocolError("out_of_range", "position or anim out of range");
-        }
-        keptQ[at] = nv;
+  if (off !== n) fail("bad_length", nu ? `records end at ${off - recordsAt}, part at ${n - recordsAt}` : "records without updated entities");
+  off = recordsAt;
+  for (let u = 0; u < nu; u++) {
+    const m = bytes[off];
+    const hasWide = m & WIDE_FLAG;
+    const w = hasWide ? bytes[off + 1] : 0;
+    // bits 0-4 of the mask non-zero, 6-7 clear; `wide` non-zero, within the mask's bits 0-4
+    if (!(m & 0x1f) || m & 0xc0 || (hasWide && (w === 0 || (w & ~m & 0x1f) !== 0 || (w & 0xe0) !== 0))) {
+      fail("bad_mask", `invalid record mask 0x${m.toString(16)}${hasWide ? ` wide 0x${w.toString(16)}` : ""}`);
+    }
+    off += 1 + (hasWide ? 1 : 0) + POPCOUNT[m & 0x1f] + 3 * POPCOUNT[w & 0x1f];
+  }
+
+  // Merge kept (baseline minus removed, with their deltas) and added, in id order.
+  const total = K + A;
+  const ids = new Uint32Array(total);
+  const q = new Int32Array(total * FIELDS);
+  let bi = lo;
+  let ri = 0;
+  let nextRemoved = R ? v.getUint32(removedAt, true) : -1;
+  let ai = 0;
+  let nextAdded = A ? v.getUint32(addedAt, true) : -1;
+  let j = 0; // kept index
+  let outOfRange = false; // reported after every delta is checked, as the reference does
+  off = recordsAt;
+  for (let k = 0, row = 0; k < total; k++, row += FIELDS) {
+    while (bi < hi && bids[bi] === nextRemoved) {
+      bi++;
+      ri++;
+      nextRemoved = ri < R ? v.getUint32(removedAt + 4 * ri, true) : -1;
+    }
+    if (ai < A && (bi >= hi || nextAdded < bids[bi])) {
+      const o = addedAt + ai * rec + 4;
+      ids[k] = nextAdded;
+      if (wide4) {
+        q[row] = v.getUint32(o, true);
+        q[row + 1] = v.getUint32(o + 4, true);
+        q[row + 2] = v.getUint32(o + 8, true);
+      } else {
+        q[row] = v.getUint16(o, true);
+        q[row + 1] = v.getUint16(o + 2, true);
+        q[row + 2] = v.getUint16(o + 4, true);
       }
-      u++;
+      q[row + 3] = v.getUint16(o + 3 * P, true);
+      q[row + 4] = bytes[o + 3 * P + 2];
+      ai++;
+      nextAdded = ai < A ? v.getUint32(addedAt + ai * rec, true) : -1;
+      continue;
     }
-  }
-
-  if (na === 0) return { header, view: { tick: p.tick, ids: keptIds, q: keptQ } };
-
-  // Additions: absolute state, column-major; must not collide with the baseline.
-  for (let i = 0; i < na; i++) {
-    if (indexOf(bids, added[i]) >= 0) throw new ProtocolError("bad_added", "added id already in baseline");
-  }
-  const sv = dataView(p.added_state);
-  const aq = new Int32Array(na * FIELDS);
-  for (let axis = 0; axis < 3; axis++) {
-    for (let i = 0; i < na; i++) {
-      const off = (axis * na + i) * psize;
-      const v = psize === 2 ? sv.getUint16(off, true) : sv.getUint32(off, true);
-      if (v > hi[axis]) throw new ProtocolError("out_of_range", "position or anim out of range");
-      aq[i * FIELDS + axis] = v;
+    // A kept entity: its baseline state, then its delta record if updated.
+    ids[k] = bids[bi];
+    const src = bi * FIELDS;
+    q[row] = bq[src];
+    q[row + 1] = bq[src + 1];
+    q[row + 2] = bq[src + 2];
+    q[row + 3] = bq[src + 3];
+    q[row + 4] = bq[src + 4];
+    bi++;
+    if ((bytes[updAt + (j >> 3)] >> (j & 7)) & 1) {
+      const m = bytes[off++];
+      const w = m & WIDE_FLAG ? bytes[off++] : 0;
+      for (let f = 0; f < FIELDS; f++) {
+        if (!((m >> f) & 1)) continue;
+        let z;
+        if ((w >> f) & 1) {
+          z = v.getUint32(off, true);
+          off += 4;
+          if (z < 256) fail("bad_delta", `wide value ${z} below 256`);
+        } else {
+          z = bytes[off++];
+          if (z === 0) fail("bad_delta", "zero delta for a changed field");
+        }
+        const d = (z >>> 1) ^ -(z & 1); // zigzag, as an int32
+        if (f === YAW) {
+          if (d < -32768 || d > 32767) fail("bad_delta", "yaw delta out of [-32768, 32767]");
+          q[row + YAW] = (q[row + YAW] + d) & 0xffff;
+        } else {
+          const nv = q[row + f] + d;
+          const top = f === 0 ? lim0 : f === 1 ? lim1 : f === 2 ? lim2 : 0xff;
+          if (nv < 0 || nv > top) outOfRange = true;
+          q[row + f] = nv;
+        }
+      }
     }
+    j++;
   }
-  const yawOff = 3 * na * psize;
-  for (let i = 0; i < na; i++) {
-    aq[i * FIELDS + 3] = sv.getUint16(yawOff + 2 * i, true);
-    aq[i * FIELDS + 4] = p.added_state[yawOff + 2 * na + i];
-  }
+  if (outOfRange) fail("out_of_range", "position or anim out of range");
 
-  // Merge the two sorted id lists.
-  const n = nk + na;
-  const ids = new Uint32Array(n);
-  const q = new Int32Array(n * FIELDS);
-  let a = 0;
-  let b = 0;
-  for (let k = 0; k < n; k++) {
-    let fromKept;
-    if (a >= nk) fromKept = false;
-    else if (b >= na) fromKept = true;
-    else fromKept = keptIds[a] < added[b];
-    if (fromKept) {
-      ids[k] = keptIds[a];
-      q.set(keptQ.subarray(a * FIELDS, a * FIELDS + FIELDS), k * FIELDS);
-      a++;
-    } else {
-      ids[k] = added[b];
-      q.set(aq.subarray(b * FIELDS, b * FIELDS + FIELDS), k * FIELDS);
-      b++;
-    }
+  // Added ids are not in the baseline; their positions are within the bounds.
+  at = lo;
+  for (let i = 0, o = addedAt; i < A; i++, o += rec) {
+    const id = v.getUint32(o, true);
+    at = lowerBound(bids, id, at, hi);
+    if (at < hi && bids[at] === id) fail("bad_added", `added id ${id} already in the baseline`);
   }
-  return { header, view: { tick: p.tick, ids, q } };
+  for (let i = 0, o = addedAt + 4; i < A; i++, o += rec) {
+    const x = wide4 ? v.getUint32(o, true) : v.getUint16(o, true);
+    const y = wide4 ? v.getUint32(o + 4, true) : v.getUint16(o + 2, true);
+    const z = wide4 ? v.getUint32(o + 8, true) : v.getUint16(o + 4, true);
+    if (x > lim0 || y > lim1 || z > lim2) fail("out_of_range", "position or anim out of range");
+  }
+  return { header: publicHeader(v, L), view: { tick, ids, q } };
 }
 
 /** Row `i` of a view as [x, y, z, yaw, anim]. */
@@ -240,54 +332,139 @@ export function viewRow(view, i) {
   return Array.from(view.q.subarray(i * FIELDS, i * FIELDS + FIELDS));
 }
 
+/** The view of a tick from the views of all its parts, in part order. */
+export function concatViews(tick, views) {
+  if (views.length === 1) return views[0];
+  let total = 0;
+  for (const pv of views) total += pv.ids.length;
+  if (total > MAX_ENTITIES) fail("too_many_entities", `${total} entities in tick ${tick}`);
+  const ids = new Uint32Array(total);
+  const q = new Int32Array(total * FIELDS);
+  let at = 0;
+  for (const pv of views) {
+    ids.set(pv.ids, at);
+    q.set(pv.q, at * FIELDS);
+    at += pv.ids.length;
+  }
+  return { tick, ids, q };
+}
+
+function sameTick(a, b) {
+  return a.baselineTick === b.baselineTick && a.parts === b.parts && a.inputAck === b.inputAck && a.selfId === b.selfId;
+}
+
 /**
- * The client's decoded views by tick (SPEC 5.3): decodes each snapshot against the stored
- * view of its baseline tick, keeps the newest `keep` ticks, and tracks the mirror (the view
- * with the newest tick). A late snapshot is stored (it may be a baseline) but does not
- * replace the mirror.
+ * The client's decoded views by tick (SPEC 5.3), the counterpart of the Python reference's
+ * PartAssembler. Each part is decoded against the stored view of its baseline tick; the
+ * parts of a tick are collected until all have arrived, then the tick's view is stored (the
+ * newest `keep` ticks are kept) and becomes the mirror if its tick is newer than the
+ * mirror's. A tick completing late is stored (it may be a baseline) but does not replace the
+ * mirror. Duplicate parts are harmless; a part that disagrees with the parts of its tick
+ * already held (another baseline_tick, parts, input_ack or self_id, or a range that overlaps
+ * or leaves a gap) is dropped as `part_mismatch`; incomplete ticks older than a newly
+ * complete mirror are discarded, and at most `maxPending` ticks are incomplete at once (the
+ * oldest goes first). Dropped parts are counted by reason in `drops`.
  */
 export class SnapshotStore {
-  constructor(layout, keep = 64) {
+  constructor(layout, keep = 64, maxPending = 8) {
     this.layout = layout;
     this.keep = keep;
-    this.views = new Map();
+    this.maxPending = maxPending;
+    this.views = new Map(); // tick -> View, complete ticks only
+    this.pending = new Map(); // tick -> { header, views: [part view | undefined], got }
     this.mirror = EMPTY_VIEW;
-    this.header = null; // header of the mirror's snapshot
+    this.header = null; // of the mirror's tick: { tick, baselineTick, inputAck, selfId, parts }
     this.drops = {};
   }
 
   _drop(reason) {
     this.drops[reason] = (this.drops[reason] || 0) + 1;
+    return null;
   }
 
-  /** Decode and store. Returns { header, view, newest } or null when the snapshot was dropped. */
+  /**
+   * Decode one part and assemble. Returns null when the part was dropped (malformed, unknown
+   * baseline, mismatching or a duplicate), else { header (the part's), part (its view),
+   * complete, view (the tick's view once complete, else null), newest (it became the mirror) }.
+   */
   receive(payload) {
-    let out;
+    let header;
     try {
-      out = decodeSnapshot(payload, this.views, this.layout);
+      header = readPartHeader(payload);
     } catch (e) {
-      if (e instanceof ProtocolError) {
-        this._drop(e.reason);
-        return null;
-      }
+      if (e instanceof ProtocolError) return this._drop(e.reason);
       throw e;
     }
-    const { header, view } = out;
-    this.views.set(view.tick, view);
-    if (this.views.size > this.keep) {
-      const ticks = [...this.views.keys()].sort((x, y) => x - y);
-      for (const t of ticks.slice(0, ticks.length - this.keep)) this.views.delete(t);
+    const tick = header.tick;
+    if (this.views.has(tick)) return this._drop("duplicate_part"); // the tick is complete already
+    let entry = this.pending.get(tick);
+    if (entry) {
+      if (!sameTick(entry.header, header)) return this._drop("part_mismatch");
+      const mine = entry.views[header.part];
+      if (mine) return this._drop(mine.firstId === header.firstId && mine.lastId === header.lastId ? "duplicate_part" : "part_mismatch");
+      // The parts held: those before this one lie below it, those after above it, and
+      // neighbours touch it.
+      for (let i = 0; i < entry.views.length; i++) {
+        const other = entry.views[i];
+        if (!other) continue;
+        const ok =
+          i < header.part
+            ? other.lastId < header.firstId && (i !== header.part - 1 || other.lastId + 1 === header.firstId)
+            : header.lastId < other.firstId && (i !== header.part + 1 || header.lastId + 1 === other.firstId);
+        if (!ok) return this._drop("part_mismatch");
+      }
     }
-    const newest = view.tick > this.mirror.tick;
+    let partView;
+    try {
+      partView = decodePart(payload, this.views, this.layout).view;
+    } catch (e) {
+      if (e instanceof ProtocolError) return this._drop(e.reason);
+      throw e;
+    }
+
+    let view = partView;
+    if (header.parts > 1) {
+      if (!entry) {
+        entry = { header, views: new Array(header.parts), got: 0 };
+        this.pending.set(tick, entry);
+        if (this.pending.size > this.maxPending) {
+          let oldest = tick;
+          for (const t of this.pending.keys()) if (t < oldest) oldest = t;
+          this.pending.delete(oldest);
+          this._drop("pending_overflow");
+          if (oldest === tick) return null;
+        }
+      }
+      entry.views[header.part] = { ids: partView.ids, q: partView.q, firstId: header.firstId, lastId: header.lastId };
+      entry.got++;
+      if (entry.got < header.parts) return { header, part: partView, complete: false, view: null, newest: false };
+      this.pending.delete(tick);
+      try {
+        view = concatViews(tick, entry.views);
+      } catch (e) {
+        if (e instanceof ProtocolError) return this._drop(e.reason);
+        throw e;
+      }
+    }
+    this.views.set(tick, view);
+    if (this.views.size > this.keep) {
+      let oldest = tick;
+      for (const t of this.views.keys()) if (t < oldest) oldest = t;
+      this.views.delete(oldest);
+    }
+    const newest = tick > this.mirror.tick;
     if (newest) {
       this.mirror = view;
-      this.header = header;
+      const { baselineTick, inputAck, selfId, parts } = header;
+      this.header = { tick, baselineTick, inputAck, selfId, parts };
+      for (const t of this.pending.keys()) if (t < tick) this.pending.delete(t);
     }
-    return { header, view, newest };
+    return { header, part: partView, complete: true, view, newest };
   }
 
   clear() {
     this.views.clear();
+    this.pending.clear();
     this.mirror = EMPTY_VIEW;
     this.header = null;
   }
