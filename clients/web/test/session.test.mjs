@@ -7,10 +7,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { encodeWelcome, decodeInputs } from "../src/protocol/messages.js";
-import { Writer } from "../src/protocol/msgpack.js";
 import * as P from "../src/protocol/packets.js";
 import { Quantizer, quantizeYaw } from "../src/protocol/quantize.js";
 import { NetSession } from "../src/net/session.js";
+import { encodeSnapshot, makeView } from "./helpers.mjs";
 
 const WELCOME = {
   entityId: 65536 + 1,
@@ -24,26 +24,14 @@ const WELCOME = {
 };
 const Q = new Quantizer(WELCOME.mins, WELCOME.maxs, WELCOME.positionStep);
 
-function fullSnapshot(tick, inputAck, selfId, entities) {
-  // entities: [{ id, x, y, z, yaw }] sorted by id
-  const n = entities.length;
-  const ids = new Uint8Array(4 * n);
-  const state = new Uint8Array(n * 9);
-  const ids32 = new DataView(ids.buffer);
-  const sv = new DataView(state.buffer);
-  entities.forEach((e, i) => {
-    ids32.setUint32(4 * i, e.id, true);
-    sv.setUint16(2 * i, Q.quantizeAxis(0, e.x), true);
-    sv.setUint16(2 * (n + i), Q.quantizeAxis(1, e.y), true);
-    sv.setUint16(2 * (2 * n + i), Q.quantizeAxis(2, e.z), true);
-    sv.setUint16(6 * n + 2 * i, quantizeYaw(e.yaw || 0), true);
-    state[8 * n + i] = 0;
-  });
-  const w = new Writer();
-  w.array(11).int(tick).nil().int(inputAck).int(selfId);
-  w.bin(new Uint8Array(0)).bin(ids).bin(state);
-  for (let k = 0; k < 4; k++) w.bin(new Uint8Array(0));
-  return w.finish();
+/** Snapshot parts (format v2) of `entities` ([{ id, x, y, z, yaw }], sorted by id). */
+function snapshotParts(tick, inputAck, selfId, entities, { baseline = null, cuts = [] } = {}) {
+  const view = makeView(
+    tick,
+    entities.map((e) => e.id),
+    entities.map((e) => [Q.quantizeAxis(0, e.x), Q.quantizeAxis(1, e.y), Q.quantizeAxis(2, e.z), quantizeYaw(e.yaw || 0), e.anim || 0]),
+  );
+  return { view, parts: encodeSnapshot(baseline, view, { inputAck, selfId, cuts }) };
 }
 
 /** A fake server side of one transport: answers HELLO, records what the client sends. */
@@ -82,8 +70,15 @@ class FakePeer {
     if (!this.closed && this.onmessage) this.onmessage(bytes);
   }
 
-  snapshot(tick, inputAck, entities) {
-    this.deliver(P.encodePacket(P.SNAPSHOT, this.salt, this.seq++, 0, 0, fullSnapshot(tick, inputAck, WELCOME.entityId, entities)));
+  /** Sends a snapshot (full, or against `baseline`), cut into parts before the ids of `cuts`. */
+  snapshot(tick, inputAck, entities, opts = {}) {
+    const { view, parts } = snapshotParts(tick, inputAck, WELCOME.entityId, entities, opts);
+    for (const part of opts.order ? opts.order.map((i) => parts[i]) : parts) this.sendPart(part);
+    return view;
+  }
+
+  sendPart(part) {
+    this.deliver(P.encodePacket(P.SNAPSHOT, this.salt, this.seq++, 0, 0, part));
   }
 
   close() {
@@ -266,5 +261,95 @@ describe("NetSession", () => {
     assert.equal(byes.length, 2);
     assert.equal(P.decodePacket(byes[0]).payload[0], P.DISCONNECT_CLIENT_LEFT);
     assert.equal(s.state, "stopped");
+  });
+});
+
+// The snapshot path of a session without transports or timers: the Welcome, the inputs and
+// the SNAPSHOT payloads are handed to it directly.
+describe("NetSession snapshots (format v2)", () => {
+  const other = 5 << 16;
+  function connected(moveX = 127) {
+    const s = session(fakeServer(), () => ({ moveX: moveX / 127, moveZ: 0, yaw: 0 }));
+    s._onWelcome(WELCOME, 0);
+    return s;
+  }
+  const ents = (selfX, otherX) => [
+    { id: WELCOME.entityId, x: selfX, y: 0, z: 0 },
+    { id: other, x: otherX, y: 0, z: 4 },
+    { id: 9 << 16, x: 7, y: 1, z: -7 },
+  ];
+
+  it("a tick's parts: the mirror, the prediction and the snapshot event wait for the last part", () => {
+    const s = connected();
+    const events = [];
+    s.on("snapshot", (header, view) => events.push({ header, ids: Array.from(view.ids) }));
+    for (let k = 0; k < 3; k++) s._makeInput();
+    assert.deepEqual(s.predictor.pending.map((i) => i.seq), [0, 1, 2]);
+    const { parts } = snapshotParts(30, 0, WELCOME.entityId, ents(1, -3), { cuts: [other, 9 << 16] });
+    assert.equal(parts.length, 3);
+    s._onSnapshot(parts[2], 1);
+    s._onSnapshot(parts[0], 1);
+    assert.equal(s.firstSnapshot, false);
+    assert.deepEqual(s.entities(), []);
+    assert.equal(s.predicted, null);
+    assert.equal(s.stats().pending_ticks, 1);
+    assert.equal(events.length, 0);
+    s._onSnapshot(parts[1], 1);
+    assert.equal(s.firstSnapshot, true);
+    assert.deepEqual(s.entities().map((e) => e.id), [WELCOME.entityId, other, 9 << 16]);
+    assert.equal(s.stats().pending_ticks, 0);
+    assert.equal(s.stats().tick, 30);
+    assert.equal(s.stats().input_ack, 0);
+    assert.deepEqual(events, [{ header: { tick: 30, baselineTick: null, inputAck: 0, selfId: WELCOME.entityId, parts: 3 }, ids: [WELCOME.entityId, other, 9 << 16] }]);
+    // input 0 applied: inputs 1 and 2 replayed on the server's position
+    assert.deepEqual(s.predictor.pending.map((i) => i.seq), [1, 2]);
+    assert.ok(Math.abs(s.predicted[0] - 1.5) < 1e-9, `${s.predicted[0]}`);
+    // a duplicate part changes nothing and is counted
+    s._onSnapshot(parts[1], 1);
+    assert.equal(events.length, 1);
+    assert.equal(s.stats().drops["snapshot.duplicate_part"], 1);
+  });
+
+  it("input_ack none (0xFFFFFFFF): no input is dropped; all are replayed on the server's position", () => {
+    const s = connected();
+    for (let k = 0; k < 3; k++) s._makeInput();
+    const first = snapshotParts(40, -1, WELCOME.entityId, ents(1, -3));
+    assert.equal(new DataView(first.parts[0].buffer).getUint32(8, true), 0xffffffff);
+    s._onSnapshot(first.parts[0], 1);
+    assert.equal(s.store.header.inputAck, -1);
+    assert.equal(s.stats().input_ack, -1);
+    assert.deepEqual(s.predictor.pending.map((i) => i.seq), [0, 1, 2]);
+    assert.ok(Math.abs(s.predicted[0] - (1 + 3 * 0.25)) < 1e-9, `${s.predicted[0]}`);
+    // the prediction goes on with the next input
+    s._makeInput();
+    assert.ok(Math.abs(s.predicted[0] - 2) < 1e-9);
+    // then the server applies inputs 0..2 (a delta against tick 40): only input 3 remains
+    const second = snapshotParts(41, 2, WELCOME.entityId, ents(1.75, -3), { baseline: first.view, cuts: [other] });
+    for (const p of second.parts.reverse()) s._onSnapshot(p, 2);
+    assert.equal(s.store.mirror.tick, 41);
+    assert.deepEqual(s.predictor.pending.map((i) => i.seq), [3]);
+    assert.ok(Math.abs(s.predicted[0] - 2) < 1e-9, `${s.predicted[0]}`);
+    assert.ok(Math.abs(s.correction[0]) < 1e-9, "a correct prediction needs no correction");
+  });
+
+  it("an older tick completing late does not move the mirror or the prediction", () => {
+    const s = connected();
+    s._makeInput();
+    const t50 = snapshotParts(50, -1, WELCOME.entityId, ents(1, -3), { cuts: [other] });
+    const t51 = snapshotParts(51, 0, WELCOME.entityId, ents(1.25, -2), { baseline: t50.view });
+    s._onSnapshot(t50.parts[0], 1);
+    for (const p of t51.parts) s._onSnapshot(p, 1); // unknown baseline: 50 is not complete
+    assert.equal(s.stats().drops["snapshot.unknown_baseline"], 1);
+    s._onSnapshot(t50.parts[1], 1);
+    assert.equal(s.store.mirror.tick, 50);
+    for (const p of t51.parts) s._onSnapshot(p, 1);
+    assert.equal(s.store.mirror.tick, 51);
+    const at = s.predicted.slice();
+    const late = snapshotParts(49, -1, WELCOME.entityId, ents(-50, 50));
+    s._onSnapshot(late.parts[0], 1);
+    assert.ok(s.store.views.has(49));
+    assert.equal(s.store.mirror.tick, 51);
+    assert.deepEqual(s.predicted, at);
+    assert.ok(Math.abs(s.entities().find((e) => e.id === other).x + 2) < 1e-9);
   });
 });

@@ -1,8 +1,9 @@
 // One player's network session: picks a transport (WebRTC through geckos.io first, the
 // WebSocket /ws/movement when the data channel does not open in time or WebRTC is missing),
 // runs the native protocol over it (trusted handshake with the join token, acks, keep-alive,
-// timeout), sends one INPUT per tick with the last 4 inputs, decodes snapshots into the
-// mirror, predicts the own avatar and feeds remote ones to the interpolator. On loss it
+// timeout), sends one INPUT per tick with the last 4 inputs, decodes snapshot parts and
+// assembles them into the mirror (a tick counts once all its parts are decoded), predicts
+// the own avatar and feeds remote ones to the interpolator. On loss it
 // reconnects with exponential backoff (a new handshake, a new avatar).
 //
 // No DOM beyond the network APIs (fetch is not used here; WebSocket/RTCPeerConnection via
@@ -98,7 +99,8 @@ export class NetSession {
     this.inputSeq = 0;
     this.recentInputs = [];
     this.nextTickAt = 0;
-    this.snapRate = new Rate();
+    this.snapRate = new Rate(); // complete ticks
+    this.partRate = new Rate(); // decoded snapshot parts
     this.inRate = new Rate();
     this.outRate = new Rate();
     this.listeners = { snapshot: [], status: [] };
@@ -333,12 +335,16 @@ export class NetSession {
     };
   }
 
+  /** One SNAPSHOT packet: one part of a tick's snapshot (SPEC 5). */
   _onSnapshot(payload, now) {
     const r = this.store.receive(payload);
     if (!r) return;
+    this.partRate.add(now);
+    if (!r.complete) return;
     this.snapRate.add(now);
     if (!r.newest) return;
-    const { header, view } = r;
+    const header = this.store.header;
+    const view = r.view;
     this.selfId = header.selfId;
     const remote = new Map();
     let self = null;
@@ -352,7 +358,17 @@ export class NetSession {
     if (self) {
       this.serverSelf = self;
       const before = this.predicted;
-      const after = this.predictor.reconcile([self.x, self.y, self.z], header.inputAck);
+      const pos = [self.x, self.y, self.z];
+      let after;
+      if (header.inputAck >= 0) {
+        // Reconciliation: drop the inputs the server applied, replay the rest on its position.
+        after = this.predictor.reconcile(pos, header.inputAck);
+      } else {
+        // input_ack none: the server has applied none of our inputs yet, so all of them are
+        // still to come; nothing is acknowledged or dropped.
+        after = pos;
+        for (const input of this.predictor.pending) after = this.predictor.step(after, input);
+      }
       if (before) {
         const c = this.correction;
         c[0] += before[0] - after[0];
@@ -443,6 +459,8 @@ export class NetSession {
       transport: this.state === "connected" ? this.transportKind : null,
       rtt_ms: link ? Math.round(link.rtt * 10000) / 10 : null,
       snapshots_per_s: Math.round(this.snapRate.perSecond(now) * 10) / 10,
+      snapshot_parts_per_s: Math.round(this.partRate.perSecond(now) * 10) / 10,
+      pending_ticks: this.store ? this.store.pending.size : 0,
       bytes_in_per_s: Math.round(this.inRate.perSecond(now)),
       bytes_out_per_s: Math.round(this.outRate.perSecond(now)),
       entities: this.store ? this.store.mirror.ids.length : 0,

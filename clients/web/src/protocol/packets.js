@@ -7,7 +7,7 @@
 import { ProtocolError } from "./errors.js";
 import { asBytes } from "./msgpack.js";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2; // 2: snapshots in parts, plain binary (SPEC section 5)
 
 export const HELLO = 0x01;
 export const CHALLENGE = 0x02;
