@@ -58,10 +58,25 @@ runScript(async (args, state) => {
   );
   await walk;
   // A has stopped: A's own position and B's view of A converge on the same server state.
-  const selfA = await a.evaluate(() => {
-    const t = window.worldserverTest;
-    return t.entities().find((e) => e.id === t.selfId) || null;
-  });
+  // A's mirror trails the server by a snapshot or more (fewer per second when the server
+  // sheds load), so first wait until A's own authoritative position has stopped changing
+  // while newer ticks keep arriving.
+  const selfA = await waitFor(
+    a,
+    () => {
+      const t = window.worldserverTest;
+      const e = t.entities().find((v) => v.id === t.selfId);
+      const tick = t.stats().tick;
+      if (!e) return null;
+      const seen = window.__selfSettle;
+      if (!seen || seen.x !== e.x || seen.z !== e.z) {
+        window.__selfSettle = { x: e.x, z: e.z, tick };
+        return null;
+      }
+      return tick - seen.tick >= 10 ? e : null; // unchanged over 10 ticks (0.5 s)
+    },
+    { what: "A's own position to settle after the walk" },
+  );
   const settled = await waitFor(
     b,
     ([id, x]) => {
