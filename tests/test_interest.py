@@ -362,3 +362,217 @@ def test_extreme_capacities_pack_keys_correctly(cap):
         pos[chosen, 0] += rng.normal(0, 1.0, len(chosen))
     with pytest.raises(ValueError):
         InterestGrid(half_extent=10, radius=1, leave_margin=0, capacity=65537)
+
+
+# --- crowd scale: all in view, full cells, and the boundaries between fast and filtered paths
+
+
+def crowd_world(rng, cap, n, half_side, centre=(0.0, 0.0)):
+    """n alive entities uniform in a square of half side ``half_side`` around ``centre``."""
+    pos = np.zeros((cap, 3))
+    pos[:, 0] = rng.uniform(-half_side, half_side, cap) + centre[0]
+    pos[:, 2] = rng.uniform(-half_side, half_side, cap) + centre[1]
+    alive = np.zeros(cap, dtype=bool)
+    alive[rng.choice(cap, n, replace=False)] = True
+    return pos, alive
+
+
+@pytest.mark.parametrize("block_candidates", [1 << 16, 7])
+def test_all_in_view_crowd_matches_brute_force(block_candidates):
+    # 120 alive in a 20 x 20 m square, radius 30: everyone sees everyone (N² pairs). The
+    # observers come shuffled, with dead slots among them; entities die and respawn.
+    rng = np.random.default_rng(20)
+    cap = 160
+    pos, alive = crowd_world(rng, cap, 120, 10.0)
+    generation = np.ones(cap, dtype=np.uint16)
+    grid = make_grid(cap, radius=30.0, margin=3.0, block_candidates=block_candidates)
+    ref = Reference(30.0, 3.0)
+    for step in range(6):
+        observers = rng.permutation(cap)[:140]
+        vis = grid.update(pos, alive, observers, generation=generation)
+        check_against(vis, ref.update(pos, alive, observers, generation), observers)
+        live = alive[observers]
+        assert grid.last_unfiltered_observers == live.sum()  # the all-in-view path ran
+        assert vis.total == live.sum() * alive.sum()
+        assert np.array_equal(vis.counts()[live], np.full(live.sum(), alive.sum()))
+        pos[:, 0::2] = np.clip(pos[:, 0::2] + rng.normal(0, 0.5, (cap, 2)), -10, 10)
+        flip = rng.random(cap) < 0.05
+        alive ^= flip
+        generation[flip & alive] += 1
+
+
+@pytest.mark.parametrize("mask_factor", [0, 1 << 30])  # neighbourhood lists: sort / table
+def test_mixed_full_and_filtered_cells_match_brute_force(mask_factor):
+    # A compact crowd (diameter < radius) in a wide sparse world: the crowd's cells are
+    # "full", the others are filtered, and people walk between them.
+    rng = np.random.default_rng(21)
+    cap = 300
+    pos, alive = random_world(rng, cap, 220, 45.0)
+    crowd = np.flatnonzero(alive)[:120]
+    pos[crowd, 0] = rng.uniform(-14, -10, len(crowd))
+    pos[crowd, 2] = rng.uniform(10, 14, len(crowd))
+    grid = make_grid(cap, radius=10.0, margin=2.0, cell_size=4.0, mask_factor=mask_factor,
+                     block_candidates=3000)
+    ref = Reference(10.0, 2.0)
+    seen_mixed = False
+    for step in range(8):
+        observers = rng.permutation(cap)
+        vis = grid.update(pos, alive, observers)
+        check_against(vis, ref.update(pos, alive, observers), observers)
+        seen_mixed |= 0 < grid.last_unfiltered_observers < alive.sum()
+        pos[:, 0::2] += rng.normal(0, 0.6, (cap, 2))
+    assert seen_mixed  # both paths were taken in the same update
+
+
+def test_memory_from_a_full_cell_serves_the_filtered_path():
+    # Cell size 10, radius 10, margin 4. Observer 0 sees entity 1 at 9 m: everything near it
+    # is within the radius (a full cell). Entity 1 then steps to 12 m, into the ring: the
+    # cell is filtered now and must remember entity 1. Observers 2 and 3 stay full.
+    cap = 6
+    grid = make_grid(cap, radius=10.0, margin=4.0, cell_size=10.0, half_extent=100.0)
+    ref = Reference(10.0, 4.0)
+    pos = np.zeros((cap, 3))
+    alive = np.ones(cap, dtype=bool)
+    pos[0, 0], pos[1, 0] = -55.0, -46.0
+    pos[2, 0], pos[3, 0], pos[4, 0] = 55.0, 56.0, 57.0
+    pos[5, 2] = 90.0
+    observers = np.array([3, 0, 5, 2])
+    vis = grid.update(pos, alive, observers)
+    check_against(vis, ref.update(pos, alive, observers), observers)
+    assert vis.of(1)[0].tolist() == [0, 1]
+    assert vis.of(0)[0].tolist() == [2, 3, 4] and vis.of(3)[0].tolist() == [2, 3, 4]
+    assert grid.last_unfiltered_observers == 4
+    for x1, expected in ((-43.0, [0, 1]), (-42.0, [0, 1]), (-40.0, [0]), (-43.0, [0])):
+        pos[1, 0] = x1  # 12 m and 13 m: remembered; 15 m: gone; 12 m again: not remembered
+        vis = grid.update(pos, alive, observers)
+        check_against(vis, ref.update(pos, alive, observers), observers)
+        assert vis.of(1)[0].tolist() == expected, x1
+        assert grid.last_unfiltered_observers == 3
+
+
+def test_hysteresis_across_all_in_view_and_filtered_updates():
+    # Memory written by the all-in-view path must serve the filtered path next time, and
+    # the other way round, with the observers in the same or in another order.
+    cap = 5
+    grid = make_grid(cap, radius=50.0, margin=5.0, half_extent=200.0)
+    ref = Reference(50.0, 5.0)
+    pos = np.zeros((cap, 3))
+    alive = np.ones(cap, dtype=bool)
+    pos[:, 0] = [0.0, 10.0, 20.0, 30.0, 40.0]
+    orders = [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3], [0, 1, 2, 3, 4]]
+    xs4 = [40.0, 52.0, 48.0, 53.0, 54.0, 56.0, 52.0, 45.0, 52.0]
+    # Does observer 0 see entity 4? 52 remembered, 56 gone, then 52 not remembered, ...
+    sees = [True, True, True, True, True, False, False, True, True]
+    for step, (x4, expected) in enumerate(zip(xs4, sees)):
+        pos[4, 0] = x4  # entity 4 walks in and out of observer 0's ring
+        observers = np.array(orders[step % len(orders)])
+        vis = grid.update(pos, alive, observers)
+        check_against(vis, ref.update(pos, alive, observers), observers)
+        assert (4 in vis.of(orders[step % len(orders)].index(0))[0]) == expected, step
+        assert (grid.last_unfiltered_observers == cap) == (x4 <= 50.0), step
+
+
+def test_generation_change_in_crowd_drops_memory():
+    # A crowd all in view; slot 1 is reused (new generation) as it steps into the ring of
+    # observer 0: the new entity was never seen, so it is not kept, and as an observer it
+    # has no memory either. Likewise when observer 0's slot changes hands.
+    cap = 4
+    grid = make_grid(cap, radius=50.0, margin=5.0, half_extent=200.0)
+    gen = np.ones(cap, dtype=np.uint16)
+    pos = np.zeros((cap, 3))
+    alive = np.ones(cap, dtype=bool)
+    pos[:, 0] = [0.0, 30.0, 10.0, 20.0]
+    observers = np.array([0, 1, 2, 3])
+    vis = grid.update(pos, alive, observers, generation=gen)
+    assert grid.last_unfiltered_observers == 4 and vis.total == 16
+    pos[1, 0] = 52.0  # ring of observer 0 (and only of 0)
+    g2 = gen.copy()
+    g2[1] += 1
+    vis = grid.update(pos, alive, observers, generation=g2)
+    assert vis.of(0)[0].tolist() == [0, 2, 3]
+    assert vis.of(1)[0].tolist() == [1, 2, 3]  # and the new owner of slot 1 forgot 0
+    # Back in the crowd, then observer 0's slot changes hands while entity 1 is in its ring.
+    pos[1, 0] = 30.0
+    grid.update(pos, alive, observers, generation=g2)
+    pos[1, 0] = 52.0
+    g3 = g2.copy()
+    g3[0] += 1
+    assert grid.update(pos, alive, observers, generation=g3).of(0)[0].tolist() == [0, 2, 3]
+    pos[1, 0] = 30.0
+    grid.update(pos, alive, observers, generation=g3)
+    pos[1, 0] = 52.0  # same generations: remembered
+    assert grid.update(pos, alive, observers, generation=g3).of(0)[0].tolist() == [0, 1, 2, 3]
+
+
+def test_dead_observers_and_empty_worlds_on_the_fast_path():
+    cap = 6
+    grid = make_grid(cap, radius=50.0, margin=5.0, half_extent=200.0)
+    pos = np.zeros((cap, 3))
+    pos[:, 0] = np.arange(cap)
+    alive = np.zeros(cap, dtype=bool)
+    vis = grid.update(pos, alive, [3, 1, 0])  # nobody alive
+    assert vis.offsets.tolist() == [0, 0, 0, 0] and vis.slots.dtype == np.int64
+    assert vis.dist2.dtype == np.float32 and grid.last_unfiltered_observers == 0
+    alive[[1, 4]] = True
+    vis = grid.update(pos, alive, [3, 1, 0, 4])  # dead observers between live ones
+    assert vis.offsets.tolist() == [0, 0, 2, 2, 4]
+    assert vis.slots.tolist() == [1, 4, 1, 4]
+    np.testing.assert_array_equal(vis.dist2, np.array([0, 9, 9, 0], dtype=np.float32))
+    assert grid.last_unfiltered_observers == 2
+    vis = grid.update(pos, alive, [])  # no observers
+    assert vis.offsets.tolist() == [0] and vis.total == 0
+    alive[:] = False
+    alive[2] = True
+    vis = grid.update(pos, alive, [2])  # a lone observer sees itself
+    assert vis.slots.tolist() == [2] and vis.dist2.tolist() == [0.0]
+
+
+def test_non_finite_position_in_a_crowd_turns_the_fast_path_off():
+    cap = 5
+    grid = make_grid(cap, radius=50.0, margin=5.0, half_extent=200.0)
+    pos = np.zeros((cap, 3))
+    pos[:, 0] = np.arange(cap)
+    alive = np.ones(cap, dtype=bool)
+    for bad in (np.nan, np.inf, -np.inf):
+        pos[2, 2] = bad
+        vis = grid.update(pos, alive, np.arange(cap))
+        assert vis.of(0)[0].tolist() == [0, 1, 3, 4]
+        assert vis.of(2)[0].tolist() == []
+        assert grid.last_unfiltered_observers < cap
+    pos[2, 2] = 0.0
+    assert grid.update(pos, alive, np.arange(cap)).total == cap * cap
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 60),
+    radius=st.floats(1.0, 20.0),
+    margin=st.floats(0.0, 5.0),
+    cell_frac=st.sampled_from([None, 1.0, 0.5, 0.25]),
+    spread=st.floats(0.05, 1.5),
+    step_size=st.floats(0.0, 3.0),
+)
+def test_hypothesis_crowds_around_the_radius(seed, n, radius, margin, cell_frac, spread,
+                                             step_size):
+    # Crowds whose size is about the radius (spread x radius), so updates flip between
+    # all in view, full cells and filtered cells, with hysteresis and churn.
+    rng = np.random.default_rng(seed)
+    cap = 64
+    half = spread * radius / 2
+    pos, alive = crowd_world(rng, cap, n, half, centre=tuple(rng.uniform(-20, 20, 2)))
+    pos[::4, 0::2] = np.round(pos[::4, 0::2])  # exact-boundary distances
+    generation = np.ones(cap, dtype=np.uint16)
+    cell = None if cell_frac is None else (radius + margin) * cell_frac
+    grid = make_grid(cap, radius=radius, margin=margin, cell_size=cell, half_extent=40.0,
+                     block_candidates=int(rng.integers(1, 400)),
+                     mask_factor=int(rng.choice([0, 8, 1 << 30])))
+    ref = Reference(radius, margin)
+    for _ in range(5):
+        observers = rng.permutation(cap)[: rng.integers(0, cap + 1)]
+        vis = grid.update(pos, alive, observers, generation=generation)
+        check_against(vis, ref.update(pos, alive, observers, generation), observers)
+        pos[:, 0::2] += rng.normal(0, step_size, (cap, 2))
+        flip = rng.random(cap) < 0.05
+        alive ^= flip
+        generation[flip & alive] += 1

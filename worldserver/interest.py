@@ -6,16 +6,34 @@ every entity it saw at the previous update that is still within ``radius + leave
 The answer is a :class:`Visibility` in CSR form (one segment per observer, in the order the
 observers were given, each segment sorted by slot).
 
-The work is whole-array numpy with no Python loop over entities or observers: entities are
-binned into grid cells and sorted by cell once; for every observer the rows of neighbouring
-cells are contiguous runs of that sorted order, and the runs of all observers are expanded
-into one candidate list (``np.repeat`` + ``arange``); distances are filtered in float64;
-pairs in the leave ring are looked up in the previous update's packed (observer, entity)
-keys (a direct-address table per block; binary search when that would be too big); one ``np.sort`` of packed 64-bit keys (observer index | slot | float32 distance
-bits) yields segments, slots and distances together. The candidate pipeline runs in blocks
-of a few hundred observers so its temporaries stay in cache (a loop over blocks, never over
-observers). The cost grows with entities plus candidate pairs near the observers, never with
-entities × observers (see :attr:`InterestGrid.last_candidates_examined`).
+The work is whole-array numpy with no Python loop over entities or observers:
+
+* **All in view** (a gallery opening: a few hundred people in one hall). When every alive
+  entity is within ``radius`` of every alive observer, every alive observer sees every
+  alive entity; hysteresis cannot change that. The test compares the bounding boxes of the
+  entities and of the observers, and is exact for the per-pair test (float64 subtraction,
+  squares and sum are monotone, NaN and infinities fail it). The segments are then one
+  sorted slot array tiled, and the distances one broadcast subtraction per block of rows:
+  no cells, no sort, no hysteresis lookup.
+* **Otherwise** alive entities are binned into grid cells and the alive observers grouped
+  by cell. The observers of one cell share a candidate list: the alive entities of the
+  cell's neighbourhood (``2*reach+1`` rows of cells, each trimmed to what a disc of the
+  leave radius can reach), sorted by slot once per cell, from an (observer cell × entity)
+  membership table of the neighbourhood's stencil while that table is small against the
+  lists, else from one sort of packed (cell, rank) keys. Each observer's candidates are its
+  cell's list expanded in place (``np.repeat`` + ``arange``), in cache-sized blocks of a
+  few hundred observers (a loop over blocks, never over observers); squared distances are
+  filtered in float64, and pairs in the leave ring are looked up in the previous answer
+  (packed ``observer index << slot_bits | slot`` keys: a direct-address table per block,
+  or a binary search when that would be too big). Filtering keeps the list order, so the
+  segments come out sorted with no sort of pairs. A cell whose whole list is within
+  ``radius`` of all its observers (the same box test: a "full" cell) needs no hysteresis
+  lookup, and a block of full cells no filter.
+
+The previous answer is kept as it was returned (slots and offsets) and packed into keys
+only when an update has pairs in a leave ring. The cost grows with entities plus candidate
+pairs near the observers, never with entities × observers unless they all see each other,
+when that is the size of the answer (see :attr:`InterestGrid.last_candidates_examined`).
 
 This module must not do I/O, must not log per-entity events, must not import trio, and must
 not mutate the arrays it is given; it knows nothing about the world's rules or the network.
@@ -33,11 +51,9 @@ __all__ = ["InterestGrid", "Visibility"]
 _MAX_SLOTS = 1 << 16  # slots are packed into at most 16 bits of a key
 _EMPTY_I64 = np.zeros(0, dtype=np.int64)
 _EMPTY_U32 = np.zeros(0, dtype=np.uint32)
-# Packed pair key, little-endian uint64. Low word: float32 squared distance bits. High word:
-# observer index (position in the ``observers`` argument) << slot_bits | entity slot, where
-# slot_bits = bits needed for capacity - 1. Sorting keys sorts pairs by (observer, slot).
-_KEY = np.dtype("<u8")
-_DROPPED = np.uint64(0xFFFF_FFFF_FFFF_FFFF)  # larger than any real key (float32 bits < 2**31)
+# Packed pair key (hysteresis memory), uint32: observer index (position in the ``observers``
+# argument) << slot_bits | entity slot, where slot_bits = bits needed for capacity - 1.
+# Sorting keys sorts pairs by (observer, slot).
 
 
 @attrs.frozen(eq=False)
@@ -140,13 +156,17 @@ class InterestGrid:
         xr = np.minimum(np.ceil(half_chord / cell_size * (1 + 1e-7)), reach).astype(np.int64)
         self._row_lo = m * width - xr  # first cell of the run
         self._row_hi = m * width + xr + 1  # one past the last cell (index into cumulative starts)
+        # The same neighbourhood as a stencil over cell offsets in (-ncells, ncells).
+        self._stencil = None
+        if self._ncells <= 1 << 22:
+            self._stencil = np.zeros(2 * self._ncells + 1, dtype=bool)
+            for lo_, hi_ in zip(self._row_lo.tolist(), self._row_hi.tolist()):
+                self._stencil[self._ncells + lo_ : self._ncells + hi_] = True
         self._r2 = self.radius * self.radius
         self._l2 = leave * leave
-        # Packed keys: slot in the low slot_bits of the high word, observer index above.
+        # Packed keys of the hysteresis memory: slot in the low slot_bits, observer index above.
         slot_bits = max(1, (capacity - 1).bit_length())
-        self._slot_mask = np.uint32((1 << slot_bits) - 1)
         self._obs_shift32 = np.uint32(slot_bits)
-        self._obs_shift64 = np.uint64(32 + slot_bits)
         #: Largest number of observers one update accepts (observer indices are packed).
         self.max_observers = 1 << (32 - slot_bits)
         #: Target number of candidate pairs per block (keeps a block's temporaries in cache).
@@ -154,8 +174,13 @@ class InterestGrid:
         #: Largest direct-address table (bytes) for the hysteresis lookup of one block;
         #: beyond it (or for very few lookups) a binary search is used instead.
         self.table_limit = 1 << 23
+        #: The neighbourhood lists of observer cells come from an (observer cell x entity)
+        #: membership table when its size is at most this many times the lists' total
+        #: length (few cells, dense); otherwise from one sort.
+        self.mask_factor = 8
 
         # Hysteresis memory from the previous update.
+        self._prev_slots = _EMPTY_I64  # the previous answer's slots (CSR over its observers)
         self._prev_high = _EMPTY_U32  # sorted (prev observer index << slot_bits | slot), uint32
         self._prev_index = np.full(capacity, -1, dtype=np.int64)  # observer slot -> prev index
         self._prev_observers = _EMPTY_I64
@@ -166,6 +191,10 @@ class InterestGrid:
         #: Number of (observer, entity) candidate pairs whose distance was computed by the
         #: last ``update`` (grows with entities near each observer, not entities × observers).
         self.last_candidates_examined = 0
+        #: Number of observers whose whole neighbourhood the last ``update`` found certainly
+        #: within ``radius`` (all of it seen, no hysteresis lookup): everyone in an
+        #: all-in-view crowd, observers of "full" cells otherwise.
+        self.last_unfiltered_observers = 0
 
     def forget(self, slot: int) -> None:
         """Drop the hysteresis memory of observer ``slot`` (call when its owner leaves)."""
@@ -176,6 +205,7 @@ class InterestGrid:
         """Drop all hysteresis memory."""
         self._prev_index.fill(-1)
         self._prev_high = _EMPTY_U32
+        self._prev_slots = _EMPTY_I64
         self._prev_observers = _EMPTY_I64
         self._prev_offsets = np.zeros(1, dtype=np.int64)
         self._prev_gen = None
@@ -216,42 +246,6 @@ class InterestGrid:
         if pos.shape[0] != cap or alive.shape[0] != cap:
             raise ValueError("pos and alive must have length capacity")
 
-        # --- bin alive entities and sort them by cell (entity-sized work)
-        ent = np.flatnonzero(alive)
-        ex = pos[ent, 0]
-        ez = pos[ent, 2]
-        ecell = self._cells(ex, ez)
-        order = np.argsort(ecell)
-        sorted_slot = ent[order].astype(np.uint32)
-        spos = np.empty(len(ent), dtype=np.complex128)
-        spos.real = ex[order]
-        spos.imag = ez[order]
-
-        # --- candidate runs: for each observer, 2*reach+1 rows of contiguous cells
-        ox = pos[observers, 0]
-        oz = pos[observers, 2]
-        ocell = self._cells(ox, oz)
-        ocpos = np.empty(k, dtype=np.complex128)
-        ocpos.real = ox
-        ocpos.imag = oz
-        # A dense table of cell starts costs ~ncells cheap steps; binary searches cost ~30x
-        # more each, two per row of cells per observer. Pick the cheaper.
-        if self._ncells <= max(1 << 16, 16 * k * len(self._row_lo)):
-            start = np.zeros(self._ncells + 1, dtype=np.int64)
-            np.cumsum(np.bincount(ecell, minlength=self._ncells), out=start[1:])
-            lo = start[ocell[:, None] + self._row_lo]
-            lens = start[ocell[:, None] + self._row_hi]
-        else:  # many more cells than entities: search the sorted cells instead
-            sorted_cell = ecell[order]
-            lo = np.searchsorted(sorted_cell, ocell[:, None] + self._row_lo)
-            lens = np.searchsorted(sorted_cell, ocell[:, None] + self._row_hi)
-        lens -= lo
-        lens[~alive[observers]] = 0  # dead observers see nothing
-        olen = lens.sum(axis=1)
-        ocum = np.cumsum(olen)
-        total = int(ocum[-1]) if k else 0
-        self.last_candidates_examined = total
-
         # --- hysteresis: previous index of each observer (-1: no memory)
         prev_idx = self._prev_index[observers]
         changed = None
@@ -263,91 +257,250 @@ class InterestGrid:
                 changed = None
         identity = (not self._forgot and changed is None
                     and np.array_equal(observers, self._prev_observers))
-        ctx = (lo, lens, olen, ocpos, spos, sorted_slot, prev_idx, changed, identity)
 
-        # --- pairs, in cache-sized blocks of whole observers (a loop over blocks, not over
-        # observers: each block is hundreds of observers handled by whole-array calls).
-        # Each block writes its sorted keys straight after the previous block's.
-        out = np.empty(total, dtype=_KEY)  # upper bound: every candidate kept
-        nblocks = max(1, -(-total // self.block_candidates))
-        bounds = [0, k]
-        if nblocks > 1:
-            cuts = np.searchsorted(ocum, np.arange(1, nblocks) * (total / nblocks))
-            bounds = [0, *np.unique(cuts).tolist(), k]
-        used = 0
-        with np.errstate(invalid="ignore"):  # inf - inf for non-finite positions
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                if b > a:
-                    used += self._block(a, b, ctx, out[used:])
-        key = out[:used]
+        # --- alive entities, by rank (rank order is slot order), binned into cells
+        ent = np.flatnonzero(alive)
+        n = len(ent)
+        live = np.flatnonzero(alive[observers])  # output indices of the alive observers
+        counts = np.zeros(k, dtype=np.int64)
+        self.last_candidates_examined = 0
+        self.last_unfiltered_observers = 0
+        if n and len(live):
+            ex = pos[ent, 0]
+            ez = pos[ent, 2]
+            orank = np.searchsorted(ent, observers[live])  # an alive observer is an entity
+            with np.errstate(invalid="ignore"):  # inf - inf for non-finite positions
+                every = self._everyone(ent, ex, ez, orank)
+                if every is not None:  # everyone sees everyone: one list, tiled
+                    slots, dist2 = every
+                    counts[live] = n
+                else:
+                    lists = self._cell_lists(ex, ez, orank)
+                    slots, dist2, counts[live] = self._filtered(
+                        lists, ent, live, ex, ez, orank, prev_idx, changed, identity)
+        else:
+            slots = np.zeros(0, dtype=np.int64)
+            dist2 = np.zeros(0, dtype=np.float32)
 
-        # --- unpack the CSR answer and remember it for the next update
-        offsets = np.empty(k + 1, dtype=np.int64)
-        offsets[:k] = np.searchsorted(key, np.arange(k, dtype=_KEY) << self._obs_shift64)
-        offsets[k] = len(key)
-        high = key.view("<u4")[1::2]  # observer index << slot_bits | slot
-        slots = np.bitwise_and(high, self._slot_mask, dtype=np.int64)
-        dist2 = key.view("<f4")[0::2].copy()
+        # --- the CSR answer; remember it for the next update
+        offsets = np.zeros(k + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
         self._prev_index[self._prev_observers] = -1
         self._prev_index[observers] = np.arange(k)
         self._prev_observers = observers
-        self._prev_high = high.copy()
+        self._prev_slots = slots
+        self._prev_high = None  # packed from slots when the next update needs it
         self._prev_offsets = offsets
         self._prev_gen = None if generation is None else np.array(generation, dtype=np.int64)
         self._forgot = False
         for arr in (observers, offsets, slots, dist2):
-            arr.flags.writeable = False  # observers/offsets are also kept as memory
+            arr.flags.writeable = False  # observers/offsets/slots are also kept as memory
         return Visibility(observers=observers, offsets=offsets, slots=slots, dist2=dist2)
 
-    def _block(self, a: int, b: int, ctx, out: np.ndarray) -> int:
-        """Write the sorted packed keys of the pairs seen by observers a..b-1 to the start
-        of ``out``; return how many."""
-        lo, lens, olen, ocpos, spos, sorted_slot, prev_idx, changed, identity = ctx
-        lo = lo[a:b].ravel()
-        lens = lens[a:b].ravel()
-        olen = olen[a:b]
-        nonempty = np.flatnonzero(lens)
-        lo = lo[nonempty]
-        lens = lens[nonempty]
+    def _box_within(self, lxmin, lxmax, lzmin, lzmax, oxmin, oxmax, ozmin, ozmax):
+        """Is every point of box l within ``radius`` of every point of box o? (bool per box)
+
+        Exact for the per-pair test: the float64 subtraction, squaring and sum are monotone,
+        so a pair's computed squared distance never exceeds the one of the box corners.
+        NaN or infinite bounds answer False (np.maximum propagates NaN).
+        """
+        dx = np.maximum(lxmax - oxmin, oxmax - lxmin)
+        dz = np.maximum(lzmax - ozmin, ozmax - lzmin)
+        dx *= dx
+        dz *= dz
+        dx += dz
+        return dx <= self._r2
+
+    def _everyone(self, ent, ex, ez, orank):
+        """Every alive observer sees every alive entity: (slots, dist2) of all pairs, or None
+        unless every entity is within ``radius`` of every observer."""
+        ox = ex[orank]
+        oz = ez[orank]
+        if not self._box_within(ex.min(), ex.max(), ez.min(), ez.max(),
+                                ox.min(), ox.max(), oz.min(), oz.max()):
+            return None
+        k, n = len(orank), len(ent)
+        self.last_candidates_examined = k * n
+        self.last_unfiltered_observers = k
+        slots = np.tile(ent, k)
+        dist2 = np.empty((k, n), dtype=np.float32)
+        rows = max(1, self.block_candidates // n)  # rows of the distance table per step
+        tx = np.empty((min(rows, k), n))
+        tz = np.empty_like(tx)
+        for a in range(0, k, rows):
+            b = min(a + rows, k)
+            dx = tx[: b - a]
+            dz = tz[: b - a]
+            np.subtract(ex, ox[a:b, None], out=dx)
+            dx *= dx
+            np.subtract(ez, oz[a:b, None], out=dz)
+            dz *= dz
+            np.add(dx, dz, out=dist2[a:b])
+        return slots, dist2.reshape(-1)
+
+    def _cell_lists(self, ex, ez, orank):
+        """Group the alive observers by cell; for each such cell, the alive entities of its
+        neighbourhood sorted by slot, and whether all of them are within ``radius`` of all
+        of the cell's observers ("full": no distance filter, no hysteresis needed)."""
+        n = len(ex)
+        ecell = self._cells(ex, ez)
+        ucell, uinv = np.unique(ecell[orank], return_inverse=True)
+        ncell = len(ucell)
+        # A dense table of cell starts costs ~ncells cheap steps; binary searches cost ~30x
+        # more each, two per row of cells per observer cell. Pick the cheaper.
+        order = None
+        if self._ncells <= max(1 << 16, 16 * ncell * len(self._row_lo)):
+            start = np.zeros(self._ncells + 1, dtype=np.int64)
+            np.cumsum(np.bincount(ecell, minlength=self._ncells), out=start[1:])
+            lo = start[ucell[:, None] + self._row_lo]
+            lens = start[ucell[:, None] + self._row_hi]
+        else:  # many more cells than entities: search the sorted cells instead
+            order = np.argsort(ecell)
+            sorted_cell = ecell[order]
+            lo = np.searchsorted(sorted_cell, ucell[:, None] + self._row_lo)
+            lens = np.searchsorted(sorted_cell, ucell[:, None] + self._row_hi)
+        lens -= lo
+        size = lens.sum(axis=1)  # >= 1: an observer's own cell holds at least itself
+        total = int(size.sum())
+        if self._stencil is not None and ncell * n <= self.mask_factor * total:
+            # Few cells, dense: an (observer cell x entity) membership table from the
+            # neighbourhood's stencil of cell offsets; its nonzeros are the lists, already
+            # in (observer cell, rank) order.
+            # In chunks of observer cells: the table's temporaries stay small (and in cache).
+            rank = np.empty(total, dtype=np.int64)
+            shifted = ecell + self._ncells
+            step = max(1, self.block_candidates // n)
+            done = 0
+            for a in range(0, ncell, step):
+                b = min(a + step, ncell)
+                offset = shifted[None, :] - ucell[a:b, None]
+                hit = np.flatnonzero(self._stencil[offset])
+                hit -= np.repeat(np.arange(0, (b - a) * n, n, dtype=np.int64), size[a:b])
+                rank[done : done + len(hit)] = hit
+                done += len(hit)
+        else:
+            # Range expansion of the runs (cell-sorted order), then one sort by (cell, rank).
+            if order is None:
+                order = np.argsort(ecell)
+            lo = lo.ravel()
+            lens = lens.ravel()
+            ends = np.cumsum(lens)
+            rank = np.repeat(lo - (ends - lens), lens)
+            rank += np.arange(total, dtype=np.int64)
+            rank = order[rank]
+            rbits = max(1, (n - 1).bit_length())
+            dt = np.uint32 if ncell << rbits <= 1 << 32 else np.uint64
+            key = np.repeat(np.arange(ncell, dtype=dt) << dt(rbits), size)
+            np.bitwise_or(key, rank, out=key, casting="unsafe")
+            key.sort()
+            rank = np.bitwise_and(key, dt((1 << rbits) - 1), dtype=np.int64, casting="unsafe")
+        first = np.cumsum(size) - size
+        lx = ex[rank]
+        lz = ez[rank]
+        oord = np.argsort(uinv, kind="stable")
+        ocount = np.bincount(uinv, minlength=ncell)
+        ofirst = np.cumsum(ocount) - ocount
+        ox = ex[orank][oord]
+        oz = ez[orank][oord]
+        full = self._box_within(
+            np.minimum.reduceat(lx, first), np.maximum.reduceat(lx, first),
+            np.minimum.reduceat(lz, first), np.maximum.reduceat(lz, first),
+            np.minimum.reduceat(ox, ofirst), np.maximum.reduceat(ox, ofirst),
+            np.minimum.reduceat(oz, ofirst), np.maximum.reduceat(oz, ofirst))
+        lpos = np.empty(total, dtype=np.complex128)
+        lpos.real = lx
+        lpos.imag = lz
+        return uinv, size, first, lpos, rank, full
+
+    def _filtered(self, lists, ent, live, ex, ez, orank, prev_idx, changed, identity):
+        """(slots, dist2, counts) of the alive observers ``live`` (output indices), each
+        filtering its cell's list, in cache-sized blocks of whole observers."""
+        uinv, size, first, lpos, lrank, full = lists
+        olen = size[uinv]
+        ofirst = first[uinv]
+        ofull = full[uinv]
+        self.last_unfiltered_observers = int(np.count_nonzero(ofull))
+        opos = np.empty(len(live), dtype=np.complex128)
+        opos.real = ex[orank]
+        opos.imag = ez[orank]
+        lslot = ent[lrank]
+        ocum = np.cumsum(olen)
+        total = int(ocum[-1])
+        self.last_candidates_examined = total
+        nlive = len(live)
+        nblocks = max(1, -(-total // self.block_candidates))
+        bounds = [0, nlive]
+        if nblocks > 1:
+            cuts = np.searchsorted(ocum, np.arange(1, nblocks) * (total / nblocks))
+            bounds = [0, *np.unique(cuts).tolist(), nlive]
+        out_slots = np.empty(total, dtype=np.int64)  # upper bound: every candidate kept
+        out_d2 = np.empty(total, dtype=np.float32)
+        counts = np.empty(nlive, dtype=np.int64)
+        ctx = (olen, ofirst, ofull, opos, lpos, lslot, live, prev_idx, changed, identity)
+        used = 0
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            if b > a:
+                used += self._block(a, b, ctx, out_slots[used:], out_d2[used:], counts[a:b])
+        return out_slots[:used], out_d2[:used], counts
+
+    def _block(self, a, b, ctx, out_slots, out_d2, counts) -> int:
+        """Write the pairs seen by alive observers a..b-1 (indices into ``live``) to the
+        start of ``out_slots``/``out_d2`` and their counts to ``counts``; return how many."""
+        olen, ofirst, ofull, opos, lpos, lslot, live, prev_idx, changed, identity = ctx
+        lens = olen[a:b]
         ends = np.cumsum(lens)
-        total = int(ends[-1]) if len(ends) else 0
-        if total == 0:
-            return 0
-        # Range expansion: candidate j of run r is sorted entity lo[r] + (j - first[r]).
-        idx = np.repeat(lo - (ends - lens), lens)
+        starts = ends - lens
+        total = int(ends[-1])
+        # Range expansion: candidate j of observer i is list entry ofirst[i] + (j - starts[i]).
+        idx = np.repeat(ofirst[a:b] - starts, lens)
         idx += np.arange(total, dtype=np.int64)
         # Squared XZ distances, positions as complex numbers (one gather, one subtract).
-        diff = spos[idx]
-        diff -= np.repeat(ocpos[a:b], olen)
+        diff = lpos[idx]
+        diff -= np.repeat(opos[a:b], lens)
         re = diff.real
         im = diff.imag
         d2 = re * re
         im *= im
         d2 += im
-        near = np.flatnonzero(d2 <= self._l2)
-        d2 = d2[near]
-        obits = np.repeat(np.arange(a, b, dtype=np.uint32) << self._obs_shift32, olen)[near]
-        slot = sorted_slot[idx[near]]
-        # Packed key: float32 distance bits | (observer index << slot_bits | slot) << 32.
-        key = out[: len(near)]
-        key.view("<f4")[0::2] = d2
-        high = key.view("<u4")[1::2]
-        np.bitwise_or(obits, slot, out=high)
+        slot = lslot[idx]
+        if ofull[a:b].all():  # every candidate is within the radius: all seen
+            out_slots[:total] = slot
+            out_d2[:total] = d2
+            counts[:] = lens
+            return total
+        keep = d2 <= self._l2
         # Hysteresis: pairs in the leave ring survive only if they were seen last time.
-        # Dropped pairs get the largest key, sort to the end and are cut off.
         ring = np.flatnonzero(d2 > self._r2)
-        dropped = 0
         if len(ring):
-            seen = self._seen_before(high[ring], slot[ring], prev_idx, changed, identity)
-            drop = ring[~seen]
-            dropped = len(drop)
-            key[drop] = _DROPPED
-        key.sort()
-        return len(key) - dropped
+            ring = ring[keep[ring]]
+        if len(ring):
+            who = live[a + np.searchsorted(ends, ring, side="right")]
+            rslot = slot[ring].astype(np.uint32)
+            high = who.astype(np.uint32) << self._obs_shift32
+            high |= rslot
+            seen = self._seen_before(high, rslot, prev_idx, changed, identity)
+            keep[ring[~seen]] = False
+        kept = np.flatnonzero(keep)  # one scan, then two gathers (cheaper than two masks)
+        m = len(kept)
+        np.take(slot, kept, out=out_slots[:m])
+        np.take(d2, kept, out=out_d2[:m])
+        counts[:] = np.add.reduceat(keep, starts, dtype=np.int64)
+        return m
+
+    def _prev_high_words(self) -> np.ndarray:
+        """The previous update's pairs as sorted packed ``observer index << slot_bits | slot``
+        (uint32), built from its slots on first use."""
+        if self._prev_high is None:
+            counts = np.diff(self._prev_offsets)
+            high = np.repeat(np.arange(len(counts), dtype=np.uint32) << self._obs_shift32,
+                             counts)
+            np.bitwise_or(high, self._prev_slots, out=high, casting="unsafe")
+            self._prev_high = high
+        return self._prev_high
 
     def _seen_before(self, high, slot, prev_idx, changed, identity) -> np.ndarray:
         """Were these pairs (packed ``observer index << slot_bits | slot``) seen last time?"""
-        prev = self._prev_high
+        prev = self._prev_high_words()
         if len(prev) == 0:
             return np.zeros(len(high), dtype=bool)
         sb = self._obs_shift32
