@@ -470,9 +470,9 @@ class InterestGrid:
             return total
         keep = d2 <= self._l2
         # Hysteresis: pairs in the leave ring survive only if they were seen last time.
-        ring = np.flatnonzero(d2 > self._r2)
-        if len(ring):
-            ring = ring[keep[ring]]
+        ring = d2 > self._r2
+        ring &= keep
+        ring = np.flatnonzero(ring)
         if len(ring):
             who = live[a + np.searchsorted(ends, ring, side="right")]
             rslot = slot[ring].astype(np.uint32)
