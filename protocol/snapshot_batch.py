@@ -27,46 +27,54 @@ Stateless; no I/O. The caller keeps the history for every held tick it passes in
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 
-import attrs
 import numpy as np
 
 from protocol.snapshot import (
     MAX_ITEM_BITS,
     NONE32,
+    PART_HEADER,
     Layout,
     View,
     _frozen,
     _layout,
     added_records,
     build_records,
-    pack_header,
     part_capacity_bits,
     state_size,
     zigzag,
 )
 
+_ACK_SELF = struct.Struct("<II")  # input_ack and self_id, at offset 8 of a part
 TOP_BUCKET = 63  # priorities are integer buckets 0..63; 64 is "forced" (too old to wait)
 FORCED = TOP_BUCKET + 1
 
 
-@attrs.frozen
 class HeldView:
     """What the server knows a client holds after a tick: ``ids`` (uint32, ascending) and, per
-    id, ``held`` (int64): the tick whose world state the client holds for that entity."""
+    id, ``held`` (int64): the tick whose world state the client holds for that entity;
+    ``oldest`` is the smallest held tick (``tick`` when empty). Treated as immutable."""
 
-    tick: int
-    ids: np.ndarray
-    held: np.ndarray
-    oldest: int  # the smallest held tick (``tick`` when empty)
+    __slots__ = ("tick", "ids", "held", "oldest")
+
+    def __init__(self, tick: int, ids: np.ndarray, held: np.ndarray, oldest: int) -> None:
+        self.tick = tick
+        self.ids = ids
+        self.held = held
+        self.oldest = oldest
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:
+        return f"HeldView(tick={self.tick}, n={len(self.ids)}, oldest={self.oldest})"
+
     @property
     def exact(self) -> bool:
-        return bool((self.held == self.tick).all())
+        """Every entity is held as of ``tick``."""
+        return self.oldest == self.tick
 
     def values(self, history: Callable[[int], np.ndarray]) -> View:
         """The View (state values) the client holds, read from the world history."""
@@ -80,15 +88,17 @@ class HeldView:
 
 class Snapshot:
     """One client's result: ``parts`` (payloads in order), ``view`` (what it holds after all
-    parts), ``complete`` (everything in view is current), ``sent`` (entities sent)."""
+    parts), ``complete`` (everything in view is current), ``sent`` (entities whose state was
+    sent), ``refreshed`` (entities in the view whose state is this tick's)."""
 
-    __slots__ = ("parts", "view", "complete", "sent")
+    __slots__ = ("parts", "view", "complete", "sent", "refreshed")
 
-    def __init__(self, parts: list[bytes], view: HeldView, complete: bool, sent: int) -> None:
+    def __init__(self, parts: list[bytes], view: HeldView, complete: bool, sent: int, refreshed: int) -> None:
         self.parts = parts
         self.view = view
         self.complete = complete
         self.sent = sent
+        self.refreshed = refreshed
 
 
 def _excl_cumsum(a: np.ndarray) -> np.ndarray:
@@ -127,6 +137,347 @@ def priority_buckets(age: np.ndarray, weight: np.ndarray, force_age: int) -> np.
     return b
 
 
+def _encode_each(
+    *,
+    tick: int,
+    state_ids: np.ndarray,
+    state_q: np.ndarray,
+    history: Callable[[int], np.ndarray],
+    slots: np.ndarray,
+    offsets: np.ndarray,
+    baselines: Sequence[HeldView | None],
+    input_acks: Sequence[int],
+    self_ids: Sequence[int],
+    part_budget: int,
+    max_parts: Sequence[int],
+    weights: np.ndarray | None,
+    max_age: int,
+    force_age: int,
+    layout: Layout,
+) -> list[Snapshot]:
+    """The snapshots of C clients, each gathered on its own (see ``encode_many``).
+
+    ``state_ids`` (capacity,) uint32 and ``state_q`` (capacity, 5) int32: the world at
+    ``tick``, by slot. ``history(h)``: the (capacity, 5) states of an earlier tick ``h`` (every
+    tick held in ``baselines``). ``slots``/``offsets``: each client's visible slots (a CSR
+    segment per client, ascending; ids ascend with slots). ``baselines``: what each client
+    holds (its newest view acknowledged whole), or None (a full snapshot). ``max_parts``: per
+    client, the parts its byte allowance takes this tick. ``weights``: per visible pair, the
+    priority weight (None: 1). ``max_age``: the age given to added entities.
+    """
+    pdt, _ = _layout(layout)
+    add_bits = 8 * (4 + state_size(pdt))
+    cap_bits = part_capacity_bits(part_budget)
+    C = len(baselines)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    counts = np.diff(offsets)
+    slots = np.asarray(slots, dtype=np.int64)
+    cand_ids = _frozen(state_ids.take(slots))
+    T = len(slots)
+    clients = np.arange(C, dtype=np.int64)
+    cc = np.repeat(clients, counts)
+
+    # Match every candidate with its client's baseline: equal sets (the steady state of a
+    # crowd) are checked first; otherwise one search over (client, id) keys.
+    nb = np.fromiter((0 if b is None else len(b.ids) for b in baselines), dtype=np.int64, count=C)
+    present = [b for b in baselines if b is not None and len(b.ids)]
+    if present:
+        bids = np.concatenate([b.ids for b in present])
+        bheld = np.concatenate([b.held for b in present])
+    else:
+        bids = np.zeros(0, dtype=np.uint32)
+        bheld = np.zeros(0, dtype=np.int64)
+    bc = np.repeat(clients, nb)
+    ckey = bkey = None
+    if len(bids) == T and T and np.array_equal(nb, counts) and np.array_equal(bids, cand_ids):
+        inb = np.ones(T, dtype=bool)
+        removed = np.zeros(T, dtype=bool)
+        held = bheld
+    elif len(bids):
+        ckey = (cc.astype(np.uint64) << np.uint64(32)) | cand_ids.astype(np.uint64)
+        bkey = (bc.astype(np.uint64) << np.uint64(32)) | bids.astype(np.uint64)
+        pos = bkey.searchsorted(ckey)
+        inb = bkey.take(pos, mode="clip") == ckey
+        removed = np.ones(len(bkey), dtype=bool)
+        removed[pos[inb]] = False
+        held = np.where(inb, bheld.take(pos, mode="clip"), tick)
+    else:
+        inb = np.zeros(T, dtype=bool)
+        removed = np.zeros(0, dtype=bool)
+        held = np.full(T, tick, dtype=np.int64)
+    any_removed = bool(removed.any())
+    all_kept = bool(inb.all())
+
+    # How old each kept entity's held state is, and one record table per age in use.
+    age = tick - held
+    ages_used = np.flatnonzero(np.bincount(age, minlength=1)) if T else np.zeros(0, np.int64)
+    nslots = len(state_ids)
+    n_ages = int(ages_used.max()) + 1 if len(ages_used) else 1
+    rec_len = np.zeros((n_ages, nslots), dtype=np.int64)
+    rec_src = np.zeros((n_ages, nslots), dtype=np.int64)
+    bufs, base = [], 0
+    for a in ages_used.tolist():
+        if a == 0:
+            continue  # held as of this tick (or added): no delta
+        buf, ln = build_records(zigzag(state_q, history(tick - a)))
+        rec_len[a] = ln
+        rec_src[a] = _excl_cumsum(ln)[:-1] + base
+        bufs.append(buf)
+        base += len(buf)
+    rec_table = np.concatenate(bufs) if bufs else np.zeros(0, dtype=np.uint8)
+    flat = age * nslots + slots
+    rlen = rec_len.ravel().take(flat)  # 0 for added candidates (age 0)
+    src = rec_src.ravel().take(flat)
+
+    # Item costs and each client's total; who needs a selection.
+    n_rem = np.bincount(bc[removed], minlength=C) if any_removed else np.zeros(C, dtype=np.int64)
+    cbits = 1 + 8 * rlen if all_kept else np.where(inb, 1 + 8 * rlen, add_bits)
+    tot_bits = np.bincount(cc, weights=cbits, minlength=C).astype(np.int64) + 32 * n_rem
+    cap_part = cap_bits - MAX_ITEM_BITS
+    maxp = np.maximum(np.asarray(max_parts, dtype=np.int64), np.maximum(-(-nb // cap_part), 1))
+    sure = tot_bits <= maxp * cap_part  # fits whatever the cut
+    sel = None  # candidates in the new view with their state sent or current (None: all)
+    sel_rem = None  # removals sent (None: all)
+    limited = np.zeros(C, dtype=bool)
+
+    def items(sel, sel_rem):
+        """Items of every client in (client, id) order: ids, owner, kind (0 removed, 1 added,
+        2 kept), record length and source, slot, and the candidate index (-1 - baseline index
+        for a removal)."""
+        if sel is None:
+            k_ids, k_own, k_rlen, k_src, k_slot = cand_ids, cc, rlen, src, slots
+            k_kind = np.full(T, 2, dtype=np.int8) if all_kept else np.where(inb, 2, 1).astype(np.int8)
+            k_cand = None
+        else:
+            keep_c = sel | inb
+            k_ids, k_own, k_src, k_slot = cand_ids[keep_c], cc[keep_c], src[keep_c], slots[keep_c]
+            k_kind = np.where(inb[keep_c], 2, 1).astype(np.int8)
+            k_rlen = np.where(sel[keep_c], rlen[keep_c], 0)
+            k_cand = np.flatnonzero(keep_c)
+        if any_removed:
+            # Removals (sent: kind 0) and unsent removals (kept, unchanged: kind 2).
+            if k_cand is None:
+                k_cand = np.arange(T, dtype=np.int64)
+            r_key = bkey[removed]
+            r_kind = np.zeros(len(r_key), dtype=np.int8) if sel_rem is None else np.where(sel_rem[removed], 0, 2).astype(np.int8)
+            at = ((k_own.astype(np.uint64) << np.uint64(32)) | k_ids.astype(np.uint64)).searchsorted(r_key)
+            k_ids = np.insert(k_ids, at, bids[removed])
+            k_own = np.insert(k_own, at, bc[removed])
+            k_kind = np.insert(k_kind, at, r_kind)
+            k_rlen = np.insert(k_rlen, at, 0)
+            k_src = np.insert(k_src, at, 0)
+            k_slot = np.insert(k_slot, at, (bids[removed] >> 16).astype(np.int64))
+            k_cand = np.insert(k_cand, at, -1 - np.flatnonzero(removed))
+        return k_ids, k_own, k_kind, k_rlen, k_src, k_slot, k_cand
+
+    def cut(k_own, k_kind, k_rlen, check):
+        """Greedy cut (as protocol.snapshot.cut_parts) of every client at once, one round per
+        part. Returns (part ends in client order, client of each part, parts per client,
+        clients over their limit)."""
+        if all_kept and sel is None:
+            bits = 1 + 8 * k_rlen
+        else:
+            bits = np.where(k_kind == 2, 1 + 8 * k_rlen, np.where(k_kind == 1, add_bits, 32))
+        cum = _excl_cumsum(bits)
+        ioff = _excl_cumsum(np.bincount(k_own, minlength=C))
+        start, stop = ioff[:-1].copy(), ioff[1:]
+        limit = np.where(check, maxp, 255)
+        nparts = np.zeros(C, dtype=np.int64)
+        over = np.zeros(C, dtype=bool)
+        ends, owners, rounds = [], [], []
+        active = np.flatnonzero(start < stop)
+        r = 0
+        while len(active):
+            e = np.minimum(cum.searchsorted(cum.take(start.take(active)) + cap_bits, side="right") - 1, stop.take(active))
+            ends.append(e)
+            owners.append(active)
+            rounds.append(np.full(len(active), r))
+            nparts[active] += 1
+            start[active] = e
+            over |= nparts > limit
+            active = active[(start.take(active) < stop.take(active)) & ~over.take(active)]
+            r += 1
+        empty = np.flatnonzero(stop == ioff[:-1])  # no items: one part, empty
+        nparts[empty] = 1
+        ends.append(stop.take(empty))
+        owners.append(empty)
+        rounds.append(np.zeros(len(empty), dtype=np.int64))
+        ends_a, own_a, rnd_a = np.concatenate(ends), np.concatenate(owners), np.concatenate(rounds)
+        ok = ~over.take(own_a)
+        order = np.lexsort((rnd_a[ok], own_a[ok]))
+        return ends_a[ok][order], own_a[ok][order], nparts, np.flatnonzero(over)
+
+    k = items(sel, sel_rem)
+    seg_end_arr, seg_client, nparts, over = cut(k[1], k[2], k[3], ~sure)
+    if len(over):
+        # Selection for the clients over their allowance, vectorized over all of them.
+        limited[over] = True
+        lim_c = limited.take(cc)
+        # Every baseline entity costs its update bit (unsent removals stay kept); a removal
+        # sent costs 31 bits more. Removals first, in id order, as many as fit.
+        left = maxp * cap_part - nb
+        if any_removed:
+            lim_r = removed & limited.take(bc)
+            r_rank = _segment_cumsum(lim_r.astype(np.int64), bc, C)  # 1-based among removals
+            k_rem = np.minimum(n_rem, np.maximum(left, 0) // 31)
+            sel_rem = ~lim_r | (r_rank <= k_rem.take(bc))
+            left = left - 31 * k_rem
+        left = np.maximum(left, 0)
+        extra = np.where(inb, 8 * rlen, add_bits)
+        wants = lim_c & (extra > 0)
+        w = np.ones(T) if weights is None else np.asarray(weights, dtype=np.float64)
+        bucket = priority_buckets(np.where(inb, age, max_age), w, force_age)
+        # Per (client, bucket) costs, highest bucket first: the threshold bucket per client.
+        NBK = FORCED + 1
+        wb = np.where(wants, FORCED - bucket, NBK)  # 0 = highest; NBK = not wanted
+        grid = np.bincount(cc[wants] * NBK + wb[wants], weights=extra[wants], minlength=C * NBK)
+        grid = grid.reshape(C, NBK).astype(np.int64)
+        above = np.cumsum(grid, axis=1) - grid  # cost of higher buckets
+        fits_whole = np.cumsum(grid, axis=1) <= left[:, None]
+        thr = fits_whole.sum(axis=1)  # buckets (from the top) that fit whole; the next is partial
+        room = left - np.take_along_axis(above, np.minimum(thr, NBK - 1)[:, None], axis=1)[:, 0]
+        cthr = thr.take(cc)
+        in_thr = wants & (wb == cthr)
+        run = _segment_cumsum(np.where(in_thr, extra, 0), cc, C)
+        chosen = wants & ((wb < cthr) | (in_thr & (run <= room.take(cc))))
+        # (run grows along the bucket, so the chosen ones are a prefix in id order.)
+        sel = np.where(lim_c, chosen | (inb & (rlen == 0)), True)
+        k = items(sel, sel_rem)
+        seg_end_arr, seg_client, nparts, over2 = cut(k[1], k[2], k[3], limited)
+        if len(over2):  # cannot happen: the costs above are upper bounds
+            raise RuntimeError(f"selection left {len(over2)} clients over their allowance")
+    k_ids, k_own, k_kind, k_rlen, k_src, k_slot, k_cand = k
+
+    S = len(seg_end_arr)
+    seg_start_arr = np.concatenate(([0], seg_end_arr[:-1])) if S else seg_end_arr
+    seg = np.repeat(np.arange(S, dtype=np.int64), seg_end_arr - seg_start_arr)
+    ids = k_ids
+    nparts_l = nparts.tolist()
+
+    # Sections, each in item order, with per-part byte offsets.
+    arec = 4 + state_size(pdt)
+    kept_only = all_kept and sel is None and not any_removed
+    if kept_only:
+        rem_bytes = add_bytes = b""
+        zeros = [0] * (S + 1)
+        rem_off, add_cnt_l, add_off = zeros, zeros, zeros
+        kept_cnt = (seg_end_arr - seg_start_arr).tolist()
+        bitmap, bm_start = _pack_segments(k_rlen > 0, seg, S)
+    else:
+        is_rem, is_add, is_kept = k_kind == 0, k_kind == 1, k_kind == 2
+        rem_bytes = ids[is_rem].astype("<u4").tobytes()
+        rem_off = (_excl_cumsum(np.bincount(seg[is_rem], minlength=S)) * 4).tolist()
+        add_bytes = added_records(ids[is_add], state_q.take(k_slot[is_add], axis=0), pdt).tobytes()
+        add_cnt = _excl_cumsum(np.bincount(seg[is_add], minlength=S))
+        add_off = (add_cnt * arec).tolist()
+        add_cnt_l = add_cnt.tolist()
+        kept_cnt = np.bincount(seg[is_kept], minlength=S).tolist()
+        bitmap, bm_start = _pack_segments(k_rlen[is_kept] > 0, seg[is_kept], S)
+    bm_start = bm_start.tolist()
+    has_rec = k_rlen > 0
+    run_len = k_rlen[has_rec]
+    out_start = _excl_cumsum(run_len)
+    total = int(out_start[-1])
+    if total:
+        idx = np.repeat(k_src[has_rec] - out_start[:-1], run_len)
+        idx += np.arange(total, dtype=np.int64)
+        rec_bytes = rec_table.take(idx).tobytes()
+    else:
+        rec_bytes = b""
+    rec_off = _excl_cumsum(np.bincount(seg[has_rec], weights=run_len, minlength=S).astype(np.int64)).tolist()
+    first_ids = ids.take(np.minimum(seg_start_arr, len(ids) - 1)).tolist() if len(ids) else [0] * S
+
+    # The new held views: items other than sent removals; held = tick where sent, added or
+    # unchanged, else the held tick it had.
+    if kept_only:
+        v_owner, v_ids, v_kind, v_rlen = k_own, ids, k_kind, k_rlen
+        old_held, cur = held, rlen == 0
+    else:
+        in_view = k_kind != 0
+        v_owner, v_ids, v_kind, v_rlen = k_own[in_view], ids[in_view], k_kind[in_view], k_rlen[in_view]
+        vc = k_cand[in_view] if k_cand is not None else np.arange(T, dtype=np.int64)
+        ci = np.maximum(vc, 0)
+        old_held = np.where(vc >= 0, held.take(ci), bheld.take(np.maximum(-1 - vc, 0)) if len(bheld) else 0)
+        cur = (vc >= 0) & (rlen.take(ci) == 0)
+    fresh = (v_rlen > 0) | (v_kind == 1)
+    v_held = _frozen(np.where(fresh | cur, tick, old_held).astype(np.int64))
+    _frozen(v_ids)
+    voff = _excl_cumsum(np.bincount(v_owner, minlength=C)).tolist()
+    sent_per = np.bincount(v_owner[fresh], minlength=C).tolist()
+    stale = v_held != tick
+    refreshed_per = (np.diff(voff) - np.bincount(v_owner[stale], minlength=C)).tolist()
+    oldest_arr = np.full(C, tick, dtype=np.int64)
+    if stale.any():
+        np.minimum.at(oldest_arr, v_owner[stale], v_held[stale])
+    oldest = oldest_arr.tolist()
+    counts_l = counts.tolist()
+
+    out: list[Snapshot] = []
+    s = 0
+    hdr = PART_HEADER.pack
+    for c in range(C):
+        k_ = nparts_l[c]
+        bt = NONE32 if baselines[c] is None else baselines[c].tick
+        ack, me = input_acks[c] & NONE32, self_ids[c]
+        parts = []
+        for p in range(k_):
+            first = 0 if p == 0 else first_ids[s]
+            last = NONE32 if p == k_ - 1 else first_ids[s + 1] - 1
+            r0, r1 = rem_off[s], rem_off[s + 1]
+            kc = kept_cnt[s]
+            bm = bm_start[s]
+            parts.append(
+                b"".join((
+                    hdr(tick, bt, ack, me, p, k_, first, last, (r1 - r0) >> 2, add_cnt_l[s + 1] - add_cnt_l[s], kc),
+                    rem_bytes[r0:r1],
+                    add_bytes[add_off[s] : add_off[s + 1]],
+                    bitmap[bm : bm + ((kc + 7) >> 3)],
+                    rec_bytes[rec_off[s] : rec_off[s + 1]],
+                ))
+            )  # fmt: skip
+            s += 1
+        a, b = voff[c], voff[c + 1]
+        view = HeldView(tick, v_ids[a:b], v_held[a:b], oldest[c])
+        complete = not limited[c] or (oldest[c] == tick and b - a == counts_l[c])
+        out.append(Snapshot(parts, view, complete, sent_per[c], refreshed_per[c]))
+    return out
+
+
+def _groups(slots: np.ndarray, offsets: np.ndarray, state_ids: np.ndarray, baselines) -> list[list[int]]:
+    """Clients whose snapshots are the same bytes but for ``input_ack`` and ``self_id``: the
+    same visible set (the most common size's first client's) and the same exact baseline
+    (same tick, same ids). Groups of two or more, first member the representative."""
+    counts = np.diff(offsets)
+    if len(counts) < 2:
+        return []
+    n0 = int(counts.max())
+    same_n = np.flatnonzero(counts == n0)
+    if len(same_n) < 2 or n0 == 0:
+        return []
+    block = slots.take(offsets[same_n][:, None] + np.arange(n0))
+    members = same_n[(block == block[0]).all(axis=1)].tolist()
+    if len(members) < 2:
+        return []
+    ref_ids = state_ids.take(block[0])
+    by_base: dict = {}
+    checked: dict[int, bool] = {}  # id(ids array) -> equals ref_ids
+    for c in members:
+        b = baselines[c]
+        if b is None:
+            key = None
+        else:
+            if b.oldest != b.tick or len(b.ids) != n0:
+                continue
+            ok = checked.get(id(b.ids))
+            if ok is None:
+                ok = checked[id(b.ids)] = bool(np.array_equal(b.ids, ref_ids))
+            if not ok:
+                continue
+            key = b.tick
+        by_base.setdefault(key, []).append(c)
+    return [g for g in by_base.values() if len(g) >= 2]
+
+
 def encode_many(
     *,
     tick: int,
@@ -154,241 +505,56 @@ def encode_many(
     holds (its newest view acknowledged whole), or None (a full snapshot). ``max_parts``: per
     client, the parts its byte allowance takes this tick. ``weights``: per visible pair, the
     priority weight (None: 1). ``max_age``: the age given to added entities.
+
+    Clients that see the same entities against the same exact baseline (everyone in one hall)
+    get the same bytes but for their header's ``input_ack`` and ``self_id``: one of them is
+    encoded and the others' parts are copies with those two fields written in. The others
+    are gathered from the shared record tables, each on its own.
     """
-    pdt, _ = _layout(layout)
-    add_bits = 8 * (4 + state_size(pdt))
-    cap_bits = part_capacity_bits(part_budget)
-    C = len(baselines)
     offsets = np.asarray(offsets, dtype=np.int64)
-    counts = np.diff(offsets)
     slots = np.asarray(slots, dtype=np.int64)
-    cand_ids = _frozen(state_ids.take(slots))
-    T = len(slots)
-    clients = np.arange(C, dtype=np.int64)
-    cc = np.repeat(clients, counts)
-
-    # Match every candidate with its client's baseline on (client, id) keys.
-    nb = np.fromiter((0 if b is None else len(b.ids) for b in baselines), dtype=np.int64, count=C)
-    present = [b for b in baselines if b is not None and len(b.ids)]
-    if present:
-        bids = np.concatenate([b.ids for b in present])
-        bheld = np.concatenate([b.held for b in present])
-    else:
-        bids = np.zeros(0, dtype=np.uint32)
-        bheld = np.zeros(0, dtype=np.int64)
-    bc = np.repeat(clients, nb)
-    ckey = (cc.astype(np.uint64) << np.uint64(32)) | cand_ids.astype(np.uint64)
-    bkey = (bc.astype(np.uint64) << np.uint64(32)) | bids.astype(np.uint64)
-    if len(bkey) == T and np.array_equal(bkey, ckey):  # nobody's view changed: all kept
-        inb = np.ones(T, dtype=bool)
-        pos = np.arange(T, dtype=np.int64)
-        removed = np.zeros(T, dtype=bool)
-    elif len(bkey):
-        pos = bkey.searchsorted(ckey)
-        inb = bkey.take(pos, mode="clip") == ckey
-        removed = np.ones(len(bkey), dtype=bool)
-        removed[pos[inb]] = False
-    else:
-        pos = np.zeros(T, dtype=np.int64)
-        inb = np.zeros(T, dtype=bool)
-        removed = np.zeros(0, dtype=bool)
-
-    # How old each kept entity's held state is, and one record table per age in use.
-    held = np.where(inb, bheld.take(pos, mode="clip") if len(bheld) else 0, tick)
-    age = tick - held
-    ages_used = np.flatnonzero(np.bincount(age.compress(inb), minlength=1)) if inb.any() else np.zeros(0, np.int64)
-    nslots = len(state_ids)
-    n_ages = int(ages_used.max()) + 1 if len(ages_used) else 1
-    rec_len = np.zeros((n_ages, nslots), dtype=np.int64)
-    rec_src = np.zeros((n_ages, nslots), dtype=np.int64)
-    bufs, base = [], 0
-    for a in ages_used.tolist():
-        if a == 0:
-            continue  # held as of this tick: nothing changed
-        buf, ln = build_records(zigzag(state_q, history(tick - a)))
-        rec_len[a] = ln
-        rec_src[a] = _excl_cumsum(ln)[:-1] + base
-        bufs.append(buf)
-        base += len(buf)
-    rec_table = np.concatenate(bufs) if bufs else np.zeros(0, dtype=np.uint8)
-    rlen = np.where(inb, rec_len[age, slots], 0)
-    src = rec_src[age, slots]
-
-    # Item costs and each client's total; who needs a selection.
-    n_rem = np.bincount(bc[removed], minlength=C) if len(bc) else np.zeros(C, dtype=np.int64)
-    cbits = np.where(inb, 1 + 8 * rlen, add_bits)
-    tot_bits = np.bincount(cc, weights=cbits, minlength=C).astype(np.int64) + 32 * n_rem
-    cap_part = cap_bits - MAX_ITEM_BITS
-    maxp = np.maximum(np.asarray(max_parts, dtype=np.int64), np.maximum(-(-nb // cap_part), 1))
-    sure = tot_bits <= maxp * (cap_bits - MAX_ITEM_BITS)  # fits whatever the cut
-    # Clients not sure to fit are cut below; those that then need too many parts select.
-    sel = np.ones(T, dtype=bool)  # candidates in the new view with their state sent/current
-    sel_rem = np.ones(len(bkey), dtype=bool)
-    limited = np.zeros(C, dtype=bool)
-
-    def items(sel, sel_rem):
-        """Items of every client in (client, id) order: kind 0 removed, 1 added, 2 kept."""
-        keep_c = sel | inb
-        k_key, k_kind = ckey[keep_c], np.where(inb[keep_c], 2, 1).astype(np.int8)
-        k_rlen = np.where(sel[keep_c], rlen[keep_c], 0)
-        k_src, k_slot = src[keep_c], slots[keep_c]
-        k_cand = np.flatnonzero(keep_c)
-        if len(sel_rem) and (removed.any()):
-            # Removals (sent: kind 0) and unsent removals (kept, unchanged: kind 2).
-            rm = removed
-            r_key = bkey[rm]
-            r_kind = np.where(sel_rem[rm], 0, 2).astype(np.int8)
-            at = k_key.searchsorted(r_key)
-            k_key = np.insert(k_key, at, r_key)
-            k_kind = np.insert(k_kind, at, r_kind)
-            k_rlen = np.insert(k_rlen, at, 0)
-            k_src = np.insert(k_src, at, 0)
-            k_slot = np.insert(k_slot, at, (bids[rm] >> 16).astype(np.int64))
-            k_cand = np.insert(k_cand, at, -1 - np.flatnonzero(rm))
-        return k_key, k_kind, k_rlen, k_src, k_slot, k_cand
-
-    def cut(k_key, k_kind, k_rlen, check):
-        bits = np.where(k_kind == 2, 1 + 8 * k_rlen, np.where(k_kind == 1, add_bits, 32))
-        owner = (k_key >> np.uint64(32)).astype(np.int64)
-        n_items = np.bincount(owner, minlength=C)
-        ioff = _excl_cumsum(n_items).tolist()
-        cum = np.cumsum(bits, dtype=np.int64)
-        cum_l = cum.tolist()
-        seg_ends, seg_client = [], []
-        nparts = [0] * C
-        over = []
-        maxp_l = maxp.tolist()
-        for c in range(C):
-            a, b = ioff[c], ioff[c + 1]
-            if a == b:
-                seg_ends.append(b)
-                seg_client.append(c)
-                nparts[c] = 1
-                continue
-            start, ends = a, []
-            limit = maxp_l[c] if check[c] else 255
-            while start < b and len(ends) <= limit:
-                end = min(int(cum.searchsorted((cum_l[start - 1] if start else 0) + cap_bits, side="right")), b)
-                ends.append(end)
-                start = end
-            if len(ends) > limit:
-                over.append(c)
-                continue
-            seg_ends.extend(ends)
-            seg_client.extend([c] * len(ends))
-            nparts[c] = len(ends)
-        return seg_ends, seg_client, nparts, over
-
-    k = items(sel, sel_rem)
-    seg_ends, seg_client, nparts, over = cut(k[0], k[1], k[2], ~sure)
-    if over:
-        # Selection for the clients over their allowance, vectorized over all of them.
-        limited[over] = True
-        lim_c = limited.take(cc)
-        # Removals first, in id order, as many as fit.
-        # Every baseline entity costs its update bit (unsent removals stay kept); a removal
-        # sent costs 31 bits more. Removals first, in id order, as many as fit.
-        left = maxp * (cap_bits - MAX_ITEM_BITS) - nb
-        if len(bkey):
-            lim_r = removed & limited.take(bc)
-            r_rank = _segment_cumsum(lim_r.astype(np.int64), bc, C)  # 1-based among removals
-            k_rem = np.minimum(n_rem, np.maximum(left, 0) // 31)
-            sel_rem = ~lim_r | (r_rank <= k_rem.take(bc))
-            left = left - 31 * k_rem
-        left = np.maximum(left, 0)
-        extra = np.where(inb, 8 * rlen, add_bits)
-        wants = lim_c & (extra > 0)
-        w = np.ones(T) if weights is None else np.asarray(weights, dtype=np.float64)
-        bucket = priority_buckets(np.where(inb, age, max_age), w, force_age)
-        # Per (client, bucket) costs, highest bucket first: the threshold bucket per client.
-        NBK = FORCED + 1
-        wb = np.where(wants, FORCED - bucket, NBK)  # 0 = highest; NBK = not wanted
-        grid = np.bincount(cc[wants] * NBK + wb[wants], weights=extra[wants], minlength=C * NBK)
-        grid = grid.reshape(C, NBK).astype(np.int64)
-        above = np.cumsum(grid, axis=1) - grid  # cost of higher buckets
-        fits_whole = np.cumsum(grid, axis=1) <= left[:, None]
-        thr = fits_whole.sum(axis=1)  # buckets (from the top) that fit whole; the next is partial
-        room = left - np.take_along_axis(above, np.minimum(thr, NBK - 1)[:, None], axis=1)[:, 0]
-        cthr = thr.take(cc)
-        in_thr = wants & (wb == cthr)
-        run = _segment_cumsum(np.where(in_thr, extra, 0), cc, C)
-        chosen = wants & ((wb < cthr) | (in_thr & (run <= room.take(cc))))
-        # (run grows along the bucket, so the chosen ones are a prefix in id order.)
-        sel = np.where(lim_c, chosen | (inb & (rlen == 0)), True)
-        k = items(sel, sel_rem)
-        seg_ends, seg_client, nparts, over2 = cut(k[0], k[1], k[2], limited)
-        if over2:  # cannot happen: the costs above are upper bounds
-            raise RuntimeError(f"selection left {len(over2)} clients over their allowance")
-    k_key, k_kind, k_rlen, k_src, k_slot, k_cand = k
-
-    S = len(seg_ends)
-    seg_end_arr = np.asarray(seg_ends, dtype=np.int64)
-    seg_start_arr = np.concatenate(([0], seg_end_arr[:-1])) if S else seg_end_arr
-    seg = np.repeat(np.arange(S, dtype=np.int64), seg_end_arr - seg_start_arr)
-    ids = (k_key & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-
-    # Sections, each in item order, with per-part byte offsets.
-    is_rem, is_add, is_kept = k_kind == 0, k_kind == 1, k_kind == 2
-    rem_bytes = ids[is_rem].astype("<u4").tobytes()
-    rem_off = (_excl_cumsum(np.bincount(seg[is_rem], minlength=S)) * 4).tolist()
-    arec = 4 + state_size(pdt)
-    add_bytes = added_records(ids[is_add], state_q.take(k_slot[is_add], axis=0), pdt).tobytes()
-    add_cnt = _excl_cumsum(np.bincount(seg[is_add], minlength=S))
-    add_off = (add_cnt * arec).tolist()
-    kept_cnt = np.bincount(seg[is_kept], minlength=S).tolist()
-    bitmap, bm_start = _pack_segments(k_rlen[is_kept] > 0, seg[is_kept], S)
-    bm_start = bm_start.tolist()
-    has_rec = k_rlen > 0
-    run_len = k_rlen[has_rec]
-    out_start = _excl_cumsum(run_len)
-    total = int(out_start[-1])
-    if total:
-        idx = np.repeat(k_src[has_rec] - out_start[:-1], run_len)
-        idx += np.arange(total, dtype=np.int64)
-        rec_bytes = rec_table.take(idx).tobytes()
-    else:
-        rec_bytes = b""
-    rec_off = _excl_cumsum(np.bincount(seg[has_rec], weights=run_len, minlength=S).astype(np.int64)).tolist()
-    first_ids = ids.take(np.minimum(seg_start_arr, len(ids) - 1)).tolist() if len(ids) else [0] * S
-    add_cnt_l = add_cnt.tolist()
-
-    # The new held views: items other than sent removals; held = tick where sent or current.
-    in_view = ~is_rem
-    v_owner = (k_key[in_view] >> np.uint64(32)).astype(np.int64)
-    v_ids = _frozen(ids[in_view])
-    vc = k_cand[in_view]
-    fresh = (k_rlen[in_view] > 0) | (k_kind[in_view] == 1)
-    old_held = np.where(vc >= 0, held.take(np.maximum(vc, 0)), bheld.take(np.maximum(-1 - vc, 0)) if len(bheld) else 0)
-    cur = (vc >= 0) & (rlen.take(np.maximum(vc, 0)) == 0) & inb.take(np.maximum(vc, 0))
-    v_held = _frozen(np.where(fresh | cur, tick, old_held).astype(np.int64))
-    voff = _excl_cumsum(np.bincount(v_owner, minlength=C)).tolist()
-    sent_per = np.bincount(v_owner[fresh], minlength=C).tolist()
-    oldest_arr = np.full(C, tick, dtype=np.int64)
-    np.minimum.at(oldest_arr, v_owner, v_held)
-    oldest = oldest_arr.tolist()
-
-    out: list[Snapshot] = []
-    s = 0
-    for c in range(C):
-        k_ = nparts[c]
-        bt = None if baselines[c] is None else baselines[c].tick
-        ack, me = input_acks[c], self_ids[c]
-        parts = []
-        for p in range(k_):
-            first = 0 if p == 0 else first_ids[s]
-            last = NONE32 if p == k_ - 1 else first_ids[s + 1] - 1
-            r0, r1 = rem_off[s], rem_off[s + 1]
-            parts.append(
-                pack_header(tick, bt, ack, me, p, k_, first, last, (r1 - r0) >> 2,
-                            add_cnt_l[s + 1] - add_cnt_l[s], kept_cnt[s])
-                + rem_bytes[r0:r1]
-                + add_bytes[add_off[s] : add_off[s + 1]]
-                + bitmap[bm_start[s] : bm_start[s] + ((kept_cnt[s] + 7) >> 3)]
-                + rec_bytes[rec_off[s] : rec_off[s + 1]]
-            )  # fmt: skip
-            s += 1
-        a, b = voff[c], voff[c + 1]
-        view = HeldView(tick, v_ids[a:b], v_held[a:b], oldest[c])
-        complete = not limited[c] or bool((v_held[a:b] == tick).all() and b - a == counts[c])
-        out.append(Snapshot(parts, view, complete, sent_per[c]))
-    return out
+    groups = _groups(slots, offsets, state_ids, baselines)
+    copies = {c for g in groups for c in g[1:]}
+    common = dict(tick=tick, state_ids=state_ids, state_q=state_q, history=history, part_budget=part_budget,
+                  max_age=max_age, force_age=force_age, layout=layout)  # fmt: skip
+    C = len(baselines)
+    if not copies:
+        return _encode_each(slots=slots, offsets=offsets, baselines=baselines, input_acks=input_acks,
+                            self_ids=self_ids, max_parts=max_parts, weights=weights, **common)  # fmt: skip
+    own = [c for c in range(C) if c not in copies]
+    keep = np.ones(C, dtype=bool)
+    keep[list(copies)] = False
+    counts = np.diff(offsets)
+    rows = np.repeat(keep, counts)
+    sub = _encode_each(
+        slots=slots[rows], offsets=_excl_cumsum(counts[keep]), baselines=[baselines[c] for c in own],
+        input_acks=[input_acks[c] for c in own], self_ids=[self_ids[c] for c in own],
+        max_parts=[max_parts[c] for c in own], weights=None if weights is None else weights[rows], **common,
+    )  # fmt: skip
+    out: list[Snapshot | None] = [None] * C
+    for c, snap in zip(own, sub):
+        out[c] = snap
+    redo = []
+    pack = _ACK_SELF.pack
+    for g in groups:
+        rep = out[g[0]]
+        if not rep.complete or any(max_parts[c] != max_parts[g[0]] for c in g[1:]):
+            redo.extend(g[1:])  # a selection depends on each client's own weights
+            continue
+        for c in g[1:]:
+            mine = pack(input_acks[c] & NONE32, self_ids[c])
+            parts = [p[:8] + mine + p[16:] for p in rep.parts]
+            out[c] = Snapshot(parts, rep.view, True, rep.sent, rep.refreshed)
+    if redo:
+        redo.sort()  # client order, as the rows below
+        sel = np.zeros(C, dtype=bool)
+        sel[redo] = True
+        rows = np.repeat(sel, counts)
+        again = _encode_each(
+            slots=slots[rows], offsets=_excl_cumsum(counts[sel]), baselines=[baselines[c] for c in redo],
+            input_acks=[input_acks[c] for c in redo], self_ids=[self_ids[c] for c in redo],
+            max_parts=[max_parts[c] for c in redo], weights=None if weights is None else weights[rows], **common,
+        )  # fmt: skip
+        for c, snap in zip(redo, again):
+            out[c] = snap
+    return out  # type: ignore[return-value]

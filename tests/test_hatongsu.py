@@ -50,9 +50,10 @@ class FakeNative:
     def __init__(self) -> None:
         self.seq = 0
 
-    def send_snapshot(self, session, payload: bytes, now: float):
-        self.seq += 1
-        return self.seq
+    def send_snapshot(self, session, parts, now: float):
+        seqs = list(range(self.seq + 1, self.seq + 1 + len(parts)))
+        self.seq += len(parts)
+        return seqs
 
 
 class HatongsuClientModel:

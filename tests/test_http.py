@@ -122,9 +122,9 @@ class FakeStream:
         assert isinstance(now, float) and isinstance(data, bytes)
         self.messages.append((key, data))
         send = self.sends[key]
-        if data == b"burst":  # ten snapshots in one go, then a keepalive
+        if data == b"burst":  # ten one-part snapshots in one go, then a keepalive
             for i in range(10):
-                send(bytes([0x10, i]))
+                send(part(tick=i))
             send(b"\x12ka")
         elif data == b"flood":  # more non-snapshot packets than the socket may hold
             for i in range(WS_FIFO_LIMIT + 1):
@@ -646,16 +646,22 @@ async def test_tls(nursery, tmp_path: Path) -> None:
 # -- /ws/movement ------------------------------------------------------------------------------
 
 
+def part(tick: int, index: int = 0) -> bytes:
+    """A SNAPSHOT packet as the outbox sees it: type, the rest of the 13-byte header, then a
+    part payload that starts with its u32 tick (SPEC 5.2)."""
+    return b"\x10" + bytes(12) + tick.to_bytes(4, "little") + bytes([index])
+
+
 async def test_outbox_replaces_snapshots_and_keeps_order() -> None:
     box = WsOutbox(limit=3)
     assert box.put(b"\x04accept")
-    assert box.put(b"\x10one")
+    assert box.put(part(1))
     assert box.put(b"\x12keep")
-    assert box.put(b"\x10two")  # replaces "one" in its place
+    assert box.put(part(2))  # a newer tick: the unsent part of tick 1 goes
     assert box.replaced == 1
     with trio.fail_after(TIMEOUT):
-        assert [await box.get() for _ in range(3)] == [b"\x04accept", b"\x10two", b"\x12keep"]
-    assert box.put(b"\x10three")  # the slot is free again
+        assert [await box.get() for _ in range(3)] == [b"\x04accept", b"\x12keep", part(2)]
+    assert box.put(part(3))  # nothing waits any more
     assert box.replaced == 1
     for i in range(3):
         assert box.put(bytes([0x12, i]))
@@ -666,6 +672,19 @@ async def test_outbox_replaces_snapshots_and_keeps_order() -> None:
     assert not box.put(b"\x10late")
 
 
+async def test_outbox_keeps_every_part_of_the_newest_tick() -> None:
+    box = WsOutbox(limit=3)
+    for i in range(3):
+        assert box.put(part(7, i))
+    assert box.put(b"\x12ka")
+    assert box.replaced == 0
+    for i in range(2):
+        assert box.put(part(8, i))  # tick 8 replaces all three parts of tick 7
+    assert box.replaced == 3
+    with trio.fail_after(TIMEOUT):
+        assert [await box.get() for _ in range(3)] == [b"\x12ka", part(8, 0), part(8, 1)]
+
+
 async def test_ws_round_trip(server: Server) -> None:
     stream = server.stream
     with trio.fail_after(TIMEOUT):
@@ -674,7 +693,7 @@ async def test_ws_round_trip(server: Server) -> None:
                 await ws.send_message(packet)
                 assert await ws.get_message() == packet
             await ws.send_message(b"burst")
-            assert await ws.get_message() == b"\x10\x09"  # only the newest snapshot went out
+            assert await ws.get_message() == part(tick=9)  # only the newest snapshot went out
             assert await ws.get_message() == b"\x12ka"
         await stream.wait_closed()
     key = stream.opened[0]

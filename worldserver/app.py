@@ -140,7 +140,7 @@ async def _tick_loop(sim: Simulation, stats: Stats, running: RunningServer) -> N
         stats.tick_duration.add(time.perf_counter() - started)
         lateness = clock.advance(now)
         stats.tick_lateness.add(lateness)
-        sim.adapt_priority_allowance(lateness)
+        sim.adapt(lateness)
 
 
 async def _poll_loop(services) -> None:
@@ -173,7 +173,7 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
         bytes_out_s=round((transport.bytes_out - previous.get("out", 0)) / interval),
         gc_pause_ms_max=round(max(running.gc.pauses.values(), default=0.0) * 1000, 2),
         ticks_skipped=running.clock.skipped if running.clock else 0,
-        priority_ms=round(running.sim.priority_encode_seconds * 1000, 2),
+        stride=running.sim.snapshots.stride,
         drops=drops,
     )
     previous["in"], previous["out"] = transport.bytes_in, transport.bytes_out

@@ -439,11 +439,12 @@ class NetSettings:
     snapshot_ring: int = _setting(
         32, "int", "Snapshots kept per client as delta baselines (clients keep 64).", _between(2, 60)
     )
-    priority_encode_ms: float = _setting(
-        15.0,
-        "float",
-        "Per-tick time for snapshots over the datagram budget; the rest wait one tick.",
-        _positive,
+    client_rate_limit: int = _setting(
+        65536,
+        "int",
+        "Bytes per second of snapshots one client may receive (at least one datagram a tick);"
+        " over it, nearer and longer unsent entities go first.",
+        _between(1024, 1 << 30),
     )
 
     def __attrs_post_init__(self) -> None:

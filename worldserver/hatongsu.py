@@ -313,12 +313,10 @@ class HatongsuSession(Session):
     native input (speed limit, bounds). The claimed height only triggers jumps.
     """
 
-    native = False
-
     __slots__ = ("world", "dt", "target", "yaw_q", "anim", "claimed_y", "jump", "seq")
 
-    def __init__(self, conn: object, entity_id: int, slot: int, now: float) -> None:
-        super().__init__(conn, entity_id, slot, now)
+    def __init__(self, sink, entity_id: int, slot: int, now: float, *, wants_views: bool = True) -> None:
+        super().__init__(sink, entity_id, slot, now, wants_views=wants_views)
         self.world = None  # set by HatongsuService.open
         self.dt = 0.05
         self.target: tuple[float, float] | None = None

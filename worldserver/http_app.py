@@ -93,6 +93,7 @@ READ_TIMEOUT = 60.0  # seconds without any byte from a client before its connect
 GRACEFUL_TIMEOUT = 2.0  # seconds requests in progress may take to finish at shutdown
 SHUTDOWN_DEADLINE = 5.0  # seconds after which the HTTP server is gone, finished or not
 SNAPSHOT_TYPE = 0x10
+PACKET_HEADER = 13  # SPEC 3: connected-packet header; a SNAPSHOT part's u32 tick follows it
 DISCONNECT_TYPE = 0x13
 
 GECKOS_MARK = "/.wrtc/v2"
@@ -208,10 +209,11 @@ def make_authorize(config, identities: Identities) -> Callable[[str | None], boo
 class WsOutbox:
     """Packets waiting to go out on one WebSocket; ``put`` never blocks.
 
-    At most one SNAPSHOT waits: a newer one takes the unsent one's place (counted in
-    ``replaced``). Other packets are never dropped; more than ``limit`` of them waiting means
-    the client does not read, and the outbox reports ``overflow`` so the socket is closed.
-    Order of sending is the order of ``put``, a replaced snapshot keeping its place.
+    Only the newest tick's SNAPSHOT parts wait: parts of a newer tick make the unsent parts of
+    an older one go (each counted in ``replaced``), the newer parts keeping their own places.
+    Other packets are never dropped; more than ``limit`` of them waiting means the client does
+    not read, and the outbox reports ``overflow`` so the socket is closed. Order of sending is
+    the order of ``put``.
     """
 
     def __init__(self, limit: int = WS_FIFO_LIMIT) -> None:
@@ -219,8 +221,9 @@ class WsOutbox:
         self.replaced = 0
         self.overflow = False
         self.closed = False
-        self._queue: deque[list[bytes]] = deque()
-        self._snapshot: list[bytes] | None = None  # the waiting snapshot's cell in _queue
+        self._queue: deque[list] = deque()  # cells [bytes or None (replaced)]
+        self._snapshot_tick: bytes | None = None  # the waiting snapshot parts' tick field
+        self._snapshots: list[list] = []  # their cells in _queue
         self._others = 0
         self._wakeup = trio.Event()
 
@@ -233,12 +236,16 @@ class WsOutbox:
             return False
         data = bytes(data)
         if data[:1] == bytes((SNAPSHOT_TYPE,)):
-            if self._snapshot is not None:
-                self._snapshot[0] = data
-                self.replaced += 1
-                return True
-            self._snapshot = [data]
-            self._queue.append(self._snapshot)
+            tick = data[PACKET_HEADER : PACKET_HEADER + 4]  # SPEC 5.2: a part starts with its tick
+            if self._snapshots and tick != self._snapshot_tick:
+                for cell in self._snapshots:
+                    cell[0] = None
+                    self.replaced += 1
+                self._snapshots = []
+            self._snapshot_tick = tick
+            cell = [data]
+            self._snapshots.append(cell)
+            self._queue.append(cell)
         else:
             if self._others >= self.limit:
                 self.overflow = True
@@ -246,7 +253,7 @@ class WsOutbox:
                 self._wakeup.set()
                 return False
             self._others += 1
-            self._queue.append([data])
+            self._queue.append([data, True])
         self._wakeup.set()
         return True
 
@@ -256,19 +263,22 @@ class WsOutbox:
 
     async def get(self) -> bytes | None:
         """The next packet to send; None once the outbox is closed or overflowed."""
-        while not self._queue:
-            if self.closed:
+        while True:
+            while not self._queue:
+                if self.closed:
+                    return None
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+            if self.overflow:
                 return None
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
-        if self.overflow:
-            return None
-        cell = self._queue.popleft()
-        if cell is self._snapshot:
-            self._snapshot = None
-        else:
-            self._others -= 1
-        return cell[0]
+            cell = self._queue.popleft()
+            if len(cell) == 2:
+                self._others -= 1
+                return cell[0]
+            if self._snapshots and self._snapshots[0] is cell:
+                self._snapshots.pop(0)
+            if cell[0] is not None:
+                return cell[0]
 
 
 class _MovementSocket:

@@ -2,8 +2,9 @@
 
 A :class:`Session` belongs to one connected client (whatever its transport) and its avatar.
 It validates and queues the client's inputs (sequence order, rate limit, bounded queue), keeps
-the ring of snapshot views sent to it with the packet that carried each, and tracks the newest
-view the client acknowledged, which is the baseline for the next delta.
+the ring of snapshot views sent to it (``HeldView``: per entity, the tick whose state the
+client holds) with the packets that carried each tick's parts, and tracks the newest tick the
+client acknowledged **whole** (every part), which is the baseline for the next delta.
 
 Must not: touch sockets, encode packets or run the simulation; it holds per-client facts.
 """
@@ -13,22 +14,23 @@ from __future__ import annotations
 from collections import deque
 
 from protocol.messages import Input
-from protocol.snapshot import View
+from protocol.snapshot_batch import HeldView
 from worldserver.stats import Stats
 
+SEQS_KEPT = 256  # packet sequence numbers remembered for acknowledgement (> the link's 64)
 MAX_PENDING_INPUTS = 4  # inputs waiting beyond this are stale: the oldest are dropped
 MAX_INPUTS_PER_TICK = 2  # a late input may be applied together with the next one
 CATCH_UP_SLACK = 2  # inputs applied may exceed ticks elapsed since joining by at most this
 
 
 class Session:
-    """One client of the simulation. ``native``: speaks worldserver's protocol (snapshots);
-    a compatibility mode subclasses this with ``native = False`` and its own ``next_inputs``."""
-
-    native = True
+    """One client of the simulation. ``sink`` delivers its snapshots (a ``SnapshotSink``) or,
+    for a compatibility mode (``wants_views``), its plain visible state (a ``ViewSink``; such a
+    mode subclasses this with its own ``next_inputs``). See worldserver/snapshots.py."""
 
     __slots__ = (
-        "conn",
+        "sink",
+        "wants_views",
         "name",
         "token",
         "entity_id",
@@ -41,39 +43,34 @@ class Session:
         "tokens",
         "token_time",
         "views",
+        "parts_left",
         "seq_to_tick",
         "acked_tick",
         "baseline",
-        "last_full_tick",
         "last_snapshot_tick",
-        "over_budget",
-        "over_budget_count",
-        "last_sent",
         "snapshots_sent",
     )
 
-    def __init__(self, conn: object, entity_id: int, slot: int, now: float) -> None:
-        self.conn = conn
+    def __init__(self, sink, entity_id: int, slot: int, now: float, *, wants_views: bool = False) -> None:
+        self.sink = sink
+        self.wants_views = wants_views
         self.name = ""
         self.token = b""  # the join token the client presented, if any
         self.entity_id = entity_id
         self.slot = slot
         self.pending: deque[Input] = deque()
         self.last_received_seq = -1
-        self.last_applied_seq = 0
+        self.last_applied_seq = -1  # none applied yet (sent as 0xFFFFFFFF)
         self.join_tick = 0
         self.applied = 0  # inputs applied since joining
         self.tokens = float("inf")  # capped to the burst on first use: a new client starts full
         self.token_time = now
-        self.views: dict[int, View] = {}
+        self.views: dict[int, HeldView] = {}
+        self.parts_left: dict[int, int] = {}  # tick -> parts not yet acknowledged
         self.seq_to_tick: dict[int, int] = {}
         self.acked_tick = -1
-        self.baseline: View | None = None  # newest view the client acknowledged
-        self.last_full_tick = -1  # newest tick at which every candidate was sent
+        self.baseline: HeldView | None = None  # newest view the client acknowledged whole
         self.last_snapshot_tick = -1  # newest tick at which a snapshot was sent
-        self.over_budget = False  # last snapshot did not fit the datagram budget
-        self.over_budget_count = 0  # with this many candidates
-        self.last_sent = None  # per-slot tick of the last partial send (numpy, made lazily)
         self.snapshots_sent = 0
 
     # -- inputs ---------------------------------------------------------------------------
@@ -122,23 +119,41 @@ class Session:
         return None, first
 
     # -- snapshots ------------------------------------------------------------------------
-    def record_sent(self, tick: int, seq: int, view: View, ring: int) -> None:
-        """Remembers the view sent at ``tick`` in packet ``seq`` (the newest ``ring`` kept)."""
+    def record_sent(self, tick: int, seqs: list[int], view: HeldView, ring: int) -> None:
+        """Remembers the view sent at ``tick`` in packets ``seqs`` (one per part; the newest
+        ``ring`` ticks kept)."""
         views = self.views
         views[tick] = view
-        self.seq_to_tick[seq] = tick
+        self.parts_left[tick] = len(seqs)
+        seq_to_tick = self.seq_to_tick
+        for seq in seqs:
+            seq_to_tick[seq] = tick
         self.snapshots_sent += 1
         while len(views) > ring:  # dicts keep insertion order, which is tick order
-            del views[next(iter(views))]
-        while len(self.seq_to_tick) > ring:
-            del self.seq_to_tick[next(iter(self.seq_to_tick))]
+            old = next(iter(views))
+            del views[old]
+            self.parts_left.pop(old, None)
+        while len(seq_to_tick) > SEQS_KEPT:
+            del seq_to_tick[next(iter(seq_to_tick))]
 
-    def on_acked(self, seqs: list[int]) -> None:
-        """The client received these packets: the newest snapshot among them is the baseline."""
+    def on_acked(self, seqs) -> None:
+        """The client received these packets: a tick all of whose parts arrived, if newer than
+        the baseline, becomes the baseline."""
+        seq_to_tick = self.seq_to_tick
+        if not seq_to_tick:
+            return
+        parts_left = self.parts_left
         for seq in seqs:
-            tick = self.seq_to_tick.pop(seq, None)
-            if tick is not None and tick > self.acked_tick:
-                view = self.views.get(tick)
-                if view is not None:
-                    self.acked_tick = tick
-                    self.baseline = view
+            tick = seq_to_tick.pop(seq, None)
+            if tick is None:
+                continue
+            left = parts_left.get(tick)
+            if left is None:
+                continue
+            if left > 1:
+                parts_left[tick] = left - 1
+                continue
+            del parts_left[tick]
+            if tick > self.acked_tick:
+                self.acked_tick = tick
+                self.baseline = self.views[tick]

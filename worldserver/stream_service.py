@@ -37,16 +37,19 @@ class StreamPeer:
         self.can_send = can_send
         self.conn: ServerConnection | None = None
 
-    def send_snapshot(self, session, payload: bytes, now: float) -> int | None:
+    def send_snapshot(self, session, parts, now: float) -> list[int] | None:
         conn = self.conn
         if conn is None or conn.closed:
             return None
         if self.can_send is not None and not self.can_send():
             self.service.stats.incr(f"drop.{self.service.kind}.snapshot_backlog")
             return None
-        seq = conn.link.local_seq
-        self.send(self.service.endpoint.packet(conn, P.SNAPSHOT, payload, now))
-        return seq
+        packet, send = self.service.endpoint.packet, self.send
+        seqs = []
+        for payload in parts:
+            seqs.append(conn.link.local_seq)
+            send(packet(conn, P.SNAPSHOT, payload, now))
+        return seqs
 
 
 class StreamService:

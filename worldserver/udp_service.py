@@ -20,7 +20,7 @@ from worldserver.udp import UdpTransport
 
 
 class UdpPeer:
-    """The snapshot sender of one UDP client (what the simulation calls ``session.conn``)."""
+    """The snapshot sink of one UDP client (``session.sink``, see worldserver/snapshots.py)."""
 
     __slots__ = ("service", "conn")
 
@@ -28,13 +28,16 @@ class UdpPeer:
         self.service = service
         self.conn = conn
 
-    def send_snapshot(self, session, payload: bytes, now: float) -> int | None:
+    def send_snapshot(self, session, parts, now: float) -> list[int] | None:
         conn = self.conn
         if conn.closed:
             return None
-        seq = conn.link.local_seq
-        self.service.transport.send(self.service.endpoint.packet(conn, P.SNAPSHOT, payload, now), conn.addr)
-        return seq
+        send, packet, addr = self.service.transport.send, self.service.endpoint.packet, conn.addr
+        seqs = []
+        for payload in parts:
+            seqs.append(conn.link.local_seq)
+            send(packet(conn, P.SNAPSHOT, payload, now), addr)
+        return seqs
 
 
 class UdpService:

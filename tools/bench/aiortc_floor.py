@@ -6,7 +6,7 @@ candidate in it, ``POST .../{id}/remote-description``, ``GET .../{id}/additional
 answering ``[]``, ``POST .../{id}/close``) on a tiny HTTP/1.1 endpoint, answers the native
 protocol's trusted HELLO with an ACCEPT, and then sends every peer one snapshot-sized message
 at 20 Hz on drift-free deadlines, skipping a peer whose channel still buffers (as worldserver
-does). The message is at most ``--size`` bytes (default 200; 196 in fact, as entities come in
+does). The message is at most ``--size`` bytes (default 200; 188 in fact, as entities come in
 13-byte steps): a 13-byte header and a valid full snapshot of static entities, so bots can
 decode it. It reads the bots' inputs and does nothing with them. Whatever CPU
 this process uses is the price of aiortc itself; worldserver's CPU over this floor is the
@@ -93,14 +93,14 @@ def _only_loopback_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 FIRST_TICK = 2**31  # ticks of the floor's snapshots: always a 5-byte msgpack integer
-_INT_CHOICES = (0, 200, 60000, 2**31)  # 1, 2, 3 and 5 msgpack bytes
+_INT_CHOICES = (0,)  # the part header is fixed-width: the entity count alone sets the size
 
 
 def snapshot_message(size: int) -> tuple[np.ndarray, np.ndarray, int, int, Quantizer]:
     """Static entities and a ``self_id`` whose full snapshot packet (header included) is as
     close to ``size`` bytes as possible without exceeding it (within a few bytes); returns
     (ids, q, input_ack, self_id, quantizer). The entity count sets the size in steps of 13
-    bytes, the width of ``self_id`` (no such entity) fills in; ``input_ack`` is 0 (none)."""
+    bytes (one added record each); ``input_ack`` is 0."""
     quantizer = Quantizer(mins=MINS, maxs=MAXS, step=STEP)
     best = None
     for n in range(0, 200):
@@ -113,10 +113,10 @@ def snapshot_message(size: int) -> tuple[np.ndarray, np.ndarray, int, int, Quant
         smallest = None
         for ack in (0,):
             for self_id in _INT_CHOICES:
-                payload, _, _ = encode_snapshot(
-                    tick=FIRST_TICK, baseline=None, cand_ids=ids, cand_q=q, budget=60000,
+                payload = encode_snapshot(
+                    tick=FIRST_TICK, baseline=None, cand_ids=ids, cand_q=q, part_budget=60000,
                     input_ack=ack, self_id=self_id, layout=quantizer,
-                )  # fmt: skip
+                ).parts[0]  # fmt: skip
                 total = P.HEADER_SIZE + len(payload)
                 smallest = total if smallest is None else min(smallest, total)
                 if total <= size and (best is None or total > best[0]):
@@ -359,10 +359,10 @@ class FloorServer:
             self.lateness.append(max(0.0, now - deadline))
             started = time.perf_counter()
             self.tick += 1
-            payload, _, _ = encode_snapshot(
-                tick=self.tick, baseline=None, cand_ids=self.ids, cand_q=self.q, budget=60000,
+            payload = encode_snapshot(
+                tick=self.tick, baseline=None, cand_ids=self.ids, cand_q=self.q, part_budget=60000,
                 input_ack=self.input_ack, self_id=self.self_id, layout=self.quantizer,
-            )  # fmt: skip
+            ).parts[0]  # fmt: skip
             skipped = 0
             for peer in self.live:
                 channel = peer.channel

@@ -1,14 +1,17 @@
 """Times one server tick, phase by phase, with N clients in process (no sockets).
 
-Builds a :class:`worldserver.simulation.Simulation` with N clients whose snapshot senders
-discard the payloads (acknowledging each at once, like a client on loopback), places them
-either uniformly over the world or in one dense crowd, feeds every client a random-walk input
-each tick, and reports CPU per tick for each phase: apply inputs, world step, interest,
-quantize, batched snapshot encoding, the priority path and packet sending. ``--compare``
-also times the per-client encoder on alternate ticks of the same run, as a ratio.
+Builds a :class:`worldserver.simulation.Simulation` with N clients whose snapshot sinks
+discard the parts (acknowledging each at once, like a client on loopback), places them
+uniformly over the default world, uniformly over a world scaled with N (fixed density:
+``scaled``), in one dense crowd, or all in view of each other (``crowd``: 100 x 100 m,
+interest radius 150 m), feeds every client a random-walk input each tick, and reports CPU
+per tick for each phase: apply inputs, world step, interest, the shared encoder and
+delivery. ``--compare`` also times the per-client reference encoder on alternate ticks of
+the same run, as a ratio. Several ``--clients`` values give the cost ratio between them.
 
-Usage: ``python tools/bench/tick_bench.py [--clients 1000] [--scenario uniform|dense]
-[--ticks 60] [--compare] [--json]``. Measures only; asserts nothing.
+Usage: ``python tools/bench/tick_bench.py [--clients 1000[,2000]] [--scenario
+uniform|scaled|dense|crowd] [--ticks 60] [--compare] [--json]``. Measures only; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -27,61 +30,93 @@ if __package__ in (None, ""):  # run as a script from a checkout: make the packa
 
 from protocol.messages import Input  # noqa: E402
 from protocol.snapshot import encode_snapshot  # noqa: E402
-import worldserver.simulation as simulation_module  # noqa: E402
+from protocol.snapshot_batch import Snapshot, priority_buckets  # noqa: E402
+import worldserver.snapshots as snapshots_module  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
 from worldserver.simulation import Simulation  # noqa: E402
 from worldserver.stats import Stats  # noqa: E402
+from tools.bench.server_load import machine_info  # noqa: E402
 
 
-class DiscardingSender:
+class DiscardingSink:
     """Stands in for a client's transport: counts bytes, returns packet numbers."""
 
     def __init__(self) -> None:
         self.seq = 0
         self.bytes = 0
+        self.sent: list[int] = []
 
-    def send_snapshot(self, session, payload: bytes, now: float) -> int:
-        self.seq += 1
-        self.bytes += len(payload)
-        return self.seq
+    def send_snapshot(self, session, parts, now: float) -> list[int]:
+        self.sent = list(range(self.seq + 1, self.seq + 1 + len(parts)))
+        self.seq += len(parts)
+        self.bytes += sum(map(len, parts))
+        return self.sent
 
 
-def per_client_encoder(*, tick, offsets, cand_ids, cand_q, baselines, input_acks, self_ids, budget, layout):
-    """The batch encoder's contract, done one client at a time (for --compare)."""
-    payloads, views = [], []
+def per_client_encoder(*, tick, state_ids, state_q, history, slots, offsets, baselines, input_acks,
+                       self_ids, part_budget, max_parts, weights, max_age, force_age, layout):
+    """encode_many's contract, done one client at a time with the reference (for --compare)."""
+    from protocol.snapshot_batch import HeldView
+
+    out = []
     off = offsets.tolist()
+
+    def hist(h):
+        return state_q if h == tick else history(h)
+
     for c in range(len(baselines)):
         a, b = off[c], off[c + 1]
-        payload, view, sent = encode_snapshot(
-            tick=tick, baseline=baselines[c], cand_ids=cand_ids[a:b], cand_q=cand_q[a:b], budget=budget,
-            input_ack=input_acks[c], self_id=self_ids[c], layout=layout,
+        sl = slots[a:b]
+        base = baselines[c]
+        ids = state_ids[sl]
+        if base is None:
+            view, age = None, np.full(b - a, max_age)
+        else:
+            view = base.values(hist)
+            pos = base.ids.searchsorted(ids)
+            inb = base.ids.take(pos, mode="clip") == ids
+            age = np.where(inb, tick - base.held.take(pos, mode="clip"), max_age)
+        enc = encode_snapshot(
+            tick=tick, baseline=view, cand_ids=ids, cand_q=state_q[sl], part_budget=part_budget,
+            priority=priority_buckets(age, weights[a:b], force_age),
+            allowance=max_parts[c] * (part_budget + 13), input_ack=input_acks[c], self_id=self_ids[c],
+            layout=layout,
         )
-        if not sent.all() or len(view) != b - a:
-            payload = view = None
-        payloads.append(payload)
-        views.append(view)
-    return payloads, views
+        held = np.full(len(enc.view), tick, dtype=np.int64)
+        out.append(Snapshot(enc.parts, HeldView(tick, enc.view.ids, held, tick), enc.complete,
+                            int(enc.sent.sum()), len(enc.view)))
+    return out
 
 
-def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[DiscardingSender]]:
-    config = load_config(path=None, env={}, overrides={"sim.spawn_clearance": "0.5", "sim.max_entities": str(max(4096, n))})
+SCENARIOS = ("uniform", "scaled", "dense", "crowd")
+
+
+def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[DiscardingSink]]:
+    overrides = {"sim.spawn_clearance": "0.5", "sim.max_entities": str(max(4096, n)),
+                 "net.max_clients": str(max(2000, n))}
+    if scenario == "crowd":
+        overrides.update({"sim.half_extent": "50", "interest.radius": "150"})
+    elif scenario == "scaled":  # the default world's density at 1000 clients
+        overrides["sim.half_extent"] = str(round(110.0 * (n / 1000) ** 0.5, 2))
+    config = load_config(path=None, env={}, overrides=overrides)
     sim = Simulation(config, Stats(), rng=np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)
-    senders = []
+    he = config.sim.half_extent - 5
+    sinks = []
     for _ in range(n):
-        sender = DiscardingSender()
-        session = sim.join(sender, 0.0)
-        senders.append(sender)
+        sink = DiscardingSink()
+        session = sim.join(sink, 0.0)
+        sinks.append(sink)
         if scenario == "dense":
             r, a = 36.0 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
             sim.world.pos[session.slot, [0, 2]] = (r * np.cos(a), r * np.sin(a))
         else:
-            sim.world.pos[session.slot, [0, 2]] = rng.uniform(-105, 105, 2)
-    return sim, senders
+            sim.world.pos[session.slot, [0, 2]] = rng.uniform(-he, he, 2)
+    return sim, sinks
 
 
 def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int) -> dict:
-    sim, senders = build(n, scenario, seed)
+    sim, sinks = build(n, scenario, seed)
     rng = np.random.default_rng(seed + 2)
     phases: dict[str, float] = {}
 
@@ -94,17 +129,17 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
                 phases[name] = phases.get(name, 0.0) + time.process_time() - started
         return wrapper
 
-    batch_encoder = simulation_module.encode_batch
+    shared_encoder = snapshots_module.encode_many
     sim.apply_inputs = timed("apply inputs", sim.apply_inputs)
     sim.world.step = timed("world step", sim.world.step)
     sim.interest.update = timed("interest", sim.interest.update)
-    sim._send_prioritized = timed("priority path", sim._send_prioritized)
-    sim._send = timed("send packets", sim._send)
-    timed_batch = timed("batched encoding", batch_encoder)
-    timed_single = timed("per-client encoding", per_client_encoder)
+    timed_shared = timed("encode (shared)", shared_encoder)
+    timed_single = timed("encode (per client)", per_client_encoder)
+    for sink in sinks:
+        sink.send_snapshot = timed("deliver", sink.send_snapshot)
     directions = rng.uniform(0, 2 * np.pi, n)
-    totals = {"batch": 0.0, "single": 0.0}
-    counted = {"batch": 0, "single": 0}
+    totals = {"shared": 0.0, "single": 0.0}
+    counted = {"shared": 0, "single": 0}
     try:
         for t in range(warmup + ticks):
             now = t / sim.tick_rate
@@ -113,10 +148,10 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
                     directions[i] = rng.uniform(0, 2 * np.pi)
                 inp = Input(t + 1, int(127 * np.cos(directions[i])), int(127 * np.sin(directions[i])), 0, 1, 0)
                 session.take_inputs([inp], now, 1000.0, 100, sim.stats)
-                if senders[i].seq:
-                    session.on_acked([senders[i].seq])
-            mode = "single" if compare and t % 2 == 0 else "batch"
-            simulation_module.encode_batch = timed_single if mode == "single" else timed_batch
+                if sinks[i].sent:
+                    session.on_acked(sinks[i].sent)
+            mode = "single" if compare and t % 2 == 0 else "shared"
+            snapshots_module.encode_many = timed_single if mode == "single" else timed_shared
             if t == warmup:
                 phases.clear()
             started = time.process_time()
@@ -125,46 +160,54 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
                 totals[mode] += time.process_time() - started
                 counted[mode] += 1
     finally:
-        simulation_module.encode_batch = batch_encoder
-    measured = counted["batch"] + counted["single"]
+        snapshots_module.encode_many = shared_encoder
+    measured = counted["shared"] + counted["single"]
+    stats = sim.stats.counters
     result = {
         "clients": n,
         "scenario": scenario,
         "ticks": measured,
-        "tick_ms": round(1000 * totals["batch"] / max(1, counted["batch"]), 2),
+        "tick_ms": round(1000 * totals["shared"] / max(1, counted["shared"]), 2),
         "phases_ms": {k: round(1000 * v / measured, 2) for k, v in sorted(phases.items())},
-        "counters": dict(sim.stats.counters),
+        "bytes_per_client_tick": round(sum(s.bytes for s in sinks) / n / (warmup + ticks), 1),
+        "refreshed_share": round(stats.get("snapshot.entities_refreshed", 0) / max(1, stats.get("snapshot.entities_visible", 0)), 3),
+        "counters": dict(stats),
     }
     vis = sim.interest.update(sim.world.pos, sim.world.alive, np.array([s.slot for s in sim.sessions]))
     result["mean_in_view"] = round(len(vis.slots) / n, 1)
     if compare:
         result["tick_ms_per_client_encoder"] = round(1000 * totals["single"] / max(1, counted["single"]), 2)
-        result["batch_speedup"] = round(result["tick_ms_per_client_encoder"] / max(result["tick_ms"], 1e-9), 2)
+        result["shared_speedup"] = round(result["tick_ms_per_client_encoder"] / max(result["tick_ms"], 1e-9), 2)
     return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--scenario", choices=("uniform", "dense"), default="uniform")
+    parser.add_argument("--clients", default="1000", help="one count or several, comma-separated")
+    parser.add_argument("--scenario", choices=SCENARIOS, default="uniform")
     parser.add_argument("--ticks", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--compare", action="store_true", help="also time the per-client encoder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run(args.clients, args.scenario, args.ticks, args.warmup, args.compare, args.seed)
+    counts = [int(c) for c in str(args.clients).split(",")]
+    results = [run(n, args.scenario, args.ticks, args.warmup, args.compare, args.seed) for n in counts]
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({"machine": machine_info(), "command": " ".join(sys.argv), "results": results}))
         return 0
-    print(f"{result['clients']} clients, {result['scenario']}, {result['mean_in_view']} entities in view on average")
-    print(f"tick: {result['tick_ms']} ms CPU (mean of {result['ticks']} ticks; phases are per measured tick)")
-    for name, ms in result["phases_ms"].items():
-        print(f"  {name:22s} {ms:8.2f} ms")
-    if args.compare:
-        print(f"per-client encoder instead: {result['tick_ms_per_client_encoder']} ms per tick "
-              f"(batched is {result['batch_speedup']}x faster)")
-    print(f"counters: {result['counters']}")
+    print(f"# {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d')}; {machine_info()})")
+    for result in results:
+        print(f"{result['clients']} clients, {result['scenario']}, {result['mean_in_view']} entities in view on average")
+        print(f"tick: {result['tick_ms']} ms CPU (mean of {result['ticks']} ticks; phases are per measured tick)")
+        for name, ms in result["phases_ms"].items():
+            print(f"  {name:22s} {ms:8.2f} ms")
+        print(f"  {result['bytes_per_client_tick']} bytes per client per tick; refreshed share {result['refreshed_share']}")
+        if args.compare:
+            print(f"per-client encoder instead: {result['tick_ms_per_client_encoder']} ms per tick "
+                  f"(shared is {result['shared_speedup']}x faster)")
+    for a, b in zip(results, results[1:]):
+        print(f"{a['clients']} -> {b['clients']}: tick cost x{b['tick_ms'] / max(a['tick_ms'], 1e-9):.2f}")
     return 0
 
 

@@ -1,10 +1,12 @@
 """A client's local copy of the part of the world the server lets it see.
 
-:class:`WorldMirror` decodes snapshot payloads against the views it decoded before (the
-server's baselines), keeps the newest view as "the world", remembers the last 64 decoded
-views (the server only uses baselines the client acknowledged, so it never needs older ones)
-and offers the state dequantized to metres and radians. Out-of-order snapshots are decoded
-and stored (the server may use them as baselines) but never move the mirror backwards.
+:class:`WorldMirror` decodes snapshot parts against the views it decoded before (the server's
+baselines) with :class:`protocol.snapshot.PartAssembler`: the parts of a tick are collected
+until all have arrived, the newest complete tick is "the world", and the last 64 complete
+views are kept (the server only uses baselines the client acknowledged whole, so it never
+needs older ones). It offers the state dequantized to metres and radians. Out-of-order ticks
+are decoded and stored (the server may use them as baselines) but never move the mirror
+backwards.
 
 No sockets, no clocks: payloads and arrival times come from the caller.
 """
@@ -16,7 +18,7 @@ import numpy as np
 from protocol.errors import ProtocolError
 from protocol.messages import Welcome
 from protocol.quantize import Quantizer
-from protocol.snapshot import EMPTY_VIEW, SnapshotHeader, View, decode_snapshot
+from protocol.snapshot import PartAssembler, PartHeader, View
 
 KEEP_VIEWS = 64
 
@@ -25,28 +27,37 @@ class WorldMirror:
     def __init__(self, welcome: Welcome) -> None:
         self.welcome = welcome
         self.quantizer = Quantizer(mins=welcome.mins, maxs=welcome.maxs, step=welcome.position_step)
-        self.views: dict[int, View] = {}
-        self.view: View = EMPTY_VIEW
-        self.header: SnapshotHeader | None = None
-        self.decoded = 0
+        self.assembler = PartAssembler(self.quantizer, keep=KEEP_VIEWS)
+        self.decoded = 0  # parts decoded
+        self.completed = 0  # ticks with every part decoded
         self.dropped: dict[str, int] = {}
 
-    def apply(self, payload: bytes) -> SnapshotHeader | None:
-        """Decodes one snapshot; returns its header, or None if it had to be dropped."""
+    @property
+    def views(self) -> dict[int, View]:
+        return self.assembler.views
+
+    @property
+    def view(self) -> View:
+        """The newest complete view (the empty view before any)."""
+        return self.assembler.view
+
+    @property
+    def header(self) -> PartHeader | None:
+        """A part header of the newest complete tick."""
+        return self.assembler.header
+
+    def apply(self, payload: bytes) -> PartHeader | None:
+        """Decodes one snapshot part; returns its header, or None if it had to be dropped.
+
+        The mirror moves when the part completes a tick newer than the current one
+        (``header.tick == mirror.view.tick`` right after)."""
         try:
-            header, view = decode_snapshot(payload, self.views, self.quantizer)
+            header, completed = self.assembler.add(payload)
         except ProtocolError as exc:
             self.dropped[exc.reason] = self.dropped.get(exc.reason, 0) + 1
             return None
         self.decoded += 1
-        views = self.views
-        views[header.tick] = view
-        if len(views) > KEEP_VIEWS:
-            for tick in sorted(views)[: len(views) - KEEP_VIEWS]:
-                del views[tick]
-        if header.tick > self.view.tick:
-            self.view = view
-            self.header = header
+        self.completed += completed
         return header
 
     @property

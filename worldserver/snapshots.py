@@ -1,0 +1,201 @@
+"""The snapshot stage of the tick: schedule -> visible sets -> baselines -> encode -> deliver.
+
+After the world has moved, :meth:`SnapshotStage.run` does, in this order:
+
+1. **schedule**: which clients get a snapshot this tick. All of them, unless ticks have been
+   starting late because of this stage: then only every ``stride``-th client (by slot,
+   rotating with the tick), so an overloaded server lowers everyone's snapshot rate a little
+   instead of ticking late (``adapt``: the stride grows by one after ``LATE_TICKS`` late
+   ticks in a row while the stage takes more than ``HEAVY_FRACTION`` of a period, up to
+   ``MAX_STRIDE``, and shrinks back after ``RECOVER_TICKS`` ticks on time).
+2. **visible sets**: one batched interest update for the served clients.
+3. **baselines**: ``baseline_for`` each native client: the newest tick it acknowledged whole,
+   while the world history still holds every tick that view refers to; else a full snapshot.
+4. **encode**: every native client at once with :func:`protocol.snapshot_batch.encode_many`
+   (one record table per held tick, gathered into every client's parts). A client's byte
+   allowance (``net.client_rate_limit`` per second) bounds its parts per tick; over it, the
+   nearer and longer unsent entities go first (pair weights from the distance).
+5. **deliver**: each client's parts to its :class:`SnapshotSink`; the packet sequence numbers
+   it returns tie acknowledgements to the view sent. Compatibility clients (Hatongsu) get the
+   plain visible state through a :class:`ViewSink` instead.
+
+This module knows no transport, socket or trio: sinks are the contract (``Protocol`` classes
+below). It keeps the short history of quantized world states that held views refer to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from protocol.packets import HEADER_SIZE
+from protocol.quantize import Quantizer
+from protocol.snapshot import max_parts_for
+from protocol.snapshot_batch import HeldView, encode_many
+from worldserver.config import Config
+from worldserver.interest import InterestGrid
+from worldserver.stats import Stats
+from worldserver.world import World
+
+if TYPE_CHECKING:
+    from worldserver.sessions import Session
+
+MAX_STRIDE = 4  # under load, at worst every fourth client is served per tick
+LATE_FRACTION = 0.1  # a tick that starts later than this part of a period is late
+LATE_TICKS = 3  # late ticks in a row before the stride grows
+HEAVY_FRACTION = 0.25  # ... and only while the stage itself takes this part of a period
+RECOVER_TICKS = 40  # ticks on time before the stride shrinks by one
+DISTANCE_SCALE = 10.0  # metres: priority weight 4 / (1 + d / DISTANCE_SCALE)
+
+
+@runtime_checkable
+class SnapshotSink(Protocol):
+    """Delivers native snapshot parts to one client (UDP, WebRTC or WebSocket peer)."""
+
+    def send_snapshot(self, session: "Session", parts: Sequence[bytes], now: float) -> list[int] | None:
+        """Send the parts of one tick's snapshot, in order, one packet each; return the packet
+        sequence numbers they went out with (so acknowledgements can move the baseline), or
+        None if nothing was sent (the tick is then not a baseline)."""
+        ...
+
+
+@runtime_checkable
+class ViewSink(Protocol):
+    """Delivers a compatibility client's visible state (it speaks its own protocol)."""
+
+    def send_view(self, session: "Session", ids: np.ndarray, q: np.ndarray, now: float) -> None:
+        """ids: uint32 entity ids visible this tick (ascending); q: (n, 5) int32 quantized
+        state (x, y, z, yaw, anim) of those entities, see SPEC.md section 5.1."""
+        ...
+
+
+class SnapshotStage:
+    def __init__(self, config: Config, world: World, interest: InterestGrid, quantizer: Quantizer, stats: Stats) -> None:
+        self.world = world
+        self.interest = interest
+        self.quantizer = quantizer
+        self.stats = stats
+        self.tick_rate = config.sim.tick_rate
+        self.ring = config.net.snapshot_ring
+        self.part_budget = config.udp.datagram_budget - HEADER_SIZE
+        self.allowance = int(config.net.client_rate_limit / config.sim.tick_rate)
+        self.max_parts = max_parts_for(self.allowance, self.part_budget)
+        self.force_age = max(2, self.ring - 2)  # refreshed before the history forgets it
+        cap = world.capacity
+        self._hist = np.zeros((self.ring + 1, cap, 5), dtype=np.int32)
+        self._hist_tick = np.full(self.ring + 1, -1, dtype=np.int64)
+        self.stride = 1
+        self._on_time = 0
+        self._late = 0
+        self.last_seconds = 0.0  # wall time of the last run
+
+    # -- load shedding ----------------------------------------------------------------------
+    def adapt(self, lateness: float) -> None:
+        """Steer the stride by how late this tick started (see the module docstring)."""
+        period = 1.0 / self.tick_rate
+        if lateness > LATE_FRACTION * period:
+            self._on_time = 0
+            self._late += 1
+            if self._late >= LATE_TICKS and self.last_seconds > HEAVY_FRACTION * period:
+                self.stride = min(MAX_STRIDE, self.stride + 1)
+                self._late = 0
+        else:
+            self._late = 0
+            self._on_time += 1
+            if self._on_time >= RECOVER_TICKS and self.stride > 1:
+                self.stride -= 1
+                self._on_time = 0
+
+    def schedule(self, tick: int, sessions: list["Session"]) -> list["Session"]:
+        if self.stride == 1:
+            return sessions
+        served = [s for s in sessions if (s.slot + tick) % self.stride == 0]
+        self.stats.incr("snapshots.deferred", len(sessions) - len(served))
+        return served
+
+    # -- history ----------------------------------------------------------------------------
+    def history(self, tick: int) -> np.ndarray:
+        """The quantized world state of an earlier tick (KeyError once it is forgotten)."""
+        i = tick % (self.ring + 1)
+        if self._hist_tick[i] != tick:
+            raise KeyError(tick)
+        return self._hist[i]
+
+    def baseline_for(self, session: "Session", tick: int) -> HeldView | None:
+        """The view to encode ``session``'s snapshot against, or None for a full snapshot."""
+        base = session.baseline
+        if base is None or tick - base.tick > self.ring or base.oldest < tick - self.ring:
+            return None
+        return base
+
+    # -- the stage --------------------------------------------------------------------------
+    def run(self, tick: int, sessions: list["Session"], now: float) -> None:
+        started = time.perf_counter()
+        served = self.schedule(tick, sessions)
+        world = self.world
+        qstate = self.quantizer.quantize_state(world.pos, world.yaw, world.anim, on_nan="min")
+        if served:
+            observers = np.fromiter((s.slot for s in served), dtype=np.int64, count=len(served))
+            vis = self.interest.update(world.pos, world.alive, observers, generation=world.generation)
+            state_ids = world.ids(np.arange(world.capacity))
+            self._send(tick, served, vis, state_ids, qstate, now)
+        i = tick % (self.ring + 1)
+        self._hist[i] = qstate
+        self._hist_tick[i] = tick
+        self.last_seconds = time.perf_counter() - started
+
+    def _send(self, tick: int, served: list["Session"], vis, state_ids: np.ndarray, qstate: np.ndarray, now: float) -> None:
+        offsets = vis.offsets
+        native = [i for i, s in enumerate(served) if not s.wants_views]
+        if len(native) < len(served):
+            for i, s in enumerate(served):
+                if s.wants_views:
+                    sl = vis.slots[offsets[i] : offsets[i + 1]]
+                    s.sink.send_view(s, state_ids[sl], qstate[sl], now)
+            if not native:
+                return
+            keep = np.zeros(len(served), dtype=bool)
+            keep[native] = True
+            counts = np.diff(offsets)
+            rows = np.repeat(keep, counts)
+            slots, dist2 = vis.slots[rows], vis.dist2[rows]
+            offsets = np.concatenate(([0], np.cumsum(counts[native])))
+            clients = [served[i] for i in native]
+        else:
+            slots, dist2, clients = vis.slots, vis.dist2, served
+        self.stats.incr("snapshot.entities_visible", len(slots))
+        weights = 4.0 / (1.0 + np.sqrt(dist2) / DISTANCE_SCALE)
+        snaps = encode_many(
+            tick=tick,
+            state_ids=state_ids,
+            state_q=qstate,
+            history=self.history,
+            slots=slots,
+            offsets=offsets,
+            baselines=[self.baseline_for(s, tick) for s in clients],
+            input_acks=[s.last_applied_seq for s in clients],
+            self_ids=[s.entity_id for s in clients],
+            part_budget=self.part_budget,
+            max_parts=[self.max_parts] * len(clients),
+            weights=weights,
+            max_age=self.ring,
+            force_age=self.force_age,
+            layout=self.quantizer,
+        )
+        ring = self.ring
+        parts_n = refreshed = limited = 0
+        for session, snap in zip(clients, snaps):
+            parts_n += len(snap.parts)
+            refreshed += snap.refreshed
+            limited += not snap.complete
+            seqs = session.sink.send_snapshot(session, snap.parts, now)
+            session.last_snapshot_tick = tick
+            if seqs is not None:
+                session.record_sent(tick, seqs, snap.view, ring)
+        self.stats.incr("snapshot.parts", parts_n)
+        self.stats.incr("snapshot.entities_refreshed", refreshed)
+        if limited:
+            self.stats.incr("snapshots.rate_limited", limited)
