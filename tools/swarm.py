@@ -631,7 +631,9 @@ def track_refresh(bot: Bot, tick: int, ids: np.ndarray, q: np.ndarray, counting:
     changing within :data:`MOVING_WINDOW` ticks, or now) are counted in ``refresh_moving``,
     and those whose state changed in ``refresh_changed``. In a crowd that walks all the time,
     changed / moving is the share of the visible entities refreshed per snapshot; an entity
-    the server skipped keeps its old state and counts as not refreshed.
+    the server skipped keeps its old state and counts as not refreshed. It is a lower bound:
+    an entity that really stood still for a tick (its client's input came a tick late) did
+    not change either; the server's counters know the difference, the observers do not.
     """
     last = np.full(len(ids), _NEVER, dtype=np.int64)  # tick each entity was last seen changing
     prev_ids = bot.r_ids

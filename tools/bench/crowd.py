@@ -409,7 +409,9 @@ def format_table(result: dict) -> str:
         ws = entry.get("worldserver") or {}
         if ws.get("observed_refreshed_share") is not None:
             notes.append(f"N={entry['bots']}: observers saw {ws['observed_refreshed_share']:.2f} of the "
-                         f"moving entities in view refreshed per complete snapshot")
+                         "moving entities in view change per complete snapshot (a lower bound of "
+                         "the refreshed share: an entity that stood still for a tick counts as "
+                         "not refreshed)")
         if (ws.get("bots_cpu_percent") or 0) >= BUSY_GENERATOR:
             notes.append(f"N={entry['bots']}: worldserver's bots used {ws['bots_cpu_percent']:.0f}% "
                          "of their core: the load generator may limit the figures")
