@@ -20,6 +20,8 @@ const WELCOME = {
   positionStep: 0.01,
   maxSpeed: 5,
   interestRadius: 50,
+  keepaliveInterval: 1,
+  timeout: 5,
 };
 
 describe("Link", () => {
