@@ -403,8 +403,9 @@ def test_all_in_view_crowd_matches_brute_force(block_candidates):
 
 @pytest.mark.parametrize("mask_factor", [0, 1 << 30])  # neighbourhood lists: sort / table
 def test_mixed_full_and_filtered_cells_match_brute_force(mask_factor):
-    # A compact crowd (diameter < radius) in a wide sparse world: the crowd's cells are
-    # "full", the others are filtered, and people walk between them.
+    # A compact crowd (diameter < radius) in a wide sparse world: the crowd's observers see
+    # only candidates within the radius (no filter), the others are filtered, and people
+    # walk between them.
     rng = np.random.default_rng(21)
     cap = 300
     pos, alive = random_world(rng, cap, 220, 45.0)
@@ -412,7 +413,7 @@ def test_mixed_full_and_filtered_cells_match_brute_force(mask_factor):
     pos[crowd, 0] = rng.uniform(-14, -10, len(crowd))
     pos[crowd, 2] = rng.uniform(10, 14, len(crowd))
     grid = make_grid(cap, radius=10.0, margin=2.0, cell_size=4.0, mask_factor=mask_factor,
-                     block_candidates=3000)
+                     block_candidates=1)  # blocks of one observer
     ref = Reference(10.0, 2.0)
     seen_mixed = False
     for step in range(8):
@@ -424,12 +425,14 @@ def test_mixed_full_and_filtered_cells_match_brute_force(mask_factor):
     assert seen_mixed  # both paths were taken in the same update
 
 
-def test_memory_from_a_full_cell_serves_the_filtered_path():
-    # Cell size 10, radius 10, margin 4. Observer 0 sees entity 1 at 9 m: everything near it
-    # is within the radius (a full cell). Entity 1 then steps to 12 m, into the ring: the
-    # cell is filtered now and must remember entity 1. Observers 2 and 3 stay full.
+def test_memory_from_an_unfiltered_block_serves_the_filtered_path():
+    # Cell size 10, radius 10, margin 4, blocks of one observer. Observer 0 sees entity 1
+    # at 9 m: all its candidates are within the radius (no filter). Entity 1 then steps to
+    # 12 m, into the ring: observer 0 is filtered now and must remember entity 1.
+    # Observers 2, 3 (and 5, alone) stay unfiltered.
     cap = 6
-    grid = make_grid(cap, radius=10.0, margin=4.0, cell_size=10.0, half_extent=100.0)
+    grid = make_grid(cap, radius=10.0, margin=4.0, cell_size=10.0, half_extent=100.0,
+                     block_candidates=1)
     ref = Reference(10.0, 4.0)
     pos = np.zeros((cap, 3))
     alive = np.ones(cap, dtype=bool)

@@ -26,9 +26,9 @@ The work is whole-array numpy with no Python loop over entities or observers:
   filtered in float64, and pairs in the leave ring are looked up in the previous answer
   (packed ``observer index << slot_bits | slot`` keys: a direct-address table per block,
   or a binary search when that would be too big). Filtering keeps the list order, so the
-  segments come out sorted with no sort of pairs. A cell whose whole list is within
-  ``radius`` of all its observers (the same box test: a "full" cell) needs no hysteresis
-  lookup, and a block of full cells no filter.
+  segments come out sorted with no sort of pairs. A block whose candidates are all within
+  ``radius`` (a crowd that is all in view cell by cell) skips the filter and the
+  hysteresis lookup.
 
 The previous answer is kept as it was returned (slots and offsets) and packed into keys
 only when an update has pairs in a leave ring. The cost grows with entities plus candidate
@@ -191,9 +191,9 @@ class InterestGrid:
         #: Number of (observer, entity) candidate pairs whose distance was computed by the
         #: last ``update`` (grows with entities near each observer, not entities × observers).
         self.last_candidates_examined = 0
-        #: Number of observers whose whole neighbourhood the last ``update`` found certainly
-        #: within ``radius`` (all of it seen, no hysteresis lookup): everyone in an
-        #: all-in-view crowd, observers of "full" cells otherwise.
+        #: Number of observers the last ``update`` answered with no distance filter and no
+        #: hysteresis lookup: everyone when all are in view of all, else the observers of
+        #: blocks whose candidates were all within ``radius``.
         self.last_unfiltered_observers = 0
 
     def forget(self, slot: int) -> None:
@@ -340,8 +340,7 @@ class InterestGrid:
 
     def _cell_lists(self, ex, ez, orank):
         """Group the alive observers by cell; for each such cell, the alive entities of its
-        neighbourhood sorted by slot, and whether all of them are within ``radius`` of all
-        of the cell's observers ("full": no distance filter, no hysteresis needed)."""
+        neighbourhood sorted by slot (as ranks, with their positions as complex numbers)."""
         n = len(ex)
         ecell = self._cells(ex, ez)
         ucell, uinv = np.unique(ecell[orank], return_inverse=True)
@@ -395,31 +394,17 @@ class InterestGrid:
             key.sort()
             rank = np.bitwise_and(key, dt((1 << rbits) - 1), dtype=np.int64, casting="unsafe")
         first = np.cumsum(size) - size
-        lx = ex[rank]
-        lz = ez[rank]
-        oord = np.argsort(uinv, kind="stable")
-        ocount = np.bincount(uinv, minlength=ncell)
-        ofirst = np.cumsum(ocount) - ocount
-        ox = ex[orank][oord]
-        oz = ez[orank][oord]
-        full = self._box_within(
-            np.minimum.reduceat(lx, first), np.maximum.reduceat(lx, first),
-            np.minimum.reduceat(lz, first), np.maximum.reduceat(lz, first),
-            np.minimum.reduceat(ox, ofirst), np.maximum.reduceat(ox, ofirst),
-            np.minimum.reduceat(oz, ofirst), np.maximum.reduceat(oz, ofirst))
         lpos = np.empty(total, dtype=np.complex128)
-        lpos.real = lx
-        lpos.imag = lz
-        return uinv, size, first, lpos, rank, full
+        lpos.real = ex[rank]
+        lpos.imag = ez[rank]
+        return uinv, size, first, lpos, rank
 
     def _filtered(self, lists, ent, live, ex, ez, orank, prev_idx, changed, identity):
         """(slots, dist2, counts) of the alive observers ``live`` (output indices), each
         filtering its cell's list, in cache-sized blocks of whole observers."""
-        uinv, size, first, lpos, lrank, full = lists
+        uinv, size, first, lpos, lrank = lists
         olen = size[uinv]
         ofirst = first[uinv]
-        ofull = full[uinv]
-        self.last_unfiltered_observers = int(np.count_nonzero(ofull))
         opos = np.empty(len(live), dtype=np.complex128)
         opos.real = ex[orank]
         opos.imag = ez[orank]
@@ -436,7 +421,7 @@ class InterestGrid:
         out_slots = np.empty(total, dtype=np.int64)  # upper bound: every candidate kept
         out_d2 = np.empty(total, dtype=np.float32)
         counts = np.empty(nlive, dtype=np.int64)
-        ctx = (olen, ofirst, ofull, opos, lpos, lslot, live, prev_idx, changed, identity)
+        ctx = (olen, ofirst, opos, lpos, lslot, live, prev_idx, changed, identity)
         used = 0
         for a, b in zip(bounds[:-1], bounds[1:]):
             if b > a:
@@ -446,7 +431,7 @@ class InterestGrid:
     def _block(self, a, b, ctx, out_slots, out_d2, counts) -> int:
         """Write the pairs seen by alive observers a..b-1 (indices into ``live``) to the
         start of ``out_slots``/``out_d2`` and their counts to ``counts``; return how many."""
-        olen, ofirst, ofull, opos, lpos, lslot, live, prev_idx, changed, identity = ctx
+        olen, ofirst, opos, lpos, lslot, live, prev_idx, changed, identity = ctx
         lens = olen[a:b]
         ends = np.cumsum(lens)
         starts = ends - lens
@@ -463,10 +448,11 @@ class InterestGrid:
         im *= im
         d2 += im
         slot = lslot[idx]
-        if ofull[a:b].all():  # every candidate is within the radius: all seen
+        if d2.max() <= self._r2:  # every candidate within the radius: all seen (NaN: no)
             out_slots[:total] = slot
             out_d2[:total] = d2
             counts[:] = lens
+            self.last_unfiltered_observers += b - a
             return total
         keep = d2 <= self._l2
         # Hysteresis: pairs in the leave ring survive only if they were seen last time.
