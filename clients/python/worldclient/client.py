@@ -82,6 +82,9 @@ class WorldClient:
                     for ev in events:
                         if isinstance(ev, Connected):
                             self.welcome = Welcome.decode(ev.welcome)
+                            # The server's keep-alive interval and timeout (SPEC 4.1).
+                            self.conn.keepalive_interval = self.welcome.keepalive_interval
+                            self.conn.timeout = self.welcome.timeout
                             self.mirror = WorldMirror(self.welcome)
                             return
                         if isinstance(ev, Refused):

@@ -85,6 +85,16 @@ describe("ClientConnection (trusted)", () => {
     assert.deepEqual(ev[0].welcome, WELCOME);
     assert.equal(c.state, CONNECTED);
   });
+  it("takes the keep-alive interval and timeout from the Welcome", () => {
+    const c = new ClientConnection({ nonce: 7n });
+    c.connect(0);
+    const w = { ...WELCOME, keepaliveInterval: 0.5, timeout: 2 };
+    c.receive(P.encodeAccept(c.nonce, 0x01020304, encodeWelcome(w)), 0.01);
+    assert.equal(c.keepaliveInterval, 0.5);
+    assert.equal(c.timeout, 2);
+    const quiet = c.poll(2.5); // nothing received for more than 2 s: timed out
+    assert.equal(quiet.events[0].reason, "timeout");
+  });
   it("ignores an ACCEPT with another nonce and resends HELLO every 250 ms, gives up after 5 s", () => {
     const c = new ClientConnection({ nonce: 1n });
     c.connect(0);

@@ -84,6 +84,9 @@ export class ClientConnection {
         this.state = CONNECTED;
         this.salt = salt;
         this.welcome = w;
+        // The server's keep-alive interval and timeout apply to both sides (SPEC 4.1).
+        this.keepaliveInterval = w.keepaliveInterval;
+        this.timeout = w.timeout;
         this.link = new Link(now);
         return [{ type: "connected", welcome: w, salt }];
       }
