@@ -333,10 +333,10 @@ def _stats(ts: int, **fields) -> dict:
 
 
 def test_refreshed_share_from_cumulative_counters():
-    before = _stats(1, **{"snapshot.entities_visible": 1000, "snapshot.entities_sent": 900})
+    before = _stats(1, **{"snapshot.entities_visible": 1000, "snapshot.entities_refreshed": 900})
     lines = [
-        _stats(2, **{"snapshot.entities_visible": 5000, "snapshot.entities_sent": 2900}),
-        _stats(3, **{"snapshot.entities_visible": 9000, "snapshot.entities_sent": 4900}),
+        _stats(2, **{"snapshot.entities_visible": 5000, "snapshot.entities_refreshed": 2900}),
+        _stats(3, **{"snapshot.entities_visible": 9000, "snapshot.entities_refreshed": 4900}),
     ]
     assert server_load.refreshed_share(lines, before) == 0.5  # (4900-900) / (9000-1000)
     assert server_load.refreshed_share(lines, None) == 0.5  # from the first window line

@@ -6,8 +6,8 @@ swarm against it in worker process(es) for ``--duration`` seconds, and report, o
 after the ``--warmup`` seconds: the server's CPU (percent of one core, from /proc/<pid>/stat),
 its tick duration and tick lateness p50/p99 (from its stats lines: median and worst line),
 bytes sent per client per second, the share of visible entities refreshed per snapshot (from
-the server's ``snapshot.entities_sent`` / ``snapshot.entities_visible`` counters when its
-stats lines carry them, else "n/a"), and the swarm's figures (snapshots per bot per second as
+the server's ``snapshot.entities_refreshed`` / ``snapshot.entities_visible`` counters when
+its stats lines carry them, else "n/a"), and the swarm's figures (snapshots per bot per second as
 complete ticks, snapshot parts and bytes per bot per second, move-to-observed latency p50/p99,
 packet loss, swarm CPU). Prints a table, or JSON with ``--json``, and records the machine it
 ran on. ``--speed`` sets the bots' walking speed; ``--pin`` puts the server on CPU 0 and the
@@ -216,7 +216,9 @@ def _wall(ts: str) -> float:
 
 
 ENTITIES_VISIBLE = "snapshot.entities_visible"
-ENTITIES_SENT = "snapshot.entities_sent"
+# Entities in view whose state a snapshot brought up to the tick (sent, or unchanged and
+# current): the server names it snapshot.entities_refreshed; entities_sent is the older name.
+ENTITIES_REFRESHED = ("snapshot.entities_refreshed", "snapshot.entities_sent")
 
 
 def stats_counter(line: dict, name: str):
@@ -261,11 +263,13 @@ def counters_over_window(lines: list[dict], before: dict | None, names) -> list[
 
 
 def refreshed_share(lines: list[dict], before: dict | None) -> float | None:
-    """``snapshot.entities_sent / snapshot.entities_visible`` over the window, or None."""
-    amounts = counters_over_window(lines, before, (ENTITIES_SENT, ENTITIES_VISIBLE))
-    if amounts is None or not amounts[1]:
-        return None
-    return round(amounts[0] / amounts[1], 4)
+    """``snapshot.entities_refreshed / snapshot.entities_visible`` over the window, or None
+    when the stats lines do not carry them."""
+    for refreshed in ENTITIES_REFRESHED:
+        amounts = counters_over_window(lines, before, (refreshed, ENTITIES_VISIBLE))
+        if amounts is not None:
+            return round(amounts[0] / amounts[1], 4) if amounts[1] else None
+    return None
 
 
 def _summary(values: list[float]) -> dict:
@@ -372,7 +376,7 @@ def format_table(result: dict) -> str:
         f"{result['settings']['warmup']} s excluded; swarm in "
         f"{result['settings']['processes']} worker process(es); CPU% = percent of one core, "
         "'other' = the rest of the machine meanwhile; snap = complete ticks, parts = packets; "
-        "refreshed = server's entities sent / visible",
+        "refreshed = server's entities refreshed / visible",
         "",
     ]
     head = (
