@@ -579,3 +579,28 @@ def test_hypothesis_crowds_around_the_radius(seed, n, radius, margin, cell_frac,
         flip = rng.random(cap) < 0.05
         alive ^= flip
         generation[flip & alive] += 1
+
+
+def test_float32_positions_give_float64_distances():
+    # Distances are computed in float64 whatever the dtype of ``pos``, on both paths. In
+    # float32, 10.1f - 0.1f rounds to exactly 10.0 (within radius 10); in float64 the same
+    # two float32 values are 10.00000038 apart (outside).
+    cap = 3
+    pos = np.zeros((cap, 3), dtype=np.float32)
+    pos[:, 0] = [0.1, 10.1, 5.0]
+    alive = np.ones(cap, dtype=bool)
+    grid = make_grid(cap, radius=10.0, margin=2.0)
+    ref = Reference(10.0, 2.0)
+    vis = grid.update(pos, alive, [0, 1, 2])
+    check_against(vis, ref.update(pos.astype(np.float64), alive, [0, 1, 2]), [0, 1, 2])
+    assert vis.of(0)[0].tolist() == [0, 2]
+    rng = np.random.default_rng(22)
+    cap = 80
+    for half in (5.0, 30.0):  # all in view / filtered
+        pos, alive = crowd_world(rng, cap, 70, half)
+        pos32 = pos.astype(np.float32)
+        grid = make_grid(cap, radius=10.0, margin=2.0)
+        ref = Reference(10.0, 2.0)
+        observers = rng.permutation(cap)
+        vis = grid.update(pos32, alive, observers)
+        check_against(vis, ref.update(pos32.astype(np.float64), alive, observers), observers)

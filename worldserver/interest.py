@@ -266,8 +266,8 @@ class InterestGrid:
         self.last_candidates_examined = 0
         self.last_unfiltered_observers = 0
         if n and len(live):
-            ex = pos[ent, 0]
-            ez = pos[ent, 2]
+            ex = pos[ent, 0].astype(np.float64, copy=False)  # distances in float64
+            ez = pos[ent, 2].astype(np.float64, copy=False)
             orank = np.searchsorted(ent, observers[live])  # an alive observer is an entity
             with np.errstate(invalid="ignore"):  # inf - inf for non-finite positions
                 every = self._everyone(ent, ex, ez, orank)
