@@ -174,6 +174,15 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
         gc_pause_ms_max=round(max(running.gc.pauses.values(), default=0.0) * 1000, 2),
         ticks_skipped=running.clock.skipped if running.clock else 0,
         stride=running.sim.snapshots.stride,
+        # Totals since start: parts sent, entity-snapshots in view and refreshed (their ratio
+        # is the refreshed share), snapshots held back by the allowance, clients deferred.
+        snapshot=dict(
+            parts=stats.get("snapshot.parts"),
+            entities_visible=stats.get("snapshot.entities_visible"),
+            entities_refreshed=stats.get("snapshot.entities_refreshed"),
+            rate_limited=stats.get("snapshots.rate_limited"),
+            deferred=stats.get("snapshots.deferred"),
+        ),
         drops=drops,
     )
     previous["in"], previous["out"] = transport.bytes_in, transport.bytes_out
