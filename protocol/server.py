@@ -217,12 +217,17 @@ class ServerEndpoint:
             del self.connections[conn.addr]
 
     def poll(self, now: float) -> list:
-        """Timeouts and keep-alives; call a few times a second. Returns Disconnected events."""
+        """Timeouts and keep-alives; call a few times a second. Returns Disconnected events.
+
+        A connection silent for longer than ``timeout`` is closed, and one DISCONNECT with
+        reason ``timeout`` goes to its address (outbox): a client that is still alive but whose
+        packets stopped arriving learns it was dropped instead of waiting for its own timeout.
+        """
         events = []
         for conn in list(self.connections.values()):
             link = conn.link
             if now - link.last_recv > self.timeout:
-                self._close(conn)
+                self.outbox.append((self.disconnect(conn, P.DISCONNECT_TIMEOUT, now), conn.addr))
                 events.append(Disconnected(conn, "timeout"))
             elif now - link.last_send >= self.keepalive_interval:
                 self.outbox.append((self.packet(conn, P.KEEPALIVE, b"", now), conn.addr))

@@ -175,6 +175,35 @@ def test_timeout_and_keepalive():
     assert ev.reason == "timeout"
 
 
+def test_timed_out_client_is_sent_one_disconnect_timeout():
+    server = make_server(timeout=5.0, keepalive_interval=1.0)
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=12, timeout=30.0, keepalive_interval=1.0)
+    conn, _ = handshake(server, client)
+    other_addr = ("10.9.8.8", 40001)
+    other = ClientConnection(version=PROTOCOL_VERSION, nonce=13)
+    other_conn, _ = handshake(server, other, other_addr)
+    server.receive_datagram(client.packet(P.INPUT, b"", 2.0), CLIENT, 2.0)
+    server.receive_datagram(other.packet(P.INPUT, b"", 4.0), other_addr, 4.0)
+    drain(server)
+    assert server.poll(7.0) == []  # 5 s after 2.0: not yet
+    drain(server)
+    [ev] = server.poll(7.01)
+    assert isinstance(ev, Disconnected) and ev.conn is conn and ev.reason == "timeout"
+    assert conn.closed and CLIENT not in server.connections and other_addr in server.connections
+    [(data, to)] = [(d, a) for d, a in drain(server) if a == CLIENT]
+    assert to == CLIENT and data[0] == P.DISCONNECT
+    _, salt, _, _, _ = P.decode_header(data)
+    assert salt == conn.salt and data[P.HEADER_SIZE:] == bytes([P.DISCONNECT_TIMEOUT])
+    # the client, still alive, learns why (its own timeout is far away)
+    [cev], replies = client.receive_datagram(data, 7.02)
+    assert isinstance(cev, Disconnected) and cev.reason == "timeout" and replies == []
+    assert client.state == "closed" and client.close_reason == "timeout"
+    # sent once: later polls send the gone client nothing more
+    assert server.poll(8.5) == [] and all(a != CLIENT for _, a in drain(server))
+    assert server.poll(9.05)[0].conn is other_conn
+    assert [a for _, a in drain(server)] == [other_addr]
+
+
 def test_client_restart_on_same_address_replaces_connection():
     server = make_server()
     old, _ = handshake(server, ClientConnection(version=PROTOCOL_VERSION, nonce=1))

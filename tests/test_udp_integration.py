@@ -10,6 +10,7 @@ import trio
 
 from protocol import PROTOCOL_VERSION, packets as P
 from protocol.client import ClientConnection
+from protocol.events import Disconnected
 from protocol.messages import Input, encode_inputs
 from worldclient.client import ConnectFailed, open_client
 from worldserver.app import serve
@@ -99,6 +100,17 @@ async def test_silent_client_times_out_and_others_see_despawn(nursery):
                 break
         assert watcher.mirror.position_of(silent_id) is None
         assert running.stats.get("clients.left.timeout") == 1
+    # the server told the silent client why: keep-alives, then one DISCONNECT "timeout"
+    # (sent before the despawn the watcher saw, so it is already in the socket's buffer)
+    ends = []
+    for _ in range(100):
+        with trio.move_on_after(1.0):
+            evs, _ = conn.receive_datagram(await raw.recv(2048), trio.current_time())
+            ends += [ev.reason for ev in evs if isinstance(ev, Disconnected)]
+        if ends:
+            break
+    assert ends == ["timeout"]
+    assert conn.close_reason == "timeout"
     raw.close()
 
 
