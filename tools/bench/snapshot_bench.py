@@ -1,14 +1,27 @@
-"""Benchmark of delta snapshot encoding on a random-walk world (``protocol.snapshot``).
+"""Benchmark of snapshot encoding for a crowd: the per-client reference against the shared encoder.
 
-Job: for several numbers of entities in one client's view, simulate entities walking at
-5 m/s (25 cm per 20 Hz tick, 1 cm quantization, a new random heading every 1-3 s), encode the
-client's snapshot every tick against a baseline 1-2 ticks old (as acks arrive), and report
-bytes per visible moving entity per snapshot, the fraction of entities updated per snapshot
-and the encode CPU time per client-tick (``time.process_time`` over replayed encode calls).
+Job: N entities that all move one small step per tick (a random walk at 5 m/s, 25 cm per
+20 Hz tick, 1 cm quantization), C clients that all see all N (a hall), every client's
+baseline one tick old and exact (everything acknowledged). Per tick, time
+``protocol.snapshot.encode_snapshot`` called once per client and
+``protocol.snapshot_batch.encode_many`` called once for all C clients, and report CPU per
+client (the median tick, ``time.process_time``) and the ratio. Both produce the same parts;
+the first measured tick checks it byte for byte. Two scenarios:
+
+* ``same``: every client sees the same N entities (it is one of them) against the same
+  baseline tick; encode_many encodes one client and copies its parts to the others with
+  their own ``input_ack`` and ``self_id``.
+* ``distinct``: every client sees everyone but itself, so no two views are equal; encode_many
+  builds one record table and gathers every client's parts from it.
+
+``--allowance`` (bytes of packets per client per tick, e.g. 3276 for the server's default
+65,536 B/s at 20 Hz) limits the parts a client may receive; then both encoders select by the
+same priorities. The date, the command and the machine are printed first (and put in the JSON).
 Must not: open sockets, start a server, or change anything on disk.
 
-Usage: ``python tools/bench/snapshot_bench.py [--entities 50,200,1000] [--budget 1187]
-[--ticks 400] [--repeat 5] [--json]``
+Usage: ``python tools/bench/snapshot_bench.py [--sizes 200 400 1000] [--clients C]
+[--scenario same distinct] [--ticks 10] [--budget 1187] [--allowance BYTES] [--json]``
+(``--clients`` defaults to N: C = N).
 """
 
 from __future__ import annotations
@@ -17,114 +30,175 @@ import argparse
 import json
 import math
 import pathlib
+import shlex
+import statistics
 import sys
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+
+try:
+    import worldtools  # noqa: F401  (installed)
+except ImportError:  # run from a checkout: tools/bench is on sys.path
+    import _checkout  # noqa: F401
 
 from protocol.quantize import Quantizer  # noqa: E402
-from protocol.snapshot import View, encode_snapshot  # noqa: E402
+from protocol.snapshot import View, encode_snapshot, max_parts_for  # noqa: E402
+from protocol.snapshot_batch import HeldView, encode_many, priority_buckets  # noqa: E402
+from worldtools.bench.server_load import machine_info  # noqa: E402
 
 QUANTIZER = Quantizer((-300.0, 0.0, -300.0), (300.0, 50.0, 300.0), 0.01)
 TICK_RATE = 20
 SPEED = 5.0  # m/s: 25 cm per tick
-WARMUP = 10  # ticks excluded from the byte counts (the first, full, snapshots)
-
-
-def walk(n: int, ticks: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Quantized state (n, 5) of n walking entities for each tick."""
-    dt = 1.0 / TICK_RATE
-    pos = rng.uniform((-250, 0, -250), (250, 0, 250), (n, 3))
-    heading = rng.uniform(0, 2 * math.pi, n)
-    turn_at = rng.integers(TICK_RATE, 3 * TICK_RATE + 1, n)
-    anim = np.full(n, 2)  # run
-    out = []
-    for t in range(ticks):
-        turn = turn_at <= t
-        k = int(turn.sum())
-        heading[turn] = rng.uniform(0, 2 * math.pi, k)
-        turn_at[turn] = t + rng.integers(TICK_RATE, 3 * TICK_RATE + 1, k)
-        pos = pos + SPEED * dt * np.stack([np.cos(heading), np.zeros(n), np.sin(heading)], 1)
-        heading[(np.abs(pos[:, [0, 2]]) > 290).any(axis=1)] += math.pi  # turn back at edges
-        out.append(QUANTIZER.quantize_state(pos, heading, anim))
-    return out
-
-
 # The server's default: udp.datagram_budget (1200) minus the 13-byte packet header.
 DEFAULT_BUDGET = 1200 - 13
+MAX_AGE = 30  # the age of an added entity in the priority (the server uses its ring)
+FORCE_AGE = 28
 
 
-def run(n: int, ticks: int, budget: int, repeat: int, seed: int) -> dict:
+class Walkers:
+    """N entities in slots 0..N-1 (generation 0) walking in a 100 x 100 m hall."""
+
+    def __init__(self, n: int, rng: np.random.Generator) -> None:
+        self.n, self.rng = n, rng
+        self.pos = rng.uniform((-50, 0, -50), (50, 0, 50), (n, 3))
+        self.heading = rng.uniform(0, 2 * math.pi, n)
+        self.ids = (np.arange(n, dtype=np.uint32) << 16).astype(np.uint32)
+
+    def step(self) -> np.ndarray:
+        """One tick: everyone moves 25 cm and turns a little; the quantized (n, 5) state."""
+        self.heading += self.rng.normal(0, 0.2, self.n)
+        d = SPEED / TICK_RATE * np.stack([np.cos(self.heading), np.zeros(self.n), np.sin(self.heading)], 1)
+        self.pos += d
+        out = (np.abs(self.pos[:, [0, 2]]) > 50).any(axis=1)
+        self.pos[out] -= 2 * d[out]  # step back inside and turn around
+        self.heading[out] += math.pi
+        return QUANTIZER.quantize_state(self.pos, self.heading, np.full(self.n, 2))
+
+
+def visible_slots(n: int, c: int, scenario: str) -> list[np.ndarray]:
+    everyone = np.arange(n, dtype=np.int64)
+    if scenario == "same":
+        return [everyone] * c
+    return [np.delete(everyone, i % n) for i in range(c)]  # everyone but oneself
+
+
+def run(n: int, c: int, scenario: str, ticks: int, budget: int, allowance: int | None, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    states = walk(n, ticks, rng)
-    ids = np.sort(rng.choice(2**32, n, replace=False)).astype(np.uint32)
-    self_id = int(ids[0])
-    views: dict[int, View] = {}
-    priority = np.zeros(n)
-    calls = []
-    total_bytes = updated = full = 0
-    for t, q in enumerate(states):
-        lag = int(rng.integers(1, 3))  # the newest acked snapshot is 1-2 ticks old
-        baseline = views.get(t - lag)
-        args = dict(
-            tick=t, baseline=baseline, cand_ids=ids, cand_q=q, priority=priority.copy(),
-            budget=budget, input_ack=t, self_id=self_id, layout=QUANTIZER,
-        )  # fmt: skip
-        payload, view, sent = encode_snapshot(**args)
-        calls.append(args)
-        views[t] = view
-        views.pop(t - 40, None)
-        priority += 1.0
-        priority[sent] = 0.0
-        if t >= WARMUP:
-            total_bytes += len(payload)
-            updated += int(sent.sum())
-            full += baseline is None
-    best = math.inf
-    for _ in range(repeat):
+    walkers = Walkers(n, rng)
+    vis = visible_slots(n, c, scenario)
+    offsets = np.concatenate(([0], np.cumsum([len(v) for v in vis]))).astype(np.int64)
+    slots = np.concatenate(vis)
+    weights = rng.uniform(0.5, 4.0, len(slots))  # per pair (nearer: larger)
+    max_parts = max_parts_for(allowance, budget)
+    self_ids = [int(walkers.ids[i % n]) for i in range(c)]
+    prev = walkers.step()
+    batch_t, ref_t, parts_n, nbytes = [], [], [], []
+    for t in range(1, ticks + 2):  # the first tick warms up and checks
+        q = walkers.step()
+        history = {t - 1: prev, t: q}
+        acks = [t - 1] * c
+        baselines = [HeldView(t - 1, walkers.ids[v], np.full(len(v), t - 1, np.int64), t - 1) for v in vis]
+
         start = time.process_time()
-        for args in calls:
-            encode_snapshot(**args)
-        best = min(best, time.process_time() - start)
-    measured = ticks - WARMUP
+        snaps = encode_many(
+            tick=t, state_ids=walkers.ids, state_q=q, history=history.__getitem__, slots=slots,
+            offsets=offsets, baselines=baselines, input_acks=acks, self_ids=self_ids,
+            part_budget=budget, max_parts=[max_parts] * c, weights=weights, max_age=MAX_AGE,
+            force_age=FORCE_AGE, layout=QUANTIZER,
+        )  # fmt: skip
+        batch = time.process_time() - start
+
+        start = time.process_time()
+        ref = []
+        for k, v in enumerate(vis):
+            priority = None
+            if allowance is not None:  # the per-client path computes its priorities too
+                priority = priority_buckets(np.ones(len(v)), weights[offsets[k] : offsets[k + 1]], FORCE_AGE)
+            ref.append(encode_snapshot(
+                tick=t, baseline=View(t - 1, walkers.ids[v], prev[v]), cand_ids=walkers.ids[v],
+                cand_q=q[v], priority=priority, part_budget=budget, allowance=allowance,
+                input_ack=acks[k], self_id=self_ids[k], layout=QUANTIZER,
+            ))  # fmt: skip
+        single = time.process_time() - start
+
+        prev = q
+        if t == 1:
+            for k in range(c):
+                if snaps[k].parts != ref[k].parts:
+                    raise AssertionError(f"client {k}: encode_many and encode_snapshot differ")
+            continue
+        batch_t.append(batch)
+        ref_t.append(single)
+        parts_n.append(sum(len(s.parts) for s in snaps) / c)
+        nbytes.append(sum(sum(map(len, s.parts)) for s in snaps) / c)
+    batch_us = statistics.median(batch_t) / c * 1e6
+    ref_us = statistics.median(ref_t) / c * 1e6
     return {
+        "scenario": scenario,
         "entities": n,
+        "clients": c,
         "budget": budget,
-        "bytes_per_entity": total_bytes / (measured * n),
-        "bytes_per_snapshot": total_bytes / measured,
-        "updated_fraction": updated / (measured * n),
-        "encode_us": best / len(calls) * 1e6,
+        "allowance": allowance,
+        "ticks": ticks,
+        "encode_snapshot_us_per_client": ref_us,
+        "encode_many_us_per_client": batch_us,
+        "ratio": ref_us / batch_us if batch_us else math.inf,
+        "encode_many_ms_per_tick": statistics.median(batch_t) * 1e3,
+        "parts_per_client": statistics.mean(parts_n),
+        "bytes_per_client": statistics.mean(nbytes),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--entities", default="50,200,1000", help="comma-separated view sizes")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 400, 1000], help="entity counts N")
+    parser.add_argument("--clients", type=int, default=None, help="clients C (default: N)")
+    parser.add_argument("--scenario", nargs="+", choices=["same", "distinct"], default=["same", "distinct"])
+    parser.add_argument("--ticks", type=int, default=10, help="measured ticks (the median is kept)")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
-                        help="snapshot payload budget, bytes (default: the server's, 1200 - 13 header)")
-    parser.add_argument("--ticks", type=int, default=400)
-    parser.add_argument("--repeat", type=int, default=5, help="timing runs (best is kept)")
+                        help="part budget, bytes (default: the server's, 1200 - 13 header)")
+    parser.add_argument("--allowance", type=int, default=None,
+                        help="bytes of packets per client per tick (default: none, up to 255 parts)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.entities.split(",") if s]
-    results = [run(n, args.ticks, args.budget, args.repeat, args.seed) for n in sizes]
+    argv_used = sys.argv[1:] if argv is None else argv
+    report = {
+        "benchmark": "snapshot",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join(["python tools/bench/snapshot_bench.py", shlex.join(argv_used)]).strip(),
+        "machine": dict(machine_info(), numpy=np.__version__),
+        "results": [],
+    }
+    for scenario in args.scenario:
+        for n in args.sizes:
+            c = n if args.clients is None else args.clients
+            report["results"].append(run(n, c, scenario, args.ticks, args.budget, args.allowance, args.seed))
     if args.json:
-        print(json.dumps({"snapshot_bench": results}, indent=2))
+        print(json.dumps(report, indent=2))
         return 0
-    print(f"random walk, {SPEED:g} m/s at {TICK_RATE} Hz, step {QUANTIZER.step:g} m, "
-          f"baseline 1-2 ticks old, budget {args.budget} B")  # fmt: skip
-    print(f"{'entities':>8} {'B/entity':>9} {'B/snapshot':>11} {'updated':>8} {'encode µs':>10}")
-    for r in results:
-        print(
-            f"{r['entities']:>8} {r['bytes_per_entity']:>9.2f} {r['bytes_per_snapshot']:>11.0f} "
-            f"{r['updated_fraction']:>8.1%} {r['encode_us']:>10.1f}"
-        )
+    m = report["machine"]
+    print(f"date {report['date']}")
+    print(f"command {report['command']}")
+    print(f"machine {m['nproc']} x {m['cpu_model']}, {m['platform']}, "
+          f"{m['implementation']} {m['python']}, numpy {m['numpy']}, "
+          f"load {m['loadavg_at_start']}")  # fmt: skip
+    print(f"\neveryone in view, everyone moving {SPEED / TICK_RATE * 100:g} cm per tick, baselines one tick old; "
+          f"part budget {args.budget} B, allowance "
+          f"{'none' if args.allowance is None else f'{args.allowance} B per tick'}; CPU, median of {args.ticks} ticks")
+    print(f"{'scenario':>8} {'N':>5} {'C':>5} {'per client µs':>14} {'shared µs':>10} {'ratio':>6} "
+          f"{'shared ms/tick':>15} {'parts':>6} {'bytes':>6}")  # fmt: skip
+    for r in report["results"]:
+        print(f"{r['scenario']:>8} {r['entities']:>5} {r['clients']:>5} "
+              f"{r['encode_snapshot_us_per_client']:>14.1f} {r['encode_many_us_per_client']:>10.1f} "
+              f"{r['ratio']:>6.1f} {r['encode_many_ms_per_tick']:>15.2f} "
+              f"{r['parts_per_client']:>6.1f} {r['bytes_per_client']:>6.0f}")  # fmt: skip
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
