@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from typing import Union
 
 import numpy as np
 
@@ -84,6 +85,37 @@ class HeldView:
             m = self.held == h
             q[m] = history(h)[slots[m]]
         return View(self.tick, self.ids, q)
+
+
+class PairWeights:
+    """Priority weights of (client, entity) pairs as a table: the weight of entity slot ``s``
+    for client ``c`` is ``table[rows[c], s]``. Clients with the same row that see the same
+    entities against the same baseline get the same selection, so they can share one
+    encoding even when their allowance holds entities back."""
+
+    __slots__ = ("_table", "_make", "rows")
+
+    def __init__(self, table: np.ndarray | Callable[[], np.ndarray], rows: Sequence[int]) -> None:
+        """``table`` may be a callable that makes it: it is then made on first use only."""
+        self._table = None if callable(table) else table
+        self._make = table if callable(table) else None
+        self.rows = list(rows)
+
+    @property
+    def table(self) -> np.ndarray:
+        if self._table is None:
+            self._table = self._make()
+        return self._table
+
+    def subset(self, clients: Sequence[int]) -> "PairWeights":
+        sub = PairWeights(self._table if self._table is not None else self._make, [self.rows[c] for c in clients])
+        return sub
+
+    def pairs(self, cc: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        return self.table[np.asarray(self.rows, dtype=np.int64).take(cc), slots]
+
+
+Weights = Union[np.ndarray, PairWeights, None]
 
 
 class Snapshot:
@@ -150,7 +182,7 @@ def _encode_each(
     self_ids: Sequence[int],
     part_budget: int,
     max_parts: Sequence[int],
-    weights: np.ndarray | None,
+    weights: Weights,
     max_age: int,
     force_age: int,
     layout: Layout,
@@ -162,8 +194,8 @@ def _encode_each(
     tick held in ``baselines``). ``slots``/``offsets``: each client's visible slots (a CSR
     segment per client, ascending; ids ascend with slots). ``baselines``: what each client
     holds (its newest view acknowledged whole), or None (a full snapshot). ``max_parts``: per
-    client, the parts its byte allowance takes this tick. ``weights``: per visible pair, the
-    priority weight (None: 1). ``max_age``: the age given to added entities.
+    client, the parts its byte allowance takes this tick. ``weights``: the priority weight of
+    each visible pair, as an array (one per pair) or a :class:`PairWeights` table (None: 1). ``max_age``: the age given to added entities.
     """
     pdt, _ = _layout(layout)
     add_bits = 8 * (4 + state_size(pdt))
@@ -325,7 +357,12 @@ def _encode_each(
         left = np.maximum(left, 0)
         extra = np.where(inb, 8 * rlen, add_bits)
         wants = lim_c & (extra > 0)
-        w = np.ones(T) if weights is None else np.asarray(weights, dtype=np.float64)
+        if weights is None:
+            w = np.ones(T)
+        elif isinstance(weights, PairWeights):
+            w = weights.pairs(cc, slots)
+        else:
+            w = np.asarray(weights, dtype=np.float64)
         bucket = priority_buckets(np.where(inb, age, max_age), w, force_age)
         # Per (client, bucket) costs, highest bucket first: the threshold bucket per client.
         NBK = FORCED + 1
@@ -443,10 +480,11 @@ def _encode_each(
     return out
 
 
-def _groups(slots: np.ndarray, offsets: np.ndarray, state_ids: np.ndarray, baselines) -> list[list[int]]:
-    """Clients whose snapshots are the same bytes but for ``input_ack`` and ``self_id``: the
-    same visible set (the most common size's first client's) and the same exact baseline
-    (same tick, same ids). Groups of two or more, first member the representative."""
+def _groups(slots: np.ndarray, offsets: np.ndarray, baselines) -> list[list[int]]:
+    """Clients whose snapshots are the same bytes but for ``input_ack`` and ``self_id`` when
+    nothing is held back: the same visible set (that of the first client of the most common
+    size) and the same baseline (the same tick, the same ids, each held as of the same tick).
+    Groups of two or more, first member the representative."""
     counts = np.diff(offsets)
     if len(counts) < 2:
         return []
@@ -458,24 +496,40 @@ def _groups(slots: np.ndarray, offsets: np.ndarray, state_ids: np.ndarray, basel
     members = same_n[(block == block[0]).all(axis=1)].tolist()
     if len(members) < 2:
         return []
-    ref_ids = state_ids.take(block[0])
-    by_base: dict = {}
-    checked: dict[int, bool] = {}  # id(ids array) -> equals ref_ids
+    by_key: dict = {}
+    firsts: dict = {}
+    digests: dict[int, int] = {}  # id(array) -> hash of its bytes (views share arrays)
     for c in members:
         b = baselines[c]
         if b is None:
             key = None
         else:
-            if b.oldest != b.tick or len(b.ids) != n0:
-                continue
-            ok = checked.get(id(b.ids))
-            if ok is None:
-                ok = checked[id(b.ids)] = bool(np.array_equal(b.ids, ref_ids))
-            if not ok:
-                continue
-            key = b.tick
-        by_base.setdefault(key, []).append(c)
-    return [g for g in by_base.values() if len(g) >= 2]
+            ih = digests.get(id(b.ids))
+            if ih is None:
+                ih = digests[id(b.ids)] = hash(b.ids.tobytes())
+            hh = None
+            if b.oldest != b.tick:
+                hh = digests.get(id(b.held))
+                if hh is None:
+                    hh = digests[id(b.held)] = hash(b.held.tobytes())
+            key = (b.tick, ih, hh)
+            first = firsts.setdefault(key, b)
+            if first is not b and not (
+                (first.ids is b.ids or np.array_equal(first.ids, b.ids))
+                and (hh is None or first.held is b.held or np.array_equal(first.held, b.held))
+            ):
+                continue  # a hash collision: encode it alone
+        by_key.setdefault(key, []).append(c)
+    return [g for g in by_key.values() if len(g) >= 2]
+
+
+def _weights_of(weights: Weights, clients: list[int], rows: np.ndarray) -> Weights:
+    """The weights of a subset of clients (``rows``: their pairs' mask)."""
+    if weights is None:
+        return None
+    if isinstance(weights, PairWeights):
+        return weights.subset(clients)
+    return weights[rows]
 
 
 def encode_many(
@@ -491,7 +545,7 @@ def encode_many(
     self_ids: Sequence[int],
     part_budget: int,
     max_parts: Sequence[int],
-    weights: np.ndarray | None,
+    weights: Weights,
     max_age: int,
     force_age: int,
     layout: Layout,
@@ -503,58 +557,74 @@ def encode_many(
     tick held in ``baselines``). ``slots``/``offsets``: each client's visible slots (a CSR
     segment per client, ascending; ids ascend with slots). ``baselines``: what each client
     holds (its newest view acknowledged whole), or None (a full snapshot). ``max_parts``: per
-    client, the parts its byte allowance takes this tick. ``weights``: per visible pair, the
-    priority weight (None: 1). ``max_age``: the age given to added entities.
+    client, the parts its byte allowance takes this tick. ``weights``: the priority weight of
+    each visible pair, as an array (one per pair) or a :class:`PairWeights` table (None: 1). ``max_age``: the age given to added entities.
 
-    Clients that see the same entities against the same exact baseline (everyone in one hall)
-    get the same bytes but for their header's ``input_ack`` and ``self_id``: one of them is
-    encoded and the others' parts are copies with those two fields written in. The others
-    are gathered from the shared record tables, each on its own.
+    Clients that see the same entities against the same baseline (everyone in one hall), with
+    the same weights when the allowance holds entities back, get the same bytes but for their
+    header's ``input_ack`` and ``self_id``: one of them is encoded and the others' parts are
+    copies with those two fields written in. The others are gathered from the shared record
+    tables, each on its own.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     slots = np.asarray(slots, dtype=np.int64)
-    groups = _groups(slots, offsets, state_ids, baselines)
-    copies = {c for g in groups for c in g[1:]}
+    shared_weights = isinstance(weights, PairWeights)
+    groups = _groups(slots, offsets, baselines)
     common = dict(tick=tick, state_ids=state_ids, state_q=state_q, history=history, part_budget=part_budget,
                   max_age=max_age, force_age=force_age, layout=layout)  # fmt: skip
     C = len(baselines)
-    if not copies:
-        return _encode_each(slots=slots, offsets=offsets, baselines=baselines, input_acks=input_acks,
-                            self_ids=self_ids, max_parts=max_parts, weights=weights, **common)  # fmt: skip
-    own = [c for c in range(C) if c not in copies]
-    keep = np.ones(C, dtype=bool)
-    keep[list(copies)] = False
     counts = np.diff(offsets)
-    rows = np.repeat(keep, counts)
-    sub = _encode_each(
-        slots=slots[rows], offsets=_excl_cumsum(counts[keep]), baselines=[baselines[c] for c in own],
-        input_acks=[input_acks[c] for c in own], self_ids=[self_ids[c] for c in own],
-        max_parts=[max_parts[c] for c in own], weights=None if weights is None else weights[rows], **common,
-    )  # fmt: skip
+
+    def encode(clients: list[int]) -> list[Snapshot]:
+        if len(clients) == C:
+            return _encode_each(slots=slots, offsets=offsets, baselines=baselines, input_acks=input_acks,
+                                self_ids=self_ids, max_parts=max_parts, weights=weights, **common)  # fmt: skip
+        pick = np.zeros(C, dtype=bool)
+        pick[clients] = True
+        rows = np.repeat(pick, counts)
+        return _encode_each(
+            slots=slots[rows], offsets=_excl_cumsum(counts[pick]), baselines=[baselines[c] for c in clients],
+            input_acks=[input_acks[c] for c in clients], self_ids=[self_ids[c] for c in clients],
+            max_parts=[max_parts[c] for c in clients], weights=_weights_of(weights, clients, rows), **common,
+        )  # fmt: skip
+
     out: list[Snapshot | None] = [None] * C
-    for c, snap in zip(own, sub):
+    copies = {c for g in groups for c in g[1:]}
+    own = [c for c in range(C) if c not in copies]
+    for c, snap in zip(own, encode(own)):
         out[c] = snap
-    redo = []
     pack = _ACK_SELF.pack
+
+    def copy(rep: Snapshot, members: list[int]) -> None:
+        for c in members:
+            mine = pack(input_acks[c] & NONE32, self_ids[c])
+            out[c] = Snapshot([p[:8] + mine + p[16:] for p in rep.parts], rep.view, rep.complete, rep.sent, rep.refreshed)
+
+    # Groups whose representative got everything: every member gets the same. Otherwise the
+    # selection depends on the allowance and the weights: members with the same of both (the
+    # same weight row) share one encoding, the first of each such subgroup encoded alone.
+    later: list[list[int]] = []
     for g in groups:
         rep = out[g[0]]
-        if not rep.complete or any(max_parts[c] != max_parts[g[0]] for c in g[1:]):
-            redo.extend(g[1:])  # a selection depends on each client's own weights
+        same_allowance = all(max_parts[c] == max_parts[g[0]] for c in g[1:])
+        if rep.complete and same_allowance:
+            copy(rep, g[1:])
             continue
-        for c in g[1:]:
-            mine = pack(input_acks[c] & NONE32, self_ids[c])
-            parts = [p[:8] + mine + p[16:] for p in rep.parts]
-            out[c] = Snapshot(parts, rep.view, True, rep.sent, rep.refreshed)
-    if redo:
-        redo.sort()  # client order, as the rows below
-        sel = np.zeros(C, dtype=bool)
-        sel[redo] = True
-        rows = np.repeat(sel, counts)
-        again = _encode_each(
-            slots=slots[rows], offsets=_excl_cumsum(counts[sel]), baselines=[baselines[c] for c in redo],
-            input_acks=[input_acks[c] for c in redo], self_ids=[self_ids[c] for c in redo],
-            max_parts=[max_parts[c] for c in redo], weights=None if weights is None else weights[rows], **common,
-        )  # fmt: skip
-        for c, snap in zip(redo, again):
+        if not shared_weights:
+            later.extend([c] for c in g[1:])
+            continue
+        sub: dict = {}
+        for c in g:
+            sub.setdefault((weights.rows[c], max_parts[c]), []).append(c)
+        for members in sub.values():
+            if members[0] == g[0]:
+                copy(rep, members[1:])
+            else:
+                later.append(members)
+    if later:
+        reps = sorted(m[0] for m in later)  # client order, as encode's rows
+        for c, snap in zip(reps, encode(reps)):
             out[c] = snap
+        for members in later:
+            copy(out[members[0]], members[1:])
     return out  # type: ignore[return-value]

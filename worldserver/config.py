@@ -440,7 +440,7 @@ class NetSettings:
         32, "int", "Snapshots kept per client as delta baselines (clients keep 64).", _between(2, 60)
     )
     client_rate_limit: int = _setting(
-        65536,
+        98304,
         "int",
         "Bytes per second of snapshots one client may receive (at least one datagram a tick);"
         " over it, nearer and longer unsent entities go first.",

@@ -14,7 +14,8 @@ After the world has moved, :meth:`SnapshotStage.run` does, in this order:
 4. **encode**: every native client at once with :func:`protocol.snapshot_batch.encode_many`
    (one record table per held tick, gathered into every client's parts). A client's byte
    allowance (``net.client_rate_limit`` per second) bounds its parts per tick; over it, the
-   nearer and longer unsent entities go first (pair weights from the distance).
+   nearer and longer unsent entities go first (pair weights from the distance to the
+   observer's PRIORITY_CELL square, so a crowd shares encodings even when held back).
 5. **deliver**: each client's parts to its :class:`SnapshotSink`; the packet sequence numbers
    it returns tie acknowledgements to the view sent. Compatibility clients (Hatongsu) get the
    plain visible state through a :class:`ViewSink` instead.
@@ -34,7 +35,7 @@ import numpy as np
 from protocol.packets import HEADER_SIZE
 from protocol.quantize import Quantizer
 from protocol.snapshot import max_parts_for
-from protocol.snapshot_batch import HeldView, encode_many
+from protocol.snapshot_batch import HeldView, PairWeights, encode_many
 from worldserver.config import Config
 from worldserver.interest import InterestGrid
 from worldserver.stats import Stats
@@ -49,6 +50,7 @@ LATE_TICKS = 3  # late ticks in a row before the stride grows
 HEAVY_FRACTION = 0.25  # ... and only while the stage itself takes this part of a period
 RECOVER_TICKS = 40  # ticks on time before the stride shrinks by one
 DISTANCE_SCALE = 10.0  # metres: priority weight 4 / (1 + d / DISTANCE_SCALE)
+PRIORITY_CELL = 16.0  # metres: distances for priorities are taken from the observer's cell
 
 
 @runtime_checkable
@@ -147,6 +149,27 @@ class SnapshotStage:
         self._hist_tick[i] = tick
         self.last_seconds = time.perf_counter() - started
 
+    def _weights(self, clients: list["Session"]) -> PairWeights:
+        """Priority weights ``4 / (1 + d / DISTANCE_SCALE)``, with ``d`` measured from the
+        centre of the observer's PRIORITY_CELL square: observers in one square share the
+        weights, so a crowd held back by its allowance still shares its encodings. The table
+        (one row per square in use, one column per slot) is only made when a client needs it.
+        """
+        pos = self.world.pos
+        obs = np.fromiter((s.slot for s in clients), dtype=np.int64, count=len(clients))
+        cell = np.floor(pos[obs][:, [0, 2]] / PRIORITY_CELL).astype(np.int64)
+        keys, rows = np.unique(cell[:, 0] * 1_000_003 + cell[:, 1], return_inverse=True)
+        first = np.zeros(len(keys), dtype=np.int64)
+        first[rows[::-1]] = np.arange(len(rows))[::-1]
+        centres = (cell[first] + 0.5) * PRIORITY_CELL
+
+        def table() -> np.ndarray:
+            dx = pos[:, 0][None, :] - centres[:, 0][:, None]
+            dz = pos[:, 2][None, :] - centres[:, 1][:, None]
+            return 4.0 / (1.0 + np.sqrt(dx * dx + dz * dz) / DISTANCE_SCALE)
+
+        return PairWeights(table, rows.tolist())
+
     def _send(self, tick: int, served: list["Session"], vis, state_ids: np.ndarray, qstate: np.ndarray, now: float) -> None:
         offsets = vis.offsets
         native = [i for i, s in enumerate(served) if not s.wants_views]
@@ -161,13 +184,13 @@ class SnapshotStage:
             keep[native] = True
             counts = np.diff(offsets)
             rows = np.repeat(keep, counts)
-            slots, dist2 = vis.slots[rows], vis.dist2[rows]
+            slots = vis.slots[rows]
             offsets = np.concatenate(([0], np.cumsum(counts[native])))
             clients = [served[i] for i in native]
         else:
-            slots, dist2, clients = vis.slots, vis.dist2, served
+            slots, clients = vis.slots, served
         self.stats.incr("snapshot.entities_visible", len(slots))
-        weights = 4.0 / (1.0 + np.sqrt(dist2) / DISTANCE_SCALE)
+        weights = self._weights(clients)
         snaps = encode_many(
             tick=tick,
             state_ids=state_ids,
