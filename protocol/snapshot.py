@@ -32,6 +32,9 @@ MAX_ENTITIES = 65536  # entities in one View
 MAX_PAYLOAD = 65535  # bytes; part budgets and decodable parts are at most this
 MAX_TICK = 2**32 - 1
 MAX_PARTS = 255
+# Incomplete ticks a client holds at least: a packet is accepted up to 32 behind the newest
+# (SPEC 3), so a tick's last part may still arrive and be acknowledged that late.
+MIN_PENDING = 34
 NONE32 = 0xFFFFFFFF  # baseline_tick "none" and input_ack "none yet"
 FIELDS = 5  # x, y, z, yaw, anim
 WIDE_FLAG = 0x20  # record mask bit: a wide-field byte follows
@@ -178,8 +181,10 @@ def build_records(zz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def part_capacity_bits(part_budget: int) -> int:
-    """Bits of items a part may hold: the budget less the header and the bitmap's rounding."""
-    return 8 * (part_budget - HEADER_SIZE) - 7
+    """Bits of items a part may hold: the budget less the header, in bits. Items cost whole
+    bytes except a kept entity's update bit, so ``8·bytes + K <= 8·room`` is exactly
+    ``bytes + ceil(K/8) <= room``: the bitmap's rounding needs no slack."""
+    return 8 * (part_budget - HEADER_SIZE)
 
 
 def cut_parts(bits: np.ndarray, part_budget: int) -> list[int]:
@@ -550,8 +555,8 @@ def decode_part(payload, baselines: Baselines, position_dtype: Layout) -> tuple[
         has_w = (mask & WIDE_FLAG) != 0
         wide = np.where(has_w, r16.take(st + 1), 0)
         if ((mask & 0x1F) == 0).any() or (mask & 0xC0).any() or (has_w & (wide == 0)).any() or (
-            wide & ~mask & 0xFF
-        ).any():  # also rejects wide bits 5-7 (never in the mask's low bits)
+            wide & ~(mask & 0x1F)
+        ).any():  # wide: a subset of the changed fields, bits 5-7 clear
             raise ProtocolError("bad_mask", "invalid record mask")
         bits = ((mask[:, None] >> np.arange(FIELDS)) & 1).astype(bool)
         wbits = ((wide[:, None] >> np.arange(FIELDS)) & 1).astype(bool)
@@ -611,18 +616,21 @@ class PartAssembler:
 
     ``add(payload)`` decodes a part against the stored views and returns its header; when
     the tick has all its parts, its view is stored (the newest ``keep`` ticks) and, if newer,
-    becomes ``view`` (the mirror). Malformed or mismatching parts raise ProtocolError and
-    change nothing. At most ``max_pending`` incomplete ticks are held; older incomplete ticks
-    are forgotten once a newer tick completes.
+    becomes ``view`` (the mirror). Malformed or mismatching parts (another baseline, part
+    count, input_ack or self_id than the tick's earlier parts, or an id range that does not
+    follow theirs) raise ProtocolError and change nothing. Incomplete ticks are held while
+    their missing parts may still arrive and be acknowledged (SPEC 5.3: at least
+    ``MIN_PENDING``); older incomplete ticks are forgotten once a newer tick completes.
     """
 
-    def __init__(self, layout: Layout, keep: int = 64, max_pending: int = 8) -> None:
+    def __init__(self, layout: Layout, keep: int = 64, max_pending: int = MIN_PENDING) -> None:
         self.layout = layout
         self.keep = keep
         self.max_pending = max_pending
         self.views: dict[int, View] = {}
         self.view: View = EMPTY_VIEW
         self.header: PartHeader | None = None  # a header of the mirror's tick
+        # tick -> (first part's header, {part: (first_id, last_id, view)})
         self._pending: dict[int, tuple[PartHeader, dict[int, tuple[int, int, View]]]] = {}
 
     def add(self, payload) -> tuple[PartHeader, bool]:
@@ -640,28 +648,34 @@ class PartAssembler:
                 raise ProtocolError("part_mismatch", "part disagrees with its tick's other parts")
             if header.part in got:
                 return header, False
+            before, after = got.get(header.part - 1), got.get(header.part + 1)
+            if (before is not None and before[1] + 1 != header.first_id) or (
+                after is not None and header.last_id + 1 != after[0]
+            ):
+                raise ProtocolError("part_mismatch", "the part's id range does not follow its neighbours'")
+            if any(
+                (p < header.part and r[1] >= header.first_id) or (p > header.part and r[0] <= header.last_id)
+                for p, r in got.items()
+            ):
+                raise ProtocolError("part_mismatch", "the part's id range overlaps another part's")
+        elif len(self._pending) >= self.max_pending and tick < min(self._pending):
+            raise ProtocolError("stale_part", "older than every tick held")
         _, view = decode_part(payload, self.views, self.layout)
-        part_of = (header.first_id, header.last_id, view)
         if pend is None:
             if len(self._pending) >= self.max_pending:
                 del self._pending[min(self._pending)]
             pend = self._pending[tick] = (header, {})
         got = pend[1]
-        got[header.part] = part_of
+        got[header.part] = (header.first_id, header.last_id, view)
         if len(got) < header.parts:
             return header, False
         del self._pending[tick]
         if header.parts == 1:
             full = view
         else:
-            ranges = [got[p] for p in range(header.parts)]
-            if any(ranges[p + 1][0] != ranges[p][1] + 1 for p in range(header.parts - 1)):
-                raise ProtocolError("part_mismatch", "the parts' id ranges do not follow each other")
-            pieces = [r[2] for r in ranges]
+            pieces = [got[p][2] for p in range(header.parts)]
             full = View(tick, _frozen(np.concatenate([v.ids for v in pieces])),
                         _frozen(np.concatenate([v.q for v in pieces])))  # fmt: skip
-            if len(full) > MAX_ENTITIES:
-                raise ProtocolError("too_many_entities", f"{len(full)} entities")
         views = self.views
         views[tick] = full
         if len(views) > self.keep:

@@ -325,16 +325,16 @@ def test_max_parts_for_and_min_parts():
     assert max_parts_for(2 * 1200, 1187) == 2 and max_parts_for(3 * 1200 - 1, 1187) == 2
     assert max_parts_for(10**9, 1187) == MAX_PARTS
     assert min_parts(0, 1187) == 1 and min_parts(1, 100) == 1
-    per_part = 8 * (100 - 32) - 7 - (1 + 8 * 22)  # capacity less the largest item
+    per_part = 8 * (100 - 32) - (1 + 8 * 22)  # capacity less the largest item
     assert min_parts(per_part, 100) == 1 and min_parts(per_part + 1, 100) == 2
 
 
 def test_cut_parts():
-    cap = 8 * (100 - 32) - 7
+    cap = 8 * (100 - 32)  # bits: the ceil(K/8) rounding needs no slack (SPEC 5.4)
     assert cut_parts(np.zeros(0, np.int64), 100) == [0]
     assert cut_parts(np.array([cap]), 100) == [1]
     assert cut_parts(np.array([cap, 1]), 100) == [1, 2]
-    assert cut_parts(np.array([32] * 40), 100) == [16, 32, 40]
+    assert cut_parts(np.array([32] * 40), 100) == [17, 34, 40]  # 17 x 4 bytes = 68 = 100 - 32
     with pytest.raises(ValueError):
         cut_parts(np.array([cap + 1]), 100)
 
@@ -1049,8 +1049,10 @@ def test_assembler_bounds_pending_ticks():
     asm = PartAssembler(U2, max_pending=2)
     for t in (3, 4, 5):
         asm.add(encs[t].parts[0])
-    for p in encs[3].parts[1:]:  # tick 3, the oldest, was dropped for tick 5
-        assert asm.add(p)[1] is False
+    for p in encs[3].parts[1:]:  # tick 3, the oldest, was dropped for tick 5: its late
+        with pytest.raises(ProtocolError) as info:  # parts are refused, not held again
+            asm.add(p)
+        assert info.value.reason == "stale_part"
     assert 3 not in asm.views
     asm2 = PartAssembler(U2, max_pending=2)
     for t in (3, 4, 5):

@@ -363,10 +363,15 @@ function sameTick(a, b) {
  * already held (another baseline_tick, parts, input_ack or self_id, or a range that overlaps
  * or leaves a gap) is dropped as `part_mismatch`; incomplete ticks older than a newly
  * complete mirror are discarded, and at most `maxPending` ticks are incomplete at once (the
- * oldest goes first). Dropped parts are counted by reason in `drops`.
+ * oldest goes first, or the new part when it is the oldest). `maxPending` is at least 34: a
+ * packet is accepted up to 32 behind the newest (SPEC 3), so a tick's last part may still
+ * arrive and be acknowledged that late, and the server may then take that tick as the
+ * baseline (SPEC 5.3). Dropped parts are counted by reason in `drops`.
  */
+export const MIN_PENDING = 34;
+
 export class SnapshotStore {
-  constructor(layout, keep = 64, maxPending = 8) {
+  constructor(layout, keep = 64, maxPending = MIN_PENDING) {
     this.layout = layout;
     this.keep = keep;
     this.maxPending = maxPending;
