@@ -28,6 +28,7 @@ class Link:
         "remote_seq",
         "recv_bits",
         "unacked",
+        "pending",
         "rtt",
         "last_recv",
         "last_send",
@@ -40,7 +41,11 @@ class Link:
         self.local_seq = 0
         self.remote_seq = -1  # none received yet
         self.recv_bits = 0
-        self.unacked: dict[int, float] = {}  # our sequence -> send time
+        self.unacked: dict[int, float] = {}  # our sequence -> send time, oldest first
+        # The same packets as a bitmask: bit k is set while packet local_seq - 1 - k is in
+        # unacked (bit 0: the newest sent). process_acks finds what an ack covers with a few
+        # integer operations instead of a loop over every unacknowledged packet.
+        self.pending = 0
         self.rtt = 0.0
         self.last_recv = now
         self.last_send = now
@@ -54,8 +59,11 @@ class Link:
         self.local_seq = (seq + 1) & 0xFFFF
         unacked = self.unacked
         unacked[seq] = now
+        self.pending = (self.pending << 1) | 1
         if len(unacked) > MAX_UNACKED:  # peer is not acknowledging: forget the oldest
-            del unacked[next(iter(unacked))]
+            oldest = next(iter(unacked))
+            del unacked[oldest]
+            self.pending &= ~(1 << ((seq - oldest) & 0xFFFF))
             self.packets_lost += 1
         self.last_send = now
         return seq, self.remote_seq & 0xFFFF, self.recv_bits
@@ -87,10 +95,57 @@ class Link:
         return True
 
     def process_acks(self, ack: int, ack_bits: int, now: float) -> list[int]:
-        """Returns our sequence numbers newly acknowledged by (ack, ack_bits)."""
-        unacked = self.unacked
-        if not unacked:
+        """Returns our sequence numbers newly acknowledged by (ack, ack_bits), oldest first.
+
+        Packets more than WINDOW older than ``ack`` and still unacknowledged are forgotten
+        and counted in ``packets_lost``; each acknowledged packet updates ``rtt``.
+        """
+        pending = self.pending
+        local = self.local_seq - 1  # our newest sequence number: bit 0 of pending
+        k0 = (local - ack) & 0xFFFF  # the bit of pending that ``ack`` names
+        if k0 >= pending.bit_length():  # nothing unacknowledged is as old as ack
+            if k0 < HALF or not pending:
+                return []
+            # ack is newer than anything we sent: only a broken or hostile peer does that
+            return self._process_acks_slow(ack, ack_bits, now)
+        # Bits k0 .. k0 + WINDOW are the packets the ack covers. Every bit above them is a
+        # packet older than ack by more than WINDOW (and by less than HALF: pending spans at
+        # most MAX_UNACKED + WINDOW + 1 packets, since a packet is acknowledged only together
+        # with the loss of everything more than WINDOW older), so it is lost.
+        hit = pending & (((ack_bits << 1) | 1) << k0)
+        cut = k0 + WINDOW + 1
+        old = pending >> cut
+        if not hit and not old:
             return []
+        unacked = self.unacked
+        acked = []
+        if hit:
+            rtt = self.rtt
+            bits = hit
+            while bits:  # highest bit first: oldest first, as they were sent
+                k = bits.bit_length() - 1
+                bits ^= 1 << k
+                seq = (local - k) & 0xFFFF
+                sample = now - unacked.pop(seq)
+                rtt = sample if rtt == 0.0 else rtt + 0.1 * (sample - rtt)
+                acked.append(seq)
+            self.rtt = rtt
+            pending ^= hit
+        if old:
+            self.packets_lost += old.bit_count()
+            k = cut
+            while old:
+                if old & 1:
+                    del unacked[(local - k) & 0xFFFF]
+                old >>= 1
+                k += 1
+            pending &= (1 << cut) - 1
+        self.pending = pending
+        return acked
+
+    def _process_acks_slow(self, ack: int, ack_bits: int, now: float) -> list[int]:
+        """process_acks by a walk over every unacknowledged packet (any ack value)."""
+        unacked = self.unacked
         acked = []
         lost = []
         for seq, sent in unacked.items():
@@ -106,4 +161,9 @@ class Link:
         for seq in lost:
             del unacked[seq]
         self.packets_lost += len(lost)
+        local = self.local_seq - 1
+        pending = 0
+        for seq in unacked:
+            pending |= 1 << ((local - seq) & 0xFFFF)
+        self.pending = pending
         return acked

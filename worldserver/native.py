@@ -26,6 +26,8 @@ from worldserver.world import WorldFull
 
 log = get_logger("worldserver.native")
 
+_INPUT = P.INPUT
+
 
 class NativeSessions:
     """Event handling shared by every transport of the native protocol."""
@@ -49,25 +51,29 @@ class NativeSessions:
         self.make_sender = make_sender
         self.input_rate = config.sim.input_rate_limit
         self.input_burst = config.sim.input_burst
+        # Accepted packets come straight to on_received, not as Received events (hot path).
+        endpoint.on_received = self.on_received
 
     def handle(self, events: tuple, now: float) -> None:
         for event in events:
-            if type(event) is Received:
-                self._on_received(event, now)
+            if type(event) is Received:  # from an endpoint driven without on_received
+                self.on_received(event.conn, event.ptype, event.seq, event.payload, event.acked, now)
             elif type(event) is ConnectRequest:
                 self._on_connect_request(event, now)
             elif type(event) is Disconnected:
                 self.on_disconnected(event)
 
-    def _on_received(self, event: Received, now: float) -> None:
-        session = event.conn.user
+    def on_received(self, conn, ptype: int, seq: int, payload: bytes, acked, now: float) -> None:
+        """An accepted connected packet (the endpoint's ``on_received``): acknowledgements move
+        the snapshot baseline, INPUT packets queue inputs."""
+        session = conn.user
         if session is None:
             return
-        if event.acked:
-            session.on_acked(event.acked)
-        if event.ptype == P.INPUT:
+        if acked:
+            session.on_acked(acked)
+        if ptype == _INPUT:
             try:
-                inputs = decode_inputs(event.payload)
+                inputs = decode_inputs(payload)
             except ProtocolError as exc:
                 self.stats.incr(f"drop.bad_input.{exc.reason}")
                 return
