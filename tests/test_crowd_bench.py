@@ -372,3 +372,27 @@ def test_pin_plan_follows_the_harness_rule(monkeypatch):
     monkeypatch.setattr(server_load.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(server_load.shutil, "which", lambda name: None)
     assert server_load.pin_plan(True) == ([], None, "not pinned (no taskset)")
+
+
+def test_server_load_reads_a_real_servers_counters_in_the_crowd_scenario():
+    """server_load against a real ``worldserver run``: its stats lines carry the counters."""
+    from types import SimpleNamespace
+
+    from worldtools import swarm
+
+    args = SimpleNamespace(
+        duration=4.0, warmup=2.0, processes=1, observers=3, seed=5, set=list(crowd.CROWD_SETS),
+        speed=1.5, pin=False, quiet=True,
+    )  # fmt: skip
+    row = server_load.run_one(swarm, 8, args)
+    s = row["swarm"]
+    assert row["server_alive"] and s["connected"] == 8 and s["failures"] == 0
+    assert row["stats_lines"] >= 1
+    assert 0.5 < row["refreshed_share"] <= 1.0  # 8 bots in view of each other: nearly all
+    assert s["snapshots_per_bot_s"] > 10.0
+    assert s["parts_per_bot_s"] >= s["snapshots_per_bot_s"]
+    assert row["late_ms_p50"]["median"] is not None
+    assert row["speed"] == 1.5 and row["pinning"] == "not pinned (not asked)"
+    summary = crowd.worldserver_summary(row)
+    assert summary["refreshed_share"] == row["refreshed_share"]
+    assert summary["refreshed_share_source"] == "server counters"
