@@ -130,6 +130,8 @@ class ServerProcess:
         cmd = list(prefix or []) + [
             sys.executable, "-m", "worldserver", "run",
             "--host", HOST, "--udp-port", "0", "--log-level", "INFO",
+            # The HTTP port too: loopback and a free port (two runs at once must not collide).
+            "--set", "http.host=127.0.0.1", "--set", "http.port=0",
             "--set", "server.log_format=json", "--set", "server.stats_interval=1",
             "--set", f"server.data_dir={self._cwd.name}",
         ]  # fmt: skip
