@@ -220,18 +220,39 @@ def _encode_each(
         bids = np.zeros(0, dtype=np.uint32)
         bheld = np.zeros(0, dtype=np.int64)
     bc = np.repeat(clients, nb)
-    ckey = bkey = None
     if len(bids) == T and T and np.array_equal(nb, counts) and np.array_equal(bids, cand_ids):
         inb = np.ones(T, dtype=bool)
         removed = np.zeros(T, dtype=bool)
         held = bheld
     elif len(bids):
-        ckey = (cc.astype(np.uint64) << np.uint64(32)) | cand_ids.astype(np.uint64)
-        bkey = (bc.astype(np.uint64) << np.uint64(32)) | bids.astype(np.uint64)
-        pos = bkey.searchsorted(ckey)
-        inb = bkey.take(pos, mode="clip") == ckey
-        removed = np.ones(len(bkey), dtype=bool)
-        removed[pos[inb]] = False
+        # Clients whose ids equal their baseline's (same count, same ids in order) match row
+        # for row; the others through one search over (client, id) keys.
+        boff = _excl_cumsum(nb)
+        pos = np.zeros(T, dtype=np.int64)
+        inb = np.zeros(T, dtype=bool)
+        removed = np.ones(len(bids), dtype=bool)
+        eq = nb == counts
+        if eq.any():
+            crow, brow = np.repeat(eq, counts), np.repeat(eq, nb)
+            miss = cand_ids[crow] != bids[brow]
+            if miss.any():
+                eq[cc[crow][miss]] = False
+                crow, brow = np.repeat(eq, counts), np.repeat(eq, nb)
+            rows = np.flatnonzero(crow)
+            owner = cc.take(rows)
+            pos[rows] = rows - offsets.take(owner) + boff.take(owner)
+            inb[rows] = True
+            removed[brow] = False
+        if not eq.all() and (~eq & (nb > 0)).any():
+            rows = np.flatnonzero(~np.repeat(eq, counts))
+            brows = np.flatnonzero(~np.repeat(eq, nb))
+            ckey = (cc.take(rows).astype(np.uint64) << np.uint64(32)) | cand_ids.take(rows).astype(np.uint64)
+            bkey = (bc.take(brows).astype(np.uint64) << np.uint64(32)) | bids.take(brows).astype(np.uint64)
+            p = bkey.searchsorted(ckey)
+            hit = bkey.take(p, mode="clip") == ckey
+            pos[rows] = brows.take(p, mode="clip")
+            inb[rows] = hit
+            removed[brows.take(p[hit])] = False
         held = np.where(inb, bheld.take(pos, mode="clip"), tick)
     else:
         inb = np.zeros(T, dtype=bool)
@@ -264,7 +285,8 @@ def _encode_each(
     # Item costs and each client's total; who needs a selection.
     n_rem = np.bincount(bc[removed], minlength=C) if any_removed else np.zeros(C, dtype=np.int64)
     cbits = 1 + 8 * rlen if all_kept else np.where(inb, 1 + 8 * rlen, add_bits)
-    tot_bits = np.bincount(cc, weights=cbits, minlength=C).astype(np.int64) + 32 * n_rem
+    cum_c = _excl_cumsum(cbits)
+    tot_bits = cum_c.take(offsets[1:]) - cum_c.take(offsets[:-1]) + 32 * n_rem
     cap_part = cap_bits - MAX_ITEM_BITS
     maxp = np.maximum(np.asarray(max_parts, dtype=np.int64), np.maximum(-(-nb // cap_part), 1))
     sure = tot_bits <= maxp * cap_part  # fits whatever the cut
@@ -274,33 +296,33 @@ def _encode_each(
 
     def items(sel, sel_rem):
         """Items of every client in (client, id) order: ids, owner, kind (0 removed, 1 added,
-        2 kept), record length and source, slot, and the candidate index (-1 - baseline index
-        for a removal)."""
+        2 kept), record length and source, slot, held tick, and whether it is current (a kept
+        entity that did not change)."""
         if sel is None:
-            k_ids, k_own, k_rlen, k_src, k_slot = cand_ids, cc, rlen, src, slots
+            k_ids, k_own, k_rlen, k_src, k_slot, k_held = cand_ids, cc, rlen, src, slots, held
             k_kind = np.full(T, 2, dtype=np.int8) if all_kept else np.where(inb, 2, 1).astype(np.int8)
-            k_cand = None
+            k_cur = inb & (rlen == 0)
         else:
             keep_c = sel | inb
-            k_ids, k_own, k_src, k_slot = cand_ids[keep_c], cc[keep_c], src[keep_c], slots[keep_c]
+            k_ids, k_own, k_src, k_slot, k_held = cand_ids[keep_c], cc[keep_c], src[keep_c], slots[keep_c], held[keep_c]
             k_kind = np.where(inb[keep_c], 2, 1).astype(np.int8)
             k_rlen = np.where(sel[keep_c], rlen[keep_c], 0)
-            k_cand = np.flatnonzero(keep_c)
+            k_cur = (inb & (rlen == 0))[keep_c]
         if any_removed:
             # Removals (sent: kind 0) and unsent removals (kept, unchanged: kind 2).
-            if k_cand is None:
-                k_cand = np.arange(T, dtype=np.int64)
-            r_key = bkey[removed]
-            r_kind = np.zeros(len(r_key), dtype=np.int8) if sel_rem is None else np.where(sel_rem[removed], 0, 2).astype(np.int8)
+            r_ids, r_own = bids[removed], bc[removed]
+            r_key = (r_own.astype(np.uint64) << np.uint64(32)) | r_ids.astype(np.uint64)
+            r_kind = np.zeros(len(r_ids), dtype=np.int8) if sel_rem is None else np.where(sel_rem[removed], 0, 2).astype(np.int8)
             at = ((k_own.astype(np.uint64) << np.uint64(32)) | k_ids.astype(np.uint64)).searchsorted(r_key)
-            k_ids = np.insert(k_ids, at, bids[removed])
-            k_own = np.insert(k_own, at, bc[removed])
+            k_ids = np.insert(k_ids, at, r_ids)
+            k_own = np.insert(k_own, at, r_own)
             k_kind = np.insert(k_kind, at, r_kind)
             k_rlen = np.insert(k_rlen, at, 0)
             k_src = np.insert(k_src, at, 0)
-            k_slot = np.insert(k_slot, at, (bids[removed] >> 16).astype(np.int64))
-            k_cand = np.insert(k_cand, at, -1 - np.flatnonzero(removed))
-        return k_ids, k_own, k_kind, k_rlen, k_src, k_slot, k_cand
+            k_slot = np.insert(k_slot, at, (r_ids >> 16).astype(np.int64))
+            k_held = np.insert(k_held, at, bheld[removed])
+            k_cur = np.insert(k_cur, at, False)
+        return k_ids, k_own, k_kind, k_rlen, k_src, k_slot, k_held, k_cur
 
     def cut(k_own, k_kind, k_rlen, check):
         """Greedy cut (as protocol.snapshot.cut_parts) of every client at once, one round per
@@ -383,7 +405,7 @@ def _encode_each(
         seg_end_arr, seg_client, nparts, over2 = cut(k[1], k[2], k[3], limited)
         if len(over2):  # cannot happen: the costs above are upper bounds
             raise RuntimeError(f"selection left {len(over2)} clients over their allowance")
-    k_ids, k_own, k_kind, k_rlen, k_src, k_slot, k_cand = k
+    k_ids, k_own, k_kind, k_rlen, k_src, k_slot, k_held, k_cur = k
 
     S = len(seg_end_arr)
     seg_start_arr = np.concatenate(([0], seg_end_arr[:-1])) if S else seg_end_arr
@@ -421,21 +443,18 @@ def _encode_each(
         rec_bytes = rec_table.take(idx).tobytes()
     else:
         rec_bytes = b""
-    rec_off = _excl_cumsum(np.bincount(seg[has_rec], weights=run_len, minlength=S).astype(np.int64)).tolist()
+    crl = _excl_cumsum(k_rlen)  # record bytes before each item; parts are item ranges
+    rec_off = np.append(crl.take(seg_start_arr), crl[-1]).tolist()
     first_ids = ids.take(np.minimum(seg_start_arr, len(ids) - 1)).tolist() if len(ids) else [0] * S
 
     # The new held views: items other than sent removals; held = tick where sent, added or
     # unchanged, else the held tick it had.
     if kept_only:
-        v_owner, v_ids, v_kind, v_rlen = k_own, ids, k_kind, k_rlen
-        old_held, cur = held, rlen == 0
+        v_owner, v_ids, v_kind, v_rlen, old_held, cur = k_own, ids, k_kind, k_rlen, k_held, k_cur
     else:
         in_view = k_kind != 0
         v_owner, v_ids, v_kind, v_rlen = k_own[in_view], ids[in_view], k_kind[in_view], k_rlen[in_view]
-        vc = k_cand[in_view] if k_cand is not None else np.arange(T, dtype=np.int64)
-        ci = np.maximum(vc, 0)
-        old_held = np.where(vc >= 0, held.take(ci), bheld.take(np.maximum(-1 - vc, 0)) if len(bheld) else 0)
-        cur = (vc >= 0) & (rlen.take(ci) == 0)
+        old_held, cur = k_held[in_view], k_cur[in_view]
     fresh = (v_rlen > 0) | (v_kind == 1)
     v_held = _frozen(np.where(fresh | cur, tick, old_held).astype(np.int64))
     _frozen(v_ids)
