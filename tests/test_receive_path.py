@@ -513,3 +513,23 @@ def test_bench_runs():
     report = json.loads(out.getvalue())
     assert report["total"]["us_per_datagram"] > 0 and report["total"]["inputs_applied"] > 0
     assert set(report["stages"]) == {"endpoint.receive_datagram", "session.on_acked", "decode_inputs", "session.take_inputs"}
+
+
+def test_drain_reads_what_waits_up_to_a_limit_without_blocking():
+    """The tick drains the socket right before it runs (worldserver/app.py), so inputs that
+    came during the receive loop's coalescing sleep are applied in their tick."""
+    stats = Stats()
+    transport = UdpTransport("127.0.0.1", 0, stats)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(5):
+            sender.sendto(bytes([i]) * 10, transport.address)
+        got = []
+        assert transport.drain(lambda data, addr, now: got.append((data[0], now)), 1.5, 3) == 3
+        assert transport.drain(lambda data, addr, now: got.append((data[0], now)), 2.5, 3) == 2
+        assert transport.drain(lambda data, addr, now: got.append((data[0], now)), 3.5, 3) == 0
+        assert got == [(0, 1.5), (1, 1.5), (2, 1.5), (3, 2.5), (4, 2.5)]
+        assert transport.datagrams_in == 5 and transport.bytes_in == 50
+    finally:
+        sender.close()
+        transport.close()

@@ -136,6 +136,8 @@ async def _tick_loop(sim: Simulation, stats: Stats, running: RunningServer) -> N
         await trio.sleep_until(clock.deadline())
         now = trio.current_time()
         started = time.perf_counter()
+        udp = running.udp  # inputs that came during the receive loop's coalescing sleep
+        udp.transport.drain(udp.handle_datagram, now, udp.transport.recv_batch)
         sim.run_tick(now)
         stats.tick_duration.add(time.perf_counter() - started)
         lateness = clock.advance(now)

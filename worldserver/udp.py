@@ -82,10 +82,8 @@ class UdpTransport:
         documentation). Every wait is a checkpoint, so there is exactly one await per drain.
         """
         sock = self.sock
-        recvfrom = sock.recvfrom
         batch = self.recv_batch
         coalesce = self.coalesce
-        stats = self.stats
         wait_readable = trio.lowlevel.wait_readable
         checkpoint = trio.lowlevel.checkpoint
         sleep = trio.sleep
@@ -96,26 +94,8 @@ class UdpTransport:
             if not polling:
                 await wait_readable(sock)
             now = current_time()
-            count = 0
-            size = 0
-            full = False
-            try:
-                for _ in range(batch):
-                    try:
-                        data, addr = recvfrom(MAX_RECV)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError as exc:  # ICMP errors surface here on Linux; not fatal
-                        stats.incr(f"recv_error.{errno.errorcode.get(exc.errno, exc.errno)}")
-                        continue
-                    count += 1
-                    size += len(data)
-                    handle(data, addr, now)
-                else:
-                    full = True
-            finally:
-                self.bytes_in += size
-                self.datagrams_in += count
+            count = self.drain(handle, now, batch)
+            full = count == batch
             if full:  # more may be waiting: let the tick and the others run, then drain again
                 polling = True
                 last_data = now
@@ -128,6 +108,31 @@ class UdpTransport:
                 polling = False
                 if count:
                     last_data = now
+
+    def drain(self, handle: Callable[[bytes, tuple, float], None], now: float, limit: int) -> int:
+        """Reads and hands on up to ``limit`` waiting datagrams without blocking; returns how
+        many. The receive loop drains with it, and the tick drains right before it runs, so
+        no input waits out the coalescing sleep past its tick."""
+        recvfrom = self.sock.recvfrom
+        stats = self.stats
+        count = 0
+        size = 0
+        try:
+            for _ in range(limit):
+                try:
+                    data, addr = recvfrom(MAX_RECV)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # ICMP errors surface here on Linux; not fatal
+                    stats.incr(f"recv_error.{errno.errorcode.get(exc.errno, exc.errno)}")
+                    continue
+                count += 1
+                size += len(data)
+                handle(data, addr, now)
+        finally:
+            self.bytes_in += size
+            self.datagrams_in += count
+        return count
 
     def close(self) -> None:
         self.sock.close()
