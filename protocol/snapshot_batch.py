@@ -35,8 +35,8 @@ import numpy as np
 
 from protocol.snapshot import (
     MAX_ITEM_BITS,
+    HEADER_SIZE,
     NONE32,
-    PART_HEADER,
     Layout,
     View,
     _frozen,
@@ -48,6 +48,10 @@ from protocol.snapshot import (
     zigzag,
 )
 
+_PART_DTYPE = np.dtype([
+    ("tick", "<u4"), ("baseline_tick", "<u4"), ("input_ack", "<u4"), ("self_id", "<u4"), ("part", "u1"),
+    ("parts", "u1"), ("first_id", "<u4"), ("last_id", "<u4"), ("R", "<u2"), ("A", "<u2"), ("K", "<u2"),
+])  # fmt: skip  # PART_HEADER as a packed numpy record (SPEC 5.2)
 _ACK_SELF = struct.Struct("<II")  # input_ack and self_id, at offset 8 of a part
 TOP_BUCKET = 63  # priorities are integer buckets 0..63; 64 is "forced" (too old to wait)
 FORCED = TOP_BUCKET + 1
@@ -413,26 +417,23 @@ def _encode_each(
     ids = k_ids
     nparts_l = nparts.tolist()
 
-    # Sections, each in item order, with per-part byte offsets.
+    # Sections, each in item order, with per-part counts (all numpy arrays of S entries).
     arec = 4 + state_size(pdt)
     kept_only = all_kept and sel is None and not any_removed
+    zeros = np.zeros(S, dtype=np.int64)
     if kept_only:
         rem_bytes = add_bytes = b""
-        zeros = [0] * (S + 1)
-        rem_off, add_cnt_l, add_off = zeros, zeros, zeros
-        kept_cnt = (seg_end_arr - seg_start_arr).tolist()
+        n_rem_s = n_add_s = zeros
+        kept_s = seg_end_arr - seg_start_arr
         bitmap, bm_start = _pack_segments(k_rlen > 0, seg, S)
     else:
         is_rem, is_add, is_kept = k_kind == 0, k_kind == 1, k_kind == 2
         rem_bytes = ids[is_rem].astype("<u4").tobytes()
-        rem_off = (_excl_cumsum(np.bincount(seg[is_rem], minlength=S)) * 4).tolist()
+        n_rem_s = np.bincount(seg[is_rem], minlength=S)
         add_bytes = added_records(ids[is_add], state_q.take(k_slot[is_add], axis=0), pdt).tobytes()
-        add_cnt = _excl_cumsum(np.bincount(seg[is_add], minlength=S))
-        add_off = (add_cnt * arec).tolist()
-        add_cnt_l = add_cnt.tolist()
-        kept_cnt = np.bincount(seg[is_kept], minlength=S).tolist()
+        n_add_s = np.bincount(seg[is_add], minlength=S)
+        kept_s = np.bincount(seg[is_kept], minlength=S)
         bitmap, bm_start = _pack_segments(k_rlen[is_kept] > 0, seg[is_kept], S)
-    bm_start = bm_start.tolist()
     has_rec = k_rlen > 0
     run_len = k_rlen[has_rec]
     out_start = _excl_cumsum(run_len)
@@ -444,8 +445,42 @@ def _encode_each(
     else:
         rec_bytes = b""
     crl = _excl_cumsum(k_rlen)  # record bytes before each item; parts are item ranges
-    rec_off = np.append(crl.take(seg_start_arr), crl[-1]).tolist()
-    first_ids = ids.take(np.minimum(seg_start_arr, len(ids) - 1)).tolist() if len(ids) else [0] * S
+    rec_s = np.append(crl.take(seg_start_arr), crl[-1])
+
+    # Every part at once: its header (a structured array), then its sections, gathered from
+    # one buffer of [headers | removed | added | bitmaps | records] in five runs a part.
+    part_of = np.arange(S, dtype=np.int64) - _excl_cumsum(nparts)[:-1].take(seg_client) if S else zeros
+    last_part = part_of == nparts.take(seg_client) - 1 if S else np.zeros(0, dtype=bool)
+    first_id = ids.take(np.minimum(seg_start_arr, len(ids) - 1)).astype(np.int64) if len(ids) else zeros
+    head = np.zeros(S, dtype=_PART_DTYPE)
+    head["tick"] = tick
+    bt_c = np.fromiter((NONE32 if b is None else b.tick for b in baselines), dtype=np.int64, count=C)
+    head["baseline_tick"] = bt_c.take(seg_client)
+    head["input_ack"] = (np.asarray(input_acks, dtype=np.int64) & NONE32).take(seg_client)
+    head["self_id"] = np.asarray(self_ids, dtype=np.int64).take(seg_client)
+    head["part"] = part_of
+    head["parts"] = nparts.take(seg_client)
+    head["first_id"] = np.where(part_of == 0, 0, first_id)
+    head["last_id"] = np.where(last_part, NONE32, np.append(first_id[1:], 0) - 1)
+    head["R"], head["A"], head["K"] = n_rem_s, n_add_s, kept_s
+    sizes = [HEADER_SIZE * S, len(rem_bytes), len(add_bytes), len(bitmap), len(rec_bytes)]
+    base = np.cumsum([0] + sizes[:-1])
+    src = np.frombuffer(b"".join((head.tobytes(), rem_bytes, add_bytes, bitmap, rec_bytes)), dtype=np.uint8)
+    r_src = np.empty((S, 5), dtype=np.int64)
+    r_len = np.empty((S, 5), dtype=np.int64)
+    r_src[:, 0], r_len[:, 0] = base[0] + HEADER_SIZE * np.arange(S), HEADER_SIZE
+    r_src[:, 1], r_len[:, 1] = base[1] + 4 * _excl_cumsum(n_rem_s)[:-1], 4 * n_rem_s
+    r_src[:, 2], r_len[:, 2] = base[2] + arec * _excl_cumsum(n_add_s)[:-1], arec * n_add_s
+    r_src[:, 3], r_len[:, 3] = base[3] + bm_start[:-1], (kept_s + 7) >> 3
+    r_src[:, 4], r_len[:, 4] = base[4] + rec_s[:-1], np.diff(rec_s)
+    r_src, r_len = r_src.ravel(), r_len.ravel()
+    r_out = _excl_cumsum(r_len)
+    gather = np.repeat(r_src - r_out[:-1], r_len)
+    gather += np.arange(int(r_out[-1]), dtype=np.int64)
+    blob = src.take(gather).tobytes()
+    ends = r_out[5::5].tolist()
+    starts = [0] + ends[:-1]
+    all_parts = [blob[a:b] for a, b in zip(starts, ends)]
 
     # The new held views: items other than sent removals; held = tick where sent, added or
     # unchanged, else the held tick it had.
@@ -469,33 +504,12 @@ def _encode_each(
     counts_l = counts.tolist()
 
     out: list[Snapshot] = []
-    s = 0
-    hdr = PART_HEADER.pack
+    pstart = _excl_cumsum(nparts).tolist()
     for c in range(C):
-        k_ = nparts_l[c]
-        bt = NONE32 if baselines[c] is None else baselines[c].tick
-        ack, me = input_acks[c] & NONE32, self_ids[c]
-        parts = []
-        for p in range(k_):
-            first = 0 if p == 0 else first_ids[s]
-            last = NONE32 if p == k_ - 1 else first_ids[s + 1] - 1
-            r0, r1 = rem_off[s], rem_off[s + 1]
-            kc = kept_cnt[s]
-            bm = bm_start[s]
-            parts.append(
-                b"".join((
-                    hdr(tick, bt, ack, me, p, k_, first, last, (r1 - r0) >> 2, add_cnt_l[s + 1] - add_cnt_l[s], kc),
-                    rem_bytes[r0:r1],
-                    add_bytes[add_off[s] : add_off[s + 1]],
-                    bitmap[bm : bm + ((kc + 7) >> 3)],
-                    rec_bytes[rec_off[s] : rec_off[s + 1]],
-                ))
-            )  # fmt: skip
-            s += 1
         a, b = voff[c], voff[c + 1]
         view = HeldView(tick, v_ids[a:b], v_held[a:b], oldest[c])
         complete = not limited[c] or (oldest[c] == tick and b - a == counts_l[c])
-        out.append(Snapshot(parts, view, complete, sent_per[c], refreshed_per[c]))
+        out.append(Snapshot(all_parts[pstart[c] : pstart[c + 1]], view, complete, sent_per[c], refreshed_per[c]))
     return out
 
 
