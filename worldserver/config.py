@@ -324,6 +324,12 @@ class UdpSettings:
         128, "int", "Maximum datagrams read per wakeup (about 1 ms of work: a due tick waits no longer).",
         _between(1, 65536)
     )
+    recv_coalesce_ms: float = _setting(
+        8.0, "float",
+        "While datagrams keep coming, read them every this many ms instead of on each one"
+        " (0 = on each one); the tick reads what waits right before it runs.",
+        _between(0, 50),
+    )
 
 
 @attrs.frozen

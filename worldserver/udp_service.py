@@ -44,7 +44,9 @@ class UdpService:
     def __init__(self, config: Config, sim: Simulation, stats: Stats, secret: bytes, identities=None) -> None:
         self.sim = sim
         self.stats = stats
-        self.transport = UdpTransport(config.udp.host, config.udp.port, stats, config.udp.recv_batch)
+        self.transport = UdpTransport(
+            config.udp.host, config.udp.port, stats, config.udp.recv_batch, config.udp.recv_coalesce_ms / 1000.0
+        )
         net = config.net
         self.endpoint = ServerEndpoint(
             secret=secret,
