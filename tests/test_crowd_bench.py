@@ -396,3 +396,15 @@ def test_server_load_reads_a_real_servers_counters_in_the_crowd_scenario():
     summary = crowd.worldserver_summary(row)
     assert summary["refreshed_share"] == row["refreshed_share"]
     assert summary["refreshed_share_source"] == "server counters"
+
+
+def test_wait_for_quiet_waits_for_a_quiet_machine_within_its_bound(monkeypatch):
+    readings = iter([50.0, 40.0, 5.0, 99.0])
+    monkeypatch.setattr(crowd, "machine_busy_percent", lambda hold: next(readings))
+    said = []
+    assert crowd.wait_for_quiet(60.0, say=said.append) == 5.0
+    assert len(said) == 2  # two busy readings, then quiet
+    assert crowd.wait_for_quiet(0.0) == 99.0  # no time to wait: the reading is returned
+    ws = dict(crowd.worldserver_summary(_ws_row()), machine_busy_before_percent=99.0)
+    text = crowd.format_table(_result([dict(bots=200, colyseus=dict(skipped="x"), worldserver=ws)]))
+    assert "the machine was 99% busy just before the worldserver run" in text

@@ -63,6 +63,8 @@ INSTALL_ALLOWANCE = 600.0  # seconds for the first npm ci of the copy
 STOP_GRACE = 5.0  # seconds between TERM and KILL of the harness's processes
 BUSY_GENERATOR = 90.0  # % of a core: bots this busy may be what limits a run (noted)
 NOISY = 5.0  # % of a core used by other processes during a window (noted)
+QUIET_MAX_BUSY = 10.0  # % of the whole machine: below this it counts as quiet (as the harness)
+QUIET_HOLD = 2.0  # seconds over which the machine's busy share is measured
 
 
 class HarnessError(RuntimeError):
@@ -81,6 +83,36 @@ def _import_swarm():
     from worldtools import swarm
 
     return swarm
+
+
+# ----------------------------------------------------------------------------- the machine
+
+
+def machine_busy_percent(hold: float) -> float:
+    """Whole-machine busy share (all CPUs: 100 = every core busy) over ``hold`` seconds."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]
+        return sum(v[:8]) - idle, sum(v[:8])
+
+    b0, t0 = sample()
+    time.sleep(hold)
+    b1, t1 = sample()
+    return round(100.0 * (b1 - b0) / max(1, t1 - t0), 1)
+
+
+def wait_for_quiet(max_wait: float, max_busy: float = QUIET_MAX_BUSY, hold: float = QUIET_HOLD,
+                   say=lambda text: None) -> float:
+    """Wait (at most ``max_wait`` s) until the machine is less than ``max_busy`` % busy over
+    ``hold`` s, as the harness's QUIET_WAIT_S does; returns the last busy share measured."""
+    deadline = time.monotonic() + max_wait
+    busy = machine_busy_percent(hold)
+    while busy >= max_busy and time.monotonic() < deadline:
+        say(f"crowd: machine {busy:.0f}% busy, waiting for quiet")
+        busy = machine_busy_percent(hold)
+    return busy
 
 
 # ----------------------------------------------------------------------------- Colyseus
@@ -425,6 +457,11 @@ def format_table(result: dict) -> str:
         if (col.get("foreign_cpu_percent") or 0) >= NOISY:
             notes.append(f"N={entry['bots']}: other processes used {col['foreign_cpu_percent']:.0f}% "
                          "of a core during Colyseus's window")
+        for side in ("colyseus", "worldserver"):
+            busy = (entry.get(side) or {}).get("machine_busy_before_percent")
+            if busy is not None and busy >= QUIET_MAX_BUSY:
+                notes.append(f"N={entry['bots']}: the machine was {busy:.0f}% busy just before "
+                             f"the {side} run")
     if notes:
         out += [""] + notes
     return "\n".join(out)
@@ -453,6 +490,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"where the harness is copied and run (default {DEFAULT_SCRATCH})")
     parser.add_argument("--only", choices=("colyseus", "worldserver"), help="run one side only")
     parser.add_argument("--no-pin", action="store_true", help="do not pin worldserver's run")
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="before each run, wait up to this long for the machine to be "
+                             f"< {QUIET_MAX_BUSY:g}%% busy (0: measure it, do not wait)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
@@ -468,13 +508,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--speed must be > 0")
     if args.observers < 1:
         parser.error("--observers must be >= 1")
+    if args.quiet_wait < 0:
+        parser.error("--quiet-wait must be >= 0")
     return args
 
 
 def _colyseus_side(n: int, args, state: dict) -> dict:
-    """One Colyseus run, or a skip/error note; the harness copy is prepared once."""
-    if "skip" in state:
-        return dict(skipped=state["skip"])
+    """One Colyseus run, or an error note; the harness copy is prepared once."""
     try:
         if "copy" not in state:
             state["copy"] = prepare_harness(args.colyseus_dir, args.scratch)
@@ -516,14 +556,21 @@ def main(argv=None) -> int:
     try:
         for n in args.sizes:
             entry: dict = dict(bots=n)
-            say(f"crowd: {n} bots, Colyseus ...")
-            entry["colyseus"] = _colyseus_side(n, args, state)
-            if "error" in entry["colyseus"]:
-                status = 1
-                say(f"crowd: Colyseus {n}: {entry['colyseus']['error']}")
+            if "skip" not in state:
+                busy = wait_for_quiet(args.quiet_wait, say=say)
+                say(f"crowd: {n} bots, Colyseus (machine {busy:.0f}% busy before) ...")
+                entry["colyseus"] = _colyseus_side(n, args, state)
+                entry["colyseus"]["machine_busy_before_percent"] = busy
+                if "error" in entry["colyseus"]:
+                    status = 1
+                    say(f"crowd: Colyseus {n}: {entry['colyseus']['error']}")
+            else:
+                entry["colyseus"] = dict(skipped=state["skip"])
             if args.only != "colyseus":
-                say(f"crowd: {n} bots, worldserver ...")
+                busy = wait_for_quiet(args.quiet_wait, say=say)
+                say(f"crowd: {n} bots, worldserver (machine {busy:.0f}% busy before) ...")
                 entry["worldserver"] = run_worldserver(n, args)
+                entry["worldserver"]["machine_busy_before_percent"] = busy
                 if "error" in entry["worldserver"]:
                     status = 1
             result["runs"].append(entry)
