@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make the packa
 
 from protocol.messages import Input  # noqa: E402
 from protocol.snapshot import encode_snapshot  # noqa: E402
-from protocol.snapshot_batch import Snapshot, priority_buckets  # noqa: E402
+from protocol.snapshot_batch import PairWeights, Snapshot, priority_buckets  # noqa: E402
 import worldserver.snapshots as snapshots_module  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
 from worldserver.simulation import Simulation  # noqa: E402
@@ -60,6 +60,8 @@ def per_client_encoder(*, tick, state_ids, state_q, history, slots, offsets, bas
 
     out = []
     off = offsets.tolist()
+    if isinstance(weights, PairWeights):  # the server's table of weights, as one per pair
+        weights = weights.pairs(np.repeat(np.arange(len(baselines)), np.diff(offsets)), slots)
 
     def hist(h):
         return state_q if h == tick else history(h)
