@@ -513,29 +513,35 @@ def _encode_each(
     return out
 
 
-def _groups(slots: np.ndarray, offsets: np.ndarray, baselines) -> list[list[int]]:
+def _groups(slots: np.ndarray, offsets: np.ndarray, baselines, view_keys=None) -> list[list[int]]:
     """Clients whose snapshots are the same bytes but for ``input_ack`` and ``self_id`` when
-    nothing is held back: the same visible set (that of the first client of the most common
-    size) and the same baseline (the same tick, the same ids, each held as of the same tick).
-    Groups of two or more, first member the representative."""
+    nothing is held back: the same visible set and the same baseline (the same tick, the same
+    ids, each held as of the same tick). The same visible set is the same view key when keys
+    are given, else that of the first client of the most common size. Groups of two or more,
+    first member the representative."""
     counts = np.diff(offsets)
     if len(counts) < 2:
         return []
-    n0 = int(counts.max())
-    same_n = np.flatnonzero(counts == n0)
-    if len(same_n) < 2 or n0 == 0:
-        return []
-    block = slots.take(offsets[same_n][:, None] + np.arange(n0))
-    members = same_n[(block == block[0]).all(axis=1)].tolist()
-    if len(members) < 2:
-        return []
+    if view_keys is not None:
+        members = list(range(len(counts)))
+        vkeys = view_keys
+    else:
+        n0 = int(counts.max())
+        same_n = np.flatnonzero(counts == n0)
+        if len(same_n) < 2 or n0 == 0:
+            return []
+        block = slots.take(offsets[same_n][:, None] + np.arange(n0))
+        members = same_n[(block == block[0]).all(axis=1)].tolist()
+        if len(members) < 2:
+            return []
+        vkeys = [0] * len(counts)
     by_key: dict = {}
     firsts: dict = {}
     digests: dict[int, int] = {}  # id(array) -> hash of its bytes (views share arrays)
     for c in members:
         b = baselines[c]
         if b is None:
-            key = None
+            key = (vkeys[c], None)
         else:
             ih = digests.get(id(b.ids))
             if ih is None:
@@ -545,7 +551,7 @@ def _groups(slots: np.ndarray, offsets: np.ndarray, baselines) -> list[list[int]
                 hh = digests.get(id(b.held))
                 if hh is None:
                     hh = digests[id(b.held)] = hash(b.held.tobytes())
-            key = (b.tick, ih, hh)
+            key = (vkeys[c], b.tick, ih, hh)
             first = firsts.setdefault(key, b)
             if first is not b and not (
                 (first.ids is b.ids or np.array_equal(first.ids, b.ids))
@@ -582,6 +588,7 @@ def encode_many(
     max_age: int,
     force_age: int,
     layout: Layout,
+    view_keys: Sequence[int] | None = None,
 ) -> list[Snapshot]:
     """The snapshots of C clients.
 
@@ -593,6 +600,9 @@ def encode_many(
     client, the parts its byte allowance takes this tick. ``weights``: the priority weight of
     each visible pair, as an array (one per pair) or a :class:`PairWeights` table (None: 1). ``max_age``: the age given to added entities.
 
+    ``view_keys``: clients with the same key have the same visible slots (the caller says so;
+    None: the encoder finds the clients that see what the first of the most common size sees).
+
     Clients that see the same entities against the same baseline (everyone in one hall), with
     the same weights when the allowance holds entities back, get the same bytes but for their
     header's ``input_ack`` and ``self_id``: one of them is encoded and the others' parts are
@@ -602,7 +612,7 @@ def encode_many(
     offsets = np.asarray(offsets, dtype=np.int64)
     slots = np.asarray(slots, dtype=np.int64)
     shared_weights = isinstance(weights, PairWeights)
-    groups = _groups(slots, offsets, baselines)
+    groups = _groups(slots, offsets, baselines, view_keys)
     common = dict(tick=tick, state_ids=state_ids, state_q=state_q, history=history, part_budget=part_budget,
                   max_age=max_age, force_age=force_age, layout=layout)  # fmt: skip
     C = len(baselines)

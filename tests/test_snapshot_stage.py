@@ -273,3 +273,36 @@ def test_a_stride_serves_every_client_in_turn():
     assert all(served)
     assert all(k.seq == 1 for k in sinks)  # once each in three ticks (one part each)
     assert sim.stats.get("snapshots.deferred") == 24
+
+
+def test_clients_in_one_share_cell_share_one_view_and_one_encoding():
+    sim = make_sim(**{"interest.share_cell": "8", "interest.radius": "20", "sim.half_extent": "100"})
+    sinks = [Sink(sim) for _ in range(6)]
+    sessions = [sim.join(k, 0.0) for k in sinks]
+    # Three in one 8 m square, two in another, one far away on its own.
+    for s, (x, z) in zip(sessions, [(1, 1), (2, 5), (7, 3), (-5, -5), (-3, -2), (60, 60)]):
+        sim.world.pos[s.slot, [0, 2]] = (x, z)
+    sim.run_tick(0.05)
+    for s, k in zip(sessions, sinks):
+        s.on_acked(k.sent)
+    sim.run_tick(0.1)
+    views = [k.asm.view for k in sinks]
+    assert views[0] == views[1] == views[2]
+    assert views[3] == views[4]
+    assert set(views[5].ids.tolist()) == {sessions[5].entity_id}  # alone: sees only itself
+    # One encoding per square: the parts differ only in input_ack and self_id (bytes 8-16).
+    assert all(p[:8] + p[16:] == q[:8] + q[16:] for p, q in zip(sinks[0].parts, sinks[1].parts))
+    assert sim.stats.get("snapshot.shared_views") == 2 * 3  # 3 clients reuse a view, per tick
+
+
+def test_without_share_cell_every_client_sees_from_where_it_stands():
+    sim = make_sim(**{"interest.share_cell": "0", "interest.radius": "5", "interest.leave_margin": "0",
+                      "sim.half_extent": "100"})
+    sinks = [Sink(sim) for _ in range(3)]
+    sessions = [sim.join(k, 0.0) for k in sinks]
+    for s, (x, z) in zip(sessions, [(0, 0), (4, 0), (8, 0)]):
+        sim.world.pos[s.slot, [0, 2]] = (x, z)
+    sim.run_tick(0.05)
+    ids = [set(k.asm.view.ids.tolist()) for k in sinks]
+    a, b, c = (s.entity_id for s in sessions)
+    assert ids == [{a, b}, {a, b, c}, {b, c}]

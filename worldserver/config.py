@@ -414,6 +414,12 @@ class InterestSettings:
         0.0, "float", "Interest grid cell size in metres; 0 = automatic (leave radius / 4).",
         _non_negative,
     )
+    share_cell: float = _setting(
+        8.0, "float",
+        "Clients standing in one square of this many metres share one view (what one of them"
+        " sees), so a crowd is encoded once per square; 0 = every client its own view.",
+        _non_negative,
+    )
 
     @property
     def leave_radius(self) -> float:

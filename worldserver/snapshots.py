@@ -8,7 +8,8 @@ After the world has moved, :meth:`SnapshotStage.run` does, in this order:
    instead of ticking late (``adapt``: the stride grows by one after ``LATE_TICKS`` late
    ticks in a row while the stage takes more than ``HEAVY_FRACTION`` of a period, up to
    ``MAX_STRIDE``, and shrinks back after ``RECOVER_TICKS`` ticks on time).
-2. **visible sets**: one batched interest update for the served clients.
+2. **visible sets**: one batched interest update; with ``interest.share_cell`` the clients
+   standing in one square share the view of one of them (``visible_sets``).
 3. **baselines**: ``baseline_for`` each native client: the newest tick it acknowledged whole,
    while the world history still holds every tick that view refers to; else a full snapshot.
 4. **encode**: every native client at once with :func:`protocol.snapshot_batch.encode_many`
@@ -86,6 +87,7 @@ class SnapshotStage:
         self.allowance = int(config.net.client_rate_limit / config.sim.tick_rate)
         self.max_parts = max_parts_for(self.allowance, self.part_budget)
         self.force_age = max(2, self.ring - 2)  # refreshed before the history forgets it
+        self.share_cell = config.interest.share_cell
         cap = world.capacity
         self._hist = np.zeros((self.ring + 1, cap, 5), dtype=np.int32)
         self._hist_tick = np.full(self.ring + 1, -1, dtype=np.int64)
@@ -140,14 +142,45 @@ class SnapshotStage:
         world = self.world
         qstate = self.quantizer.quantize_state(world.pos, world.yaw, world.anim, on_nan="min")
         if served:
-            observers = np.fromiter((s.slot for s in served), dtype=np.int64, count=len(served))
-            vis = self.interest.update(world.pos, world.alive, observers, generation=world.generation)
+            slots, offsets, view_keys = self.visible_sets(served)
             state_ids = world.ids(np.arange(world.capacity))
-            self._send(tick, served, vis, state_ids, qstate, now)
+            self._send(tick, served, slots, offsets, view_keys, state_ids, qstate, now)
         i = tick % (self.ring + 1)
         self._hist[i] = qstate
         self._hist_tick[i] = tick
         self.last_seconds = time.perf_counter() - started
+
+    def visible_sets(self, served: list["Session"]) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
+        """Each served client's visible slots (CSR: slots, offsets) and its view key.
+
+        With ``interest.share_cell`` > 0, the clients standing in one square of that size share
+        the view of one of them (the one with the lowest slot, so it stays the same while it
+        is there): the interest grid runs for those representatives only, and clients with the
+        same view key see the same entities, which lets the encoder encode them once. Without
+        it, every client is an observer of its own (view keys None).
+        """
+        world = self.world
+        observers = np.fromiter((s.slot for s in served), dtype=np.int64, count=len(served))
+        if self.share_cell <= 0.0:
+            vis = self.interest.update(world.pos, world.alive, observers, generation=world.generation)
+            return vis.slots, vis.offsets, None
+        cell = np.floor(world.pos[observers][:, [0, 2]] / self.share_cell).astype(np.int64)
+        key = cell[:, 0] * 1_000_003 + cell[:, 1]
+        order = np.lexsort((observers, key))
+        skey = key.take(order)
+        head = np.ones(len(order), dtype=bool)
+        head[1:] = skey[1:] != skey[:-1]
+        reps = observers.take(order[head])  # the lowest slot of each square
+        rep_of = np.empty(len(order), dtype=np.int64)
+        rep_of[order] = np.cumsum(head) - 1
+        vis = self.interest.update(world.pos, world.alive, reps, generation=world.generation)
+        counts = np.diff(vis.offsets).take(rep_of)
+        offsets = np.zeros(len(served) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        idx = np.repeat(vis.offsets[:-1].take(rep_of) - offsets[:-1], counts)
+        idx += np.arange(int(offsets[-1]), dtype=np.int64)
+        self.stats.incr("snapshot.shared_views", len(served) - len(reps))
+        return vis.slots.take(idx), offsets, rep_of.tolist()
 
     def _weights(self, clients: list["Session"]) -> PairWeights:
         """Priority weights ``4 / (1 + d / DISTANCE_SCALE)``, with ``d`` measured from the
@@ -170,13 +203,13 @@ class SnapshotStage:
 
         return PairWeights(table, rows.tolist())
 
-    def _send(self, tick: int, served: list["Session"], vis, state_ids: np.ndarray, qstate: np.ndarray, now: float) -> None:
-        offsets = vis.offsets
+    def _send(self, tick: int, served: list["Session"], slots: np.ndarray, offsets: np.ndarray,
+              view_keys: list[int] | None, state_ids: np.ndarray, qstate: np.ndarray, now: float) -> None:
         native = [i for i, s in enumerate(served) if not s.wants_views]
         if len(native) < len(served):
             for i, s in enumerate(served):
                 if s.wants_views:
-                    sl = vis.slots[offsets[i] : offsets[i + 1]]
+                    sl = slots[offsets[i] : offsets[i + 1]]
                     s.sink.send_view(s, state_ids[sl], qstate[sl], now)
             if not native:
                 return
@@ -184,11 +217,13 @@ class SnapshotStage:
             keep[native] = True
             counts = np.diff(offsets)
             rows = np.repeat(keep, counts)
-            slots = vis.slots[rows]
+            slots = slots[rows]
             offsets = np.concatenate(([0], np.cumsum(counts[native])))
             clients = [served[i] for i in native]
+            if view_keys is not None:
+                view_keys = [view_keys[i] for i in native]
         else:
-            slots, clients = vis.slots, served
+            clients = served
         self.stats.incr("snapshot.entities_visible", len(slots))
         weights = self._weights(clients)
         snaps = encode_many(
@@ -204,6 +239,7 @@ class SnapshotStage:
             part_budget=self.part_budget,
             max_parts=[self.max_parts] * len(clients),
             weights=weights,
+            view_keys=view_keys,
             max_age=self.ring,
             force_age=self.force_age,
             layout=self.quantizer,
