@@ -174,13 +174,24 @@ class SnapshotStage:
         rep_of = np.empty(len(order), dtype=np.int64)
         rep_of[order] = np.cumsum(head) - 1
         vis = self.interest.update(world.pos, world.alive, reps, generation=world.generation)
+        # Squares whose representatives see the same entities (a hall where everyone sees
+        # everyone) get one view key, so the encoder groups all of their clients.
+        rep_key, firsts = [], {}
+        voff = vis.offsets.tolist()
+        for r in range(len(reps)):
+            seg = vis.slots[voff[r] : voff[r + 1]]
+            h = hash(seg.tobytes())
+            first = firsts.setdefault(h, r)
+            if first != r and not np.array_equal(seg, vis.slots[voff[first] : voff[first + 1]]):
+                first = r  # a hash collision: a view of its own
+            rep_key.append(first)
         counts = np.diff(vis.offsets).take(rep_of)
         offsets = np.zeros(len(served) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         idx = np.repeat(vis.offsets[:-1].take(rep_of) - offsets[:-1], counts)
         idx += np.arange(int(offsets[-1]), dtype=np.int64)
         self.stats.incr("snapshot.shared_views", len(served) - len(reps))
-        return vis.slots.take(idx), offsets, rep_of.tolist()
+        return vis.slots.take(idx), offsets, np.asarray(rep_key, dtype=np.int64).take(rep_of).tolist()
 
     def _weights(self, clients: list["Session"]) -> PairWeights:
         """Priority weights ``4 / (1 + d / DISTANCE_SCALE)``, with ``d`` measured from the
