@@ -9,8 +9,13 @@ table per held tick in use (every slot of the world at once: a few thousand rows
 table of added records, and builds every client's parts by *gathering*: which entities a
 client keeps, adds and removes is one vectorized match of (client, id) keys over all clients;
 the bytes of its records are copied from the shared tables with one numpy gather; bit masks
-are packed per part on byte boundaries. Python loops run over parts (to cut and join them),
-never over entities.
+are packed per part on byte boundaries, and every part of every client is assembled in one
+gather. Python loops run over clients, never over entities.
+
+Clients that see the same entities against the same baseline (a hall where everyone sees
+everyone, or neighbours sharing a view) get the same bytes but for ``input_ack`` and
+``self_id``: one of each group is encoded and the others' parts are copies with those two
+header fields written in.
 
 A client whose snapshot needs more parts than it may receive this tick (its byte allowance)
 gets a selection, vectorized over all such clients: removals first, then additions and
@@ -191,16 +196,7 @@ def _encode_each(
     force_age: int,
     layout: Layout,
 ) -> list[Snapshot]:
-    """The snapshots of C clients, each gathered on its own (see ``encode_many``).
-
-    ``state_ids`` (capacity,) uint32 and ``state_q`` (capacity, 5) int32: the world at
-    ``tick``, by slot. ``history(h)``: the (capacity, 5) states of an earlier tick ``h`` (every
-    tick held in ``baselines``). ``slots``/``offsets``: each client's visible slots (a CSR
-    segment per client, ascending; ids ascend with slots). ``baselines``: what each client
-    holds (its newest view acknowledged whole), or None (a full snapshot). ``max_parts``: per
-    client, the parts its byte allowance takes this tick. ``weights``: the priority weight of
-    each visible pair, as an array (one per pair) or a :class:`PairWeights` table (None: 1). ``max_age``: the age given to added entities.
-    """
+    """The snapshots of C clients, each gathered on its own; the arguments are ``encode_many``'s."""
     pdt, _ = _layout(layout)
     add_bits = 8 * (4 + state_size(pdt))
     cap_bits = part_capacity_bits(part_budget)
