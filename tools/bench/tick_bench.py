@@ -54,7 +54,7 @@ class DiscardingSink:
 
 
 def per_client_encoder(*, tick, state_ids, state_q, history, slots, offsets, baselines, input_acks,
-                       self_ids, part_budget, max_parts, weights, max_age, force_age, layout):
+                       self_ids, part_budget, max_parts, weights, max_age, force_age, layout, view_keys=None):
     """encode_many's contract, done one client at a time with the reference (for --compare)."""
     from protocol.snapshot_batch import HeldView
 
