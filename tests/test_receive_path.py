@@ -8,6 +8,7 @@ import socket
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings, strategies as st
 
 import worldserver.udp as udp_module
@@ -434,7 +435,7 @@ async def test_receive_loop_batches_and_lets_others_run(autojump_clock):
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(transport.receive_loop, handle)
-            await trio.sleep(0.1)
+            await trio.testing.wait_all_tasks_blocked()  # the loop waits for readability
             for i in range(30):
                 sender.sendto(b"d%02d" % i, transport.address)
             nursery.start_soon(other)
