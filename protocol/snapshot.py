@@ -38,6 +38,8 @@ MIN_PENDING = 34
 NONE32 = 0xFFFFFFFF  # baseline_tick "none" and input_ack "none yet"
 FIELDS = 5  # x, y, z, yaw, anim
 WIDE_FLAG = 0x20  # record mask bit: a wide-field byte follows
+PACKED = 0x45  # record mask of a packed walk: x and z changed, both zigzags in 1..15, one byte
+PACKED_MAX = 15
 PART_HEADER = struct.Struct("<IIIIBBIIHHH")
 HEADER_SIZE = PART_HEADER.size  # 32
 # The largest item of a part, in bits: a kept entity's update bit plus a record with every
@@ -157,6 +159,14 @@ def build_records(zz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ch = zz != 0
     wd = zz > 0xFF
     mask = (ch.view(np.uint8) * _BIT).sum(axis=1, dtype=np.uint8) if n else np.zeros(0, np.uint8)
+    # A walk (x and z changed a little, nothing else) packs both deltas into one byte.
+    packed = (mask == 0x05) & (zz[:, 0] <= PACKED_MAX) & (zz[:, 2] <= PACKED_MAX) if n else mask != 0
+    if packed.any():
+        zz = zz.copy()
+        zz[packed, 0] |= zz[packed, 2] << 4
+        ch = ch.copy()
+        ch[packed, 2] = False
+        mask = np.where(packed, PACKED, mask).astype(np.uint8)
     wide = (wd.view(np.uint8) * _BIT).sum(axis=1, dtype=np.uint8) if n else np.zeros(0, np.uint8)
     has_w = wide != 0
     width = ch.view(np.uint8) + 3 * wd.view(np.uint8)  # bytes per field: 0, 1 or 4
@@ -167,7 +177,7 @@ def build_records(zz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     buf = np.empty(int(start[-1]), dtype=np.uint8)
     s = start[:-1]
     upd = mask != 0
-    buf[s[upd]] = mask[upd] | np.where(has_w[upd], WIDE_FLAG, 0).astype(np.uint8)
+    buf[s[upd]] = mask[upd] | np.where(has_w[upd], WIDE_FLAG, 0).astype(np.uint8)  # PACKED has no wide
     buf[s[has_w] + 1] = wide[has_w]
     # Each changed field's position: record start + head + the widths of earlier fields.
     off = np.cumsum(width, axis=1, dtype=np.int64) - width + (s + head)[:, None]
@@ -540,7 +550,8 @@ def decode_part(payload, baselines: Baselines, position_dtype: Layout) -> tuple[
         r16[:m] = rec
         hw = (r16[:m] & WIDE_FLAG) != 0
         wnext = np.where(hw, r16[1 : m + 1], 0)
-        lens = (1 + hw + _POPCOUNT.take(r16[:m] & 0x1F) + 3 * _POPCOUNT.take(wnext & 0x1F)).tolist()
+        lens = 1 + hw + _POPCOUNT.take(r16[:m] & 0x1F) + 3 * _POPCOUNT.take(wnext & 0x1F)
+        lens = np.where(r16[:m] & 0x40, 2, lens).tolist()  # a packed walk: mask and one byte
         starts = []
         p = 0
         for _ in range(nu):
@@ -552,19 +563,35 @@ def decode_part(payload, baselines: Baselines, position_dtype: Layout) -> tuple[
             raise ProtocolError("bad_length", f"records end at {p}, part at {m}")
         st = np.array(starts, dtype=np.int64)
         mask = r16.take(st)
-        has_w = (mask & WIDE_FLAG) != 0
+        pk = mask == PACKED
+        has_w = ((mask & WIDE_FLAG) != 0) & ~pk
         wide = np.where(has_w, r16.take(st + 1), 0)
-        if ((mask & 0x1F) == 0).any() or (mask & 0xC0).any() or (has_w & (wide == 0)).any() or (
-            wide & ~(mask & 0x1F)
-        ).any():  # wide: a subset of the changed fields, bits 5-7 clear
+        if ((mask & 0x1F) == 0).any() or (mask & 0x80).any() or (((mask & 0x40) != 0) & ~pk).any() or (
+            has_w & (wide == 0)
+        ).any() or (wide & ~(mask & 0x1F)).any():  # wide: a subset of the changed fields
             raise ProtocolError("bad_mask", "invalid record mask")
+        if pk.any():  # unpack walks into the ordinary layout: x and z narrow
+            nib = r16.take(st[pk] + 1)
+            if ((nib & 0x0F) == 0).any() or ((nib >> 4) == 0).any():
+                raise ProtocolError("bad_delta", "zero delta in a packed walk")
+            mask = np.where(pk, 0x05, mask)
         bits = ((mask[:, None] >> np.arange(FIELDS)) & 1).astype(bool)
         wbits = ((wide[:, None] >> np.arange(FIELDS)) & 1).astype(bool)
         width = bits.astype(np.int64) + 3 * wbits
         off = np.cumsum(width, axis=1) - width + (st + 1 + has_w)[:, None]
         zz = np.zeros((nu, FIELDS), dtype=np.int64)
         narrow = bits & ~wbits
-        zz[narrow] = r16.take(off[narrow])
+        if pk.any():
+            narrow_u = narrow.copy()
+            narrow_u[pk] = False
+            zz[narrow_u] = r16.take(off[narrow_u])
+            zz[pk, 0] = nib & 0x0F
+            zz[pk, 2] = nib >> 4
+        else:
+            zz[narrow] = r16.take(off[narrow])
+        walk = ~pk & (mask == 0x05) & (zz[:, 0] <= PACKED_MAX) & (zz[:, 2] <= PACKED_MAX)
+        if walk.any():
+            raise ProtocolError("bad_delta", "a small walk not packed (the encoding is canonical)")
         if wbits.any():
             wo = off[wbits]
             zz[wbits] = r16.take(wo) | (r16.take(wo + 1) << 8) | (r16.take(wo + 2) << 16) | (r16.take(wo + 3) << 24)

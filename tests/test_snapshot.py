@@ -26,6 +26,7 @@ from protocol.snapshot import (
     PartAssembler,
     PartHeader,
     View,
+    build_records,
     check_state,
     cut_parts,
     decode_part,
@@ -1236,3 +1237,26 @@ def test_random_walk_size():
     measured = ticks - 10
     assert updated / (measured * n) > 0.95
     assert total / (measured * n) <= 5.0
+
+
+def test_packed_walks_one_byte_for_x_and_z():
+    """SPEC 5.2: a record whose changed fields are exactly x and z, both zigzags in 1..15, is
+    the mask 0x45 and one byte (x in the low nibble, z in the high one); the encoding is
+    canonical, so the long form of such a walk is refused."""
+    zz = np.array([[14, 0, 5, 0, 0], [15, 0, 16, 0, 0], [1, 0, 1, 2, 0], [3, 0, 0, 0, 0]], np.uint32)
+    buf, length = build_records(zz)
+    assert buf.tobytes().hex() == "455e" + "050f10" + "0d010102" + "0103"
+    assert length.tolist() == [2, 3, 4, 2]
+    # x +7 (zigzag 14), z -3 (zigzag 5) on the first of three kept entities.
+    got = decode_part(raw(upd=b"\x01", records=b"\x45\x5e"), BASES, U2)[1]
+    assert got.q[0].tolist() == [17, 10, 7, 100, 1]
+    for records, reason in [
+        (b"\x45\x50", "bad_delta"),  # x nibble zero
+        (b"\x45\x0e", "bad_delta"),  # z nibble zero
+        (b"\x05\x0e\x05", "bad_delta"),  # a small walk in the long form
+        (b"\x65\x5e", "bad_mask"),  # packed with the wide flag
+        (b"\x47\x5e", "bad_mask"),  # packed with y too
+    ]:
+        with pytest.raises(ProtocolError) as info:
+            decode_part(raw(upd=b"\x01", records=records), BASES, U2)
+        assert info.value.reason == reason, records.hex()

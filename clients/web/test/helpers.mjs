@@ -45,9 +45,11 @@ export function zigzag(d) {
 /**
  * A delta record (SPEC 5.2): the mask (bit f: field f changed; bit 5: a `wide` byte follows),
  * `wide` (bit f: field f written as u32), then each changed field's zigzag value, one byte
- * when it fits, else u32. deltas: 5 numbers (0 = unchanged). `wide` forces its bits wide.
+ * when it fits, else u32; a small walk (x and z only, both zigzags <= 15) is packed into one
+ * byte. deltas: 5 numbers (0 = unchanged). `wide` forces its bits wide; `longWalk` writes a
+ * small walk in the (invalid) long form.
  */
-export function deltaRecord(deltas, { wide = 0 } = {}) {
+export function deltaRecord(deltas, { wide = 0, longWalk = false } = {}) {
   let mask = 0;
   let w = 0;
   const vals = [];
@@ -59,6 +61,9 @@ export function deltaRecord(deltas, { wide = 0 } = {}) {
       w |= 1 << f;
       vals.push(z & 0xff, (z >>> 8) & 0xff, (z >>> 16) & 0xff, z >>> 24);
     } else vals.push(z);
+  }
+  if (!w && mask === 0x05 && vals[0] <= 15 && vals[1] <= 15 && !longWalk) {
+    return [0x45, vals[0] | (vals[1] << 4)]; // a packed walk (SPEC 5.2)
   }
   return w ? [mask | 0x20, w, ...vals] : [mask, ...vals];
 }

@@ -249,6 +249,26 @@ describe("decodePart: well-formed parts", () => {
     assert.deepEqual(plain(decodePart(p3, new Map([[1, big]]), "<u4").view).q[0], [0, 0, 0, 0, 0]);
   });
 
+  it("packed walks: x and z in one byte, and only that way", () => {
+    const base = makeView(1, [7], [[10, 20, 30, 100, 1]]);
+    const bases = new Map([[1, base]]);
+    // the SPEC's example: x +7 (z = 14), z -3 (z = 5)
+    assert.deepEqual(deltaRecord([7, 0, -3, 0, 0]), [0x45, 0x5e]);
+    const p = rawPart({ tick: 2, baselineTick: 1, upd: [1], records: bytesOf("45 5e") });
+    assert.deepEqual(plain(decodePart(p, bases, "<u2").view).q, [[17, 20, 27, 100, 1]]);
+    // zigzag 16 does not fit a nibble: the long form
+    assert.deepEqual(deltaRecord([8, 0, 1, 0, 0]), [0x05, 16, 2]);
+    for (const [records, reason] of [
+      ["45 50", "bad_delta"], // x nibble zero
+      ["45 0e", "bad_delta"], // z nibble zero
+      ["05 0e 05", "bad_delta"], // a small walk in the long form
+      ["65 5e", "bad_mask"], // packed with the wide flag
+      ["47 5e", "bad_mask"], // packed with y too
+    ]) {
+      throwsReason(() => decodePart(rawPart({ tick: 2, baselineTick: 1, upd: [1], records: bytesOf(records) }), bases, "<u2"), reason);
+    }
+  });
+
   it("a part sees only its range of the baseline; removed and added interleave with kept", () => {
     const base = makeView(50, [1, 5, 9, 12, 20], [[1, 0, 0, 0, 0], [5, 0, 0, 0, 0], [9, 0, 0, 0, 0], [12, 0, 0, 0, 0], [20, 0, 0, 0, 0]]);
     // part 1 of 2 covers [9, 0xffffffff]: baseline ids 9, 12, 20; 12 removed; 10 and 30 added; 20 moved

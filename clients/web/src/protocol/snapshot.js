@@ -23,6 +23,8 @@ export const PART_HEADER_SIZE = 32;
 export const NONE = 0xffffffff;
 /** Record mask bit 5: a `wide` byte follows the mask. */
 export const WIDE_FLAG = 0x20;
+/** The mask of a packed walk (SPEC 5.2): x and z, both zigzags 1..15, in one byte. */
+export const PACKED = 0x45;
 const YAW = 3;
 const POPCOUNT = new Uint8Array(256);
 for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >> 1];
@@ -220,6 +222,10 @@ export function decodePart(payload, baselines, layout) {
   for (let u = 0; u < nu; u++) {
     if (off >= n) fail("bad_length", "records shorter than the updated entities");
     const m = bytes[off];
+    if (m & 0x40) {
+      off += 2; // a packed walk: the mask and one byte
+      continue;
+    }
     const w = m & WIDE_FLAG ? (off + 1 < n ? bytes[off + 1] : 0) : 0;
     off += 1 + (m & WIDE_FLAG ? 1 : 0) + POPCOUNT[m & 0x1f] + 3 * POPCOUNT[w & 0x1f];
   }
@@ -227,9 +233,14 @@ export function decodePart(payload, baselines, layout) {
   off = recordsAt;
   for (let u = 0; u < nu; u++) {
     const m = bytes[off];
+    if (m === PACKED) {
+      off += 2;
+      continue;
+    }
     const hasWide = m & WIDE_FLAG;
     const w = hasWide ? bytes[off + 1] : 0;
-    // bits 0-4 of the mask non-zero, 6-7 clear; `wide` non-zero, within the mask's bits 0-4
+    // bits 0-4 of the mask non-zero, 6-7 clear (bit 6 is only in PACKED); `wide` non-zero,
+    // within the mask's bits 0-4
     if (!(m & 0x1f) || m & 0xc0 || (hasWide && (w === 0 || (w & ~m & 0x1f) !== 0 || (w & 0xe0) !== 0))) {
       fail("bad_mask", `invalid record mask 0x${m.toString(16)}${hasWide ? ` wide 0x${w.toString(16)}` : ""}`);
     }
@@ -283,7 +294,23 @@ export function decodePart(payload, baselines, layout) {
     bi++;
     if ((bytes[updAt + (j >> 3)] >> (j & 7)) & 1) {
       const m = bytes[off++];
+      if (m === PACKED) {
+        const b = bytes[off++];
+        const zx = b & 15;
+        const zz = b >> 4;
+        if (zx === 0 || zz === 0) fail("bad_delta", "zero delta in a packed walk");
+        const nx = q[row] + ((zx >>> 1) ^ -(zx & 1));
+        const nz = q[row + 2] + ((zz >>> 1) ^ -(zz & 1));
+        if (nx < 0 || nx > lim0 || nz < 0 || nz > lim2) outOfRange = true;
+        q[row] = nx;
+        q[row + 2] = nz;
+        j++;
+        continue;
+      }
       const w = m & WIDE_FLAG ? bytes[off++] : 0;
+      if ((m & 0x3f) === 0x05 && bytes[off] <= 15 && bytes[off + 1] <= 15) {
+        fail("bad_delta", "a small walk not packed (the encoding is canonical)");
+      }
       for (let f = 0; f < FIELDS; f++) {
         if (!((m >> f) & 1)) continue;
         let z;
