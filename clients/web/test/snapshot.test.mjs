@@ -754,7 +754,8 @@ describe("SnapshotStore", () => {
     // a part of a tick older than all pending ones does not evict a newer one
     assert.equal(store.receive(snap(15)[1]), null);
     assert.deepEqual(snapshotOf(store).pending, [21, 22, 23, 24, 25, 26, 27, 28]);
-    assert.equal(store.drops.pending_overflow, 2);
+    assert.equal(store.drops.pending_overflow, 1);
+    assert.equal(store.drops.stale_part, 1);
     const t28 = snap(28);
     store.receive(t28[0]);
     store.receive(t28[2]);

@@ -463,8 +463,8 @@ export class SnapshotStore {
           let oldest = tick;
           for (const t of this.pending.keys()) if (t < oldest) oldest = t;
           this.pending.delete(oldest);
-          this._drop("pending_overflow");
-          if (oldest === tick) return null;
+          if (oldest === tick) return this._drop("stale_part"); // SPEC 5.3, as the reference
+          this._drop("pending_overflow"); // an older incomplete tick given up
         }
       }
       entry.views[header.part] = { ids: partView.ids, q: partView.q, firstId: header.firstId, lastId: header.lastId };
