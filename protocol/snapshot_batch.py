@@ -411,7 +411,6 @@ def _encode_each(
     seg_start_arr = np.concatenate(([0], seg_end_arr[:-1])) if S else seg_end_arr
     seg = np.repeat(np.arange(S, dtype=np.int64), seg_end_arr - seg_start_arr)
     ids = k_ids
-    nparts_l = nparts.tolist()
 
     # Sections, each in item order, with per-part counts (all numpy arrays of S entries).
     arec = 4 + state_size(pdt)

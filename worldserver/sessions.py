@@ -47,8 +47,6 @@ class Session:
         "seq_to_tick",
         "acked_tick",
         "baseline",
-        "last_snapshot_tick",
-        "snapshots_sent",
     )
 
     def __init__(self, sink, entity_id: int, slot: int, now: float, *, wants_views: bool = False) -> None:
@@ -70,8 +68,6 @@ class Session:
         self.seq_to_tick: dict[int, int] = {}
         self.acked_tick = -1
         self.baseline: HeldView | None = None  # newest view the client acknowledged whole
-        self.last_snapshot_tick = -1  # newest tick at which a snapshot was sent
-        self.snapshots_sent = 0
 
     # -- inputs ---------------------------------------------------------------------------
     def take_inputs(self, inputs: list[Input], now: float, rate: float, burst: int, stats: Stats) -> None:
@@ -128,7 +124,6 @@ class Session:
         seq_to_tick = self.seq_to_tick
         for seq in seqs:
             seq_to_tick[seq] = tick
-        self.snapshots_sent += 1
         while len(views) > ring:  # dicts keep insertion order, which is tick order
             old = next(iter(views))
             del views[old]

@@ -13,7 +13,6 @@ It does not know transports: a session's sink is a ``SnapshotSink`` or a ``ViewS
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 
@@ -61,7 +60,6 @@ class Simulation:
         self.sessions: list[Session] = []
         self._joined = 0  # clients ever joined; numbers the avatars' owners
         self.tick = 0
-        self.encode_seconds = 0.0  # CPU spent in the snapshot stage (for benchmarks)
 
     # -- membership -----------------------------------------------------------------------
     def join(self, sink: SnapshotSink | ViewSink, now: float, *, name: str = "", session_cls: type = Session) -> Session:
@@ -146,9 +144,7 @@ class Simulation:
         self.tick += 1
         self.apply_inputs()
         self.world.step(self.dt)
-        started = time.process_time()
         self.snapshots.run(self.tick, self.sessions, now)
-        self.encode_seconds += time.process_time() - started
 
     def adapt(self, lateness: float) -> None:
         """Tell the snapshot stage how late this tick started (it sheds load when late)."""

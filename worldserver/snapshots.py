@@ -274,7 +274,6 @@ class SnapshotStage:
             refreshed += snap.refreshed
             limited += not snap.complete
             seqs = session.sink.send_snapshot(session, snap.parts, now)
-            session.last_snapshot_tick = tick
             if seqs is not None:
                 session.record_sent(tick, seqs, snap.view, ring)
         self.stats.incr("snapshot.parts", parts_n)
