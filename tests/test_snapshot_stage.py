@@ -293,6 +293,10 @@ def test_clients_in_one_share_cell_share_one_view_and_one_encoding():
     # One encoding per square: the parts differ only in input_ack and self_id (bytes 8-16).
     assert all(p[:8] + p[16:] == q[:8] + q[16:] for p, q in zip(sinks[0].parts, sinks[1].parts))
     assert sim.stats.get("snapshot.shared_views") == 2 * 3  # 3 clients reuse a view, per tick
+    # The two near squares see the same five avatars: one view key for all five clients.
+    assert set(views[0].ids.tolist()) == set(views[3].ids.tolist())
+    _, _, keys = sim.snapshots.visible_sets(sessions)
+    assert keys[0] == keys[1] == keys[2] == keys[3] == keys[4] != keys[5]
 
 
 def test_without_share_cell_every_client_sees_from_where_it_stands():

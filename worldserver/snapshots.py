@@ -183,27 +183,28 @@ class SnapshotStage:
         vis = self.interest.update(world.pos, world.alive, reps, generation=world.generation)
         # Squares whose representatives see the same entities (a hall where everyone sees
         # everyone) get one view key, so the encoder groups all of their clients.
-        rep_key, firsts = [], {}
-        voff = vis.offsets.tolist()
         rcount = np.diff(vis.offsets)
+        rep_key = np.arange(len(reps), dtype=np.int64)  # each square its own view, unless...
         if len(reps) > 1 and (rcount == rcount[0]).all() and rcount[0] and (
             vis.slots.reshape(len(reps), -1) == vis.slots[: rcount[0]]
         ).all():
-            rep_key = [0] * len(reps)  # everyone sees the same entities
-        for r in range(len(reps) if not rep_key else 0):
-            seg = vis.slots[voff[r] : voff[r + 1]]
-            h = hash(seg.tobytes())
-            first = firsts.setdefault(h, r)
-            if first != r and not np.array_equal(seg, vis.slots[voff[first] : voff[first + 1]]):
-                first = r  # a hash collision: a view of its own
-            rep_key.append(first)
+            rep_key[:] = 0  # everyone sees the same entities
+        else:  # ... another square sees the same: only views of a size seen twice can match
+            sizes, inverse, times = np.unique(rcount, return_inverse=True, return_counts=True)
+            voff = vis.offsets.tolist()
+            firsts: dict[int, int] = {}
+            for r in np.flatnonzero((times.take(inverse) > 1) & (rcount > 0)).tolist():
+                seg = vis.slots[voff[r] : voff[r + 1]]
+                first = firsts.setdefault(hash(seg.tobytes()), r)
+                if first != r and np.array_equal(seg, vis.slots[voff[first] : voff[first + 1]]):
+                    rep_key[r] = first  # (a hash collision keeps a view of its own)
         counts = np.diff(vis.offsets).take(rep_of)
         offsets = np.zeros(len(served) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         idx = np.repeat(vis.offsets[:-1].take(rep_of) - offsets[:-1], counts)
         idx += np.arange(int(offsets[-1]), dtype=np.int64)
         self.stats.incr("snapshot.shared_views", len(served) - len(reps))
-        return vis.slots.take(idx), offsets, np.asarray(rep_key, dtype=np.int64).take(rep_of).tolist()
+        return vis.slots.take(idx), offsets, rep_key.take(rep_of).tolist()
 
     def _weights(self, clients: list["Session"]) -> PairWeights:
         """Priority weights ``4 / (1 + d / DISTANCE_SCALE)``, with ``d`` measured from the
