@@ -5,6 +5,9 @@ stderr either text lines (``2026-11-22T13:00:00Z INFO worldserver.tick msg key=v
 or JSON (one object per line); ``get_logger(name)`` returns a logger whose calls take
 structured fields as keyword arguments (``log.info("client connected", addr=addr, entity=7)``),
 and ``log_event(logger, level, msg, **fields)`` does the same for a plain ``logging.Logger``.
+:class:`LogLimiter` lets through at most one line per key (a reason) every so many seconds,
+and the next line it lets through says how many it held back: lines about input from the
+network go through one, so that a flood of bad requests cannot flood the log.
 
 Must not: decide what gets logged or how often -- callers keep INFO quiet (start, stop,
 connect/disconnect, periodic stats) and put per-tick or per-packet detail at DEBUG --,
@@ -22,6 +25,7 @@ from typing import IO, Any
 
 __all__ = [
     "FieldLogger",
+    "LogLimiter",
     "StructuredFormatter",
     "get_logger",
     "log_event",
@@ -199,6 +203,40 @@ def log_event(logger: logging.Logger | FieldLogger, level: int | str, msg: str, 
         logger._emit(level, msg, (), fields, 2)
     elif logger.isEnabledFor(level):
         logger.log(level, msg, extra={_FIELDS_ATTR: fields}, stacklevel=2)
+
+
+class LogLimiter:
+    """At most one line per key every ``interval`` seconds; the rest are counted, not written.
+
+    ``limiter.log(logging.INFO, "too_deep", "request refused", path=...)`` writes the line if
+    no line of that key was written in the last ``interval`` seconds, adding
+    ``suppressed=N`` when N lines of that key were held back since the last one, and returns
+    whether it wrote. Keys are few (reasons, not addresses); beyond ``max_keys`` the oldest
+    key is forgotten. ``now`` (seconds, any monotonic clock) defaults to ``clock()``.
+    """
+
+    def __init__(self, logger: logging.Logger | FieldLogger, interval: float = 60.0,
+                 max_keys: int = 256, clock: Any = time.monotonic) -> None:
+        self.logger = logger
+        self.interval = float(interval)
+        self.max_keys = max_keys
+        self.clock = clock
+        self._keys: dict[Any, list] = {}  # key -> [time of the last line written, held back]
+
+    def log(self, level: int, key: Any, msg: str, /, *, now: float | None = None, **fields: Any) -> bool:
+        now = self.clock() if now is None else now
+        entry = self._keys.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        suppressed = entry[1] if entry is not None else 0
+        if entry is None and len(self._keys) >= self.max_keys:
+            del self._keys[next(iter(self._keys))]
+        self._keys[key] = [now, 0]
+        if suppressed:
+            fields["suppressed"] = suppressed
+        log_event(self.logger, level, msg, **fields)
+        return True
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None) -> None:
