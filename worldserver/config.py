@@ -14,6 +14,7 @@ checks settings; the modules that use them decide what they mean at run time.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "GcSettings",
     "InterestSettings",
+    "LimitsSettings",
     "NetSettings",
     "ServerSettings",
     "Setting",
@@ -616,10 +618,80 @@ class ChatSettings:
     )
 
 
+def _networks(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    for text in value:
+        try:
+            ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            _fail(instance, attribute, f"{text!r} is not a network (like 10.0.0.0/8 or ::1)")
+
+
+@attrs.frozen
+class LimitsSettings:
+    SECTION: ClassVar[str] = "limits"
+    HELP: ClassVar[str] = (
+        "Admission and fairness per client address (IPv4: per address, IPv6: per /64); see"
+        " docs/reliability.md."
+    )
+
+    trusted_networks: tuple = _setting(
+        ("127.0.0.0/8", "::1/128"), "strs",
+        "Networks with no per-address limit (the totals still hold); loopback by default so"
+        " local swarms and benchmarks are not limited. Empty it to apply the limits to"
+        " loopback (tests).",
+        _networks,
+    )
+    connections_per_address: int = _setting(
+        64, "int",
+        "Native-protocol connections one address may hold, UDP, WebRTC and /ws/movement"
+        " together (0 = no cap).",
+        _non_negative,
+    )
+    handshakes_per_second: float = _setting(
+        20.0, "float",
+        "UDP handshake packets (HELLO, CONNECT), WebRTC offers and /ws/movement upgrades one"
+        " address may send per second on average (0 = no limit).",
+        _non_negative,
+    )
+    handshake_burst: int = _setting(
+        40, "int", "Handshake packets and requests one address may send at once.", _at_least(1)
+    )
+    offer_timeout: float = _setting(
+        5.0, "float", "Seconds a WebRTC offer waits for its answer before it is closed.",
+        _positive,
+    )
+    pending_offers: int = _setting(
+        64, "int",
+        "WebRTC connections offered but not yet open, all addresses together (each holds"
+        " sockets); more get 503.",
+        _at_least(1),
+    )
+    pending_offers_per_address: int = _setting(
+        8, "int", "WebRTC connections offered but not yet open, per address; more get 503.",
+        _at_least(1),
+    )
+    joins_per_second: float = _setting(
+        2.0, "float", "POST /api/join requests one address may make per second (0 = no limit).",
+        _non_negative,
+    )
+    join_burst: int = _setting(
+        10, "int", "POST /api/join requests one address may make at once.", _at_least(1)
+    )
+    chat_messages_per_second: float = _setting(
+        5.0, "float",
+        "Chat messages one address may send per second, all its names together (besides"
+        " chat.rate per name; 0 = no limit).",
+        _non_negative,
+    )
+    chat_burst: int = _setting(
+        30, "int", "Chat messages one address may send at once.", _at_least(1)
+    )
+
+
 _SECTIONS: dict[str, type] = {
     cls.SECTION: cls
     for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings,
-                HttpSettings, WebrtcSettings, ChatSettings)
+                HttpSettings, WebrtcSettings, ChatSettings, LimitsSettings)
 }
 
 
@@ -636,6 +708,7 @@ class Config:
     http: HttpSettings = attrs.field(factory=HttpSettings)
     webrtc: WebrtcSettings = attrs.field(factory=WebrtcSettings)
     chat: ChatSettings = attrs.field(factory=ChatSettings)
+    limits: LimitsSettings = attrs.field(factory=LimitsSettings)
 
     def __attrs_post_init__(self) -> None:
         if self.net.max_clients > self.sim.max_entities:

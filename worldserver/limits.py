@@ -1,0 +1,257 @@
+"""Admission and fairness: token buckets, per-address keys and counts, the ``[limits]`` section.
+
+Job: the server's one token-bucket implementation (:class:`TokenBuckets`, used by chat and by
+every per-address limit), the address key every limit is kept by (:func:`address_key`: an IPv4
+address is one key, an IPv6 address counts by its /64, an IPv4-mapped IPv6 address as the IPv4
+address), trusted networks (:class:`Networks`), counts of what each address holds
+(:class:`AddressCounts`), and :class:`AddressLimits`, the ``[limits]`` settings applied: one
+count of native-protocol connections per address for all transports together (UDP, WebRTC,
+``/ws/movement``), and buckets per address for handshakes, HTTP joins and chat messages.
+
+The transports ask ("may this address do this now?"), refuse on their own terms (a REFUSE,
+a 503 or 429, an error frame) and count the refusal under their own ``drop.limit_*`` name
+(docs/architecture.md). Addresses in ``limits.trusted_networks`` (loopback by default, so
+local swarms and benchmarks run unlimited) have no per-address limit; the totals
+(``net.max_clients``, ``limits.pending_offers``) hold for everyone.
+
+Must not: do I/O, read a clock (callers pass ``now``), log, count in ``Stats``, or know any
+transport or protocol. Memory stays bounded: buckets are forgotten once full again (and the
+oldest are dropped beyond ``max_keys``), counts exist only while something is held.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "UNKNOWN_ADDRESS",
+    "AddressCounts",
+    "AddressLimits",
+    "Networks",
+    "TokenBuckets",
+    "address_key",
+    "parse_address",
+]
+
+MAX_BUCKET_KEYS = 100_000  # buckets kept per TokenBuckets before the oldest are dropped
+_SWEEP_FLOOR = 1024  # a table smaller than this is never swept on the way
+_V6_KEY = 1 << 64  # IPv6 /64 keys are this plus the prefix: never equal to an IPv4 key
+_MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d
+UNKNOWN_ADDRESS = "unknown"  # the key of a peer whose address the server cannot tell
+
+
+class TokenBuckets:
+    """Token buckets by key (``rate`` per second, ``burst`` at most).
+
+    Memory stays bounded: buckets that have filled up again hold no information and are
+    forgotten (by :meth:`sweep`, which also runs on its own whenever the table has doubled),
+    and beyond ``max_keys`` the oldest buckets are dropped (their keys start full again).
+    """
+
+    def __init__(self, rate: float, burst: float, max_keys: int = MAX_BUCKET_KEYS) -> None:
+        if not rate > 0 or not burst >= 1:
+            raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.max_keys = max(1, int(max_keys))
+        self._buckets: dict[Any, list[float]] = {}  # key -> [tokens, time]
+        self._sweep_at = min(self.max_keys, _SWEEP_FLOOR)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, bucket: list[float], now: float) -> float:
+        return min(self.burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
+
+    def peek(self, key: Any, now: float) -> float:
+        """0.0 if ``key`` has a token now, else the seconds until it will (nothing taken)."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = self._tokens(bucket, now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def take(self, key: Any, now: float) -> float:
+        """Take one token: 0.0 if there was one, else the seconds until there will be."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= self._sweep_at:
+                self._make_room(now)
+            self._buckets[key] = [self.burst - 1.0, now]
+            return 0.0
+        tokens = self._tokens(bucket, now)
+        bucket[1] = now
+        if tokens >= 1.0:
+            bucket[0] = tokens - 1.0
+            return 0.0
+        bucket[0] = tokens
+        return (1.0 - tokens) / self.rate
+
+    def sweep(self, now: float) -> None:
+        """Forget the buckets that are full again."""
+        full = [k for k, bucket in self._buckets.items() if self._tokens(bucket, now) >= self.burst]
+        for key in full:
+            del self._buckets[key]
+
+    def _make_room(self, now: float) -> None:
+        self.sweep(now)
+        excess = len(self._buckets) - self.max_keys + 1
+        if excess > 0:  # still too many: drop the oldest, and an eighth more to amortize
+            for key in list(self._buckets)[: excess + self.max_keys // 8]:
+                del self._buckets[key]
+        self._sweep_at = min(self.max_keys, max(_SWEEP_FLOOR, 2 * len(self._buckets)))
+
+
+class AddressCounts:
+    """How many of something (connections, pending offers) each address key holds.
+
+    A key exists only while its count is above zero, so the table is never larger than the
+    number of things held. ``total`` is the sum over all keys.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}
+        self.total = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def get(self, key: Any) -> int:
+        return self._counts.get(key, 0)
+
+    def add(self, key: Any) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+        self.total += 1
+
+    def remove(self, key: Any) -> None:
+        count = self._counts.get(key, 0)
+        if count <= 0:
+            raise KeyError(f"{key!r} holds nothing")  # a caller released twice: a bug
+        if count == 1:
+            del self._counts[key]
+        else:
+            self._counts[key] = count - 1
+        self.total -= 1
+
+
+def parse_address(host: Any) -> tuple[int, int] | None:
+    """``(4, value)`` or ``(6, value)`` of an IP address text (an IPv6 zone, ``%eth0``, is
+    ignored; an IPv4-mapped IPv6 address is IPv4), or None if ``host`` is not an address."""
+    if not isinstance(host, str):
+        return None
+    try:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+    except OSError:
+        return None
+    if packed[:12] == _MAPPED:
+        return 4, int.from_bytes(packed[12:], "big")
+    return 6, int.from_bytes(packed, "big")
+
+
+def address_key(host: Any) -> Any:
+    """The key per-address limits are kept by: an int for an IPv4 address, an int for the /64
+    of an IPv6 address (one end site usually holds a whole /64, so counting its addresses one
+    by one would give it unlimited keys), and for anything that is no IP address, the text
+    itself, or :data:`UNKNOWN_ADDRESS` for None."""
+    return _key_of(parse_address(host), host)
+
+
+def _key_of(parsed: tuple[int, int] | None, host: Any) -> Any:
+    if parsed is None:
+        return host if isinstance(host, str) and host else UNKNOWN_ADDRESS
+    family, value = parsed
+    return value if family == 4 else _V6_KEY + (value >> 64)
+
+
+class Networks:
+    """A list of networks (CIDR texts like ``127.0.0.0/8`` or ``::1``), tested by address."""
+
+    def __init__(self, cidrs: Iterable[str] = ()) -> None:
+        self._nets: list[tuple[int, int, int]] = []  # (family, network value, mask)
+        for text in cidrs:
+            net = ipaddress.ip_network(text.strip(), strict=False)  # ValueError for bad text
+            family = 4 if net.version == 4 else 6
+            self._nets.append((family, int(net.network_address), int(net.netmask)))
+
+    def __bool__(self) -> bool:
+        return bool(self._nets)
+
+    def contains(self, parsed: tuple[int, int] | None) -> bool:
+        """Whether the :func:`parse_address` result ``parsed`` lies in one of the networks."""
+        if parsed is None:
+            return False
+        family, value = parsed
+        return any(f == family and value & mask == net for f, net, mask in self._nets)
+
+
+class AddressLimits:
+    """The ``[limits]`` section applied (see the module docstring and docs/reliability.md).
+
+    ``key(host)`` gives the key to use with everything else, or None for a trusted address
+    (no per-address limit). Connection counts are shared by every transport of the native
+    protocol: a transport calls :meth:`connect` when it admits one (False: the address is at
+    ``limits.connections_per_address``) and :meth:`disconnect` exactly once when it ends.
+    """
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.trusted = Networks(settings.trusted_networks)
+        self.max_connections = int(settings.connections_per_address)  # 0: no cap
+        self.connections = AddressCounts()
+        self.handshakes = _buckets(settings.handshakes_per_second, settings.handshake_burst)
+        self.joins = _buckets(settings.joins_per_second, settings.join_burst)
+        self.chat = _buckets(settings.chat_messages_per_second, settings.chat_burst)
+
+    def key(self, host: Any) -> Any | None:
+        parsed = parse_address(host)
+        if self.trusted and self.trusted.contains(parsed):
+            return None
+        return _key_of(parsed, host)
+
+    # -- connections (all transports together) -------------------------------------------
+    def may_connect(self, key: Any) -> bool:
+        return key is None or not self.max_connections or self.connections.get(key) < self.max_connections
+
+    def connect(self, key: Any) -> bool:
+        """Count one more connection of ``key``; False (nothing counted) at the cap."""
+        if key is None:
+            return True
+        if not self.may_connect(key):
+            return False
+        self.connections.add(key)
+        return True
+
+    def disconnect(self, key: Any) -> None:
+        """One connection of ``key`` (admitted by :meth:`connect`) ended."""
+        if key is not None:
+            self.connections.remove(key)
+
+    # -- rates ----------------------------------------------------------------------------
+    def handshake(self, key: Any, now: float) -> bool:
+        """Take a handshake token (a UDP HELLO or CONNECT, a WebRTC offer, a /ws/movement
+        upgrade); False if the address has none left."""
+        return key is None or self.handshakes is None or self.handshakes.take(key, now) == 0.0
+
+    def join_wait(self, key: Any, now: float) -> float:
+        """Take a join token (``POST /api/join``): 0.0, or the seconds to wait."""
+        return 0.0 if key is None or self.joins is None else self.joins.take(key, now)
+
+    def chat_peek(self, key: Any, now: float) -> float:
+        """Seconds until the address may send a chat message (0.0: now); takes nothing."""
+        return 0.0 if key is None or self.chat is None else self.chat.peek(key, now)
+
+    def chat_take(self, key: Any, now: float) -> None:
+        if key is not None and self.chat is not None:
+            self.chat.take(key, now)
+
+
+def _buckets(rate: float, burst: int) -> TokenBuckets | None:
+    """Buckets for a rate setting; None when the rate is 0 (that limit is off)."""
+    return TokenBuckets(rate, burst) if rate > 0 else None
