@@ -454,21 +454,22 @@ async def test_receive_loop_batches_and_lets_others_run(autojump_clock):
 
 
 async def test_receive_loop_coalesces_dense_traffic_and_goes_back_to_waiting(autojump_clock, monkeypatch):
-    """Datagrams closer together than ``coalesce`` are read every ``coalesce`` seconds (several
-    per wakeup, none later than that); when traffic stops the loop waits for readability
-    again instead of waking every ``coalesce``. Sparse datagrams are read on arrival."""
-    coalesce = 0.0123
+    """Datagrams closer together than ``coalesce`` are read at the multiples of ``coalesce``
+    counted from ``origin`` (several per wakeup, none later than ``coalesce``); when traffic
+    stops the loop waits for readability again instead of waking every ``coalesce``. Sparse
+    datagrams are read on arrival."""
+    coalesce = 0.0125
     stats = Stats()
     transport, sender = loopback_pair(stats, recv_batch=64, coalesce=coalesce)
-    sleeps = []
-    real_sleep = trio.sleep
+    transport.origin = 0.5 + coalesce / 3  # drains fall on 0.5 + coalesce / 3 + k * coalesce
+    deadlines = []
+    real_sleep, real_sleep_until = trio.sleep, trio.sleep_until
 
-    async def counting_sleep(seconds):
-        if seconds == coalesce:
-            sleeps.append(trio.current_time())
-        await real_sleep(seconds)
+    async def counting_sleep_until(deadline):
+        deadlines.append(deadline)
+        await real_sleep_until(deadline)
 
-    monkeypatch.setattr(udp_module.trio, "sleep", counting_sleep)
+    monkeypatch.setattr(udp_module.trio, "sleep_until", counting_sleep_until)
     got = []
     try:
         async with trio.open_nursery() as nursery:
@@ -481,7 +482,7 @@ async def test_receive_loop_coalesces_dense_traffic_and_goes_back_to_waiting(aut
                 sent_at[b"%03d" % i] = trio.current_time()
                 await real_sleep(0.002)
             await real_sleep(2.0)  # idle
-            dense_sleeps = len(sleeps)
+            dense_sleeps = len(deadlines)
             for i in range(100, 105):  # sparse: one every 0.5 s
                 sender.sendto(b"%03d" % i, transport.address)
                 sent_at[b"%03d" % i] = trio.current_time()
@@ -495,8 +496,11 @@ async def test_receive_loop_coalesces_dense_traffic_and_goes_back_to_waiting(aut
     assert max(delays.values()) <= coalesce + 1e-9
     wakeups = len({now for _, now in got[:100]})
     assert wakeups <= 0.2 / coalesce + 3  # about one drain per coalesce interval, not 100
-    assert dense_sleeps <= wakeups + 2 and all(t < start + 0.2 + 2 * coalesce for t in sleeps[:dense_sleeps])
-    assert len(sleeps) == dense_sleeps  # sparse datagrams never start the coalescing sleeps
+    assert dense_sleeps <= wakeups + 2 and all(t < start + 0.2 + 2 * coalesce for t in deadlines)
+    for deadline in deadlines:  # every coalesced drain falls on origin + k * coalesce
+        k = (deadline - transport.origin) / coalesce
+        assert abs(k - round(k)) < 1e-6
+    assert len(deadlines) == dense_sleeps  # sparse datagrams never start the coalescing sleeps
     assert all(delays[b"%03d" % i] == 0.0 for i in range(100, 105))
 
 
@@ -534,3 +538,23 @@ def test_drain_reads_what_waits_up_to_a_limit_without_blocking():
     finally:
         sender.close()
         transport.close()
+
+
+def test_next_drain_is_the_next_boundary_after_now():
+    """Coalesced drains fall on ``origin + k * coalesce``: strictly after ``now``, never more
+    than ``coalesce`` later, and never ``now`` again when ``now`` is itself a boundary."""
+    transport, sender = loopback_pair(Stats(), recv_batch=4, coalesce=0.025)
+    try:
+        transport.origin = 100.0
+        assert transport.next_drain(100.0) == pytest.approx(100.025)
+        assert transport.next_drain(100.0 + 3 * 0.025) == pytest.approx(100.1)
+        assert transport.next_drain(100.01) == pytest.approx(100.025)
+        assert transport.next_drain(99.99) == pytest.approx(100.0)
+        for now in (100.0 + 0.001 * i for i in range(200)):
+            due = transport.next_drain(now)
+            assert now < due <= now + 0.025 + 1e-9
+            k = (due - 100.0) / 0.025
+            assert abs(k - round(k)) < 1e-6
+    finally:
+        transport.close()
+        sender.close()

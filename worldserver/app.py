@@ -27,6 +27,7 @@ from worldserver.config import Config
 from worldserver.gctune import GcMonitor
 from worldserver.http_app import build_app, make_authorize, serve_http
 from worldserver.identity import Identities
+from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.rtc_dispatch import RtcDispatcher
 from worldserver.sample_images import ensure_sample_images
@@ -38,6 +39,10 @@ from worldserver.udp_service import UdpService
 
 log = get_logger("worldserver")
 POLL_INTERVAL = 0.25
+# The tick reads up to this many receive batches right before it runs: every input that came
+# since the last drain (half a tick at the default coalescing: 500 datagrams at 1,000 clients),
+# but not a whole flood's worth.
+TICK_DRAIN_BATCHES = 8
 
 
 @attrs.define
@@ -64,7 +69,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
     secret = config.server.secret_bytes or os.urandom(32)
     identities = Identities()
     sim = Simulation(config, stats)
-    udp = UdpService(config, sim, stats, secret, identities)
+    limits = AddressLimits(config.limits)  # per-address admission, shared by every transport
+    udp = UdpService(config, sim, stats, secret, identities, limits)
     ws = StreamService("ws", config, sim, stats, identities)
     rtc_stream = StreamService("rtc", config, sim, stats, identities)
     ensure_sample_images(config.http.images_dir)
@@ -72,13 +78,13 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
     gcmon.install((config.gc.gen0_threshold, config.gc.gen1_threshold, config.gc.gen2_threshold))
     running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
     running.config_freeze = config.gc.freeze_after_start
-    chat = running.chat = ChatService.from_config(config, sim, identities, stats)
+    chat = running.chat = ChatService.from_config(config, sim, identities, stats, limits)
     rtc = None
     polled = [udp, ws, rtc_stream]
     try:
         async with trio.open_nursery() as nursery:
             if config.webrtc.enabled and aio_bridge.in_guest_run():
-                rtc, dispatcher = _start_rtc(config, sim, stats, identities, rtc_stream)
+                rtc, dispatcher = _start_rtc(config, sim, stats, identities, rtc_stream, limits)
                 running.rtc = rtc
                 polled.append(dispatcher)
                 await nursery.start(rtc.run)
@@ -88,8 +94,10 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             fanout = Fanout(stats)
             await nursery.start(fanout.run)
             app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws,
-                            chat=chat, chat_fanout=fanout)
+                            chat=chat, chat_fanout=fanout, limits=limits)
             running.http_port = await nursery.start(serve_http, config, app)
+            running.clock = TickClock(sim.tick_rate, trio.current_time())
+            udp.transport.origin = running.clock.start  # coalesced drains share the tick's wakeups
             nursery.start_soon(udp.transport.receive_loop, udp.handle_datagram)
             nursery.start_soon(_tick_loop, sim, stats, running)
             nursery.start_soon(_poll_loop, polled)
@@ -112,7 +120,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
         log.info("stopped", clients_served=stats.get("clients.joined"))
 
 
-def _start_rtc(config: Config, sim: Simulation, stats: Stats, identities: Identities, stream: StreamService):
+def _start_rtc(config: Config, sim: Simulation, stats: Stats, identities: Identities, stream: StreamService,
+               limits: AddressLimits):
     """The WebRTC service, with geckos channels dispatched to the native or Hatongsu service."""
     from worldserver.hatongsu import HatongsuService  # imported here: only used with WebRTC
     from worldserver.rtc import RtcService
@@ -125,19 +134,19 @@ def _start_rtc(config: Config, sim: Simulation, stats: Stats, identities: Identi
         handler=dispatcher,
         authorize=make_authorize(config, identities),
         stats=stats,
+        limits=limits,
     )
     return rtc, dispatcher
 
 
 async def _tick_loop(sim: Simulation, stats: Stats, running: RunningServer) -> None:
-    clock = TickClock(sim.tick_rate, trio.current_time())
-    running.clock = clock
+    clock = running.clock
     while True:
         await trio.sleep_until(clock.deadline())
         now = trio.current_time()
         started = time.perf_counter()
         udp = running.udp  # inputs that came during the receive loop's coalescing sleep
-        udp.transport.drain(udp.handle_datagram, now, udp.transport.recv_batch)
+        udp.transport.drain(udp.handle_datagram, now, TICK_DRAIN_BATCHES * udp.transport.recv_batch)
         sim.run_tick(now)
         stats.tick_duration.add(time.perf_counter() - started)
         lateness = clock.advance(now)

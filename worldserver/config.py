@@ -327,9 +327,10 @@ class UdpSettings:
         _between(1, 65536)
     )
     recv_coalesce_ms: float = _setting(
-        8.0, "float",
+        25.0, "float",
         "While datagrams keep coming, read them every this many ms instead of on each one"
-        " (0 = on each one); the tick reads what waits right before it runs.",
+        " (0 = on each one), aligned to the ticks: make it a divisor of the tick period so"
+        " that drains share the tick's wakeups; the tick reads what waits right before it runs.",
         _between(0, 50),
     )
 

@@ -6,19 +6,24 @@ checkpoint between batches keep a flood from one address from starving the tick.
 plain non-blocking ``sendto`` (about 4 us, against 17 us for trio's awaitable one): real-time
 datagrams that the kernel will not take right now are dropped and counted, never queued.
 
-A wakeup costs far more than a datagram. Handling an INPUT datagram takes about 7 us; a trip
-through trio's I/O wait that found the process idle costs several times that, twice as much
-with trio as a guest on asyncio (the wait runs in a thread that then wakes the host loop).
-Clients send independently, so at 8,000 datagrams a second (400 clients) they arrive one by
-one and a loop that waits for readability after each drain wakes for nearly every datagram:
-about 50 us of CPU per datagram, 40% of a core (``tools/bench/input_bench.py --socket``). So
-while traffic is dense (a drain finds data less than ``coalesce`` seconds after the previous
-one did) the loop stops waiting for readability and drains the socket every ``coalesce``
-seconds (default 2 ms) for as long as each drain finds something, then goes back to waiting:
-at most about 500 drains a second however many clients send (28 us of CPU per datagram in the
-same measurement). A datagram then waits at most ``coalesce`` before it is handled; inputs
-and acknowledgements are only used at the next tick, 50 ms apart, so this shifts when an
-input is applied by at most that much. Sparse traffic is read as soon as it arrives.
+A wakeup costs far more than a datagram. Handling an INPUT datagram takes about 5 us; one
+pass of trio's run loop that found the process idle costs about 0.3 ms of CPU on this kind of
+virtual machine (a bare ``epoll_wait`` with a timeout alone costs 0.08 ms), more with trio as
+a guest on asyncio (the wait runs in a thread that then wakes the host loop). Clients send
+independently, so at 8,000 datagrams a second (400 clients) they arrive one by one and a loop
+that waits for readability after each drain would wake for nearly every one. So while traffic
+is dense (a drain finds data less than ``coalesce`` seconds after the previous one did) the
+loop stops waiting for readability and drains the socket at the next multiple of
+``coalesce`` counted from ``origin``, for as long as each drain finds something, then goes
+back to waiting. The server sets ``origin`` to its tick clock's start and ``coalesce`` to a
+divisor of the tick period (default 25 ms, half a tick), so every other drain falls on a tick
+deadline and shares that wakeup with the tick: 40 wakeups a second for the receive loop and
+the tick together however many clients send (``tools/bench/input_bench.py --socket``: 4 us of
+CPU per datagram at 25 ms against 11 us at 8 ms, with trio as a guest). Inputs and
+acknowledgements are only used at the next tick, and the tick drains the socket right before
+it runs, so coalescing delays no input; it delays a handshake reply under load by at most
+``coalesce``, and it makes round-trip estimates (taken when an acknowledgement is read) up to
+``coalesce`` longer. Sparse traffic is read as soon as it arrives.
 
 This module knows nothing of the protocol; it moves bytes and counts them.
 """
@@ -35,7 +40,7 @@ import trio
 from worldserver.stats import Stats
 
 MAX_RECV = 2048  # larger datagrams are truncated by the kernel and then refused by the protocol
-RECV_COALESCE = 0.002  # seconds between drains while traffic is dense (0: wake per readiness)
+RECV_COALESCE = 0.025  # seconds between drains while traffic is dense (0: wake per readiness)
 
 
 class UdpTransport:
@@ -51,6 +56,7 @@ class UdpTransport:
         self.stats = stats
         self.recv_batch = recv_batch
         self.coalesce = coalesce
+        self.origin = 0.0  # dense-traffic drains fall on origin + k * coalesce (see the module doc)
         self.bytes_in = 0
         self.bytes_out = 0
         self.datagrams_in = 0
@@ -78,15 +84,15 @@ class UdpTransport:
         ``now`` is read once per drain. A drain reads until the socket is empty or
         ``recv_batch`` datagrams were read; after a full drain the loop checkpoints (the tick
         and others run) and drains again; after a drain that emptied the socket it waits for
-        readability, or, while traffic is dense, sleeps ``coalesce`` seconds (see the module
-        documentation). Every wait is a checkpoint, so there is exactly one await per drain.
+        readability, or, while traffic is dense, sleeps until the next multiple of ``coalesce``
+        after ``origin`` (see the module documentation). Every wait is a checkpoint, so there is exactly one await per drain.
         """
         sock = self.sock
         batch = self.recv_batch
         coalesce = self.coalesce
         wait_readable = trio.lowlevel.wait_readable
         checkpoint = trio.lowlevel.checkpoint
-        sleep = trio.sleep
+        sleep_until = trio.sleep_until
         current_time = trio.current_time
         polling = False  # drain again after a sleep instead of waiting for readability
         last_data = -math.inf  # when a drain last found a datagram
@@ -103,11 +109,18 @@ class UdpTransport:
             elif count and coalesce > 0.0 and (polling or now - last_data < coalesce):
                 polling = True
                 last_data = now
-                await sleep(coalesce)
+                await sleep_until(self.next_drain(now))
             else:
                 polling = False
                 if count:
                     last_data = now
+
+    def next_drain(self, now: float) -> float:
+        """The first ``origin + k * coalesce`` later than ``now``."""
+        coalesce, origin = self.coalesce, self.origin
+        k = math.floor((now - origin) / coalesce) + 1
+        due = origin + k * coalesce
+        return due if due > now + 1e-9 else due + coalesce  # not "now" again by a rounding error
 
     def drain(self, handle: Callable[[bytes, tuple, float], None], now: float, limit: int) -> int:
         """Reads and hands on up to ``limit`` waiting datagrams without blocking; returns how
