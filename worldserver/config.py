@@ -614,6 +614,27 @@ class ChatSettings:
     max_image_bytes: int = _setting(
         2_000_000, "int", "Largest image upload, in bytes.", _between(1024, 100_000_000)
     )
+    image_max_frames: int = _setting(
+        300, "int", "Most frames an uploaded animation may have.", _between(1, 100_000)
+    )
+    image_max_pixels: int = _setting(
+        50_000_000, "int",
+        "Most pixels an upload may decode to, frames x canvas (each frame is a whole canvas).",
+        _between(1, 1_000_000_000),
+    )
+    image_workers: int = _setting(
+        2, "int", "Uploads decoded at once, each in its own worker process; others wait or get 503.",
+        _between(1, 64),
+    )
+    image_worker_memory_mb: int = _setting(
+        512, "int", "Memory a decoding worker may take beyond its start, in MiB (RLIMIT_AS).",
+        _between(16, 65536),
+    )
+    image_worker_seconds: float = _setting(
+        10.0, "float",
+        "CPU seconds a decoding worker may use (RLIMIT_CPU); its wall-clock deadline is twice that plus 1.",
+        _between(0.5, 3600),
+    )
     typing_ttl: float = _setting(
         5.0, "float", "Seconds a typing indicator lasts unless renewed.", _positive
     )
