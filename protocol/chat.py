@@ -7,8 +7,9 @@ client needs (:func:`encode_request`, :func:`decode_server_frame`). The frames a
 ``protocol/SPEC.md section 7``.
 
 Every client frame is checked before anything else looks at it: at most
-:data:`MAX_FRAME_BYTES` of UTF-8 (checked before parsing), one JSON object without duplicate
-keys, NaN or infinities, a request ``id``, a known ``op`` and, per op, exactly the allowed
+:data:`MAX_FRAME_BYTES` of UTF-8 and at most :data:`MAX_DEPTH` levels of nesting (both checked
+before parsing, by ``protocol.jsonsafe``), one JSON object without duplicate keys, NaN or
+infinities, a request ``id``, a known ``op`` and, per op, exactly the allowed
 fields with the right types, lengths and ranges. Text is NFC-normalized; control characters
 (other than newline and tab inside a message text) and lone surrogates are refused. Whatever
 the input, :func:`decode_client_frame` raises nothing but :class:`ChatProtocolError`, whose
@@ -31,6 +32,7 @@ from typing import Any, ClassVar, Union
 
 import attrs
 
+from protocol import jsonsafe
 from protocol.errors import ProtocolError
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "EVENTS",
     "KINDS",
     "MAX_CLIENT_ID_CHARS",
+    "MAX_DEPTH",
     "MAX_FRAME_BYTES",
     "MAX_ID",
     "MAX_IMAGE_ID_CHARS",
@@ -86,6 +89,7 @@ __all__ = [
 # ------------------------------------------------------------------------------- limits
 
 MAX_FRAME_BYTES = 16 * 1024  # UTF-8 bytes of one client text frame, checked before parsing
+MAX_DEPTH = jsonsafe.DEFAULT_MAX_DEPTH  # arrays/objects nested in one frame, checked before parsing
 MAX_REQUEST_ID = 2**31  # request ids are integers in 1..2^31
 MAX_ID = 2**53 - 1  # room and message ids: integers exact in JavaScript's double
 MAX_TOKEN_CHARS = 256
@@ -518,24 +522,21 @@ def _parse_json(text: object, max_bytes: int | None) -> object:
     """Size check, then strict JSON; every failure is a ChatProtocolError without request id."""
     if not isinstance(text, str):
         raise ChatProtocolError("bad_frame", "a chat frame is a JSON text frame")
-    if max_bytes is not None and (
-        len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes
-    ):
-        raise ChatProtocolError("too_long", f"a frame may hold at most {max_bytes} bytes")
     try:
-        return json.loads(
+        return jsonsafe.loads(
             text,
+            max_bytes=max_bytes if max_bytes is not None else len(text) * 4,
+            max_depth=MAX_DEPTH,
             object_pairs_hook=_pairs_without_duplicates,
             parse_constant=_no_constants,
             parse_float=_finite_float,
         )
-    except _DuplicateKey:
-        raise ChatProtocolError("bad_frame", "duplicate key in a JSON object") from None
-    except RecursionError:
-        raise ChatProtocolError("bad_frame", "JSON nested too deeply") from None
-    except (ValueError, TypeError) as exc:  # JSONDecodeError, NaN/Infinity, huge integers
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid value"
-        raise ChatProtocolError("bad_frame", f"not valid JSON: {detail}") from None
+    except jsonsafe.JsonRefused as exc:
+        if exc.reason == "too_large":
+            raise ChatProtocolError("too_long", f"a frame may hold at most {max_bytes} bytes") from None
+        if isinstance(exc.__cause__, _DuplicateKey):
+            raise ChatProtocolError("bad_frame", "duplicate key in a JSON object") from None
+        raise ChatProtocolError("bad_frame", exc.message) from None
 
 
 def decode_client_frame(text: str) -> Request:

@@ -284,11 +284,22 @@ def test_duplicate_keys():
 
 
 def test_deep_nesting():
-    assert code_of("[" * 8000 + "]" * 8000).code == "bad_frame"
-    assert code_of('{"a":' * 2500 + "1" + "}" * 2500).code == "bad_frame"
-    nested = '{"id":9,"op":"msg.send","room":1,"kind":"text","text":' + "[" * 200 + "]" * 200 + "}"
-    err = code_of(nested)
+    """Nesting beyond MAX_DEPTH is refused before parsing (so the id is not read either)."""
+    for text in ["[" * 8000 + "]" * 8000, '{"a":' * 2500 + "1" + "}" * 2500, "[" * 16000,
+                 '{"id":9,"op":"msg.send","room":1,"kind":"text","text":' + "[" * 200 + "]" * 200 + "}"]:
+        err = code_of(text)
+        assert (err.code, err.request_id) == ("bad_frame", None)
+        assert f"nested deeper than {C.MAX_DEPTH} levels" in err.message
+    # within the limit: parsed, and the field is refused with the request's id
+    fits = '{"id":9,"op":"msg.send","room":1,"kind":"text","text":' + "[" * 31 + "]" * 31 + "}"
+    err = code_of(fits)
     assert (err.code, err.field, err.request_id) == ("bad_field", "text", 9)
+    # brackets inside a string are text, not nesting
+    text = '{"id":9,"op":"msg.send","room":1,"kind":"text","text":"' + "[" * 500 + '"}'
+    assert decode_client_frame(text).text == "[" * 500
+    with pytest.raises(ChatProtocolError) as info:
+        C.decode_server_frame('{"ev":"x","a":' + "[" * 40 + "]" * 40 + "}")
+    assert info.value.code == "bad_frame"
 
 
 def test_huge_integer():

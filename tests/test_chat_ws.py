@@ -74,6 +74,7 @@ async def server(request, nursery, tmp_path):
         ('{"id": 9, "op": "rooms.list", "extra": 1}', "bad_field", "unknown field"),
         ('{"id": 10, "id": 11, "op": "rooms.list"}', "bad_frame", "duplicate key"),
         ('{"id": 12, "op": "msg.send", "room": 1, "kind": "text", "text": "a\\u0000b"}', "bad_field", "control character"),
+        ("[" * 16000, "bad_frame", "nested deeper than 32 levels"),  # refused before parsing
     ],
 )
 async def test_bad_frames_get_errors_and_the_socket_stays(server, frame, code, words) -> None:

@@ -603,7 +603,8 @@ def test_malformed_and_hostile_texts_are_counted_and_ignored():
     svc = w.service
     good_rot = {"x": 0, "y": 0, "z": 0, "w": 1}
     bad = {
-        "raw": ["12345", "hello", "{not json", '{"clientPlayerUpdate":NaN}', "[" * 3000],
+        "raw": ["12345", "hello", "{not json", '{"clientPlayerUpdate":NaN}', '["[[[[' + '\\"[' * 50],
+        "too_deep": ["[" * 3000, '{"clientPlayerUpdate":' * 150 + "1" + "}" * 150, "[" * 33 + "]" * 33],
         "not_object": ["[1]", "null", '"clientPlayerUpdate"', "{}"],
         "unknown_event": ['{"serverNewPlayer":{}}', '{"chat":"x"}', '{"1":{},"clientPlayerUpdate":{}}'],
         "bad_shape": [

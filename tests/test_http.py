@@ -11,6 +11,7 @@ without a deadline.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import struct
 import subprocess
@@ -75,7 +76,7 @@ class FakeRtc:
         if self.hang:
             await trio.sleep_forever()
 
-    async def create_connection(self, authorization):
+    async def create_connection(self, authorization, address=None):
         await self._enter("create", authorization)
         if authorization == "deny":
             return 401, None, {"WWW-Authenticate": "Token"}
@@ -276,6 +277,84 @@ async def test_join_wrong_method_and_oversized(server: Server) -> None:
         r = await client.post("/api/join", content=b"{" + b" " * 100_000 + b"}")
         assert r.status_code == 413
         assert (await client.get("/health")).status_code == 200
+
+
+DEEP_BODIES = [b"[" * 20000, b'{"name": ' * 5000, b'{"type": "answer", "sdp": ' + b"[" * 40 + b"]" * 40 + b"}"]
+
+
+@pytest.mark.parametrize("path", ["/api/join", f"/.wrtc/v2/connections/{KNOWN_ID}/remote-description"])
+async def test_deeply_nested_json_is_a_400_with_the_reason(server: Server, path, caplog) -> None:
+    """Found by the attack: ``"[" * 20000`` gave a 500 and a RecursionError traceback per request
+    (2,000 of them: 6.4 MB of log). Now: a 400 saying why, a counter, one log line per minute."""
+    caplog.set_level(logging.INFO, logger="worldserver.http")
+    async with server.client() as client:
+        for i in range(300):
+            r = await client.post(path, content=DEEP_BODIES[i % len(DEEP_BODIES)])
+            assert r.status_code == 400, r.text
+            assert "nested deeper than 32 levels" in r.text
+        assert (await client.get("/health")).status_code == 200
+    assert server.sim.stats.get("drop.http_json.too_deep") == 300
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING or rec.exc_info]
+    refused = [rec for rec in caplog.records if rec.getMessage() == "json body refused"]
+    assert len(refused) == 1 and refused[0].fields["reason"] == "too_deep"
+    assert server.rtc.calls == []  # nothing reached the WebRTC service
+
+
+def random_json(rng, depth: int = 0):
+    """A random JSON-able value with the keys and the kinds of values the routes look at."""
+    kind = rng.randrange(10 if depth < 4 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False, 0, -1, 2**70, 1.5e308, -0.0])
+    if kind == 1:
+        return rng.choice(["", "alice", "answer", "offer", "v=0", "guest-1", "\ud800", "a\u0000b",
+                           "x" * 300, "갤러리짱", "ＡＬＩＣＥ", "<script>", KNOWN_ID, "\"[{"])
+    if kind == 2:
+        return "".join(chr(rng.randrange(1, 0x3000)) for _ in range(rng.randrange(12)))
+    if kind in (3, 4, 5):
+        return rng.randrange(-10**6, 10**6) if kind == 3 else rng.random() * 10 ** rng.randrange(-5, 5)
+    if kind in (6, 7):
+        return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["name", "token", "type", "sdp", "", "__proto__", "constructor"]
+    return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def fuzz_bodies(seed: int, count: int) -> list[bytes]:
+    import json
+    import random
+
+    rng = random.Random(seed)
+    specials = [b"NaN", b"-Infinity", b'{"name": NaN}', b'{"name": "bob", "token": Infinity}', b"1" * 5000,
+                b'{"name": 1e999}', b'{"type": "answer", "sdp": "\\ud800"}', b'{"name": "\\udfff"}',
+                b"\xef\xbb\xbf{}", b'{"name": "a", "name": "b"}', "{\"name\": \"é\"}".encode("utf-16"),
+                b"{" * 33 + b"}" * 33, b"[" * 32 + b"]" * 32, b"[" * 5000, b'"' + b'\\"' * 20000]
+    bodies = list(specials)
+    while len(bodies) < count:
+        text = json.dumps(random_json(rng), ensure_ascii=rng.random() < 0.5).encode("utf-8", "surrogatepass")
+        if rng.random() < 0.4 and text:  # a few flipped, cut or doubled bytes
+            data = bytearray(text)
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            text = bytes(data[: rng.randrange(len(data) + 1)]) if rng.random() < 0.3 else bytes(data)
+        bodies.append(text)
+    return bodies
+
+
+async def test_json_routes_fuzzed_answer_without_a_server_error(server: Server, caplog) -> None:
+    """Seeded random and mutated bodies to every route that reads JSON: never a 5xx, never an
+    error or traceback in the log, and the server answers afterwards."""
+    routes = ["/api/join", f"/.wrtc/v2/connections/{KNOWN_ID}/remote-description",
+              "/.wrtc/v2/connections", f"/.wrtc/v2/connections/{KNOWN_ID}/close"]
+    statuses: dict[int, int] = {}
+    async with server.client() as client:
+        for i, body in enumerate(fuzz_bodies(seed=8, count=400)):
+            headers = {"content-type": "application/json"} if i % 3 else {}
+            for path in routes[:2] + [routes[2 + i % 2]]:  # both JSON routes, one other
+                r = await client.post(path, content=body, headers=headers)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                assert r.status_code < 500, (path, body[:80], r.text)
+        assert (await client.get("/health")).status_code == 200
+    assert statuses.get(400, 0) > 50 and statuses.get(200, 0) > 50  # both refusals and answers ran
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
 
 
 # -- gallery -----------------------------------------------------------------------------------
@@ -537,8 +616,10 @@ async def test_geckos_garbage_gets_status_codes(server: Server) -> None:
             r = await client.request(method, path, content=body)
             assert r.status_code == status, (method, path, body[:40])
             assert_cors(r)
-            if status in (400, 404):
-                assert r.text == {400: "400: Bad Request", 404: "404: Not Found"}[status]
+            if status == 400:  # geckos' text, and what was wrong with a body
+                assert r.text == "400: Bad Request" or (path == remote and r.text.startswith("400: Bad Request ("))
+            if status == 404:
+                assert r.text == "404: Not Found"
             if status == 405:
                 assert "OPTIONS" in r.headers["allow"]
         assert (await client.get("/health")).status_code == 200

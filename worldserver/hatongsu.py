@@ -85,6 +85,7 @@ import os
 import re
 from collections import deque
 
+from protocol import jsonsafe
 from protocol.messages import FLAG_JUMP, INPUT_AXIS_SCALE, Input
 from worldserver.logs import get_logger
 from worldserver.sessions import Session
@@ -198,8 +199,10 @@ def parse_event(text: object) -> tuple[str, object]:
     if not _parse_int_is_nan(text):
         raise Drop("raw")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        obj = jsonsafe.loads(text, max_bytes=4 * MAX_TEXT, parse_constant=_reject_constant)
+    except jsonsafe.JsonRefused as exc:
+        if exc.reason == "too_deep":  # refused before parsing: no event is nested this deep
+            raise Drop("too_deep") from None
         raise Drop("raw") from None  # not JSON: geckos hands it over as a raw message
     if not isinstance(obj, dict) or not obj:
         raise Drop("not_object")

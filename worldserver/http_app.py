@@ -10,19 +10,26 @@ certificate is configured), reports the bound port, and on cancellation shuts do
 (WebSockets closed with 1001, every socket closed, all within a deadline); an error in one
 connection ends only that connection (``worldserver.http_guard``).
 :func:`make_authorize` is the geckos authorization hook built on the join tokens.
+Per-address limits (``[limits]``, :mod:`worldserver.limits`): ``POST /api/join`` beyond the
+address's join tokens is a 429 with ``Retry-After``; a ``/ws/movement`` upgrade beyond its
+handshake tokens or connections is refused before accept; WebRTC offers are admitted by the
+WebRTC service, which gets the client's address.
 
 Must not: run WebRTC or the native protocol itself (``rtc`` and ``ws_movement`` do), block the
 trio loop (file reads go to worker threads, WebSocket sends never wait: a one-slot snapshot
 outbox per socket), trust a path or body from the network (no traversal outside the images
 and web directories, bounded bodies and frames, malformed input answered with a status code,
-never an unhandled error), or wait without a deadline.
+never an unhandled error), or wait without a deadline. JSON bodies are parsed with
+``protocol.jsonsafe`` (size and nesting depth checked before parsing): a refused one is a 400
+naming the reason, counted as ``drop.http_json.<reason>`` and logged at most once per reason
+every :data:`REFUSAL_LOG_INTERVAL` seconds.
 """
 
 from __future__ import annotations
 
 import html
 import itertools
-import json
+import math
 import logging
 import os
 import re
@@ -52,11 +59,13 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from protocol import jsonsafe
 from worldserver.chat import gateway as chat_gateway
 from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.http_guard import install as install_http_guard
 from worldserver.identity import Identities, IdentitiesFull, NameRejected, NameTaken
-from worldserver.logs import get_logger
+from worldserver.limits import AddressLimits
+from worldserver.logs import LogLimiter, get_logger
 from worldserver.sample_images import IMAGE_SUFFIXES
 from worldserver.stats import Stats
 
@@ -79,6 +88,7 @@ MAX_BODY = 64 * 1024  # largest request body accepted (413 beyond)
 DRAIN_LIMIT = 1024 * 1024  # a too-large body up to this size is read and dropped before the 413
 BODY_TIMEOUT = 10.0  # seconds to receive a request body (408 after)
 RTC_TIMEOUT = 15.0  # seconds the WebRTC service may take to answer a signaling call (503 after)
+REFUSAL_LOG_INTERVAL = 60.0  # at most one log line per refusal reason this often
 MAX_WS_MESSAGE = 2048  # largest WebSocket message of /ws/movement (close 1009 beyond)
 # hypercorn's own limit for any WebSocket message (it buffers a message up to this). Kept well
 # above MAX_WS_MESSAGE so that our handler, not hypercorn, refuses big messages: hypercorn
@@ -128,14 +138,28 @@ class _BodyError(Exception):
         self.status = status
 
 
-def _status_text(status: int, headers: dict[str, str] | None = None) -> Response:
-    """A plain-text answer ``"<code>: <reason>"`` like geckos' ``sendStatus``."""
+def _status_text(status: int, headers: dict[str, str] | None = None, detail: str = "") -> Response:
+    """A plain-text answer ``"<code>: <reason>"`` like geckos' ``sendStatus``, and
+    ``" (<detail>)"`` after it when there is more to say."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = ""
     body = f"{status}: {phrase}" if phrase else str(status)
+    if detail:
+        body += f" ({detail})"
     return PlainTextResponse(body, status_code=status, headers=headers)
+
+
+def _load_json(body: bytes, path: str, stats: Stats, refusals: LogLimiter) -> Any:
+    """The parsed JSON body; raises ``jsonsafe.JsonRefused`` (counted and, rate-limited, logged)."""
+    try:
+        return jsonsafe.loads(body, max_bytes=MAX_BODY)
+    except jsonsafe.JsonRefused as exc:
+        stats.incr(f"drop.http_json.{exc.reason}")
+        refusals.log(logging.INFO, exc.reason, "json body refused", path=path, reason=exc.reason,
+                     detail=exc.message)
+        raise
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -384,12 +408,36 @@ class _MovementSocket:
             self.service.on_message(self.key, data, trio.current_time())
 
 
+def _client_host(connection) -> str | None:
+    """The client's IP address of a Request or WebSocket (None when the server cannot tell)."""
+    client = connection.client
+    return client.host if client else None
+
+
 async def _movement_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state
     service = state.ws_movement
     if service is None:
         await refuse_websocket(websocket, state.stats)  # before accept: hypercorn answers 403
         return
+    limits: AddressLimits = state.limits
+    key = limits.key(_client_host(websocket))
+    if not limits.handshake(key, trio.current_time()):
+        state.stats.incr("drop.limit_ws_handshake_rate")
+        await refuse_websocket(websocket, state.stats)
+        return
+    if not limits.connect(key):
+        state.stats.incr("drop.limit_ws_address_connections")
+        await refuse_websocket(websocket, state.stats)
+        return
+    try:
+        await _movement_socket(websocket, state, service)
+    finally:
+        limits.disconnect(key)
+
+
+async def _movement_socket(websocket: WebSocket, state, service) -> None:
+    """One admitted ``/ws/movement`` socket, from accept to close."""
     if not await accept_websocket(websocket, state.stats):
         return
     sock = _MovementSocket(websocket, service, state.stats, state.ws_idle_timeout)
@@ -427,9 +475,11 @@ async def _movement_endpoint(websocket: WebSocket) -> None:
 class _Geckos:
     """Answers every HTTP request whose path contains ``/.wrtc/v2`` (see geckos-protocol.md)."""
 
-    def __init__(self, rtc, cors_origin: str, stats: Stats | None = None) -> None:
+    def __init__(self, rtc, cors_origin: str, stats: Stats | None = None,
+                 refusals: LogLimiter | None = None) -> None:
         self.rtc = rtc
-        self.stats = stats
+        self.stats = stats if stats is not None else Stats()
+        self.refusals = refusals if refusals is not None else LogLimiter(log, REFUSAL_LOG_INTERVAL)
         self.cors = {"Access-Control-Allow-Origin": cors_origin, **GECKOS_CORS_HEADERS}
 
     async def __call__(self, scope, receive, send) -> None:
@@ -466,11 +516,16 @@ class _Geckos:
         if self.rtc is None:
             return _status_text(503)
         if action == "create":
-            call = partial(self.rtc.create_connection, request.headers.get("authorization"))
+            call = partial(self.rtc.create_connection, request.headers.get("authorization"),
+                           address=_client_host(request))
         elif action == "remote_description":
-            description = _parse_description(body)
+            try:
+                value = _load_json(body, "remote-description", self.stats, self.refusals)
+            except jsonsafe.JsonRefused as exc:
+                return _status_text(400, detail=exc.message)
+            description = _description(value)
             if description is None:
-                return _status_text(400)
+                return _status_text(400, detail='the body must be JSON like {"type": ..., "sdp": ...}')
             call = partial(self.rtc.remote_description, connection_id, description)
         elif action == "additional_candidates":
             call = partial(self.rtc.additional_candidates, connection_id)
@@ -485,12 +540,8 @@ class _Geckos:
         return _rtc_response(*result)
 
 
-def _parse_description(body: bytes) -> dict | None:
-    """The browser's answer ``{"type": ..., "sdp": ...}``, or None if the body is not one."""
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
+def _description(value: Any) -> dict | None:
+    """The browser's answer ``{"type": ..., "sdp": ...}``, or None if the JSON is not one."""
     if not isinstance(value, dict):
         return None
     if not isinstance(value.get("type"), str) or not isinstance(value.get("sdp"), str):
@@ -594,15 +645,31 @@ async def _health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "clients": len(sim.sessions), "tick": int(sim.tick)})
 
 
+def _join_refused(request: Request) -> Response | None:
+    """A 429 when the client's address has no join token left (``limits.joins_per_second``)."""
+    limits: AddressLimits = request.app.state.limits
+    wait = limits.join_wait(limits.key(_client_host(request)), trio.current_time())
+    if wait <= 0:
+        return None
+    request.app.state.stats.incr("drop.limit_join_rate")
+    return JSONResponse({"error": "too many joins from your address; retry later",
+                         "retry_after": round(wait, 3)},
+                        status_code=429, headers={"Retry-After": str(math.ceil(wait))})
+
+
 async def _join(request: Request) -> Response:
+    refused = _join_refused(request)
+    if refused is not None:
+        return refused
     try:
         body = await _read_body(request, stats=request.app.state.stats)
     except _BodyError as exc:
         return _error(exc.status, HTTPStatus(exc.status).phrase.lower())
+    state = request.app.state
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, 'the body must be JSON like {"name": "..."}')
+        data = _load_json(body, "/api/join", state.stats, state.refusals)
+    except jsonsafe.JsonRefused as exc:
+        return _error(400, f'the body must be JSON like {{"name": "..."}}: {exc.message}')
     if not isinstance(data, dict) or "name" not in data:
         return _error(400, 'the body must be JSON like {"name": "..."}')
     previous = data.get("token")
@@ -706,7 +773,7 @@ class _App:
 
 
 def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None,
-              chat_fanout=None) -> _App:
+              chat_fanout=None, limits: AddressLimits | None = None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
     ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
@@ -741,11 +808,14 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     state.ws_movement = ws_movement
     state.chat = chat
     state.chat_fanout = chat_fanout
+    # per-address limits, shared with the transports (None: the app's own, from config.limits)
+    state.limits = limits if limits is not None else AddressLimits(config.limits)
     stats = getattr(sim, "stats", None)
     state.stats = stats if isinstance(stats, Stats) else Stats()
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)
     state.stopping = trio.Event()  # set by serve_http when the server shuts down
-    return _App(starlette, _Geckos(rtc, config.http.cors_origin, state.stats))
+    state.refusals = LogLimiter(log, REFUSAL_LOG_INTERVAL)  # log lines about refused input
+    return _App(starlette, _Geckos(rtc, config.http.cors_origin, state.stats, state.refusals))
 
 
 # -- serving -----------------------------------------------------------------------------------
