@@ -638,6 +638,20 @@ class ChatSettings:
     typing_ttl: float = _setting(
         5.0, "float", "Seconds a typing indicator lasts unless renewed.", _positive
     )
+    admin_max_failures: int = _setting(
+        5, "int", "Wrong admin tokens an address may present (all its sockets together) before "
+        "it is locked out; a socket is closed (1008) at this many or when locked out.",
+        _between(1, 1000),
+    )
+    admin_lockout: float = _setting(
+        600.0, "float", "Seconds until an address's wrong admin tokens are all forgiven "
+        "(one of them every admin_lockout / admin_max_failures seconds).", _positive
+    )
+    admin_failure_delay: float = _setting(
+        0.5, "float", "Seconds the answer to a wrong admin token is held back (that socket "
+        "only), doubling with each failure of the socket up to 16 times this.",
+        _between(0.0, 60.0),
+    )
 
 
 def _networks(instance: object, attribute: attrs.Attribute, value: Any) -> None:
