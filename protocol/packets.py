@@ -48,11 +48,13 @@ REFUSE_VERSION = 1
 REFUSE_FULL = 2
 REFUSE_STALE_COOKIE = 3
 REFUSE_REPLAYED_COOKIE = 4
+REFUSE_ADDRESS_LIMIT = 5  # the client's address holds as many connections as it may
 REFUSE_REASONS = {
     REFUSE_VERSION: "version_mismatch",
     REFUSE_FULL: "server_full",
     REFUSE_STALE_COOKIE: "stale_cookie",
     REFUSE_REPLAYED_COOKIE: "replayed_cookie",
+    REFUSE_ADDRESS_LIMIT: "address_limit",
 }
 
 DISCONNECT_CLIENT_LEFT = 1

@@ -14,7 +14,8 @@ import trio
 
 from chat_support import FakeSession, start_chat_server
 from worldclient.chat_client import ChatRequestError, open_chat
-from worldserver.chat.service import CLOSE_KICKED, TokenBuckets
+from worldserver.chat.service import CLOSE_KICKED
+from worldserver.limits import TokenBuckets
 
 ADMIN = "admin-secret"
 

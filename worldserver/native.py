@@ -3,7 +3,8 @@
 A transport service (UDP, WebRTC data channels, WebSockets) owns a sans-IO
 :class:`protocol.server.ServerEndpoint` and feeds its events here. This module turns a
 ConnectRequest into a session (named after the player's join token, or a guest name) and an
-ACCEPT with the Welcome, INPUT packets into queued inputs, acknowledgements into snapshot
+ACCEPT with the Welcome (or a REFUSE: world full, or, over UDP, the client's address already
+holds ``limits.connections_per_address``), INPUT packets into queued inputs, acknowledgements into snapshot
 baselines, and disconnects and timeouts into despawns.
 
 Must not: touch sockets or channels (the transport's sender does), or run the tick.
@@ -16,9 +17,10 @@ from typing import Callable
 from protocol import packets as P
 from protocol.errors import ProtocolError
 from protocol.events import ConnectRequest, Disconnected, Received
-from protocol.messages import decode_inputs
+from protocol.messages import new_inputs
 from protocol.server import ServerEndpoint
 from worldserver.config import Config
+from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
@@ -42,8 +44,16 @@ class NativeSessions:
         stats: Stats,
         identities=None,
         make_sender: Callable[[tuple], object],
+        limits: AddressLimits | None = None,
+        address_of: Callable[[tuple], str] | None = None,
     ) -> None:
+        """``limits`` and ``address_of`` (the client's IP address from an endpoint address):
+        for a transport whose endpoint addresses are client addresses (UDP), the connection
+        cap per address (``limits.connections_per_address``) is applied and counted here.
+        Transports whose endpoint addresses are channel ids count at the transport instead."""
         self.kind = kind
+        self.limits = limits if address_of is not None else None
+        self.address_of = address_of
         self.endpoint = endpoint
         self.sim = sim
         self.stats = stats
@@ -73,7 +83,7 @@ class NativeSessions:
             session.on_acked(acked)
         if ptype == _INPUT:
             try:
-                inputs = decode_inputs(payload)
+                inputs = new_inputs(payload, session.last_received_seq)
             except ProtocolError as exc:
                 self.stats.incr(f"drop.bad_input.{exc.reason}")
                 return
@@ -91,6 +101,12 @@ class NativeSessions:
         return self.identities.guest_name()
 
     def _on_connect_request(self, request: ConnectRequest, now: float) -> None:
+        limits = self.limits
+        key = limits.key(self.address_of(request.addr)) if limits is not None else None
+        if not (key is None or limits.may_connect(key)):
+            self.stats.incr("drop.limit_udp_address_connections")
+            self.endpoint.refuse(request, P.REFUSE_ADDRESS_LIMIT, "too many connections from your address")
+            return
         sender = self.make_sender(request.addr)
         try:
             session = self.sim.join(sender, now, name=self.player_name(request.token))
@@ -99,6 +115,8 @@ class NativeSessions:
             self.stats.incr("refused.world_full")
             self.endpoint.refuse(request, P.REFUSE_FULL, "world full")
             return
+        if key is not None:
+            limits.connect(key)
         conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now)
         sender.conn = conn
         conn.user = session
@@ -111,6 +129,8 @@ class NativeSessions:
         if session is not None:
             self.sim.leave(session)
             event.conn.user = None
+            if self.limits is not None:
+                self.limits.disconnect(self.limits.key(self.address_of(event.conn.addr)))
             if self.identities is not None and session.token:
                 self.identities.detach(session.token)
         self.stats.incr(f"clients.left.{event.reason}")

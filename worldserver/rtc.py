@@ -14,6 +14,17 @@ trio context (asyncio callbacks go through :class:`worldserver.aio_bridge.Inbox`
 ``on_close(peer, reason)``. ``on_close`` is called exactly once for every peer that got
 ``on_open``; a peer that never opened is dropped without calling the handler.
 
+Admission (``[limits]``, :mod:`worldserver.limits`): every offer costs an RTCPeerConnection, a
+DTLS key and ICE sockets, so ``create_connection`` refuses before making any of them: 429 when
+the client's address has no handshake token left, 503 when the address already holds
+``limits.pending_offers_per_address`` offers not yet open or ``limits.connections_per_address``
+connections (counted with UDP and /ws/movement), or when ``limits.pending_offers`` offers of
+all addresses together are not yet open, each refusal counted (``drop.limit_rtc_*``). An
+offer that is not answered within ``limits.offer_timeout`` seconds is closed
+(``rtc.closed.offer_timeout``), an answered one that does not open within ``open_timeout``
+too, so the table of unopened peers, and the file descriptors it holds, stay bounded and one
+address cannot hold more than its share of them.
+
 ICE host addresses: aioice gathers host candidates on every interface address except
 127.0.0.1. With ``webrtc.host_addresses`` set, this module makes aioice gather on exactly
 those addresses: it wraps ``aioice.ice.get_host_addresses`` once (the wrapper consults a
@@ -49,6 +60,7 @@ from aiortc import (
 from worldserver import sctp_acks
 from worldserver.aio_bridge import Inbox, aio
 from worldserver.config import Config
+from worldserver.limits import AddressCounts, AddressLimits
 from worldserver.logs import get_logger
 from worldserver.stats import Stats
 
@@ -219,11 +231,16 @@ class RtcPeer:
     __slots__ = (
         "id", "user_data", "pc", "channel", "session", "created_at", "opened_at",
         "opened", "closing", "closed", "close_reason", "_service",
+        "address", "answered", "pending", "holds_slot",
     )
 
     def __init__(self, service: RtcService, peer_id: str, pc: RTCPeerConnection,
-                 channel: RTCDataChannel, user_data: dict, now: float) -> None:
+                 channel: RTCDataChannel, user_data: dict, now: float, address=None) -> None:
         self._service = service
+        self.address = address  # the client's limits key (None: trusted, no per-address limit)
+        self.answered = False  # an answer was taken (or is being applied)
+        self.pending = True  # counted among the offers not yet open
+        self.holds_slot = True  # counted among its address's connections
         self.id = peer_id
         self.pc = pc
         self.channel = channel
@@ -278,7 +295,12 @@ class RtcService:
         stats: Stats | None = None,
         open_timeout: float = OPEN_TIMEOUT,
         max_peers: int | None = None,
+        limits: AddressLimits | None = None,
+        offer_timeout: float | None = None,
     ) -> None:
+        """``limits``: the server's shared per-address limits (None: this service's own, from
+        ``config.limits``); ``offer_timeout``: seconds an offer waits for its answer (None:
+        ``limits.offer_timeout``)."""
         self.config = config
         self.stats = stats if stats is not None else Stats()
         self.peers: dict[str, RtcPeer] = {}
@@ -293,6 +315,11 @@ class RtcService:
         self._delayed_acks = config.webrtc.delayed_acks
         self._nursery: trio.Nursery | None = None
         self._creating = 0
+        self.limits = limits if limits is not None else AddressLimits(config.limits)
+        self.offer_timeout = config.limits.offer_timeout if offer_timeout is None else offer_timeout
+        self.max_pending = config.limits.pending_offers
+        self.max_pending_per_address = config.limits.pending_offers_per_address
+        self.pending = AddressCounts()  # offers being made or made and not yet open, by address
         self._closing = False
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -334,15 +361,38 @@ class RtcService:
 
     async def _reap_unopened(self) -> None:
         while True:
-            await trio.sleep(min(REAP_INTERVAL, self.open_timeout / 4))
-            deadline = trio.current_time() - self.open_timeout
-            for peer in [p for p in self.peers.values() if not p.opened and p.created_at < deadline]:
+            await trio.sleep(min(REAP_INTERVAL, self.open_timeout / 4, self.offer_timeout / 4))
+            self.reap(trio.current_time())
+
+    def reap(self, now: float) -> int:
+        """Close the peers that did not open in time: an offer not answered within
+        ``offer_timeout`` seconds (``offer_timeout``), any peer not open ``open_timeout``
+        seconds after its offer (``open_timeout``). Returns how many were closed."""
+        closed = 0
+        for peer in list(self.peers.values()):
+            if peer.opened:
+                continue
+            age = now - peer.created_at
+            if age > self.open_timeout:
                 self._close_peer(peer, "open_timeout")
+            elif not peer.answered and age > self.offer_timeout:
+                self._close_peer(peer, "offer_timeout")
+            else:
+                continue
+            closed += 1
+        return closed
 
     # -- signaling (called from trio by the HTTP layer) -------------------------------------
 
-    async def create_connection(self, authorization: str | None) -> tuple[int, Any, dict]:
-        """``POST /.wrtc/v2/connections``: 200 with ``{userData, id, localDescription}``."""
+    async def create_connection(self, authorization: str | None, address: str | None = None
+                                ) -> tuple[int, Any, dict]:
+        """``POST /.wrtc/v2/connections`` from ``address`` (the client's IP address; None:
+        unknown): 200 with ``{userData, id, localDescription}``, or a refusal made before any
+        peer connection exists (see the module docstring)."""
+        key = self.limits.key(address)
+        if not self.limits.handshake(key, trio.current_time()):
+            self.stats.incr("drop.limit_rtc_handshake_rate")
+            return _status(429)
         status, user_data = await self._run_authorization(authorization)
         if status != 200:
             self.stats.incr(f"rtc.refused.{status}")
@@ -355,7 +405,19 @@ class RtcService:
         if len(self.peers) + self._creating >= self.max_peers:
             self.stats.incr("rtc.refused.full")
             return _status(503)
+        if key is not None and self.pending.get(key) >= self.max_pending_per_address:
+            self.stats.incr("drop.limit_rtc_pending_address")
+            return _status(503)
+        if not self.limits.may_connect(key):
+            self.stats.incr("drop.limit_rtc_address_connections")
+            return _status(503)
+        if self.pending.total >= self.max_pending:
+            self.stats.incr("drop.limit_rtc_pending_total")
+            return _status(503)
 
+        # Reserved before the first await, so concurrent offers see it; released by _release.
+        self.pending.add(key)
+        self.limits.connect(key)
         self._creating += 1
         try:
             try:
@@ -369,14 +431,17 @@ class RtcService:
             except Exception:
                 log.exception("could not create a peer connection")
                 self.stats.incr("rtc.refused.setup_error")
+                self.pending.remove(key)
+                self.limits.disconnect(key)
                 return _status(500)
-            peer = RtcPeer(self, self._new_id(), pc, channel, user_data, trio.current_time())
+            peer = RtcPeer(self, self._new_id(), pc, channel, user_data, trio.current_time(), key)
             self._wire(peer)
             try:
                 with trio.fail_after(SIGNAL_WAIT):
                     description = await aio(make_offer(pc, self._host_addresses))
             except BaseException as exc:
                 peer.closing = peer.closed = True
+                self._release(peer)
                 with trio.CancelScope(shield=True):
                     await self._close_pc(pc)
                 if not isinstance(exc, Exception):
@@ -389,6 +454,7 @@ class RtcService:
 
         if self._closing and not peer.closing:
             peer.closing = peer.closed = True
+            self._release(peer)
             self._nursery_close_pc(pc)
         if peer.closing:  # shutting down, or the connection failed while we made the offer
             self.stats.incr("rtc.refused.closed_early")
@@ -418,6 +484,7 @@ class RtcService:
         sdp, removed = strip_mdns_candidates(body["sdp"])
         if removed:
             self.stats.incr("rtc.mdns_candidates_stripped", removed)
+        answered, peer.answered = peer.answered, True  # not reaped as unanswered meanwhile
         try:
             with trio.fail_after(SIGNAL_WAIT):
                 await aio(peer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer")))
@@ -426,6 +493,7 @@ class RtcService:
             self._close_peer(peer, "answer_timeout")
             return _status(500)
         except Exception as exc:  # unparsable SDP, wrong signaling state, closed peer
+            peer.answered = answered
             self.stats.incr("rtc.bad_request.bad_answer")
             log.info("answer refused", peer=peer.id, error=repr(exc))
             return _status(400)
@@ -488,6 +556,9 @@ class RtcService:
             return
         peer.opened = True
         peer.opened_at = trio.current_time()
+        if peer.pending:
+            peer.pending = False
+            self.pending.remove(peer.address)
         self.stats.incr("rtc.opened")
         log.debug("peer open", peer=peer.id, ms=round((peer.opened_at - peer.created_at) * 1000, 1))
         try:
@@ -521,6 +592,7 @@ class RtcService:
             return
         peer.closing = True
         peer.close_reason = reason
+        self._release(peer)
         if self.peers.get(peer.id) is peer:
             del self.peers[peer.id]
         self.stats.incr(f"rtc.closed.{reason}")
@@ -533,6 +605,16 @@ class RtcService:
         else:
             self.stats.incr("rtc.dropped_unopened")
         peer.closed = True
+
+    def _release(self, peer: RtcPeer) -> None:
+        """Give back what the peer holds of the limits (once): its place among the offers
+        not yet open, and its address's connection."""
+        if peer.pending:
+            peer.pending = False
+            self.pending.remove(peer.address)
+        if peer.holds_slot:
+            peer.holds_slot = False
+            self.limits.disconnect(peer.address)
 
     def _nursery_close_pc(self, pc: RTCPeerConnection) -> None:
         try:

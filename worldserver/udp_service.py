@@ -4,6 +4,14 @@ Joins the sans-IO :class:`protocol.server.ServerEndpoint` (cookie handshake) to 
 :class:`UdpTransport` socket; endpoint events go to :class:`NativeSessions`. Everything here
 runs synchronously per datagram on the trio thread.
 
+Admission (``[limits]``, :mod:`worldserver.limits`): connected packets go straight to the
+endpoint. A handshake packet (HELLO, CONNECT) first takes a token of its address's handshake
+bucket (none left: dropped silently, ``drop.limit_udp_handshake_rate``); a HELLO that could
+not lead to a connection -- the server is full, or the address already holds
+``limits.connections_per_address`` -- is answered with REFUSE at once, before any cookie is
+made (no longer than the HELLO, as every pre-proof reply). The cap itself is kept by
+:class:`NativeSessions` when a proven CONNECT asks for a connection.
+
 Must not: run the tick or encode snapshots (the simulation does), or block.
 """
 
@@ -11,12 +19,17 @@ from __future__ import annotations
 
 from protocol import PROTOCOL_VERSION
 from protocol import packets as P
+from protocol.errors import ProtocolError
 from protocol.server import ServerConnection, ServerEndpoint
 from worldserver.config import Config
+from worldserver.limits import AddressLimits
 from worldserver.native import NativeSessions
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
 from worldserver.udp import UdpTransport
+
+_CONNECTED = P.CONNECTED_TYPES
+_HELLO, _CONNECT = P.HELLO, P.CONNECT
 
 
 class UdpPeer:
@@ -41,9 +54,11 @@ class UdpPeer:
 
 
 class UdpService:
-    def __init__(self, config: Config, sim: Simulation, stats: Stats, secret: bytes, identities=None) -> None:
+    def __init__(self, config: Config, sim: Simulation, stats: Stats, secret: bytes, identities=None,
+                 limits: AddressLimits | None = None) -> None:
         self.sim = sim
         self.stats = stats
+        self.limits = limits if limits is not None else AddressLimits(config.limits)
         self.transport = UdpTransport(
             config.udp.host, config.udp.port, stats, config.udp.recv_batch, config.udp.recv_coalesce_ms / 1000.0
         )
@@ -64,14 +79,50 @@ class UdpService:
             stats=stats,
             identities=identities,
             make_sender=lambda addr: UdpPeer(self, None),
+            limits=self.limits,
+            address_of=_host,
         )
 
     def handle_datagram(self, data: bytes, addr: tuple, now: float) -> None:
+        if data and data[0] not in _CONNECTED and not self._admit_unproven(data, addr, now):
+            return
         events = self.endpoint.receive_datagram(data, addr, now)
         if events:
             self.sessions.handle(events, now)
         if self.endpoint.outbox:
             self.flush()
+
+    def _admit_unproven(self, data: bytes, addr: tuple, now: float) -> bool:
+        """Admission of a datagram that is no connected packet: True hands it to the endpoint,
+        False means it was dropped or answered here (see the module docstring)."""
+        ptype = data[0]
+        if ptype != _HELLO and ptype != _CONNECT:
+            return True  # the endpoint drops it and counts why
+        limits = self.limits
+        key = limits.key(addr[0])
+        if not limits.handshake(key, now):
+            self.stats.incr("drop.limit_udp_handshake_rate")
+            return False
+        endpoint = self.endpoint
+        if ptype == _CONNECT or addr in endpoint.connections:  # a restart replaces its own
+            return True
+        full = len(endpoint.connections) >= endpoint.max_clients
+        if not full and limits.may_connect(key):
+            return True
+        try:
+            version, nonce, _ = P.decode_hello(data)
+        except ProtocolError:
+            return True  # malformed: the endpoint drops it and counts why
+        if version != endpoint.version:
+            return True  # the endpoint answers version_mismatch
+        if full:
+            self.stats.incr("drop.limit_udp_server_full")
+            reason, text = P.REFUSE_FULL, "server full"
+        else:
+            self.stats.incr("drop.limit_udp_address_connections")
+            reason, text = P.REFUSE_ADDRESS_LIMIT, "too many connections from your address"
+        self.transport.send(P.encode_refuse(reason, version, nonce, text, len(data)), addr)
+        return False
 
     def poll(self, now: float) -> None:
         """Timeouts and keep-alives; a few times a second."""
@@ -88,3 +139,7 @@ class UdpService:
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _host(addr: tuple) -> str:
+    return addr[0]

@@ -97,6 +97,7 @@ class _ChatSocket:
             outbox, self.receive_channel = trio.open_memory_channel(OUTBOX_LIMIT)
             stats.incr("chat.sockets_asgi")
         self.peer = Peer(self.key, outbox, self.request_close, stats)
+        self.peer.address = client.host if client else None  # for the per-address chat limit
 
     def _send_failed(self) -> None:
         self.ws_closed = True

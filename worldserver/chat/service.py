@@ -7,7 +7,8 @@ nickname as the movement session; the token stays live while the chat is connect
 into the world's public room (``chat.public_room``) and gets its rooms with their recent
 history, or exactly what it missed (``since``). The service checks who may do what (members,
 invitations, room owners, moderators presenting ``chat.admin_token``), limits every user with
-a token bucket (``chat.rate``/``chat.burst``; errors carry ``retry_after``), keeps mutes and
+a token bucket (``chat.rate``/``chat.burst``; errors carry ``retry_after``) and every client
+address with another (``limits.chat_*``, all its names together), keeps mutes and
 kicks, throttles and expires typing indicators (never stored), produces join/leave notices
 (``room.member`` events and stored ``notice`` messages by ``server``), and adds the author's
 avatar (``entity_id``) to messages when the author is in the world.
@@ -54,6 +55,7 @@ import trio
 from protocol import chat as P
 from worldserver.chat.store import ChatStore, Message, Room, RoomNotFound, StoreConflict
 from worldserver.identity import Identities, NameRejected, normalize_name
+from worldserver.limits import AddressLimits, TokenBuckets
 from worldserver.logs import get_logger
 from worldserver.stats import Stats
 
@@ -65,7 +67,6 @@ __all__ = [
     "ChatError",
     "ChatService",
     "Peer",
-    "TokenBuckets",
     "open_chat",
 ]
 
@@ -101,40 +102,6 @@ class ChatError(Exception):
         self.retry_after = retry_after
 
 
-class TokenBuckets:
-    """Token buckets by key (``rate`` per second, ``burst`` at most); memory stays bounded:
-    buckets that have filled up again are forgotten (they hold no information)."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self._buckets: dict[Any, list[float]] = {}  # key -> [tokens, time]
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def take(self, key: Any, now: float) -> float:
-        """Take one token: 0.0 if there was one, else the seconds until there will be."""
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            self._buckets[key] = [self.burst - 1.0, now]
-            return 0.0
-        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return 0.0
-        bucket[0] = tokens
-        return (1.0 - tokens) / self.rate
-
-    def sweep(self, now: float) -> None:
-        """Forget the buckets that are full again."""
-        full = [k for k, (tokens, t) in self._buckets.items()
-                if tokens + (now - t) * self.rate >= self.burst]
-        for key in full:
-            del self._buckets[key]
-
-
 class Peer:
     """One chat connection as the service sees it.
 
@@ -157,6 +124,7 @@ class Peer:
         self.outbox = outbox
         self.on_close = on_close
         self.stats = stats
+        self.address: str | None = None  # the client's IP address (per-address chat limit)
         self.user: str | None = None
         self.token: str | None = None
         self.moderator = False
@@ -242,6 +210,7 @@ class ChatService:
         stats: Stats | None = None,
         images=None,
         wall: Callable[[], float] = time.time,
+        limits: AddressLimits | None = None,
     ) -> None:
         chat = config.chat
         self.config = config
@@ -263,6 +232,8 @@ class ChatService:
         self.public_room: int | None = None
         self.ready = trio.Event()
         self.messages = TokenBuckets(chat.rate, chat.burst)  # by user
+        # by address, all its names together (limits.chat_*); shared with the transports
+        self.limits = limits if limits is not None else AddressLimits(config.limits)
         self.uploads = TokenBuckets(UPLOAD_RATE, UPLOAD_BURST)  # by user
         self.ops = TokenBuckets(OPS_RATE, OPS_BURST)  # by peer number
         self.mutes: dict[str, float] = {}  # user -> muted until (trio clock)
@@ -297,9 +268,11 @@ class ChatService:
         }
 
     @classmethod
-    def from_config(cls, config, sim, identities: Identities, stats: Stats | None) -> ChatService:
+    def from_config(cls, config, sim, identities: Identities, stats: Stats | None,
+                    limits: AddressLimits | None = None) -> ChatService:
         """The service of a server: SQLite at ``chat.db_path`` (default
-        ``<server.data_dir>/chat.sqlite3``), images in ``<server.data_dir>/chat-images``."""
+        ``<server.data_dir>/chat.sqlite3``), images in ``<server.data_dir>/chat-images``;
+        ``limits`` the server's shared :class:`AddressLimits` (None: its own)."""
         from worldserver.chat.images import ImageFiles
         from worldserver.chat.sqlite_store import SqliteChatStore
 
@@ -312,7 +285,8 @@ class ChatService:
             return SqliteChatStore(path)
 
         images = ImageFiles(os.path.join(data_dir, "chat-images"))
-        return cls(config, open_store, sim=sim, identities=identities, stats=stats, images=images)
+        return cls(config, open_store, sim=sim, identities=identities, stats=stats, images=images,
+                   limits=limits)
 
     # ------------------------------------------------------------------ running
 
@@ -987,10 +961,20 @@ class ChatService:
     # ------------------------------------------------------------------ helpers
 
     def _take_message_token(self, peer: Peer) -> None:
-        wait = self.messages.take(peer.user, trio.current_time())
+        """One message token of the user's bucket (``chat.rate``) and one of its address's
+        (``limits.chat_*``, shared by every name from that address); both or neither."""
+        now = trio.current_time()
+        wait = self.messages.peek(peer.user, now)
         if wait > 0:
             self.stats.incr("drop.chat_rate_limited")
             raise ChatError("rate_limited", "you are sending too fast", wait)
+        key = self.limits.key(peer.address)
+        wait = self.limits.chat_peek(key, now)
+        if wait > 0:
+            self.stats.incr("drop.limit_chat_address_rate")
+            raise ChatError("rate_limited", "too many messages from your address", wait)
+        self.messages.take(peer.user, now)
+        self.limits.chat_take(key, now)
 
     def _owns(self, user: str | None, room: Room) -> bool:
         return user is not None and room.owner == user and room.owner != SERVER_AUTHOR
