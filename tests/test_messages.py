@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from protocol import ProtocolError, packets as P
-from protocol.messages import Input, Welcome, decode_inputs, encode_inputs, unpack_strict
+from protocol.messages import INPUT_RECORD, Input, Welcome, decode_inputs, encode_inputs, new_inputs, unpack_strict
 
 WELCOME = Welcome(
     entity_id=65537, tick_rate=20, tick=123, mins=(-110.0, -10.0, -110.0), maxs=(110.0, 50.0, 110.0),
@@ -63,17 +63,59 @@ def test_inputs_round_trip_and_limit():
     assert [i.seq for i in out] == list(range(4, 12))  # only the newest 8 travel
 
 
+def _payload(*records: tuple) -> bytes:
+    return bytes([len(records)]) + b"".join(INPUT_RECORD.pack(*r) for r in records)
+
+
 @pytest.mark.parametrize(
-    "obj",
-    [[[0, 128, 0, 0, 0, 0]], [[0, 0, 0, 70000, 0, 0]], [[-1, 0, 0, 0, 0, 0]], [[0, 0.5, 0, 0, 0, 0]], [], {"a": 1}, [[0, 0, 0]]],
+    "data",
+    [
+        b"",
+        b"\x00",  # no inputs
+        bytes([9]) + bytes(90),  # more than 8
+        _payload((1, 0, 0, 0, 0, 0))[:-1],  # a record cut short
+        _payload((1, 0, 0, 0, 0, 0)) + b"\x00",  # a byte too many
+        _payload((1, 0, 0, 0, 0, 0), (2, -128, 0, 0, 0, 0)),  # move_x -128
+        _payload((1, 0, -128, 0, 0, 0)),  # move_z -128
+        msgpack.packb([[0, 0, 0, 0, 0, 0]]),  # the msgpack layout of protocol 1
+    ],
 )
-def test_inputs_out_of_range_rejected(obj):
+def test_inputs_malformed_rejected(data):
     with pytest.raises(ProtocolError):
-        decode_inputs(msgpack.packb(obj))
+        decode_inputs(data)
+    with pytest.raises(ProtocolError):
+        new_inputs(data, -1)
+
+
+def test_encode_inputs_refuses_out_of_range():
+    for bad in (Input(-1, 0, 0, 0, 0), Input(2**32, 0, 0, 0, 0), Input(0, -128, 0, 0, 0), Input(0, 0, 0, 65536, 0),
+                Input(0, 0, 0, 0, 256), Input(0, 0, 0, 0, 0, 256)):
+        with pytest.raises(ValueError):
+            encode_inputs([bad])
+    with pytest.raises(ValueError):
+        encode_inputs([])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(-127, 127), st.integers(-127, 127),
+                          st.integers(0, 65535), st.integers(0, 255), st.integers(0, 255)), min_size=1, max_size=8),
+       st.integers(-1, 2**32 - 1))
+def test_new_inputs_matches_the_rule_on_decoded_inputs(records, after):
+    """The hot path equals SPEC 3 rule 2 applied to the plain decoder's output: in order, every
+    input whose seq is higher than ``after`` and than every input taken before it."""
+    data = encode_inputs([Input(*r) for r in records])
+    expected, newest = [], after
+    for inp in decode_inputs(data):
+        assert tuple(inp) in records
+        if inp.seq > newest:
+            expected.append(inp)
+            newest = inp.seq
+    assert new_inputs(data, after) == expected
+    assert [tuple(i) for i in decode_inputs(data)] == records
 
 
 DECODERS = [
-    decode_inputs, Welcome.decode, unpack_strict, P.decode_hello, P.decode_challenge, P.decode_connect,
+    decode_inputs, lambda data: new_inputs(data, -1), Welcome.decode, unpack_strict, P.decode_hello, P.decode_challenge, P.decode_connect,
     P.decode_accept, P.decode_refuse, P.decode_header, P.packet_type,
 ]
 
@@ -96,7 +138,7 @@ def test_mutated_valid_messages_raise_only_protocol_error(data):
         pos = data.draw(st.integers(0, len(raw) - 1))
         raw[pos] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(raw)))
-    for decoder in (Welcome.decode, decode_inputs):
+    for decoder in (Welcome.decode, decode_inputs, lambda d: new_inputs(d, 2)):
         try:
             decoder(bytes(raw[:cut]))
         except ProtocolError:

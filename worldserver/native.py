@@ -17,7 +17,7 @@ from typing import Callable
 from protocol import packets as P
 from protocol.errors import ProtocolError
 from protocol.events import ConnectRequest, Disconnected, Received
-from protocol.messages import decode_inputs
+from protocol.messages import new_inputs
 from protocol.server import ServerEndpoint
 from worldserver.config import Config
 from worldserver.limits import AddressLimits
@@ -83,7 +83,7 @@ class NativeSessions:
             session.on_acked(acked)
         if ptype == _INPUT:
             try:
-                inputs = decode_inputs(payload)
+                inputs = new_inputs(payload, session.last_received_seq)
             except ProtocolError as exc:
                 self.stats.incr(f"drop.bad_input.{exc.reason}")
                 return

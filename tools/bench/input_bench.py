@@ -15,7 +15,7 @@ datagrams / count), so that other processes on the machine do not inflate them:
   receive loop calls, in process (no sockets: the service's sends are captured);
 * stages: the same traffic (a second run with the same seed) taken apart: the endpoint's
   events API (``ServerEndpoint.receive_datagram``: header, salt, replay window, acks, the
-  event), ``Session.on_acked``, ``decode_inputs`` and ``Session.take_inputs``, each timed over
+  event), ``Session.on_acked``, ``new_inputs`` (the new inputs of the payload) and ``Session.take_inputs``, each timed over
   the whole tick's batch so that no timer runs per datagram.
 
 ``--socket`` adds a loopback run: N real client sockets send to the service's socket and the
@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 from protocol import PROTOCOL_VERSION, packets as P  # noqa: E402
 from protocol.client import CONNECTED, ClientConnection  # noqa: E402
 from protocol.events import Received  # noqa: E402
-from protocol.messages import Input, decode_inputs, encode_inputs  # noqa: E402
+from protocol.messages import Input, encode_inputs, new_inputs  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
 from worldserver.simulation import Simulation  # noqa: E402
 from worldserver.stats import Stats  # noqa: E402
@@ -248,7 +248,7 @@ def run_total(args) -> dict:
 def run_stages(args) -> dict:
     """The same traffic, each stage over the whole tick's batch (no per-datagram timers)."""
     h = Harness(args.clients, delay_ticks=args.delay_ticks, loss=args.loss, seed=args.seed)
-    names = ("endpoint.receive_datagram", "session.on_acked", "decode_inputs", "session.take_inputs")
+    names = ("endpoint.receive_datagram", "session.on_acked", "new_inputs", "session.take_inputs")
     per_tick = {name: [] for name in names}
     try:
         _gc_like_the_server(h.config)
@@ -270,7 +270,7 @@ def run_stages(args) -> dict:
                 if ev.acked:
                     ev.conn.user.on_acked(ev.acked)
             t3 = clock()
-            decoded = [decode_inputs(ev.payload) for ev in events]
+            decoded = [new_inputs(ev.payload, ev.conn.user.last_received_seq) for ev in events]
             t4 = clock()
             for ev, inputs in zip(events, decoded):
                 ev.conn.user.take_inputs(inputs, now, rate, burst, stats)

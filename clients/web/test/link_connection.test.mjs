@@ -6,7 +6,7 @@ import { describe, it } from "node:test";
 
 import { ClientConnection, CLOSED, CONNECTED, HELLO_SENT } from "../src/protocol/connection.js";
 import { Link, seqNewer } from "../src/protocol/link.js";
-import { decodeInputs, encodeWelcome } from "../src/protocol/messages.js";
+import { decodeInputs, encodeInputs, encodeWelcome } from "../src/protocol/messages.js";
 import { decode, encode, Float64, Reader } from "../src/protocol/msgpack.js";
 import * as P from "../src/protocol/packets.js";
 import { hex } from "./helpers.mjs";
@@ -118,7 +118,7 @@ describe("ClientConnection (trusted)", () => {
     const c = new ClientConnection({ nonce: 3n });
     c.connect(0);
     c.receive(accept(c, 777), 0);
-    const input = c.packet(P.INPUT, new Uint8Array([0x91, 0x96, 0, 0, 0, 0, 0, 0]), 0.05);
+    const input = c.packet(P.INPUT, encodeInputs([{ seq: 0, moveX: 0, moveZ: 0, yaw: 0, anim: 0 }]), 0.05);
     const ih = P.decodePacket(input);
     assert.equal(ih.salt, 777);
     assert.equal(ih.seq, 0);

@@ -262,7 +262,11 @@ describe("packet validation", () => {
     assert.throws(() => decodeWelcome(new Uint8Array([...ok, 0])), (e) => e.reason === "bad_msgpack");
   });
   it("inputs are strict", () => {
-    assert.throws(() => decodeInputs(new Uint8Array([0x90])), (e) => e.reason === "bad_shape");
+    assert.throws(() => decodeInputs(new Uint8Array([0x00])), (e) => e.reason === "bad_message");
+    assert.throws(() => decodeInputs(new Uint8Array(12).fill(1)), (e) => e.reason === "bad_message");
+    const bad = encodeInputs([{ seq: 1, moveX: 0, moveZ: 0, yaw: 0, anim: 0 }]);
+    bad[6] = 0x80; // move_z = -128
+    assert.throws(() => decodeInputs(bad), (e) => e.reason === "bad_field");
     assert.throws(() => encodeInputs([{ seq: 1, moveX: 128, moveZ: 0, yaw: 0, anim: 0 }]), RangeError);
     const nine = Array.from({ length: 9 }, (_, i) => ({ seq: i, moveX: 0, moveZ: 0, yaw: 0, anim: 0, flags: 0 }));
     assert.deepEqual(decodeInputs(encodeInputs(nine)).map((i) => i.seq), [1, 2, 3, 4, 5, 6, 7, 8]);

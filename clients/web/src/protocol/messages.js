@@ -1,6 +1,7 @@
-// msgpack messages inside packets (SPEC section 4): Welcome (in ACCEPT) and the INPUT
-// payload. Decoders are strict like the Python reference: exact array lengths, integer
-// fields must be msgpack ints in range, floats finite; anything else throws ProtocolError.
+// Messages inside packets: Welcome (msgpack, SPEC section 4, in ACCEPT) and the INPUT payload
+// (fixed-width binary, SPEC section 3). Decoders are strict like the Python reference: exact
+// array lengths and sizes, integer fields in range, floats finite; anything else throws
+// ProtocolError.
 
 import { ProtocolError } from "./errors.js";
 import { Reader, Writer } from "./msgpack.js";
@@ -83,36 +84,46 @@ function checkInput(i) {
   if (!ok) throw new RangeError(`input out of range: ${JSON.stringify(i)}`);
 }
 
-/** Inputs (oldest first; the newest MAX_INPUTS_PER_PACKET are kept) -> INPUT payload bytes.
+export const INPUT_RECORD_SIZE = 10; // seq u32, move_x i8, move_z i8, yaw u16, anim u8, flags u8
+
+/** Inputs (oldest first; the newest MAX_INPUTS_PER_PACKET are kept) -> INPUT payload bytes:
+ * a count byte, then one 10-byte little-endian record per input (SPEC section 3).
  * Each input is { seq, moveX, moveZ, yaw, anim, flags }. */
 export function encodeInputs(inputs) {
   const list = inputs.slice(-MAX_INPUTS_PER_PACKET);
   if (list.length === 0) throw new RangeError("at least one input");
-  const wr = new Writer(16 + 12 * list.length);
-  wr.array(list.length);
+  const out = new Uint8Array(1 + INPUT_RECORD_SIZE * list.length);
+  const dv = new DataView(out.buffer);
+  out[0] = list.length;
+  let o = 1;
   for (const i of list) {
     const flags = i.flags || 0;
     checkInput({ ...i, flags });
-    wr.array(6).int(i.seq).int(i.moveX).int(i.moveZ).int(i.yaw).int(i.anim).int(flags);
+    dv.setUint32(o, i.seq, true);
+    dv.setInt8(o + 4, i.moveX);
+    dv.setInt8(o + 5, i.moveZ);
+    dv.setUint16(o + 6, i.yaw, true);
+    out[o + 8] = i.anim;
+    out[o + 9] = flags;
+    o += INPUT_RECORD_SIZE;
   }
-  return wr.finish();
+  return out;
 }
 
+/** INPUT payload bytes -> every input, oldest first (the server's check: SPEC section 3). */
 export function decodeInputs(data) {
-  const r = reader(data);
-  const n = r.array("inputs", 1, MAX_INPUTS_PER_PACKET);
-  const out = [];
-  for (let k = 0; k < n; k++) {
-    r.array("input", 6, 6);
-    out.push({
-      seq: r.int("seq", 0, U32),
-      moveX: r.int("move_x", -127, 127),
-      moveZ: r.int("move_z", -127, 127),
-      yaw: r.int("yaw", 0, 0xffff),
-      anim: r.int("anim", 0, 255),
-      flags: r.int("flags", 0, 255),
-    });
+  const b = data instanceof Uint8Array ? data : new Uint8Array(data);
+  const n = b.length ? b[0] : 0;
+  if (n < 1 || n > MAX_INPUTS_PER_PACKET || b.length !== 1 + INPUT_RECORD_SIZE * n) {
+    throw new ProtocolError("bad_message", `inputs must be a count of 1..${MAX_INPUTS_PER_PACKET} and that many ${INPUT_RECORD_SIZE}-byte records`);
   }
-  r.end();
+  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const out = [];
+  for (let k = 0, o = 1; k < n; k++, o += INPUT_RECORD_SIZE) {
+    const moveX = dv.getInt8(o + 4);
+    const moveZ = dv.getInt8(o + 5);
+    if (moveX === -128 || moveZ === -128) throw new ProtocolError("bad_field", "move_x and move_z must be integers in [-127, 127]");
+    out.push({ seq: dv.getUint32(o, true), moveX, moveZ, yaw: dv.getUint16(o + 6, true), anim: b[o + 8], flags: b[o + 9] });
+  }
   return out;
 }
