@@ -713,6 +713,18 @@ class LimitsSettings:
     join_burst: int = _setting(
         10, "int", "POST /api/join requests one address may make at once.", _at_least(1)
     )
+    names_per_hour: int = _setting(
+        20, "int",
+        "New names (identities) one address may create per hour, at most this many at once"
+        " (0 = no limit); taking back a name with its secret is not counted.",
+        _non_negative,
+    )
+    max_names: int = _setting(
+        1_000_000, "int",
+        "Names (identities) kept in the chat database, all addresses together; a new name"
+        " beyond this gets 503 (names are kept for good).",
+        _at_least(1),
+    )
     chat_messages_per_second: float = _setting(
         5.0, "float",
         "Chat messages one address may send per second, all its names together (besides"
