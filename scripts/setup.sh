@@ -3,8 +3,9 @@
 #
 # Idempotent: safe to run before every test or server run. On a fresh Debian machine with
 # only python3 and bash it installs python3-venv (when root and needed), creates .venv in the
-# repo root and installs the project editable with its test extras; the install is redone only
-# when pyproject.toml changed since the last successful one (stamp .venv/.installed-<sha256>).
+# repo root and installs the project editable with its test extras, every package at the exact
+# version in constraints.txt; the install is redone only when pyproject.toml or
+# constraints.txt changed since the last successful one (stamp .venv/.installed-<sha256>).
 # It must not touch anything outside the repo except through apt-get, and must not start the
 # server or run tests. New set-up steps (npm, chromium, ...) go in their own function below.
 set -euo pipefail
@@ -54,13 +55,13 @@ ensure_venv() {
 
 install_python_project() {
     local sha stamp
-    sha="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+    sha="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)"
     stamp="$VENV/.installed-$sha"
     if [ -e "$stamp" ]; then
         return 0
     fi
-    log "installing the project into .venv (pip install -e '.[test]')"
-    "$PY" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]"
+    log "installing the project into .venv (pip install -c constraints.txt -e '.[test]')"
+    "$PY" -m pip install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT[test]"
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 }

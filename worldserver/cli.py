@@ -3,8 +3,10 @@
 Job: parse arguments, build the effective configuration (file, environment, ``--set`` and
 shortcut options), set up logging, and hand over to the server (``worldserver.app.run_server``)
 or to the bot swarm (``worldtools.swarm.run_swarm``), both imported lazily so that ``--help``,
-``--version``, ``config`` and configuration errors never import them. Exit codes: 0 ok,
-2 usage or configuration error; otherwise whatever the server or swarm returns.
+``--version``, ``config`` and configuration errors never import them. Before serving, ``run``
+checks that the dependencies still have the private names the server patches
+(``worldserver.upstream``). Exit codes: 0 ok, 2 usage or configuration error, or a dependency
+that changed under a patch; otherwise whatever the server or swarm returns.
 
 Must not: contain server, protocol or swarm logic, or print a traceback for a configuration
 or usage error (those are one ``error: ...`` line on stderr).
@@ -194,6 +196,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = _effective_config(args)
     except ConfigError as exc:
+        return _error(str(exc))
+    from worldserver.upstream import UpstreamChanged, check_all
+
+    try:
+        check_all(webrtc=config.webrtc.enabled)
+    except UpstreamChanged as exc:
         return _error(str(exc))
     from worldserver.logs import setup_logging
 

@@ -12,26 +12,44 @@ connection that broke during the handshake as a counted drop instead of an excep
 hypercorn logs with a traceback (a client could fill the log with them);
 :func:`refuse_websocket` does the same for a refusal before the handshake.
 
+This is the one module that reaches into hypercorn's internals: the worker's ``TCPServer``
+name, ``ASGIWrapper.app``, and (:func:`connection_of`, for the chat fan-out) the chain from a
+WebSocket's ASGI ``send`` (``WSStream.app_send``) through ``H11Protocol`` to the
+``TCPServer``'s ``stream`` and ``send_lock``. :func:`check_upstream` states all of it and
+raises :class:`worldserver.upstream.UpstreamChanged` when the installed hypercorn differs;
+:func:`install` runs it, so a changed hypercorn stops the server at start, not later.
+
 Must not: swallow cancellation or KeyboardInterrupt (only ``Exception`` is caught), change
 how hypercorn serves a healthy connection, or log above DEBUG for what a client caused.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.utils import wrap_app
 
 from worldserver.logs import get_logger
+from worldserver.upstream import (
+    assigned_attributes,
+    attributes_used,
+    globals_used,
+    require,
+    require_coroutine,
+    require_names,
+)
 
-__all__ = ["ContainedTCPServer", "accept_websocket", "install", "refuse_websocket"]
+__all__ = ["ContainedTCPServer", "accept_websocket", "check_upstream", "connection_of", "install",
+           "refuse_websocket"]
 
 log = get_logger("worldserver.http")
-
-
-def _stats_of(asgi_app):
-    """The Stats of our ASGI app behind hypercorn's wrapper, if it has one."""
-    inner = getattr(asgi_app, "app", asgi_app)
-    return getattr(getattr(inner, "state", None), "stats", None)
 
 
 class ContainedTCPServer(TCPServer):
@@ -41,16 +59,72 @@ class ContainedTCPServer(TCPServer):
         try:
             await super().run()
         except Exception as exc:  # an ExceptionGroup of Exceptions too; Cancelled passes
-            stats = _stats_of(self.app)
-            if stats is not None:
-                stats.incr("drop.http_connection_error")
+            self.app.app.state.stats.incr("drop.http_connection_error")  # ASGIWrapper -> our app
             log.debug("http connection failed", error=repr(exc)[:300])
 
 
 def install() -> None:
     """Make hypercorn's trio ``worker_serve`` use :class:`ContainedTCPServer` (idempotent;
-    it looks the class up in its module each time it starts serving)."""
+    it looks the class up in its module each time it starts serving). Raises
+    ``UpstreamChanged`` if hypercorn no longer has what this module relies on."""
+    check_upstream()
     hypercorn_trio_run.TCPServer = ContainedTCPServer
+
+
+def connection_of(asgi_send) -> tuple[trio.abc.Stream, trio.Lock] | None:
+    """The stream and the send lock of the HTTP/1.1 connection behind a WebSocket's ASGI
+    ``send`` as hypercorn gives it to the app; None for HTTP/2 or a ``send`` that is not
+    hypercorn's (a test's, another server's). The stream is a ``trio.SSLStream`` under TLS."""
+    if not inspect.ismethod(asgi_send) or not isinstance(asgi_send.__self__, WSStream):
+        return None
+    protocol = asgi_send.__self__.send.__self__  # WSStream.send is H11Protocol.stream_send
+    if not isinstance(protocol, H11Protocol):
+        return None  # HTTP/2: frames of other streams share the connection
+    server = protocol.send.__self__  # H11Protocol.send is TCPServer.protocol_send
+    if not isinstance(server, TCPServer):
+        return None
+    return server.stream, server.send_lock
+
+
+_PATCH = "worldserver.http_guard"
+
+
+@functools.cache
+def check_upstream() -> None:
+    """Raise ``UpstreamChanged`` unless hypercorn still has what :func:`install`,
+    :class:`ContainedTCPServer` and :func:`connection_of` rely on (checked once)."""
+    patch = f"{_PATCH}.install (ContainedTCPServer)"
+    require(vars(hypercorn_trio_run).get("TCPServer") in (TCPServer, ContainedTCPServer), "hypercorn",
+            "hypercorn.trio.run.TCPServer", patch, "is no longer hypercorn.trio.tcp_server.TCPServer")
+    require_names(["TCPServer"], globals_used(hypercorn_trio_run.worker_serve), "hypercorn",
+                  "hypercorn.trio.run.worker_serve", patch, "looks up the module's")
+    require_coroutine(TCPServer, "run", ("self",), "hypercorn", patch)
+    require_names(["app", "stream", "send_lock"], assigned_attributes(TCPServer.__init__), "hypercorn",
+                  "hypercorn.trio.tcp_server.TCPServer.__init__", patch, "assigns")
+    require_names(["app"], assigned_attributes(ASGIWrapper.__init__), "hypercorn",
+                  "hypercorn.app_wrappers.ASGIWrapper.__init__", patch, "assigns")
+    require(isinstance(wrap_app(_probe_app, 0, "asgi"), ASGIWrapper), "hypercorn", "hypercorn.utils.wrap_app",
+            patch, "no longer wraps an ASGI app in ASGIWrapper")
+
+    patch = f"{_PATCH}.connection_of (the chat fan-out)"
+    require_coroutine(WSStream, "app_send", ("self", "message"), "hypercorn", patch)
+    require_names(["send"], assigned_attributes(WSStream.__init__), "hypercorn",
+                  "hypercorn.protocol.ws_stream.WSStream.__init__", patch, "assigns")
+    require_names(["send"], assigned_attributes(H11Protocol.__init__), "hypercorn",
+                  "hypercorn.protocol.h11.H11Protocol.__init__", patch, "assigns")
+    require_coroutine(H11Protocol, "stream_send", ("self", "event"), "hypercorn", patch)
+    require_names(["stream_send", "WSStream"], attributes_used(H11Protocol._create_stream)
+                  | globals_used(H11Protocol._create_stream), "hypercorn",
+                  "hypercorn.protocol.h11.H11Protocol._create_stream", patch, "uses")
+    require_coroutine(TCPServer, "protocol_send", ("self", "event"), "hypercorn", patch)
+    require_names(["protocol_send"], attributes_used(TCPServer.run), "hypercorn",
+                  "hypercorn.trio.tcp_server.TCPServer.run", patch, "hands its protocol")
+    require_names(["send_lock", "stream", "send_all"], attributes_used(TCPServer.protocol_send), "hypercorn",
+                  "hypercorn.trio.tcp_server.TCPServer.protocol_send", patch, "writes through")
+
+
+async def _probe_app(scope, receive, send) -> None:  # pragma: no cover - never called
+    """An ASGI app for :func:`check_upstream` to hand to ``wrap_app``."""
 
 
 async def accept_websocket(websocket, stats) -> bool:

@@ -30,7 +30,9 @@ ICE host addresses: aioice gathers host candidates on every interface address ex
 those addresses: it wraps ``aioice.ice.get_host_addresses`` once (the wrapper consults a
 context variable and otherwise calls the original), and sets that variable only inside the
 asyncio task that makes an offer (:func:`ice_host_addresses`). Nothing else in the process is
-affected.
+affected. This is the one module that reaches into aioice; :func:`check_upstream` (run by
+:meth:`RtcService.run` at start, with ``worldserver.sctp_acks``' check for aiortc) raises
+``UpstreamChanged`` if aioice no longer looks the function up where the wrapper replaces it.
 
 Must not: import asyncio (only ``worldserver.aio_bridge`` does), parse HTTP, set CORS headers
 (the HTTP layer's job), know the native protocol or the simulation, or block.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import re
 import secrets
@@ -63,6 +66,7 @@ from worldserver.config import Config
 from worldserver.limits import AddressCounts, AddressLimits
 from worldserver.logs import get_logger
 from worldserver.stats import Stats
+from worldserver.upstream import globals_used, require, require_names
 
 log = get_logger("worldserver.rtc")
 
@@ -127,6 +131,22 @@ def _install_host_address_hook() -> None:
 
     _original_get_host_addresses = original
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+@functools.cache
+def check_upstream() -> None:
+    """Raise ``UpstreamChanged`` unless ``aioice.ice.get_host_addresses(use_ipv4, use_ipv6)``
+    exists and ``Connection.gather_candidates`` looks it up in its module (checked once)."""
+    patch = "worldserver.rtc.ice_host_addresses"
+    func = _original_get_host_addresses  # aioice's own, once the wrapper is installed
+    if func is None:
+        func = vars(aioice.ice).get("get_host_addresses")
+    require(callable(func), "aioice", "aioice.ice.get_host_addresses", patch, "no longer exists")
+    params = tuple(inspect.signature(func).parameters)
+    require(params == ("use_ipv4", "use_ipv6"), "aioice", "aioice.ice.get_host_addresses", patch,
+            f"has the parameters ({', '.join(params)}), not (use_ipv4, use_ipv6)")
+    require_names(["get_host_addresses"], globals_used(aioice.ice.Connection.gather_candidates), "aioice",
+                  "aioice.ice.Connection.gather_candidates", patch, "looks up")
 
 
 @contextlib.contextmanager
@@ -325,7 +345,11 @@ class RtcService:
     # -- lifetime ---------------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled, then close every peer (bounded)."""
+        """Serve until cancelled, then close every peer (bounded). Raises ``UpstreamChanged``
+        at start if aioice or aiortc lack what this module's patches rely on."""
+        check_upstream()
+        if self._delayed_acks:
+            sctp_acks.check_upstream()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -425,9 +449,8 @@ class RtcService:
                     iceServers=[RTCIceServer(urls=url) for url in self._ice_servers]
                 ))
                 channel = pc.createDataChannel(LABEL, ordered=False, maxRetransmits=0)
-                if self._delayed_acks and not sctp_acks.enable(pc.sctp):
-                    self._delayed_acks = False
-                    log.warning("this aiortc cannot delay SCTP acknowledgements; sending them as it does")
+                if self._delayed_acks:
+                    sctp_acks.enable(pc.sctp)
             except Exception:
                 log.exception("could not create a peer connection")
                 self.stats.incr("rtc.refused.setup_error")

@@ -20,35 +20,83 @@ the same process keep aiortc's behaviour. ``ACK_COUNTS`` counts what happened
 Must not: import asyncio (the timer is aiortc's own loop, ``transport._loop``; everything here
 runs in aiortc's callbacks), change the receive side or congestion control, or delay an
 acknowledgement that reports loss. It relies on private attributes of aiortc's
-RTCSctpTransport (``_sack_needed``, ``_last_received_tsn``, ...): :func:`enable` checks they
-exist and leaves the transport alone otherwise, and the tests run against aiortc as installed.
+RTCSctpTransport (``_sack_needed``, ``_last_received_tsn``, ...) and is the one module that
+does: :func:`check_upstream` states what (the attributes the constructor assigns, the methods'
+parameters, that aiortc calls ``self._send_sack`` after data and that its own SACK uses
+exactly the fields the bundled one copies) and raises ``UpstreamChanged`` otherwise; the
+server runs it at start (``RtcService.run``), and :func:`enable` raises rather than leave a
+transport half patched.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from struct import pack
 
+from aiortc import rtcdtlstransport
 from aiortc import rtcsctptransport as sctp
 
-__all__ = ["ACK_COUNTS", "ACK_DELAY", "enable"]
+from worldserver.upstream import (
+    UpstreamChanged,
+    assigned_attributes,
+    attributes_used,
+    require,
+    require_coroutine,
+    require_names,
+)
+
+__all__ = ["ACK_COUNTS", "ACK_DELAY", "check_upstream", "enable"]
 
 ACK_DELAY = 0.1  # seconds a lone acknowledgement may wait for data to ride with (RFC: < 0.2)
 ACK_EVERY = 2  # DATA packets after which the acknowledgement goes out at once
 ACK_COUNTS: Counter = Counter()
 
-_REQUIRED = ("_send_sack", "_send_chunk", "_sack_needed", "_sack_misordered", "_sack_duplicates",
-             "_last_received_tsn", "_advertised_rwnd", "_association_state", "_loop",
-             "_local_port", "_remote_port", "_remote_verification_tag", "_RTCSctpTransport__transport")
+_PATCH = "worldserver.sctp_acks.enable"
+# What RTCSctpTransport.__init__ must assign for this module's reads and writes.
+_ASSIGNED = ("_sack_needed", "_sack_misordered", "_sack_duplicates", "_last_received_tsn",
+             "_advertised_rwnd", "_association_state", "_loop", "_local_port", "_remote_port",
+             "_remote_verification_tag", "_RTCSctpTransport__transport")
+# The private attributes aiortc's own _send_sack touches: the bundled SACK copies the same
+# fields and clears the same flag, so any other one means aiortc's SACK changed.
+_SACK_FIELDS = frozenset({"_advertised_rwnd", "_last_received_tsn", "_sack_duplicates",
+                          "_sack_misordered", "_sack_needed", "_send_chunk"})
 
 
-def enable(transport) -> bool:
-    """Give one ``RTCSctpTransport`` delayed, bundled acknowledgements; False (and nothing
-    changed) if this aiortc does not have the attributes this relies on."""
-    if not all(hasattr(transport, name) for name in _REQUIRED):
-        return False
+@functools.cache
+def check_upstream() -> None:
+    """Raise ``UpstreamChanged`` unless aiortc's SCTP transport still has the shape
+    :func:`enable` relies on (checked once)."""
+    transport = sctp.RTCSctpTransport
+    where = "aiortc.rtcsctptransport.RTCSctpTransport"
+    require_names(_ASSIGNED, assigned_attributes(transport.__init__), "aiortc", f"{where}.__init__", _PATCH,
+                  "assigns")
+    require_coroutine(transport, "_send_sack", ("self",), "aiortc", _PATCH)
+    require_coroutine(transport, "_send_chunk", ("self", "chunk"), "aiortc", _PATCH)
+    require_names(["_sack_needed", "_send_sack"], attributes_used(transport._handle_data), "aiortc",
+                  f"{where}._handle_data", _PATCH, "acknowledges through")
+    used = {name for name in attributes_used(transport._send_sack) if name.startswith("_")}
+    require(used == _SACK_FIELDS, "aiortc", f"{where}._send_sack", _PATCH,
+            f"uses {sorted(used)}, not {sorted(_SACK_FIELDS)}")
+    require_names(["_RTCSctpTransport__transport", "_send_data", "_local_port", "_remote_port",
+                   "_remote_verification_tag"], attributes_used(transport._send_chunk), "aiortc",
+                  f"{where}._send_chunk", _PATCH, "sends through")
+    require_coroutine(rtcdtlstransport.RTCDtlsTransport, "_send_data", ("self", "data"), "aiortc", _PATCH)
+    state = vars(transport).get("State")
+    require(state is not None and "ESTABLISHED" in state.__members__, "aiortc", f"{where}.State.ESTABLISHED",
+            _PATCH, "no longer exists")
+    for name in ("SackChunk", "DataChunk", "crc32c"):
+        require(name in vars(sctp), "aiortc", f"aiortc.rtcsctptransport.{name}", _PATCH, "no longer exists")
+
+
+def enable(transport) -> None:
+    """Give one ``RTCSctpTransport`` delayed, bundled acknowledgements. Raises
+    ``UpstreamChanged`` (the transport unchanged) if it lacks an attribute this relies on."""
+    missing = [name for name in _ASSIGNED if name not in vars(transport)]
+    if missing:
+        raise UpstreamChanged("aiortc", f"RTCSctpTransport instance attribute {missing[0]}", _PATCH,
+                              "is missing")
     _DelayedAcks(transport)
-    return True
 
 
 class _DelayedAcks:

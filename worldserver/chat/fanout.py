@@ -20,8 +20,11 @@ about 53 µs (WSStream, wsproto, the h11 protocol, the connection's lock, trio's
   the number of system calls stays bounded by the number of sockets, not of deliveries.
 
 :func:`raw_connection` finds the connection behind hypercorn's ASGI ``send`` (HTTP/1.1 on
-plain TCP only). For TLS, HTTP/2 or another server it returns None, and the gateway keeps the
-ASGI path (a writer task per socket); tests check that hypercorn as installed takes this path.
+plain TCP only; hypercorn's side is ``worldserver.http_guard.connection_of``) and the stdlib
+socket inside trio's (``_sock``: this is the one module that reaches into trio's internals,
+stated by :func:`check_upstream`, which :meth:`Fanout.run` runs at start). For TLS, HTTP/2 or
+another server it returns None, and the gateway keeps the ASGI path (a writer task per
+socket); tests check that hypercorn as installed takes this path.
 
 Must not: await inside a pass over the sockets except the periodic checkpoints, hold a
 connection's lock between passes other than in the middle of a frame, write to a socket the
@@ -31,13 +34,17 @@ closed as too slow instead, as with the ASGI path).
 
 from __future__ import annotations
 
+import functools
 import math
 import socket
 from collections import deque
 
 import trio
 
-__all__ = ["RETRY_INTERVAL", "Fanout", "SocketOut", "raw_connection", "text_frame"]
+from worldserver import http_guard
+from worldserver.upstream import assigned_attributes, require, require_names
+
+__all__ = ["RETRY_INTERVAL", "Fanout", "SocketOut", "check_upstream", "raw_connection", "text_frame"]
 
 RETRY_INTERVAL = 0.01  # seconds between retries of sockets that could not take their bytes
 PASS_CHECKPOINT = 256  # sockets written between two checkpoints (the tick must not wait long)
@@ -57,20 +64,29 @@ def text_frame(text: str) -> bytes:
 def raw_connection(asgi_send) -> tuple[socket.socket, trio.Lock] | None:
     """The plain TCP socket and hypercorn's per-connection send lock behind the ASGI ``send``
     of a WebSocket, or None when the connection is not hypercorn HTTP/1.1 on plain TCP."""
-    try:
-        stream_protocol = asgi_send.__self__.send.__self__  # WSStream.send -> H11Protocol
-        server = stream_protocol.send.__self__  # H11Protocol.send -> TCPServer.protocol_send
-        stream, lock = server.stream, server.send_lock
-    except AttributeError:
-        return None
-    if type(stream_protocol).__name__ != "H11Protocol" or not isinstance(stream, trio.SocketStream):
-        return None  # HTTP/2, or an SSLStream: only the protocol may write
-    if not isinstance(lock, trio.Lock):
-        return None
-    sock = getattr(stream.socket, "_sock", None)  # the stdlib socket inside trio's wrapper
-    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+    conn = http_guard.connection_of(asgi_send)
+    if conn is None:
+        return None  # HTTP/2, or not hypercorn's send
+    stream, lock = conn
+    if not isinstance(stream, trio.SocketStream):
+        return None  # an SSLStream: only the protocol may write
+    sock = stream.socket._sock  # the stdlib socket inside trio's (see check_upstream)
+    if sock.type != socket.SOCK_STREAM:
         return None
     return sock, lock
+
+
+@functools.cache
+def check_upstream() -> None:
+    """Raise ``UpstreamChanged`` unless trio's socket still wraps the stdlib socket as
+    ``_sock`` and ``SocketStream`` keeps it as ``socket`` (checked once, on a real socket)."""
+    patch = "worldserver.chat.fanout.raw_connection"
+    require_names(["socket"], assigned_attributes(trio.SocketStream.__init__), "trio",
+                  "trio.SocketStream.__init__", patch, "assigns")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        wrapped = trio.socket.from_stdlib_socket(sock)
+        require(vars(wrapped).get("_sock") is sock, "trio", "trio.socket.from_stdlib_socket(sock)._sock",
+                patch, "is no longer the stdlib socket it wraps")
 
 
 class SocketOut:
@@ -169,7 +185,10 @@ class Fanout:
         return SocketOut(self, sock, lock, limit, on_dead)
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Write ready sockets until cancelled; sockets still held are released on the way out."""
+        """Write ready sockets until cancelled; sockets still held are released on the way out.
+        Raises ``UpstreamChanged`` at start if trio or hypercorn lack what this relies on."""
+        check_upstream()
+        http_guard.check_upstream()
         self.running = True
         task_status.started()
         try:

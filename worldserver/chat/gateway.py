@@ -134,7 +134,7 @@ class _ChatSocket:
     async def writer(self) -> None:
         """Send queued frames in order; everything already queued goes out in one turn
         (one wakeup, one lock), straight through the ASGI ``send``."""
-        send = self.ws._send  # Starlette's WebSocket.send_text adds only checks we do not need
+        send = self.ws.send  # Starlette's public send (state checks, then the ASGI send)
         channel = self.receive_channel
         async with channel:
             async for frame in channel:
