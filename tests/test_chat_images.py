@@ -1,22 +1,36 @@
 """Chat images: upload validation, re-encoding without metadata, storage and image messages.
 
 Unit tests of worldserver.chat.images (type from the content, Pillow verify, truncation,
-EXIF stripped with the orientation applied, animations, pixel budget) and HTTP tests of
-``POST /api/chat/images`` / ``GET /api/chat/images/{id}`` against the real app and chat service,
-including sending an image message over ``/ws/chat``. Must not: reach any address but
-127.0.0.1 or wait without a deadline.
+EXIF stripped with the orientation applied, animations, pixel budget, the structure walks that
+count frames x canvas before decoding) and of worldserver.chat.image_pool with real worker
+processes (bombs refused, a worker over its memory or CPU limit, a hung, crashed, lying or
+too talkative worker, a full pool), and HTTP tests of ``POST /api/chat/images`` /
+``GET /api/chat/images/{id}`` against the real app and chat service, including sending an
+image message over ``/ws/chat``. The bombs are built byte by byte here (the 154-byte GIF of
+issue 8 among them). Stand-in worker programs (``python -c``) play the workers that misbehave,
+which a real upload cannot make happen on cue. Must not: reach any address but 127.0.0.1 or
+wait without a deadline.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import resource
+import struct
+import sys
+import zlib
 
 import pytest
+import trio
+import trio.testing
 from PIL import Image
 
 from chat_support import start_chat_server
 from worldclient.chat_client import ChatRequestError, open_chat
 from worldserver.chat import images as I
+from worldserver.chat.image_pool import ImageWorkers
+from worldserver.stats import Stats
 
 EXIF_ORIENTATION = 0x0112
 EXIF_MAKE = 0x010F
@@ -42,6 +56,73 @@ def animated_gif(frames: int = 3) -> bytes:
     out = io.BytesIO()
     images[0].save(out, "GIF", save_all=True, append_images=images[1:], duration=120, loop=0)
     return out.getvalue()
+
+
+def gif_bomb(canvas: tuple[int, int], frames: int, offset: tuple[int, int] = (0, 0)) -> bytes:
+    """A GIF of ``frames`` 1x1 frames at ``offset`` on a ``canvas``: 23 bytes a frame."""
+    out = bytearray(b"GIF89a")
+    out += struct.pack("<HHBBB", *canvas, 0x80, 0, 0)  # a global colour table of 2 colours
+    out += b"\x00\x00\x00\xff\xff\xff"
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
+    for _ in range(frames):
+        out += b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # graphic control: 100 ms
+        out += b"\x2c" + struct.pack("<HHHHB", *offset, 1, 1, 0)  # image descriptor, 1x1
+        out += b"\x02\x02\x44\x01\x00"  # LZW (code size 2): clear, index 0, end
+    return bytes(out + b"\x3b")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` and whose pixel data is empty."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def _riff_chunk(fourcc: bytes, body: bytes) -> bytes:
+    return fourcc + struct.pack("<I", len(body)) + body + (b"\0" if len(body) % 2 else b"")
+
+
+def _u24(value: int) -> bytes:
+    return value.to_bytes(3, "little")
+
+
+def webp_bomb(canvas: tuple[int, int], frames: int) -> bytes:
+    """An animated WebP: ``frames`` lossless 1x1 frames on a ``canvas``."""
+    still = io.BytesIO()
+    Image.new("RGBA", (1, 1), (255, 0, 0, 255)).save(still, "WEBP", lossless=True)
+    vp8l = still.getvalue()[12:]  # the one VP8L chunk of a simple file
+    assert vp8l[:4] == b"VP8L"
+    vp8x = bytes([0x02 | 0x10, 0, 0, 0]) + _u24(canvas[0] - 1) + _u24(canvas[1] - 1)  # animation, alpha
+    body = b"WEBP" + _riff_chunk(b"VP8X", vp8x) + _riff_chunk(b"ANIM", struct.pack("<IH", 0, 0))
+    frame = _u24(0) + _u24(0) + _u24(0) + _u24(0) + _u24(100) + b"\x00" + vp8l
+    body += _riff_chunk(b"ANMF", frame) * frames
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+BOMBS = {
+    # issue 8: accepted after 9.5 s and took the server from 120 MB to 2 GB
+    "gif_5_frames_6324x6324": (gif_bomb((6324, 6324), 5), 413, "too_many_pixels"),
+    # issue 8: 300 frames at 666x1000 in 6.9 KB, 7 s and 800 MB
+    "gif_300_frames_666x1000": (gif_bomb((666, 1000), 300), 413, "too_many_pixels"),
+    "gif_2000_frames": (gif_bomb((16, 16), 2000), 413, "too_many_frames"),
+    "gif_frame_off_canvas": (gif_bomb((1, 1), 2, offset=(60000, 60000)), 413, "too_many_pixels"),
+    "png_100000x100000": (png_declaring(100_000, 100_000), 413, "too_many_pixels"),
+    "webp_3_frames_6000x6000": (webp_bomb((6000, 6000), 3), 413, "too_many_pixels"),
+    "webp_canvas_16384x16384": (webp_bomb((16384, 16384), 1), 413, "too_many_pixels"),
+}
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # -- unit --------------------------------------------------------------------------------------
@@ -113,6 +194,53 @@ def test_pixel_bombs_are_refused_before_decoding() -> None:
     assert info.value.code == "too_many_pixels"
 
 
+def test_the_bomb_builders_make_images_pillow_accepts() -> None:
+    """Small versions of the bombs are real images: the refusals below are the budget's."""
+    assert len(gif_bomb((6324, 6324), 5)) == 154  # the size of issue 8's file
+    for data, fmt in ((gif_bomb((16, 16), 5), "GIF"), (webp_bomb((16, 16), 5), "WEBP")):
+        clean = I.process_image(data, 10**6)
+        assert clean.format == fmt and clean.frames == 5 and (clean.width, clean.height) == (16, 16)
+        with Image.open(io.BytesIO(clean.data)) as img:  # (equal frames may be merged)
+            img.load()
+            assert img.format == fmt and img.size == (16, 16)
+
+
+def test_structure_walks_count_frames_and_canvas_without_decoding() -> None:
+    assert I.measure(gif_bomb((6324, 6324), 5), "GIF") == I.Shape(6324, 6324, 5)
+    assert I.measure(gif_bomb((10, 10), 3, offset=(500, 7)), "GIF") == I.Shape(501, 10, 3)
+    assert I.measure(gif_bomb((16, 16), 5000), "GIF", max_frames=300).frames == 301  # stops early
+    assert I.measure(animated_gif(4), "GIF") == I.Shape(16, 16, 4)  # Pillow's own file
+    junk = gif_bomb((16, 16), 2)
+    junk = junk[:-1] + b"stray bytes" + junk[19 + 19:]  # two more frames after garbage
+    assert I.measure(junk, "GIF").frames == 4
+    assert I.measure(webp_bomb((6000, 6000), 3), "WEBP") == I.Shape(6000, 6000, 3)
+    assert I.measure(picture("WEBP"), "WEBP") == I.Shape(40, 20, 1)  # lossy still (VP8)
+    assert I.measure(picture("WEBP", lossless=True), "WEBP") == I.Shape(40, 20, 1)  # VP8L
+    assert I.measure(png_declaring(100_000, 3), "PNG") == I.Shape(100_000, 3, 1)
+    assert I.measure(picture("JPEG"), "JPEG") is None  # Pillow reads it without allocating
+    for truncated in (b"GIF89a", b"RIFF\0\0\0\0WEBP", b"\x89PNG\r\n\x1a\n"):
+        assert I.measure(truncated, I.sniff(truncated)) is None
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_bombs_are_refused_before_decoding(name) -> None:
+    data, status, code = BOMBS[name]
+    with pytest.raises(I.ImageRejected) as info:
+        I.process_image(data, 10**6)
+    assert (info.value.status, info.value.code) == (status, code)
+
+
+def test_limits_are_the_callers() -> None:
+    three = animated_gif(3)
+    with pytest.raises(I.ImageRejected) as info:
+        I.process_image(three, 10**6, I.ImageLimits(max_frames=2))
+    assert info.value.code == "too_many_frames"
+    with pytest.raises(I.ImageRejected) as info:
+        I.process_image(three, 10**6, I.ImageLimits(max_total_pixels=3 * 16 * 16 - 1))
+    assert info.value.code == "too_many_pixels"
+    assert I.process_image(three, 10**6, I.ImageLimits(max_total_pixels=3 * 16 * 16)).frames == 3
+
+
 def test_animation_keeps_its_frames() -> None:
     clean = I.process_image(animated_gif(3), 10**6)
     assert clean.format == "GIF" and clean.frames == 3
@@ -130,6 +258,139 @@ def test_image_files(tmp_path) -> None:
     assert path.read_bytes() == clean.data
     assert files.find("../../etc/passwd") is None and files.find("A" * 22) is None
     assert [p.name for p in (tmp_path / "chat-images").iterdir()] == [f"{image_id}.png"]
+
+
+# -- worker processes --------------------------------------------------------------------------
+
+PY = sys.executable
+
+
+def stand_in(code: str) -> list[str]:
+    """A worker program that misbehaves as ``code`` says."""
+    return [PY, "-c", code]
+
+
+HANG = "import sys, time; sys.stdin.buffer.read(); time.sleep(3600)"
+
+
+async def test_workers_make_clean_images_and_refuse_bombs() -> None:
+    stats = Stats()
+    pool = ImageWorkers(max_bytes=10**6, stats=stats)
+    clean = await pool.process(picture("JPEG", exif=True))
+    assert clean.format == "JPEG" and (clean.width, clean.height) == (20, 40)
+    assert b"SecretCam" not in clean.data
+    for name in ("gif_5_frames_6324x6324", "webp_3_frames_6000x6000"):
+        data, status, code = BOMBS[name]
+        with pytest.raises(I.ImageRejected) as info:
+            await pool.process(data)
+        assert (info.value.status, info.value.code) == (status, code)
+    assert pool.running == set()
+
+
+async def test_a_worker_over_its_memory_limit_is_refused_and_the_server_keeps_its_memory() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (4000, 4000), (1, 2, 3)).save(out, "PNG")  # 56 KB; 64 MB once decoded
+    data = out.getvalue()
+    stats = Stats()
+    small = ImageWorkers(max_bytes=10**6, memory_mb=16, stats=stats)
+    rss, peak = rss_bytes(), peak_rss_bytes()
+    with pytest.raises(I.ImageRejected) as info:
+        await small.process(data)
+    assert (info.value.status, info.value.code) == (413, "too_much_memory")
+    assert stats.get("drop.chat_image_worker_memory") == 1 and small.running == set()
+    # Decoding here would have taken 64 MB; the server grew by less than half of that.
+    assert rss_bytes() - rss < 32 * 2**20 and peak_rss_bytes() - peak < 32 * 2**20
+    clean = await ImageWorkers(max_bytes=10**6, stats=stats).process(data)  # the default limit
+    assert (clean.width, clean.height) == (4000, 4000)  # so the image itself was fine
+
+
+async def test_a_worker_over_its_cpu_limit_is_refused() -> None:
+    stats = Stats()
+    spin = ("import sys; from worldserver.chat.image_worker import limit_self; limit_self(64, 1);"
+            " sys.stdin.buffer.read()\nwhile True: pass")
+    pool = ImageWorkers(max_bytes=10**6, cpu_seconds=1, stats=stats, command=stand_in(spin))
+    with pytest.raises(I.ImageRejected) as info:
+        await pool.process(picture("PNG"))
+    # The kernel's SIGXCPU after one CPU second, or the wall deadline on a crowded machine.
+    assert info.value.code == "too_slow"
+    assert stats.get("drop.chat_image_worker_timeout") == 1 and pool.running == set()
+
+
+async def test_a_hung_worker_is_killed_at_the_deadline(autojump_clock) -> None:
+    stats = Stats()
+    pool = ImageWorkers(max_bytes=10**6, cpu_seconds=5, stats=stats, command=stand_in(HANG))
+    start = trio.current_time()
+    with pytest.raises(I.ImageRejected) as info:
+        await pool.process(picture("PNG"))
+    assert (info.value.status, info.value.code) == (422, "too_slow")
+    assert trio.current_time() - start == pytest.approx(pool.deadline_seconds)
+    assert stats.get("drop.chat_image_worker_timeout") == 1 and pool.running == set()
+
+
+@pytest.mark.parametrize(
+    "code, status, error, counter",
+    [
+        ("import os; os.abort()", 422, "decode_failed", "drop.chat_image_worker_failed"),
+        ("import sys; sys.stdout.write('{\"ok\": true, \"format\": \"EXE\", \"width\": 1,"
+         " \"height\": 1, \"frames\": 1, \"bytes\": 0}\\n')", 422, "decode_failed",
+         "drop.chat_image_worker_failed"),
+        ("import sys; sys.stdout.write('{\"ok\": false, \"code\": \"Evil Code\"}\\n')", 422,
+         "decode_failed", "drop.chat_image_worker_failed"),
+        ("import os; os._exit(75)", 413, "too_much_memory", "drop.chat_image_worker_memory"),
+        ("import sys\nwhile True: sys.stdout.buffer.write(b'x' * 65536)", 413, "too_large",
+         "drop.chat_image_output_too_large"),
+    ],
+)
+async def test_workers_that_crash_lie_or_talk_too_much_are_refused(code, status, error, counter) -> None:
+    stats = Stats()
+    pool = ImageWorkers(max_bytes=4096, stats=stats, command=stand_in(code))
+    with pytest.raises(I.ImageRejected) as info:
+        await pool.process(picture("PNG"))
+    assert (info.value.status, info.value.code) == (status, error)
+    assert stats.get(counter) == 1 and pool.running == set()
+
+
+async def test_a_full_pool_refuses_at_once() -> None:
+    stats = Stats()
+    pool = ImageWorkers(max_bytes=10**6, workers=1, cpu_seconds=600, stats=stats, command=stand_in(HANG))
+    refused = []
+
+    async def upload() -> None:
+        try:
+            await pool.process(picture("PNG"))
+        except I.ImageRejected as exc:
+            refused.append(exc.code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(1 + pool.max_waiting):  # one runs, the others wait (for up to 600 s)
+            nursery.start_soon(upload)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(I.ImageRejected) as info:
+            await pool.process(picture("PNG"))
+        assert (info.value.status, info.value.code) == (503, "busy")
+        assert refused == [] and stats.get("drop.chat_image_busy") == 1
+        nursery.cancel_scope.cancel()  # a cancelled upload takes its worker with it
+    assert pool.running == set()
+
+
+async def test_waiting_for_a_worker_has_a_deadline(autojump_clock) -> None:
+    stats = Stats()
+    pool = ImageWorkers(max_bytes=10**6, workers=1, cpu_seconds=5, stats=stats, command=stand_in(HANG))
+    outcomes = []
+
+    async def upload() -> None:
+        try:
+            await pool.process(picture("PNG"))
+        except I.ImageRejected as exc:
+            outcomes.append((exc.code, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(upload)
+    # Two waited wait_seconds and gave up; the one that ran hung until its deadline.
+    assert sorted(code for code, _ in outcomes) == ["busy", "busy", "too_slow"]
+    assert [t for code, t in outcomes if code == "busy"] == [pool.wait_seconds] * 2
+    assert stats.get("drop.chat_image_busy") == 2 and pool.running == set()
 
 
 # -- HTTP and WebSocket ------------------------------------------------------------------------
@@ -204,6 +465,32 @@ async def test_bad_uploads_get_clear_errors(server, data, status, code) -> None:
     assert server.stats.get("drop.chat_image_rejected") == 1
     ok = await upload(server, token, picture("GIF"), content_type="image/gif")  # the server is fine
     assert ok.status_code == 201
+
+
+@pytest.mark.parametrize("name", ["gif_5_frames_6324x6324", "gif_300_frames_666x1000",
+                                  "png_100000x100000", "webp_3_frames_6000x6000"])
+async def test_bomb_uploads_are_refused_and_cost_the_server_nothing(server, name) -> None:
+    data, status, code = BOMBS[name]
+    token = await server.join("bomber")
+    rss = rss_bytes()
+    response = await upload(server, token, data, content_type="image/gif")
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code and response.json()["error"]
+    assert server.stats.get("drop.chat_image_rejected") == 1
+    assert rss_bytes() - rss < 32 * 2**20  # issue 8's GIF took 2 GB
+    assert server.chat.image_workers.running == set()
+    ok = await upload(server, token, picture("GIF"), content_type="image/gif")
+    assert ok.status_code == 201
+
+
+async def test_a_full_pool_refuses_uploads_before_reading_them(server) -> None:
+    token = await server.join("queuer")
+    server.chat.image_workers.max_waiting = 0  # as if the waiting room were full
+    response = await upload(server, token, picture("PNG"))
+    assert response.status_code == 503 and response.json()["code"] == "busy"
+    assert response.headers["retry-after"] == "1"
+    assert server.stats.get("drop.chat_image_busy") == 1
+    assert server.stats.get("drop.chat_image_rejected") == 1
 
 
 async def test_upload_needs_a_token_and_a_small_body(server) -> None:

@@ -13,12 +13,12 @@ closes it: a frame over 16 KiB (1009), more than :data:`BAD_FRAME_LIMIT` bad fra
 :data:`BAD_FRAME_WINDOW` seconds (1008), a client that does not read (1008 "too slow"). The
 service closes sockets too (a moderator's kick: 4001), and a stopping server closes them
 with 1001. :func:`upload_image` (``POST /api/chat/images``, join token as
-``Authorization: Bearer``) checks and re-encodes an image in worker threads
-(``worldserver.chat.images``) and stores it; :func:`get_image`
+``Authorization: Bearer``) has an image checked and re-encoded in a worker process with memory
+and time limits (``worldserver.chat.image_pool``) and stores it; :func:`get_image`
 (``GET /api/chat/images/{id}``) serves a stored one.
 
 Must not: decide anything about rooms, users or permissions (the service does), block the
-trio thread (Pillow and file work go to worker threads), wait without a deadline, or let a
+trio thread (Pillow works in worker processes, files in worker threads), wait without a deadline, or let a
 network peer make it hold unbounded data: frames, bodies and queues all have limits, and every
 drop is counted in ``stats`` (``drop.chat_*``).
 """
@@ -297,7 +297,7 @@ async def _read_limited_or_disconnect(request: Request, limit: int) -> bytes | i
 
 async def upload_image(request: Request) -> Response:
     """``POST /api/chat/images``: the raw image bytes as the body -> 201 ``{"id", ...}``."""
-    from worldserver.chat.images import ImageRejected, process_image
+    from worldserver.chat.images import ImageRejected
 
     state = request.app.state
     chat = getattr(state, "chat", None)
@@ -313,6 +313,12 @@ async def upload_image(request: Request) -> Response:
         seconds = int(wait) + 1
         return _json_error(429, "rate_limited", "too many uploads", headers={"Retry-After": str(seconds)},
                            retry_after=round(wait, 3))
+    workers = chat.image_workers
+    try:
+        workers.check_room()  # before the body: a queue of waiting uploads holds their bodies
+    except ImageRejected as exc:
+        chat.stats.incr("drop.chat_image_rejected")
+        return _json_error(exc.status, exc.code, exc.message, headers={"Retry-After": "1"})
     limit = chat.max_image_bytes
     body = await _read_limited(request, limit, chat.stats)
     if isinstance(body, int):
@@ -322,11 +328,13 @@ async def upload_image(request: Request) -> Response:
         code = {413: "too_large", 408: "timeout", 400: "bad_request"}[body]
         return _json_error(body, code, message)
     try:
-        clean = await trio.to_thread.run_sync(process_image, body, limit, limiter=chat.image_limiter)
+        clean = await workers.process(body)
+        del body
         image_id = await trio.to_thread.run_sync(chat.images.save, clean, limiter=chat.image_limiter)
     except ImageRejected as exc:
         chat.stats.incr("drop.chat_image_rejected")
-        return _json_error(exc.status, exc.code, exc.message)
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return _json_error(exc.status, exc.code, exc.message, headers=headers)
     chat.stats.incr("chat.images")
     log.debug("chat image stored", id=image_id, user=name, type=clean.content_type, bytes=len(clean.data))
     return JSONResponse(

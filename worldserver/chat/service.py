@@ -228,7 +228,12 @@ class ChatService:
         self._store_factory = store_factory
         self.store: ChatStore | None = None
         self._limiter = trio.CapacityLimiter(1)
-        self.image_limiter = trio.CapacityLimiter(2)  # Pillow work on uploads, at most 2 at once
+        self.image_limiter = trio.CapacityLimiter(2)  # saving uploads to disk, at most 2 at once
+        self.image_workers = None  # decoding uploads in limited processes (chat/image_pool.py)
+        if images is not None:
+            from worldserver.chat.image_pool import ImageWorkers
+
+            self.image_workers = ImageWorkers.from_config(config, self.stats)
         self.public_room: int | None = None
         self.ready = trio.Event()
         self.messages = TokenBuckets(chat.rate, chat.burst)  # by user
