@@ -137,6 +137,41 @@ async def test_many_bad_frames_close_with_1008(server) -> None:
     assert server.stats.get("drop.chat_closed_bad_frames") == 1
 
 
+@pytest.mark.parametrize("fanout", [True, False])
+async def test_admin_token_guessing_closes_the_socket_and_locks_the_address(nursery, tmp_path, fanout) -> None:
+    """Found by the attack: 5,000 wrong admin tokens on one socket in 0.89 s, no delay, no
+    close. Now the socket is closed (1008) at chat.admin_max_failures, and new sockets from the
+    address stay locked out, the right token included (the delay is 0 here so that no test
+    waits on the wall clock; test_chat_admin checks the delays on trio's mock clock)."""
+    server = await start_chat_server(nursery, tmp_path, fanout=fanout, **{
+        "chat.admin_failure_delay": 0.0, "chat.admin_max_failures": 3})
+    token = await server.join("guesser")
+    async with open_ws(server.ws_url) as ws:
+        for i in range(1, 3):
+            reply = await call(ws, {"id": i, "op": "hello", "token": token, "admin_token": f"guess-{i}"})
+            assert reply["error"] == {"code": "forbidden", "message": "wrong admin token"}
+        await ws.send_message(json.dumps({"id": 3, "op": "hello", "token": token, "admin_token": "guess-3"}))
+        with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(TIMEOUT):
+                while True:
+                    await ws.get_message()
+        assert info.value.reason.code == 1008 and "too many wrong admin tokens" in info.value.reason.reason
+    async with open_ws(server.ws_url) as ws:  # a new socket does not start afresh
+        await ws.send_message(json.dumps({"id": 1, "op": "hello", "token": token, "admin_token": "admin-secret"}))
+        with pytest.raises(ConnectionClosed) as info:
+            with trio.fail_after(TIMEOUT):
+                while True:
+                    reply = json.loads(await ws.get_message())
+                    assert reply.get("ok") is not True
+        assert info.value.reason.code == 1008
+    stats = server.stats
+    assert stats.get("drop.chat_admin_token_wrong") == 3
+    assert stats.get("drop.chat_admin_locked_out") == 1
+    assert stats.get("drop.chat_closed_admin_failures") == 2
+    async with open_ws(server.ws_url) as ws:  # without an admin token the user is welcome
+        await hello(ws, token)
+
+
 async def test_slow_consumer_is_closed_and_counted(server, monkeypatch) -> None:
     monkeypatch.setattr(gateway, "OUTBOX_LIMIT", 8)
     monkeypatch.setattr(chat_service, "OUTBOX_LIMIT", 8)

@@ -31,6 +31,14 @@ While a request that subscribes a peer to a room is in progress (hello, room.joi
 peer's events are held back and sent after its reply, so the reply comes first and nothing
 committed in between is missed.
 
+Admin tokens: a wrong ``admin_token`` in ``hello`` is counted against the connection and
+against the client's address (``limits.address_key``: all its sockets together, loopback
+included), and its answer is held back in that connection's task only
+(``chat.admin_failure_delay``, doubling per failure of the connection). An address that has
+given ``chat.admin_max_failures`` wrong tokens is locked out (no token is even compared) until
+one is forgiven (``chat.admin_lockout``); a connection at the maximum, or locked out, is closed
+with 1008.
+
 Counters (``stats``; ``drop.*`` ones appear in the stats line): ``chat.*`` for traffic,
 ``drop.chat_*`` for everything refused, throttled or dropped.
 
@@ -43,6 +51,7 @@ from __future__ import annotations
 
 import hmac
 import itertools
+import logging
 import math
 import os
 import time
@@ -55,8 +64,8 @@ import trio
 from protocol import chat as P
 from worldserver.chat.store import ChatStore, Message, Room, RoomNotFound, StoreConflict
 from worldserver.identity import Identities, NameRejected, normalize_name
-from worldserver.limits import AddressLimits, TokenBuckets
-from worldserver.logs import get_logger
+from worldserver.limits import AddressLimits, TokenBuckets, address_key
+from worldserver.logs import LogLimiter, get_logger
 from worldserver.stats import Stats
 
 __all__ = [
@@ -90,6 +99,9 @@ HELLO_SINCE_LIMIT = 500  # missed messages per room in a hello reply (then ``mor
 MAX_ROOM_CACHE = 10_000
 PRESENCE_ROOM_LIMIT = 200  # presence events only through rooms with at most this many sockets
 MAINTENANCE_INTERVAL = 30.0  # seconds between sweeps of idle buckets, mutes and bans
+CLOSE_ADMIN_FAILURES = 1008  # too many wrong admin tokens (policy violation)
+ADMIN_DELAY_DOUBLINGS = 4  # a wrong admin token's answer waits at most 2**4 x the base delay
+REFUSAL_LOG_INTERVAL = 60.0  # at most one log line per kind of refusal this often
 
 
 class ChatError(Exception):
@@ -133,6 +145,7 @@ class Peer:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self._held: list[str] | None = None
+        self.admin_failures = 0  # wrong admin tokens presented on this connection
 
     def __repr__(self) -> str:
         return f"<Peer {self.key} user={self.user!r}>"
@@ -241,6 +254,13 @@ class ChatService:
         self.limits = limits if limits is not None else AddressLimits(config.limits)
         self.uploads = TokenBuckets(UPLOAD_RATE, UPLOAD_BURST)  # by user
         self.ops = TokenBuckets(OPS_RATE, OPS_BURST)  # by peer number
+        # Wrong admin tokens by address key: admin_max_failures at once, then one per
+        # admin_lockout / admin_max_failures seconds; an empty bucket is a locked-out address.
+        self.admin_max_failures = int(chat.admin_max_failures)
+        self.admin_failure_delay = float(chat.admin_failure_delay)
+        self.admin_failures = TokenBuckets(self.admin_max_failures / float(chat.admin_lockout),
+                                           self.admin_max_failures)
+        self.refusal_log = LogLimiter(log, REFUSAL_LOG_INTERVAL)
         self.mutes: dict[str, float] = {}  # user -> muted until (trio clock)
         self.bans: dict[str, float] = {}  # user -> kicked until
         self.peers: set[Peer] = set()
@@ -385,7 +405,7 @@ class ChatService:
 
     def sweep(self, now: float) -> None:
         """Forget full buckets and expired mutes and kick bans."""
-        for buckets in (self.messages, self.uploads, self.ops):
+        for buckets in (self.messages, self.uploads, self.ops, self.admin_failures):
             buckets.sweep(now)
         for table in (self.mutes, self.bans):
             for user in [u for u, until in table.items() if until <= now]:
@@ -523,10 +543,7 @@ class ChatService:
             raise ChatError("forbidden", f"you were kicked; you may come back in {math.ceil(banned)} s")
         moderator = False
         if request.admin_token is not None:
-            if not self.admin_token or not hmac.compare_digest(
-                request.admin_token.encode(), self.admin_token.encode()
-            ):
-                raise ChatError("forbidden", "wrong admin token")
+            await self._check_admin_token(peer, request)
             moderator = True
         if self.identities.attach(token) is None:
             raise ChatError("not_authenticated", "unknown or expired join token; join again")
@@ -584,6 +601,36 @@ class ChatService:
         self.stats.incr("chat.hellos")
         if joined_public:
             self._member_event(self.public_room, name, "joined", notice, skip=None)
+
+    async def _check_admin_token(self, peer: Peer, request: P.Hello) -> None:
+        """Return if ``request.admin_token`` is the admin token; else count the failure (this
+        connection, its address), hold the answer back in this task, close the connection at
+        the limit, and raise the ``forbidden`` error (see the module docstring)."""
+        now = trio.current_time()
+        key = address_key(getattr(peer, "address", None))
+        locked = self.admin_failures.peek(key, now)
+        if locked > 0:  # nothing is compared while the address is locked out
+            reason = "locked_out"
+            self.stats.incr("drop.chat_admin_locked_out")
+            message = f"too many wrong admin tokens from your address; try again in {math.ceil(locked)} s"
+        elif self.admin_token and hmac.compare_digest(request.admin_token.encode(), self.admin_token.encode()):
+            return
+        else:
+            reason = "wrong"
+            self.stats.incr("drop.chat_admin_token_wrong")
+            self.admin_failures.take(key, now)  # before the wait: parallel sockets count at once
+            message = "wrong admin token"
+        peer.admin_failures += 1
+        close = locked > 0 or peer.admin_failures >= self.admin_max_failures
+        self.refusal_log.log(logging.WARNING, f"admin_{reason}", "admin token refused", reason=reason,
+                             peer=peer.key, failures=peer.admin_failures, closing=close)
+        doublings = min(peer.admin_failures - 1, ADMIN_DELAY_DOUBLINGS)
+        await trio.sleep(self.admin_failure_delay * 2**doublings)  # this connection only
+        if close:
+            self.stats.incr("drop.chat_closed_admin_failures")
+            peer.send(P.encode_error(request.id, "forbidden", message))
+            peer.close(CLOSE_ADMIN_FAILURES, "too many wrong admin tokens")
+        raise ChatError("forbidden", message)
 
     def _drop_identity(self, peer: Peer) -> None:
         user = peer.user
