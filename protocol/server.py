@@ -181,11 +181,17 @@ class ServerEndpoint:
             self._drop("stale_cookie")
             self._reply_unproven(P.encode_refuse(P.REFUSE_STALE_COOKIE, self.version, nonce, "cookie expired", len(data)), addr, len(data))
             return NO_EVENTS
-        if mac in self._used_cookies and addr not in self.connections:
+        if mac in self._used_cookies and not self._is_accept_retry(addr, nonce, mac):
+            # A cookie opens at most one connection, ever: used again for anything but the
+            # retry of the connection it opened (its ACCEPT was lost), it is a replay.
             self._drop("replayed_cookie")
             self.outbox.append((P.encode_refuse(P.REFUSE_REPLAYED_COOKIE, self.version, nonce, "cookie already used", len(data)), addr))
             return NO_EVENTS
         return self._admit(addr, nonce, token, mac, now)
+
+    def _is_accept_retry(self, addr: tuple, nonce: int, mac: bytes) -> bool:
+        conn = self.connections.get(addr)
+        return conn is not None and conn.cookie_mac == mac and conn.nonce == nonce
 
     def _admit(self, addr: tuple, nonce: int, token: bytes, mac: bytes, now: float):
         """The peer is proven (valid cookie, or a trusted transport)."""

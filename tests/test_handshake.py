@@ -120,6 +120,32 @@ def test_replayed_cookie_is_refused():
     assert server.connections == {}
 
 
+def test_used_cookie_never_opens_a_second_connection():
+    """The finding of issue 8: connect with nonce A, reconnect on the same socket with nonce
+    B, then replay CONNECT A within the cookie's lifetime: it must not replace B (SPEC 2: a
+    cookie opens at most one connection)."""
+    server = make_server()
+    first = ClientConnection(version=PROTOCOL_VERSION, nonce=21)
+    _, connect_a = handshake(server, first, now=0.0)
+    second = ClientConnection(version=PROTOCOL_VERSION, nonce=22)  # same address, restarted
+    hello = second.connect(0.5)
+    server.receive_datagram(hello, CLIENT, 0.5)
+    [(challenge, _)] = drain(server)
+    _, [connect_b] = second.receive_datagram(challenge, 0.5)
+    req, = [e for e in server.receive_datagram(connect_b, CLIENT, 0.5) if isinstance(e, ConnectRequest)]
+    conn_b = server.accept(req, b"\x90", 0.5)
+    drain(server)
+    assert server.receive_datagram(connect_a, CLIENT, 1.0) == ()  # replay of A's cookie
+    [(refuse, _)] = drain(server)
+    assert P.decode_refuse(refuse)[0] == P.REFUSE_REPLAYED_COOKIE
+    assert server.connections == {CLIENT: conn_b} and not conn_b.closed
+    assert server.drops.get("replayed_cookie") == 1
+    # B's own retry (its ACCEPT lost) still gets the ACCEPT again
+    assert server.receive_datagram(connect_b, CLIENT, 1.1) == ()
+    [(accept, _)] = drain(server)
+    assert accept == conn_b.accept_packet and server.connections == {CLIENT: conn_b}
+
+
 def test_version_mismatch_gets_clear_refusal():
     server = make_server()
     client = ClientConnection(version=PROTOCOL_VERSION + 5, nonce=5)
