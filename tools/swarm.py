@@ -41,6 +41,7 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 import trio
@@ -191,10 +192,11 @@ class _Swarm:
     """The bots of one process and the synchronous halves of the loop (send slot, drain)."""
 
     def __init__(self, host: str, port: int, bots: int, observers: int, seed,
-                 speed: float | None = None) -> None:
+                 speed: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         if speed is not None and not speed > 0.0:
             raise ValueError(f"speed must be > 0 m/s, got {speed!r}")
         self.speed = speed  # None: walk at the server's max speed
+        self.clock = clock  # seconds; the same clock as the ``now`` the loop passes in
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         self.family, _, _, _, self.addr = infos[0]
         self.rng = random.Random(seed)
@@ -381,7 +383,7 @@ class _Swarm:
             if events:
                 self._handle_events(bot, events, now)
         counting = now >= self.measure_start
-        monotonic = time.monotonic
+        clock = self.clock
         for bot in self.live:
             if bot.phase != phase:
                 continue
@@ -392,7 +394,7 @@ class _Swarm:
             if self._send(bot, data) and counting:
                 bot.inputs += 1
             if bot.observer and bot.turn_time < 0.0:
-                bot.turn_time = monotonic()  # the turn left with this datagram
+                bot.turn_time = clock()  # the turn left with this datagram
         if now >= self.next_timeout_poll:
             self.next_timeout_poll = now + TIMEOUT_POLL
             for bot in list(self.live):
@@ -676,6 +678,7 @@ async def run_bots(
     warmup: float = 0.0,
     start_at: float | None = None,
     speed: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> dict:
     """Run ``bots`` bots (the first ``observers`` of them decoding) for ``duration`` seconds.
 
@@ -683,14 +686,17 @@ async def run_bots(
     ticking. ``progress(elapsed_s, counts)`` is called about once a second. Counting starts
     ``warmup`` seconds after the start (``start_at``, a ``time.monotonic()`` value, or now).
     ``speed``: the bots' walking speed in m/s (None: the server's ``max_speed``).
+    ``clock``: where durations, rates and latencies are measured, in seconds above 0 (0.0 marks
+    "not yet"); ``trio.current_time`` makes them follow trio's clock (tests run the swarm and
+    an in-process server on a MockClock).
     Returns the report of these bots (see :func:`make_report`); its raw fields can be merged
     with other processes' results by :func:`merge_results`.
     """
     raise_nofile_limit(bots + 64)
-    swarm = _Swarm(host, port, bots, observers, seed, speed=speed)
+    swarm = _Swarm(host, port, bots, observers, seed, speed=speed, clock=clock)
     if start_at is not None:
         await trio.sleep(max(0.0, start_at - time.monotonic()))
-    t0 = time.monotonic()
+    t0 = clock()
     end = t0 + max(0.0, float(duration))
     swarm.measure_start = t0 + max(0.0, float(warmup))
     cpu_mark = None
@@ -701,7 +707,7 @@ async def run_bots(
     epfd = swarm.ep.fileno()
     try:
         while True:
-            now = time.monotonic()
+            now = clock()
             if now >= end:
                 break
             if cpu_mark is None and now >= swarm.measure_start:
@@ -718,15 +724,15 @@ async def run_bots(
             if progress is not None and now >= next_progress:
                 next_progress += PROGRESS_INTERVAL
                 progress(now - t0, swarm.progress_counts())
-            wait = min(next_send, end, next_progress if progress else end) - time.monotonic()
+            wait = min(next_send, end, next_progress if progress else end) - clock()
             if wait > 0:
                 with trio.move_on_after(wait):
                     await trio.lowlevel.wait_readable(epfd)
             else:
                 await trio.lowlevel.checkpoint()
-            swarm.drain(time.monotonic())
+            swarm.drain(clock())
     finally:
-        now = time.monotonic()
+        now = clock()
         swarm.teardown(now)
     if cpu_mark is None:
         cpu_mark = (time.process_time(), now)
