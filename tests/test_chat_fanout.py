@@ -4,7 +4,9 @@ Frames are checked with wsproto's own frame parser (an independent implementatio
 6455): they arrive whole and in order, also when the kernel buffer fills and a frame is half
 written; the connection's lock is held only while a frame is half written, so that another
 writer (hypercorn's pong or close) never lands inside one; a full outbox refuses, a broken
-socket is reported once and counted. Must not: use anything but local socket pairs, or wait
+socket is reported once and counted. The pump's tests run on trio's autojump MockClock (its
+retries and the tests' polling follow virtual time; a socket pair delivers at once), so they
+do not depend on the machine's speed. Must not: use anything but local socket pairs, or wait
 without a deadline.
 """
 
@@ -33,14 +35,18 @@ def parse_frames(data: bytes) -> list[str]:
     return texts
 
 
-def read_all(sock: socket.socket, idle: float = 0.2) -> bytes:
-    sock.settimeout(idle)
+def read_all(sock: socket.socket) -> bytes:
+    """Everything already in ``sock``'s receive buffer (a socket pair delivers at once)."""
+    sock.setblocking(False)
     chunks = []
-    try:
-        while chunk := sock.recv(1 << 20):
-            chunks.append(chunk)
-    except TimeoutError:
-        pass
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -75,7 +81,7 @@ def test_raw_connection_refuses_what_is_not_hypercorn_h11() -> None:
     assert raw_connection(None) is None
 
 
-async def test_broadcast_is_encoded_once_and_arrives_in_order(pump) -> None:
+async def test_broadcast_is_encoded_once_and_arrives_in_order(pump, autojump_clock) -> None:
     pairs = [pair() for _ in range(5)]
     dead = []
     outs = [pump.open(a, trio.Lock(), 100, lambda: dead.append(1)) for a, _ in pairs]
@@ -93,7 +99,7 @@ async def test_broadcast_is_encoded_once_and_arrives_in_order(pump) -> None:
     assert all(not out.lock.locked() for out in outs)
 
 
-async def test_full_kernel_buffer_keeps_frames_whole_and_the_lock_until_a_boundary(pump) -> None:
+async def test_full_kernel_buffer_keeps_frames_whole_and_the_lock_until_a_boundary(pump, autojump_clock) -> None:
     a, b = pair(sndbuf=4096)
     lock = trio.Lock()
     out = pump.open(a, lock, 1000, lambda: None)
@@ -131,7 +137,7 @@ async def test_full_kernel_buffer_keeps_frames_whole_and_the_lock_until_a_bounda
     assert not out.holding and not lock.locked()
 
 
-async def test_busy_lock_waits_for_the_other_writer(pump) -> None:
+async def test_busy_lock_waits_for_the_other_writer(pump, autojump_clock) -> None:
     a, b = pair()
     lock = trio.Lock()
     out = pump.open(a, lock, 10, lambda: None)
@@ -147,7 +153,7 @@ async def test_busy_lock_waits_for_the_other_writer(pump) -> None:
     assert parse_frames(read_all(b)) == ["first", "after the other"]
 
 
-async def test_limit_close_and_broken_socket(pump) -> None:
+async def test_limit_close_and_broken_socket(pump, autojump_clock) -> None:
     a, b = pair(sndbuf=4096)
     failed = []
     out = pump.open(a, trio.Lock(), 3, lambda: failed.append(True))
@@ -172,7 +178,7 @@ async def test_limit_close_and_broken_socket(pump) -> None:
         closed.send_nowait("after close")
 
 
-async def test_detach_releases_the_lock_and_writes_nothing_more(pump) -> None:
+async def test_detach_releases_the_lock_and_writes_nothing_more(pump, autojump_clock) -> None:
     a, b = pair(sndbuf=4096)
     lock = trio.Lock()
     out = pump.open(a, lock, 100, lambda: None)
