@@ -80,12 +80,14 @@ def chat_config(tmp_path: Path, **overrides) -> Config:
     return Config().with_overrides(values)
 
 
-async def start_chat_server(nursery, tmp_path: Path, *, fanout: bool = True, **overrides) -> ChatServer:
+async def start_chat_server(nursery, tmp_path: Path, *, fanout: bool = True,
+                            identities: Identities | None = None, **overrides) -> ChatServer:
     """The HTTP app with the chat service in ``nursery``; ``fanout=False`` leaves out the
-    fan-out pump, so that every chat socket takes the ASGI writer path."""
+    fan-out pump, so that every chat socket takes the ASGI writer path; ``identities`` the
+    session tokens to use (e.g. with a fake clock; default: fresh ones)."""
     config = chat_config(tmp_path, **overrides)
     sim = FakeSim()
-    identities = Identities()
+    identities = identities if identities is not None else Identities()
     chat = ChatService.from_config(config, sim, identities, sim.stats)
     with trio.fail_after(TIMEOUT):
         await nursery.start(chat.run)

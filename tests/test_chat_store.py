@@ -18,12 +18,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from worldserver.chat import (
     ChatStore,
+    IdentityNotFound,
     RoomNotFound,
     SqliteChatStore,
     StoreConflict,
     StoreError,
 )
 from worldserver.chat import sqlite_store as S
+from worldserver.identity import hash_secret, new_secret, user_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +44,14 @@ def store(path):
 
 def texts(messages) -> list[str]:
     return [m.text for m in messages]
+
+
+def uid(store, name: str) -> int:
+    """The id of the identity named ``name`` (made, with a fresh secret, if there is none)."""
+    found = store.identity_by_key(user_key(name))
+    if found is not None:
+        return found.id
+    return store.create_identity(name, user_key(name), hash_secret(new_secret()), 0.0).id
 
 
 def test_is_a_chat_store(store):
@@ -68,7 +78,7 @@ def test_pragmas_and_schema_version(store, path):
 
 
 def test_rooms(store):
-    lobby = store.create_room("Lobby", "server", False, 100.0)
+    lobby = store.create_room("Lobby", None, False, 100.0)
     assert lobby.id >= 1 and lobby.name == "Lobby" and lobby.private is False and lobby.created == 100.0
     assert store.get_room(lobby.id) == lobby
     assert store.room_by_name("lobby") == lobby
@@ -76,66 +86,72 @@ def test_rooms(store):
     assert store.room_by_name("lobby2") is None
     assert store.get_room(9999) is None
     with pytest.raises(StoreConflict):
-        store.create_room("LoBbY", "kim", True, 1.0)
-    straße = store.create_room("Straße", "kim", False, 1.0)
+        store.create_room("LoBbY", uid(store, "kim"), True, 1.0)
+    straße = store.create_room("Straße", uid(store, "kim"), False, 1.0)
     with pytest.raises(StoreConflict):  # Unicode case folding, not just ASCII
-        store.create_room("STRASSE", "lee", False, 1.0)
-    greek = store.create_room("ΣΟΦΙΑ", "kim", False, 1.0)
+        store.create_room("STRASSE", uid(store, "lee"), False, 1.0)
+    greek = store.create_room("ΣΟΦΙΑ", uid(store, "kim"), False, 1.0)
     assert store.room_by_name("σοφια") == greek
-    korean = store.create_room("사진 동호회", "kim", True, 1.0)
+    korean = store.create_room("사진 동호회", uid(store, "kim"), True, 1.0)
     assert store.room_by_name("사진 동호회") == korean
     assert store.delete_room(straße.id) is True
     assert store.delete_room(straße.id) is False
     assert store.get_room(straße.id) is None
-    assert store.create_room("straße", "lee", False, 2.0).id > korean.id  # name free, id new
+    assert store.create_room("straße", uid(store, "lee"), False, 2.0).id > korean.id  # name free, id new
 
 
 def test_members_and_invites(store):
-    room = store.create_room("club", "kim", True, 0.0)
-    other = store.create_room("other", "kim", False, 0.0)
+    room = store.create_room("club", uid(store, "kim"), True, 0.0)
+    other = store.create_room("other", uid(store, "kim"), False, 0.0)
     assert store.members(room.id) == []
-    assert store.add_member(room.id, "kim") is True
-    assert store.add_member(room.id, "kim") is False
-    assert store.add_member(room.id, "민수") is True
-    assert store.add_member(room.id, "anna") is True
+    assert store.add_member(room.id, uid(store, "kim")) is True
+    assert store.add_member(room.id, uid(store, "kim")) is False
+    assert store.add_member(room.id, uid(store, "민수")) is True
+    assert store.add_member(room.id, uid(store, "anna")) is True
     assert store.members(room.id) == sorted(["kim", "민수", "anna"])
-    assert store.is_member(room.id, "kim") and not store.is_member(other.id, "kim")
-    assert store.is_member(room.id, "Kim") is False  # users compare exactly
-    assert store.remove_member(room.id, "anna") is True
-    assert store.remove_member(room.id, "anna") is False
+    assert store.is_member(room.id, uid(store, "kim")) and not store.is_member(other.id, uid(store, "kim"))
+    assert store.is_member(room.id, uid(store, "lee")) is False
+    assert store.remove_member(room.id, uid(store, "anna")) is True
+    assert store.remove_member(room.id, uid(store, "anna")) is False
     assert store.members(room.id) == sorted(["kim", "민수"])
-    assert store.add_invite(room.id, "lee") is True
-    assert store.add_invite(room.id, "lee") is False
-    assert store.is_invited(room.id, "lee") and not store.is_invited(room.id, "kim")
-    assert not store.is_member(room.id, "lee")
+    assert store.add_invite(room.id, uid(store, "lee")) is True
+    assert store.add_invite(room.id, uid(store, "lee")) is False
+    assert store.is_invited(room.id, uid(store, "lee")) and not store.is_invited(room.id, uid(store, "kim"))
+    assert not store.is_member(room.id, uid(store, "lee"))
     with pytest.raises(RoomNotFound):
-        store.add_member(12345, "kim")
+        store.add_member(12345, uid(store, "kim"))
     with pytest.raises(RoomNotFound):
-        store.add_invite(12345, "kim")
+        store.add_invite(12345, uid(store, "kim"))
+    with pytest.raises(IdentityNotFound):
+        store.add_member(room.id, 999_999)
+    with pytest.raises(IdentityNotFound):
+        store.add_invite(room.id, 999_999)
+    with pytest.raises(IdentityNotFound):
+        store.create_room("nobody's", 999_999, False, 0.0)
 
 
 def test_list_rooms_visibility(store):
-    lobby = store.create_room("lobby", "server", False, 0.0)
-    public = store.create_room("open", "kim", False, 0.0)
-    secret = store.create_room("secret", "kim", True, 0.0)
-    invited = store.create_room("invited", "kim", True, 0.0)
-    store.add_member(secret.id, "kim")
-    store.add_invite(invited.id, "lee")
-    assert store.list_rooms("kim") == [lobby, public, secret]
-    assert store.list_rooms("lee") == [lobby, public, invited]
-    assert store.list_rooms("nobody") == [lobby, public]
+    lobby = store.create_room("lobby", None, False, 0.0)
+    public = store.create_room("open", uid(store, "kim"), False, 0.0)
+    secret = store.create_room("secret", uid(store, "kim"), True, 0.0)
+    invited = store.create_room("invited", uid(store, "kim"), True, 0.0)
+    store.add_member(secret.id, uid(store, "kim"))
+    store.add_invite(invited.id, uid(store, "lee"))
+    assert store.list_rooms(uid(store, "kim")) == [lobby, public, secret]
+    assert store.list_rooms(uid(store, "lee")) == [lobby, public, invited]
+    assert store.list_rooms(uid(store, "nobody")) == [lobby, public]
 
 
 def test_delete_room_takes_everything_with_it(store):
-    room = store.create_room("gone", "kim", True, 0.0)
-    keep = store.create_room("keep", "kim", False, 0.0)
-    store.add_member(room.id, "kim")
-    store.add_invite(room.id, "lee")
+    room = store.create_room("gone", uid(store, "kim"), True, 0.0)
+    keep = store.create_room("keep", uid(store, "kim"), False, 0.0)
+    store.add_member(room.id, uid(store, "kim"))
+    store.add_invite(room.id, uid(store, "lee"))
     for i in range(30):
         store.append(room.id, "kim", "text", f"gallery message {i}", None, f"c{i}", float(i))
     kept = store.append(keep.id, "kim", "text", "gallery kept", None, None, 1.0)
     assert store.delete_room(room.id)
-    assert store.members(room.id) == [] and not store.is_invited(room.id, "lee")
+    assert store.members(room.id) == [] and not store.is_invited(room.id, uid(store, "lee"))
     assert store.history(room.id) == [] and store.search(room.id, "gallery") == []
     assert store.get_message(room.id, 1) is None
     assert store.search(keep.id, "gallery") == [kept]
@@ -157,7 +173,7 @@ def fill(store, rooms, n):
 
 
 def test_append_returns_the_stored_message(store):
-    room = store.create_room("r", "kim", False, 0.0)
+    room = store.create_room("r", uid(store, "kim"), False, 0.0)
     m = store.append(room.id, "kim", "question", "where?", None, "k1", 12.5)
     assert (m.room, m.author, m.kind, m.text, m.image, m.ts) == (room.id, "kim", "question", "where?", None, 12.5)
     assert (m.answered, m.deleted, m.client_id) == (False, False, "k1")
@@ -171,8 +187,8 @@ def test_append_returns_the_stored_message(store):
 
 
 def test_ids_are_global_and_strictly_increasing(store):
-    a = store.create_room("a", "x", False, 0.0)
-    b = store.create_room("b", "x", False, 0.0)
+    a = store.create_room("a", uid(store, "x"), False, 0.0)
+    b = store.create_room("b", uid(store, "x"), False, 0.0)
     msgs = fill(store, [a.id, b.id], 50)
     ids = sorted(m.id for ms in msgs.values() for m in ms)
     assert len(set(ids)) == 50 and ids == list(range(ids[0], ids[0] + 50))
@@ -180,8 +196,8 @@ def test_ids_are_global_and_strictly_increasing(store):
 
 
 def test_history_pages_cover_exactly(store):
-    a = store.create_room("a", "x", False, 0.0)
-    b = store.create_room("b", "x", False, 0.0)
+    a = store.create_room("a", uid(store, "x"), False, 0.0)
+    b = store.create_room("b", uid(store, "x"), False, 0.0)
     msgs = fill(store, [a.id, b.id, a.id], 301)  # a gets two thirds, interleaved with b
     expected = msgs[a.id]
     newest = store.history(a.id, limit=50)
@@ -200,8 +216,8 @@ def test_history_pages_cover_exactly(store):
 
 
 def test_since_pages_cover_exactly(store):
-    a = store.create_room("a", "x", False, 0.0)
-    b = store.create_room("b", "x", False, 0.0)
+    a = store.create_room("a", uid(store, "x"), False, 0.0)
+    b = store.create_room("b", uid(store, "x"), False, 0.0)
     msgs = fill(store, [a.id, b.id], 200)
     for start in (0, msgs[a.id][0].id, msgs[a.id][57].id, msgs[b.id][13].id):
         expected = [m for m in msgs[a.id] if m.id > start]
@@ -217,7 +233,7 @@ def test_since_pages_cover_exactly(store):
 
 
 def test_reconnect_since_gets_exactly_what_was_missed(store):
-    room = store.create_room("lobby", "x", False, 0.0)
+    room = store.create_room("lobby", uid(store, "x"), False, 0.0)
     seen = [store.append(room.id, "a", "text", f"before {i}", None, None, i) for i in range(10)]
     last_seen = seen[-1].id
     missed = [store.append(room.id, "b", "text", f"missed {i}", None, None, 10 + i) for i in range(15)]
@@ -225,8 +241,8 @@ def test_reconnect_since_gets_exactly_what_was_missed(store):
 
 
 def test_idempotent_client_id(store):
-    room = store.create_room("r", "kim", False, 0.0)
-    other = store.create_room("o", "kim", False, 0.0)
+    room = store.create_room("r", uid(store, "kim"), False, 0.0)
+    other = store.create_room("o", uid(store, "kim"), False, 0.0)
     first = store.append(room.id, "kim", "text", "hello", None, "abc", 1.0)
     again = store.append(room.id, "kim", "text", "hello (resent)", None, "abc", 2.0)
     assert again == first
@@ -241,8 +257,8 @@ def test_idempotent_client_id(store):
 
 
 def test_mark_answered(store):
-    room = store.create_room("r", "kim", False, 0.0)
-    other = store.create_room("o", "kim", False, 0.0)
+    room = store.create_room("r", uid(store, "kim"), False, 0.0)
+    other = store.create_room("o", uid(store, "kim"), False, 0.0)
     q = store.append(room.id, "kim", "question", "why?", None, None, 1.0)
     t = store.append(room.id, "kim", "text", "because", None, None, 2.0)
     assert store.mark_answered(other.id, q.id) is False  # wrong room
@@ -257,7 +273,7 @@ def test_mark_answered(store):
 
 
 def test_soft_delete(store):
-    room = store.create_room("r", "kim", False, 0.0)
+    room = store.create_room("r", uid(store, "kim"), False, 0.0)
     ms = [store.append(room.id, "kim", "text", f"갤러리 photo {i}", None, None, float(i)) for i in range(5)]
     assert store.delete_message(room.id + 1, ms[2].id) is False  # wrong room
     assert store.delete_message(room.id, ms[2].id) is True
@@ -293,8 +309,8 @@ CORPUS = [
 
 @pytest.fixture
 def corpus(store):
-    room = store.create_room("search", "kim", False, 0.0)
-    other = store.create_room("elsewhere", "kim", False, 0.0)
+    room = store.create_room("search", uid(store, "kim"), False, 0.0)
+    other = store.create_room("elsewhere", uid(store, "kim"), False, 0.0)
     for i, text in enumerate(CORPUS):
         store.append(room.id, "kim", "text", text, None, None, float(i))
         store.append(other.id, "lee", "text", "other room: " + text, None, None, float(i))
@@ -379,7 +395,7 @@ def test_search_limit_order_and_empty_queries(corpus):
 
 
 def test_search_newest_first_over_many(store):
-    room = store.create_room("busy", "kim", False, 0.0)
+    room = store.create_room("busy", uid(store, "kim"), False, 0.0)
     ms = [store.append(room.id, "kim", "text", f"photo {i} 갤러리에서", None, None, float(i)) for i in range(300)]
     for query in ("photo", "갤러리", "러리", "photo 러리"):
         found = store.search(room.id, query, 25)
@@ -389,7 +405,7 @@ def test_search_newest_first_over_many(store):
 def test_short_query_scan_is_bounded(store, monkeypatch):
     monkeypatch.setattr(S, "SHORT_QUERY_SCAN", 10)
     monkeypatch.setattr(S, "MIXED_QUERY_SCAN", 10)
-    room = store.create_room("r", "kim", False, 0.0)
+    room = store.create_room("r", uid(store, "kim"), False, 0.0)
     old = store.append(room.id, "kim", "text", "옛날 사진 photo", None, None, 0.0)
     for i in range(20):
         store.append(room.id, "kim", "text", f"filler photo {i}", None, None, 1.0 + i)
@@ -415,8 +431,8 @@ def oracle_store(tmp_path_factory):
 
     rng = random.Random(7)
     s = SqliteChatStore(tmp_path_factory.mktemp("oracle") / "chat.sqlite3")
-    room = s.create_room("oracle", "x", False, 0.0)
-    other = s.create_room("noise", "x", False, 0.0)
+    room = s.create_room("oracle", uid(s, "x"), False, 0.0)
+    other = s.create_room("noise", uid(s, "x"), False, 0.0)
     rows = []
     for i in range(400):
         text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 25)))
@@ -446,10 +462,10 @@ def test_search_matches_brute_force(oracle_store, pieces):
 
 def test_everything_survives_a_reopen(path):
     s = SqliteChatStore(path)
-    lobby = s.create_room("lobby", "server", False, 1.0)
-    club = s.create_room("클럽", "kim", True, 2.0)
-    s.add_member(club.id, "kim")
-    s.add_invite(club.id, "lee")
+    lobby = s.create_room("lobby", None, False, 1.0)
+    club = s.create_room("클럽", uid(s, "kim"), True, 2.0)
+    s.add_member(club.id, uid(s, "kim"))
+    s.add_invite(club.id, uid(s, "lee"))
     ms = [s.append(lobby.id, "kim", "text", f"갤러리 message {i}", None, f"k{i}", float(i)) for i in range(40)]
     q = s.append(club.id, "kim", "question", "비밀 question?", None, None, 50.0)
     s.mark_answered(club.id, q.id)
@@ -462,7 +478,7 @@ def test_everything_survives_a_reopen(path):
     s = SqliteChatStore(path)
     try:
         assert s.get_room(lobby.id) == lobby and s.room_by_name("클럽") == club
-        assert s.members(club.id) == ["kim"] and s.is_invited(club.id, "lee")
+        assert s.members(club.id) == ["kim"] and s.is_invited(club.id, uid(s, "lee"))
         assert s.history(lobby.id, limit=100) == [m for m in ms if m.id != ms[5].id]
         assert s.get_message(club.id, q.id).answered is True
         assert s.get_message(lobby.id, ms[5].id).deleted is True
@@ -478,15 +494,15 @@ def test_everything_survives_a_reopen(path):
 
 def test_ids_never_reused_after_deleting_the_newest(path):
     s = SqliteChatStore(path)
-    a = s.create_room("a", "x", False, 0.0)
-    b = s.create_room("b", "x", False, 0.0)
+    a = s.create_room("a", uid(s, "x"), False, 0.0)
+    b = s.create_room("b", uid(s, "x"), False, 0.0)
     s.append(a.id, "x", "text", "one", None, None, 0.0)
     top = s.append(b.id, "x", "text", "two", None, None, 0.0)
     s.delete_room(b.id)
     s.close()
     s = SqliteChatStore(path)
     assert s.append(a.id, "x", "text", "three", None, None, 0.0).id > top.id
-    assert s.create_room("c", "x", False, 0.0).id > b.id
+    assert s.create_room("c", uid(s, "x"), False, 0.0).id > b.id
     s.close()
 
 
@@ -494,7 +510,7 @@ def test_acknowledged_messages_survive_a_killed_process(path):
     """A child appends and reports each id, then is killed with SIGKILL (no close, no
     checkpoint): every reported message is there afterwards."""
     s = SqliteChatStore(path)
-    room = s.create_room("lobby", "server", False, 0.0).id
+    room = s.create_room("lobby", None, False, 0.0).id
     s.close()
     code = textwrap.dedent(
         f"""
@@ -544,7 +560,7 @@ def test_foreign_database_refused(tmp_path):
 
 
 def test_index_stays_in_sync(store):
-    room = store.create_room("sync", "x", False, 0.0)
+    room = store.create_room("sync", uid(store, "x"), False, 0.0)
     ms = [store.append(room.id, "x", "text", f"sync {i} 동기화", None, None, float(i)) for i in range(50)]
     for m in ms[::4]:
         store.delete_message(room.id, m.id)
@@ -561,7 +577,7 @@ def test_index_stays_in_sync(store):
 
 
 def test_bulk_insert(store):
-    room = store.create_room("bulk", "x", False, 0.0)
+    room = store.create_room("bulk", uid(store, "x"), False, 0.0)
     n = store.bulk_insert((room.id, float(i), "x", "text", f"bulk {i} 대량", None) for i in range(1000))
     assert n == 1000
     assert len(store.since(room.id, 0, 500)) == 500

@@ -25,6 +25,8 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from worldserver import http_app
+from worldserver.accounts import Accounts
+from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.http_app import (
     GECKOS_CORS_HEADERS,
@@ -156,6 +158,7 @@ def make_config(tmp_path: Path, **overrides) -> Config:
         "http.web_root": str(tmp_path / "dist"),
         "http.images_dir": str(tmp_path / "images"),
         "http.cors_origin": ORIGIN,
+        "server.data_dir": str(tmp_path / "data"),
     }
     values.update(overrides)
     return Config().with_overrides(values)
@@ -181,8 +184,14 @@ async def start_server(nursery, config, *, sim=None, rtc="fake", stream="fake") 
     rtc = FakeRtc() if rtc == "fake" else rtc
     stream = FakeStream() if stream == "fake" else stream
     identities = Identities()
-    app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=stream)
+    # Joins need the chat's database (names belong to identities kept there); the chat's
+    # routes themselves stay off here (tests/test_chat_*.py cover them).
+    chat = ChatService.from_config(config, sim, identities, sim.stats)
     with trio.fail_after(TIMEOUT):
+        await nursery.start(chat.run)
+        accounts = Accounts.from_config(config, identities, chat, sim.stats)
+        app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=stream,
+                        accounts=accounts)
         port = await nursery.start(serve_http, config, app)
     return Server(port, app, rtc, stream, identities, sim)
 
@@ -232,16 +241,32 @@ async def test_join(server: Server) -> None:
         assert body["name"] == "갤러리짱" and len(body["token"]) == 32
         assert server.identities.name_for(body["token"]) == "갤러리짱"
 
+        assert len(body["secret"]) == 43 and body["id"] >= 1  # the secret: shown this once
+
         r = await client.post("/api/join", json={"name": "Alice"})
         assert r.status_code == 200
         r = await client.post("/api/join", json={"name": "ALICE"})
-        assert r.status_code == 409 and "taken" in r.json()["error"]
+        assert r.status_code == 409 and r.json()["code"] == "name_taken"
+        assert "belongs to someone else" in r.json()["error"]
         r = await client.post("/api/join", json={"name": "갤러리짱"})
         assert r.status_code == 409
-
-        # the holder joining again with its token keeps it
+        # an old token does not give the name either: only the secret does
         r = await client.post("/api/join", json={"name": "갤러리짱", "token": body["token"]})
-        assert r.status_code == 200 and r.json()["token"] == body["token"]
+        assert r.status_code == 409
+        r = await client.post("/api/join", json={"name": "갤러리짱", "secret": "x" * 43})
+        assert r.status_code == 409 and r.json()["code"] == "name_taken"
+
+        # the owner, with its secret, gets the name back with a fresh token; the old one ends
+        r = await client.post("/api/join", json={"name": "갤러리짱", "secret": body["secret"]})
+        assert r.status_code == 200
+        again = r.json()
+        assert again["name"] == "갤러리짱" and again["id"] == body["id"] and "secret" not in again
+        assert again["token"] != body["token"]
+        assert server.identities.name_for(again["token"]) == "갤러리짱"
+        assert server.identities.name_for(body["token"]) is None
+    stats = server.sim.stats
+    assert stats.get("identity.created") == 2 and stats.get("identity.reclaimed") == 1
+    assert stats.get("drop.join_name_taken") == 3 and stats.get("drop.join_wrong_secret") == 1
 
 
 @pytest.mark.parametrize(
@@ -260,7 +285,13 @@ async def test_join(server: Server) -> None:
         (b'{"name": "a\\u0000b"}', "control"),
         (b'{"name": "<img>"}', "'<'"),
         (b'{"name": "guest-1"}', "reserved"),
+        (b'{"name": "server"}', "reserved for the server"),
+        (b'{"name": "SERVER"}', "reserved for the server"),
+        (b'{"name": "s.e.r.v.e.r"}', "reserved for the server"),
+        (b'{"name": "Admin"}', "reserved for the server"),
         (b'{"name": "bob", "token": 7}', "token"),
+        (b'{"name": "bob", "secret": 7}', "secret"),
+        (b'{"name": "bob", "secret": "short"}', "secret"),
     ],
 )
 async def test_join_rejects_bad_bodies(server: Server, content: bytes, words: str) -> None:
@@ -675,7 +706,7 @@ async def test_raw_garbage_does_not_hurt(server: Server) -> None:
 
 def test_make_authorize() -> None:
     identities = Identities()
-    token, _ = identities.join("alice")
+    token = identities.issue(1, "alice")
     optional = make_authorize(Config(), identities)
     assert optional(None) is True
     assert optional("") is True

@@ -63,7 +63,8 @@ from protocol import jsonsafe
 from worldserver.chat import gateway as chat_gateway
 from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.http_guard import install as install_http_guard
-from worldserver.identity import Identities, IdentitiesFull, NameRejected, NameTaken
+from worldserver.accounts import Accounts, JoinRefused
+from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.sample_images import IMAGE_SUFFIXES
@@ -672,19 +673,22 @@ async def _join(request: Request) -> Response:
         return _error(400, f'the body must be JSON like {{"name": "..."}}: {exc.message}')
     if not isinstance(data, dict) or "name" not in data:
         return _error(400, 'the body must be JSON like {"name": "..."}')
-    previous = data.get("token")
+    previous = data.get("token")  # older clients send their last token; it is not needed
     if previous is not None and not isinstance(previous, str):
         return _error(400, "token must be a string")
-    identities: Identities = request.app.state.identities
+    accounts: Accounts | None = state.accounts
+    if accounts is None:
+        return _error(503, "joining needs the chat database, which this server does not run")
     try:
-        token, name = identities.join(data["name"], previous)
-    except NameTaken as exc:
-        return _error(409, exc.reason)
-    except IdentitiesFull as exc:
-        return _error(503, exc.reason)
-    except NameRejected as exc:
-        return _error(400, exc.reason)
-    return JSONResponse({"token": token, "name": name})
+        joined = await accounts.join(data["name"], data.get("secret"), _client_host(request))
+    except JoinRefused as exc:
+        body = {"error": exc.reason, "code": exc.code}
+        headers = None
+        if exc.retry_after is not None:
+            body["retry_after"] = round(exc.retry_after, 3)
+            headers = {"Retry-After": str(math.ceil(exc.retry_after))}
+        return JSONResponse(body, status_code=exc.status, headers=headers)
+    return JSONResponse(joined.as_json())
 
 
 async def _players(request: Request) -> Response:
@@ -773,7 +777,8 @@ class _App:
 
 
 def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None,
-              chat_fanout=None, limits: AddressLimits | None = None) -> _App:
+              chat_fanout=None, limits: AddressLimits | None = None,
+              accounts: Accounts | None = None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
     ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
@@ -781,7 +786,8 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     ``/ws/movement`` (None: the WebSocket is refused); ``chat`` the chat service for
     ``/ws/chat`` and ``/api/chat/images`` (None: refused), and ``chat_fanout`` its running
     :class:`~worldserver.chat.fanout.Fanout` (None: every chat socket gets a writer task
-    through the ASGI ``send``). ``app.state`` holds them all, and
+    through the ASGI ``send``). ``accounts`` answers ``POST /api/join`` (None: made on the
+    chat's database; without chat, joins get 503). ``app.state`` holds them all, and
     ``app.state.stats`` the counters (the simulation's ``Stats``).
     """
     routes = [
@@ -812,6 +818,9 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     state.limits = limits if limits is not None else AddressLimits(config.limits)
     stats = getattr(sim, "stats", None)
     state.stats = stats if isinstance(stats, Stats) else Stats()
+    if accounts is None and chat is not None:  # names are kept in the chat's database
+        accounts = Accounts.from_config(config, identities, chat, state.stats, state.limits)
+    state.accounts = accounts
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)
     state.stopping = trio.Event()  # set by serve_http when the server shuts down
     state.refusals = LogLimiter(log, REFUSAL_LOG_INTERVAL)  # log lines about refused input

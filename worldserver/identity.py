@@ -1,19 +1,31 @@
-"""Player identity: nicknames and the join tokens that stand for them.
+"""Player identity: nicknames, the secrets that prove who owns one, and session tokens.
 
-Job: :class:`Identities` hands out a join token for a nickname (``POST /api/join``), checks
-nicknames (length, allowed characters, uniqueness per world ignoring case), answers which
-name a token stands for (``name_for``, used by every transport's handshake and by the WebRTC
-authorization hook), lets tokens go (``release``, idle expiry) and numbers anonymous players
-(``guest_name``). Memory is bounded: at most ``max_tokens`` live tokens; when full, the token
-idle the longest goes first.
+Job: :func:`normalize_name` checks a nickname (length, allowed characters, names reserved for
+guests and for the server) and :func:`user_key` gives the form under which names are unique
+(case and width folded). A name belongs to an *identity* for good (kept in the chat database by
+``worldserver.accounts``), which proves itself with a long-lived secret: :func:`new_secret`,
+:func:`hash_secret` and :func:`secret_matches` (constant time) are its helpers. :class:`Identities`
+holds the short-lived session tokens of ``POST /api/join``: :meth:`~Identities.issue` gives an
+identity a fresh token and ends everything that used its previous one (one identity, one login),
+``identify``/``name_for`` say which identity a token stands for (every transport's handshake,
+the WebRTC authorization hook, the chat's hello), ``attach``/``detach`` tie the sessions and
+sockets using a token to it -- at most one of them is the identity's avatar in the world: a
+second avatar replaces the first -- and idle tokens expire. ``guest_name`` numbers anonymous
+players. Memory is bounded: at most ``max_tokens`` live tokens; when full, the token idle the
+longest goes first.
 
-Must not: do any I/O (no files, sockets or logging of names), know about HTTP or transports, or
-keep a token alive that nobody uses -- a token idle for ``ttl`` seconds (and not attached to a
-connected session) is forgotten, and its name is free again.
+A token that expires or is evicted frees memory only, never a name: the name stays with its
+identity, which takes a fresh token by presenting its secret again.
+
+Must not: do any I/O (no files, sockets, database or logging of names), know about HTTP or
+transports, or keep a token alive that nobody uses -- a token idle for ``ttl`` seconds (and
+held by no session) is forgotten.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -25,27 +37,46 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_TTL",
     "GUEST_PREFIX",
+    "RELEASED",
+    "REPLACED",
+    "RESERVED_NAMES",
     "Identities",
     "IdentitiesFull",
     "MAX_NAME_LENGTH",
     "NameRejected",
     "NameTaken",
+    "SECRET_LENGTH",
     "TOKEN_LENGTH",
+    "hash_secret",
+    "new_secret",
     "normalize_name",
+    "secret_matches",
+    "user_key",
+    "valid_secret",
 ]
 
 MAX_NAME_LENGTH = 24
 TOKEN_LENGTH = 32  # characters of a token: secrets.token_urlsafe(24) gives exactly 32
+SECRET_LENGTH = 43  # characters of a secret: secrets.token_urlsafe(32), 256 random bits
 DEFAULT_TTL = 3600.0  # seconds a token may stay unused before it expires
 DEFAULT_MAX_TOKENS = 100_000
 GUEST_PREFIX = "guest-"
+# Names of the server and its roles (compared after folding case and width and without
+# spaces and _ - .): "server" is the author of join/leave notices.
+RESERVED_NAMES = frozenset({"server", "system", "admin", "administrator", "moderator", "root",
+                            "worldserver"})
+# Why the holders of a token are ended (the argument of their ``end`` callback).
+REPLACED = "replaced"  # the identity logged in again (a new token, or a second avatar)
+RELEASED = "released"  # the token was released
 
 _PUNCTUATION = frozenset(" _-.")
 # Letters (category Lo) that render as nothing: the Hangul fillers.
 _INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 _SPACES = re.compile(" {2,}")
+_NOT_ALNUM = re.compile("[ _.\\-]")
 _GUEST_RE = re.compile(re.escape(GUEST_PREFIX) + r"[0-9]+")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{%d}" % TOKEN_LENGTH)
+_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{%d}" % SECRET_LENGTH)
 
 
 class NameRejected(ValueError):
@@ -57,7 +88,7 @@ class NameRejected(ValueError):
 
 
 class NameTaken(NameRejected):
-    """The nickname is valid but another player holds it (HTTP 409)."""
+    """The nickname is valid but belongs to another identity (HTTP 409)."""
 
 
 class IdentitiesFull(NameRejected):
@@ -70,7 +101,8 @@ def normalize_name(raw: object) -> str:
     Raises :class:`NameRejected` with a clear reason when the name is not acceptable: not a
     string, empty or only spaces, longer than 24 characters, or holding a character other than
     a letter (any script: Latin, Hangul, Kana, Cyrillic, ... with its combining marks), a
-    digit, a space or one of ``_ - .``. Names of the form ``guest-N`` are reserved.
+    digit, a space or one of ``_ - .``. Names of the form ``guest-N`` are reserved for guests,
+    and the :data:`RESERVED_NAMES` (``server``, ...) for the server.
     """
     if not isinstance(raw, str):
         raise NameRejected("the name must be a string")
@@ -90,8 +122,11 @@ def normalize_name(raw: object) -> str:
         raise NameRejected("the name needs at least one letter or digit")
     if unicodedata.category(name[0]).startswith("M"):
         raise NameRejected("the name cannot start with a combining mark")
-    if _GUEST_RE.fullmatch(_key(name)):
+    key = user_key(name)
+    if _GUEST_RE.fullmatch(key):
         raise NameRejected(f"names like {GUEST_PREFIX}1 are reserved for guests")
+    if _NOT_ALNUM.sub("", key) in RESERVED_NAMES:
+        raise NameRejected(f"the name {name!r} is reserved for the server")
     return name
 
 
@@ -109,23 +144,54 @@ def _character_problem(ch: str) -> str | None:
     return f"the name contains {ch!r}; use letters, digits, spaces and _ - . only"
 
 
-def _key(name: str) -> str:
-    """The uniqueness key: compatibility-normalized and case-folded (Ａ = A = a)."""
+def user_key(name: str) -> str:
+    """The uniqueness key of a name: compatibility-normalized and case-folded (Ａ = A = a)."""
     return unicodedata.normalize("NFKC", name).casefold()
 
 
-class _Entry:
-    __slots__ = ("name", "key", "last_used", "attached")
+# -- secrets ---------------------------------------------------------------------------------
 
-    def __init__(self, name: str, key: str, now: float) -> None:
+
+def new_secret() -> str:
+    """A fresh identity secret: 256 random bits, URL-safe text of :data:`SECRET_LENGTH`."""
+    return secrets.token_urlsafe(32)
+
+
+def valid_secret(raw: object) -> bool:
+    """Whether ``raw`` has the form of a secret (a string as :func:`new_secret` makes)."""
+    return isinstance(raw, str) and _SECRET_RE.fullmatch(raw) is not None
+
+
+def hash_secret(secret: str) -> bytes:
+    """What the server keeps of a secret: its SHA-256 (the secret itself is never stored)."""
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+def secret_matches(secret: object, stored: bytes | None) -> bool:
+    """Whether ``secret`` is the one whose hash is ``stored`` (constant-time comparison)."""
+    if stored is None or not valid_secret(secret):
+        return False
+    return hmac.compare_digest(hash_secret(secret), bytes(stored))
+
+
+# -- session tokens --------------------------------------------------------------------------
+
+End = Callable[[str], None]
+
+
+class _Entry:
+    __slots__ = ("identity", "name", "last_used", "holders", "avatar")
+
+    def __init__(self, identity: int, name: str, now: float) -> None:
+        self.identity = identity
         self.name = name
-        self.key = key
         self.last_used = now
-        self.attached = 0  # connected sessions using this token; > 0 means never expire
+        self.holders: dict[object, End | None] = {}  # sessions and sockets using the token
+        self.avatar: object | None = None  # the holder that is the identity's avatar
 
 
 class Identities:
-    """Nicknames and join tokens of one world. Not thread-safe; use from one thread/loop.
+    """Session tokens of one world's identities. Not thread-safe; use from one thread/loop.
 
     ``clock`` returns seconds (monotonic); tests pass a fake one.
     """
@@ -145,50 +211,40 @@ class Identities:
         self.max_tokens = int(max_tokens)
         self._clock = clock
         self._entries: dict[str, _Entry] = {}  # token -> entry
-        self._holders: dict[str, str] = {}  # name key -> token
-        self._idle: OrderedDict[str, None] = OrderedDict()  # unattached tokens, oldest use first
+        self._tokens: dict[int, str] = {}  # identity -> its one live token
+        self._idle: OrderedDict[str, None] = OrderedDict()  # tokens nobody holds, oldest use first
         self._guests = 0
 
     def __len__(self) -> int:
         """Live tokens."""
         return len(self._entries)
 
-    # -- joining --------------------------------------------------------------------------
-    def join(self, name: object, token: str | bytes | None = None) -> tuple[str, str]:
-        """Give out a token for ``name``; returns ``(token, name as normalized)``.
+    # -- issuing --------------------------------------------------------------------------
+    def issue(self, identity: int, name: str) -> str:
+        """A fresh token for ``identity`` (whose name is ``name``), after it proved itself.
 
-        ``token`` is optional: a player's previous token. If it is live, it is kept (a page
-        reload joining under the same name gets the same token back, and a new name replaces
-        the old one) instead of issuing a second one. Raises :class:`NameRejected` for an
-        invalid name, :class:`NameTaken` when another token holds it (case-insensitive), and
-        :class:`IdentitiesFull` when no token slot can be freed.
+        The identity's previous token, if any, stops working, and everything holding it (its
+        avatar, its chat sockets) is ended with :data:`REPLACED`: one identity, one login.
+        Raises :class:`IdentitiesFull` when no token slot can be freed.
         """
         now = self._clock()
         self._expire(now)
-        name = normalize_name(name)
-        key = _key(name)
-        own = self._live_token(token)
-        holder = self._holders.get(key)
-        if holder is not None and holder != own:
-            raise NameTaken(f"the name {name!r} is already taken")
-        if own is not None:
-            entry = self._entries[own]
-            if entry.key != key:
-                del self._holders[entry.key]
-                self._holders[key] = own
-            entry.name, entry.key = name, key
-            self._use(own, entry, now)
-            return own, name
-        if len(self._entries) >= self.max_tokens and not self._evict_oldest():
+        old = self._tokens.get(identity)
+        if old is None and len(self._entries) >= self.max_tokens and not self._evict_oldest():
             raise IdentitiesFull("too many players; try again later")
+        ended = self._drop(old) if old is not None else []
         new = secrets.token_urlsafe(24)
         while new in self._entries:  # 192 random bits: never in practice
             new = secrets.token_urlsafe(24)
-        entry = _Entry(name, key, now)
-        self._entries[new] = entry
-        self._holders[key] = new
+        self._entries[new] = _Entry(int(identity), name, now)
+        self._tokens[int(identity)] = new
         self._idle[new] = None
-        return new, name
+        _end_all(ended, REPLACED)
+        return new
+
+    def token_of(self, identity: int) -> str | None:
+        """The identity's live token, if it has one."""
+        return self._tokens.get(identity)
 
     def guest_name(self) -> str:
         """A fresh ``guest-N`` name for an anonymous player; never given out twice.
@@ -200,8 +256,9 @@ class Identities:
         return f"{GUEST_PREFIX}{self._guests}"
 
     # -- tokens ---------------------------------------------------------------------------
-    def name_for(self, token: str | bytes | None) -> str | None:
-        """The name ``token`` stands for, or None if it is unknown or expired. Counts as use."""
+    def identify(self, token: str | bytes | None) -> tuple[int, str] | None:
+        """``(identity, name)`` that ``token`` stands for, or None if it is unknown or expired.
+        Counts as use."""
         now = self._clock()
         self._expire(now)
         live = self._live_token(token)
@@ -209,16 +266,25 @@ class Identities:
             return None
         entry = self._entries[live]
         self._use(live, entry, now)
-        return entry.name
+        return entry.identity, entry.name
+
+    def name_for(self, token: str | bytes | None) -> str | None:
+        """The name ``token`` stands for, or None if it is unknown or expired. Counts as use."""
+        found = self.identify(token)
+        return None if found is None else found[1]
 
     def touch(self, token: str | bytes | None) -> bool:
         """Mark ``token`` as used now (restarts its idle time); False if it is not live."""
-        return self.name_for(token) is not None
+        return self.identify(token) is not None
 
-    def attach(self, token: str | bytes | None) -> str | None:
-        """A session connected with ``token``: it stays live until every such session detaches.
+    def attach(self, token: str | bytes | None, holder: object, end: End | None = None, *,
+               avatar: bool = False) -> tuple[int, str] | None:
+        """``holder`` (a session or socket) uses ``token``: it stays live until every holder
+        detaches. ``end(reason)`` is called when the holder must stop (the token was replaced
+        or released); it must not raise. With ``avatar``, the holder is the identity's avatar
+        in the world, and an avatar attached before it is ended now with :data:`REPLACED`.
 
-        Returns the name (None if the token is not live; then nothing is attached).
+        Returns ``(identity, name)``, or None if the token is not live (nothing attached).
         """
         now = self._clock()
         self._expire(now)
@@ -226,29 +292,45 @@ class Identities:
         if live is None:
             return None
         entry = self._entries[live]
-        entry.attached += 1
+        replaced = None
+        if avatar:
+            previous = entry.avatar
+            if previous is not None and previous is not holder:
+                replaced = entry.holders.pop(previous, None)
+            entry.avatar = holder
+        entry.holders[holder] = end
         entry.last_used = now
         self._idle.pop(live, None)
-        return entry.name
+        if replaced is not None:
+            replaced(REPLACED)
+        return entry.identity, entry.name
 
-    def detach(self, token: str | bytes | None) -> None:
-        """The session that attached ``token`` ended; the idle time starts now."""
+    def detach(self, token: str | bytes | None, holder: object) -> None:
+        """``holder`` stopped using ``token``; when nobody holds it, its idle time starts."""
         live = self._live_token(token)
         if live is None:
             return
         entry = self._entries[live]
-        if entry.attached > 0:
-            entry.attached -= 1
-        if entry.attached == 0:
+        if entry.holders.pop(holder, _MISSING) is _MISSING:
+            return
+        if entry.avatar is holder:
+            entry.avatar = None
+        if not entry.holders:
             entry.last_used = self._clock()
             self._idle[live] = None
             self._idle.move_to_end(live)
 
+    def holders(self, token: str | bytes | None) -> int:
+        """How many sessions and sockets hold ``token`` (0 if it is not live)."""
+        live = self._live_token(token)
+        return 0 if live is None else len(self._entries[live].holders)
+
     def release(self, token: str | bytes | None) -> None:
-        """Forget ``token`` now (its name is free again), attached or not. Unknown: no-op."""
+        """Forget ``token`` now; its holders are ended with :data:`RELEASED`. Unknown: no-op.
+        The identity keeps its name (it may take a new token)."""
         live = self._live_token(token)
         if live is not None:
-            self._drop(live)
+            _end_all(self._drop(live), RELEASED)
 
     # -- internals ------------------------------------------------------------------------
     def _live_token(self, token: str | bytes | None) -> str | None:
@@ -263,7 +345,7 @@ class Identities:
 
     def _use(self, token: str, entry: _Entry, now: float) -> None:
         entry.last_used = now
-        if entry.attached == 0:
+        if not entry.holders:
             self._idle.move_to_end(token)
 
     def _expire(self, now: float) -> None:
@@ -280,8 +362,28 @@ class Identities:
         self._drop(next(iter(self._idle)))
         return True
 
-    def _drop(self, token: str) -> None:
+    def _drop(self, token: str) -> list[End]:
+        """Forget ``token``; returns the end callbacks of its holders (to call afterwards)."""
         entry = self._entries.pop(token)
         self._idle.pop(token, None)
-        if self._holders.get(entry.key) == token:
-            del self._holders[entry.key]
+        if self._tokens.get(entry.identity) == token:
+            del self._tokens[entry.identity]
+        ends = [end for end in entry.holders.values() if end is not None]
+        entry.holders.clear()
+        entry.avatar = None
+        return ends
+
+
+_MISSING = object()
+
+
+def _end_all(ends: list[End], reason: str) -> None:
+    """Call every ``end(reason)``; one that raises does not keep the others from running."""
+    error = None
+    for end in ends:
+        try:
+            end(reason)
+        except Exception as exc:  # a bug in a holder: report it after ending the others
+            error = error or exc
+    if error is not None:
+        raise error

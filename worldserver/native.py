@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import trio
+
 from protocol import packets as P
 from protocol.errors import ProtocolError
 from protocol.events import ConnectRequest, Disconnected, Received
@@ -90,11 +92,11 @@ class NativeSessions:
             session.take_inputs(inputs, now, self.input_rate, self.input_burst, self.stats)
 
     def player_name(self, token: bytes) -> str:
-        """The name a join token stands for (held while connected), else a guest name."""
+        """The name a live join token stands for, else a guest name."""
         if self.identities is None:
             return ""
         if token:
-            name = self.identities.attach(token)
+            name = self.identities.name_for(token)
             if name is not None:
                 return name
             self.stats.incr(f"{self.kind}.unknown_token")
@@ -120,6 +122,11 @@ class NativeSessions:
         conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now)
         sender.conn = conn
         conn.user = session
+        # The session holds its token while connected, as the identity's one avatar: an avatar
+        # of the same identity that was in the world before is ended now (it "logged in again").
+        if not (self.identities is not None and session.token and self.identities.attach(
+                session.token, session, lambda reason: self._end_session(session, reason), avatar=True)):
+            session.token = b""
         self.stats.incr("clients.joined")
         self.stats.incr(f"clients.joined.{self.kind}")
         log.debug("client joined", transport=self.kind, addr=conn.addr, entity=session.entity_id, name=session.name)
@@ -132,9 +139,23 @@ class NativeSessions:
             if self.limits is not None:
                 self.limits.disconnect(self.limits.key(self.address_of(event.conn.addr)))
             if self.identities is not None and session.token:
-                self.identities.detach(session.token)
+                self.identities.detach(session.token, session)
         self.stats.incr(f"clients.left.{event.reason}")
         log.debug("client left", transport=self.kind, addr=event.conn.addr, reason=event.reason)
+
+    def _end_session(self, session, reason: str) -> None:
+        """The session's identity logged in again (see ``worldserver.identity``): the avatar
+        leaves the world and the client gets a DISCONNECT (kicked); counted as
+        ``clients.left.<reason>``."""
+        conn = getattr(session.sink, "conn", None)
+        if conn is None or conn.closed or conn.user is not session:
+            return
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # not in trio (tools driving the endpoint by hand)
+            now = conn.link.last_send
+        self.endpoint.outbox.append((self.endpoint.disconnect(conn, P.DISCONNECT_KICKED, now), conn.addr))
+        self.on_disconnected(Disconnected(conn, reason))
 
     def poll(self, now: float) -> None:
         for event in self.endpoint.poll(now):

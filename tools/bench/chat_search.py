@@ -21,6 +21,7 @@ Usage: ``python tools/bench/chat_search.py [--messages 1000000] [--rooms 100]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -134,7 +135,8 @@ def room_of(rng: random.Random, rooms: list[int]) -> int:
 
 
 def build(store: SqliteChatStore, n: int, n_rooms: int, rng: random.Random, quiet: bool) -> dict:
-    rooms = [store.create_room("lobby" if i == 0 else f"room-{i}", "bench", i % 3 == 0 and i > 0, 0.0).id
+    owner = store.create_identity("bench", "bench", hashlib.sha256(b"bench").digest(), 0.0).id
+    rooms = [store.create_room("lobby" if i == 0 else f"room-{i}", owner, i % 3 == 0 and i > 0, 0.0).id
              for i in range(n_rooms)]
     gen = TextGen(rng)
     authors = [f"user{i}" for i in range(2000)]

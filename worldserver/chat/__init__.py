@@ -13,6 +13,8 @@ from worldserver.chat.sqlite_store import SqliteChatStore
 from worldserver.chat.store import (
     KINDS,
     ChatStore,
+    Identity,
+    IdentityNotFound,
     Message,
     Room,
     RoomNotFound,
@@ -23,6 +25,8 @@ from worldserver.chat.store import (
 __all__ = [
     "KINDS",
     "ChatStore",
+    "Identity",
+    "IdentityNotFound",
     "Message",
     "Room",
     "RoomNotFound",

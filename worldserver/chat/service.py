@@ -3,7 +3,8 @@
 Job: :class:`ChatService` answers the requests of chat connections (:class:`Peer`, one per
 WebSocket, made by ``worldserver.chat.gateway``) and fans events out to them. A connection
 says ``hello`` with the player's join token (``worldserver.identity``: the same token and
-nickname as the movement session; the token stays live while the chat is connected), is put
+nickname as the movement session; the token stays live while the chat is connected; when the
+identity logs in again elsewhere the socket is closed with 4002), is put
 into the world's public room (``chat.public_room``) and gets its rooms with their recent
 history, or exactly what it missed (``since``). The service checks who may do what (members,
 invitations, room owners, moderators presenting ``chat.admin_token``), limits every user with
@@ -30,6 +31,10 @@ dropped silently; the client reconnects and asks for what it missed with ``since
 While a request that subscribes a peer to a room is in progress (hello, room.join), the
 peer's events are held back and sent after its reply, so the reply comes first and nothing
 committed in between is missed.
+
+Users: rooms are owned, joined and invited to by *identity id* (``Peer.uid``; the store keeps
+them so), never by name, so a name cannot carry someone else's rooms; presence, typing, mutes
+and kicks go by name (a name belongs to one identity for good).
 
 Admin tokens: a wrong ``admin_token`` in ``hello`` is counted against the connection and
 against the client's address (``limits.address_key``: all its sockets together, loopback
@@ -63,7 +68,7 @@ import trio
 
 from protocol import chat as P
 from worldserver.chat.store import ChatStore, Message, Room, RoomNotFound, StoreConflict
-from worldserver.identity import Identities, NameRejected, normalize_name
+from worldserver.identity import Identities, NameRejected, normalize_name, user_key
 from worldserver.limits import AddressLimits, TokenBuckets, address_key
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.stats import Stats
@@ -85,6 +90,7 @@ SERVER_AUTHOR = "server"  # author of join/leave notices; owner of the public ro
 OUTBOX_LIMIT = 1024  # frames waiting for one socket before it is closed as too slow
 CLOSE_TOO_SLOW = 1008
 CLOSE_KICKED = 4001  # application close code: kicked by a moderator
+CLOSE_REPLACED = 4002  # application close code: the identity logged in again elsewhere
 KICK_BAN_SECONDS = 60.0  # a kicked user cannot say hello again for this long
 TYPING_MIN_INTERVAL = 1.0  # at most one typing indicator per second per user and room
 TYPING_POLL = 0.25  # seconds between two sweeps for expired typing indicators
@@ -138,6 +144,7 @@ class Peer:
         self.stats = stats
         self.address: str | None = None  # the client's IP address (per-address chat limit)
         self.user: str | None = None
+        self.uid: int | None = None  # the user's identity (rooms go by it, see the module doc)
         self.token: str | None = None
         self.moderator = False
         self.rooms: set[int] = set()  # rooms this peer gets events of (the user's memberships)
@@ -341,10 +348,19 @@ class ChatService:
         room = store.room_by_name(self.public_room_name)
         if room is None:
             try:
-                room = store.create_room(self.public_room_name, SERVER_AUTHOR, False, self.wall())
+                room = store.create_room(self.public_room_name, None, False, self.wall())
             except StoreConflict:
                 room = store.room_by_name(self.public_room_name)
         return room
+
+    async def call_store(self, fn: Callable[[ChatStore], Any]) -> Any:
+        """``fn(store)`` in the store's worker, for the other users of the chat database
+        (``worldserver.accounts``); ChatError "internal" while the store is not open or too
+        many calls are waiting."""
+        store = self.store
+        if not self.ready.is_set() or store is None:
+            raise ChatError("internal", "chat is starting; retry in a moment")
+        return await self._db(fn, store)
 
     async def _db(self, fn: Callable, *args: Any) -> Any:
         """Run ``fn(*args)`` in the store's worker thread (one call at a time, never abandoned)."""
@@ -443,7 +459,7 @@ class ChatService:
                     del self.typing[key]
                     self._typing_event(key[0], user, False)
                 self._presence(user, False, rooms)
-        self.identities.detach(peer.token)
+        self.identities.detach(peer.token, peer)
 
     def _user_rooms_from(self, peer: Peer, user: str) -> set[int]:
         return set(peer.rooms) | {r for p in self.user_peers.get(user, ()) for r in p.rooms}
@@ -535,9 +551,10 @@ class ChatService:
             raise ChatError("conflict", "hello was already said on this connection")
         now = trio.current_time()
         token = request.token
-        name = self.identities.name_for(token)
-        if name is None:
+        found = self.identities.identify(token)
+        if found is None:
             raise ChatError("not_authenticated", "unknown or expired join token; join again")
+        uid, name = found
         banned = self.bans.get(name, 0.0) - now
         if banned > 0:
             raise ChatError("forbidden", f"you were kicked; you may come back in {math.ceil(banned)} s")
@@ -545,9 +562,9 @@ class ChatService:
         if request.admin_token is not None:
             await self._check_admin_token(peer, request)
             moderator = True
-        if self.identities.attach(token) is None:
+        if self.identities.attach(token, peer, lambda reason: self._end_peer(peer, reason)) is None:
             raise ChatError("not_authenticated", "unknown or expired join token; join again")
-        peer.user, peer.token, peer.moderator = name, token, moderator
+        peer.user, peer.uid, peer.token, peer.moderator = name, uid, token, moderator
         first = name not in self.user_peers
         self.user_peers.setdefault(name, set()).add(peer)
         peer.hold()  # events from here on go after the reply
@@ -557,7 +574,7 @@ class ChatService:
             self._subscribe(name, room_id)
         since = dict(request.since or {})
         try:
-            result = await self._db(self._hello_work, name, since, self.wall())
+            result = await self._db(self._hello_work, uid, name, since, self.wall())
         except BaseException:
             if peer.user is not None and not peer.closed:
                 self._drop_identity(peer)
@@ -642,22 +659,29 @@ class ChatService:
         for room_id in list(peer.rooms):
             self.room_peers.get(room_id, set()).discard(peer)
         peer.rooms = set()
-        self.identities.detach(peer.token)
-        peer.user = None
+        self.identities.detach(peer.token, peer)
+        peer.user = peer.uid = None
 
-    def _hello_work(self, user: str, since: dict[int, int], now: float):
+    def _end_peer(self, peer: Peer, reason: str) -> None:
+        """The peer's token stopped working (``identities``): the identity logged in again
+        elsewhere, or the token was released. The close reason tells the client which."""
+        self.stats.incr(f"chat.closed_{reason}")
+        text = "signed in elsewhere" if reason == "replaced" else "session ended; join again"
+        peer.close(CLOSE_REPLACED, text)
+
+    def _hello_work(self, uid: int, user: str, since: dict[int, int], now: float):
         """In the worker: join the public room, list rooms, read history or what was missed."""
         store = self.store
-        joined_public = store.add_member(self.public_room, user)
+        joined_public = store.add_member(self.public_room, uid)
         notice = None
         if joined_public:
             notice = self._append(self.public_room, SERVER_AUTHOR, "notice",
                                   f"{user} joined", None, None)
-        rooms = store.list_rooms(user)
+        rooms = store.list_rooms(uid)
         batches: dict[int, tuple[list[Message], bool]] = {}
         filled = 0
         for room in rooms:
-            if room.id != self.public_room and not store.is_member(room.id, user):
+            if room.id != self.public_room and not store.is_member(room.id, uid):
                 continue
             if filled >= MAX_HELLO_ROOMS:
                 batches[room.id] = ([], True)
@@ -679,7 +703,7 @@ class ChatService:
     # -- rooms -------------------------------------------------------------------------
 
     async def _rooms_list(self, peer: Peer, request: P.RoomsList) -> None:
-        rooms = await self._db(self.store.list_rooms, peer.user)
+        rooms = await self._db(self.store.list_rooms, peer.uid)
         for room in rooms:
             self._cache(room)
         rooms.sort(key=lambda r: (r.id != self.public_room, r.id))
@@ -687,15 +711,15 @@ class ChatService:
 
     async def _room_create(self, peer: Peer, request: P.RoomCreate) -> None:
         self._take_message_token(peer)
-        user = peer.user
+        user, uid = peer.user, peer.uid
 
         def work():
             store = self.store
-            owned = sum(1 for r in store.list_rooms(user) if r.owner == user)
+            owned = sum(1 for r in store.list_rooms(uid) if r.owner_id == uid)
             if owned >= MAX_OWNED_ROOMS:
                 return None
-            room = store.create_room(request.name, user, request.private, self.wall())
-            store.add_member(room.id, user)
+            room = store.create_room(request.name, uid, request.private, self.wall())
+            store.add_member(room.id, uid)
             return room
 
         try:
@@ -713,7 +737,7 @@ class ChatService:
         room = await self._room(request.room)
         if room.id == self.public_room:
             raise ChatError("forbidden", "the public room cannot be deleted")
-        if not (peer.moderator or self._owns(peer.user, room)):
+        if not (peer.moderator or self._owns(peer.uid, room)):
             raise ChatError("forbidden", "only the room's owner or a moderator may delete it")
         await self._db(self.store.delete_room, room.id)
         self._rooms.pop(room.id, None)
@@ -730,9 +754,10 @@ class ChatService:
         if not (peer.moderator or room.id in peer.rooms):
             raise ChatError("forbidden", "only members of a room may invite to it")
         target = self._user_name(request.user)
-        if target is None:
+        found = None if target is None else await self._db(self._invite_work, room.id, target)
+        if found is None:  # invitations go to identities: a name nobody holds gets none
             raise ChatError("not_found", "no such user")
-        new, member = await self._db(self._invite_work, room.id, target)
+        target, member = found
         if member:
             self.reply(peer, request, room=room.id, user=target, member=True)
             return
@@ -742,29 +767,35 @@ class ChatService:
         self.stats.incr("chat.invites")
         self.reply(peer, request, room=room.id, user=target, member=False)
 
-    def _invite_work(self, room_id: int, user: str) -> tuple[bool, bool]:
+    def _invite_work(self, room_id: int, name: str) -> tuple[str, bool] | None:
+        """In the worker: invite the identity holding ``name``; (its name, already a member),
+        or None when no identity holds the name."""
         store = self.store
-        if store.is_member(room_id, user):
-            return False, True
-        return store.add_invite(room_id, user), False
+        identity = store.identity_by_key(user_key(name))
+        if identity is None:
+            return None
+        if store.is_member(room_id, identity.id):
+            return identity.name, True
+        store.add_invite(room_id, identity.id)
+        return identity.name, False
 
     async def _room_join(self, peer: Peer, request: P.RoomJoin) -> None:
-        user = peer.user
+        user, uid = peer.user, peer.uid
         room = await self._room(request.room)
         if room.id in peer.rooms:
             messages = await self._db(self.store.history, room.id, None, self.history_on_join)
             self.reply(peer, request, room=self._room_info(room, joined=True),
                        messages=self._messages(messages), joined=False)
             return
-        allowed_always = peer.moderator or self._owns(user, room) or not room.private
+        allowed_always = peer.moderator or self._owns(uid, room) or not room.private
         peer.hold()
         self._subscribe(user, room.id)  # before the store call: nothing committed meanwhile is missed
 
         def work():
             store = self.store
-            if not allowed_always and not store.is_invited(room.id, user):
+            if not allowed_always and not store.is_invited(room.id, uid):
                 return None
-            added = store.add_member(room.id, user)
+            added = store.add_member(room.id, uid)
             notice = None
             if added:
                 notice = self._append(room.id, SERVER_AUTHOR, "notice", f"{user} joined",
@@ -796,7 +827,7 @@ class ChatService:
 
         def work():
             store = self.store
-            removed = store.remove_member(room.id, user)
+            removed = store.remove_member(room.id, peer.uid)
             notice = None
             if removed:
                 notice = self._append(room.id, SERVER_AUTHOR, "notice", f"{user} left",
@@ -845,7 +876,7 @@ class ChatService:
             self.stats.incr("drop.chat_muted")
             raise ChatError("muted", "you are muted", muted)
         kind = request.kind
-        if kind == "notice" and not (peer.moderator or self._owns(user, room)):
+        if kind == "notice" and not (peer.moderator or self._owns(peer.uid, room)):
             raise ChatError("forbidden", "only the room's owner or a moderator may post notices")
         text = request.text or ""
         if len(text) > self.max_chars:
@@ -901,7 +932,7 @@ class ChatService:
 
     async def _msg_answer(self, peer: Peer, request: P.MsgAnswer) -> None:
         room = await self._room(request.room)
-        if not (peer.moderator or self._owns(peer.user, room)):
+        if not (peer.moderator or self._owns(peer.uid, room)):
             raise ChatError("forbidden", "only the room's owner or a moderator may mark answers")
 
         def work():
@@ -926,7 +957,7 @@ class ChatService:
     async def _msg_delete(self, peer: Peer, request: P.MsgDelete) -> None:
         room = await self._room(request.room)
         user = peer.user
-        privileged = peer.moderator or self._owns(user, room)
+        privileged = peer.moderator or self._owns(peer.uid, room)
         if not privileged and room.id not in peer.rooms:
             raise ChatError("forbidden", "you may not delete messages here")
 
@@ -1028,8 +1059,9 @@ class ChatService:
         self.messages.take(peer.user, now)
         self.limits.chat_take(key, now)
 
-    def _owns(self, user: str | None, room: Room) -> bool:
-        return user is not None and room.owner == user and room.owner != SERVER_AUTHOR
+    def _owns(self, uid: int | None, room: Room) -> bool:
+        """Whether identity ``uid`` owns the room (the server's rooms are no one's)."""
+        return uid is not None and room.owner_id == uid
 
     def _cache(self, room: Room) -> None:
         self._rooms[room.id] = room
@@ -1048,7 +1080,7 @@ class ChatService:
 
     async def _readable(self, peer: Peer, room_id: int, read: Callable) -> tuple[Room, Any]:
         """The room and ``read(store, room_id)`` if ``peer`` may read it; else an error."""
-        user = peer.user
+        uid = peer.uid
         member = room_id in peer.rooms
         moderator = peer.moderator
 
@@ -1057,9 +1089,9 @@ class ChatService:
             room = store.get_room(room_id)
             if room is None:
                 return None, None
-            if room.private and not (member or moderator or room.owner == user
-                                     or store.is_member(room_id, user)
-                                     or store.is_invited(room_id, user)):
+            if room.private and not (member or moderator or self._owns(uid, room)
+                                     or store.is_member(room_id, uid)
+                                     or store.is_invited(room_id, uid)):
                 return room, None
             return room, (read(store, room_id),)
 
@@ -1087,7 +1119,7 @@ class ChatService:
         extra: dict[str, Any] = {"joined": joined}
         if room.id == self.public_room:
             extra["public"] = True
-        return P.room_object(room.id, room.name, room.owner, room.private, **extra)
+        return P.room_object(room.id, room.name, room.owner or SERVER_AUTHOR, room.private, **extra)
 
     def _sessions(self):
         return getattr(self.sim, "sessions", None) or ()

@@ -1,7 +1,8 @@
 """The embedded chat store: :class:`SqliteChatStore`, the :class:`~.store.ChatStore` on SQLite.
 
-Job: keep rooms, members, invitations and messages in one SQLite file (WAL journal) and
-answer history, catch-up (``since``) and search quickly at a million messages and more.
+Job: keep identities, rooms, members, invitations and messages in one SQLite file (WAL
+journal) and answer history, catch-up (``since``) and search quickly at a million messages and
+more.
 
 Durability: every change is one committed transaction when the method returns. The journal
 is WAL with ``synchronous=NORMAL``: a committed transaction survives the process being killed
@@ -10,7 +11,9 @@ is WAL with ``synchronous=NORMAL``: a committed transaction survives the process
 (``SqliteChatStore(path, synchronous="FULL")``) is needed, at the cost of an fsync per message.
 
 Schema (version :data:`SCHEMA_VERSION` in ``PRAGMA user_version``; a newer file is refused):
-``rooms``, ``members``, ``invites``, ``messages`` (``id INTEGER PRIMARY KEY AUTOINCREMENT``, so
+``identities`` (id, name, the unique ``name_key``, the secret's SHA-256), ``rooms`` (``owner``
+an identity id, NULL for the server's rooms), ``members`` and ``invites`` (room, identity id),
+``messages`` (``id INTEGER PRIMARY KEY AUTOINCREMENT``, so
 ids are global, strictly increasing and never reused) with an index on ``(room, id)`` for
 history and since, a partial unique index on ``(room, author, client_id)`` for idempotent
 sends, and ``messages_fts``, an FTS5 table with ``tokenize='trigram case_sensitive 0'``
@@ -35,6 +38,12 @@ the short ones on the newest :data:`MIXED_QUERY_SCAN` (20,000) messages that mat
 ones; older messages are not found by such queries. ``LIKE`` folds case for ASCII letters
 only, FTS5 for all of Unicode.
 
+Upgrades: a version 1 file (users kept by name: ``rooms.owner``, ``members.user`` and
+``invites.user`` were nicknames) is migrated in one transaction when opened: every name found
+there becomes an identity (names equal under ``worldserver.identity.user_key`` become one) with
+no secret, the rows are rewritten to its id (the owner ``server`` becomes NULL), and room ids
+keep growing from where they were. See ``claim_identity`` for who may then use those names.
+
 Threads: the connection is opened with ``check_same_thread=False`` so the service may call
 from a worker thread, but it must be used by one thread at a time (the service serializes).
 
@@ -47,12 +56,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from worldserver.chat.store import (
     KINDS,
+    Identity,
+    IdentityNotFound,
     Message,
     Room,
     RoomNotFound,
@@ -60,6 +72,7 @@ from worldserver.chat.store import (
     StoreError,
     name_key,
 )
+from worldserver.identity import user_key
 
 __all__ = [
     "MAX_ROOM_ID",
@@ -72,7 +85,8 @@ __all__ = [
     "like_pattern",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+V1_SERVER_OWNER = "server"  # how a version 1 file named the owner of the server's rooms
 ROOM_SHIFT = 40  # FTS rowid = room << ROOM_SHIFT | message id
 MAX_MESSAGE_ID = (1 << ROOM_SHIFT) - 1
 MAX_ROOM_ID = (1 << (63 - ROOM_SHIFT)) - 1
@@ -81,27 +95,50 @@ MIXED_QUERY_SCAN = 20_000  # newest FTS matches checked for the 1-2 char terms o
 MAX_QUERY_TERMS = 16
 TRIGRAM = 3
 
-_SCHEMA = f"""
-CREATE TABLE rooms (
+_IDENTITIES = """
+CREATE TABLE identities (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     name_key TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
+    secret_hash BLOB,
+    created REAL NOT NULL
+);
+"""
+
+
+def _rooms_table(table: str) -> str:
+    return f"""
+CREATE TABLE {table} (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    name_key TEXT NOT NULL UNIQUE,
+    owner INTEGER REFERENCES identities (id),
     private INTEGER NOT NULL CHECK (private IN (0, 1)),
     created REAL NOT NULL
 );
-CREATE TABLE members (
+"""
+
+
+_ROOM_INDEXES = "CREATE INDEX rooms_by_owner ON rooms (owner) WHERE owner IS NOT NULL;\n"
+
+
+def _pair_table(table: str) -> str:
+    """The table of members or invitations (created as ``table``)."""
+    return f"""
+CREATE TABLE {table} (
     room INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
-    user TEXT NOT NULL,
+    user INTEGER NOT NULL REFERENCES identities (id) ON DELETE CASCADE,
     PRIMARY KEY (room, user)
 ) WITHOUT ROWID;
-CREATE INDEX members_by_user ON members (user, room);
-CREATE TABLE invites (
-    room INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
-    user TEXT NOT NULL,
-    PRIMARY KEY (room, user)
-) WITHOUT ROWID;
-CREATE INDEX invites_by_user ON invites (user, room);
+"""
+
+
+def _pair_index(table: str) -> str:
+    return f"CREATE INDEX {table}_by_user ON {table} (user, room);\n"
+
+
+_SCHEMA = _IDENTITIES + _rooms_table("rooms") + _ROOM_INDEXES + "".join(
+    _pair_table(t) + _pair_index(t) for t in ("members", "invites")) + f"""
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     room INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
@@ -141,13 +178,21 @@ CREATE TRIGGER messages_fts_update AFTER UPDATE OF room, text, deleted ON messag
 END;
 """
 
-_ROOM_COLUMNS = "id, name, owner, private, created"
+_ROOM_COLUMNS = "r.id, r.name, i.name, r.private, r.created, r.owner"
+_ROOMS = "rooms AS r LEFT JOIN identities AS i ON i.id = r.owner"
+_IDENTITY_COLUMNS = "id, name, secret_hash, created"
 _MESSAGE_COLUMNS = "id, room, ts, author, kind, text, image, answered, deleted, client_id"
 _M_MESSAGE_COLUMNS = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
 
 
 def _room(row: tuple) -> Room:
-    return Room(id=row[0], name=row[1], owner=row[2], private=bool(row[3]), created=row[4])
+    return Room(id=row[0], name=row[1], owner=row[2] or "", private=bool(row[3]), created=row[4],
+                owner_id=row[5])
+
+
+def _identity(row: tuple) -> Identity:
+    secret = None if row[2] is None else bytes(row[2])
+    return Identity(id=row[0], name=row[1], secret_hash=secret, created=row[3])
 
 
 def _message(row: tuple) -> Message:
@@ -238,16 +283,25 @@ class SqliteChatStore:
         db.execute(f"PRAGMA mmap_size = {1024 * 1024 * int(mmap_mib)}")
         db.execute("PRAGMA temp_store = MEMORY")
 
+    def _version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
     def _migrate(self) -> None:
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: chat database schema {version} is newer than this "
+                f"server's ({SCHEMA_VERSION})"
+            )
+        if version == 1:
+            self._upgrade_from_v1()
+            return
         with self._transaction():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            version = self._version()
             if version == SCHEMA_VERSION:
                 return
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: chat database schema {version} is newer than this "
-                    f"server's ({SCHEMA_VERSION})"
-                )
+            if version != 0:  # another process upgraded or changed it meanwhile: look again
+                raise StoreError(f"{self.path}: chat database schema {version} changed while opening")
             tables = self._db.execute(
                 "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
             ).fetchone()[0]
@@ -259,6 +313,76 @@ class SqliteChatStore:
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"SQLite lacks what the chat store needs (FTS5 trigram): {exc}") from exc
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _upgrade_from_v1(self) -> None:
+        """Version 1 (users kept by name) to 2 (by identity id), in one transaction (see the
+        module docstring). Foreign keys are off meanwhile, so that replacing the rooms table
+        does not cascade into the messages; they are checked before the commit."""
+        db = self._db
+        db.execute("PRAGMA foreign_keys = OFF")
+        try:
+            if db.execute("PRAGMA foreign_keys").fetchone()[0] != 0:
+                raise StoreError(f"{self.path}: cannot turn foreign keys off to upgrade")
+            with self._transaction():
+                if self._version() != 1:  # another process upgraded it meanwhile
+                    return
+                self._rewrite_v1_users(db)
+                problems = db.execute("PRAGMA foreign_key_check").fetchall()
+                if problems:
+                    raise StoreError(f"{self.path}: upgrade left dangling references: {problems[:5]}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            db.execute("PRAGMA foreign_keys = ON")
+
+    def _rewrite_v1_users(self, db: sqlite3.Connection) -> None:
+        """Make an identity of every name of the v1 tables and rewrite them to identity ids."""
+        names = [r[0] for r in db.execute(
+            "SELECT owner FROM rooms WHERE owner != ? ORDER BY id", (V1_SERVER_OWNER,))]
+        names += [r[0] for r in db.execute("SELECT user FROM members ORDER BY room, user")]
+        names += [r[0] for r in db.execute("SELECT user FROM invites ORDER BY room, user")]
+        for statement in _split_sql(_IDENTITIES):
+            db.execute(statement)
+        now = time.time()
+        # The first spelling of a name wins; later ones equal under user_key are the same user.
+        db.executemany(
+            "INSERT OR IGNORE INTO identities (name, name_key, secret_hash, created)"
+            " VALUES (?, ?, NULL, ?)",
+            ((name, user_key(name), now) for name in dict.fromkeys(names)),
+        )
+        db.execute("CREATE TEMP TABLE name_map (name TEXT PRIMARY KEY, id INTEGER NOT NULL)")
+        db.executemany(
+            "INSERT INTO temp.name_map (name, id)"
+            " SELECT ?, id FROM identities WHERE name_key = ?",
+            ((name, user_key(name)) for name in dict.fromkeys(names)),
+        )
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rooms'").fetchone()
+        room_seq = 0 if row is None else row[0]
+        for statement in _split_sql(_rooms_table("rooms_v2")):
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO rooms_v2 (id, name, name_key, owner, private, created)"
+            " SELECT r.id, r.name, r.name_key, CASE WHEN r.owner = ? THEN NULL ELSE m.id END,"
+            " r.private, r.created FROM rooms AS r LEFT JOIN temp.name_map AS m ON m.name = r.owner",
+            (V1_SERVER_OWNER,),
+        )
+        db.execute("DROP TABLE rooms")
+        db.execute("ALTER TABLE rooms_v2 RENAME TO rooms")
+        # Room ids are never reused: carry on from the old table's sequence.
+        db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rooms'", (room_seq,))
+        for statement in _split_sql(_ROOM_INDEXES):
+            db.execute(statement)
+        for table in ("members", "invites"):
+            for statement in _split_sql(_pair_table(f"{table}_v2")):
+                db.execute(statement)
+            db.execute(
+                f"INSERT OR IGNORE INTO {table}_v2 (room, user)"
+                f" SELECT t.room, m.id FROM {table} AS t JOIN temp.name_map AS m ON m.name = t.user"
+            )
+            db.execute(f"DROP TABLE {table}")
+            db.execute(f"ALTER TABLE {table}_v2 RENAME TO {table}")
+            for statement in _split_sql(_pair_index(table)):
+                db.execute(statement)
+        db.execute("DROP TABLE temp.name_map")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -288,33 +412,75 @@ class SqliteChatStore:
 
     # ------------------------------------------------------------------ rooms
 
-    def create_room(self, name: str, owner: str, private: bool, now: float) -> Room:
+    # ------------------------------------------------------------------ identities
+
+    def create_identity(self, name: str, key: str, secret_hash: bytes, now: float) -> Identity:
+        with self._transaction() as db:
+            try:
+                cur = db.execute(
+                    "INSERT INTO identities (name, name_key, secret_hash, created) VALUES (?, ?, ?, ?)",
+                    (name, key, bytes(secret_hash), float(now)),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreConflict(f"the name {name!r} is taken") from None
+        return Identity(id=cur.lastrowid, name=name, secret_hash=bytes(secret_hash), created=float(now))
+
+    def identity_by_key(self, key: str) -> Identity | None:
+        row = self._one(f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE name_key = ?", (key,))
+        return None if row is None else _identity(row)
+
+    def get_identity(self, identity_id: int) -> Identity | None:
+        row = self._one(f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE id = ?", (identity_id,))
+        return None if row is None else _identity(row)
+
+    def claim_identity(self, identity_id: int, secret_hash: bytes) -> bool:
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE identities SET secret_hash = ? WHERE id = ? AND secret_hash IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM rooms WHERE owner = ?)"
+                " AND NOT EXISTS (SELECT 1 FROM invites WHERE user = ?)"
+                " AND NOT EXISTS (SELECT 1 FROM members AS m JOIN rooms AS r ON r.id = m.room"
+                "                 WHERE m.user = ? AND r.private = 1)",
+                (bytes(secret_hash), identity_id, identity_id, identity_id, identity_id),
+            ).rowcount > 0
+
+    def count_identities(self) -> int:
+        return self._one("SELECT count(*) FROM identities")[0]
+
+    # ------------------------------------------------------------------ rooms
+
+    def create_room(self, name: str, owner: int | None, private: bool, now: float) -> Room:
         with self._transaction() as db:
             try:
                 cur = db.execute(
                     "INSERT INTO rooms (name, name_key, owner, private, created) VALUES (?, ?, ?, ?, ?)",
                     (name, name_key(name), owner, int(bool(private)), float(now)),
                 )
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
+                if _is_foreign_key_error(exc):
+                    raise IdentityNotFound(owner) from None
                 raise StoreConflict(f"a room named {name!r} exists") from None
             room_id = cur.lastrowid
             if room_id > MAX_ROOM_ID:
                 raise StoreError("room ids are exhausted")
-        return Room(id=room_id, name=name, owner=owner, private=bool(private), created=float(now))
+            row = None if owner is None else db.execute(
+                "SELECT name FROM identities WHERE id = ?", (owner,)).fetchone()
+        return Room(id=room_id, name=name, owner="" if row is None else row[0], private=bool(private),
+                    created=float(now), owner_id=owner)
 
     def get_room(self, room_id: int) -> Room | None:
-        row = self._one(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE id = ?", (room_id,))
+        row = self._one(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS} WHERE r.id = ?", (room_id,))
         return None if row is None else _room(row)
 
     def room_by_name(self, name: str) -> Room | None:
-        row = self._one(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE name_key = ?", (name_key(name),))
+        row = self._one(f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS} WHERE r.name_key = ?", (name_key(name),))
         return None if row is None else _room(row)
 
-    def list_rooms(self, user: str) -> list[Room]:
+    def list_rooms(self, user: int) -> list[Room]:
         rows = self._all(
-            f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE private = 0"
-            " OR id IN (SELECT room FROM members WHERE user = ?)"
-            " OR id IN (SELECT room FROM invites WHERE user = ?) ORDER BY id",
+            f"SELECT {_ROOM_COLUMNS} FROM {_ROOMS} WHERE r.private = 0"
+            " OR r.id IN (SELECT room FROM members WHERE user = ?)"
+            " OR r.id IN (SELECT room FROM invites WHERE user = ?) ORDER BY r.id",
             (user, user),
         )
         return [_room(r) for r in rows]
@@ -325,33 +491,37 @@ class SqliteChatStore:
 
     # ------------------------------------------------------ members, invitations
 
-    def _add_pair(self, table: str, room_id: int, user: str) -> bool:
+    def _add_pair(self, table: str, room_id: int, user: int) -> bool:
         with self._transaction() as db:
             try:
                 cur = db.execute(f"INSERT OR IGNORE INTO {table} (room, user) VALUES (?, ?)", (room_id, user))
             except sqlite3.IntegrityError as exc:
                 if not _is_foreign_key_error(exc):
                     raise
-                raise RoomNotFound(room_id) from None
+                if db.execute("SELECT 1 FROM rooms WHERE id = ?", (room_id,)).fetchone() is None:
+                    raise RoomNotFound(room_id) from None
+                raise IdentityNotFound(user) from None
             return cur.rowcount > 0
 
-    def add_member(self, room_id: int, user: str) -> bool:
+    def add_member(self, room_id: int, user: int) -> bool:
         return self._add_pair("members", room_id, user)
 
-    def remove_member(self, room_id: int, user: str) -> bool:
+    def remove_member(self, room_id: int, user: int) -> bool:
         with self._transaction() as db:
             return db.execute("DELETE FROM members WHERE room = ? AND user = ?", (room_id, user)).rowcount > 0
 
     def members(self, room_id: int) -> list[str]:
-        return [r[0] for r in self._all("SELECT user FROM members WHERE room = ? ORDER BY user", (room_id,))]
+        return [r[0] for r in self._all(
+            "SELECT i.name FROM members AS m JOIN identities AS i ON i.id = m.user"
+            " WHERE m.room = ? ORDER BY i.name", (room_id,))]
 
-    def is_member(self, room_id: int, user: str) -> bool:
+    def is_member(self, room_id: int, user: int) -> bool:
         return self._one("SELECT 1 FROM members WHERE room = ? AND user = ?", (room_id, user)) is not None
 
-    def add_invite(self, room_id: int, user: str) -> bool:
+    def add_invite(self, room_id: int, user: int) -> bool:
         return self._add_pair("invites", room_id, user)
 
-    def is_invited(self, room_id: int, user: str) -> bool:
+    def is_invited(self, room_id: int, user: int) -> bool:
         return self._one("SELECT 1 FROM invites WHERE room = ? AND user = ?", (room_id, user)) is not None
 
     # ------------------------------------------------------------------ messages

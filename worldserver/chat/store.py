@@ -18,7 +18,15 @@ Contract shared by every implementation:
 - Room names are unique ignoring case (Unicode case folding of the NFC form).
 - Deleted messages are soft-deleted: they vanish from ``history``, ``since`` and ``search``;
   ``get_message`` still returns them, with ``deleted=True``.
-- Users are plain strings (the nicknames of ``worldserver.identity``), compared exactly.
+- Users are *identities* (:class:`Identity`): a stable integer id that owns one nickname for
+  good (``worldserver.identity``, ``worldserver.accounts``). Room ownership, membership and
+  invitations are kept by identity id, never by name, so a name can never carry someone
+  else's rooms; the methods take and give ids, and give names where a client shows them
+  (``Room.owner``, ``members``). A room owned by the server has ``owner_id`` None. Message
+  authors are names (what a client shows; a name is never given to another identity).
+- Identity names are unique under the key the caller gives (``worldserver.identity.user_key``);
+  an identity's ``secret_hash`` is None only for one made by a migration from a store that
+  kept users by name (nobody holds its secret; see ``claim_identity``).
 
 Must not: know about the wire protocol, permissions, rate limits, sockets, trio or the
 configuration; check who may do what (the service does that: e.g. ``delete_room`` deletes
@@ -38,6 +46,8 @@ __all__ = [
     "Message",
     "Room",
     "RoomNotFound",
+    "Identity",
+    "IdentityNotFound",
     "StoreConflict",
     "StoreError",
     "name_key",
@@ -58,18 +68,31 @@ class RoomNotFound(StoreError):
     """The room id does not exist (raised by the methods that need an existing room)."""
 
 
+class IdentityNotFound(StoreError):
+    """The identity id does not exist (raised by the methods that need an existing one)."""
+
+
 def name_key(name: str) -> str:
     """The form under which room names are compared: NFC, then Unicode case folding."""
     return unicodedata.normalize("NFC", name).casefold()
 
 
 @attrs.frozen
+class Identity:
+    id: int
+    name: str
+    secret_hash: bytes | None  # SHA-256 of the secret; None: made by a migration, no secret
+    created: float  # seconds since the epoch
+
+
+@attrs.frozen
 class Room:
     id: int
     name: str
-    owner: str
+    owner: str  # the owner's name; "" for a room of the server
     private: bool
     created: float  # seconds since the epoch
+    owner_id: int | None = None  # the owning identity; None: the server
 
 
 @attrs.frozen
@@ -90,11 +113,32 @@ class Message:
 class ChatStore(Protocol):
     """Durable chat storage. See the module docstring for the contract shared by all methods."""
 
+    # -------------------------------------------------------------------- identities
+
+    def create_identity(self, name: str, key: str, secret_hash: bytes, now: float) -> Identity:
+        """A new identity owning ``name`` (unique by ``key``). StoreConflict if the key is held."""
+        ...
+
+    def identity_by_key(self, key: str) -> Identity | None:
+        """The identity whose name has the uniqueness key ``key``, or None."""
+        ...
+
+    def get_identity(self, identity_id: int) -> Identity | None: ...
+
+    def claim_identity(self, identity_id: int, secret_hash: bytes) -> bool:
+        """Give a migrated identity (no secret yet) the secret hash ``secret_hash``, but only if
+        it owns no room and is neither a member of nor invited to a private room (nothing
+        anyone could take from it). True if it was claimed now; False otherwise."""
+        ...
+
+    def count_identities(self) -> int: ...
+
     # ------------------------------------------------------------------------- rooms
 
-    def create_room(self, name: str, owner: str, private: bool, now: float) -> Room:
-        """Create a room. The owner is NOT made a member (the service decides that).
-        Raises StoreConflict when a room of that name (ignoring case) exists."""
+    def create_room(self, name: str, owner: int | None, private: bool, now: float) -> Room:
+        """Create a room owned by identity ``owner`` (None: the server). The owner is NOT made
+        a member (the service decides that). Raises StoreConflict when a room of that name
+        (ignoring case) exists, IdentityNotFound for an unknown owner."""
         ...
 
     def get_room(self, room_id: int) -> Room | None: ...
@@ -103,7 +147,7 @@ class ChatStore(Protocol):
         """The room of that name, ignoring case, or None."""
         ...
 
-    def list_rooms(self, user: str) -> list[Room]:
+    def list_rooms(self, user: int) -> list[Room]:
         """Rooms visible to ``user``: every public room, and the private rooms where the user
         is a member or invited; ordered by id."""
         ...
@@ -115,26 +159,28 @@ class ChatStore(Protocol):
 
     # ------------------------------------------------------------ members, invitations
 
-    def add_member(self, room_id: int, user: str) -> bool:
-        """True if the user was added, False if already a member. RoomNotFound if no room."""
+    def add_member(self, room_id: int, user: int) -> bool:
+        """True if the user was added, False if already a member. RoomNotFound if no room,
+        IdentityNotFound if no such identity."""
         ...
 
-    def remove_member(self, room_id: int, user: str) -> bool:
+    def remove_member(self, room_id: int, user: int) -> bool:
         """True if the user was a member (and is no longer)."""
         ...
 
     def members(self, room_id: int) -> list[str]:
-        """The room's members, sorted by name."""
+        """The names of the room's members, sorted."""
         ...
 
-    def is_member(self, room_id: int, user: str) -> bool: ...
+    def is_member(self, room_id: int, user: int) -> bool: ...
 
-    def add_invite(self, room_id: int, user: str) -> bool:
+    def add_invite(self, room_id: int, user: int) -> bool:
         """True if the invitation is new. Invitations stay after the user joins or leaves
-        (so an invited user may come back). RoomNotFound if no room."""
+        (so an invited user may come back). RoomNotFound if no room, IdentityNotFound if no
+        such identity."""
         ...
 
-    def is_invited(self, room_id: int, user: str) -> bool: ...
+    def is_invited(self, room_id: int, user: int) -> bool: ...
 
     # ------------------------------------------------------------------------ messages
 
