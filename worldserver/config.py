@@ -301,7 +301,7 @@ class ServerSettings:
         10.0, "float", "Seconds between two stats log lines.", _positive
     )
     secret: str = _setting(
-        "", "str", 'Hex key for handshake cookies (>= 32 hex digits); "" = random per start.',
+        "", "str", 'Hex key for handshake cookies and connect tokens (>= 32 hex digits); "" = random per start.',
         _hex_secret,
     )
 
@@ -447,6 +447,15 @@ class NetSettings:
     )
     cookie_lifetime: float = _setting(
         10.0, "float", "Seconds a handshake cookie stays valid.", _positive
+    )
+    require_connect_token: bool = _setting(
+        True, "bool",
+        "Refuse a UDP handshake without a connect token from the HTTP join (REFUSE token_required);"
+        " false opens UDP to anonymous guests (test servers). WebRTC and /ws/movement are not affected.",
+    )
+    connect_token_lifetime: float = _setting(
+        60.0, "float", "Seconds a connect token (from POST /api/join) may open its one UDP connection.",
+        _positive,
     )
     max_clients: int = _setting(
         2000, "int", "Maximum number of connected clients.", _between(1, 1 << 20)
