@@ -8,10 +8,11 @@ returns its :class:`~worldserver.chat.images.CleanImage`, or raises
 worker's stdin and reads its answer (at most :data:`OUTPUT_FACTOR` x ``max_bytes``) under a
 wall-clock deadline of twice the worker's CPU seconds plus one; so a decompression bomb costs
 the server neither tick time nor memory: the worker's memory goes back to the system when it
-exits. At most ``workers`` run at once; an upload waits for one at most the worker's CPU
-seconds, and at most :data:`WAITING_PER_WORKER` x ``workers`` uploads wait -- the rest are
-refused at once (503 ``busy``). A worker that runs out of memory, is stopped by its CPU limit
-or the deadline, dies otherwise or answers more than allowed means a refused upload with a
+exits, and it runs :data:`WORKER_NICE` nicer than the server so that the tick keeps the CPU.
+At most ``workers`` run at once; an upload waits for one at most the worker's CPU seconds,
+and at most :data:`WAITING_PER_WORKER` x ``workers`` uploads wait -- the rest are refused at
+once (503 ``busy``). A worker that runs out of memory, is stopped by its CPU limit or the
+deadline, dies otherwise or answers more than allowed means a refused upload with a
 code and a ``drop.chat_image_*`` counter.
 
 Must not: decode anything itself, block the trio thread, leave a worker running after
@@ -36,11 +37,12 @@ from worldserver.chat.images import FORMATS, CleanImage, ImageLimits, ImageRejec
 from worldserver.logs import get_logger
 from worldserver.stats import Stats
 
-__all__ = ["HEADER_LIMIT", "OUTPUT_FACTOR", "WAITING_PER_WORKER", "ImageWorkers"]
+__all__ = ["HEADER_LIMIT", "OUTPUT_FACTOR", "WAITING_PER_WORKER", "WORKER_NICE", "ImageWorkers"]
 
 log = get_logger("worldserver.chat.image_pool")
 
 WAITING_PER_WORKER = 4  # uploads that may wait for a busy worker, per worker
+WORKER_NICE = 10  # workers run this much nicer than the server
 OUTPUT_FACTOR = 8  # a clean image may be at most this many times the largest upload
 HEADER_LIMIT = 4096  # bytes of the worker's JSON header line
 _CODE_RE = re.compile(r"[a-z_]{1,40}")
@@ -124,6 +126,10 @@ class ImageWorkers:
             log.warning("image worker did not start", error=str(exc))
             raise ImageRejected("busy", "the server cannot decode images right now", 503) from None
         self.running.add(proc.pid)
+        try:  # the tick comes first when the machine is short of CPU
+            os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + WORKER_NICE)
+        except OSError:
+            pass  # it has exited already, or the platform says no
         output: bytes | None = None
         try:
             with trio.move_on_after(self.deadline_seconds) as deadline:
