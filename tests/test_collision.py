@@ -202,3 +202,60 @@ def test_shipped_worlds_and_their_json():
         assert again.segments() == spec.segments()
     assert len(HALLS.pictures) >= 30 and len({p.id for p in HALLS.pictures}) == len(HALLS.pictures)
     assert [o.kind for o in HALLS.obstacles].count("bench") == 4
+
+
+# -- the simulation with a world file ---------------------------------------------------------
+def _sim(world: str, **overrides):
+    from worldserver.config import load_config
+    from worldserver.simulation import Simulation
+    from worldserver.stats import Stats
+
+    values = {"sim.world": world, **overrides}
+    return Simulation(load_config(None, {}, values), Stats(), np.random.default_rng(3))
+
+
+class _Sink:
+    def send_snapshot(self, session, parts, now):
+        return list(range(len(parts)))
+
+
+def test_a_crowd_fits_the_gallery_and_never_enters_its_walls():
+    """The finding of issue 10: 150 bots in a world of the gallery's size were refused
+    (server_full) for want of spawn clearance. In the gallery world all of them join (closer
+    than the clearance when they must), none spawns inside a wall, and walking at full speed
+    in random directions for 10 s none ever ends a tick inside one or leaves the floor."""
+    sim = _sim("gallery")
+    world, walls = sim.world, sim.world.walls
+    sessions = [sim.join(_Sink(), 0.0) for _ in range(150)]
+    slots = np.array([s.slot for s in sessions])
+    assert walls.penetration(world.pos[slots, 0], world.pos[slots, 2]).max() <= 1e-9
+    spread = np.unique(np.round(world.pos[slots][:, ::2], 3), axis=0)
+    assert len(spread) == 150  # no two on the same point
+    rng = np.random.default_rng(9)
+    heading = rng.uniform(0, 2 * math.pi, len(slots))
+    for tick in range(200):
+        heading += rng.normal(0, 0.5, len(slots))
+        world.set_intents(slots, np.c_[np.cos(heading), np.sin(heading)], np.zeros(len(slots)),
+                          np.ones(len(slots)), np.zeros(len(slots), bool))
+        world.step(sim.dt)
+        assert walls.penetration(world.pos[slots, 0], world.pos[slots, 2]).max() <= 1e-6
+        assert np.abs(world.pos[slots][:, ::2]).max() <= 10.0 - 0.15 - 0.35 + 1e-6  # inside the room
+
+
+def test_catch_up_steps_respect_the_walls():
+    sim = _sim("gallery")
+    world = sim.world
+    s = sim.join(_Sink(), 0.0)
+    world.pos[s.slot, 0], world.pos[s.slot, 2] = 0.0, 9.0  # 0.5 m from the north wall's face
+    for _ in range(10):
+        world.catch_up([s.slot], [[0.0, 1.0]], sim.dt)
+    assert world.pos[s.slot, 2] == pytest.approx(10.0 - 0.15 - 0.35, abs=1e-5)
+
+
+def test_open_world_is_unchanged_and_served_as_a_world():
+    sim = _sim("")
+    assert sim.world.walls is None and sim.world.half_extent == 110.0
+    doc = sim.world_spec.to_json()
+    assert doc["id"] == "open" and doc["walls"] == [] and doc["floor"] == {"min": [-110.0, -110.0], "max": [110.0, 110.0]}
+    halls = _sim("halls")
+    assert halls.world.half_extent == 31.0 and halls.quantizer.maxs[0] == 31.0

@@ -1021,3 +1021,14 @@ async def test_nasty_requests_leave_the_server_answering(server: Server, caplog)
     async with server.client() as client:
         assert (await client.get("/health")).status_code == 200
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+async def test_worlds_routes_serve_the_world_document(nursery, tmp_path) -> None:
+    config = make_config(tmp_path, **{"sim.world": "halls"})
+    srv = await start_server(nursery, config, sim=Simulation(config, Stats()))
+    async with srv.client() as client:
+        assert (await client.get("/api/worlds")).json() == {"worlds": [{"id": "halls", "title": "The Halls", "players": 0}]}
+        doc = (await client.get("/api/worlds/halls")).json()
+        assert doc["id"] == "halls" and len(doc["walls"]) == 11 and len(doc["pictures"]) == 34
+        r = await client.get("/api/worlds/gallery")
+        assert r.status_code == 404 and r.json()["error"] == "no such world"

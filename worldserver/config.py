@@ -366,6 +366,12 @@ class SimSettings:
         4.0, "float", "Upward speed in m/s given by a jump (0 = no jumping).", _non_negative
     )
     gravity: float = _setting(9.81, "float", "Downward acceleration in m/s^2.", _non_negative)
+    world: str = _setting(
+        "", "str",
+        "The world: a built-in world's id (gallery, halls) or the path of a world file"
+        " (docs/worlds.md); its floor, walls and spawn areas then replace half_extent and the"
+        " spawn settings' box. \"\" = an open square of half_extent without walls.",
+    )
     input_rate_limit: float = _setting(
         40.0, "float", "Inputs per second accepted from one client (token bucket rate).",
         _positive,
@@ -394,6 +400,22 @@ class SimSettings:
                 f" ({self.y_max}), got {y}",
                 key="sim.spawn_point",
             )
+        if self.world:
+            self.world_spec()  # a world that cannot be used is a configuration error
+
+    def world_spec(self):
+        """The :class:`worldserver.worldfile.WorldSpec` of ``world`` (None for the open
+        square); a world that cannot be read or checked raises ConfigError naming the setting."""
+        if not self.world:
+            return None
+        from worldserver.worldfile import WorldFileError, builtin_world, load_world
+
+        try:
+            if "/" not in self.world and not self.world.endswith(".toml"):
+                return builtin_world(self.world)
+            return load_world(self.world)
+        except WorldFileError as exc:
+            raise ConfigError(f"sim.world: {exc}", key="sim.world") from None
 
     @property
     def dt(self) -> float:

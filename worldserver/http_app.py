@@ -1,6 +1,7 @@
 """The HTTP port: one ASGI app (Starlette) served by hypercorn's trio worker.
 
-Job: :func:`build_app` makes the app -- health, ``POST /api/join``, the player list, the web
+Job: :func:`build_app` makes the app -- health, ``POST /api/join`` (with the UDP connect token
+and key, ``worldserver.connect_tokens``), ``POST /api/connect-token``, the player list, the web
 client's settings, gallery pictures, the built web client as static files, the geckos.io 3.x
 signaling routes (any path containing ``/.wrtc/v2``, answered as geckos does, with its CORS
 headers on every answer) handed to the WebRTC service, and the ``/ws/movement`` WebSocket
@@ -10,8 +11,8 @@ certificate is configured), reports the bound port, and on cancellation shuts do
 (WebSockets closed with 1001, every socket closed, all within a deadline); an error in one
 connection ends only that connection (``worldserver.http_guard``).
 :func:`make_authorize` is the geckos authorization hook built on the join tokens.
-Per-address limits (``[limits]``, :mod:`worldserver.limits`): ``POST /api/join`` beyond the
-address's join tokens is a 429 with ``Retry-After``; a ``/ws/movement`` upgrade beyond its
+Per-address limits (``[limits]``, :mod:`worldserver.limits`): ``POST /api/join`` and
+``POST /api/connect-token`` beyond the address's join tokens are a 429 with ``Retry-After``; a ``/ws/movement`` upgrade beyond its
 handshake tokens or connections is refused before accept; WebRTC offers are admitted by the
 WebRTC service, which gets the client's address.
 
@@ -64,6 +65,7 @@ from worldserver.chat import gateway as chat_gateway
 from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.http_guard import install as install_http_guard
 from worldserver.accounts import Accounts, JoinRefused
+from worldserver.connect_tokens import ConnectAdmission
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
@@ -688,7 +690,39 @@ async def _join(request: Request) -> Response:
             body["retry_after"] = round(exc.retry_after, 3)
             headers = {"Retry-After": str(math.ceil(exc.retry_after))}
         return JSONResponse(body, status_code=exc.status, headers=headers)
-    return JSONResponse(joined.as_json())
+    answer = joined.as_json()
+    connect_tokens: ConnectAdmission | None = state.connect_tokens
+    if connect_tokens is not None:  # the UDP connect token and its key: over HTTP(S) only
+        answer.update(connect_tokens.issue(joined.identity, trio.current_time()))
+    return JSONResponse(answer)
+
+
+async def _connect_token(request: Request) -> Response:
+    """``POST /api/connect-token`` ``{"token": join token}``: a fresh UDP connect token and key
+    for a player who joined (one token opens one connection: a reconnect takes a new one)."""
+    refused = _join_refused(request)
+    if refused is not None:
+        return refused
+    try:
+        body = await _read_body(request, stats=request.app.state.stats)
+    except _BodyError as exc:
+        return _error(exc.status, HTTPStatus(exc.status).phrase.lower())
+    state = request.app.state
+    try:
+        data = _load_json(body, "/api/connect-token", state.stats, state.refusals)
+    except jsonsafe.JsonRefused as exc:
+        return _error(400, f'the body must be JSON like {{"token": "..."}}: {exc.message}')
+    if not isinstance(data, dict) or not isinstance(data.get("token"), str):
+        return _error(400, 'the body must be JSON like {"token": "..."} with the token of POST /api/join')
+    connect_tokens: ConnectAdmission | None = state.connect_tokens
+    if connect_tokens is None:
+        return _error(404, "this server has no UDP endpoint")
+    answer = connect_tokens.issue_for(data["token"], trio.current_time())
+    if answer is None:
+        state.stats.incr("drop.connect_token_unknown_join")
+        return JSONResponse({"error": "unknown or expired join token: join again (POST /api/join)",
+                             "code": "unknown_token"}, status_code=403)
+    return JSONResponse(answer)
 
 
 async def _players(request: Request) -> Response:
@@ -700,6 +734,21 @@ async def _players(request: Request) -> Response:
         pairs = [(s.entity_id, getattr(s, "name", "")) for s in sim.sessions]
     players = [{"entity_id": int(eid), "name": str(name or "")} for eid, name in pairs]
     return JSONResponse({"players": players})
+
+
+async def _worlds(request: Request) -> Response:
+    """The worlds this server hosts, with their player counts."""
+    sim = request.app.state.sim
+    spec = sim.world_spec
+    return JSONResponse({"worlds": [{"id": spec.id, "title": spec.title, "players": len(sim.sessions)}]})
+
+
+async def _world(request: Request) -> Response:
+    """One world's document (worldserver/worldfile.py ``WorldSpec.to_json``), or 404."""
+    spec = request.app.state.sim.world_spec
+    if request.path_params["id"] != spec.id:
+        return _error(404, "no such world")
+    return JSONResponse(spec.to_json())
 
 
 async def _client_config(request: Request) -> Response:
@@ -778,7 +827,7 @@ class _App:
 
 def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None,
               chat_fanout=None, limits: AddressLimits | None = None,
-              accounts: Accounts | None = None) -> _App:
+              accounts: Accounts | None = None, connect_tokens: ConnectAdmission | None = None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
     ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
@@ -787,14 +836,19 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     ``/ws/chat`` and ``/api/chat/images`` (None: refused), and ``chat_fanout`` its running
     :class:`~worldserver.chat.fanout.Fanout` (None: every chat socket gets a writer task
     through the ASGI ``send``). ``accounts`` answers ``POST /api/join`` (None: made on the
-    chat's database; without chat, joins get 503). ``app.state`` holds them all, and
+    chat's database; without chat, joins get 503). ``connect_tokens`` issues the UDP connect
+    tokens that joins and ``POST /api/connect-token`` hand out (the UDP service's; None: no
+    connect tokens, and that route is a 404). ``app.state`` holds them all, and
     ``app.state.stats`` the counters (the simulation's ``Stats``).
     """
     routes = [
         Route("/health", _health, methods=["GET"]),
         Route("/api/join", _join, methods=["POST"]),
+        Route("/api/connect-token", _connect_token, methods=["POST"]),
         Route("/api/players", _players, methods=["GET"]),
         Route("/api/client-config", _client_config, methods=["GET"]),
+        Route("/api/worlds", _worlds, methods=["GET"]),
+        Route("/api/worlds/{id}", _world, methods=["GET"]),
         Route("/gallery/images", _gallery_list, methods=["GET"]),
         Route("/gallery/images/{name}", _gallery_image, methods=["GET"]),
         WebSocketRoute("/ws/movement", _movement_endpoint),
@@ -821,6 +875,7 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     if accounts is None and chat is not None:  # names are kept in the chat's database
         accounts = Accounts.from_config(config, identities, chat, state.stats, state.limits)
     state.accounts = accounts
+    state.connect_tokens = connect_tokens
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)
     state.stopping = trio.Event()  # set by serve_http when the server shuts down
     state.refusals = LogLimiter(log, REFUSAL_LOG_INTERVAL)  # log lines about refused input

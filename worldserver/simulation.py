@@ -6,6 +6,10 @@ steps the world, and runs the :class:`worldserver.snapshots.SnapshotStage` (sche
 visible sets -> baselines -> encode -> deliver), which hands every client's snapshot to its
 sink.
 
+Its world comes from ``sim.world`` (a world file: floor, walls, spawn areas; see
+worldserver/worldfile.py) or is the open square of ``sim.half_extent``; ``world_spec`` is
+what ``GET /api/worlds/{id}`` serves.
+
 It does not know transports: a session's sink is a ``SnapshotSink`` or a ``ViewSink``
 (worldserver/snapshots.py). No sockets, no trio.
 """
@@ -24,6 +28,7 @@ from worldserver.sessions import Session
 from worldserver.snapshots import SnapshotSink, SnapshotStage, ViewSink
 from worldserver.stats import Stats
 from worldserver.world import World
+from worldserver.worldfile import open_world
 
 YAW_SCALE = 2.0 * math.pi / 65536.0
 
@@ -35,27 +40,37 @@ class Simulation:
         self.stats = stats
         self.tick_rate = sim.tick_rate
         self.dt = 1.0 / sim.tick_rate
+        self.world_spec = spec = sim.world_spec()
+        walls = spawn_points = None
+        he = sim.half_extent
+        if spec is not None:  # a world file: its floor sets the box, its walls and spawns apply
+            he = float(np.ceil(max(abs(v) for v in (*spec.floor_min, *spec.floor_max))))
+            walls = spec.wall_set()
+            spawn_points = spec.spawn_points()
         self.world = World(
             capacity=sim.max_entities,
-            half_extent=sim.half_extent,
+            half_extent=he,
             y_min=sim.y_min,
             y_max=sim.y_max,
             max_speed=sim.max_speed,
             jump_speed=sim.jump_speed,
             gravity=sim.gravity,
-            spawn_point=tuple(sim.spawn_point),
+            spawn_point=tuple(sim.spawn_point) if spec is None else (0.0, sim.spawn_point[1], 0.0),
             spawn_clearance=sim.spawn_clearance,
             rng=rng,
+            walls=walls,
+            spawn_areas=spawn_points,
         )
         self.interest = InterestGrid(
-            half_extent=sim.half_extent,
+            half_extent=he,
             radius=config.interest.radius,
             leave_margin=config.interest.leave_margin,
             cell_size=config.interest.effective_cell_size,
             capacity=sim.max_entities,
         )
-        he = sim.half_extent
         self.quantizer = Quantizer(mins=(-he, sim.y_min, -he), maxs=(he, sim.y_max, he), step=sim.position_step)
+        if spec is None:
+            spec = self.world_spec = open_world(he, (sim.spawn_point[0], sim.spawn_point[2]))
         self.snapshots = SnapshotStage(config, self.world, self.interest, self.quantizer, stats)
         self.sessions: list[Session] = []
         self._joined = 0  # clients ever joined; numbers the avatars' owners

@@ -9,7 +9,10 @@ address the entity that later took over the same slot.
 (no Python loop over entities). Client input enters only through :meth:`World.set_intents`,
 which sanitises it; the integrator then enforces the speed limit and the world bounds, so
 whatever a client sends, nothing moves faster than ``max_speed`` horizontally and nothing
-leaves the box (positions are clamped, never wrapped).
+leaves the box (positions are clamped, never wrapped). A world built from a world file also
+has walls (``walls``, a :class:`worldserver.collision.WallSet`): every horizontal move then
+goes through them, so no entity crosses or ends a tick inside a wall, and new entities appear
+in the file's spawn areas, clear of the walls.
 
 This module must not do I/O, must not log per-entity events, must not import trio and must
 not know about the network protocol or about players/sessions beyond the opaque ``owner``
@@ -74,7 +77,12 @@ class World:
         spawn_point=(0.0, 0.0, 0.0),
         spawn_clearance: float = 2.0,
         rng=None,
+        walls=None,
+        spawn_areas=None,
     ) -> None:
+        """``walls``: a :class:`worldserver.collision.WallSet` (None: the open box);
+        ``spawn_areas``: (x, z) points clear of the walls where entities may appear (with
+        walls, required); see :meth:`spawn`."""
         capacity = int(capacity)
         if not 1 <= capacity <= _MAX_CAPACITY:
             raise ValueError(f"capacity must be in 1..{_MAX_CAPACITY}, got {capacity}")
@@ -107,6 +115,16 @@ class World:
         self.spawn_point = np.array([np.clip(sp[0], -he, he), np.clip(sp[1], floor, self.y_max),
                                      np.clip(sp[2], -he, he)])
         self.rng = rng if rng is not None else np.random.default_rng()
+        self.walls = walls
+        if walls is not None:
+            pts = np.asarray(spawn_areas, dtype=np.float64).reshape(-1, 2)
+            if not len(pts):
+                raise ValueError("a world with walls needs spawn points")
+            if np.any(np.abs(pts) > self.half_extent):
+                raise ValueError("spawn points must lie within half_extent")
+            self.spawn_candidates = pts
+        else:
+            self.spawn_candidates = None
 
         self.pos = np.zeros((capacity, 3), dtype=np.float64)
         self.pos[:, 1] = floor
@@ -173,7 +191,7 @@ class World:
         if self._count >= self.capacity:
             raise WorldFull(f"all {self.capacity} slots are in use")
         slot = int(np.argmin(self.alive))  # first False
-        x, z = self._find_spawn_xz()
+        x, z = self._find_spawn_xz() if self.spawn_candidates is None else self._freest_spawn_xz()
         gen = (int(self.generation[slot]) + 1) & _GEN_MASK
         if gen == 0:
             gen = 1
@@ -285,6 +303,27 @@ class World:
             batch = min(2 * batch, 32)
         raise WorldFull("no free spawn point")
 
+    def _freest_spawn_xz(self, sample: int = 256) -> tuple[float, float]:
+        """A world's spawn: a spawn point with ``spawn_clearance`` free around it if one of a
+        random sample has it, else the freest of the sample (the farthest from everyone):
+        a crowded world never refuses a join for want of space, it spawns closer."""
+        cand = self.spawn_candidates
+        if len(cand) > sample:
+            cand = cand[self.rng.choice(len(cand), size=sample, replace=False)]
+        else:
+            cand = cand[self.rng.permutation(len(cand))]
+        others = self.pos[self.alive][:, ::2]
+        if not len(others):
+            return float(cand[0, 0]), float(cand[0, 1])
+        nearest = np.full(len(cand), np.inf)
+        for start in range(0, len(others), 1024):  # bounded memory: candidates x 1024 at a time
+            block = others[start : start + 1024]
+            d2 = (cand[:, None, 0] - block[None, :, 0]) ** 2 + (cand[:, None, 1] - block[None, :, 1]) ** 2
+            np.minimum(nearest, d2.min(axis=1), out=nearest)
+        roomy = np.flatnonzero(nearest >= self.spawn_clearance ** 2)
+        i = int(roomy[0]) if len(roomy) else int(np.argmax(nearest))
+        return float(cand[i, 0]), float(cand[i, 1])
+
     # ------------------------------------------------------------------ input
 
     def set_intents(self, slots, move_xz, yaw, anim, jump) -> None:
@@ -355,7 +394,13 @@ class World:
             return
         self.set_intents(slots, move_xz, self.yaw[slots], self._anim_req[slots], self.jump[slots])
         live = slots[self.alive[slots]]
-        xz = self.pos[live][:, ::2] + self.intent[live].astype(np.float64) * (self.max_speed * float(dt))
+        move = self.intent[live].astype(np.float64) * (self.max_speed * float(dt))
+        if self.walls is not None:
+            x, z = self.walls.move(self.pos[live, 0], self.pos[live, 2], move[:, 0], move[:, 1])
+            self.pos[live, 0] = x
+            self.pos[live, 2] = z
+            return
+        xz = self.pos[live][:, ::2] + move
         np.clip(xz, -self.half_extent, self.half_extent, out=xz)
         self.pos[live, 0] = xz[:, 0]
         self.pos[live, 2] = xz[:, 1]
@@ -381,6 +426,10 @@ class World:
         half_g_dt2 = 0.5 * self.gravity * dt * dt
 
         np.multiply(self.intent, self.max_speed, out=vel[:, ::2], dtype=np.float64)
+        walled = None
+        if self.walls is not None:  # horizontal motion goes through the walls (below)
+            walled = np.flatnonzero(self.alive)
+            start_x, start_z = pos[walled, 0], pos[walled, 2]
         np.less_equal(y, floor + GROUND_EPS, out=on_floor)
         np.logical_and(self.jump, on_floor, out=flag)
         np.copyto(vy, self.jump_speed, where=flag)
@@ -389,6 +438,10 @@ class World:
         y -= half_g_dt2
         vy -= self.gravity * dt
         np.clip(pos[:, ::2], -self.half_extent, self.half_extent, out=pos[:, ::2])
+        if walled is not None and len(walled):
+            x, z = self.walls.move(start_x, start_z, vel[walled, 0] * dt, vel[walled, 2] * dt)
+            pos[walled, 0] = x
+            pos[walled, 2] = z
         np.clip(y, floor, self.y_max, out=y)
         # Landed: on the floor and moving down -> stop. At the ceiling moving up -> stop.
         np.less_equal(y, floor + GROUND_EPS, out=on_floor)

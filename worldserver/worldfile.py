@@ -29,7 +29,7 @@ import attrs
 
 from worldserver.collision import WallSet
 
-__all__ = ["WorldFileError", "WorldSpec", "load_world", "parse_world", "BUILTIN_DIR", "builtin_world"]
+__all__ = ["WorldFileError", "WorldSpec", "load_world", "open_world", "parse_world", "BUILTIN_DIR", "builtin_world"]
 
 FORMAT = 1
 BUILTIN_DIR = Path(__file__).resolve().parent / "worlds"
@@ -119,6 +119,15 @@ class WorldSpec:
                 segs.append((a[0], a[1], b[0], b[1]))
                 half.append(0.0)
         return segs, half
+
+    def spawn_points(self):
+        """Every point of the spawn areas (a grid of half a radius) where an entity touches no
+        wall: the candidates the world spawns at (an array (n, 2) of x, z)."""
+        import numpy as np
+
+        walls = self.wall_set()
+        pts = [p for sp in self.spawns for p in _spawn_candidates(self, walls, sp, 0.0)]
+        return np.array(pts, dtype=np.float64).reshape(-1, 2)
 
     def wall_set(self) -> WallSet:
         segs, half = self.segments()
@@ -349,6 +358,14 @@ def builtin_world(world_id: str) -> WorldSpec:
     if not path.is_file():
         raise WorldFileError(f"no built-in world {world_id!r}")
     return load_world(path)
+
+
+def open_world(half_extent: float, spawn_point=(0.0, 0.0), radius: float = 0.35) -> WorldSpec:
+    """The world without a file (``sim.world = ""``): an open square of ``half_extent``, no
+    walls, spawning around ``spawn_point`` (x, z). Served as JSON like any other world."""
+    he = float(half_extent)
+    return WorldSpec("open", "Open ground", (-he, -he), (he, he), radius, "gallery", (), (),
+                     (Spawn((float(spawn_point[0]), float(spawn_point[1])), (0.0, 0.0)),), (), (), "")
 
 
 def _spawn_candidates(spec: WorldSpec, walls: WallSet, spawn: Spawn, margin: float):

@@ -3,14 +3,15 @@
 Builds a :class:`worldserver.simulation.Simulation` with N clients whose snapshot sinks
 discard the parts (acknowledging each at once, like a client on loopback), places them
 uniformly over the default world, uniformly over a world scaled with N (fixed density:
-``scaled``), in one dense crowd, or all in view of each other (``crowd``: 100 x 100 m,
-interest radius 150 m), feeds every client a random-walk input each tick, and reports CPU
+``scaled``), in one dense crowd, all in view of each other (``crowd``: 100 x 100 m,
+interest radius 150 m), or over the shipped several-room world (``halls``: its walls, timed
+as ``collision``), feeds every client a random-walk input each tick, and reports CPU
 per tick for each phase: apply inputs, world step, interest, the shared encoder and
 delivery. ``--compare`` also times the per-client reference encoder on alternate ticks of
 the same run, as a ratio. Several ``--clients`` values give the cost ratio between them.
 
 Usage: ``python tools/bench/tick_bench.py [--clients 1000[,2000]] [--scenario
-uniform|scaled|dense|crowd] [--ticks 60] [--compare] [--json]``. Measures only; asserts
+uniform|scaled|dense|crowd|halls] [--ticks 60] [--compare] [--json]``. Measures only; asserts
 nothing.
 """
 
@@ -90,7 +91,7 @@ def per_client_encoder(*, tick, state_ids, state_q, history, slots, offsets, bas
     return out
 
 
-SCENARIOS = ("uniform", "scaled", "dense", "crowd")
+SCENARIOS = ("uniform", "scaled", "dense", "crowd", "halls")
 
 
 def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[DiscardingSink]]:
@@ -100,6 +101,8 @@ def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[Discarding
         overrides.update({"sim.half_extent": "50", "interest.radius": "150"})
     elif scenario == "scaled":  # the default world's density at 1000 clients
         overrides["sim.half_extent"] = str(round(110.0 * (n / 1000) ** 0.5, 2))
+    elif scenario == "halls":  # the shipped several-room gallery: walls and collision
+        overrides["sim.world"] = "halls"
     config = load_config(path=None, env={}, overrides=overrides)
     sim = Simulation(config, Stats(), rng=np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)
@@ -112,6 +115,13 @@ def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[Discarding
         if scenario == "dense":
             r, a = 36.0 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
             sim.world.pos[session.slot, [0, 2]] = (r * np.cos(a), r * np.sin(a))
+        elif scenario == "halls":  # anywhere on the floor clear of the walls
+            walls = sim.world.walls
+            while True:
+                x, z = rng.uniform(walls.lo, walls.hi)
+                if walls.clear([x], [z])[0]:
+                    break
+            sim.world.pos[session.slot, [0, 2]] = (x, z)
         else:
             sim.world.pos[session.slot, [0, 2]] = rng.uniform(-he, he, 2)
     return sim, sinks
@@ -135,6 +145,8 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
     sim.apply_inputs = timed("apply inputs", sim.apply_inputs)
     sim.world.step = timed("world step", sim.world.step)
     sim.interest.update = timed("interest", sim.interest.update)
+    if sim.world.walls is not None:  # part of "world step"
+        sim.world.walls.move = timed("collision (in world step)", sim.world.walls.move)
     timed_shared = timed("encode (shared)", shared_encoder)
     timed_single = timed("encode (per client)", per_client_encoder)
     for sink in sinks:
