@@ -30,6 +30,7 @@ import base64
 import http.client
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import resource
@@ -116,6 +117,8 @@ class ChatBots:
         self.bytes_in = 0
         self.max_latency_ms = 0.0
         self.late_or_old = 0  # deliveries of messages sent outside the window
+        self.acked = 0  # every acknowledged send, in the window or not (progress reports)
+        self.ack_max_ms = 0.0  # the slowest acknowledgement since the last progress report
 
     # -- sockets ---------------------------------------------------------------------------
 
@@ -295,6 +298,8 @@ class ChatBots:
                     self.acked_in_window += 1
                     bot.own_acked += 1
                 latency = (now - sent) * 1000.0
+                self.acked += 1
+                self.ack_max_ms = max(self.ack_max_ms, latency)
                 self.ack_hist[min(HIST_BINS - 1, max(0, int(latency / HIST_BIN_MS)))] += 1
             else:
                 code = reply.get("error", {}).get("code", "?")
@@ -324,6 +329,15 @@ class ChatBots:
     def counts(self) -> dict:
         states = [b.state for b in self.bots]
         return {"ready": states.count(READY), "closed": states.count(CLOSED), "bots": len(self.bots)}
+
+    def progress_counts(self) -> dict:
+        """Totals so far (sent, acknowledged, refused, delivered, sockets ready and closed)
+        and the slowest acknowledgement since the previous call."""
+        counts = dict(self.counts(), sent=self.sent, acked=self.acked, refused=sum(self.refused.values()),
+                      received=sum(b.received for b in self.bots) + self.late_or_old,
+                      ack_max_ms=round(self.ack_max_ms, 2))
+        self.ack_max_ms = 0.0
+        return counts
 
 
 # ----------------------------------------------------------------------------- workers
@@ -373,8 +387,10 @@ def _prejoin(host: str, port: int, bots: list[Bot]) -> None:
 
 
 def _worker(index: int, http_url: str, bot_ids: list[int], senders: set[int], rate: float,
-            tag: str, connect_rate: float, seed, pipe, prejoin: bool = False) -> None:
-    """Worker process: join, connect, report ready, then measure the window it is given."""
+            tag: str, connect_rate: float, seed, pipe, prejoin: bool = False,
+            progress_every: float = 0.0) -> None:
+    """Worker process: join, connect, report ready, then measure the window it is given
+    (and, with ``progress_every`` > 0, send ``("progress", counts)`` that often)."""
     try:
         names = [f"cs{tag}-{i}" for i in bot_ids]
         tokens = _join_all(http_url, names, 10.0)
@@ -414,6 +430,7 @@ def _worker(index: int, http_url: str, bot_ids: list[int], senders: set[int], ra
         rng = random.Random(seed)
         for bot in bots:
             bot.next_send = start_at + rng.random() / rate if bot.sender else float("inf")
+        next_report = start_at + progress_every if progress_every > 0 else float("inf")
         while time.time() < end_at + DRAIN_S:
             now = time.time()
             if now < end_at:
@@ -421,6 +438,9 @@ def _worker(index: int, http_url: str, bot_ids: list[int], senders: set[int], ra
             else:
                 engine.send_due(now, None)
             engine.poll(0.005)
+            if now >= next_report:
+                next_report += progress_every
+                pipe.send(("progress", engine.progress_counts()))
         cpu = _cpu() - cpu0
         pipe.send(("result", {
             "hist": engine.hist.tolist(), "ack_hist": engine.ack_hist.tolist(),
@@ -481,7 +501,8 @@ def _public_room(http_url: str) -> int:
 def run_chat_swarm(http_url: str, bots: int, chat_rate: float, duration: float, *,
                    senders: int | None = None, processes: int = 1, connect_rate: float = 200.0,
                    settle: float = 3.0, server_pid: int | None = None, seed: int | None = None,
-                   prejoin: bool = False, progress=None) -> dict:
+                   prejoin: bool = False, progress=None, on_counts=None,
+                   progress_every: float = 1.0) -> dict:
     """Run the swarm against ``http_url`` and return the report (see :func:`make_report`).
 
     ``senders`` bots (default: all) send ``chat_rate`` messages per second each; the others
@@ -489,6 +510,10 @@ def run_chat_swarm(http_url: str, bots: int, chat_rate: float, duration: float, 
     ``prejoin`` makes the bots members of the public room a few at a time before they
     connect for the measurement (a world whose players joined earlier), so that the
     measurement does not start with a storm of join notices to everybody.
+    ``on_counts(counts)``, if given, is called about every ``progress_every`` seconds during
+    the window with the workers' summed totals (``sent``, ``acked``, ``refused``,
+    ``received``, ``ready``, ``closed``) and ``ack_max_ms``, the slowest acknowledgement
+    since the previous call (long runs watch these for stalls).
     """
     senders = bots if senders is None else min(senders, bots)
     rng = random.Random(seed)
@@ -502,7 +527,7 @@ def run_chat_swarm(http_url: str, bots: int, chat_rate: float, duration: float, 
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker, args=(p, http_url, share, sending, chat_rate, tag,
                                                  connect_rate / processes, None if seed is None else seed + p, child,
-                                                 prejoin),
+                                                 prejoin, progress_every if on_counts else 0.0),
                            daemon=True)
         proc.start()
         pipes.append(parent)
@@ -526,12 +551,41 @@ def run_chat_swarm(http_url: str, bots: int, chat_rate: float, duration: float, 
         cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
         for pipe in pipes:
             pipe.send(("start", public_room, start_at, end_at))
-        time.sleep(max(0.0, end_at - time.time()))
+        latest: dict[int, dict] = {}
+
+        def take_progress(i: int, counts: dict) -> None:
+            latest[i] = counts
+            if on_counts is not None and len(latest) == len(pipes):
+                total = {k: sum(c[k] for c in latest.values()) for k in counts if k != "ack_max_ms"}
+                total["ack_max_ms"] = max(c["ack_max_ms"] for c in latest.values())
+                on_counts(total)
+                for c in latest.values():
+                    c["ack_max_ms"] = 0.0
+
+        final: dict[int, tuple] = {}  # a worker's last message (its result, or an error)
+
+        def receive(i: int) -> None:
+            try:
+                message = pipes[i].recv()
+            except EOFError:
+                message = ("error", f"worker {i} exited without a result")
+            if message[0] == "progress":
+                take_progress(i, message[1])
+            else:
+                final[i] = message
+
+        while time.time() < end_at:
+            waiting = [p for i, p in enumerate(pipes) if i not in final]
+            for pipe in multiprocessing.connection.wait(waiting, timeout=max(0.0, min(1.0, end_at - time.time()))):
+                receive(pipes.index(pipe))
         cpu1 = proc_cpu_seconds(server_pid) if server_pid else None
-        for pipe in pipes:
-            if not pipe.poll(DRAIN_S + 30.0):
-                raise RuntimeError("a worker did not report")
-            message = pipe.recv()
+        for i, pipe in enumerate(pipes):
+            deadline = time.monotonic() + DRAIN_S + 30.0
+            while i not in final:
+                if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError("a worker did not report")
+                receive(i)
+            message = final[i]
             if message[0] == "error":
                 errors.append(message[1])
             else:
