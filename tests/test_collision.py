@@ -259,3 +259,12 @@ def test_open_world_is_unchanged_and_served_as_a_world():
     assert doc["id"] == "open" and doc["walls"] == [] and doc["floor"] == {"min": [-110.0, -110.0], "max": [110.0, 110.0]}
     halls = _sim("halls")
     assert halls.world.half_extent == 31.0 and halls.quantizer.maxs[0] == 31.0
+
+
+def test_collision_vectors_are_what_the_generator_writes():
+    """worldserver/worlds/collision_vectors.json (read by the web client's tests) is current."""
+    import json
+
+    from worldserver.worlds import make_collision_vectors as gen
+
+    assert json.loads(gen.OUT.read_text()) == json.loads(json.dumps(gen.build()))

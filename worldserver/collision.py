@@ -199,33 +199,36 @@ class WallSet:
             z += dz
             self._clamp(x, z)
             return x, z
-        longest = float(np.sqrt((dx * dx + dz * dz).max()))
-        steps = max(1, int(math.ceil(longest / self.max_step)))
         moving = np.flatnonzero((dx != 0.0) | (dz != 0.0))
         if len(moving) == 0:
             return x, z
+        # Each circle's own number of sub-steps, as if it moved alone (the client's prediction
+        # moves one circle with the same rule and must land on the same point).
+        length = np.sqrt(dx[moving] ** 2 + dz[moving] ** 2)
+        steps = np.maximum(1, np.ceil(length / self.max_step)).astype(np.int64)
         mx, mz = x[moving], z[moving]
         sx, sz = dx[moving] / steps, dz[moving] / steps
-        for _ in range(steps):
-            before_x, before_z = mx.copy(), mz.copy()
-            mx += sx
-            mz += sz
-            self._clamp(mx, mz)
-            active = np.arange(len(mx))  # the circles still in contact after the last pass
+        for k in range(int(steps.max())):
+            going = np.flatnonzero(steps > k)  # the circles that still have this sub-step
+            before_x, before_z = mx[going], mz[going]
+            gx, gz = before_x + sx[going], before_z + sz[going]
+            self._clamp(gx, gz)
+            active = np.arange(len(gx))  # the circles still in contact after the last pass
             for _ in range(RELAX_PASSES):
-                ax, az = mx[active], mz[active]
+                ax, az = gx[active], gz[active]
                 pushed = self._relax(ax, az)
                 if not len(pushed):
                     active = pushed
                     break
                 self._clamp(ax, az)
-                mx[active], mz[active] = ax, az
+                gx[active], gz[active] = ax, az
                 active = active[pushed]
             if len(active):  # pushed in the last pass: are they out now?
-                stuck = active[self.penetration(mx[active], mz[active]) > 1e-6]
+                stuck = active[self.penetration(gx[active], gz[active]) > 1e-6]
                 # a pocket it cannot settle in: this sub-step does not happen for it
-                mx[stuck] = before_x[stuck]
-                mz[stuck] = before_z[stuck]
+                gx[stuck] = before_x[stuck]
+                gz[stuck] = before_z[stuck]
+            mx[going], mz[going] = gx, gz
         x[moving] = mx
         z[moving] = mz
         return x, z

@@ -1,6 +1,7 @@
 // Client-side prediction of the own avatar (SPEC section 3, INPUT): the same rule as the
 // server, one input per tick: horizontal velocity = intent × max_speed (intent vectors longer
-// than 1 scaled to 1), position clamped to the world bounds. Inputs the server has not yet
+// than 1 scaled to 1), position clamped to the world bounds, and moved through the world's
+// walls when it has any (./walls.js, the server's own rules). Inputs the server has not yet
 // applied are kept; on each snapshot, those with seq <= input_ack are dropped and the rest are
 // replayed on the server's position (reconciliation). Vertical motion (jumps) is not
 // predicted: the server's height is used. Pure computation, no DOM, no clock.
@@ -8,8 +9,12 @@
 import { INPUT_AXIS_SCALE } from "../protocol/messages.js";
 
 export class Predictor {
-  /** welcome: { maxSpeed, tickRate, mins, maxs }. */
-  constructor(welcome) {
+  /**
+   * @param {{maxSpeed: number, tickRate: number, mins: number[], maxs: number[]}} welcome
+   * @param {import("./walls.js").Walls | null} [walls] the world's walls (null: none)
+   */
+  constructor(welcome, walls = null) {
+    this.walls = walls;
     this.maxSpeed = welcome.maxSpeed;
     this.dt = 1 / welcome.tickRate;
     this.mins = welcome.mins;
@@ -28,6 +33,10 @@ export class Predictor {
       iz /= norm;
     }
     const d = this.maxSpeed * this.dt;
+    if (this.walls) {
+      const [wx, wz] = this.walls.move(pos[0], pos[2], ix * d, iz * d);
+      return [wx, pos[1], wz];
+    }
     const x = Math.min(Math.max(pos[0] + ix * d, this.mins[0]), this.maxs[0]);
     const z = Math.min(Math.max(pos[2] + iz * d, this.mins[2]), this.maxs[2]);
     return [x, pos[1], z];
