@@ -3,17 +3,25 @@
 Each test runs the HTTP app with a real ChatService (SQLite in a temporary directory) in its
 nursery and talks to it with worldclient.chat_client over 127.0.0.1: rooms and membership,
 private rooms, notices, search in Korean and English, rate limits, typing, moderation,
-questions, presence and avatars. Must not: reach any address but 127.0.0.1 or wait without a
-deadline.
+questions, presence and avatars. Tests about time (rate limits, typing expiry, mutes) run on
+trio's MockClock, which stands still until the test moves it (``mock_clock.jump``): what the
+server refills or expires then depends on the jumps, not on the machine's speed; a request's
+round trip serves as the barrier that shows what the server did by then. They use the ASGI
+writer path (``fanout=False``): the fan-out pump retries and drains on the clock, which would
+wait for a jump. Must not: reach any address but 127.0.0.1 or wait without a deadline.
 """
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
+import trio.testing
 
 from chat_support import FakeSession, start_chat_server
 from worldclient.chat_client import ChatRequestError, open_chat
+from worldserver.chat import service
 from worldserver.chat.service import CLOSE_KICKED
 from worldserver.limits import TokenBuckets
 
@@ -34,6 +42,15 @@ def named(name, **fields):
     def check(event) -> bool:
         return event.name == name and all(event.fields.get(k) == v for k, v in fields.items())
     return check
+
+
+async def until(predicate, deadline: float = 10.0) -> None:
+    """Let the other tasks run until ``predicate()`` holds: for tests on a MockClock that stands
+    still (no sleeps), so the generous deadline is in real seconds."""
+    give_up = time.monotonic() + deadline
+    while not predicate():
+        assert time.monotonic() < give_up, "condition not reached"
+        await trio.testing.wait_all_tasks_blocked(cushion=0.001)
 
 
 @pytest.fixture
@@ -177,62 +194,74 @@ async def test_search_korean_and_english_substrings(server) -> None:
         assert await found("nothing like this") == []
 
 
-async def test_flood_is_rate_limited_and_others_keep_flowing(nursery, tmp_path) -> None:
-    server = await start_chat_server(nursery, tmp_path, **{"chat.rate": "2", "chat.burst": "5"})
+async def test_flood_is_rate_limited_and_others_keep_flowing(nursery, tmp_path, mock_clock) -> None:
+    server = await start_chat_server(nursery, tmp_path, fanout=False, **{"chat.rate": "2", "chat.burst": "5"})
     tf, ta, tb = await server.join("flooder"), await server.join("calm"), await server.join("reader")
     async with open_chat(server.url, tf) as f, open_chat(server.url, ta) as a, open_chat(server.url, tb) as b:
         lobby = f.public_room
         limited = []
         accepted = 0
-        for i in range(40):
+        for i in range(40):  # the clock stands still: no refill during the flood
             try:
                 await f.send(lobby, f"spam {i}")
                 accepted += 1
             except ChatRequestError as exc:
                 limited.append(exc)
-        assert accepted <= 6  # the burst, maybe one refill
-        assert len(limited) >= 34
+        assert accepted == 5  # the burst
+        assert len(limited) == 35
         assert all(e.code == "rate_limited" for e in limited)
-        assert all(0 < e.retry_after <= 0.5 + 1e-6 for e in limited)
+        assert all(e.retry_after == pytest.approx(0.5) for e in limited)  # one token at 2/s
         # the others are not affected
         await a.send(lobby, "calm message")
         await b.wait_for(is_message("calm", "calm message"))
-        # the flooder may send again after retry_after
-        await trio.sleep(limited[-1].retry_after)
+        # not before retry_after, then exactly one message
+        mock_clock.jump(0.4)
+        with pytest.raises(ChatRequestError) as info:
+            await f.send(lobby, "too early")
+        assert info.value.code == "rate_limited" and info.value.retry_after == pytest.approx(0.1)
+        mock_clock.jump(0.1)
         await f.send(lobby, "patient now")
         await b.wait_for(is_message("flooder", "patient now"))
-        assert server.stats.get("drop.chat_rate_limited") >= 34
+        with pytest.raises(ChatRequestError):
+            await f.send(lobby, "and again")
+        assert server.stats.get("drop.chat_rate_limited") == 37
 
 
-async def test_typing_throttles_expires_and_is_not_stored(nursery, tmp_path) -> None:
-    server = await start_chat_server(nursery, tmp_path, **{"chat.typing_ttl": "0.6"})
+async def test_typing_throttles_expires_and_is_not_stored(nursery, tmp_path, mock_clock) -> None:
+    server = await start_chat_server(nursery, tmp_path, fanout=False, **{"chat.typing_ttl": "0.6"})
     ta, tb = await server.join("typist"), await server.join("watcher")
     async with open_chat(server.url, ta) as a, open_chat(server.url, tb) as b:
         lobby = a.public_room
         assert (await a.typing(lobby)) == {}
         event = await b.wait_for(named("typing", user="typist", active=True))
         assert event.fields["ttl"] == pytest.approx(0.6)
-        started = trio.current_time()
         # more than one per second is ignored
         assert (await a.typing(lobby)) == {"ignored": True}
         assert (await a.typing(lobby)) == {"ignored": True}
-        # not renewed: it expires after the ttl
-        event = await b.wait_for(named("typing", user="typist", active=False), timeout=3)
-        assert 0.5 <= trio.current_time() - started <= 1.5
+        # not renewed: still on before the ttl (b's round trip comes after the server's sweeps
+        # of the time jumped over), ended by the first sweep after it
+        mock_clock.jump(0.5)
+        await b.rooms()
+        assert not [e for e in b.pending_events() if e.name == "typing"]
+        mock_clock.jump(service.TYPING_POLL)
+        event = await b.wait_for(named("typing", user="typist", active=False))
         assert server.stats.get("drop.chat_typing_throttled") == 2
+        assert server.stats.get("chat.typing_expired") == 1
         assert not [e for e in b.pending_events() if e.name == "typing"]  # the ignored ones
-        # after a second it is accepted again, and stopping is sent at once
-        await trio.sleep(1.0)
+        # a second after the first it is accepted again, and stopping is sent at once (the clock
+        # stands still until the end of the test)
+        mock_clock.jump(1.0 - 0.5 - service.TYPING_POLL)
         assert (await a.typing(lobby)) == {}
         await b.wait_for(named("typing", user="typist", active=True))
         await a.typing(lobby, active=False)
-        await b.wait_for(named("typing", user="typist", active=False), timeout=0.4)
+        await b.wait_for(named("typing", user="typist", active=False))
         history, _ = await a.history(lobby)
         assert all(m["kind"] == "notice" for m in history)  # nothing of typing is stored
         assert not [e for e in a.pending_events() if e.name == "typing"]  # own typing not echoed
 
 
-async def test_mute_kick_delete_need_the_admin_token(server) -> None:
+async def test_mute_kick_delete_need_the_admin_token(nursery, tmp_path, mock_clock) -> None:
+    server = await start_chat_server(nursery, tmp_path, fanout=False)
     tm, tu, tv = await server.join("mod"), await server.join("user"), await server.join("victim")
     async with open_chat(server.url, tm, admin_token=ADMIN) as mod, open_chat(server.url, tu) as user, \
             open_chat(server.url, tv) as victim:
@@ -256,15 +285,17 @@ async def test_mute_kick_delete_need_the_admin_token(server) -> None:
         await mod.request("mod.mute", user="victim", seconds=30)
         with pytest.raises(ChatRequestError) as info:
             await victim.send(lobby, "can I talk?")
-        assert info.value.code == "muted" and 29 <= info.value.retry_after <= 30
+        assert info.value.code == "muted" and info.value.retry_after == pytest.approx(30)
+        mock_clock.jump(29.5)
+        with pytest.raises(ChatRequestError) as info:
+            await victim.send(lobby, "now?")
+        assert info.value.code == "muted" and info.value.retry_after == pytest.approx(0.5)
 
         reply = await mod.request("mod.kick", user="victim")
         assert reply["closed"] == 1
-        with trio.fail_after(5):
-            while victim.close_code is None:
-                await trio.sleep(0.02)
-        assert victim.close_code == CLOSE_KICKED and "kicked" in victim.close_reason
         await user.wait_for(named("presence", user="victim", online=False))
+        await until(lambda: victim.close_code is not None)
+        assert victim.close_code == CLOSE_KICKED and "kicked" in victim.close_reason
         # a kicked user cannot come straight back
         with pytest.raises(ChatRequestError) as info:
             async with open_chat(server.url, tv, reconnect=False):
