@@ -40,13 +40,16 @@ T = TypeVar("T")
 CANCEL_WAIT = 5.0
 
 
-def run(trio_main: Callable[..., Awaitable[T]], *args: Any, cleanup_timeout: float = CANCEL_WAIT) -> T:
+def run(trio_main: Callable[..., Awaitable[T]], *args: Any, cleanup_timeout: float = CANCEL_WAIT,
+        clock: trio.abc.Clock | None = None) -> T:
     """Run ``trio_main(*args)`` as a trio guest on a new asyncio loop; return its result.
 
     Blocks until ``trio_main`` returns, then cancels the asyncio tasks left on the loop (for
     example aioice/aiortc internals), waiting at most ``cleanup_timeout`` seconds for them,
     and closes the loop. Raises whatever ``trio_main`` raised. Must be called from a thread
     with no running event loop and no trio run (the main thread, for signal handling).
+    ``clock``: trio's clock for the guest run (tests pass a ``trio.testing.MockClock``; the
+    asyncio side keeps its own).
     """
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -64,6 +67,7 @@ def run(trio_main: Callable[..., Awaitable[T]], *args: Any, cleanup_timeout: flo
             run_sync_soon_not_threadsafe=loop.call_soon,
             done_callback=done,
             host_uses_signal_set_wakeup_fd=False,
+            clock=clock,
         )
         # run_forever returns when done() stops the loop. Anything that stops the loop early
         # (nothing in worldserver does) would leave trio unfinished: keep running until done.

@@ -340,6 +340,8 @@ class RtcService:
         self.max_pending = config.limits.pending_offers
         self.max_pending_per_address = config.limits.pending_offers_per_address
         self.pending = AddressCounts()  # offers being made or made and not yet open, by address
+        self._closes_running = 0  # _close_pc calls in progress (see wait_closes)
+        self._closes_done = trio.Event()
         self._closing = False
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -646,10 +648,23 @@ class RtcService:
             self.stats.incr("rtc.close_without_nursery")
 
     async def _close_pc(self, pc: RTCPeerConnection) -> None:
-        with trio.CancelScope(deadline=trio.current_time() + CLOSE_WAIT, shield=True) as scope:
-            try:
-                await aio(pc.close())
-            except Exception as exc:
-                log.debug("peer connection close failed", error=repr(exc))
-        if scope.cancelled_caught:
-            self.stats.incr("rtc.close_timeout")
+        self._closes_running += 1
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + CLOSE_WAIT, shield=True) as scope:
+                try:
+                    await aio(pc.close())
+                except Exception as exc:
+                    log.debug("peer connection close failed", error=repr(exc))
+            if scope.cancelled_caught:
+                self.stats.incr("rtc.close_timeout")
+        finally:
+            self._closes_running -= 1
+            if not self._closes_running:
+                self._closes_done.set()
+                self._closes_done = trio.Event()
+
+    async def wait_closes(self) -> None:
+        """Return once no peer connection is being closed (each close is bounded by
+        CLOSE_WAIT): what closed peers held, sockets included, is then given back."""
+        if self._closes_running:
+            await self._closes_done.wait()
