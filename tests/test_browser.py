@@ -217,3 +217,23 @@ def test_websocket_fallback_when_webrtc_is_blocked(server, tmp_path):
     _check_join_errors(result)
     assert result["stats_a"]["offer_to_open_ms"] is None
     _check_png(shot, result)
+
+
+def test_the_page_builds_a_world_file_and_its_avatar_stops_at_the_walls(tmp_path):
+    """Issue 10: with the server on the gallery world file, the page builds the room from
+    the world document (12 picture slots), the own avatar walks into the north wall and slides
+    along it, the server stops it at the wall (its circle touching the wall's face), and the
+    prediction, which uses the same walls, is never corrected by more than 5 cm."""
+    _require_tools()
+    srv = ServerProcess(tmp_path / "data", "--set", "sim.world=gallery")
+    try:
+        srv.wait_listening()
+        result = run_script("walls.mjs", "--url", srv.http)
+        _check_result(result, srv)
+    finally:
+        srv.stop()
+    assert result["world"] == {"id": "gallery", "pictures": 12, "walls": True}, result["world"]
+    face = 10.0 - 0.15 - 0.35  # the north wall's inner face minus the avatar's radius
+    assert abs(result["end"]["z"] - face) < 0.02, result["end"]
+    assert result["end"]["x"] > result["start"]["x"] + 1.0, result  # it slid along the wall
+    assert result["stats"]["max_correction_m"] < 0.05, result["stats"]

@@ -221,7 +221,7 @@ async def test_health_players_and_client_config(server: Server) -> None:
             ]
         }
         r = await client.get("/api/client-config")
-        assert r.json() == {"datachannel_timeout_ms": 3000, "tick_rate": 20, "webrtc": True}
+        assert r.json() == {"datachannel_timeout_ms": 3000, "tick_rate": 20, "webrtc": True, "world": "open"}
         assert (await client.post("/health")).status_code == 405
 
 

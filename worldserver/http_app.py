@@ -758,6 +758,8 @@ async def _client_config(request: Request) -> Response:
             "datachannel_timeout_ms": int(config.http.datachannel_timeout * 1000),
             "tick_rate": config.sim.tick_rate,
             "webrtc": bool(config.webrtc.enabled),
+            # the id of the world the page shows (its document: GET /api/worlds/{id})
+            "world": getattr(getattr(request.app.state.sim, "world_spec", None), "id", "open"),
         }
     )
 

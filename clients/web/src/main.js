@@ -12,6 +12,8 @@ import { idleChatHook, mountChat } from "./chat/index.js";
 import { NetSession } from "./net/session.js";
 import { AvatarManager } from "./scene/avatars.js";
 import { buildGallery } from "./scene/gallery.js";
+import { buildWorld, hasRoom } from "./scene/world.js";
+import { Walls } from "./world/walls.js";
 import { DynamicResolution, isSoftwareRenderer, webglRendererName } from "./scene/quality.js";
 
 const $ = (id) => document.getElementById(id);
@@ -152,14 +154,16 @@ async function refreshPlayers(force = false) {
 
 // ---------------------------------------------------------------------------- 3D view
 
-function initScene(images) {
+function initScene(images, worldDoc) {
   const scene = new THREE.Scene();
   const camera = new THREE.PerspectiveCamera(60, window.innerWidth / window.innerHeight, 0.1, 400);
   camera.position.set(0, 3, -7);
   camera.lookAt(0, 1.5, 0);
   state.scene = scene;
   state.camera = camera;
-  state.gallery = buildGallery(scene, images);
+  // A world with a room of its own (walls, benches, picture slots) is built from its document;
+  // the open world keeps the gallery room sized by the images, as before.
+  state.gallery = hasRoom(worldDoc) ? buildWorld(scene, worldDoc) : buildGallery(scene, images);
   state.avatars = new AvatarManager(scene);
   const container = $("view");
   try {
@@ -357,6 +361,10 @@ function installTestHook() {
       const st = state.session ? state.session.stats() : { state: "idle", transport: null };
       return { ...st, frames: state.frames, render_ms: Math.round(state.renderMs * 10) / 10, frame_ms: Math.round(state.frameMs * 10) / 10, pixel_ratio: state.quality ? Math.round(state.quality.ratio * 100) / 100 : null, gpu: state.gpuName, webgl: !!state.renderer, webgl_error: state.webglError, names: state.names.size };
     },
+    /** The world the page shows: its id and how many picture slots the scene built. */
+    world() {
+      return { id: state.worldDoc ? state.worldDoc.id : null, pictures: state.gallery ? state.gallery.pictures.length : 0, walls: Boolean(state.session && state.session.walls) };
+    },
     names() {
       return Object.fromEntries(state.names);
     },
@@ -373,7 +381,15 @@ async function main() {
     getJson("/api/client-config").catch(() => ({ datachannel_timeout_ms: 3000, tick_rate: 20 })),
     getJson("/gallery/images").catch(() => ({ images: [] })),
   ]);
-  initScene((gallery && gallery.images) || []);
+  // The world document (docs/worlds.md): the scene and the own avatar's walls come from it.
+  const worldDoc = config.world
+    ? await getJson(`/api/worlds/${encodeURIComponent(config.world)}`).catch(() => null)
+    : null;
+  state.worldDoc = worldDoc;
+  if (worldDoc && ((worldDoc.walls && worldDoc.walls.length) || (worldDoc.obstacles && worldDoc.obstacles.length))) {
+    config.walls = new Walls(worldDoc);
+  }
+  initScene((gallery && gallery.images) || [], worldDoc);
   setInterval(updateStatus, 250);
 
   const form = $("join-form");

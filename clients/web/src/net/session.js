@@ -65,6 +65,7 @@ export class NetSession {
     this.origin = origin;
     this.token = token;
     this.datachannelTimeoutMs = Math.max(100, Number(config.datachannel_timeout_ms) || 3000);
+    this.walls = config.walls || null; // ../world/walls.js Walls of the world, for prediction
     this.controls = controls;
     // How transports are opened (replaceable in tests): { webrtcAvailable(), webrtc(opts),
     // websocket(opts) }.
@@ -95,6 +96,7 @@ export class NetSession {
     this.firstSnapshot = false;
     this.predicted = null; // own position [x, y, z], predicted
     this.correction = [0, 0, 0]; // visual offset after a reconciliation, decays to 0
+    this.maxCorrection = 0; // metres: the largest jump a reconciliation made (stats: max_correction_m)
     this.serverSelf = null; // own state in the newest snapshot
     this.inputSeq = 0;
     this.recentInputs = [];
@@ -306,7 +308,7 @@ export class NetSession {
     this.welcome = w;
     this.quantizer = Quantizer.fromWelcome(w);
     this.store = new SnapshotStore(this.quantizer);
-    this.predictor = new Predictor(w);
+    this.predictor = new Predictor(w, this.walls); // the world's walls, if any
     this.interp = new Interpolator(w.tickRate);
     this.selfId = w.entityId;
     this.transportKind = this.transport ? this.transport.kind : null;
@@ -370,6 +372,8 @@ export class NetSession {
         for (const input of this.predictor.pending) after = this.predictor.step(after, input);
       }
       if (before) {
+        // How far a reconciliation moved the own avatar (prediction and server disagreeing).
+        this.maxCorrection = Math.max(this.maxCorrection, Math.hypot(before[0] - after[0], before[2] - after[2]));
         const c = this.correction;
         c[0] += before[0] - after[0];
         c[2] += before[2] - after[2];
@@ -467,6 +471,7 @@ export class NetSession {
       tick: this.store ? this.store.mirror.tick : -1,
       input_ack: this.store && this.store.header ? this.store.header.inputAck : -1,
       pending_inputs: this.predictor ? this.predictor.pending.length : 0,
+      max_correction_m: Math.round(this.maxCorrection * 10000) / 10000,
       interp_delay_ms: this.interp ? Math.round(this.interp.delay * 1000) : null,
       jitter_ms: this.interp ? Math.round(this.interp.jitter * 10000) / 10 : null,
       offer_to_open_ms: this.offerToOpenMs === null ? null : Math.round(this.offerToOpenMs),

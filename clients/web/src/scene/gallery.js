@@ -49,7 +49,7 @@ function canvasTexture(width, height, draw) {
   return tex;
 }
 
-function floorTexture() {
+export function floorTexture() {
   const tex = canvasTexture(512, 512, (g, w, h) => {
     g.fillStyle = "#8a6a4a";
     g.fillRect(0, 0, w, h);
@@ -67,7 +67,7 @@ function floorTexture() {
   return tex;
 }
 
-function plaqueTexture(text) {
+export function plaqueTexture(text) {
   return canvasTexture(512, 96, (g, w, h) => {
     g.fillStyle = "#f4efe6";
     g.fillRect(0, 0, w, h);
@@ -87,7 +87,7 @@ function plaqueTexture(text) {
   });
 }
 
-function placeholderTexture() {
+export function placeholderTexture() {
   return canvasTexture(512, 384, (g, w, h) => {
     const grad = g.createLinearGradient(0, 0, w, h);
     grad.addColorStop(0, "#cfd8e3");
@@ -143,9 +143,11 @@ function addLights(scene, half) {
   }
 }
 
-function addPicture(group, loader, image, slot, onLoaded) {
+export function addPicture(group, loader, image, slot, onLoaded) {
   const holder = new THREE.Group();
-  holder.position.set(slot.x, PICTURE_Y, slot.z);
+  holder.position.set(slot.x, slot.y ?? PICTURE_Y, slot.z);
+  const maxW = slot.w ?? PICTURE_MAX_W;
+  const maxH = slot.h ?? PICTURE_MAX_H;
   holder.rotation.y = slot.rotY;
   const frameMat = new THREE.MeshStandardMaterial({ color: 0x3b2a1c, roughness: 0.6, metalness: 0.1 });
   const frame = new THREE.Mesh(new THREE.BoxGeometry(1, 1, 0.08), frameMat);
@@ -156,7 +158,7 @@ function addPicture(group, loader, image, slot, onLoaded) {
     picture.scale.set(w, h, 1);
     frame.scale.set(w + 0.22, h + 0.22, 1);
   };
-  setSize(PICTURE_MAX_W, PICTURE_MAX_H);
+  setSize(maxW, maxH);
   holder.add(frame, picture);
   const title = String(image.title || "");
   if (title) {
@@ -164,7 +166,7 @@ function addPicture(group, loader, image, slot, onLoaded) {
       new THREE.PlaneGeometry(1.1, 0.2),
       new THREE.MeshBasicMaterial({ map: plaqueTexture(title) }),
     );
-    plaque.position.set(0, -PICTURE_MAX_H / 2 - 0.35, 0.02);
+    plaque.position.set(0, -maxH / 2 - 0.35, 0.02);
     holder.add(plaque);
   }
   group.add(holder);
@@ -176,7 +178,7 @@ function addPicture(group, loader, image, slot, onLoaded) {
         tex.anisotropy = 4;
         const iw = tex.image && tex.image.width ? tex.image.width : 4;
         const ih = tex.image && tex.image.height ? tex.image.height : 3;
-        const s = Math.min(PICTURE_MAX_W / iw, PICTURE_MAX_H / ih);
+        const s = Math.min(maxW / iw, maxH / ih);
         setSize(iw * s, ih * s);
         pictureMat.map = tex;
         pictureMat.needsUpdate = true;
