@@ -1,6 +1,7 @@
 """worldtools: operator and developer tools for worldserver (installed as package ``worldtools``).
 
-Holds the bot swarm runner (``worldtools.swarm``) and the benchmarks (``worldtools.bench``).
+Holds the bot swarm runner (``worldtools.swarm``), the benchmarks (``worldtools.bench``) and the
+loopback network impairment relay (``worldtools.netsim``).
 Tools talk to a server only as a client would, over the network; they must not import server
 internals to reach into a running server, and this file must not import any submodule.
 """
