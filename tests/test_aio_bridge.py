@@ -1,7 +1,10 @@
 """worldserver.aio_bridge: trio as a guest on asyncio, aio() calls, the Inbox, and signals.
 
 The tests are plain functions that call ``aio_bridge.run`` (pytest-trio's trio_mode would
-otherwise run async tests under ``trio.run``, without the asyncio host).
+otherwise run async tests under ``trio.run``, without the asyncio host). Both loops run on real
+time here, so the tests assert what happened (which side was cancelled, in which order the
+sides ran) and wait on events with generous deadlines, never how long something took: a bridge
+that waited out a timeout instead would hang and fail on the deadline.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import sniffio
@@ -26,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_run_returns_the_value_and_closes_the_loop():
     async def main(a, b):
-        await trio.sleep(0.01)
+        await trio.sleep(0)
         assert asyncio.get_running_loop() is not None  # the asyncio host is running
         return a + b
 
@@ -48,7 +50,7 @@ def test_run_reraises_trio_exceptions():
 
 def test_aio_round_trip_result_and_exception():
     async def add_later(a, b):
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
         assert sniffio.current_async_library() == "asyncio"
         return a + b
 
@@ -71,43 +73,48 @@ def test_aio_round_trip_result_and_exception():
 def test_aio_cancellation_cancels_and_waits_for_the_asyncio_task():
     seen = []
 
-    async def slow():
+    async def slow(started):
+        started.set()
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            await asyncio.sleep(0.05)  # clean-up that aio() must wait for
+            await asyncio.sleep(0)  # clean-up (a step of its own) that aio() must wait for
             seen.append("cancelled")
             raise
+        seen.append("slept")  # only if nothing cancelled it
 
     async def main():
-        started = trio.current_time()
-        with trio.move_on_after(0.05) as scope:
-            await aio(slow())
+        started = asyncio.Event()
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(aio, slow(started))
+                await aio(started.wait())
+                scope.cancel()
         assert scope.cancelled_caught
-        assert seen == ["cancelled"]  # finished before aio() gave up
-        return trio.current_time() - started
+        assert seen == ["cancelled"]  # the clean-up finished before aio() returned
 
-    elapsed = aio_bridge.run(main)
-    assert elapsed < 2
+    aio_bridge.run(main)
 
 
 def test_leftover_asyncio_tasks_are_cancelled_when_trio_ends():
     seen = []
 
-    async def forever():
+    async def forever(started):
+        started.set()
         try:
             await asyncio.sleep(3600)
-        finally:
-            seen.append("cleaned")
+        except asyncio.CancelledError:  # cancelled, not just dropped with the loop
+            seen.append("cancelled")
+            raise
 
     async def main():
-        asyncio.ensure_future(forever())
-        await trio.sleep(0.01)
+        started = asyncio.Event()
+        asyncio.ensure_future(forever(started))
+        await aio(started.wait())
 
-    started = time.monotonic()
-    aio_bridge.run(main)
-    assert seen == ["cleaned"]
-    assert time.monotonic() - started < 3
+    # run() must return once the cancelled task has ended, not wait out cleanup_timeout
+    aio_bridge.run(main, cleanup_timeout=3600)
+    assert seen == ["cancelled"]
 
 
 def test_inbox_batches_in_order_and_runs_in_trio_context():
@@ -150,39 +157,51 @@ def test_inbox_batches_in_order_and_runs_in_trio_context():
 
 
 def test_trio_and_asyncio_tasks_interleave():
+    """A ping-pong: each step of one side waits for the other side's step, so it can only
+    finish if both loops run turn about in the one thread."""
+
     async def main():
         order = []
+        inbox = Inbox()
+        ping = asyncio.Event()
+        pongs = [trio.Event() for _ in range(5)]
 
         async def asyncio_side():
-            for i in range(5):
+            for pong in pongs:
+                await ping.wait()
+                ping.clear()
                 order.append("a")
-                await asyncio.sleep(0.01)
+                inbox.submit(pong.set)  # asyncio to trio, as aiortc events go
 
         async def trio_side():
-            for i in range(5):
+            for pong in pongs:
                 order.append("t")
-                await trio.sleep(0.01)
+                ping.set()  # trio to asyncio: the same thread
+                await pong.wait()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(aio, asyncio_side())
-            nursery.start_soon(trio_side)
-        joined = "".join(order)
-        assert sorted(joined) == sorted("a" * 5 + "t" * 5)
-        # neither side ran all its steps before the other started
-        assert joined not in ("aaaaattttt", "tttttaaaaa")
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(aio, asyncio_side())
+                nursery.start_soon(trio_side)
+        assert "".join(order) == "ta" * 5
 
     aio_bridge.run(main)
 
 
 SIGNAL_SCRIPT = textwrap.dedent(
     """
-    import signal, sys, trio
+    import signal, sys, trio, trio.testing
     from worldserver import aio_bridge
 
     async def main():
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            print("ready", flush=True)
-            with trio.fail_after(20):
+            async def announce():
+                await trio.testing.wait_all_tasks_blocked()  # the loop is idle: then say so
+                print("ready", flush=True)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(announce)
+            with trio.fail_after(20):  # a signal that did not wake the idle loop fails here
                 async for signum in signals:
                     return signum
 
@@ -200,12 +219,9 @@ def test_trio_signal_receiver_works_in_guest_mode(signum):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
     )
     try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2)  # the loop is idle, blocked in its selector
-        sent = time.monotonic()
+        assert proc.stdout.readline().strip() == "ready"  # and back to idle, in its selector
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=10)
-        reaction = time.monotonic() - sent
+        out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -213,4 +229,3 @@ def test_trio_signal_receiver_works_in_guest_mode(signum):
     assert proc.returncode == 0, err
     assert out.strip() == f"got {int(signum)}"
     assert "Warning" not in err
-    assert reaction < 2
