@@ -4,7 +4,8 @@
 127.0.0.1, port 0) with a real :class:`ChatService` on SQLite in a temporary directory and a
 small stand-in for the simulation (sessions with token, name and entity id).
 :func:`start_server_process` runs ``python -m worldserver run`` as a subprocess and returns it
-with its HTTP port. :func:`join` gets a join token over HTTP.
+with its HTTP port. :func:`join` gets a join token over HTTP (:func:`join_identity` the whole
+answer, with the secret that takes the name back later).
 
 Must not: reach any address but 127.0.0.1, or wait without a deadline.
 """
@@ -100,11 +101,18 @@ async def start_chat_server(nursery, tmp_path: Path, *, fanout: bool = True,
     return ChatServer(port, chat, identities, sim, app, config)
 
 
-async def join(base_url: str, name: str) -> str:
+async def join(base_url: str, name: str, secret: str | None = None) -> str:
+    """A join token for ``name`` (a new name, or one taken back with its ``secret``)."""
+    return (await join_identity(base_url, name, secret))["token"]
+
+
+async def join_identity(base_url: str, name: str, secret: str | None = None) -> dict:
+    """The whole answer of ``POST /api/join``: token, name, id and, for a new name, secret."""
+    body = {"name": name} if secret is None else {"name": name, "secret": secret}
     async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as http:
-        response = await http.post("/api/join", json={"name": name})
+        response = await http.post("/api/join", json=body)
         assert response.status_code == 200, response.text
-        return response.json()["token"]
+        return response.json()
 
 
 def start_server_process(data_dir: Path, *extra: str) -> subprocess.Popen:

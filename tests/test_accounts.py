@@ -16,8 +16,6 @@ fake clock or an explicit ``now``).
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 import trio
@@ -297,6 +295,18 @@ async def test_new_names_limited_per_address_over_http(nursery, tmp_path) -> Non
 # ------------------------------------------------------------------ one identity, one avatar
 
 
+async def test_the_python_chat_client_stops_when_a_newer_login_closes_it(nursery, tmp_path) -> None:
+    server = await start_chat_server(nursery, tmp_path)
+    kim = (await post_join(server.url, "kim")).json()
+    async with open_chat(server.url, kim["token"], reconnect=True) as chat:
+        assert (await post_join(server.url, "kim", kim["secret"])).status_code == 200
+        with trio.fail_after(TIMEOUT):
+            await chat._run_done.wait()  # its connect loop ended instead of retrying
+        assert (chat.close_code, chat.close_reason) == (CLOSE_REPLACED, "signed in elsewhere")
+        assert chat.connects == 1 and not chat.connected
+
+
+
 def server_config(tmp_path):
     return load_config(path=None, env={}, overrides={
         "udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0",
@@ -306,28 +316,27 @@ def server_config(tmp_path):
     })
 
 
-class RawUdp:
-    """A native client over real UDP with a join token, driven by hand."""
+class MovementSocket:
+    """A native client on ``/ws/movement`` (the trusted HELLO carries the join token), driven
+    by hand."""
 
-    def __init__(self, address, token: str, nonce: int) -> None:
-        self.address = address
-        self.conn = ClientConnection(version=PROTOCOL_VERSION, nonce=nonce, token=token.encode())
-        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, ws, token: str, nonce: int) -> None:
+        self.ws = ws
+        self.conn = ClientConnection(version=PROTOCOL_VERSION, nonce=nonce, token=token.encode(), trusted=True)
         self.events: list = []
 
     async def connect(self) -> None:
-        await self.sock.connect(self.address)
-        await self.sock.send(self.conn.connect(trio.current_time()))
+        await self.ws.send_message(self.conn.connect(trio.current_time()))
         while not any(isinstance(e, Connected) for e in self.events):
             await self.receive()
 
     async def receive(self) -> None:
         with trio.fail_after(TIMEOUT):
-            data = await self.sock.recv(2048)
-        events, replies = self.conn.receive_datagram(data, trio.current_time())
+            data = await self.ws.get_message()
+        events, replies = self.conn.receive_datagram(bytes(data), trio.current_time())
         self.events += events
         for reply in replies:
-            await self.sock.send(reply)
+            await self.ws.send_message(reply)
 
     async def wait_disconnected(self) -> str:
         while not any(isinstance(e, Disconnected) for e in self.events):
@@ -338,37 +347,35 @@ class RawUdp:
 async def test_one_identity_one_avatar_and_one_login(nursery, tmp_path) -> None:
     running = await nursery.start(serve, server_config(tmp_path))
     url = f"http://127.0.0.1:{running.http_port}"
-    r = await post_join(url, "kim")
-    kim = r.json()
-    udp = running.udp_address[:2]
-    # The same token twice: the second avatar replaces the first (the attack had two).
-    first = RawUdp(udp, kim["token"], 1)
-    await first.connect()
-    second = RawUdp(udp, kim["token"], 2)
-    await second.connect()
-    assert await first.wait_disconnected() == "kicked"
-    assert [s.name for s in running.sim.sessions] == ["kim"]
-    assert running.stats.get("clients.left.replaced") == 1
-    # A chat socket with that token, then a second login (the secret): the avatar leaves the
-    # world and the chat socket gets closed with 4002 "signed in elsewhere".
-    async with open_websocket_url(f"ws://127.0.0.1:{running.http_port}/ws/chat") as ws:
-        await ws.send_message('{"id": 1, "op": "hello", "token": "%s"}' % kim["token"])
-        assert '"ok":true' in await ws.get_message()
-        r = await post_join(url, "kim", kim["secret"])
-        assert r.status_code == 200
+    movement = f"ws://127.0.0.1:{running.http_port}/ws/movement"
+    kim = (await post_join(url, "kim")).json()
+    async with open_websocket_url(movement) as ws1, open_websocket_url(movement) as ws2, \
+            open_websocket_url(movement) as ws3, \
+            open_websocket_url(f"ws://127.0.0.1:{running.http_port}/ws/chat") as chat:
+        # The same token twice: the second avatar replaces the first (the attack had two).
+        first = MovementSocket(ws1, kim["token"], 1)
+        await first.connect()
+        second = MovementSocket(ws2, kim["token"], 2)
+        await second.connect()
+        assert await first.wait_disconnected() == "kicked"
+        assert [s.name for s in running.sim.sessions] == ["kim"]
+        assert running.stats.get("clients.left.replaced") == 1
+        # A chat socket with that token, then a second login (the secret): the avatar leaves
+        # the world and the chat socket is closed with 4002 "signed in elsewhere".
+        await chat.send_message('{"id": 1, "op": "hello", "token": "%s"}' % kim["token"])
+        assert '"ok":true' in await chat.get_message()
+        again = await post_join(url, "kim", kim["secret"])
+        assert again.status_code == 200
         assert await second.wait_disconnected() == "kicked"
         with pytest.raises(ConnectionClosed) as info:
             with trio.fail_after(TIMEOUT):
                 while True:
-                    await ws.get_message()
+                    await chat.get_message()
         assert info.value.reason.code == CLOSE_REPLACED
         assert info.value.reason.reason == "signed in elsewhere"
-    assert [s.name for s in running.sim.sessions] == []
-    assert running.stats.get("chat.closed_replaced") == 1
-    # the new login works
-    third = RawUdp(udp, r.json()["token"], 3)
-    await third.connect()
-    assert [s.name for s in running.sim.sessions] == ["kim"]
-    for client in (first, second, third):
-        client.sock.close()
-
+        assert [s.name for s in running.sim.sessions] == []
+        assert running.stats.get("chat.closed_replaced") == 1
+        # the new login works
+        third = MovementSocket(ws3, again.json()["token"], 3)
+        await third.connect()
+        assert [s.name for s in running.sim.sessions] == ["kim"]

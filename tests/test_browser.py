@@ -165,7 +165,7 @@ def _check_movement(result: dict) -> None:
 
 def _check_join_errors(result: dict) -> None:
     taken, markup = result["join_errors"]
-    assert "taken" in taken["text"], taken
+    assert "belongs to someone else" in taken["text"], taken
     assert "<" in markup["text"] and markup["elements"] == 0, markup  # shown as text, not HTML
     assert taken["overlay"] and markup["overlay"]
 
@@ -204,6 +204,24 @@ def test_two_players_see_each_other_move_over_webrtc(server, tmp_path):
         "offer-to-open ms:", result["stats_a"]["offer_to_open_ms"], result["stats_b"]["offer_to_open_ms"],
         "rtt ms:", result["stats_a"]["rtt_ms"], "seconds:", result["_seconds"],
     )
+
+
+def test_a_name_comes_back_with_its_secret_and_a_new_window_replaces_the_old(server):
+    """The page keeps its name's secret in localStorage: a second window of the same browser
+    joining as the same name takes it back, and the first window's avatar and chat end with
+    "signed in elsewhere" instead of reconnecting; a reload gets the name again; another
+    browser (no secret) is refused."""
+    result = run_script("names.mjs", "--url", server.http)
+    _check_result(result, server)
+    assert result["secret_length"] == 43
+    assert result["first"]["session"] == "replaced" and "signed in elsewhere" in result["first"]["error"]
+    assert result["first"]["chat"] == "replaced"
+    assert result["second"]["session"] == "connected" and result["second"]["chat"] == "ready"
+    assert result["second"]["self_id"] != result["first"]["self_id"]
+    assert result["avatars_named"] == 1, result  # one avatar of the name in the world
+    assert "belongs to someone else" in result["stranger_error"]
+    assert result["reloaded"]["session"] == "connected" and result["reloaded"]["name"] == result["name"]
+    assert result["prefilled"] == result["name"]
 
 
 def test_websocket_fallback_when_webrtc_is_blocked(server, tmp_path):

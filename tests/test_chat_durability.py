@@ -18,7 +18,7 @@ import sys
 import pytest
 import trio
 
-from chat_support import ROOT, drain_stderr, join, start_server_process, wait_http_port, wait_ports
+from chat_support import ROOT, drain_stderr, join, join_identity, start_server_process, wait_http_port, wait_ports
 from worldclient.chat_client import ChatDisconnected, ChatRequestError, open_chat
 
 pytestmark = pytest.mark.slow
@@ -60,8 +60,9 @@ async def test_restart_keeps_rooms_and_history(tmp_path) -> None:
     data = tmp_path / "data"
     proc, url = await start(data)
     try:
-        async with open_chat(url, await join(url, "keeper")) as a, \
-                open_chat(url, await join(url, "visitor")) as b:
+        keeper = await join_identity(url, "keeper")
+        visitor = await join_identity(url, "visitor")
+        async with open_chat(url, keeper["token"]) as a, open_chat(url, visitor["token"]) as b:
             lobby = a.public_room
             room = (await a.create_room("Archive 기록", private=True))["id"]
             await a.invite(room, "visitor")
@@ -76,7 +77,8 @@ async def test_restart_keeps_rooms_and_history(tmp_path) -> None:
         assert stop(proc) == 0
     proc, url = await start(data)
     try:
-        async with open_chat(url, await join(url, "visitor")) as b, \
+        # the names are still theirs: they come back with their secrets
+        async with open_chat(url, await join(url, "visitor", visitor["secret"])) as b, \
                 open_chat(url, await join(url, "stranger")) as c:
             rooms = {r["name"]: r for r in await b.rooms()}
             assert rooms["Archive 기록"]["id"] == room and rooms["Archive 기록"]["joined"]
@@ -92,7 +94,7 @@ async def test_restart_keeps_rooms_and_history(tmp_path) -> None:
                 await c.history(room)
             assert info.value.code == "forbidden"
             # the idempotency key survives too
-            async with open_chat(url, await join(url, "keeper")) as a:
+            async with open_chat(url, await join(url, "keeper", keeper["secret"])) as a:
                 again = await a.send(room, "비밀 기록", client_id="k-1")
                 assert again["id"] == before_room[1]["id"]
     finally:

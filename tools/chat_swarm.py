@@ -518,7 +518,7 @@ def run_chat_swarm(http_url: str, bots: int, chat_rate: float, duration: float, 
     senders = bots if senders is None else min(senders, bots)
     rng = random.Random(seed)
     sending = set(rng.sample(range(bots), senders))
-    tag = os.urandom(2).hex()
+    tag = os.urandom(4).hex()  # names are kept for good: fresh ones every run
     public_room = _public_room(http_url)
     ctx = multiprocessing.get_context("spawn")
     shares = [list(range(bots))[p::processes] for p in range(processes)]

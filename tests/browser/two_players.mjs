@@ -122,6 +122,9 @@ runScript(async (args, state) => {
   const c = await browser.newPage("C");
   await c.goto(args.url, { waitUntil: "load" });
   await c.waitForSelector("#join-name:not([disabled])");
+  // C is someone else: without A's secret (this profile's localStorage holds it) A's name
+  // is taken; with it, C would be A logging in again (tests/browser/names.mjs).
+  await c.evaluate(() => localStorage.clear());
   const tryJoin = async (name) => {
     await c.evaluate(() => (document.getElementById("join-error").textContent = ""));
     await c.fill("#join-name", name);

@@ -9,6 +9,7 @@ import * as THREE from "three";
 import { CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
 
 import { idleChatHook, mountChat } from "./chat/index.js";
+import { lastName, remember, secretFor } from "./net/names.js";
 import { NetSession } from "./net/session.js";
 import { AvatarManager } from "./scene/avatars.js";
 import { buildGallery } from "./scene/gallery.js";
@@ -281,11 +282,24 @@ function showJoinError(text) {
   $("join-error").textContent = text;
 }
 
+/** window.localStorage, or null where the page may not use it. */
+function storage() {
+  try {
+    return window.localStorage || null;
+  } catch {
+    return null;
+  }
+}
+
+/** POST /api/join. A name this browser joined as before is taken back with the secret the
+ *  first join gave (net/names.js); a new name's secret is kept for next time. */
 async function join(name) {
+  const store = storage();
+  const secret = store ? secretFor(store, name) : null;
   const res = await fetch("/api/join", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
-    body: JSON.stringify({ name }),
+    body: JSON.stringify(secret ? { name, secret } : { name }),
   });
   let body = null;
   try {
@@ -298,6 +312,7 @@ async function join(name) {
     throw new Error(msg);
   }
   if (!body || typeof body.token !== "string") throw new Error("unexpected answer from /api/join");
+  if (store && typeof body.name === "string") remember(store, body.name, typeof body.secret === "string" ? body.secret : null);
   return body;
 }
 
@@ -419,6 +434,8 @@ async function main() {
   });
   input.disabled = false;
   button.disabled = false;
+  const store = storage();
+  if (store && !input.value) input.value = lastName(store);
   input.focus();
   const auto = new URLSearchParams(location.search).get("name");
   if (auto) {

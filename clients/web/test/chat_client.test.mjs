@@ -692,6 +692,20 @@ describe("chat client: staying connected", () => {
     assert.equal(sockets.length, 2);
   });
 
+  it("closed for a newer login (4002) it stops for good and says why", async () => {
+    const { client, s, clock, events, sockets } = await readyClient();
+    s.drop(4002, "signed in elsewhere");
+    assert.equal(client.state, "replaced");
+    assert.ok(events.some(([e, err]) => e === "error" && err.code === "replaced"));
+    assert.match(client.error, /signed in elsewhere/);
+    clock.advance(600000);
+    assert.equal(sockets.length, 1);
+    client.reconnect(0);
+    clock.advance(1000);
+    assert.equal(sockets.length, 1);
+    assert.equal(client.state, "replaced");
+  });
+
   it("the test hook's reconnect(ms) drops the socket and comes back after ms", async () => {
     const { client, clock, sockets } = await readyClient();
     client.reconnect(3000);

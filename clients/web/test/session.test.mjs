@@ -235,6 +235,25 @@ describe("NetSession", () => {
     }
   });
 
+  it("a DISCONNECT kicked (the player logged in again elsewhere) ends it without reconnecting", async () => {
+    const server = fakeServer();
+    const s = session(server);
+    s.start();
+    try {
+      await until(() => s.state === "connected", 2000, "connected");
+      const peer = server.peers[0];
+      peer.deliver(P.encodePacket(P.DISCONNECT, peer.salt, peer.seq++, 0, 0, Uint8Array.of(P.DISCONNECT_KICKED)));
+      assert.equal(s.state, "replaced");
+      assert.match(s.error, /signed in elsewhere/);
+      assert.ok(peer.closed);
+      await sleep(700); // longer than the first reconnect delay
+      assert.equal(server.hellos.length, 1);
+      assert.equal(s.state, "replaced");
+    } finally {
+      s.stop();
+    }
+  });
+
   it("falls back when the handshake over WebRTC gets no answer", async () => {
     const server = fakeServer({ silent: true });
     const s = session(server);

@@ -199,7 +199,7 @@ export class ChatClient {
     this.timers = timers;
     this.now = now;
     this.random = random;
-    this.state = "idle"; // idle, connecting, ready, reconnecting, stopped
+    this.state = "idle"; // idle, connecting, ready, reconnecting, stopped, replaced (closed 4002)
     this.user = null; // our name, from the hello reply
     this.moderator = false;
     this.entityId = null; // our avatar, as the hello reply says
@@ -320,6 +320,14 @@ export class ChatClient {
       if (epoch !== this._epoch) return;
       const code = ev && ev.code;
       const why = ev && (ev.reason || code) ? `closed (${code || ""}${ev.reason ? ` ${ev.reason}` : ""})` : "closed";
+      if (code === 4002) {
+        // The same player signed in again (another window or device): this page's token is
+        // dead, and reconnecting would not help.
+        this.stop();
+        this._fail(new ChatError("replaced", "signed in elsewhere: this chat was closed for a newer login"));
+        this._setState("replaced");
+        return;
+      }
       if (code === 4001) {
         this._fail(new ChatError("kicked", `kicked from the chat by a moderator; back in ${KICKED_RETRY_S} s`));
         this._lost(why, KICKED_RETRY_S);
@@ -333,7 +341,7 @@ export class ChatClient {
   }
 
   _lost(why, delayOverride = null) {
-    if (this.state === "stopped") return;
+    if (this.state === "stopped" || this.state === "replaced") return;
     this._closeSocket();
     this.timers.clearTimeout(this._keepaliveTimer);
     if (!this.error || delayOverride === null) this.error = `chat connection lost: ${why}`;
@@ -353,7 +361,7 @@ export class ChatClient {
 
   /** Drops the connection and connects again after delayMs (a test hook uses it). */
   reconnect(delayMs = 0) {
-    if (this.state === "stopped" || this.state === "idle") return;
+    if (this.state === "stopped" || this.state === "idle" || this.state === "replaced") return;
     this._lost("reconnect asked", delayMs / 1000);
   }
 

@@ -4,7 +4,9 @@
 // timeout), sends one INPUT per tick with the last 4 inputs, decodes snapshot parts and
 // assembles them into the mirror (a tick counts once all its parts are decoded), predicts
 // the own avatar and feeds remote ones to the interpolator. On loss it
-// reconnects with exponential backoff (a new handshake, a new avatar).
+// reconnects with exponential backoff (a new handshake, a new avatar), except after a
+// DISCONNECT "kicked": the same player logged in again elsewhere (state "replaced"), and
+// reconnecting with this page's token would only fight that newer login.
 //
 // No DOM beyond the network APIs (fetch is not used here; WebSocket/RTCPeerConnection via
 // transports.js), so the 3D view and the UI only read its state.
@@ -75,7 +77,7 @@ export class NetSession {
       websocket: (opts) => openWebSocket({ ...opts, url: movementSocketUrl(opts.origin) }),
     };
     this.webrtcOffered = config.webrtc !== false; // the server may say it has WebRTC off
-    this.state = "idle"; // idle, connecting, connected, reconnecting, refused, stopped
+    this.state = "idle"; // idle, connecting, connected, reconnecting, refused, replaced, stopped
     this.transport = null;
     this.transportKind = null;
     this.conn = null;
@@ -255,7 +257,7 @@ export class NetSession {
 
   _lost() {
     this._dropTransport();
-    if (this.state === "stopped" || this.state === "refused") return;
+    if (this.state === "stopped" || this.state === "refused" || this.state === "replaced") return;
     this.transportKind = null;
     this._scheduleReconnect();
   }
@@ -293,6 +295,14 @@ export class NetSession {
         break;
       case "disconnected":
         this.lastCloseReason = ev.reason;
+        if (ev.reason === "kicked") {
+          // Ended by the server: this player joined again (another window or device).
+          this.error = "signed in elsewhere: this window's avatar was replaced by a newer login";
+          this._setState("replaced");
+          this._dropTransport();
+          if (this._handshakeDone) this._handshakeDone("refused");
+          break;
+        }
         if (this._handshakeDone) this._handshakeDone(ev.reason);
         else this._lost();
         break;
