@@ -46,13 +46,25 @@ def test_spawn_clearance_near_a_corner_and_crowded():
     assert np.all(np.abs(world.pos[world.alive][:, ::2]) <= 20.0)
 
 
-def test_spawn_raises_when_no_room():
+def test_a_crowded_box_spawns_closer_instead_of_refusing():
+    """Issue 10: a join is never refused for want of room, only for want of slots. The first
+    ones get the full clearance; when the box has no point that far from everyone, new ones
+    come closer (down to 1/16 of it), never outside the box."""
     world = make_world(capacity=100, half_extent=2.0, spawn_clearance=2.0)
-    with pytest.raises(WorldFull):
-        for i in range(100):
-            world.spawn(owner=i)
-    assert 1 < world.count < 100
-    assert xz_distances(world).min() >= 2.0
+    first = 0
+    for i in range(100):
+        world.spawn(owner=i)
+        if first == 0 and world.count > 1 and xz_distances(world).min() < 2.0:
+            first = world.count - 1  # how many fitted at the full clearance
+    assert world.count == 100
+    assert first > 1
+    assert np.all(np.abs(world.pos[world.alive][:, ::2]) <= 2.0)
+    assert xz_distances(world).min() >= 2.0 / 16 - 1e-9
+    # the finding: 150 bots in an open world of the gallery's size (half_extent 9) all get in
+    gallery_sized = make_world(capacity=200, half_extent=9.0, spawn_clearance=2.0)
+    for i in range(150):
+        gallery_sized.spawn(owner=i)
+    assert gallery_sized.count == 150 and xz_distances(gallery_sized).min() >= 2.0 / 16 - 1e-9
 
 
 def test_world_full_at_capacity():

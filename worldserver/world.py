@@ -36,10 +36,11 @@ _TWO_PI = 2.0 * math.pi
 _GEN_MASK = 0xFFFF
 _SLOT_SHIFT = 16
 _MAX_CAPACITY = 1 << 16
+SPAWN_HALVINGS = 4  # a crowded world spawns down to 1/16 of spawn_clearance apart, then stacks
 
 
 class WorldFull(RuntimeError):
-    """No entity can be spawned: every slot is taken, or no free spawn point exists."""
+    """No entity can be spawned: every slot is taken."""
 
 
 class World:
@@ -60,8 +61,8 @@ class World:
     methods, which keep the sanitising and generation guarantees.
 
     ``rng`` (a ``numpy.random.Generator``) only picks the phase of the spawn-search rings;
-    pass a seeded one for reproducible spawn positions. :class:`WorldFull` is raised both
-    when all slots are taken and when no point of the box has ``spawn_clearance`` left.
+    pass a seeded one for reproducible spawn positions. :class:`WorldFull` is raised only
+    when all slots are taken: a crowded world spawns closer than ``spawn_clearance``.
     """
 
     def __init__(
@@ -186,7 +187,8 @@ class World:
         The lowest free slot is used; its generation is incremented (wrapping, never 0).
         The position is the spawn point if nothing alive is within ``spawn_clearance`` of it
         (XZ plane), else the first free point on rings of growing radius around it, inside
-        the bounds. Raises :class:`WorldFull` when no slot or no free point is left.
+        the bounds (in a crowd too dense for that, closer; in a world with walls, the freest
+        point of its spawn areas). Raises :class:`WorldFull` only when no slot is left.
         """
         if self._count >= self.capacity:
             raise WorldFull(f"all {self.capacity} slots are in use")
@@ -236,10 +238,24 @@ class World:
         spawn found room (``step`` and ``despawn`` reset that hint to the spawn point).
         """
         sx, sz = float(self.spawn_point[0]), float(self.spawn_point[2])
-        clearance = self.spawn_clearance
         others = self.pos[self.alive][:, ::2]
-        if len(others) == 0 or clearance <= 0:
+        if len(others) == 0 or self.spawn_clearance <= 0:
             return sx, sz
+        # A crowded world never refuses a join for want of room: with no point at the full
+        # clearance, it looks again at half of it, and so on; at the end, the spawn point.
+        clearance = self.spawn_clearance
+        for attempt in range(SPAWN_HALVINGS + 1):
+            found = self._ring_search(others, clearance)
+            if found is not None:
+                return found
+            self._spawn_hint = 0  # the rings of a smaller clearance are numbered differently
+            clearance /= 2
+        return sx, sz
+
+    def _ring_search(self, others: np.ndarray, clearance: float) -> tuple[float, float] | None:
+        """The ring search of :meth:`_find_spawn_xz` for one clearance; None if no point of
+        the box has that much room."""
+        sx, sz = float(self.spawn_point[0]), float(self.spawn_point[2])
         he = self.half_extent
         c2 = clearance * clearance
         cell = clearance * (1 + 1e-9)
@@ -301,7 +317,7 @@ class World:
                     return float(cx[i]), float(cz[i])
             first = last + 1
             batch = min(2 * batch, 32)
-        raise WorldFull("no free spawn point")
+        return None
 
     def _freest_spawn_xz(self, sample: int = 256) -> tuple[float, float]:
         """A world's spawn: a spawn point with ``spawn_clearance`` free around it if one of a
