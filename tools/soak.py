@@ -20,9 +20,10 @@ got in the interval. The report gives:
   chat got no acknowledgement while bots sent, no delivery while messages were acknowledged,
   or sockets were closed; a swarm stopped reporting.
 
-How the UDP bots connect: they are anonymous (no connect token), so the server runs with
-``net.require_connect_token=false`` (the open switch for test servers), unless ``--set`` says
-otherwise.
+How the UDP bots connect: like players, each joins over HTTP first and connects with its
+connect token (the server's default configuration), when the swarm can (``run_processes(...,
+http=)``); with a swarm that cannot, they are anonymous and the server runs with
+``net.require_connect_token=false``, the open switch for test servers.
 
 Run: ``nice -n 19 .venv/bin/python tools/soak.py --minutes 60`` (prints progress lines on
 stderr and the report; ``--json`` for JSON, ``--out FILE`` to keep it).
@@ -55,6 +56,14 @@ HEALTH_TIMEOUT = 5.0
 SILENT_AFTER = 5.0  # seconds without a swarm progress report before it counts as silent
 THREAD_GRACE = 60.0  # seconds a swarm may take after the soak's end before it is abandoned
 OPEN_SWITCH = "net.require_connect_token=false"
+FIRST_PROGRESS_TIMEOUT = 180.0  # seconds for the bots' joins and the first progress report
+
+
+def swarm_joins() -> bool:
+    """Whether the swarm's bots join over HTTP (connect tokens) before they connect."""
+    import inspect
+
+    return "http" in inspect.signature(swarm.run_processes).parameters
 
 
 def read_rss_kb(pid: int) -> int | None:
@@ -160,7 +169,9 @@ class Soak:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         args = self.args
-        sets = [f"server.stats_interval={args.stats_interval:g}", OPEN_SWITCH, *(args.set or [])]
+        self.joins = swarm_joins()
+        self.connect_sets = [] if self.joins else [OPEN_SWITCH]
+        sets = [f"server.stats_interval={args.stats_interval:g}", *self.connect_sets, *(args.set or [])]
         started = datetime.now(timezone.utc)
         server = ServerProcess(sets)
         udp_thread = chat_thread = None
@@ -170,13 +181,17 @@ class Soak:
             url = _http_url(server, SERVER_START_TIMEOUT)
             self.say(f"soak: server pid {server.pid} udp {host}:{port} http {url}; "
                      f"{args.bots} UDP bots, {args.chat_bots} chat bots, {args.minutes:g} min")
-            t0 = time.monotonic()
-            wall0 = time.time()
+            join = dict(http=url) if self.joins else {}
             udp_thread = _Thread("udp-swarm", lambda: swarm.run_processes(
                 host, port, args.bots, self.duration + 3.0, args.processes, args.observers, args.seed,
-                lambda elapsed, counts: self.udp.put(counts)))
+                lambda elapsed, counts: self.udp.put(counts), **join))
             udp_thread.start()
-            self.udp.event.wait(15.0)  # the workers are forked before another thread starts
+            # the bots join, then the workers are forked (before another thread starts)
+            deadline = time.monotonic() + FIRST_PROGRESS_TIMEOUT
+            while not self.udp.event.wait(0.5) and time.monotonic() < deadline and udp_thread.is_alive():
+                server.read()
+            t0 = time.monotonic()
+            wall0 = time.time()
             if args.chat_bots > 0:
                 chat_s = max(3.0, self.duration - 10.0)
                 chat_thread = _Thread("chat-swarm", lambda: chat_swarm.run_chat_swarm(
@@ -314,7 +329,8 @@ class Soak:
             settings=dict(minutes=args.minutes, bots=args.bots, chat_bots=args.chat_bots, chat_rate=args.chat_rate,
                           sample_every=args.sample_every, stats_interval=args.stats_interval,
                           warmup_minutes=round(self.warmup / 60.0, 2), processes=args.processes, seed=args.seed,
-                          server_sets=[OPEN_SWITCH, *(args.set or [])]),
+                          connect="join" if self.joins else "open switch",
+                          server_sets=[*self.connect_sets, *(args.set or [])]),
             machine=machine_info(),
             server_alive=server_exit is None,
             server_exit=server_exit,

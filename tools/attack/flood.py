@@ -33,7 +33,6 @@ the server is stopped in ``finally``), or wait without a deadline.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import multiprocessing
 import os
@@ -54,21 +53,16 @@ from protocol.events import Connected
 from protocol.messages import Input, encode_inputs
 from worldtools import swarm
 from worldtools.bench.server_load import SERVER_START_TIMEOUT, ServerProcess, _proc_cpu_seconds, machine_info
+from worldtools.soak import OPEN_SWITCH, swarm_joins
 
 __all__ = ["flood", "main", "run_probe"]
 
 FLOOD_HOST = "127.0.0.2"  # the stranger's address (loopback, not trusted by the server here)
 TRUSTED = "limits.trusted_networks=127.0.0.1/32"
-OPEN_SWITCH = "net.require_connect_token=false"
 HANDSHAKE_TIMEOUT = 5.0
 BATCH_INTERVAL = 0.01  # the flooder sends a batch every 10 ms
 KINDS = ("garbage", "wrong_salt", "hello", "input")
 WEIGHTS = (0.4, 0.2, 0.2, 0.2)
-
-
-def swarm_joins() -> bool:
-    """Whether the swarm joins over HTTP (connect tokens); if not, the server is opened."""
-    return "http" in inspect.signature(swarm.run_processes).parameters
 
 
 # ----------------------------------------------------------------------------- the flooder
