@@ -7,7 +7,10 @@ connects with the trusted handshake, snapshots arrive at about the tick rate, in
 20 Hz, observers measure move-to-observed latency, and the report carries the UDP swarm's
 fields. Also checks the ``--transport`` dispatch of ``worldtools.swarm.run_swarm``, worker
 processes, and the aiortc floor server of ``tools/bench/aiortc_floor.py`` (the benchmark's
-baseline) with the same bots. Timings are not asserted beyond "about the tick rate".
+baseline) with the same bots. The server is another process on the real clock, so rates and
+latencies are not asserted (they depend on the machine; test_swarm checks them on virtual
+time): only that every bot connected, received snapshots, sent inputs and saw turns, and the
+waits for the server's log are conditions with generous deadlines.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from worldtools import swarm, swarm_rtc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
+GONE_TIMEOUT = 30.0  # for a stats line that shows the bots gone (one is written every 0.5 s)
 
 REPORT_FIELDS = {
     "bots_requested", "connected", "failures", "failure_reasons", "decode_errors",
@@ -110,23 +114,21 @@ def _assert_healthy(report: dict, transport: str, bots: int) -> None:
     assert report["connected"] == bots, report["failure_reasons"]
     assert report["failures"] == 0, (report["failure_reasons"], report["decode_errors"])
     assert report["ok"] is True
-    assert report["snapshots_per_bot_s"] > 10.0  # 20 Hz tick; generous for a noisy machine
-    assert 12.0 < report["inputs_per_bot_s"] <= 21.0
+    assert report["snapshots_per_bot_s"] > 0 and report["inputs_per_bot_s"] > 0
     assert report["bytes_per_bot_s"] > 0
-    assert report["packet_loss"] < 0.05
     assert report["open_ms_p50"] is not None
 
 
 def _sessions_gone(proc: _LoggedProcess, kind: str) -> None:
-    """The bots said goodbye: the server's last stats line (or none yet) shows no client of
-    this transport; waits for a stats line written after now."""
+    """The bots said goodbye: wait until a stats line written after now shows no client of
+    this transport (fails after GONE_TIMEOUT seconds)."""
     started = time.time()
-    deadline = time.monotonic() + 15.0
-    while time.monotonic() < deadline:
-        stats = [r for r in proc.records() if r.get("msg") == "stats"]
-        if stats and _ts(stats[-1]["ts"]) > started + 0.5:
-            assert stats[-1].get(f"clients_{kind}", 0) == 0, stats[-1]
+    deadline = time.monotonic() + GONE_TIMEOUT
+    while True:
+        stats = [r for r in proc.records() if r.get("msg") == "stats" and _ts(r["ts"]) > started]
+        if stats and stats[-1].get(f"clients_{kind}", 0) == 0:
             return
+        assert time.monotonic() < deadline, f"clients_{kind} still in {stats[-1:]}"
         time.sleep(0.2)
 
 
@@ -149,8 +151,9 @@ def test_ws_swarm(server):
     report = swarm_rtc.run_bots_sync("ws", url, 4, 3.0, observers=4, seed=11)
     _assert_healthy(report, "ws", 4)
     assert report["latency_samples"] >= 1
-    assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"] < 1000.0
+    assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"]
     assert report["observed_entities_mean"] >= 3  # the bots see each other near the spawn
+    _sessions_gone(proc, "ws")
 
 
 def test_webrtc_swarm(server):
@@ -158,7 +161,7 @@ def test_webrtc_swarm(server):
     report = swarm_rtc.run_bots_sync("webrtc", url, 4, 3.0, observers=4, seed=12)
     _assert_healthy(report, "webrtc", 4)
     assert report["latency_samples"] >= 1
-    assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"] < 1000.0
+    assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"]
     _sessions_gone(proc, "rtc")
 
 
@@ -186,7 +189,7 @@ def test_worker_processes_are_merged(server):
     assert report["processes"] == 2
     assert report["bots_requested"] == 5 and report["connected"] == 5
     assert report["failures"] == 0, report["failure_reasons"]
-    assert report["snapshots_per_bot_s"] > 10.0
+    assert report["snapshots_per_bot_s"] > 0
     assert len(report["open_ms"]) == 5
 
 
