@@ -2,7 +2,10 @@
 
 :class:`ClientConnection` produces the datagrams a client must send (``connect``, ``packet``,
 ``poll`` for handshake resends and keep-alives) and turns received datagrams into events.
-It talks to one server; the driver owns the socket and the clock.
+It talks to one server; the driver owns the socket and the clock. With a connect key (from
+the server's HTTP join, next to the connect token), CONNECT proves the key and the ACCEPT and
+every connected packet both ways carry a tag (SPEC 2 and 3): a packet whose tag is wrong is
+dropped (``bad_tag``) before anything in it is believed.
 
 Must not: open sockets, read clocks, sleep, or interpret payloads (snapshots, inputs).
 """
@@ -13,6 +16,7 @@ from protocol import packets as P
 from protocol.errors import ProtocolError
 from protocol.events import Connected, Disconnected, Received, Refused
 from protocol.link import Link
+from protocol.tokens import seal, sign_connect, unseal
 
 IDLE, HELLO_SENT, CONNECT_SENT, CONNECTED, CLOSED = "idle", "hello", "connect", "connected", "closed"
 
@@ -28,13 +32,19 @@ class ClientConnection:
         handshake_timeout: float = 5.0,
         resend_interval: float = 0.25,
         token: bytes = b"",
+        key: bytes = b"",
         trusted: bool = False,
     ) -> None:
-        """``token``: the join token from the server's join endpoint (b"" for none).
+        """``token``: over UDP the connect token and ``key`` its connect key, both from the
+        server's HTTP join (b"" for none: an anonymous client, which only an open server
+        accepts); over a trusted transport the join token (and no key).
         ``trusted``: the transport proves the peer (WebRTC, WebSocket): after HELLO the server
         answers ACCEPT directly, with no CHALLENGE/CONNECT round trip."""
+        if key and trusted:
+            raise ValueError("a trusted transport's packets carry no tags: no key")
         self.version = version
         self.token = token
+        self.key = key
         self.trusted = trusted
         self.nonce = nonce & 0xFFFFFFFFFFFFFFFF
         self.timeout = timeout
@@ -73,10 +83,16 @@ class ClientConnection:
                     self._drop("wrong_nonce")
                     return [], []
                 self.state = CONNECT_SENT
-                self._handshake_packet = P.encode_connect(version, nonce, cookie_ms, mac, self.token)
+                packet = P.encode_connect(version, nonce, cookie_ms, mac, self.token)
+                self._handshake_packet = sign_connect(packet, self.key) if self.key else packet
                 self._last_handshake_send = now
                 return [], [self._handshake_packet]
             if ptype == P.ACCEPT and (self.state == CONNECT_SENT or (self.trusted and self.state == HELLO_SENT)):
+                if self.key:
+                    data = unseal(data, self.key)
+                    if data is None:
+                        self._drop("bad_tag")
+                        return [], []
                 nonce, salt, welcome = P.decode_accept(data)
                 if nonce != self.nonce:
                     self._drop("wrong_nonce")
@@ -106,6 +122,11 @@ class ClientConnection:
         if self.state != CONNECTED:
             self._drop("not_connected")
             return [], []
+        if self.key:  # the tag first: nothing of the packet is believed before it
+            data = unseal(data, self.key)
+            if data is None:
+                self._drop("bad_tag")
+                return [], []
         _, salt, seq, ack, bits = P.decode_header(data)
         link = self.link
         if salt != self.salt:
@@ -128,7 +149,8 @@ class ClientConnection:
         if self.state != CONNECTED:
             raise RuntimeError("not connected")
         seq, ack, bits = self.link.next_send(now)
-        return P.HEADER.pack(ptype, self.salt, seq, ack, bits) + payload
+        data = P.HEADER.pack(ptype, self.salt, seq, ack, bits) + payload
+        return seal(data, self.key) if self.key else data
 
     def disconnect(self, now: float) -> bytes:
         """Leaves; returns the DISCONNECT datagram (b"" if not connected)."""

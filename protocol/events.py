@@ -12,12 +12,20 @@ import attrs
 class ConnectRequest:
     """A client proved its address (or came over a trusted transport); accept or refuse it.
 
-    ``token`` is the join token the client presented (b"" if none).
+    ``token`` is the token the client presented (b"" if none): over UDP a connect token,
+    over trusted transports a join token. ``packet`` is the CONNECT that asked (UDP; b"" over
+    trusted transports), whose last bytes prove the connect key (``protocol.tokens``).
+    ``replaces``: the open connection at the same address that this request (a client
+    restarted with a new nonce) would replace. It stays open until the request is accepted;
+    the driver ends its own state for it when it accepts (``ServerEndpoint.accept`` closes it),
+    and a refused request leaves it as it was.
     """
 
     addr: tuple
     nonce: int
     token: bytes = b""
+    packet: bytes = b""
+    replaces: object = None
 
 
 @attrs.define(slots=True, eq=False)

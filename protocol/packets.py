@@ -49,12 +49,22 @@ REFUSE_FULL = 2
 REFUSE_STALE_COOKIE = 3
 REFUSE_REPLAYED_COOKIE = 4
 REFUSE_ADDRESS_LIMIT = 5  # the client's address holds as many connections as it may
+# Connect tokens (UDP, SPEC 2): none presented where one is required; one the server did not
+# issue, altered, or presented without its key's proof; past its expiry; already used.
+REFUSE_TOKEN_REQUIRED = 6
+REFUSE_TOKEN_INVALID = 7
+REFUSE_TOKEN_EXPIRED = 8
+REFUSE_TOKEN_USED = 9
 REFUSE_REASONS = {
     REFUSE_VERSION: "version_mismatch",
     REFUSE_FULL: "server_full",
     REFUSE_STALE_COOKIE: "stale_cookie",
     REFUSE_REPLAYED_COOKIE: "replayed_cookie",
     REFUSE_ADDRESS_LIMIT: "address_limit",
+    REFUSE_TOKEN_REQUIRED: "token_required",
+    REFUSE_TOKEN_INVALID: "token_invalid",
+    REFUSE_TOKEN_EXPIRED: "token_expired",
+    REFUSE_TOKEN_USED: "token_used",
 }
 
 DISCONNECT_CLIENT_LEFT = 1
@@ -77,7 +87,7 @@ def packet_type(data: bytes) -> int:
     return data[0]
 
 
-MAX_TOKEN = 64  # bytes of join token a HELLO or CONNECT may carry
+MAX_TOKEN = 64  # bytes of token a HELLO or CONNECT may carry
 
 
 def _pad(body: bytes, token: bytes = b"") -> bytes:

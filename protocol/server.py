@@ -7,13 +7,19 @@ for a connection are returned to the caller, who sends them however it likes.
 Handshake (netcode.io-style, see SPEC.md section 2): HELLO -> stateless CHALLENGE cookie ->
 CONNECT echoing it -> ACCEPT. Until a client echoes a valid cookie, the endpoint keeps no
 state for its address and never answers with more bytes than it received, so it can be used
-neither to spoof a connection nor to amplify traffic toward a victim.
+neither to spoof a connection nor to amplify traffic toward a victim. Whether a connect token
+is required and valid is the driver's decision (the ConnectRequest carries the CONNECT); a
+connection the driver accepts with a key (``accept(..., key=...)``, SPEC 3) has every packet
+tagged both ways, and a connected packet whose tag is wrong is dropped (``bad_tag``) before
+its salt, sequence, acks or type are looked at.
 
 Must not: open sockets, read clocks, sleep, log, or know what payloads mean.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from typing import Callable
 
@@ -22,6 +28,7 @@ from protocol.cookie import CookieJar
 from protocol.errors import ProtocolError
 from protocol.events import ConnectRequest, Disconnected, Received
 from protocol.link import Link
+from protocol.tokens import TAG_SIZE, seal
 
 
 NO_EVENTS: tuple = ()
@@ -32,17 +39,22 @@ _DISCONNECT = P.DISCONNECT
 # Connected packets handled on the fast path: all but DISCONNECT, which ends the connection.
 _FAST_TYPES = P.CONNECTED_TYPES
 _unpack_header = P.HEADER.unpack_from
+_TAG_SIZE = TAG_SIZE
+_blake2s = hashlib.blake2s
+_compare = hmac.compare_digest
 
 
 class ServerConnection:
-    """One accepted client: its address, session salt and packet link state."""
+    """One accepted client: its address, session salt, packet link state and, for a client
+    that presented a connect token, the connect key that tags its packets (b"": none)."""
 
-    __slots__ = ("addr", "nonce", "salt", "link", "accept_packet", "cookie_mac", "user", "closed")
+    __slots__ = ("addr", "nonce", "salt", "key", "link", "accept_packet", "cookie_mac", "user", "closed")
 
     def __init__(self, addr: tuple, nonce: int, salt: int, now: float) -> None:
         self.addr = addr
         self.nonce = nonce
         self.salt = salt
+        self.key = b""
         self.link = Link(now)
         self.accept_packet = b""
         self.cookie_mac = b""
@@ -113,6 +125,13 @@ class ServerEndpoint:
             if conn is None:
                 self._drop("unknown_address")
                 return NO_EVENTS
+            key = conn.key
+            if key:  # the tag first: nothing of the packet is believed before it (SPEC 3)
+                body = data[:-_TAG_SIZE]
+                if len(body) < _HEADER_SIZE or not _compare(_blake2s(body, key=key, digest_size=_TAG_SIZE).digest(), data[-_TAG_SIZE:]):
+                    self._drop("bad_tag")
+                    return NO_EVENTS
+                data = body
             ptype, salt, seq, ack, ack_bits = _unpack_header(data)
             if salt != conn.salt:
                 self._drop("bad_salt")
@@ -187,24 +206,27 @@ class ServerEndpoint:
             self._drop("replayed_cookie")
             self.outbox.append((P.encode_refuse(P.REFUSE_REPLAYED_COOKIE, self.version, nonce, "cookie already used", len(data)), addr))
             return NO_EVENTS
-        return self._admit(addr, nonce, token, mac, now)
+        return self._admit(addr, nonce, token, mac, now, data)
 
     def _is_accept_retry(self, addr: tuple, nonce: int, mac: bytes) -> bool:
         conn = self.connections.get(addr)
         return conn is not None and conn.cookie_mac == mac and conn.nonce == nonce
 
-    def _admit(self, addr: tuple, nonce: int, token: bytes, mac: bytes, now: float):
-        """The peer is proven (valid cookie, or a trusted transport)."""
+    def _admit(self, addr: tuple, nonce: int, token: bytes, mac: bytes, now: float, packet: bytes = b""):
+        """The peer is proven (valid cookie, or a trusted transport). ``packet``: the CONNECT
+        (UDP), for the driver's connect token check."""
         conn = self.connections.get(addr)
         if conn is not None:
             if conn.nonce == nonce:  # our ACCEPT was lost: say it again
                 self.outbox.append((conn.accept_packet, addr))
                 return NO_EVENTS
-            self._close(conn)  # the client restarted on the same address
+            # The client restarted on the same address. The old connection stays until the
+            # driver accepts the new one: a request it refuses (say, without a valid connect
+            # token, from someone who only sees the traffic) ends nothing.
             self._pending[addr] = (nonce, mac)
             if mac:
                 self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
-            return (Disconnected(conn, "replaced"), ConnectRequest(addr, nonce, token))
+            return (ConnectRequest(addr, nonce, token, packet, conn),)
         if len(self.connections) >= self.max_clients:
             self._drop("server_full")
             self.outbox.append((P.encode_refuse(P.REFUSE_FULL, self.version, nonce, "server full", P.HANDSHAKE_SIZE), addr))
@@ -212,15 +234,27 @@ class ServerEndpoint:
         self._pending[addr] = (nonce, mac)
         if mac:
             self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
-        return (ConnectRequest(addr, nonce, token),)
+        return (ConnectRequest(addr, nonce, token, packet),)
 
-    def accept(self, request: ConnectRequest, welcome: bytes, now: float) -> ServerConnection:
-        """Accepts a ConnectRequest: creates the connection and queues ACCEPT (with Welcome)."""
+    def accept(self, request: ConnectRequest, welcome: bytes, now: float, key: bytes = b"") -> ServerConnection:
+        """Accepts a ConnectRequest: creates the connection and queues ACCEPT (with Welcome).
+        The connection it ``replaces``, if any, is closed here, without a DISCONNECT.
+
+        ``key``: the connect key of the client's token (checked by the driver): the ACCEPT and
+        every packet of the connection, both ways, then carry a tag (SPEC 3). Never for a
+        trusted transport."""
+        if key and self.trusted:
+            raise ValueError("a trusted transport's connections carry no tags")
         nonce, mac = self._pending.pop(request.addr)
+        old = self.connections.get(request.addr)
+        if old is not None:  # request.replaces: the driver has ended its own state for it
+            self._close(old)
         salt = int.from_bytes(self._random(4), "little") or 1
         conn = ServerConnection(request.addr, nonce, salt, now)
         conn.cookie_mac = mac
-        conn.accept_packet = P.encode_accept(nonce, salt, welcome)
+        conn.key = key
+        accept = P.encode_accept(nonce, salt, welcome)
+        conn.accept_packet = seal(accept, key) if key else accept
         self.connections[request.addr] = conn
         self.outbox.append((conn.accept_packet, request.addr))
         return conn
@@ -233,7 +267,8 @@ class ServerEndpoint:
     def packet(self, conn: ServerConnection, ptype: int, payload: bytes, now: float) -> bytes:
         """Builds a connected packet for ``conn`` (the caller sends it)."""
         seq, ack, bits = conn.link.next_send(now)
-        return P.HEADER.pack(ptype, conn.salt, seq, ack, bits) + payload
+        data = P.HEADER.pack(ptype, conn.salt, seq, ack, bits) + payload
+        return seal(data, conn.key) if conn.key else data
 
     def disconnect(self, conn: ServerConnection, reason: int, now: float) -> bytes:
         """Ends a connection; returns the DISCONNECT packet to send (send it twice if you like)."""

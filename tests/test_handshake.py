@@ -237,10 +237,27 @@ def test_client_restart_on_same_address_replaces_connection():
     server.receive_datagram(client.connect(1.0), CLIENT, 1.0)
     [(challenge, _)] = drain(server)
     _, [connect] = client.receive_datagram(challenge, 1.0)
-    gone, req = server.receive_datagram(connect, CLIENT, 1.0)
-    assert isinstance(gone, Disconnected) and gone.conn is old and gone.reason == "replaced"
+    (req,) = server.receive_datagram(connect, CLIENT, 1.0)
+    # The old connection stays until the driver accepts the new one (a refused request, say
+    # one without a valid connect token, must end nothing) ...
+    assert isinstance(req, ConnectRequest) and req.replaces is old and not old.closed
+    assert server.connections[CLIENT] is old
     new = server.accept(req, b"\xc0", 1.0)
-    assert server.connections[CLIENT] is new and new is not old
+    assert server.connections[CLIENT] is new and new is not old and old.closed
+
+
+def test_a_refused_restart_leaves_the_open_connection():
+    server = make_server()
+    old, _ = handshake(server, ClientConnection(version=PROTOCOL_VERSION, nonce=1))
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=2)
+    server.receive_datagram(client.connect(1.0), CLIENT, 1.0)
+    [(challenge, _)] = drain(server)
+    _, [connect] = client.receive_datagram(challenge, 1.0)
+    (req,) = server.receive_datagram(connect, CLIENT, 1.0)
+    server.refuse(req, P.REFUSE_TOKEN_REQUIRED, "no token")
+    [(refuse, _)] = drain(server)
+    assert P.decode_refuse(refuse)[0] == P.REFUSE_TOKEN_REQUIRED
+    assert server.connections[CLIENT] is old and not old.closed
 
 
 def test_client_handshake_resend_and_timeout():
