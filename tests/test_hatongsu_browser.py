@@ -82,7 +82,7 @@ async def test_hatongsu_page_and_native_bot_see_each_other(server):
         nursery.start_soon(read_stdout, proc.stdout)
         nursery.start_soon(read_stderr, proc.stderr)
 
-        async with open_client("127.0.0.1", port) as bot:
+        async with open_client("127.0.0.1", port, http=server.http) as bot:  # joins first
             me = bot.entity_id
             started = trio.current_time()
             tick = 0

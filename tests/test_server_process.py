@@ -39,9 +39,9 @@ async def start_server(*extra: str) -> tuple[subprocess.Popen, int, int]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_disconnects_clients_and_exits_zero(signum):
-    proc, port, _ = await start_server()
+    proc, port, http = await start_server()
     try:
-        async with open_client("127.0.0.1", port) as client:
+        async with open_client("127.0.0.1", port, http=f"http://127.0.0.1:{http}") as client:
             assert await client.wait_until(lambda c: c.mirror.position_of(c.entity_id) is not None, 5.0)
             proc.send_signal(signum)
             with trio.fail_after(5):
@@ -60,9 +60,9 @@ async def test_signal_disconnects_clients_and_exits_zero(signum):
 
 
 async def test_stats_line_is_logged():
-    proc, port, _ = await start_server("--set", "server.stats_interval=0.3")
+    proc, port, http = await start_server("--set", "server.stats_interval=0.3")
     try:
-        async with open_client("127.0.0.1", port) as client:
+        async with open_client("127.0.0.1", port, http=f"http://127.0.0.1:{http}") as client:
             await client.send_input(1.0, 0.0)
             stats = None
             with trio.fail_after(10):

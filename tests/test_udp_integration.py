@@ -1,4 +1,8 @@
-"""The whole path over real UDP sockets on loopback: handshake, inputs, snapshots, authority."""
+"""The whole path over real UDP sockets on loopback: handshake, inputs, snapshots, authority.
+
+Every client joins over HTTP first (``open_client(..., http=...)``): the server's default
+configuration lets only clients with a connect token in over UDP (SPEC 2), and their packets
+are tagged (SPEC 3)."""
 
 from __future__ import annotations
 
@@ -13,21 +17,28 @@ from protocol.client import ClientConnection
 from protocol.events import Disconnected
 from protocol.messages import Input, encode_inputs
 from worldclient.client import ConnectFailed, open_client
+from worldclient.join import join
 from worldserver.app import serve
 from worldserver.config import load_config
 from worldserver.sessions import CATCH_UP_SLACK
 
 
-def make_config(**overrides):
+def make_config(data_dir, **overrides):
     base = {"udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0",
-            "server.stats_interval": "60", "gc.freeze_after_start": "false"}
+            "server.stats_interval": "60", "gc.freeze_after_start": "false", "server.data_dir": str(data_dir)}
     base.update({k: str(v) for k, v in overrides.items()})
     return load_config(path=None, env={}, overrides=base)
 
 
 @pytest.fixture
-async def server(nursery):
-    return await nursery.start(serve, make_config())
+async def server(nursery, tmp_path):
+    return await nursery.start(serve, make_config(tmp_path))
+
+
+def player(running, **kw):
+    """A client of ``running`` that joins over its HTTP port first."""
+    host, port = running.udp_address[:2]
+    return open_client(host, port, http=f"http://127.0.0.1:{running.http_port}", **kw)
 
 
 def moved(client, entity_id, origin, dist=0.2):
@@ -36,8 +47,7 @@ def moved(client, entity_id, origin, dist=0.2):
 
 
 async def test_two_clients_see_each_other_move_within_3_ticks(server):
-    host, port = server.udp_address[:2]
-    async with open_client(host, port) as a, open_client(host, port) as b:
+    async with player(server) as a, player(server) as b:
         assert a.entity_id != b.entity_id
         assert await b.wait_until(lambda c: c.mirror.position_of(a.entity_id) is not None, 2.0)
         assert await a.wait_until(lambda c: c.mirror.position_of(b.entity_id) is not None, 2.0)
@@ -52,9 +62,8 @@ async def test_two_clients_see_each_other_move_within_3_ticks(server):
 
 
 async def test_speed_and_bounds_enforced_against_cheater(server):
-    host, port = server.udp_address[:2]
     sim = server.sim
-    async with open_client(host, port) as cheat:
+    async with player(server) as cheat:
         slot = cheat.entity_id >> 16
         start = sim.world.pos[slot].copy()
         start_tick = sim.tick
@@ -77,13 +86,14 @@ async def test_speed_and_bounds_enforced_against_cheater(server):
         )
 
 
-async def test_silent_client_times_out_and_others_see_despawn(nursery):
-    running = await nursery.start(serve, make_config(**{"net.timeout": 1.0, "net.keepalive_interval": 0.3}))
+async def test_silent_client_times_out_and_others_see_despawn(nursery, tmp_path):
+    running = await nursery.start(serve, make_config(tmp_path, **{"net.timeout": 1.0, "net.keepalive_interval": 0.3}))
     host, port = running.udp_address[:2]
-    # a raw client that completes the handshake, then goes silent
+    # a raw client that joins, completes the handshake, then goes silent
+    joined = await join(f"http://127.0.0.1:{running.http_port}", "silent")
     raw = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await raw.connect((host, port))
-    conn = ClientConnection(version=PROTOCOL_VERSION, nonce=99)
+    conn = ClientConnection(version=PROTOCOL_VERSION, nonce=99, token=joined.connect_token, key=joined.connect_key)
     await raw.send(conn.connect(trio.current_time()))
     _, [connect] = conn.receive_datagram(await raw.recv(2048), trio.current_time())
     await raw.send(connect)
@@ -91,7 +101,7 @@ async def test_silent_client_times_out_and_others_see_despawn(nursery):
     from protocol.messages import Welcome
 
     silent_id = Welcome.decode(accepted.welcome).entity_id
-    async with open_client(host, port) as watcher:
+    async with player(running) as watcher:
         assert await watcher.wait_until(lambda c: c.mirror.position_of(silent_id) is not None, 2.0)
         for _ in range(60):  # keep the watcher alive while the silent one times out
             await watcher.send_input(0.0, 0.0)
@@ -119,7 +129,7 @@ async def test_garbage_flood_does_not_stop_updates(server):
     flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     flood.setblocking(False)
     rng = np.random.default_rng(1)
-    async with open_client(host, port) as a, open_client(host, port) as b:
+    async with player(server) as a, player(server) as b:
         assert await b.wait_until(lambda c: c.mirror.position_of(a.entity_id) is not None, 2.0)
         start_a = b.snapshots
         origin = b.mirror.position_of(a.entity_id)
@@ -150,11 +160,10 @@ async def test_garbage_flood_does_not_stop_updates(server):
     flood.close()
 
 
-async def test_refused_when_world_full(nursery):
-    running = await nursery.start(serve, make_config(**{"net.max_clients": 1}))
-    host, port = running.udp_address[:2]
-    async with open_client(host, port):
+async def test_refused_when_world_full(nursery, tmp_path):
+    running = await nursery.start(serve, make_config(tmp_path, **{"net.max_clients": 1}))
+    async with player(running):
         with pytest.raises(ConnectFailed) as info:
-            async with open_client(host, port):
+            async with player(running):
                 pass
         assert info.value.reason == "server_full"

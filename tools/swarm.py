@@ -15,6 +15,13 @@ complete snapshot refreshed. ``speed`` (m/s) makes the bots walk slower than the
 spreads the bots over worker processes and merges their results. ``--transport webrtc|ws``
 hands over to :mod:`worldtools.swarm_rtc`, the same bots over the browser transports.
 
+Joining: a server on its default configuration lets in only UDP clients with a connect token
+(``net.require_connect_token``), so each bot first joins over the server's HTTP port
+(``POST /api/join``, one join per bot, names ``bot<run tag>-<n>``, ``worldclient.join``) and
+connects with the connect token and key it got: its packets are tagged as a real client's.
+``http=None`` (``--anonymous``) connects anonymously, for open servers. A refused join is the
+bot's failure (``join_<code>``).
+
 Efficiency: one loop per process, no task per bot. Sockets are plain non-blocking stdlib
 sockets registered in one ``select.epoll``; trio only waits for that epoll fd to become
 readable (or for the next 50 ms send slot), so an in-process server in the same trio run keeps
@@ -23,8 +30,9 @@ running. Light bots never decode snapshots: the connection layer parses the pack
 ``part`` and ``parts`` at their fixed offsets to count complete ticks.
 
 Must not: import server internals (a bot knows only what the wire tells it), send to anything
-but the server address it was given, or run unbounded: every loop ends at ``duration`` plus a
-few seconds of teardown, and every handshake has its own timeout.
+but the server addresses it was given (UDP, and HTTP for the joins), or run unbounded: every
+loop ends at ``duration`` plus a few seconds of teardown, and every handshake and join has its
+own timeout.
 """
 
 from __future__ import annotations
@@ -52,9 +60,10 @@ from protocol.client import ClientConnection
 from protocol.errors import ProtocolError
 from protocol.events import Connected, Disconnected, Received, Refused
 from protocol.messages import Input, Welcome, encode_inputs
+from worldclient.join import JoinFailed, join_sync
 from worldclient.mirror import WorldMirror
 
-__all__ = ["make_report", "merge_results", "run_bots", "run_processes", "run_swarm"]
+__all__ = ["join_bots", "make_report", "merge_results", "run_bots", "run_processes", "run_swarm"]
 
 SEND_INTERVAL = 0.05  # inputs at 20 Hz
 # Each bot sends in one of PHASES sub-slots of the 50 ms interval (chosen at random), as
@@ -63,6 +72,7 @@ SEND_INTERVAL = 0.05  # inputs at 20 Hz
 PHASES = 5
 INPUT_REDUNDANCY = 4  # each INPUT packet repeats the last few inputs for loss tolerance
 CONNECT_BATCH = 10  # handshakes started per sub-slot (1000 bots: all started within 1 s)
+JOIN_TIMEOUT = 10.0  # seconds one HTTP join may take
 HANDSHAKE_TIMEOUT = 5.0
 CONN_TIMEOUT = 5.0
 TIMEOUT_POLL = 0.5  # how often connected bots are checked for server silence
@@ -102,7 +112,7 @@ class Bot:
     """One simulated client: its socket, connection, walk and counters."""
 
     __slots__ = (
-        "index", "observer", "sock", "fd", "conn", "state", "nonce", "phase",
+        "index", "observer", "sock", "fd", "conn", "state", "nonce", "phase", "token", "key",
         "connected_at", "ended_at",
         # walk
         "seq", "recent", "angle", "move_x", "move_z", "yaw", "turn_at", "last_step",
@@ -122,6 +132,8 @@ class Bot:
         self.observer = observer
         self.nonce = nonce
         self.phase = phase
+        self.token = b""  # connect token and key from the bot's HTTP join (b"": anonymous)
+        self.key = b""
         self.sock = None
         self.fd = -1
         self.conn: ClientConnection | None = None
@@ -192,7 +204,10 @@ class _Swarm:
     """The bots of one process and the synchronous halves of the loop (send slot, drain)."""
 
     def __init__(self, host: str, port: int, bots: int, observers: int, seed,
-                 speed: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 speed: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 tickets: list | None = None) -> None:
+        """``tickets``: one per bot, ``(connect token, key)`` or the reason its join failed
+        (a string: the bot fails with it); None: every bot anonymous."""
         if speed is not None and not speed > 0.0:
             raise ValueError(f"speed must be > 0 m/s, got {speed!r}")
         self.speed = speed  # None: walk at the server's max speed
@@ -207,10 +222,20 @@ class _Swarm:
         ]
         self.by_fd: dict[int, Bot] = {}
         self.ep = select.epoll()
-        self.waiting = deque(self.bots)
+        self.waiting: deque[Bot] = deque()
         self.handshaking: list[Bot] = []
         self.live: list[Bot] = []
         self.failures: dict[str, int] = {}
+        if tickets is not None and len(tickets) != len(self.bots):
+            raise ValueError(f"{len(tickets)} tickets for {len(self.bots)} bots")
+        for bot, ticket in zip(self.bots, tickets or [None] * len(self.bots)):
+            if isinstance(ticket, str):  # its join failed: it never starts
+                self.failures[ticket] = self.failures.get(ticket, 0) + 1
+                bot.state = DEAD
+                continue
+            if ticket is not None:
+                bot.token, bot.key = ticket
+            self.waiting.append(bot)
         self.decode_errors: dict[str, int] = {}
         self.socket_errors: dict[str, int] = {}
         self.latency_ms: list[float] = []
@@ -263,6 +288,8 @@ class _Swarm:
             nonce=bot.nonce,
             timeout=CONN_TIMEOUT,
             handshake_timeout=HANDSHAKE_TIMEOUT,
+            token=bot.token,
+            key=bot.key,
         )
         bot.state = HANDSHAKE
         self.handshaking.append(bot)
@@ -657,6 +684,35 @@ def _is_loopback(host: str) -> bool:
     return host.startswith("127.") or host == "::1"
 
 
+# ----------------------------------------------------------------------------- joining
+
+
+def join_bots(http_url: str, count: int, tag: str | None = None, timeout: float = JOIN_TIMEOUT) -> list:
+    """One ``POST /api/join`` per bot on the server at ``http_url``, over one keep-alive
+    connection; returns a ticket per bot: ``(connect token, key)``, or ``join_<code>`` when
+    its join was refused (``join_unreachable``: no answer). ``tag`` makes the names of this run
+    (``bot<tag>-<n>``; default random, since names are kept for good)."""
+    import httpx
+
+    tag = tag or os.urandom(3).hex()
+    tickets: list = []
+    with httpx.Client(timeout=timeout) as http:
+        for i in range(int(count)):
+            try:
+                joined = join_sync(http_url, f"bot{tag}-{i}", http=http, timeout=timeout)
+            except JoinFailed as exc:
+                tickets.append(f"join_{exc.code}")
+                continue
+            except httpx.HTTPError:
+                tickets.append("join_unreachable")
+                continue
+            if not joined.connect_token:
+                tickets.append("join_no_connect_token")  # the server has no UDP endpoint
+                continue
+            tickets.append((joined.connect_token, joined.connect_key))
+    return tickets
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -679,6 +735,8 @@ async def run_bots(
     start_at: float | None = None,
     speed: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    http: str | None = None,
+    tickets: list | None = None,
 ) -> dict:
     """Run ``bots`` bots (the first ``observers`` of them decoding) for ``duration`` seconds.
 
@@ -689,11 +747,16 @@ async def run_bots(
     ``clock``: where durations, rates and latencies are measured, in seconds above 0 (0.0 marks
     "not yet"); ``trio.current_time`` makes them follow trio's clock (tests run the swarm and
     an in-process server on a MockClock).
+    ``http``: the server's HTTP base URL; each bot joins there first (:func:`join_bots`, in a
+    worker thread, before the run's clock starts) unless ``tickets`` (its result) are given.
+    Neither: the bots are anonymous (open servers only).
     Returns the report of these bots (see :func:`make_report`); its raw fields can be merged
     with other processes' results by :func:`merge_results`.
     """
     raise_nofile_limit(bots + 64)
-    swarm = _Swarm(host, port, bots, observers, seed, speed=speed, clock=clock)
+    if tickets is None and http:
+        tickets = await trio.to_thread.run_sync(join_bots, http, bots)
+    swarm = _Swarm(host, port, bots, observers, seed, speed=speed, clock=clock, tickets=tickets)
     if start_at is not None:
         await trio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = clock()
@@ -867,7 +930,7 @@ def _split(bots: int, processes: int) -> list[int]:
 
 
 def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at, out,
-            speed=None, cpus=None) -> None:
+            speed=None, cpus=None, tickets=None) -> None:
     """Worker process body: run its bots, post progress and the final result on ``out``."""
 
     def progress(elapsed: float, counts: dict) -> None:
@@ -879,7 +942,7 @@ def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at
         result = trio.run(
             lambda: run_bots(
                 host, port, bots, duration, observers, seed, progress,
-                warmup=warmup, start_at=start_at, speed=speed,
+                warmup=warmup, start_at=start_at, speed=speed, tickets=tickets,
             )
         )  # fmt: skip
         out.put(("result", index, result))
@@ -900,6 +963,7 @@ def run_processes(
     warmup: float = 0.0,
     speed: float | None = None,
     cpus=None,
+    http: str | None = None,
 ) -> dict:
     """Spread the bots over ``processes`` worker processes; return the merged report.
 
@@ -908,22 +972,28 @@ def run_processes(
     once a second with the sums over the workers. Workers that outlive ``duration`` plus
     :data:`TEARDOWN_CAP` seconds are killed and count as failed. ``speed``: the bots'
     walking speed in m/s (None: the server's max speed); ``cpus``: CPU numbers the workers
-    are pinned to (``os.sched_setaffinity``), None for no pinning.
+    are pinned to (``os.sched_setaffinity``), None for no pinning. ``http``: every bot joins
+    there first, from this process (:func:`join_bots`), and the workers get their tickets;
+    None: anonymous bots.
     """
     processes = max(1, min(int(processes), int(bots)))
     counts = _split(int(bots), processes)
+    tickets = join_bots(http, int(bots)) if http else None
     observers = min(int(observers), counts[0])
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     out = ctx.Queue()
     start_at = time.monotonic() + 0.5 + 0.1 * processes  # same clock start in every worker
     workers = []
+    first = 0
     for i, n in enumerate(counts):
         wseed = None if seed is None else seed * 1000 + i
+        share = None if tickets is None else tickets[first: first + n]
+        first += n
         p = ctx.Process(
             target=_worker,
             args=(i, host, port, n, duration, observers if i == 0 else 0, wseed, warmup,
-                  start_at, out, speed, cpus),
+                  start_at, out, speed, cpus, share),
             daemon=True,
         )  # fmt: skip
         p.start()
@@ -1011,11 +1081,18 @@ def _parse_hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def default_http_url(host: str) -> str:
+    """Where UDP bots join when no ``--http`` is given: the server's default HTTP port."""
+    return f"http://[{host}]:8080" if ":" in host else f"http://{host}:8080"
+
+
 def run_swarm(args) -> int:
     """``worldserver swarm``: run the swarm as the argparse ``args`` say; 0 if all went well.
 
     ``args.transport`` (default ``udp``) picks the transport: ``webrtc`` and ``ws`` go to
     :func:`worldtools.swarm_rtc.run_swarm`, which needs ``args.http`` (the HTTP base URL).
+    UDP bots join at ``args.http`` (default ``http://HOST:8080``, the server's default HTTP
+    port), or connect anonymously with ``args.anonymous``.
     """
     transport = getattr(args, "transport", None) or "udp"
     if float(getattr(args, "chat_rate", 0.0) or 0.0) > 0.0:
@@ -1039,14 +1116,22 @@ def run_swarm(args) -> int:
     speed = getattr(args, "speed", None)
     as_json = bool(getattr(args, "json", False))
     progress = None if as_json else _ProgressLine(bots)
+    http = None if getattr(args, "anonymous", False) else (getattr(args, "http", None) or default_http_url(host))
     if processes == 1:
         report = trio.run(
-            lambda: run_bots(host, port, bots, duration, observers, seed, progress, speed=speed)
+            lambda: run_bots(host, port, bots, duration, observers, seed, progress, speed=speed, http=http)
         )
     else:
         report = run_processes(
-            host, port, bots, duration, processes, observers, seed, progress, speed=speed
+            host, port, bots, duration, processes, observers, seed, progress, speed=speed, http=http
         )
+    reasons = report.get("failure_reasons", {})
+    if "join_unreachable" in reasons:
+        print(f"swarm: no answer from {http} to the joins: give the server's HTTP port with --http URL",
+              file=sys.stderr)
+    if "refused_token_required" in reasons:
+        print("swarm: the server requires connect tokens: let the bots join (--http URL), not --anonymous",
+              file=sys.stderr)
     shown = public_report(report)
     if as_json:
         print(json.dumps(shown, sort_keys=True))
@@ -1103,7 +1188,10 @@ if __name__ == "__main__":  # pragma: no cover - convenience: python -m worldtoo
     parser = argparse.ArgumentParser(prog="python -m worldtools.swarm")
     parser.add_argument("--server", help="HOST:PORT of the UDP endpoint (udp)")
     parser.add_argument("--transport", choices=("udp", "webrtc", "ws"), default="udp")
-    parser.add_argument("--http", help="the HTTP base URL, e.g. http://127.0.0.1:8080 (webrtc, ws)")
+    parser.add_argument("--http", help="the HTTP base URL, e.g. http://127.0.0.1:8080 (webrtc, ws;"
+                        " udp: where the bots join, default http://HOST:8080)")
+    parser.add_argument("--anonymous", action="store_true",
+                        help="udp: connect without joining (servers with net.require_connect_token = false)")
     parser.add_argument("--bots", type=int, default=10)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=1)

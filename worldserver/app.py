@@ -94,7 +94,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             fanout = Fanout(stats)
             await nursery.start(fanout.run)
             app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws,
-                            chat=chat, chat_fanout=fanout, limits=limits)
+                            chat=chat, chat_fanout=fanout, limits=limits, connect_tokens=udp.admission)
             running.http_port = await nursery.start(serve_http, config, app)
             running.clock = TickClock(sim.tick_rate, trio.current_time())
             udp.transport.origin = running.clock.start  # coalesced drains share the tick's wakeups

@@ -134,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swarm.add_argument(
         "--http", metavar="URL", default=None,
-        help="the server's HTTP base URL for webrtc and ws, e.g. http://127.0.0.1:8080",
+        help="the server's HTTP base URL, e.g. http://127.0.0.1:8080: webrtc and ws connect there;"
+        " udp bots join there first (default for udp: http://HOST:8080)",
+    )
+    swarm.add_argument(
+        "--anonymous", action="store_true",
+        help="udp bots connect without joining (only servers with net.require_connect_token = false"
+        " accept them)",
     )
     swarm.add_argument(
         "--bots", type=_bounded(int, 1, "an integer"), default=10, metavar="N",

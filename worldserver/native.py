@@ -5,7 +5,9 @@ A transport service (UDP, WebRTC data channels, WebSockets) owns a sans-IO
 ConnectRequest into a session (named after the player's join token, or a guest name) and an
 ACCEPT with the Welcome (or a REFUSE: world full, or, over UDP, the client's address already
 holds ``limits.connections_per_address``), INPUT packets into queued inputs, acknowledgements into snapshot
-baselines, and disconnects and timeouts into despawns.
+baselines, and disconnects and timeouts into despawns. Over UDP the request's token is a
+connect token, which ``worldserver.connect_tokens`` checks (REFUSE ``token_*`` when it does
+not let the client in); the connection then takes its key, and its packets are tagged.
 
 Must not: touch sockets or channels (the transport's sender does), or run the tick.
 """
@@ -22,6 +24,7 @@ from protocol.events import ConnectRequest, Disconnected, Received
 from protocol.messages import new_inputs
 from protocol.server import ServerEndpoint
 from worldserver.config import Config
+from worldserver.connect_tokens import ConnectAdmission, TokenRefused
 from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.simulation import Simulation
@@ -48,12 +51,16 @@ class NativeSessions:
         make_sender: Callable[[tuple], object],
         limits: AddressLimits | None = None,
         address_of: Callable[[tuple], str] | None = None,
+        admission: ConnectAdmission | None = None,
     ) -> None:
         """``limits`` and ``address_of`` (the client's IP address from an endpoint address):
         for a transport whose endpoint addresses are client addresses (UDP), the connection
         cap per address (``limits.connections_per_address``) is applied and counted here.
-        Transports whose endpoint addresses are channel ids count at the transport instead."""
+        Transports whose endpoint addresses are channel ids count at the transport instead.
+        ``admission``: connect tokens (UDP); None for the trusted transports, whose HELLO
+        carries the join token itself."""
         self.kind = kind
+        self.admission = admission
         self.limits = limits if address_of is not None else None
         self.address_of = address_of
         self.endpoint = endpoint
@@ -103,6 +110,18 @@ class NativeSessions:
         return self.identities.guest_name()
 
     def _on_connect_request(self, request: ConnectRequest, now: float) -> None:
+        token, tag_key, admitted = request.token, b"", None
+        if self.admission is not None:  # a connect token (UDP) stands for the join token
+            admitted = self.admission.check(request, now)
+            if type(admitted) is TokenRefused:  # a connection it would replace stays as it was
+                self.stats.incr(f"drop.udp_token_{admitted.counter}")
+                self.endpoint.refuse(request, admitted.reason, admitted.text)
+                return
+            token, tag_key = (admitted.join_token, admitted.key) if admitted is not None else (b"", b"")
+        old = request.replaces
+        if old is not None and not old.closed:  # the client restarted on the same address
+            self.endpoint.drop(old)
+            self.on_disconnected(Disconnected(old, "replaced"))
         limits = self.limits
         key = limits.key(self.address_of(request.addr)) if limits is not None else None
         if not (key is None or limits.may_connect(key)):
@@ -111,15 +130,17 @@ class NativeSessions:
             return
         sender = self.make_sender(request.addr)
         try:
-            session = self.sim.join(sender, now, name=self.player_name(request.token))
-            session.token = request.token
+            session = self.sim.join(sender, now, name=self.player_name(token))
+            session.token = token
         except WorldFull:
             self.stats.incr("refused.world_full")
             self.endpoint.refuse(request, P.REFUSE_FULL, "world full")
             return
         if key is not None:
             limits.connect(key)
-        conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now)
+        conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now, tag_key)
+        if admitted is not None:
+            self.admission.commit(admitted)
         sender.conn = conn
         conn.user = session
         # The session holds its token while connected, as the identity's one avatar: an avatar

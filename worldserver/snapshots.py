@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from protocol.packets import HEADER_SIZE
+from protocol.tokens import TAG_SIZE
 from protocol.quantize import Quantizer
 from protocol.snapshot import max_parts_for
 from protocol.snapshot_batch import HeldView, PairWeights, encode_many
@@ -83,7 +84,8 @@ class SnapshotStage:
         self.stats = stats
         self.tick_rate = config.sim.tick_rate
         self.ring = config.net.snapshot_ring
-        self.part_budget = config.udp.datagram_budget - HEADER_SIZE
+        # room for the packet header and, on a keyed UDP connection, the tag (SPEC 3)
+        self.part_budget = config.udp.datagram_budget - HEADER_SIZE - TAG_SIZE
         self.allowance = int(config.net.client_rate_limit / config.sim.tick_rate)
         self.max_parts = max_parts_for(self.allowance, self.part_budget)
         self.force_age = max(2, self.ring - 2)  # refreshed before the history forgets it

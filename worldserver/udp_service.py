@@ -12,6 +12,10 @@ not lead to a connection -- the server is full, or the address already holds
 made (no longer than the HELLO, as every pre-proof reply). The cap itself is kept by
 :class:`NativeSessions` when a proven CONNECT asks for a connection.
 
+Connect tokens (``worldserver.connect_tokens``): the service's :class:`ConnectAdmission`
+(``admission``, shared with the HTTP join that issues the tokens) decides whether a proven
+CONNECT may in; a client admitted with a token gets tagged packets (SPEC 3).
+
 Must not: run the tick or encode snapshots (the simulation does), or block.
 """
 
@@ -22,6 +26,7 @@ from protocol import packets as P
 from protocol.errors import ProtocolError
 from protocol.server import ServerConnection, ServerEndpoint
 from worldserver.config import Config
+from worldserver.connect_tokens import ConnectAdmission
 from worldserver.limits import AddressLimits
 from worldserver.native import NativeSessions
 from worldserver.simulation import Simulation
@@ -55,10 +60,13 @@ class UdpPeer:
 
 class UdpService:
     def __init__(self, config: Config, sim: Simulation, stats: Stats, secret: bytes, identities=None,
-                 limits: AddressLimits | None = None) -> None:
+                 limits: AddressLimits | None = None, admission: ConnectAdmission | None = None) -> None:
+        """``admission``: the connect tokens to check (None: made from ``config.net``,
+        ``secret`` and ``identities``; its ``issue`` gives the tokens this service accepts)."""
         self.sim = sim
         self.stats = stats
         self.limits = limits if limits is not None else AddressLimits(config.limits)
+        self.admission = admission if admission is not None else ConnectAdmission.from_config(config, secret, identities)
         self.transport = UdpTransport(
             config.udp.host, config.udp.port, stats, config.udp.recv_batch, config.udp.recv_coalesce_ms / 1000.0
         )
@@ -81,6 +89,7 @@ class UdpService:
             make_sender=lambda addr: UdpPeer(self, None),
             limits=self.limits,
             address_of=_host,
+            admission=self.admission,
         )
 
     def handle_datagram(self, data: bytes, addr: tuple, now: float) -> None:

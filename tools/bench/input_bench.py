@@ -6,7 +6,10 @@ real Simulation), then run ticks as a server under load sees them: the simulatio
 every client its snapshot(s); each client receives the snapshots sent ``--delay-ticks`` ticks
 ago (a round trip), acknowledging them in its next packet, and sends one INPUT datagram per tick
 holding its last 4 inputs (a random walk), as the swarm's bots do. ``--loss`` drops that
-fraction of the datagrams in each direction.
+fraction of the datagrams in each direction. Every client connects with a connect token issued
+by the service's own ``ConnectAdmission`` (as ``POST /api/join`` would give it), so every packet
+both ways carries its tag (SPEC 3), as on a server's default configuration; ``--no-tags`` runs
+anonymous clients on an open server instead (``net.require_connect_token = false``): no tags.
 
 Two figures, each the median over the measured ticks of (this thread's CPU time for the tick's
 datagrams / count), so that other processes on the machine do not inflate them:
@@ -23,7 +26,7 @@ real trio ``UdpTransport.receive_loop`` drains them (recvfrom, handler, checkpoi
 bare cost of the ``recvfrom`` and ``recvfrom_into`` system calls for comparison.
 
 Usage: ``python tools/bench/input_bench.py [--clients 400] [--ticks 200] [--warmup 20]
-[--delay-ticks 2] [--loss 0.0] [--seed 1] [--socket] [--json]``. Measures only; asserts
+[--delay-ticks 2] [--loss 0.0] [--seed 1] [--no-tags] [--socket] [--json]``. Measures only; asserts
 nothing. Traffic (``--socket`` only) goes to 127.0.0.1 and nowhere else.
 """
 
@@ -54,6 +57,7 @@ from protocol.client import CONNECTED, ClientConnection  # noqa: E402
 from protocol.events import Received  # noqa: E402
 from protocol.messages import Input, encode_inputs, new_inputs  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
+from worldserver.identity import Identities  # noqa: E402
 from worldserver.simulation import Simulation  # noqa: E402
 from worldserver.stats import Stats  # noqa: E402
 from worldserver.udp_service import UdpService  # noqa: E402
@@ -67,8 +71,8 @@ SECRET = bytes(range(32))
 class Client:
     """One simulated client: its sans-IO connection, address, inputs and packets in flight."""
 
-    def __init__(self, index: int, addr: tuple, rng: random.Random) -> None:
-        self.conn = ClientConnection(version=PROTOCOL_VERSION, nonce=index + 1)
+    def __init__(self, index: int, addr: tuple, rng: random.Random, token: bytes = b"", key: bytes = b"") -> None:
+        self.conn = ClientConnection(version=PROTOCOL_VERSION, nonce=index + 1, token=token, key=key)
         self.addr = addr
         self.rng = rng
         self.direction = rng.uniform(0.0, 2.0 * math.pi)
@@ -94,15 +98,18 @@ class Client:
 class Harness:
     """A UdpService whose sends are captured and delivered to in-process clients."""
 
-    def __init__(self, n: int, *, delay_ticks: int, loss: float, seed: int, sockets: bool = False) -> None:
+    def __init__(self, n: int, *, delay_ticks: int, loss: float, seed: int, sockets: bool = False,
+                 tags: bool = True) -> None:
         overrides = {
             "udp.host": HOST, "udp.port": "0", "sim.spawn_clearance": "0.5",
             "sim.max_entities": str(max(4096, n)), "net.max_clients": str(max(2000, n)),
+            "net.require_connect_token": str(tags).lower(),
         }
         self.config = load_config(path=None, env={}, overrides=overrides)
         self.stats = Stats()
         self.sim = Simulation(self.config, self.stats, rng=np.random.default_rng(seed))
-        self.service = UdpService(self.config, self.sim, self.stats, SECRET)
+        self.identities = Identities()
+        self.service = UdpService(self.config, self.sim, self.stats, SECRET, self.identities)
         self.dt = 1.0 / self.config.sim.tick_rate
         self.delay = delay_ticks
         self.loss = 0.0  # none during the handshake
@@ -116,7 +123,12 @@ class Harness:
         if not sockets:
             self.service.transport.send = self._capture  # nothing leaves the process
         for i in range(n):
-            client = Client(i, (HOST, 20000 + i), random.Random(seed * 100003 + i))
+            token = key = b""
+            if tags:  # a player who joined: a live join token, and a connect token from it
+                self.identities.issue(i + 1, f"bench-{i}")
+                issued = self.service.admission.issue(i + 1, 0.0)
+                token, key = bytes.fromhex(issued["connect_token"]), bytes.fromhex(issued["connect_key"])
+            client = Client(i, (HOST, 20000 + i), random.Random(seed * 100003 + i), token, key)
             if sockets:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -215,7 +227,7 @@ def _gc_like_the_server(config) -> None:
 
 def run_total(args) -> dict:
     """Every datagram through UdpService.handle_datagram, as the receive loop calls it."""
-    h = Harness(args.clients, delay_ticks=args.delay_ticks, loss=args.loss, seed=args.seed)
+    h = Harness(args.clients, delay_ticks=args.delay_ticks, loss=args.loss, seed=args.seed, tags=args.tags)
     try:
         _gc_like_the_server(h.config)
         handle = h.service.handle_datagram
@@ -247,7 +259,7 @@ def run_total(args) -> dict:
 
 def run_stages(args) -> dict:
     """The same traffic, each stage over the whole tick's batch (no per-datagram timers)."""
-    h = Harness(args.clients, delay_ticks=args.delay_ticks, loss=args.loss, seed=args.seed)
+    h = Harness(args.clients, delay_ticks=args.delay_ticks, loss=args.loss, seed=args.seed, tags=args.tags)
     names = ("endpoint.receive_datagram", "session.on_acked", "new_inputs", "session.take_inputs")
     per_tick = {name: [] for name in names}
     try:
@@ -306,7 +318,7 @@ def run_socket_burst(args) -> dict:
     batches (with the real snapshots and their acknowledgements, as in process)."""
     import trio
 
-    h = Harness(args.clients, delay_ticks=0, loss=0.0, seed=args.seed, sockets=True)
+    h = Harness(args.clients, delay_ticks=0, loss=0.0, seed=args.seed, sockets=True, tags=args.tags)
     transport = h.service.transport
     if args.coalesce is not None:
         transport.coalesce = args.coalesce
@@ -387,7 +399,7 @@ def run_socket_paced(args) -> dict:
 
     import trio
 
-    h = Harness(args.clients, delay_ticks=0, loss=0.0, seed=args.seed, sockets=True)
+    h = Harness(args.clients, delay_ticks=0, loss=0.0, seed=args.seed, sockets=True, tags=args.tags)
     transport = h.service.transport
     if args.coalesce is not None:
         transport.coalesce = args.coalesce
@@ -454,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay-ticks", type=int, default=2, help="ticks a snapshot takes to be acknowledged")
     parser.add_argument("--loss", type=float, default=0.0, help="fraction of datagrams lost each way")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-tags", dest="tags", action="store_false",
+                        help="anonymous clients on an open server: packets without tags (the cost before tags)")
     parser.add_argument("--socket", action="store_true", help="also the loopback runs with the real receive loop")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the paced loopback run")
     parser.add_argument("--rate", type=float, default=0.0, help="datagrams a second of the paced run (0: 20 per client)")
@@ -469,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         date=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         machine=machine_info(),
         clients=args.clients, ticks=args.ticks, delay_ticks=args.delay_ticks, loss=args.loss,
+        tags=args.tags,
     )
     report["total"] = run_total(args)
     report["stages"] = run_stages(args)
@@ -484,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {m['cpu_model']}, {m['nproc']} cpus, {m['implementation']} {m['python']}, "
           f"load at start {m['loadavg_at_start']}")
     print(f"{args.clients} clients, {args.ticks} measured ticks, snapshots acknowledged after "
-          f"{args.delay_ticks} ticks, loss {args.loss:.1%} each way")
+          f"{args.delay_ticks} ticks, loss {args.loss:.1%} each way, "
+          f"{'tagged packets (connect tokens)' if args.tags else 'no tags (open server)'}")
     total = report["total"]
     print(f"  total (UdpService.handle_datagram)   {total['us_per_datagram']:7.2f} µs/datagram "
           f"(mean {total['us_per_datagram_mean']:.2f})")

@@ -2,7 +2,8 @@
 
 Job: for each swarm size N (default 100, 400, 1000), start ``python -m worldserver run`` as a
 subprocess on 127.0.0.1 (a free UDP port, JSON logs, a stats line every second), run the
-swarm against it in worker process(es) for ``--duration`` seconds, and report, over the window
+swarm against it in worker process(es) for ``--duration`` seconds (every bot first joins over the
+server's HTTP port, as the server requires connect tokens), and report, over the window
 after the ``--warmup`` seconds: the server's CPU (percent of one core, from /proc/<pid>/stat),
 its tick duration and tick lateness p50/p99 (from its stats lines: median and worst line),
 bytes sent per client per second, the share of visible entities refreshed per snapshot (from
@@ -146,6 +147,7 @@ class ServerProcess:
         self.lines: list[dict] = []
         self.other_lines: list[str] = []
         self.address: tuple[str, int] | None = None
+        self.http: str | None = None  # the HTTP base URL, where the bots join
 
     @property
     def pid(self) -> int:
@@ -178,12 +180,14 @@ class ServerProcess:
             if obj.get("msg") == "listening" and self.address is None:
                 host, _, port = str(obj.get("udp", "")).rpartition(":")
                 self.address = (host or HOST, int(port))
+            elif obj.get("msg") == "http listening" and self.http is None:
+                self.http = f"http://127.0.0.1:{str(obj.get('http', '')).rpartition(':')[2]}"
 
     def wait_listening(self, timeout: float) -> tuple[str, int]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.read()
-            if self.address is not None:
+            if self.address is not None and self.http is not None:
                 return self.address
             if self.proc.poll() is not None:
                 break
@@ -320,6 +324,7 @@ def run_one(swarm, bots: int, args) -> dict:
         report = swarm.run_processes(
             host, port, bots, args.duration, args.processes, args.observers, args.seed,
             progress, warmup=args.warmup, speed=speed, cpus=bot_cpus,
+            http=server.http,  # every bot joins first (connect tokens, tagged packets)
         )  # fmt: skip
         server.read()
         alive = server.proc.poll() is None

@@ -1,7 +1,9 @@
 """A trio client for worldserver's UDP protocol: connect, send inputs, mirror the world.
 
-``async with open_client(host, port) as client:`` performs the handshake (with resends and a
-deadline), then runs a receive task and a keep-alive/timeout task in the context's nursery
+``async with open_client(host, port, http=URL, name=NAME) as client:`` joins over HTTP
+(``worldclient.join``: the connect token and key the UDP handshake needs; ``client.joined``),
+performs the handshake (with resends and a deadline; every packet tagged with the key), then
+runs a receive task and a keep-alive/timeout task in the context's nursery
 until the block ends, when it says goodbye. Snapshots are decoded into ``client.mirror``;
 ``client.send_input`` sends the newest inputs (the last few repeated, so one lost datagram
 loses nothing); ``client.wait_until`` waits, with a deadline, for a condition on the mirror.
@@ -26,6 +28,7 @@ from protocol import packets as P
 from protocol.client import CONNECTED, ClientConnection
 from protocol.events import Connected, Disconnected, Received, Refused
 from protocol.messages import FLAG_JUMP, Input, Welcome, encode_inputs
+from worldclient.join import Joined, join
 from worldclient.mirror import WorldMirror
 
 REDUNDANT_INPUTS = 4
@@ -50,6 +53,7 @@ class WorldClient:
         self.closed_reason = ""
         self.snapshots = 0
         self.bytes_received = 0
+        self.joined: Joined | None = None  # the HTTP join the connection came from, if any
         self._changed = trio.Event()
 
     @property
@@ -164,15 +168,32 @@ class WorldClient:
 
 
 @asynccontextmanager
-async def open_client(host: str, port: int, *, connect_timeout: float = 5.0, timeout: float = 5.0) -> AsyncIterator[WorldClient]:
+async def open_client(host: str, port: int, *, http: str | None = None, name: str | None = None,
+                      secret: str | None = None, joined: Joined | None = None,
+                      connect_timeout: float = 5.0, timeout: float = 5.0) -> AsyncIterator[WorldClient]:
+    """Connects to the UDP endpoint ``host:port``.
+
+    ``http`` (the server's ``http://host:port``) and ``name`` (default: a random ``py-...``)
+    join first, with ``secret`` to take back a name joined before; ``joined`` is a join made
+    already (its connect token must be unused: ``worldclient.join.refresh`` gives a new one).
+    Without either the client is anonymous, which only a server with
+    ``net.require_connect_token = false`` accepts. Raises :class:`ConnectFailed` (``reason``:
+    a REFUSE reason such as ``token_required``, or ``handshake_timeout``) and
+    ``worldclient.join.JoinFailed``.
+    """
+    if joined is None and http is not None:
+        joined = await join(http, name or f"py-{os.urandom(4).hex()}", secret=secret,
+                            timeout=connect_timeout)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:
         await sock.connect((host, port))
         conn = ClientConnection(
             version=PROTOCOL_VERSION, nonce=int.from_bytes(os.urandom(8), "little"), timeout=timeout,
+            token=joined.connect_token if joined else b"", key=joined.connect_key if joined else b"",
         )
         client = WorldClient(sock, conn)
+        client.joined = joined
         await client._handshake(trio.current_time() + connect_timeout)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._receive_loop)
