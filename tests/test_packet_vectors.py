@@ -13,9 +13,10 @@ from protocol.cookie import CookieJar
 from protocol.client import ClientConnection
 from protocol.messages import Input, Welcome, decode_inputs, encode_inputs
 from protocol.server import ServerEndpoint
+from protocol import tokens as T
 
 VECTORS = pathlib.Path(__file__).resolve().parents[1] / "protocol" / "vectors"
-U64_FIELDS = {"nonce", "time_ms"}
+U64_FIELDS = {"nonce", "time_ms", "identity", "expires_ms"}
 
 
 def load_doc() -> dict:
@@ -176,3 +177,43 @@ def test_handshake_restart_keeps_the_nonce_and_restarts_the_give_up_clock():
     other.receive_datagram(challenge, 4.0)
     [gone], _ = other.poll(5.01)
     assert gone.reason == "handshake_timeout"
+
+
+def test_connect_token_and_tag_vectors():
+    """SPEC 2, 3 and 8.1: the connect token's layout, the CONNECT signed with its key, and
+    tagged packets (keyed BLAKE2s, output length 8) checked by the same code the endpoints use."""
+    v = load()
+    f = v["connect_token"]["fields"]
+    token = bytes.fromhex(v["connect_token"]["hex"])
+    assert len(token) == T.TOKEN_SIZE and token[0] == f["format"] == T.TOKEN_FORMAT
+    assert T.read_token(token) == (u64(f["identity"]), u64(f["expires_ms"]))
+    assert token[17:].hex() == f["random_hex"]
+    f = v["connect_with_token"]["fields"]
+    connect = bytes.fromhex(v["connect_with_token"]["hex"])
+    key = bytes.fromhex(f["key_hex"])
+    assert P.decode_connect(connect) == (f["version"], u64(f["nonce"]), u64(f["time_ms"]),
+                                         bytes.fromhex(f["mac_hex"]), token)
+    assert bytes.fromhex(f["token_hex"]) == token
+    assert connect[120:].hex() == f["tag_hex"] and T.connect_signed_by(connect, key)
+    # The tag is BLAKE2s with output length 8 keyed with the key, not a truncated 32-byte one.
+    import hashlib
+    assert hashlib.blake2s(connect[:120], key=key, digest_size=8).hexdigest() == f["tag_hex"]
+    assert hashlib.blake2s(connect[:120], key=key).hexdigest()[:16] != f["tag_hex"]
+    # A client with that token and key writes exactly this CONNECT for this CHALLENGE.
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=u64(f["nonce"]), token=token, key=key)
+    client.connect(0.0)
+    _, [written] = client.receive_datagram(bytes.fromhex(v["challenge"]["hex"]), 0.0)
+    assert written == connect
+    f = v["accept_tagged"]["fields"]
+    accept = bytes.fromhex(v["accept_tagged"]["hex"])
+    body = T.unseal(accept, key)
+    assert body is not None and accept[-8:].hex() == f["tag_hex"]
+    assert P.decode_accept(body) == (u64(f["nonce"]), f["salt"], bytes.fromhex(f["welcome_hex"]))
+    [connected], _ = client.receive_datagram(accept, 0.1)
+    assert connected.salt == f["salt"]
+    f = v["tagged_input_packet"]["fields"]
+    packet = bytes.fromhex(v["tagged_input_packet"]["hex"])
+    assert bytes.fromhex(f["key_hex"]) == key and packet[-8:].hex() == f["tag_hex"]
+    body = T.unseal(packet, key)
+    assert P.decode_header(body) == (f["type"], f["salt"], f["seq"], f["ack"], f["ack_bits"])
+    assert body[P.HEADER_SIZE:].hex() == f["payload_hex"]

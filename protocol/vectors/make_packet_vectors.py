@@ -2,10 +2,11 @@
 
 Each vector names the packet, gives its fields and the expected bytes in hex, so another
 implementation can check its encoder and decoder. The cookie vector also gives the secret,
-address and time, so a server implementation can check its MAC. The file's format is
-specified in SPEC.md section 4.2; in short, u64 fields (nonces, cookie times) are written as
-decimal strings so that JSON parsers with float64 numbers (JavaScript's JSON.parse) keep them
-exact. Run with ``--check`` to verify the file is current (the tests do). Deterministic; no I/O
+address and time, so a server implementation can check its MAC; the connect token vectors give
+the connect key, so a client can check its tags (SPEC 3, 8). The file's format is specified in
+SPEC.md section 4.2; in short, u64 fields (nonces, cookie times, identities, expiries) are
+written as decimal strings so that JSON parsers with float64 numbers (JavaScript's JSON.parse)
+keep them exact. Run with ``--check`` to verify the file is current (the tests do). Deterministic; no I/O
 but the one file.
 """
 
@@ -22,6 +23,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 from protocol import PROTOCOL_VERSION, packets as P  # noqa: E402
 from protocol.cookie import CookieJar  # noqa: E402
 from protocol.messages import Input, Welcome, encode_inputs  # noqa: E402
+from protocol import tokens as T  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("packets.json")
 FORMAT = 2
@@ -75,6 +77,12 @@ def build() -> dict:
               Input(seq=42, move_x=-90, move_z=90, yaw=49152, anim=2, flags=1)]
     first_input = [Input(seq=0, move_x=0, move_z=127, yaw=0, anim=1, flags=0)]
     salt = 0xA1B2C3D4
+    issuer = T.ConnectTokens(secret, 60.0, epoch=b"vectors", random_bytes=lambda n: bytes(range(0xE0, 0xE0 + n)))
+    token, key = issuer.issue(4242, 1234.5)
+    identity, expires_ms = T.read_token(token)
+    signed = T.sign_connect(P.encode_connect(PROTOCOL_VERSION, nonce, time_ms, mac, token), key)
+    accept = P.encode_accept(nonce, salt, welcome.encode())
+    tagged_input = P.encode_header(P.INPUT, salt, 7, 3, 0x5) + encode_inputs(inputs)
     refuse_text = f"server speaks protocol {PROTOCOL_VERSION}, client {PROTOCOL_VERSION - 1}"
     vectors = [
         {"name": "hello", "fields": {"version": PROTOCOL_VERSION, "nonce": u64(nonce)},
@@ -105,6 +113,16 @@ def build() -> dict:
          "hex": (P.encode_header(P.INPUT, salt, 0, 0xFFFF, 0) + encode_inputs(first_input)).hex()},
         {"name": "keepalive_packet", "fields": {"type": P.KEEPALIVE, "salt": salt, "seq": 3, "ack": 65534, "ack_bits": 0},
          "hex": P.encode_header(P.KEEPALIVE, salt, 3, 65534, 0).hex()},
+        {"name": "connect_token", "fields": {"format": T.TOKEN_FORMAT, "identity": u64(identity),
+         "expires_ms": u64(expires_ms), "random_hex": token[17:].hex()}, "hex": token.hex()},
+        {"name": "connect_with_token", "fields": {"version": PROTOCOL_VERSION, "nonce": u64(nonce),
+         "time_ms": u64(time_ms), "mac_hex": mac.hex(), "token_hex": token.hex(), "key_hex": key.hex(),
+         "tag_hex": signed[T.CONNECT_SIGNED:].hex()}, "hex": signed.hex()},
+        {"name": "accept_tagged", "fields": {"nonce": u64(nonce), "salt": salt, "welcome_hex": welcome.encode().hex(),
+         "key_hex": key.hex(), "tag_hex": T.tag(accept, key).hex()}, "hex": T.seal(accept, key).hex()},
+        {"name": "tagged_input_packet", "fields": {"type": P.INPUT, "salt": salt, "seq": 7, "ack": 3, "ack_bits": 5,
+         "payload_hex": encode_inputs(inputs).hex(), "key_hex": key.hex(), "tag_hex": T.tag(tagged_input, key).hex()},
+         "hex": T.seal(tagged_input, key).hex()},
         {"name": "disconnect_packet", "fields": {"type": P.DISCONNECT, "salt": salt, "seq": 9, "ack": 8,
          "ack_bits": 0xFFFFFFFF, "reason": P.DISCONNECT_SERVER_SHUTDOWN},
          "hex": (P.encode_header(P.DISCONNECT, salt, 9, 8, 0xFFFFFFFF) + bytes([P.DISCONNECT_SERVER_SHUTDOWN])).hex()},
@@ -113,7 +131,7 @@ def build() -> dict:
         "format": FORMAT,
         "protocol_version": PROTOCOL_VERSION,
         "description": "Packet layouts of protocol/SPEC.md sections 2-4 (file format: section 4.2). Packet "
-                       "integers are little-endian; u64 fields (nonce, time_ms) are decimal strings here.",
+                       "integers are little-endian; u64 fields (nonce, time_ms, identity, expires_ms) are decimal strings here.",
         "vectors": vectors,
     }
 

@@ -12,12 +12,13 @@ import { Link } from "../src/protocol/link.js";
 import { decodeInputs, decodeWelcome, encodeInputs, encodeWelcome } from "../src/protocol/messages.js";
 import { Writer } from "../src/protocol/msgpack.js";
 import * as P from "../src/protocol/packets.js";
+import { blake2s } from "./blake2s.mjs";
 import { VECTORS_DIR, hex, unhex } from "./helpers.mjs";
 
 const DOC = JSON.parse(readFileSync(join(VECTORS_DIR, "packets.json"), "utf8"));
 const V = Object.fromEntries(DOC.vectors.map((v) => [v.name, v]));
 const NAMES_COVERED = new Set();
-const U64_FIELDS = new Set(["nonce", "time_ms"]);
+const U64_FIELDS = new Set(["nonce", "time_ms", "identity", "expires_ms"]);
 
 function vec(name) {
   NAMES_COVERED.add(name);
@@ -203,6 +204,58 @@ describe("packets.json", () => {
     assert.equal(d.ackBits, f.ack_bits);
     assert.equal(d.payload[0], f.reason);
     assert.equal(P.DISCONNECT_REASONS[d.payload[0]], "server_shutdown");
+  });
+  it("connect_token (format u8, identity u64, expires_ms u64, 15 random bytes; opaque to clients)", () => {
+    const v = vec("connect_token");
+    const t = unhex(v.hex);
+    const view = new DataView(t.buffer, t.byteOffset, t.byteLength);
+    assert.equal(t.length, 32);
+    assert.equal(t[0], v.fields.format);
+    assert.equal(view.getBigUint64(1, true), u64(v.fields.identity));
+    assert.equal(view.getBigUint64(9, true), u64(v.fields.expires_ms));
+    assert.equal(hex(t.subarray(17)), v.fields.random_hex);
+  });
+  it("blake2s (RFC 7693) as the tags use it: keyed, output length 8", () => {
+    // RFC 7693 appendix B: BLAKE2s-256("abc").
+    assert.equal(hex(blake2s(new TextEncoder().encode("abc"))), "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982");
+    const key = unhex(V.connect_with_token.fields.key_hex);
+    assert.notEqual(hex(blake2s(new Uint8Array(3), key, 8)), hex(blake2s(new Uint8Array(3), key, 32).subarray(0, 8)));
+  });
+  it("connect_with_token (the last 8 bytes: the tag of the first 120 under the connect key)", () => {
+    const v = vec("connect_with_token");
+    const f = v.fields;
+    const key = unhex(f.key_hex);
+    const unsigned = P.encodeConnect(f.version, u64(f.nonce), u64(f.time_ms), unhex(f.mac_hex), unhex(f.token_hex));
+    const tag = blake2s(unsigned.subarray(0, 120), key, 8);
+    assert.equal(hex(tag), f.tag_hex);
+    const signed = new Uint8Array(unsigned);
+    signed.set(tag, 120);
+    assert.equal(hex(signed), v.hex);
+    const d = P.decodeConnect(unhex(v.hex));
+    assert.equal(hex(d.token), f.token_hex);
+    assert.equal(d.nonce, u64(f.nonce));
+  });
+  it("accept_tagged and tagged_input_packet (header and payload, then the tag over them)", () => {
+    const a = vec("accept_tagged");
+    const key = unhex(a.fields.key_hex);
+    const accept = P.encodeAccept(u64(a.fields.nonce), a.fields.salt, unhex(a.fields.welcome_hex));
+    assert.equal(hex(blake2s(accept, key, 8)), a.fields.tag_hex);
+    assert.equal(hex(accept) + a.fields.tag_hex, a.hex);
+    const v = vec("tagged_input_packet");
+    const f = v.fields;
+    const body = P.encodePacket(f.type, f.salt, f.seq, f.ack, f.ack_bits, unhex(f.payload_hex));
+    assert.equal(hex(blake2s(body, unhex(f.key_hex), 8)), f.tag_hex);
+    assert.equal(hex(body) + f.tag_hex, v.hex);
+    const d = P.decodePacket(unhex(v.hex).subarray(0, -8));
+    assert.deepEqual([d.type, d.salt, d.seq, d.ack, d.ackBits, hex(d.payload)], [f.type, f.salt, f.seq, f.ack, f.ack_bits, f.payload_hex]);
+    // One bit changed anywhere: another tag.
+    const broken = new Uint8Array(body);
+    broken[5] ^= 1;
+    assert.notEqual(hex(blake2s(broken, unhex(f.key_hex), 8)), f.tag_hex);
+  });
+  it("refusal reasons up to token_used", () => {
+    assert.deepEqual([5, 6, 7, 8, 9].map((r) => P.REFUSE_REASONS[r]),
+      ["address_limit", "token_required", "token_invalid", "token_expired", "token_used"]);
   });
   it("every vector in the file is covered", () => {
     for (const v of DOC.vectors) assert.ok(NAMES_COVERED.has(v.name), `no test for vector ${v.name}`);

@@ -40,6 +40,12 @@ export const REFUSE_REASONS = {
   2: "server_full",
   3: "stale_cookie",
   4: "replayed_cookie",
+  5: "address_limit",
+  // Connect tokens (UDP only, SPEC 2): this client's transports (WebRTC, WebSocket) never get them.
+  6: "token_required",
+  7: "token_invalid",
+  8: "token_expired",
+  9: "token_used",
 };
 
 export const DISCONNECT_CLIENT_LEFT = 1;
@@ -63,7 +69,7 @@ function dv(bytes) {
 function tokenBytes(token) {
   if (token === undefined || token === null) return new Uint8Array(0);
   const t = typeof token === "string" ? TEXT_ENCODER.encode(token) : asBytes(token);
-  if (t.length > MAX_TOKEN) throw new RangeError(`join token longer than ${MAX_TOKEN} bytes`);
+  if (t.length > MAX_TOKEN) throw new RangeError(`token longer than ${MAX_TOKEN} bytes`);
   return t;
 }
 
