@@ -6,7 +6,8 @@ another shape (simulated here by changing the installed module for one test with
 monkeypatch). Behavioural probes show that each patch takes effect on the real libraries:
 hypercorn serves with the contained connection class and hands the chat its raw socket, aioice
 gathers only on the addresses given, and a patched aiortc SCTP transport sends its waiting
-SACK in the same packet as the next DATA chunk, which aiortc's own parser accepts.
+SACK in the same packet as the next DATA chunk, which aiortc's own parser accepts. And
+constraints.txt pins every installed dependency at the version installed.
 
 Must not: reach any address but 127.0.0.1, wait without a deadline, or leave a patch changed
 for other tests (monkeypatch undoes every change).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import pathlib
 import re
 
 import aioice.ice
@@ -236,3 +238,43 @@ def test_worldserver_run_refuses_to_start_with_one_line_naming_the_patch(monkeyp
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: hypercorn ") and "\n" not in err, err
     assert "hypercorn.trio.run.TCPServer" in err and "worldserver.http_guard.install" in err
+
+
+def _dependency_closure() -> dict[str, str]:
+    """Installed version of every package ``worldserver[test]`` needs, directly or not."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    todo = [("worldserver", ("test",))]
+    while todo:
+        name, extras = todo.pop()
+        for text in metadata.distribution(name).requires or []:
+            req = Requirement(text)
+            if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras or ("",)):
+                continue
+            key = canonicalize_name(req.name)
+            if key not in found:
+                found[key] = metadata.version(req.name)
+                todo.append((req.name, tuple(req.extras)))
+    return found
+
+
+def test_constraints_pin_every_installed_dependency_at_its_installed_version() -> None:
+    """constraints.txt is the lock: a dependency added without a pin, or a venv that drifted
+    from it, fails here (regenerate or bump as docs/architecture.md says)."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    with open(pathlib.Path(__file__).resolve().parent.parent / "constraints.txt", encoding="utf-8") as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, _, version = line.partition("==")
+                pins[canonicalize_name(name)] = version
+    installed = _dependency_closure()
+    assert {k: v for k, v in installed.items() if pins.get(k) != v} == {}
+    for package in ("hypercorn", "aioice", "aiortc", "trio"):  # the patched ones
+        assert package in pins
