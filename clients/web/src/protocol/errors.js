@@ -3,6 +3,7 @@
 // "bad_msgpack", "unknown_baseline"), `message` says more for people.
 
 export class ProtocolError extends Error {
+  /** @param {string} reason a short machine-readable word @param {string} [detail] */
   constructor(reason, detail = "") {
     super(detail ? `${reason}: ${detail}` : reason);
     this.name = "ProtocolError";

@@ -8,16 +8,21 @@ export const WINDOW = 32;
 const HALF = 0x8000;
 const MAX_UNACKED = 64;
 
+/** Whether 16-bit sequence a is newer than b (wrapping). @param {number} a @param {number} b @returns {boolean} */
 export function seqNewer(a, b) {
   const d = (a - b) & 0xffff;
   return d > 0 && d < HALF;
 }
 
+/** What goes in the header of our next packet. @typedef {{ seq: number, ack: number, ackBits: number }} SendHeader */
+
 export class Link {
+  /** @param {number} now seconds on any monotonic clock */
   constructor(now) {
     this.localSeq = 0;
     this.remoteSeq = -1; // none received yet
     this.recvBits = 0; // uint32
+    /** @type {Map<number, number>} */
     this.unacked = new Map(); // our sequence -> send time (insertion order = send order)
     this.rtt = 0;
     this.lastRecv = now;
@@ -27,21 +32,26 @@ export class Link {
     this.stale = 0;
   }
 
-  /** Allocates a sequence number for an outgoing packet: { seq, ack, ackBits }. */
+  /** Allocates a sequence number for an outgoing packet: { seq, ack, ackBits }.
+   * @param {number} now
+   * @returns {SendHeader} */
   nextSend(now) {
     const seq = this.localSeq;
     this.localSeq = (seq + 1) & 0xffff;
     this.unacked.delete(seq); // a wrapped-around sequence starts over
     this.unacked.set(seq, now);
     if (this.unacked.size > MAX_UNACKED) {
-      this.unacked.delete(this.unacked.keys().next().value);
+      const oldest = this.unacked.keys().next().value;
+      if (oldest !== undefined) this.unacked.delete(oldest);
       this.packetsLost++;
     }
     this.lastSend = now;
     return { seq, ack: this.remoteSeq & 0xffff, ackBits: this.recvBits >>> 0 };
   }
 
-  /** Records an incoming sequence number; false for a duplicate or too old packet. */
+  /** Records an incoming sequence number; false for a duplicate or too old packet.
+   * @param {number} seq
+   * @returns {boolean} */
   accept(seq) {
     const remote = this.remoteSeq;
     if (remote < 0) {
@@ -78,10 +88,14 @@ export class Link {
     return true;
   }
 
-  /** Our sequence numbers newly acknowledged by (ack, ackBits); updates the RTT (seconds). */
+  /** Our sequence numbers newly acknowledged by (ack, ackBits); updates the RTT (seconds).
+   * @param {number} ack @param {number} ackBits @param {number} now
+   * @returns {number[]} */
   processAcks(ack, ackBits, now) {
+    /** @type {number[]} */
     const acked = [];
     if (this.unacked.size === 0) return acked;
+    /** @type {number[]} */
     const lost = [];
     for (const [seq, sent] of this.unacked) {
       const d = (ack - seq) & 0xffff;

@@ -17,12 +17,33 @@ export const ANIM_JUMP = 3;
 
 const U32 = 0xffffffff;
 
+/** The server's Welcome (SPEC 4.1), as decodeWelcome returns it and encodeWelcome takes it
+ * (keepaliveInterval and timeout may be left out when encoding).
+ * @typedef {object} Welcome
+ * @property {number} entityId the client's own entity
+ * @property {number} tickRate ticks per second
+ * @property {number} tick the server's tick when it accepted
+ * @property {number[]} mins world bounds [x, y, z], metres
+ * @property {number[]} maxs
+ * @property {number} positionStep metres per quantization step
+ * @property {number} maxSpeed metres per second
+ * @property {number} interestRadius metres
+ * @property {number} [keepaliveInterval] seconds
+ * @property {number} [timeout] seconds
+ */
+
+/** One INPUT record (SPEC section 3): move axes in [-127, 127], yaw on the wire's 0..65535
+ * circle, anim and flags bytes (flags defaults to 0 when encoding).
+ * @typedef {{ seq: number, moveX: number, moveZ: number, yaw: number, anim: number, flags?: number }} Input */
+
+/** @param {import("./msgpack.js").BytesLike} data @returns {Reader} */
 function reader(data) {
   const r = new Reader(data);
   if (r.bytes.length > MAX_MESSAGE_SIZE) throw new ProtocolError("oversized", `message of ${r.bytes.length} bytes`);
   return r;
 }
 
+/** @param {Reader} r @param {string} what @returns {number[]} */
 function vec3(r, what) {
   r.array(what, 3, 3);
   return [r.number(what), r.number(what), r.number(what)];
@@ -33,7 +54,9 @@ export const DEFAULT_TIMEOUT = 5.0;
 
 /** Welcome bytes (an array of 10, SPEC 4.1) -> { entityId, tickRate, tick, mins, maxs,
  * positionStep, maxSpeed, interestRadius, keepaliveInterval, timeout }. Float fields accept
- * msgpack float32, float64 and integers. */
+ * msgpack float32, float64 and integers.
+ * @param {import("./msgpack.js").BytesLike} data
+ * @returns {Required<Welcome>} */
 export function decodeWelcome(data) {
   const r = reader(data);
   r.array("Welcome", 10, 10);
@@ -60,7 +83,9 @@ export function decodeWelcome(data) {
 }
 
 /** Welcome object -> bytes, as the server writes it (every float as float64); a missing
- * keepaliveInterval or timeout is written as its default (1.0, 5.0). */
+ * keepaliveInterval or timeout is written as its default (1.0, 5.0).
+ * @param {Welcome} w
+ * @returns {Uint8Array} */
 export function encodeWelcome(w) {
   const wr = new Writer();
   wr.array(10).int(w.entityId).int(w.tickRate).int(w.tick);
@@ -73,6 +98,7 @@ export function encodeWelcome(w) {
   return wr.finish();
 }
 
+/** @param {Required<Input>} i */
 function checkInput(i) {
   const ok =
     Number.isInteger(i.seq) && i.seq >= 0 && i.seq <= U32 &&
@@ -88,7 +114,9 @@ export const INPUT_RECORD_SIZE = 10; // seq u32, move_x i8, move_z i8, yaw u16, 
 
 /** Inputs (oldest first; the newest MAX_INPUTS_PER_PACKET are kept) -> INPUT payload bytes:
  * a count byte, then one 10-byte little-endian record per input (SPEC section 3).
- * Each input is { seq, moveX, moveZ, yaw, anim, flags }. */
+ * Each input is { seq, moveX, moveZ, yaw, anim, flags }.
+ * @param {Input[]} inputs
+ * @returns {Uint8Array} */
 export function encodeInputs(inputs) {
   const list = inputs.slice(-MAX_INPUTS_PER_PACKET);
   if (list.length === 0) throw new RangeError("at least one input");
@@ -110,7 +138,9 @@ export function encodeInputs(inputs) {
   return out;
 }
 
-/** INPUT payload bytes -> every input, oldest first (the server's check: SPEC section 3). */
+/** INPUT payload bytes -> every input, oldest first (the server's check: SPEC section 3).
+ * @param {Uint8Array | ArrayBuffer} data
+ * @returns {Required<Input>[]} */
 export function decodeInputs(data) {
   const b = data instanceof Uint8Array ? data : new Uint8Array(data);
   const n = b.length ? b[0] : 0;

@@ -14,20 +14,38 @@ import { ProtocolError } from "./errors.js";
 const TEXT_ENCODER = new TextEncoder();
 const TEXT_DECODER = new TextDecoder("utf-8", { fatal: true });
 
+/** Bytes as the decoders accept them: an ArrayBuffer, a view on one, or a node Buffer.
+ * @typedef {ArrayBuffer | ArrayBufferView} BytesLike */
+
+/** A decoded value (Reader.any): maps become plain objects.
+ * @typedef {null | boolean | number | string | Uint8Array | MsgpackArray | MsgpackMap} MsgpackValue */
+/** @typedef {{ [key: string]: MsgpackValue }} MsgpackMap */
+/** @typedef {MsgpackValue[]} MsgpackArray */
+
+/** Bounds on a generic decode (see DEFAULT_LIMITS).
+ * @typedef {{ maxStr: number, maxBin: number, maxArray: number, maxMap: number, maxDepth: number }} DecodeLimits */
+
+/** The kinds Reader.peekKind reports.
+ * @typedef {"int" | "float" | "nil" | "bool" | "str" | "bin" | "array" | "map" | "ext" | "invalid"} MsgpackKind */
+
 /** A float that must be written as msgpack float64 even when its value is integral. */
 export class Float64 {
+  /** @param {number} value */
   constructor(value) {
     this.value = Number(value);
   }
 }
 
+/** A growing buffer with typed msgpack writes; every write returns the writer. */
 export class Writer {
+  /** @param {number} [initial] first buffer size in bytes */
   constructor(initial = 64) {
     this.buf = new Uint8Array(initial);
     this.view = new DataView(this.buf.buffer);
     this.length = 0;
   }
 
+  /** @param {number} n */
   _reserve(n) {
     const need = this.length + n;
     if (need <= this.buf.length) return;
@@ -39,40 +57,48 @@ export class Writer {
     this.view = new DataView(next.buffer);
   }
 
+  /** @param {number} v */
   _u8(v) {
     this._reserve(1);
     this.buf[this.length++] = v;
   }
 
+  /** @param {number} v */
   _be16(v) {
     this._reserve(2);
     this.view.setUint16(this.length, v);
     this.length += 2;
   }
 
+  /** @param {number} v */
   _be32(v) {
     this._reserve(4);
     this.view.setUint32(this.length, v);
     this.length += 4;
   }
 
+  /** Raw bytes, no header. @param {Uint8Array} data */
   bytes(data) {
     this._reserve(data.length);
     this.buf.set(data, this.length);
     this.length += data.length;
   }
 
+  /** @returns {this} */
   nil() {
     this._u8(0xc0);
     return this;
   }
 
+  /** @param {boolean} v @returns {this} */
   bool(v) {
     this._u8(v ? 0xc3 : 0xc2);
     return this;
   }
 
-  /** An integer in the shortest msgpack form (the form Python's msgpack.packb chooses). */
+  /** An integer in the shortest msgpack form (the form Python's msgpack.packb chooses).
+   * @param {number | bigint} v
+   * @returns {this} */
   int(v) {
     if (typeof v === "bigint") return this._bigint(v);
     if (!Number.isSafeInteger(v)) throw new RangeError(`not a safe integer: ${v}`);
@@ -102,6 +128,7 @@ export class Writer {
     return this;
   }
 
+  /** @param {bigint} v @returns {this} */
   _bigint(v) {
     if (v >= 0n && v <= 0xffffffffn) return this.int(Number(v));
     if (v < 0n && v >= -2147483648n) return this.int(Number(v));
@@ -119,6 +146,7 @@ export class Writer {
     return this;
   }
 
+  /** @param {number} v @returns {this} */
   float64(v) {
     this._reserve(9);
     this.buf[this.length] = 0xcb;
@@ -127,6 +155,7 @@ export class Writer {
     return this;
   }
 
+  /** @param {string} s @returns {this} */
   str(s) {
     const data = TEXT_ENCODER.encode(s);
     const n = data.length;
@@ -145,6 +174,7 @@ export class Writer {
     return this;
   }
 
+  /** @param {Uint8Array} data @returns {this} */
   bin(data) {
     const n = data.length;
     if (n <= 0xff) {
@@ -161,6 +191,7 @@ export class Writer {
     return this;
   }
 
+  /** An array header for n elements. @param {number} n @returns {this} */
   array(n) {
     if (n <= 15) this._u8(0x90 | n);
     else if (n <= 0xffff) {
@@ -173,6 +204,7 @@ export class Writer {
     return this;
   }
 
+  /** A map header for n pairs. @param {number} n @returns {this} */
   map(n) {
     if (n <= 15) this._u8(0x80 | n);
     else if (n <= 0xffff) {
@@ -186,7 +218,9 @@ export class Writer {
   }
 
   /** Generic: null, booleans, integers (int), other numbers and Float64 (float64),
-   * strings, Uint8Array (bin), arrays, plain objects (maps with string keys). */
+   * strings, Uint8Array (bin), arrays, plain objects (maps with string keys).
+   * @param {unknown} value
+   * @returns {this} */
   encode(value) {
     if (value === null || value === undefined) return this.nil();
     if (value instanceof Float64) return this.float64(value.value);
@@ -210,28 +244,34 @@ export class Writer {
       return this;
     }
     if (typeof value === "object") {
-      const keys = Object.keys(value);
+      const obj = /** @type {Record<string, unknown>} */ (value);
+      const keys = Object.keys(obj);
       this.map(keys.length);
       for (const k of keys) {
         this.str(k);
-        this.encode(value[k]);
+        this.encode(obj[k]);
       }
       return this;
     }
     throw new TypeError(`cannot msgpack-encode ${typeof value}`);
   }
 
+  /** A copy of the bytes written. @returns {Uint8Array} */
   finish() {
     return this.buf.slice(0, this.length);
   }
 }
 
-/** Encode one value (see Writer.encode) to a new Uint8Array. */
+/** Encode one value (see Writer.encode) to a new Uint8Array.
+ * @param {unknown} value
+ * @returns {Uint8Array} */
 export function encode(value) {
   return new Writer().encode(value).finish();
 }
 
-/** Turns an ArrayBuffer, a view on one, or a node Buffer into a Uint8Array without copying. */
+/** Turns an ArrayBuffer, a view on one, or a node Buffer into a Uint8Array without copying.
+ * @param {BytesLike} data
+ * @returns {Uint8Array} */
 export function asBytes(data) {
   if (data instanceof Uint8Array) return data;
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
@@ -239,9 +279,16 @@ export function asBytes(data) {
   throw new TypeError("expected bytes");
 }
 
+/** Bytes after the header of each multi-byte int form (peekKind said "int").
+ * @type {Record<number, number>} */
+const INT_SIZES = { 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8 };
+
+/** @type {Record<string, string>} */
 const KIND_NAMES = { int: "an integer", float: "a float", nil: "nil", bin: "bin", str: "str" };
 
+/** A cursor over msgpack bytes with strict typed reads (ProtocolError on anything else). */
 export class Reader {
+  /** @param {BytesLike} data */
   constructor(data) {
     this.bytes = asBytes(data);
     this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
@@ -252,21 +299,25 @@ export class Reader {
     return this.bytes.length - this.pos;
   }
 
+  /** @param {number} n */
   _need(n) {
     if (this.pos + n > this.bytes.length) throw new ProtocolError("bad_msgpack", "truncated");
   }
 
+  /** @returns {number} */
   _u8() {
     this._need(1);
     return this.bytes[this.pos++];
   }
 
+  /** The next byte, not consumed. @returns {number} */
   peek() {
     this._need(1);
     return this.bytes[this.pos];
   }
 
-  /** The kind of the next value: int, float, nil, bool, str, bin, array, map, ext. */
+  /** The kind of the next value: int, float, nil, bool, str, bin, array, map, ext.
+   * @returns {MsgpackKind} */
   peekKind() {
     const b = this.peek();
     if (b <= 0x7f || b >= 0xe0) return "int";
@@ -312,6 +363,7 @@ export class Reader {
     }
   }
 
+  /** @param {MsgpackKind} kind @param {string} what */
   _expect(kind, what) {
     const got = this.peekKind();
     if (got !== kind) {
@@ -319,7 +371,11 @@ export class Reader {
     }
   }
 
-  /** An integer (any msgpack int form) in [lo, hi]; returned as a Number. */
+  /** An integer (any msgpack int form) in [lo, hi]; returned as a Number.
+   * @param {string} [what] the field's name for errors
+   * @param {number} [lo]
+   * @param {number} [hi]
+   * @returns {number} */
   int(what = "value", lo = -Number.MAX_SAFE_INTEGER, hi = Number.MAX_SAFE_INTEGER) {
     this._expect("int", what);
     const b = this._u8();
@@ -327,7 +383,7 @@ export class Reader {
     if (b <= 0x7f) v = b;
     else if (b >= 0xe0) v = b - 0x100;
     else {
-      const size = { 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4, 0xd3: 8 }[b];
+      const size = INT_SIZES[b];
       this._need(size);
       const p = this.pos;
       const dv = this.view;
@@ -371,7 +427,9 @@ export class Reader {
     return v;
   }
 
-  /** nil (returned as null) or an integer in [lo, hi]. */
+  /** nil (returned as null) or an integer in [lo, hi].
+   * @param {string} what @param {number} lo @param {number} hi
+   * @returns {number | null} */
   intOrNil(what, lo, hi) {
     if (this.peek() === 0xc0) {
       this.pos++;
@@ -380,7 +438,9 @@ export class Reader {
     return this.int(what, lo, hi);
   }
 
-  /** A finite number: msgpack int or float. */
+  /** A finite number: msgpack int or float.
+   * @param {string} [what]
+   * @returns {number} */
   number(what = "value") {
     const kind = this.peekKind();
     let v;
@@ -401,7 +461,9 @@ export class Reader {
     return v;
   }
 
-  /** An array header; returns the element count (checked against [lo, hi]). */
+  /** An array header; returns the element count (checked against [lo, hi]).
+   * @param {string} [what] @param {number} [lo] @param {number} [hi]
+   * @returns {number} */
   array(what = "value", lo = 0, hi = 0xffffffff) {
     this._expect("array", what);
     const b = this._u8();
@@ -423,19 +485,27 @@ export class Reader {
     return n;
   }
 
+  /** The length that follows header byte b: in b itself (small), or 1, 2 or 4 bytes.
+   * @param {number} b
+   * @param {{ base: number, mask: number } | null} small
+   * @param {number} b8 @param {number} b16 @param {number} b32
+   * @returns {number} */
   _len(b, small, b8, b16, b32) {
     if (small !== null && (b & ~small.mask) === small.base) return b & small.mask;
     let size;
     if (b === b8) size = 1;
     else if (b === b16) size = 2;
     else if (b === b32) size = 4;
+    else throw new ProtocolError("bad_msgpack", `unexpected header byte 0x${b.toString(16)}`);
     this._need(size);
     const n = size === 1 ? this.view.getUint8(this.pos) : size === 2 ? this.view.getUint16(this.pos) : this.view.getUint32(this.pos);
     this.pos += size;
     return n;
   }
 
-  /** A bin (bin8/16/32) of at most maxLen bytes; returns a Uint8Array view (no copy). */
+  /** A bin (bin8/16/32) of at most maxLen bytes; returns a Uint8Array view (no copy).
+   * @param {string} [what] @param {number} [maxLen]
+   * @returns {Uint8Array} */
   bin(what = "value", maxLen = 0xffffffff) {
     this._expect("bin", what);
     const n = this._len(this._u8(), null, 0xc4, 0xc5, 0xc6);
@@ -446,6 +516,9 @@ export class Reader {
     return out;
   }
 
+  /** A UTF-8 str of at most maxLen bytes.
+   * @param {string} [what] @param {number} [maxLen]
+   * @returns {string} */
   str(what = "value", maxLen = 0xffffffff) {
     this._expect("str", what);
     const n = this._len(this._u8(), { base: 0xa0, mask: 0x1f }, 0xd9, 0xda, 0xdb);
@@ -462,7 +535,10 @@ export class Reader {
   }
 
   /** Any value, bounded: ints and floats as Numbers, bin as Uint8Array, str as string,
-   * arrays as arrays, maps as plain objects (keys must be str or int). No ext types. */
+   * arrays as arrays, maps as plain objects (keys must be str or int). No ext types.
+   * @param {DecodeLimits} [limits]
+   * @param {number} [depth]
+   * @returns {MsgpackValue} */
   any(limits = DEFAULT_LIMITS, depth = 0) {
     if (depth > limits.maxDepth) throw new ProtocolError("bad_msgpack", "nested too deep");
     const kind = this.peekKind();
@@ -490,11 +566,12 @@ export class Reader {
         const b = this._u8();
         const n = this._len(b, { base: 0x80, mask: 0x0f }, -1, 0xde, 0xdf);
         if (n > limits.maxMap) throw new ProtocolError("bad_msgpack", `map of ${n} entries`);
+        /** @type {MsgpackMap} */
         const out = {};
         for (let i = 0; i < n; i++) {
           const k = this.peekKind();
           if (k !== "str" && k !== "int") throw new ProtocolError("bad_msgpack", "map key type");
-          const key = this.any(limits, depth + 1);
+          const key = /** @type {string | number} */ (this.any(limits, depth + 1));
           out[key] = this.any(limits, depth + 1);
         }
         return out;
@@ -504,7 +581,7 @@ export class Reader {
     }
   }
 
-  /** Throws unless every byte has been consumed. */
+  /** Throws unless every byte has been consumed. @returns {void} */
   end() {
     if (this.pos !== this.bytes.length) {
       throw new ProtocolError("bad_msgpack", `${this.bytes.length - this.pos} trailing bytes`);
@@ -512,6 +589,7 @@ export class Reader {
   }
 }
 
+/** @type {Readonly<DecodeLimits>} */
 export const DEFAULT_LIMITS = Object.freeze({
   maxStr: 256,
   maxBin: 1400,
@@ -520,7 +598,10 @@ export const DEFAULT_LIMITS = Object.freeze({
   maxDepth: 16,
 });
 
-/** Decode exactly one value from data (trailing bytes are an error). */
+/** Decode exactly one value from data (trailing bytes are an error).
+ * @param {BytesLike} data
+ * @param {DecodeLimits} [limits]
+ * @returns {MsgpackValue} */
 export function decode(data, limits = DEFAULT_LIMITS) {
   const r = new Reader(data);
   const value = r.any(limits);
