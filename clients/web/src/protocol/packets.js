@@ -7,6 +7,12 @@
 import { ProtocolError } from "./errors.js";
 import { asBytes } from "./msgpack.js";
 
+/** @typedef {import("./msgpack.js").BytesLike} BytesLike */
+/** A connect token: bytes, or a string sent as UTF-8 (at most MAX_TOKEN bytes); none is empty.
+ * @typedef {BytesLike | string | null | undefined} TokenLike */
+/** A 64-bit nonce or cookie time: a BigInt, or a Number that is a safe integer.
+ * @typedef {bigint | number} U64Like */
+
 export const PROTOCOL_VERSION = 2; // 2: snapshots in parts, plain binary (SPEC section 5)
 
 export const HELLO = 0x01;
@@ -35,6 +41,7 @@ export const REFUSE_VERSION = 1;
 export const REFUSE_FULL = 2;
 export const REFUSE_STALE_COOKIE = 3;
 export const REFUSE_REPLAYED_COOKIE = 4;
+/** @type {Record<number, string>} */
 export const REFUSE_REASONS = {
   1: "version_mismatch",
   2: "server_full",
@@ -52,6 +59,7 @@ export const DISCONNECT_CLIENT_LEFT = 1;
 export const DISCONNECT_SERVER_SHUTDOWN = 2;
 export const DISCONNECT_TIMEOUT = 3;
 export const DISCONNECT_KICKED = 4;
+/** @type {Record<number, string>} */
 export const DISCONNECT_REASONS = {
   1: "client_left",
   2: "server_shutdown",
@@ -62,10 +70,12 @@ export const DISCONNECT_REASONS = {
 const TEXT_ENCODER = new TextEncoder();
 const TEXT_DECODER = new TextDecoder("utf-8"); // REFUSE text: invalid bytes are replaced
 
+/** @param {Uint8Array} bytes @returns {DataView} */
 function dv(bytes) {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
+/** @param {TokenLike} token @returns {Uint8Array} */
 function tokenBytes(token) {
   if (token === undefined || token === null) return new Uint8Array(0);
   const t = typeof token === "string" ? TEXT_ENCODER.encode(token) : asBytes(token);
@@ -73,7 +83,9 @@ function tokenBytes(token) {
   return t;
 }
 
-/** Type byte of a packet; throws for empty or oversized data. */
+/** Type byte of a packet; throws for empty or oversized data.
+ * @param {BytesLike} data
+ * @returns {number} */
 export function packetType(data) {
   const b = asBytes(data);
   if (b.length === 0) throw new ProtocolError("empty", "zero-length packet");
@@ -81,13 +93,16 @@ export function packetType(data) {
   return b[0];
 }
 
+/** @param {Uint8Array} b @param {number} at offset of the length byte @returns {Uint8Array} */
 function readToken(b, at) {
   const n = b[at];
   if (n > MAX_TOKEN) throw new ProtocolError("bad_token", `token length ${n} > ${MAX_TOKEN}`);
   return b.slice(at + 1, at + 1 + n);
 }
 
-/** HELLO: 128 bytes (type, version u16, nonce u64, token length, token, zero padding). */
+/** HELLO: 128 bytes (type, version u16, nonce u64, token length, token, zero padding).
+ * @param {number} version @param {U64Like} nonce @param {TokenLike} [token]
+ * @returns {Uint8Array} */
 export function encodeHello(version, nonce, token) {
   const t = tokenBytes(token);
   const out = new Uint8Array(HANDSHAKE_SIZE);
@@ -100,6 +115,9 @@ export function encodeHello(version, nonce, token) {
   return out;
 }
 
+/** HELLO -> { version, nonce (BigInt), token (bytes) }.
+ * @param {BytesLike} data
+ * @returns {{ version: number, nonce: bigint, token: Uint8Array }} */
 export function decodeHello(data) {
   const b = asBytes(data);
   if (b.length !== HANDSHAKE_SIZE) throw new ProtocolError("bad_size", `HELLO must be ${HANDSHAKE_SIZE} bytes`);
@@ -107,6 +125,9 @@ export function decodeHello(data) {
   return { version: v.getUint16(1, true), nonce: v.getBigUint64(3, true), token: readToken(b, 11) };
 }
 
+/** CHALLENGE: 35 bytes (type, version, nonce, cookie time in ms, 16-byte cookie MAC).
+ * @param {number} version @param {U64Like} nonce @param {U64Like} cookieMs @param {Uint8Array} mac
+ * @returns {Uint8Array} */
 export function encodeChallenge(version, nonce, cookieMs, mac) {
   const out = new Uint8Array(CHALLENGE_SIZE);
   const v = dv(out);
@@ -119,6 +140,11 @@ export function encodeChallenge(version, nonce, cookieMs, mac) {
   return out;
 }
 
+/** @typedef {{ version: number, nonce: bigint, cookieMs: bigint, mac: Uint8Array }} Challenge */
+
+/** CHALLENGE -> { version, nonce, cookieMs (BigInts), mac }.
+ * @param {BytesLike} data
+ * @returns {Challenge} */
 export function decodeChallenge(data) {
   const b = asBytes(data);
   if (b.length !== CHALLENGE_SIZE) throw new ProtocolError("bad_size", `CHALLENGE must be ${CHALLENGE_SIZE} bytes`);
@@ -131,6 +157,10 @@ export function decodeChallenge(data) {
   };
 }
 
+/** CONNECT: 128 bytes, the CHALLENGE echoed then the token.
+ * @param {number} version @param {U64Like} nonce @param {U64Like} cookieMs @param {Uint8Array} mac
+ * @param {TokenLike} [token]
+ * @returns {Uint8Array} */
 export function encodeConnect(version, nonce, cookieMs, mac, token) {
   const t = tokenBytes(token);
   const out = new Uint8Array(HANDSHAKE_SIZE);
@@ -141,6 +171,9 @@ export function encodeConnect(version, nonce, cookieMs, mac, token) {
   return out;
 }
 
+/** CONNECT -> the CHALLENGE's fields and the token.
+ * @param {BytesLike} data
+ * @returns {Challenge & { token: Uint8Array }} */
 export function decodeConnect(data) {
   const b = asBytes(data);
   if (b.length !== HANDSHAKE_SIZE) throw new ProtocolError("bad_size", `CONNECT must be ${HANDSHAKE_SIZE} bytes`);
@@ -154,6 +187,9 @@ export function decodeConnect(data) {
   };
 }
 
+/** ACCEPT: type, nonce, salt, then the Welcome message's bytes.
+ * @param {U64Like} nonce @param {number} salt @param {BytesLike} welcome
+ * @returns {Uint8Array} */
 export function encodeAccept(nonce, salt, welcome) {
   const w = asBytes(welcome);
   const out = new Uint8Array(ACCEPT_HEAD + w.length);
@@ -165,7 +201,9 @@ export function encodeAccept(nonce, salt, welcome) {
   return out;
 }
 
-/** ACCEPT -> { nonce (BigInt), salt, welcome (Uint8Array of the Welcome message) }. */
+/** ACCEPT -> { nonce (BigInt), salt, welcome (Uint8Array of the Welcome message) }.
+ * @param {BytesLike} data
+ * @returns {{ nonce: bigint, salt: number, welcome: Uint8Array }} */
 export function decodeAccept(data) {
   const b = asBytes(data);
   if (b.length < ACCEPT_HEAD) throw new ProtocolError("truncated", "ACCEPT shorter than its header");
@@ -173,6 +211,10 @@ export function decodeAccept(data) {
   return { nonce: v.getBigUint64(1, true), salt: v.getUint32(9, true), welcome: b.subarray(ACCEPT_HEAD) };
 }
 
+/** REFUSE: type, reason, server version, nonce, then UTF-8 text cut to fit `limit` bytes.
+ * @param {number} reason @param {number} serverVersion @param {U64Like} nonce @param {string} text
+ * @param {number} [limit]
+ * @returns {Uint8Array} */
 export function encodeRefuse(reason, serverVersion, nonce, text, limit = MAX_DATAGRAM) {
   const body = TEXT_ENCODER.encode(text).subarray(0, Math.max(0, limit - REFUSE_HEAD));
   const out = new Uint8Array(REFUSE_HEAD + body.length);
@@ -185,7 +227,9 @@ export function encodeRefuse(reason, serverVersion, nonce, text, limit = MAX_DAT
   return out;
 }
 
-/** REFUSE -> { reason (number), reasonName, serverVersion, nonce (BigInt), text }. */
+/** REFUSE -> { reason (number), reasonName, serverVersion, nonce (BigInt), text }.
+ * @param {BytesLike} data
+ * @returns {{ reason: number, reasonName: string, serverVersion: number, nonce: bigint, text: string }} */
 export function decodeRefuse(data) {
   const b = asBytes(data);
   if (b.length < REFUSE_HEAD) throw new ProtocolError("truncated", "REFUSE shorter than its header");
@@ -200,7 +244,10 @@ export function decodeRefuse(data) {
   };
 }
 
-/** A connected packet: 13-byte header then the payload. */
+/** A connected packet: 13-byte header then the payload.
+ * @param {number} type @param {number} salt @param {number} seq @param {number} ack @param {number} ackBits
+ * @param {BytesLike | null} [payload]
+ * @returns {Uint8Array} */
 export function encodePacket(type, salt, seq, ack, ackBits, payload) {
   const p = payload ? asBytes(payload) : new Uint8Array(0);
   const out = new Uint8Array(HEADER_SIZE + p.length);
@@ -214,7 +261,12 @@ export function encodePacket(type, salt, seq, ack, ackBits, payload) {
   return out;
 }
 
-/** Header of a connected packet -> { type, salt, seq, ack, ackBits, payload }. */
+/** A decoded connected packet; payload is a view into the packet (no copy).
+ * @typedef {{ type: number, salt: number, seq: number, ack: number, ackBits: number, payload: Uint8Array }} Packet */
+
+/** Header of a connected packet -> { type, salt, seq, ack, ackBits, payload }.
+ * @param {BytesLike} data
+ * @returns {Packet} */
 export function decodePacket(data) {
   const b = asBytes(data);
   if (b.length < HEADER_SIZE) throw new ProtocolError("truncated", "packet shorter than the 13-byte header");
