@@ -125,7 +125,11 @@ class SnapshotStage:
 
     # -- history ----------------------------------------------------------------------------
     def history(self, tick: int) -> np.ndarray:
-        """The quantized world state of an earlier tick (KeyError once it is forgotten)."""
+        """The quantized world state of an earlier tick, as rows of this tick's slots in use
+        (KeyError once it is forgotten). The encoder compares it row by row with this tick's
+        state, so it has this tick's length: a row above the slots in use back then holds a
+        stale value, which no client's view refers to (an entity held as of tick H was alive
+        at H). Rows above this tick's slots in use are not returned."""
         i = tick % (self.ring + 1)
         if self._hist_tick[i] != tick:
             raise KeyError(tick)
