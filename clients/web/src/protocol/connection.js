@@ -16,6 +16,28 @@ export const HELLO_SENT = "hello";
 export const CONNECTED = "connected";
 export const CLOSED = "closed";
 
+/** @typedef {typeof IDLE | typeof HELLO_SENT | typeof CONNECTED | typeof CLOSED} ConnectionState */
+/** A decoded Welcome (every field present).
+ * @typedef {Required<import("./messages.js").Welcome>} ServerWelcome */
+
+/** What receive() and poll() report.
+ * @typedef {{ type: "connected", welcome: ServerWelcome, salt: number }
+ *   | { type: "refused", reason: string, text: string, serverVersion: number }
+ *   | { type: "disconnected", reason: string }
+ *   | { type: "packet", ptype: number, seq: number, payload: Uint8Array, acked: number[] }} ConnectionEvent */
+
+/** ClientConnection's options; every one has a default.
+ * @typedef {object} ConnectionOptions
+ * @property {import("./packets.js").TokenLike} [token] the join token sent in HELLO
+ * @property {import("./packets.js").U64Like} [nonce] random when not given
+ * @property {number} [version] protocol version
+ * @property {number} [timeout] seconds without a packet before giving up (the Welcome's wins)
+ * @property {number} [keepaliveInterval] seconds (the Welcome's wins)
+ * @property {number} [handshakeTimeout] seconds
+ * @property {number} [resendInterval] seconds between HELLOs
+ */
+
+/** @returns {bigint} */
 function randomNonce() {
   const b = new Uint8Array(8);
   globalThis.crypto.getRandomValues(b);
@@ -23,6 +45,7 @@ function randomNonce() {
 }
 
 export class ClientConnection {
+  /** @param {ConnectionOptions} [options] */
   constructor({
     token = "",
     nonce = randomNonce(),
@@ -39,22 +62,30 @@ export class ClientConnection {
     this.keepaliveInterval = keepaliveInterval;
     this.handshakeTimeout = handshakeTimeout;
     this.resendInterval = resendInterval;
+    /** @type {ConnectionState} */
     this.state = IDLE;
     this.salt = 0;
+    /** @type {Link | null} set when connected */
     this.link = null;
+    /** @type {ServerWelcome | null} */
     this.welcome = null;
     this.closeReason = "";
+    /** Packets dropped, by reason. @type {Record<string, number>} */
     this.drops = {};
+    /** @type {Uint8Array | null} */
     this._hello = null;
     this._started = 0;
     this._lastHello = 0;
   }
 
+  /** @param {string} reason */
   _drop(reason) {
     this.drops[reason] = (this.drops[reason] || 0) + 1;
   }
 
-  /** Starts the handshake; returns the HELLO packet to send. */
+  /** Starts the handshake; returns the HELLO packet to send.
+   * @param {number} now seconds
+   * @returns {Uint8Array} */
   connect(now) {
     this.state = HELLO_SENT;
     this._hello = P.encodeHello(this.version, this.nonce, this.token);
@@ -69,6 +100,9 @@ export class ClientConnection {
    *   { type: "refused", reason, text, serverVersion }
    *   { type: "disconnected", reason }
    *   { type: "packet", ptype, seq, payload, acked }   (SNAPSHOT, KEEPALIVE, MESSAGE, ...)
+   * @param {import("./packets.js").BytesLike} data
+   * @param {number} now seconds
+   * @returns {ConnectionEvent[]}
    */
   receive(data, now) {
     try {
@@ -111,8 +145,10 @@ export class ClientConnection {
     }
   }
 
+  /** @param {import("./packets.js").BytesLike} data @param {number} now @returns {ConnectionEvent[]} */
   _receiveConnected(data, now) {
-    if (this.state !== CONNECTED) {
+    const link = this.link;
+    if (this.state !== CONNECTED || !link) {
       this._drop("not_connected");
       return [];
     }
@@ -121,7 +157,6 @@ export class ClientConnection {
       this._drop("bad_salt");
       return [];
     }
-    const link = this.link;
     if (!link.accept(h.seq)) {
       this._drop("duplicate_or_stale");
       return [];
@@ -137,14 +172,20 @@ export class ClientConnection {
     return [{ type: "packet", ptype: h.type, seq: h.seq, payload: h.payload, acked }];
   }
 
-  /** A connected packet (INPUT, KEEPALIVE, MESSAGE) carrying our current acks. */
+  /** A connected packet (INPUT, KEEPALIVE, MESSAGE) carrying our current acks.
+   * @param {number} ptype
+   * @param {import("./packets.js").BytesLike | null} payload
+   * @param {number} now
+   * @returns {Uint8Array} */
   packet(ptype, payload, now) {
-    if (this.state !== CONNECTED) throw new Error("not connected");
+    if (this.state !== CONNECTED || !this.link) throw new Error("not connected");
     const { seq, ack, ackBits } = this.link.nextSend(now);
     return P.encodePacket(ptype, this.salt, seq, ack, ackBits, payload);
   }
 
-  /** Leaves: returns the DISCONNECT packet (send it twice), or null when not connected. */
+  /** Leaves: returns the DISCONNECT packet (send it twice), or null when not connected.
+   * @param {number} now
+   * @returns {Uint8Array | null} */
   disconnect(now) {
     if (this.state !== CONNECTED) {
       this.state = CLOSED;
@@ -156,7 +197,9 @@ export class ClientConnection {
     return data;
   }
 
-  /** Handshake resends, keep-alives and timeouts: { events, packets }. */
+  /** Handshake resends, keep-alives and timeouts: { events, packets }.
+   * @param {number} now
+   * @returns {{ events: ConnectionEvent[], packets: Uint8Array[] }} */
   poll(now) {
     if (this.state === HELLO_SENT) {
       if (now - this._started > this.handshakeTimeout) {
@@ -164,11 +207,11 @@ export class ClientConnection {
         this.closeReason = "handshake_timeout";
         return { events: [{ type: "disconnected", reason: "handshake_timeout" }], packets: [] };
       }
-      if (now - this._lastHello >= this.resendInterval) {
+      if (now - this._lastHello >= this.resendInterval && this._hello) {
         this._lastHello = now;
         return { events: [], packets: [this._hello] };
       }
-    } else if (this.state === CONNECTED) {
+    } else if (this.state === CONNECTED && this.link) {
       const link = this.link;
       if (now - link.lastRecv > this.timeout) {
         this.state = CLOSED;

@@ -14,6 +14,27 @@ import { ProtocolError } from "./errors.js";
 import { asBytes } from "./msgpack.js";
 import { positionLayout } from "./quantize.js";
 
+/** The entity states of a tick: ids sorted and unique, q five values per id
+ * (x, y, z, yaw, anim), row-major. Treated as immutable.
+ * @typedef {{ tick: number, ids: Uint32Array, q: Int32Array }} View */
+
+/** The stored views a part may name as its baseline: a Map tick -> View (or anything with
+ * such a get), a function tick -> View|undefined, or an object keyed by tick; null when
+ * there are none.
+ * @typedef {{ get(tick: number): View | undefined } | ((tick: number) => View | undefined) | Record<number, View> | null | undefined} Baselines */
+
+/** A part's header as decodePart and readPartHeader report it.
+ * @typedef {object} PartHeader
+ * @property {number} tick
+ * @property {number | null} baselineTick null: a full snapshot
+ * @property {number} inputAck the newest input applied, -1: none
+ * @property {number} selfId the receiver's own entity id
+ * @property {number} part
+ * @property {number} parts
+ * @property {number} firstId first id of the part's range
+ * @property {number} lastId last id of the part's range (NONE for the last part)
+ */
+
 export const MAX_ENTITIES = 65536;
 export const MAX_PAYLOAD = 65535;
 export const MAX_TICK = 2 ** 32 - 1;
@@ -29,13 +50,16 @@ const YAW = 3;
 const POPCOUNT = new Uint8Array(256);
 for (let i = 1; i < 256; i++) POPCOUNT[i] = (i & 1) + POPCOUNT[i >> 1];
 
+/** @type {Readonly<View>} */
 export const EMPTY_VIEW = Object.freeze({ tick: -1, ids: new Uint32Array(0), q: new Int32Array(0) });
 
+/** @param {string} reason @param {string} detail @returns {never} */
 function fail(reason, detail) {
   throw new ProtocolError(reason, detail);
 }
 
-/** First index in ids[lo, hi) whose id is >= x. */
+/** First index in ids[lo, hi) whose id is >= x.
+ * @param {Uint32Array} ids @param {number} x @param {number} lo @param {number} hi @returns {number} */
 function lowerBound(ids, x, lo, hi) {
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
@@ -45,7 +69,8 @@ function lowerBound(ids, x, lo, hi) {
   return lo;
 }
 
-/** First index in ids[lo, hi) whose id is > x. */
+/** First index in ids[lo, hi) whose id is > x.
+ * @param {Uint32Array} ids @param {number} x @param {number} lo @param {number} hi @returns {number} */
 function upperBound(ids, x, lo, hi) {
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
@@ -55,14 +80,16 @@ function upperBound(ids, x, lo, hi) {
   return lo;
 }
 
+/** @param {Baselines} baselines @param {number} tick @returns {View | undefined} */
 function lookup(baselines, tick) {
   if (!baselines) return undefined;
   if (typeof baselines === "function") return baselines(tick);
-  if (typeof baselines.get === "function") return baselines.get(tick);
-  return baselines[tick];
+  if ("get" in baselines && typeof baselines.get === "function") return baselines.get(tick);
+  return /** @type {Record<number, View>} */ (baselines)[tick];
 }
 
-/** The header fields of a part and the checks of the header alone. */
+/** The header fields of a part and the checks of the header alone.
+ * @param {Uint8Array} bytes @param {DataView} v */
 function checkHeader(bytes, v) {
   const n = bytes.length;
   if (n > MAX_PAYLOAD) fail("oversized", `snapshot part of ${n} bytes > ${MAX_PAYLOAD}`);
@@ -82,20 +109,22 @@ function checkHeader(bytes, v) {
   return { tick, baselineTick, part, parts, firstId, lastId };
 }
 
-/** The header, the counts and the section offsets of a part; the fixed sections must fit. S = 3·P + 3. */
+/** The header, the counts and the section offsets of a part; the fixed sections must fit. S = 3·P + 3.
+ * @param {Uint8Array} bytes @param {DataView} v @param {number} stateSize */
 function readLayout(bytes, v, stateSize) {
-  const L = checkHeader(bytes, v);
-  const R = (L.R = v.getUint16(26, true));
-  const A = (L.A = v.getUint16(28, true));
-  const K = (L.K = v.getUint16(30, true));
-  L.removedAt = PART_HEADER_SIZE;
-  L.addedAt = L.removedAt + 4 * R;
-  L.updAt = L.addedAt + A * (4 + stateSize);
-  L.recordsAt = L.updAt + ((K + 7) >> 3);
-  if (L.recordsAt > bytes.length) fail("bad_length", `part of ${bytes.length} bytes shorter than its counts R=${R} A=${A} K=${K}`);
-  return L;
+  const header = checkHeader(bytes, v);
+  const R = v.getUint16(26, true);
+  const A = v.getUint16(28, true);
+  const K = v.getUint16(30, true);
+  const removedAt = PART_HEADER_SIZE;
+  const addedAt = removedAt + 4 * R;
+  const updAt = addedAt + A * (4 + stateSize);
+  const recordsAt = updAt + ((K + 7) >> 3);
+  if (recordsAt > bytes.length) fail("bad_length", `part of ${bytes.length} bytes shorter than its counts R=${R} A=${A} K=${K}`);
+  return { ...header, R, A, K, removedAt, addedAt, updAt, recordsAt };
 }
 
+/** @param {DataView} v @param {ReturnType<typeof checkHeader>} L @returns {PartHeader} */
 function publicHeader(v, L) {
   const inputAck = v.getUint32(8, true);
   return {
@@ -110,7 +139,9 @@ function publicHeader(v, L) {
   };
 }
 
-/** Ids at `at`, `count` of them, `stride` bytes apart: strictly ascending, then inside the range. */
+/** Ids at `at`, `count` of them, `stride` bytes apart: strictly ascending, then inside the range.
+ * @param {DataView} v @param {number} at @param {number} count @param {number} stride
+ * @param {number} first @param {number} last @param {string} what */
 function checkIds(v, at, count, stride, first, last, what) {
   if (!count) return;
   let prev = v.getUint32(at, true);
@@ -125,6 +156,8 @@ function checkIds(v, at, count, stride, first, last, what) {
 /**
  * The header of a part, validated on its own (as the Python reference's read_header):
  * { tick, baselineTick (null: full), inputAck (-1: none), selfId, part, parts, firstId, lastId }.
+ * @param {import("./msgpack.js").BytesLike} payload
+ * @returns {PartHeader}
  */
 export function readPartHeader(payload) {
   const bytes = asBytes(payload);
@@ -138,6 +171,10 @@ export function readPartHeader(payload) {
  * `upd` and `records` sections as bytes. Checks the header and that the sections fit; the
  * content is checked by decodePart.
  * layout: a Quantizer or "<u2"/"<u4" (the position size fixes the added records' size).
+ * @param {import("./msgpack.js").BytesLike} payload
+ * @param {import("./quantize.js").LayoutLike} layout
+ * @returns {{ header: PartHeader & { removedCount: number, addedCount: number, keptCount: number },
+ *   removedIds: Uint32Array, added: { ids: Uint32Array, q: Int32Array }, upd: Uint8Array, records: Uint8Array }}
  */
 export function parsePart(payload, layout) {
   const bytes = asBytes(payload);
@@ -173,6 +210,10 @@ export function parsePart(payload, layout) {
  * selfId, part, parts, firstId, lastId }; view: the part's view (ids in [firstId, lastId]).
  * The checks come in the order of the Python reference, so a part with several faults
  * is rejected with the same reason.
+ * @param {import("./msgpack.js").BytesLike} payload
+ * @param {Baselines} baselines
+ * @param {import("./quantize.js").LayoutLike} layout
+ * @returns {{ header: PartHeader, view: View }}
  */
 export function decodePart(payload, baselines, layout) {
   const bytes = asBytes(payload);
@@ -195,10 +236,12 @@ export function decodePart(payload, baselines, layout) {
   for (let o = updAt; o < recordsAt; o++) nu += POPCOUNT[bytes[o]];
 
   // The baseline, restricted to the range.
+  /** @type {Readonly<View>} */
   let base = EMPTY_VIEW;
   if (L.baselineTick !== NONE) {
-    base = lookup(baselines, L.baselineTick);
-    if (!base || base.tick !== L.baselineTick) fail("unknown_baseline", `baseline tick ${L.baselineTick}`);
+    const found = lookup(baselines, L.baselineTick);
+    if (!found || found.tick !== L.baselineTick) return fail("unknown_baseline", `baseline tick ${L.baselineTick}`);
+    base = found;
   }
   const bids = base.ids;
   const bq = base.q;
@@ -354,14 +397,18 @@ export function decodePart(payload, baselines, layout) {
   return { header: publicHeader(v, L), view: { tick, ids, q } };
 }
 
-/** Row `i` of a view as [x, y, z, yaw, anim]. */
+/** Row `i` of a view as [x, y, z, yaw, anim].
+ * @param {{ q: Int32Array }} view @param {number} i @returns {number[]} */
 export function viewRow(view, i) {
   return Array.from(view.q.subarray(i * FIELDS, i * FIELDS + FIELDS));
 }
 
-/** The view of a tick from the views of all its parts, in part order. */
+/** The view of a tick from the views of all its parts, in part order.
+ * @param {number} tick
+ * @param {{ ids: Uint32Array, q: Int32Array }[]} views
+ * @returns {View} */
 export function concatViews(tick, views) {
-  if (views.length === 1) return views[0];
+  if (views.length === 1) return { tick, ids: views[0].ids, q: views[0].q };
   let total = 0;
   for (const pv of views) total += pv.ids.length;
   if (total > MAX_ENTITIES) fail("too_many_entities", `${total} entities in tick ${tick}`);
@@ -376,6 +423,7 @@ export function concatViews(tick, views) {
   return { tick, ids, q };
 }
 
+/** @param {PartHeader} a @param {PartHeader} b @returns {boolean} */
 function sameTick(a, b) {
   return a.baselineTick === b.baselineTick && a.parts === b.parts && a.inputAck === b.inputAck && a.selfId === b.selfId;
 }
@@ -397,18 +445,37 @@ function sameTick(a, b) {
  */
 export const MIN_PENDING = 34;
 
+/** A part's view held until its tick is complete.
+ * @typedef {{ ids: Uint32Array, q: Int32Array, firstId: number, lastId: number }} PartView */
+
+/** What SnapshotStore.receive reports for a part it kept.
+ * @typedef {object} PartResult
+ * @property {PartHeader} header the part's
+ * @property {View} part the part's view
+ * @property {boolean} complete every part of the tick has arrived
+ * @property {View | null} view the tick's view once complete
+ * @property {boolean} newest the tick became the mirror
+ */
+
 export class SnapshotStore {
+  /** @param {import("./quantize.js").LayoutLike} layout @param {number} [keep] complete ticks kept @param {number} [maxPending] */
   constructor(layout, keep = 64, maxPending = MIN_PENDING) {
     this.layout = layout;
     this.keep = keep;
     this.maxPending = maxPending;
-    this.views = new Map(); // tick -> View, complete ticks only
-    this.pending = new Map(); // tick -> { header, views: [part view | undefined], got }
+    /** @type {Map<number, View>} tick -> View, complete ticks only */
+    this.views = new Map();
+    /** @type {Map<number, { header: PartHeader, views: (PartView | undefined)[], got: number }>} */
+    this.pending = new Map();
+    /** @type {Readonly<View>} */
     this.mirror = EMPTY_VIEW;
-    this.header = null; // of the mirror's tick: { tick, baselineTick, inputAck, selfId, parts }
+    /** Of the mirror's tick. @type {{ tick: number, baselineTick: number | null, inputAck: number, selfId: number, parts: number } | null} */
+    this.header = null;
+    /** Parts dropped, by reason. @type {Record<string, number>} */
     this.drops = {};
   }
 
+  /** @param {string} reason @returns {null} */
   _drop(reason) {
     this.drops[reason] = (this.drops[reason] || 0) + 1;
     return null;
@@ -418,6 +485,8 @@ export class SnapshotStore {
    * Decode one part and assemble. Returns null when the part was dropped (malformed, unknown
    * baseline, mismatching or a duplicate), else { header (the part's), part (its view),
    * complete, view (the tick's view once complete, else null), newest (it became the mirror) }.
+   * @param {import("./msgpack.js").BytesLike} payload
+   * @returns {PartResult | null}
    */
   receive(payload) {
     let header;
@@ -472,7 +541,7 @@ export class SnapshotStore {
       if (entry.got < header.parts) return { header, part: partView, complete: false, view: null, newest: false };
       this.pending.delete(tick);
       try {
-        view = concatViews(tick, entry.views);
+        view = concatViews(tick, /** @type {PartView[]} */ (entry.views));
       } catch (e) {
         if (e instanceof ProtocolError) return this._drop(e.reason);
         throw e;
@@ -494,6 +563,7 @@ export class SnapshotStore {
     return { header, part: partView, complete: true, view, newest };
   }
 
+  /** Forgets every view (a new connection). */
   clear() {
     this.views.clear();
     this.pending.clear();
