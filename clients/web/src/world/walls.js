@@ -10,20 +10,24 @@ export const RELAX_PASSES = 4;
 export const SLACK = 1e-6;
 
 /**
- * The capsules of a world document (GET /api/worlds/{id}): segments and half thicknesses, in
- * the server's order (walls' polyline segments, then each obstacle's four edges).
- * @param {{walls: {points: number[][], thickness: number}[], obstacles: {center: number[], size: number[], rotation: number}[]}} doc
- * @returns {{segs: number[][], half: number[]}}
+ * The capsules of a world document (GET /api/worlds/{id}): segments, half thicknesses and
+ * heights (metres above the floor; Infinity when the document gives none), in the server's
+ * order (walls' polyline segments, then each obstacle's four edges).
+ * @param {{walls: {points: number[][], thickness: number, height?: number}[], obstacles: {center: number[], size: number[], rotation: number, height?: number}[]}} doc
+ * @returns {{segs: number[][], half: number[], height: number[]}}
  */
 export function wallSegments(doc) {
   const segs = [];
   const half = [];
+  const height = [];
+  const tall = (h) => (Number.isFinite(h) ? h : Infinity);
   for (const w of doc.walls || []) {
     for (let i = 0; i + 1 < w.points.length; i++) {
       const [ax, az] = w.points[i];
       const [bx, bz] = w.points[i + 1];
       segs.push([ax, az, bx, bz]);
       half.push(w.thickness / 2);
+      height.push(tall(w.height));
     }
   }
   for (const o of doc.obstacles || []) {
@@ -41,9 +45,10 @@ export function wallSegments(doc) {
       const [bx, bz] = pts[(i + 1) % 4];
       segs.push([ax, az, bx, bz]);
       half.push(0);
+      height.push(tall(o.height));
     }
   }
-  return { segs, half };
+  return { segs, half, height };
 }
 
 export class Walls {
