@@ -7,6 +7,10 @@
 
 const TWO_PI = 2 * Math.PI;
 
+/** One entity's state in world units: metres, yaw in radians, the anim code.
+ * @typedef {{ x: number, y: number, z: number, yaw: number, anim: number }} EntityState */
+
+/** @param {number} a @param {number} b @param {number} w @returns {number} */
 function lerpAngle(a, b, w) {
   let d = (b - a) % TWO_PI;
   if (d > Math.PI) d -= TWO_PI;
@@ -17,27 +21,38 @@ function lerpAngle(a, b, w) {
 }
 
 export class Interpolator {
+  /**
+   * @param {number} tickRate the server's ticks per second
+   * @param {{ keep?: number, minIntervals?: number, maxIntervals?: number, hardMaxIntervals?: number }} [options]
+   *   frames kept, and the delay's usual range and hard maximum in snapshot intervals
+   */
   constructor(tickRate, { keep = 40, minIntervals = 2, maxIntervals = 3, hardMaxIntervals = 6 } = {}) {
     this.interval = 1 / tickRate;
     this.keep = keep;
     this.minDelay = minIntervals * this.interval;
     this.maxDelay = maxIntervals * this.interval;
     this.hardMaxDelay = hardMaxIntervals * this.interval;
-    this.frames = []; // { tick, t, states: Map id -> { x, y, z, yaw, anim } }, ascending t
-    this.offset = null; // local time - server time of the quickest arrivals
+    /** @type {{ tick: number, t: number, states: Map<number, EntityState> }[]} ascending t */
+    this.frames = [];
+    /** @type {number | null} local time - server time of the quickest arrivals */
+    this.offset = null;
     this.jitter = 0; // mean arrival lateness beyond the quickest (seconds)
     this.delay = 2.5 * this.interval;
+    /** @type {number | null} */
     this.lastArrival = null;
   }
 
-  /** Adds a snapshot: server tick, its arrival time (local seconds), entity states. */
+  /** Adds a snapshot: server tick, its arrival time (local seconds), entity states.
+   * @param {number} tick @param {number} arrival @param {Map<number, EntityState>} states */
   push(tick, arrival, states) {
     const t = tick * this.interval;
     const o = arrival - t;
-    if (this.offset === null) this.offset = o;
-    else if (o < this.offset) this.offset += (o - this.offset) * 0.5; // quicker: follow fast
-    else this.offset += (o - this.offset) * 0.01; // slower: drift up slowly (clock skew)
-    this.jitter += (Math.max(0, o - this.offset) - this.jitter) * 0.1;
+    let offset = this.offset;
+    if (offset === null) offset = o;
+    else if (o < offset) offset += (o - offset) * 0.5; // quicker: follow fast
+    else offset += (o - offset) * 0.01; // slower: drift up slowly (clock skew)
+    this.offset = offset;
+    this.jitter += (Math.max(0, o - offset) - this.jitter) * 0.1;
     // Delay: enough for the next snapshot to have arrived, 2..3 intervals normally.
     let target = this.interval * 1.5 + 2.5 * this.jitter;
     target = Math.max(this.minDelay, target);
@@ -53,14 +68,16 @@ export class Interpolator {
     if (frames.length > this.keep) frames.splice(0, frames.length - this.keep);
   }
 
-  /** Server time rendered at local time `now`. */
+  /** Server time rendered at local time `now`. @param {number} now @returns {number} */
   renderTime(now) {
     if (this.offset === null) return 0;
     return now - this.offset - this.delay;
   }
 
-  /** Entity states at local time `now`: Map id -> { x, y, z, yaw, anim }. */
+  /** Entity states at local time `now`: Map id -> { x, y, z, yaw, anim }.
+   * @param {number} now @returns {Map<number, EntityState>} */
   sample(now) {
+    /** @type {Map<number, EntityState>} */
     const out = new Map();
     const frames = this.frames;
     if (!frames.length) return out;
@@ -90,6 +107,7 @@ export class Interpolator {
     return out;
   }
 
+  /** Forgets every frame and the clock offset (a new connection). */
   clear() {
     this.frames.length = 0;
     this.offset = null;

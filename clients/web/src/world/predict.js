@@ -8,6 +8,8 @@
 
 import { INPUT_AXIS_SCALE } from "../protocol/messages.js";
 
+/** @typedef {import("../protocol/messages.js").Input} Input */
+
 export class Predictor {
   /**
    * @param {{maxSpeed: number, tickRate: number, mins: number[], maxs: number[]}} welcome
@@ -19,11 +21,13 @@ export class Predictor {
     this.dt = 1 / welcome.tickRate;
     this.mins = welcome.mins;
     this.maxs = welcome.maxs;
-    this.pending = []; // inputs not yet acknowledged, oldest first
+    /** @type {Input[]} inputs not yet acknowledged, oldest first */
+    this.pending = [];
     this.maxPending = 128;
   }
 
-  /** One tick of `input` applied to pos [x, y, z]; returns a new array. */
+  /** One tick of `input` applied to pos [x, y, z]; returns a new array.
+   * @param {number[]} pos @param {{ moveX: number, moveZ: number }} input @returns {number[]} */
   step(pos, input) {
     let ix = input.moveX / INPUT_AXIS_SCALE;
     let iz = input.moveZ / INPUT_AXIS_SCALE;
@@ -42,12 +46,15 @@ export class Predictor {
     return [x, pos[1], z];
   }
 
+  /** Keeps an input sent to the server until a snapshot acknowledges it (at most maxPending).
+   * @param {Input} input */
   record(input) {
     this.pending.push(input);
     if (this.pending.length > this.maxPending) this.pending.shift();
   }
 
-  /** Drops inputs the server applied (seq <= inputAck) and replays the rest on serverPos. */
+  /** Drops inputs the server applied (seq <= inputAck) and replays the rest on serverPos.
+   * @param {ArrayLike<number>} serverPos [x, y, z] @param {number} inputAck @returns {number[]} */
   reconcile(serverPos, inputAck) {
     let k = 0;
     while (k < this.pending.length && this.pending[k].seq <= inputAck) k++;
@@ -57,6 +64,7 @@ export class Predictor {
     return pos;
   }
 
+  /** Forgets the pending inputs. */
   clear() {
     this.pending.length = 0;
   }
