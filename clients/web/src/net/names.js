@@ -11,12 +11,20 @@
 export const NAMES_KEY = "worldserver.names";
 export const MAX_NAMES = 20;
 
+/** window.localStorage, or anything with its getItem/setItem.
+ * @typedef {Pick<Storage, "getItem" | "setItem">} NameStorage */
+/** What is kept under NAMES_KEY.
+ * @typedef {{ names: Record<string, { name: string, secret: string, used: number }>, last: string }} HeldNames */
+
 /** How names are compared here: compatibility-normalized, lower case, spaces as the server
- *  trims them (the server's uniqueness key also folds case the Unicode way). */
+ *  trims them (the server's uniqueness key also folds case the Unicode way).
+ * @param {string} name
+ * @returns {string} */
 export function nameKey(name) {
   return String(name).normalize("NFKC").toLowerCase().trim().replace(/ {2,}/g, " ");
 }
 
+/** @param {NameStorage} storage @returns {HeldNames} */
 function load(storage) {
   try {
     const value = JSON.parse(storage.getItem(NAMES_KEY) || "{}");
@@ -28,6 +36,7 @@ function load(storage) {
   }
 }
 
+/** @param {NameStorage} storage @param {HeldNames} value @returns {boolean} */
 function store(storage, value) {
   try {
     storage.setItem(NAMES_KEY, JSON.stringify(value));
@@ -37,20 +46,29 @@ function store(storage, value) {
   }
 }
 
-/** The secret this browser holds for `name`, or null. */
+/** The secret this browser holds for `name`, or null.
+ * @param {NameStorage} storage @param {string} name
+ * @returns {string | null} */
 export function secretFor(storage, name) {
   const entry = load(storage).names[nameKey(name)];
   return entry && typeof entry.secret === "string" ? entry.secret : null;
 }
 
-/** The name last joined as ("" if none). */
+/** The name last joined as ("" if none).
+ * @param {NameStorage} storage
+ * @returns {string} */
 export function lastName(storage) {
   return load(storage).last;
 }
 
 /** Remember a successful join as `name` (the name the server answered); `secret` when the
  *  answer carried one (a new name), else the one held stays. Returns false if it could not
- *  be stored. */
+ *  be stored.
+ * @param {NameStorage} storage
+ * @param {string} name
+ * @param {string | null} [secret]
+ * @param {number} [now] milliseconds since the epoch (the least recently used names go first)
+ * @returns {boolean} */
 export function remember(storage, name, secret = null, now = Date.now()) {
   const value = load(storage);
   const key = nameKey(name);

@@ -4,9 +4,15 @@
 // a dedicated worker are not throttled that way; its messages wake the page. The page's own
 // interval stays as well (either may be late; the pump is idempotent).
 
+/** Calls fn every intervalMs from the page and from a worker; returns the function that stops both.
+ * @param {() => void} fn
+ * @param {number} intervalMs
+ * @returns {() => void} */
 export function startPump(fn, intervalMs) {
   const own = setInterval(fn, intervalMs);
+  /** @type {Worker | null} */
   let worker = null;
+  /** @type {string | null} */
   let url = null;
   try {
     if (typeof Worker !== "undefined" && typeof Blob !== "undefined" && typeof URL !== "undefined") {

@@ -7,25 +7,55 @@
 
 import geckos from "@geckos.io/client";
 
+/** What both transports offer the session.
+ * @typedef {object} Transport
+ * @property {"webrtc" | "websocket"} kind
+ * @property {(bytes: Uint8Array) => boolean} send false when not open
+ * @property {() => void} close
+ * @property {((bytes: Uint8Array) => void) | null} onmessage
+ * @property {((reason: string) => void) | null} onclose
+ * @property {() => boolean} isOpen
+ */
+
+/** The parts of a geckos.io 3.x channel that are private in its types but that this client
+ * reads to watch the data channel and the peer connection.
+ * @typedef {{ connectionsManager?: { dataChannel?: RTCDataChannel }, peerConnection?: { localPeerConnection?: RTCPeerConnection } }} GeckosInternals */
+
+/** @param {import("@geckos.io/client").ClientChannel} channel @returns {GeckosInternals} */
+function internals(channel) {
+  return /** @type {GeckosInternals} */ (/** @type {unknown} */ (channel));
+}
+
+/** Whether this browser has WebRTC. @returns {boolean} */
 export function webrtcAvailable() {
   return typeof RTCPeerConnection !== "undefined";
 }
 
+/** The bytes as an ArrayBuffer of exactly their length (no copy when they are one already).
+ * @param {Uint8Array} bytes @returns {ArrayBuffer} */
 function exactBuffer(bytes) {
-  if (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) return bytes.buffer;
+  const buf = bytes.buffer;
+  if (buf instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === buf.byteLength) return buf;
   return bytes.slice().buffer;
 }
 
+/** @implements {Transport} */
 class WebRTCTransport {
+  /** @param {import("@geckos.io/client").ClientChannel} channel */
   constructor(channel) {
+    /** @type {"webrtc"} */
     this.kind = "webrtc";
     this.channel = channel;
+    /** @type {RTCDataChannel | null} */
     this.dc = null;
+    /** @type {((bytes: Uint8Array) => void) | null} */
     this.onmessage = null;
+    /** @type {((reason: string) => void) | null} */
     this.onclose = null;
     this.closed = false;
   }
 
+  /** @param {RTCDataChannel} dc @param {RTCPeerConnection | undefined} pc */
   _attach(dc, pc) {
     this.dc = dc;
     dc.addEventListener("close", () => this._closed("datachannel_closed"));
@@ -37,16 +67,19 @@ class WebRTCTransport {
     }
   }
 
+  /** @param {string} reason */
   _closed(reason) {
     if (this.closed) return;
     this.closed = true;
     if (this.onclose) this.onclose(reason);
   }
 
+  /** @returns {boolean} */
   isOpen() {
     return !this.closed && this.dc !== null && this.dc.readyState === "open";
   }
 
+  /** @param {Uint8Array} bytes @returns {boolean} */
   send(bytes) {
     if (!this.isOpen()) return false;
     this.channel.raw.emit(exactBuffer(bytes));
@@ -60,7 +93,7 @@ class WebRTCTransport {
     // just before close() still goes out.
     queueMicrotask(() => {
       try {
-        if (this.channel.peerConnection) this.channel.close();
+        if (internals(this.channel).peerConnection) this.channel.close();
       } catch {
         // the peer connection never came up: nothing to close
       }
@@ -73,14 +106,20 @@ class WebRTCTransport {
  * Connects a geckos.io 3.x channel to `url` (the page origin; port null keeps it as is) with
  * the join token as Authorization, and waits for the data channel to be open.
  * Resolves { transport, offerToOpenMs }; rejects on error or after timeoutMs.
+ * @param {{ url: string, token?: string | null, timeoutMs: number }} options
+ * @returns {Promise<{ transport: WebRTCTransport, offerToOpenMs: number }>}
  */
 export function openWebRTC({ url, token, timeoutMs }) {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     let settled = false;
+    /** @type {import("@geckos.io/client").ClientChannel} */
     let channel;
     try {
-      channel = geckos({ url, port: null, authorization: token || undefined });
+      // port null: geckos keeps the url's own port (its code tests `port ?`; its types say
+      // number, whose default 9208 would be wrong here).
+      const options = { url, port: /** @type {number} */ (/** @type {unknown} */ (null)), authorization: token || undefined };
+      channel = geckos(options);
     } catch (e) {
       reject(e);
       return;
@@ -94,12 +133,13 @@ export function openWebRTC({ url, token, timeoutMs }) {
       else if (ArrayBuffer.isView(msg)) transport.onmessage(new Uint8Array(msg.buffer, msg.byteOffset, msg.byteLength));
     });
     channel.onDisconnect(() => transport._closed("geckos_disconnected"));
+    /** @param {unknown} err */
     const fail = (err) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       transport.close();
-      reject(err instanceof Error ? err : new Error(String((err && err.message) || err)));
+      reject(err instanceof Error ? err : new Error(String(/** @type {{ message?: string } | null} */ (err)?.message || err)));
     };
     const opened = () => {
       if (settled) return;
@@ -115,8 +155,9 @@ export function openWebRTC({ url, token, timeoutMs }) {
           fail(new Error(error.message || "WebRTC connection failed"));
           return;
         }
-        const dc = channel.connectionsManager && channel.connectionsManager.dataChannel;
-        const pc = channel.peerConnection && channel.peerConnection.localPeerConnection;
+        const { connectionsManager, peerConnection } = internals(channel);
+        const dc = connectionsManager && connectionsManager.dataChannel;
+        const pc = peerConnection && peerConnection.localPeerConnection;
         if (!dc) {
           fail(new Error("no data channel"));
           return;
@@ -133,11 +174,16 @@ export function openWebRTC({ url, token, timeoutMs }) {
   });
 }
 
+/** @implements {Transport} */
 class WebSocketTransport {
+  /** @param {WebSocket} ws an open binary WebSocket */
   constructor(ws) {
+    /** @type {"websocket"} */
     this.kind = "websocket";
     this.ws = ws;
+    /** @type {((bytes: Uint8Array) => void) | null} */
     this.onmessage = null;
+    /** @type {((reason: string) => void) | null} */
     this.onclose = null;
     this.closed = false;
     ws.addEventListener("message", (ev) => {
@@ -148,16 +194,19 @@ class WebSocketTransport {
     ws.addEventListener("error", () => this._closed("websocket_error"));
   }
 
+  /** @param {string} reason */
   _closed(reason) {
     if (this.closed) return;
     this.closed = true;
     if (this.onclose) this.onclose(reason);
   }
 
+  /** @returns {boolean} */
   isOpen() {
     return !this.closed && this.ws.readyState === WebSocket.OPEN;
   }
 
+  /** @param {Uint8Array} bytes @returns {boolean} */
   send(bytes) {
     if (!this.isOpen()) return false;
     this.ws.send(bytes);
@@ -176,16 +225,21 @@ class WebSocketTransport {
   }
 }
 
-/** The WebSocket URL of /ws/movement on the page's origin. */
+/** The WebSocket URL of /ws/movement on the page's origin.
+ * @param {string | URL} origin
+ * @returns {string} */
 export function movementSocketUrl(origin) {
   const u = new URL("/ws/movement", origin);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
   return u.toString();
 }
 
-/** Opens a binary WebSocket; resolves { transport } once open, rejects on error or timeout. */
+/** Opens a binary WebSocket; resolves { transport } once open, rejects on error or timeout.
+ * @param {{ url: string, timeoutMs: number }} options
+ * @returns {Promise<{ transport: WebSocketTransport }>} */
 export function openWebSocket({ url, timeoutMs }) {
   return new Promise((resolve, reject) => {
+    /** @type {WebSocket} */
     let ws;
     try {
       ws = new WebSocket(url);
@@ -195,6 +249,7 @@ export function openWebSocket({ url, timeoutMs }) {
     }
     ws.binaryType = "arraybuffer";
     let settled = false;
+    /** @param {Error | null} err */
     const done = (err) => {
       if (settled) return;
       settled = true;
