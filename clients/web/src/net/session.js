@@ -31,24 +31,53 @@ const WEBRTC_STICKY_FAILURES = 3; // after this many failures in a row, stay on 
 
 const nowSeconds = () => performance.now() / 1000;
 
+/** @typedef {import("./transports.js").Transport} Transport */
+/** @typedef {import("../world/interpolate.js").EntityState} EntityState */
+/** @typedef {import("../protocol/snapshot.js").View} View */
+/** @typedef {import("../protocol/snapshot.js").PartHeader} PartHeader */
+/** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "refused" | "replaced" | "stopped"} SessionState */
+
+/** The player's intent for one tick: world axes -1..1, yaw in radians.
+ * @typedef {{ moveX?: number, moveZ?: number, yaw?: number, jump?: boolean }} Controls */
+
+/** What the session needs of /api/client-config, plus the world's walls.
+ * @typedef {object} SessionConfig
+ * @property {number} [datachannel_timeout_ms] how long WebRTC may take to open (default 3000)
+ * @property {number} [tick_rate]
+ * @property {boolean} [webrtc] false: the server has WebRTC off
+ * @property {import("../world/walls.js").Walls | null} [walls] the world's walls, for prediction
+ */
+
+/** How transports are opened (replaceable in tests).
+ * @typedef {object} Openers
+ * @property {() => boolean} webrtcAvailable
+ * @property {(opts: { url: string, token: string, timeoutMs: number }) => Promise<{ transport: Transport, offerToOpenMs: number }>} webrtc
+ * @property {(opts: { origin: string, timeoutMs: number }) => Promise<{ transport: Transport }>} websocket
+ */
+
 /** A rolling per-second rate over a short window. */
 class Rate {
+  /** @param {number} [window] seconds */
   constructor(window = 2) {
     this.window = window;
+    /** @type {[number, number][]} [time, amount] */
     this.events = [];
   }
 
+  /** @param {number} t @param {number} [amount] */
   add(t, amount = 1) {
     this.events.push([t, amount]);
     this._trim(t);
   }
 
+  /** @param {number} t */
   _trim(t) {
     let k = 0;
     while (k < this.events.length && this.events[k][0] < t - this.window) k++;
     if (k) this.events.splice(0, k);
   }
 
+  /** @param {number} t @returns {number} */
   perSecond(t) {
     this._trim(t);
     let sum = 0;
@@ -62,6 +91,7 @@ export class NetSession {
    * origin: page origin (http://host:port); token: join token; config: /api/client-config
    * ({ datachannel_timeout_ms, tick_rate }); controls(): the player's intent for one tick,
    * { moveX, moveZ (world axes, -1..1), yaw (radians), jump (bool) }.
+   * @param {{ origin: string, token: string, config: SessionConfig, controls: () => Controls | null | undefined, openers?: Openers | null }} options
    */
   constructor({ origin, token, config, controls, openers = null }) {
     this.origin = origin;
@@ -71,24 +101,36 @@ export class NetSession {
     this.controls = controls;
     // How transports are opened (replaceable in tests): { webrtcAvailable(), webrtc(opts),
     // websocket(opts) }.
+    /** @type {Openers} */
     this.openers = openers || {
       webrtcAvailable,
       webrtc: openWebRTC,
       websocket: (opts) => openWebSocket({ ...opts, url: movementSocketUrl(opts.origin) }),
     };
     this.webrtcOffered = config.webrtc !== false; // the server may say it has WebRTC off
-    this.state = "idle"; // idle, connecting, connected, reconnecting, refused, replaced, stopped
+    /** @type {SessionState} */
+    this.state = "idle";
+    /** @type {Transport | null} */
     this.transport = null;
+    /** @type {Transport["kind"] | null} */
     this.transportKind = null;
+    /** @type {ClientConnection | null} */
     this.conn = null;
+    /** @type {import("../protocol/connection.js").ServerWelcome | null} */
     this.welcome = null;
+    /** @type {Quantizer | null} */
     this.quantizer = null;
+    /** @type {SnapshotStore | null} */
     this.store = null;
+    /** @type {Predictor | null} */
     this.predictor = null;
+    /** @type {Interpolator | null} */
     this.interp = null;
+    /** @type {number | null} */
     this.selfId = null;
     this.error = "";
     this.lastCloseReason = "";
+    /** @type {number | null} */
     this.offerToOpenMs = null;
     this.webrtcFailures = 0;
     this.webrtcLastError = "";
@@ -96,29 +138,45 @@ export class NetSession {
     this.connects = 0;
     this.backoff = BACKOFF_MIN;
     this.firstSnapshot = false;
-    this.predicted = null; // own position [x, y, z], predicted
+    /** @type {number[] | null} own position [x, y, z], predicted */
+    this.predicted = null;
     this.correction = [0, 0, 0]; // visual offset after a reconciliation, decays to 0
     this.maxCorrection = 0; // metres: the largest jump a reconciliation made (stats: max_correction_m)
-    this.serverSelf = null; // own state in the newest snapshot
+    /** @type {EntityState | null} own state in the newest snapshot */
+    this.serverSelf = null;
     this.inputSeq = 0;
+    /** @type {Required<import("../protocol/messages.js").Input>[]} */
     this.recentInputs = [];
     this.nextTickAt = 0;
     this.snapRate = new Rate(); // complete ticks
     this.partRate = new Rate(); // decoded snapshot parts
     this.inRate = new Rate();
     this.outRate = new Rate();
+    /** @type {{ snapshot: ((header: PartHeader, view: View) => void)[], status: ((session: NetSession) => void)[] }} */
     this.listeners = { snapshot: [], status: [] };
+    /** @type {(() => void) | null} */
     this._stopPump = null;
-    this._attemptTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this._attemptTimer = undefined;
+    /** @type {((result: string) => void) | null} set while a handshake is under way */
+    this._handshakeDone = null;
     this._epoch = 0; // bumps on every (re)connect so stale callbacks are ignored
   }
 
+  /**
+   * Listen: "snapshot" (header, view) for each newest complete tick, "status" (session) on
+   * every state change.
+   * @template {keyof NetSession["listeners"]} E
+   * @param {E} event
+   * @param {NetSession["listeners"][E][number]} cb
+   */
   on(event, cb) {
-    this.listeners[event].push(cb);
+    /** @type {Function[]} */ (this.listeners[event]).push(cb);
   }
 
+  /** @param {keyof NetSession["listeners"]} event @param {...any} args */
   _emit(event, ...args) {
-    for (const cb of this.listeners[event]) {
+    for (const cb of /** @type {Function[]} */ (this.listeners[event])) {
       try {
         cb(...args);
       } catch (e) {
@@ -127,11 +185,13 @@ export class NetSession {
     }
   }
 
+  /** @param {SessionState} state */
   _setState(state) {
     this.state = state;
     this._emit("status", this);
   }
 
+  /** Starts the pump and connects (once; later calls do nothing). */
   start() {
     if (this.state !== "idle") return;
     this._stopPump = startPump(() => this._tick(), PUMP_MS);
@@ -165,6 +225,7 @@ export class NetSession {
     }
   }
 
+  /** @param {Uint8Array} bytes @returns {boolean} whether the transport took them */
   _send(bytes) {
     if (this.transport && this.transport.send(bytes)) {
       this.outRate.add(nowSeconds(), bytes.length);
@@ -176,6 +237,7 @@ export class NetSession {
   async _connect() {
     const epoch = ++this._epoch;
     this._setState(this.connects ? "reconnecting" : "connecting");
+    /** @type {Transport["kind"][]} */
     const kinds = [];
     if (this.webrtcOffered && this.openers.webrtcAvailable() && this.webrtcFailures < WEBRTC_STICKY_FAILURES) {
       kinds.push("webrtc");
@@ -195,7 +257,8 @@ export class NetSession {
           transport = r.transport;
         }
       } catch (e) {
-        const why = String(e && e.message ? e.message : e);
+        const err = /** @type {{ message?: string } | null | undefined} */ (e);
+        const why = String(err && err.message ? err.message : e);
         if (kind === "webrtc") {
           webrtcFailed = true;
           this.webrtcLastError = why;
@@ -225,7 +288,9 @@ export class NetSession {
     if (epoch === this._epoch) this._scheduleReconnect();
   }
 
-  /** HELLO -> ACCEPT on a fresh transport. Resolves "connected", "refused" or a failure reason. */
+  /** HELLO -> ACCEPT on a fresh transport. Resolves "connected", "refused" or a failure reason.
+   * @param {Transport} transport @param {Transport["kind"]} kind @param {number} epoch
+   * @returns {Promise<string>} */
   _handshake(transport, kind, epoch) {
     return new Promise((resolve) => {
       const conn = new ClientConnection({
@@ -234,7 +299,7 @@ export class NetSession {
       });
       this.transport = transport;
       this.conn = conn;
-      this._handshakeDone = (result) => {
+      this._handshakeDone = (/** @type {string} */ result) => {
         this._handshakeDone = null;
         if (result !== "connected" && result !== "refused") this._dropTransport();
         resolve(result);
@@ -245,6 +310,7 @@ export class NetSession {
     });
   }
 
+  /** @param {string} reason @param {number} epoch */
   _onTransportClosed(reason, epoch) {
     if (epoch !== this._epoch) return;
     this.lastCloseReason = `transport closed (${reason})`;
@@ -274,6 +340,7 @@ export class NetSession {
     }, delay * 1000);
   }
 
+  /** @param {Uint8Array} bytes @param {number} epoch */
   _onBytes(bytes, epoch) {
     if (epoch !== this._epoch || !this.conn) return;
     const now = nowSeconds();
@@ -281,6 +348,7 @@ export class NetSession {
     for (const ev of this.conn.receive(bytes, now)) this._onEvent(ev, now);
   }
 
+  /** @param {import("../protocol/connection.js").ConnectionEvent} ev @param {number} now */
   _onEvent(ev, now) {
     switch (ev.type) {
       case "connected":
@@ -314,6 +382,7 @@ export class NetSession {
     }
   }
 
+  /** @param {import("../protocol/connection.js").ServerWelcome} w @param {number} now */
   _onWelcome(w, now) {
     this.welcome = w;
     this.quantizer = Quantizer.fromWelcome(w);
@@ -335,8 +404,9 @@ export class NetSession {
     this._setState("connected");
   }
 
+  /** Row i of a view in world units. @param {View} view @param {number} i @returns {EntityState} */
   _state(view, i) {
-    const q = this.quantizer;
+    const q = /** @type {Quantizer} */ (this.quantizer); // set with the store, before any view
     const o = i * FIELDS;
     return {
       x: q.dequantizeAxis(0, view.q[o]),
@@ -347,8 +417,10 @@ export class NetSession {
     };
   }
 
-  /** One SNAPSHOT packet: one part of a tick's snapshot (SPEC 5). */
+  /** One SNAPSHOT packet: one part of a tick's snapshot (SPEC 5).
+   * @param {Uint8Array} payload @param {number} now */
   _onSnapshot(payload, now) {
+    if (!this.store || !this.interp || !this.predictor) return; // all set by the Welcome
     const r = this.store.receive(payload);
     if (!r) return;
     this.partRate.add(now);
@@ -357,7 +429,9 @@ export class NetSession {
     if (!r.newest) return;
     const header = this.store.header;
     const view = r.view;
+    if (!header || !view) return; // both set for a newest complete tick
     this.selfId = header.selfId;
+    /** @type {Map<number, EntityState>} */
     const remote = new Map();
     let self = null;
     for (let i = 0; i < view.ids.length; i++) {
@@ -417,6 +491,8 @@ export class NetSession {
   }
 
   _makeInput() {
+    if (!this.predictor) return; // set by the Welcome, before any input
+    /** @type {Controls} */
     const c = this.controls() || {};
     let mx = Math.max(-1, Math.min(1, Number(c.moveX) || 0));
     let mz = Math.max(-1, Math.min(1, Number(c.moveZ) || 0));
@@ -440,7 +516,9 @@ export class NetSession {
     if (this.predicted) this.predicted = this.predictor.step(this.predicted, input);
   }
 
-  /** Own avatar position to draw: prediction plus a decaying correction. */
+  /** Own avatar position to draw: prediction plus a decaying correction.
+   * @param {number} frameDt seconds since the last frame
+   * @returns {number[] | null} [x, y, z], null before the first snapshot */
   selfRenderPosition(frameDt) {
     if (!this.predicted) return null;
     const c = this.correction;
@@ -450,7 +528,8 @@ export class NetSession {
     return [this.predicted[0] + c[0], this.serverSelf ? this.serverSelf.y : this.predicted[1], this.predicted[2] + c[2]];
   }
 
-  /** Authoritative entities of the mirror (newest snapshot), dequantized. */
+  /** Authoritative entities of the mirror (newest snapshot), dequantized.
+   * @returns {({ id: number } & EntityState)[]} */
   entities() {
     if (!this.store || !this.quantizer) return [];
     const view = this.store.mirror;
@@ -462,9 +541,11 @@ export class NetSession {
     return out;
   }
 
+  /** The figures the status panel and the test hook show. */
   stats() {
     const now = nowSeconds();
     const link = this.conn && this.conn.link;
+    /** @type {Record<string, number>} */
     const drops = {};
     if (this.conn) Object.assign(drops, this.conn.drops);
     if (this.store) for (const [k, v] of Object.entries(this.store.drops)) drops[`snapshot.${k}`] = v;
