@@ -853,14 +853,22 @@ def _random_value(rng: random.Random, depth: int = 0):
     return rng.choice(_HOSTILE_VALUES)
 
 
-def _nodes(obj, path=()):
-    yield path, obj
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _nodes(v, path + (k,))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _nodes(v, path + (i,))
+MAX_NODES = 2000  # nodes of a document a structural mutation picks from (its first ones)
+
+
+def _nodes(obj) -> list[tuple[tuple, object]]:
+    """(path, node) of the document's first MAX_NODES nodes, without recursion (a mutated
+    document may be nested hundreds deep)."""
+    out = []
+    stack = [((), obj)]
+    while stack and len(out) < MAX_NODES:
+        path, node = stack.pop()
+        out.append((path, node))
+        if isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((path + (i,), v) for i, v in reversed(list(enumerate(node))))
+    return out
 
 
 def mutate_json(rng: random.Random, data: bytes, max_size: int = 70_000) -> bytes:
@@ -872,8 +880,7 @@ def mutate_json(rng: random.Random, data: bytes, max_size: int = 70_000) -> byte
     except ValueError:
         return mutate(rng, data, [], _JSON_TOKENS, max_size)
     for _ in range(rng.choice((1, 1, 2, 3))):
-        nodes = list(_nodes(obj))
-        path, node = rng.choice(nodes)
+        path, node = rng.choice(_nodes(obj))
         op = rng.randrange(6)
         new = node
         if op == 0:
@@ -989,15 +996,28 @@ def fuzz_target(target: Target, count: int, seed: int, *, on_progress=None, save
                 inputs_per_s=round(count / seconds) if seconds > 0 else None)
 
 
+def _fuzz_named(name: str, per_decoder: int, seed: int, on_progress, save) -> dict:
+    return fuzz_target(TARGETS[name], per_decoder, seed, on_progress=on_progress, save=save)
+
+
 def run_fuzz(per_decoder: int, seed: int, names: list[str] | None = None, *, on_progress=None,
-             save: Path | None = None, targets: dict[str, Target] | None = None) -> dict:
-    """Every target (or those ``names``) on ``per_decoder`` inputs; the summary of all."""
+             save: Path | None = None, targets: dict[str, Target] | None = None, jobs: int = 1) -> dict:
+    """Every target (or those ``names``) on ``per_decoder`` inputs; the summary of all.
+    ``jobs`` > 1: targets run in that many worker processes (the registry's targets only);
+    a target's inputs are the same however many jobs run."""
     targets = TARGETS if targets is None else targets
     chosen = [targets[n] for n in (names or list(targets))]
     t0 = time.perf_counter()
-    results = [fuzz_target(t, per_decoder, seed, on_progress=on_progress, save=save) for t in chosen]
+    if jobs > 1 and targets is TARGETS:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            results = pool.starmap(_fuzz_named, [(t.name, per_decoder, seed, on_progress, save) for t in chosen],
+                                   chunksize=1)
+    else:
+        results = [fuzz_target(t, per_decoder, seed, on_progress=on_progress, save=save) for t in chosen]
     return dict(
-        seed=seed, per_decoder=per_decoder, targets=len(results),
+        seed=seed, per_decoder=per_decoder, targets=len(results), jobs=jobs,
         inputs=sum(r["inputs"] for r in results), unexpected=sum(r["unexpected"] for r in results),
         seconds=round(time.perf_counter() - t0, 1), results=results,
     )  # fmt: skip
@@ -1012,14 +1032,21 @@ def format_summary(summary: dict) -> str:
         for key, finding in r["findings"].items():
             lines.append(f"    {key}: {finding['error']}")
     lines.append(f"total: {summary['inputs']:,} inputs into {summary['targets']} decoders, "
-                 f"{summary['unexpected']} unexpected exceptions, {summary['seconds']} s (seed {summary['seed']})")
+                 f"{summary['unexpected']} unexpected exceptions, {summary['seconds']} s (seed {summary['seed']}, "
+                 f"{summary.get('jobs', 1)} jobs)")
     return "\n".join(lines)
+
+
+def print_progress(name: str, done: int, count: int, unexpected: int, seconds: float) -> None:
+    print(f"fuzz {name}: {done:,}/{count:,} inputs, {unexpected} unexpected, {seconds:.0f} s",
+          file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tools/fuzz.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--per-decoder", type=int, default=100_000, help="inputs per decoder")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (targets run in parallel)")
     parser.add_argument("--target", action="append", choices=sorted(TARGETS), help="only these (repeatable)")
     parser.add_argument("--save", type=Path, default=None, help="write each finding's input here")
     parser.add_argument("--replay", type=Path, default=None, help="feed this one file to --target and exit")
@@ -1038,11 +1065,8 @@ def main(argv=None) -> int:
         print("accepted" if accepted else "refused with an allowed error")
         return 0
 
-    def progress(name, done, count, unexpected, seconds):
-        print(f"fuzz {name}: {done:,}/{count:,} inputs, {unexpected} unexpected, {seconds:.0f} s",
-              file=sys.stderr, flush=True)
-
-    summary = run_fuzz(args.per_decoder, args.seed, args.target, on_progress=progress, save=args.save)
+    summary = run_fuzz(args.per_decoder, args.seed, args.target, on_progress=print_progress, save=args.save,
+                       jobs=max(1, args.jobs))
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary), flush=True)
     return 0 if summary["unexpected"] == 0 else 1
 
