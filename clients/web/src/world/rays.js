@@ -26,6 +26,8 @@ function slab(v0, vd, lo, hi) {
 
 /**
  * The interval of t where (px, pz) + t * (dx, dz) is within r of the point (cx, cz).
+ * @param {number} px @param {number} pz @param {number} dx @param {number} dz
+ * @param {number} cx @param {number} cz @param {number} r
  * @returns {number[] | null}
  */
 function disc(px, pz, dx, dz, cx, cz, r) {
@@ -46,12 +48,14 @@ function disc(px, pz, dx, dz, cx, cz, r) {
  * (ax, az)-(bx, bz): the interval [tEnter, tExit], or null when it never is. A capsule is
  * convex, so this is one interval: the union of the parts in the rectangle along the segment
  * and in the two end discs.
+ * @param {number} px @param {number} pz @param {number} dx @param {number} dz
+ * @param {number} ax @param {number} az @param {number} bx @param {number} bz @param {number} r
  * @returns {number[] | null}
  */
 export function capsuleInterval(px, pz, dx, dz, ax, az, bx, bz, r) {
   let lo = Infinity;
   let hi = -Infinity;
-  const take = (iv) => {
+  const take = (/** @type {number[] | null} */ iv) => {
     if (iv && iv[0] <= iv[1]) {
       lo = Math.min(lo, iv[0]);
       hi = Math.max(hi, iv[1]);
@@ -72,14 +76,16 @@ export function capsuleInterval(px, pz, dx, dz, ax, az, bx, bz, r) {
   return lo <= hi ? [lo, hi] : null;
 }
 
+/** A wall for the rays: its segment, half thickness and height.
+ * @typedef {{ ax: number, az: number, bx: number, bz: number, half: number, height: number }} RayWall */
+
 export class WallRays {
   /**
-   * @param {{walls?: {points: number[][], thickness: number, height?: number}[],
-   *   obstacles?: {center: number[], size: number[], rotation: number, height?: number}[]}} doc
-   *   a world document
+   * @param {import("./walls.js").WallDoc} doc a world document
    */
   constructor(doc) {
     const { segs, half, height } = wallSegments(doc);
+    /** @type {RayWall[]} */
     this.walls = segs.map(([ax, az, bx, bz], i) => ({ ax, az, bx, bz, half: half[i], height: height[i] }));
   }
 
@@ -97,6 +103,7 @@ export class WallRays {
     const dx = to.x - from.x;
     const dy = to.y - from.y;
     const dz = to.z - from.z;
+    /** @type {number | null} */
     let best = null;
     for (const w of this.walls) {
       const iv = capsuleInterval(from.x, from.z, dx, dz, w.ax, w.az, w.bx, w.bz, w.half + pad);
@@ -119,15 +126,19 @@ export class WallRays {
     return best;
   }
 
-  /** True when a wall stands between `from` and `to` ({x, y, z}). */
+  /** True when a wall stands between `from` and `to` ({x, y, z}).
+   * @param {{x: number, y: number, z: number}} from @param {{x: number, y: number, z: number}} to
+   * @returns {boolean} */
   blocked(from, to) {
     return this.firstHit(from, to, 0) !== null;
   }
 }
 
-/** True when moving from (px, pz) along (dx, dz) brings the point closer to the wall's segment. */
+/** True when moving from (px, pz) along (dx, dz) brings the point closer to the wall's segment.
+ * @param {number} px @param {number} pz @param {number} dx @param {number} dz @param {RayWall} w
+ * @returns {boolean} */
 function goesDeeper(px, pz, dx, dz, w) {
-  const dist2 = (x, z) => {
+  const dist2 = (/** @type {number} */ x, /** @type {number} */ z) => {
     const ex = w.bx - w.ax;
     const ez = w.bz - w.az;
     const l2 = ex * ex + ez * ez;

@@ -9,18 +9,33 @@
 export const RELAX_PASSES = 4;
 export const SLACK = 1e-6;
 
+/** A wall of a world document: a polyline [[x, z], ...] with a thickness and a height (metres).
+ * @typedef {{ points: number[][], thickness: number, height?: number }} WorldWall */
+/** An obstacle of a world document: a rectangle (centre [x, z], size [w, d], rotation in degrees).
+ * @typedef {{ center: number[], size: number[], rotation: number, height?: number }} WorldObstacle */
+/** The parts of a world document (GET /api/worlds/{id}, docs/worlds.md) that make walls.
+ * @typedef {{ walls?: WorldWall[], obstacles?: WorldObstacle[] }} WallDoc */
+/** What the prediction needs of a world document: its walls, the entities' radius, the floor.
+ * @typedef {WallDoc & { entity_radius: number, floor: { min: number[], max: number[] } }} WorldDoc */
+/** One capsule, prepared for the collision: start, direction, reach (radius + half
+ * thickness) and a normal for a centre exactly on the segment.
+ * @typedef {{ ax: number, az: number, dx: number, dz: number, invLen2: number, reach: number, nx: number, nz: number }} Capsule */
+
 /**
  * The capsules of a world document (GET /api/worlds/{id}): segments, half thicknesses and
  * heights (metres above the floor; Infinity when the document gives none), in the server's
  * order (walls' polyline segments, then each obstacle's four edges).
- * @param {{walls: {points: number[][], thickness: number, height?: number}[], obstacles: {center: number[], size: number[], rotation: number, height?: number}[]}} doc
+ * @param {WallDoc} doc
  * @returns {{segs: number[][], half: number[], height: number[]}}
  */
 export function wallSegments(doc) {
+  /** @type {number[][]} */
   const segs = [];
+  /** @type {number[]} */
   const half = [];
+  /** @type {number[]} */
   const height = [];
-  const tall = (h) => (Number.isFinite(h) ? h : Infinity);
+  const tall = (/** @type {number | undefined} */ h) => (typeof h === "number" && Number.isFinite(h) ? h : Infinity);
   for (const w of doc.walls || []) {
     for (let i = 0; i + 1 < w.points.length; i++) {
       const [ax, az] = w.points[i];
@@ -53,13 +68,14 @@ export function wallSegments(doc) {
 
 export class Walls {
   /**
-   * @param {{entity_radius: number, floor: {min: number[], max: number[]}}} doc a world document
+   * @param {WorldDoc} doc a world document
    */
   constructor(doc) {
     const { segs, half } = wallSegments(doc);
     this.radius = doc.entity_radius;
     this.lo = doc.floor.min;
     this.hi = doc.floor.max;
+    /** @type {Capsule[]} */
     this.walls = segs.map(([ax, az, bx, bz], i) => {
       const dx = bx - ax;
       const dz = bz - az;
@@ -77,8 +93,11 @@ export class Walls {
     this.maxStep = 0.9 * thinnest;
   }
 
-  /** The wall the circle at (x, z) is deepest in: { depth, w, ox, oz } (depth <= 0: none). */
+  /** The wall the circle at (x, z) is deepest in: { depth, w, ox, oz } (depth <= 0: none).
+   * @param {number} x @param {number} z
+   * @returns {{ depth: number, w: Capsule | null, ox: number, oz: number }} */
   _deepest(x, z) {
+    /** @type {{ depth: number, w: Capsule | null, ox: number, oz: number }} */
     let best = { depth: -Infinity, w: null, ox: 0, oz: 0 };
     for (const w of this.walls) {
       const px = x - w.ax;
@@ -92,12 +111,14 @@ export class Walls {
     return best;
   }
 
-  /** How deep the circle at (x, z) is in its worst wall (0 when it touches none). */
+  /** How deep the circle at (x, z) is in its worst wall (0 when it touches none).
+   * @param {number} x @param {number} z @returns {number} */
   penetration(x, z) {
     if (!this.walls.length) return 0;
     return Math.max(this._deepest(x, z).depth, 0);
   }
 
+  /** (x, z) kept on the floor. @param {number} x @param {number} z @returns {[number, number]} */
   _clamp(x, z) {
     const r = this.radius;
     return [
@@ -106,7 +127,9 @@ export class Walls {
     ];
   }
 
-  /** The centre after moving (x, z) by (dx, dz) against the walls: [x, z]. */
+  /** The centre after moving (x, z) by (dx, dz) against the walls: [x, z].
+   * @param {number} x @param {number} z @param {number} dx @param {number} dz
+   * @returns {[number, number]} */
   move(x, z, dx, dz) {
     if (!this.walls.length) return this._clamp(x + dx, z + dz);
     if (dx === 0 && dz === 0) return [x, z];
@@ -121,7 +144,7 @@ export class Walls {
       for (let p = 0; p < RELAX_PASSES; p++) {
         const { depth, w, ox, oz } = this._deepest(x, z);
         pushed = depth > 0;
-        if (!pushed) break;
+        if (!pushed || !w) break; // w is set whenever depth > 0
         const d = w.reach - depth;
         const push = depth + SLACK;
         const ux = d > 1e-12 ? ox / d : w.nx;
