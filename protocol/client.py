@@ -12,11 +12,13 @@ Must not: open sockets, read clocks, sleep, or interpret payloads (snapshots, in
 
 from __future__ import annotations
 
+import hmac
+
 from protocol import packets as P
 from protocol.errors import ProtocolError
 from protocol.events import Connected, Disconnected, Received, Refused
 from protocol.link import Link
-from protocol.tokens import seal, sign_connect, unseal
+from protocol.tokens import TAG_SIZE, sign_connect, tagger
 
 IDLE, HELLO_SENT, CONNECT_SENT, CONNECTED, CLOSED = "idle", "hello", "connect", "connected", "closed"
 
@@ -45,6 +47,7 @@ class ClientConnection:
         self.version = version
         self.token = token
         self.key = key
+        self._tagger = tagger(key) if key else None
         self.trusted = trusted
         self.nonce = nonce & 0xFFFFFFFFFFFFFFFF
         self.timeout = timeout
@@ -89,9 +92,8 @@ class ClientConnection:
                 return [], [self._handshake_packet]
             if ptype == P.ACCEPT and (self.state == CONNECT_SENT or (self.trusted and self.state == HELLO_SENT)):
                 if self.key:
-                    data = unseal(data, self.key)
+                    data = self._unseal(data)
                     if data is None:
-                        self._drop("bad_tag")
                         return [], []
                 nonce, salt, welcome = P.decode_accept(data)
                 if nonce != self.nonce:
@@ -123,9 +125,8 @@ class ClientConnection:
             self._drop("not_connected")
             return [], []
         if self.key:  # the tag first: nothing of the packet is believed before it
-            data = unseal(data, self.key)
+            data = self._unseal(data)
             if data is None:
-                self._drop("bad_tag")
                 return [], []
         _, salt, seq, ack, bits = P.decode_header(data)
         link = self.link
@@ -150,7 +151,21 @@ class ClientConnection:
             raise RuntimeError("not connected")
         seq, ack, bits = self.link.next_send(now)
         data = P.HEADER.pack(ptype, self.salt, seq, ack, bits) + payload
-        return seal(data, self.key) if self.key else data
+        if self._tagger is None:
+            return data
+        tag = self._tagger.copy()
+        tag.update(data)
+        return data + tag.digest()
+
+    def _unseal(self, data: bytes) -> bytes | None:
+        """``data`` without its tag, or None (counted ``bad_tag``) when the tag is wrong."""
+        body, tag = data[:-TAG_SIZE], data[-TAG_SIZE:]
+        expected = self._tagger.copy()
+        expected.update(body)
+        if len(data) < TAG_SIZE or not hmac.compare_digest(expected.digest(), tag):
+            self._drop("bad_tag")
+            return None
+        return body
 
     def disconnect(self, now: float) -> bytes:
         """Leaves; returns the DISCONNECT datagram (b"" if not connected)."""

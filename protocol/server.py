@@ -18,7 +18,6 @@ Must not: open sockets, read clocks, sleep, log, or know what payloads mean.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from typing import Callable
@@ -28,7 +27,7 @@ from protocol.cookie import CookieJar
 from protocol.errors import ProtocolError
 from protocol.events import ConnectRequest, Disconnected, Received
 from protocol.link import Link
-from protocol.tokens import TAG_SIZE, seal
+from protocol.tokens import TAG_SIZE, seal, tagger
 
 
 NO_EVENTS: tuple = ()
@@ -40,7 +39,6 @@ _DISCONNECT = P.DISCONNECT
 _FAST_TYPES = P.CONNECTED_TYPES
 _unpack_header = P.HEADER.unpack_from
 _TAG_SIZE = TAG_SIZE
-_blake2s = hashlib.blake2s
 _compare = hmac.compare_digest
 
 
@@ -48,13 +46,14 @@ class ServerConnection:
     """One accepted client: its address, session salt, packet link state and, for a client
     that presented a connect token, the connect key that tags its packets (b"": none)."""
 
-    __slots__ = ("addr", "nonce", "salt", "key", "link", "accept_packet", "cookie_mac", "user", "closed")
+    __slots__ = ("addr", "nonce", "salt", "key", "tagger", "link", "accept_packet", "cookie_mac", "user", "closed")
 
     def __init__(self, addr: tuple, nonce: int, salt: int, now: float) -> None:
         self.addr = addr
         self.nonce = nonce
         self.salt = salt
         self.key = b""
+        self.tagger = None  # protocol.tokens.tagger(key) when the connection has a key
         self.link = Link(now)
         self.accept_packet = b""
         self.cookie_mac = b""
@@ -125,13 +124,13 @@ class ServerEndpoint:
             if conn is None:
                 self._drop("unknown_address")
                 return NO_EVENTS
-            key = conn.key
-            if key:  # the tag first: nothing of the packet is believed before it (SPEC 3)
-                body = data[:-_TAG_SIZE]
-                if len(body) < _HEADER_SIZE or not _compare(_blake2s(body, key=key, digest_size=_TAG_SIZE).digest(), data[-_TAG_SIZE:]):
+            keyed = conn.tagger
+            if keyed is not None:  # the tag first: nothing of the packet is believed before it (SPEC 3)
+                data, tag, keyed = data[:-_TAG_SIZE], data[-_TAG_SIZE:], keyed.copy()
+                keyed.update(data)
+                if not _compare(keyed.digest(), tag) or len(data) < _HEADER_SIZE:
                     self._drop("bad_tag")
                     return NO_EVENTS
-                data = body
             ptype, salt, seq, ack, ack_bits = _unpack_header(data)
             if salt != conn.salt:
                 self._drop("bad_salt")
@@ -253,6 +252,7 @@ class ServerEndpoint:
         conn = ServerConnection(request.addr, nonce, salt, now)
         conn.cookie_mac = mac
         conn.key = key
+        conn.tagger = tagger(key) if key else None
         accept = P.encode_accept(nonce, salt, welcome)
         conn.accept_packet = seal(accept, key) if key else accept
         self.connections[request.addr] = conn
@@ -268,7 +268,11 @@ class ServerEndpoint:
         """Builds a connected packet for ``conn`` (the caller sends it)."""
         seq, ack, bits = conn.link.next_send(now)
         data = P.HEADER.pack(ptype, conn.salt, seq, ack, bits) + payload
-        return seal(data, conn.key) if conn.key else data
+        if conn.tagger is None:
+            return data
+        tag = conn.tagger.copy()
+        tag.update(data)
+        return data + tag.digest()
 
     def disconnect(self, conn: ServerConnection, reason: int, now: float) -> bytes:
         """Ends a connection; returns the DISCONNECT packet to send (send it twice if you like)."""
