@@ -7,6 +7,7 @@ import { CSS2DObject } from "three/addons/renderers/CSS2DRenderer.js";
 
 const FADE_SECONDS = 0.35;
 
+/** @param {number} id @returns {THREE.Color} */
 function colorFor(id) {
   // A stable pleasant colour per entity slot.
   const slot = id >>> 16;
@@ -15,9 +16,11 @@ function colorFor(id) {
 }
 
 class Avatar {
+  /** @param {number} id @param {boolean} isSelf */
   constructor(id, isSelf) {
     this.id = id;
     this.group = new THREE.Group();
+    /** @type {THREE.Material[]} */
     this.materials = [];
     const color = isSelf ? new THREE.Color(0x2f7de1) : colorFor(id);
     const bodyMat = new THREE.MeshStandardMaterial({ color, roughness: 0.6, transparent: true });
@@ -36,12 +39,14 @@ class Avatar {
     this.label = new CSS2DObject(this.labelEl);
     this.label.position.set(0, 2.25, 0);
     this.group.add(this.label);
+    /** @type {string | null} */
     this.name = null;
     this.fade = 0; // 0..1 appearance
     this.leaving = false;
     this.apply();
   }
 
+  /** @param {string | null | undefined} name */
   setName(name) {
     const text = name || `#${this.id >>> 16}`;
     if (text !== this.name) {
@@ -61,19 +66,25 @@ class Avatar {
 
   dispose() {
     this.group.traverse((o) => {
-      if (o.geometry) o.geometry.dispose();
+      if (o instanceof THREE.Mesh) o.geometry.dispose();
     });
     for (const m of this.materials) m.dispose();
     this.labelEl.remove();
   }
 }
 
+/** A state to place an avatar at: metres and yaw in radians.
+ * @typedef {{ x: number, y: number, z: number, yaw: number }} AvatarPose */
+
 export class AvatarManager {
+  /** @param {THREE.Scene} scene */
   constructor(scene) {
     this.scene = scene;
-    this.avatars = new Map(); // id -> Avatar
+    /** @type {Map<number, Avatar>} */
+    this.avatars = new Map();
   }
 
+  /** @param {number} id @param {boolean} isSelf @returns {Avatar} */
   _get(id, isSelf) {
     let a = this.avatars.get(id);
     if (!a) {
@@ -88,11 +99,15 @@ export class AvatarManager {
   /**
    * states: Map id -> { x, y, z, yaw } of remote avatars (interpolated); self: { id, x, y,
    * z, yaw } or null; names: Map id -> name; dt: seconds since the last frame.
+   * @param {Map<number, AvatarPose>} states
+   * @param {(AvatarPose & { id: number }) | null} self
+   * @param {Map<number, string>} names
+   * @param {number} dt
    */
   update(states, self, names, dt) {
     const seen = new Set();
     const step = dt / FADE_SECONDS;
-    const place = (a, s) => {
+    const place = (/** @type {Avatar} */ a, /** @type {AvatarPose} */ s) => {
       a.group.position.set(s.x, s.y, s.z);
       a.group.rotation.y = s.yaw;
       a.setName(names.get(a.id));
@@ -123,6 +138,7 @@ export class AvatarManager {
     }
   }
 
+  /** Removes every avatar from the scene. */
   clear() {
     for (const a of this.avatars.values()) {
       this.scene.remove(a.group);

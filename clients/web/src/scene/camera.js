@@ -14,6 +14,8 @@ const PULL_IN_RATE = 25; // 1/s: the distance shrinks this fast toward a nearer 
 const EASE_OUT_RATE = 3; // 1/s: and grows back this slowly once the wall is gone
 const FOLLOW_RATE = 12; // 1/s: the position follows its goal this fast
 
+/** @typedef {{x: number, y: number, z: number}} Point */
+
 /**
  * The unit vector from the head toward the camera for a yaw (the avatar faces (sin, cos) in
  * x, z) and a pitch (radians above the horizontal).
@@ -28,7 +30,8 @@ export function cameraDirection(yaw, pitch) {
 /**
  * How far from `head` the camera may be along `dir` (unit) without passing a wall: `want`
  * when nothing is in the way, else the distance to the first wall thickened by `pad`.
- * @param {{firstHit: Function} | null} rays a WallRays, or null for a world without walls
+ * @param {Pick<import("../world/rays.js").WallRays, "firstHit"> | null} rays a WallRays, or null for a world without walls
+ * @param {Point} head @param {Point} dir @param {number} want @param {number} [pad]
  * @returns {number}
  */
 export function clearDistance(rays, head, dir, want, pad = CAMERA_PAD) {
@@ -40,13 +43,14 @@ export function clearDistance(rays, head, dir, want, pad = CAMERA_PAD) {
 
 export class FollowCamera {
   /**
-   * @param {{rays?: {firstHit: Function} | null, distance?: number}} [options]
+   * @param {{rays?: Pick<import("../world/rays.js").WallRays, "firstHit"> | null, distance?: number}} [options]
    */
   constructor({ rays = null, distance = CAMERA_DISTANCE } = {}) {
     this.rays = rays;
     this.distance = distance;
     this.current = distance; // the distance used now (eased)
-    this.position = null; // {x, y, z}, null until the first step
+    /** @type {Point | null} null until the first step */
+    this.position = null;
     this.blocked = false; // a wall shortened the view in the last step
   }
 
@@ -55,6 +59,7 @@ export class FollowCamera {
    * (seconds since the last frame). Returns this.position.
    * @param {{x: number, y: number, z: number}} head
    * @param {number} yaw @param {number} pitch @param {number} dt
+   * @returns {Point}
    */
   step(head, yaw, pitch, dt) {
     const dir = cameraDirection(yaw, pitch);
@@ -86,7 +91,9 @@ export class FollowCamera {
 
   /**
    * Steps and puts the result on a three.js camera looking at the head.
-   * @param {{position: {set: Function}, lookAt: Function}} camera
+   * @param {{position: {set(x: number, y: number, z: number): unknown}, lookAt(x: number, y: number, z: number): void}} camera
+   * @param {Point} head @param {number} yaw @param {number} pitch @param {number} dt
+   * @returns {Point}
    */
   apply(camera, head, yaw, pitch, dt) {
     const p = this.step(head, yaw, pitch, dt);

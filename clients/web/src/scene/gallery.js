@@ -13,13 +13,24 @@ const PICTURE_MAX_H = 1.9;
 const PICTURE_Y = 2.1; // centre height
 const MIN_HALF = 10;
 
-/** Half size of the square room needed for n pictures. */
+/** A picture to hang: its URL ("" for none) and a title for the plaque.
+ * @typedef {{ url: string, title?: string }} GalleryImage */
+/** Where a picture hangs: centre (y defaults to 2.1 m), turn about y, and the largest size
+ * (metres; defaults 2.6 x 1.9).
+ * @typedef {{ x: number, y?: number, z: number, rotY: number, w?: number, h?: number }} PictureSlot */
+/** What buildGallery and buildWorld return.
+ * @typedef {{ half: number, pictures: THREE.Group[], loaded: Promise<boolean[]> }} BuiltRoom */
+
+/** Half size of the square room needed for n pictures.
+ * @param {number} n @returns {number} */
 export function roomHalfSize(n) {
   const perWall = Math.ceil(n / 4);
   return Math.max(MIN_HALF, (perWall * SPACING + 4) / 2);
 }
 
-/** Where picture i of n hangs: { x, z, rotY } (rotY turns the picture to face the room). */
+/** Where picture i of n hangs: { x, z, rotY } (rotY turns the picture to face the room).
+ * @param {number} i @param {number} n @param {number} half
+ * @returns {PictureSlot} */
 export function pictureSlot(i, n, half) {
   const wall = i % 4;
   const slot = Math.floor(i / 4);
@@ -38,17 +49,24 @@ export function pictureSlot(i, n, half) {
   }
 }
 
+/**
+ * @param {number} width @param {number} height
+ * @param {(g: CanvasRenderingContext2D, w: number, h: number) => void} draw
+ * @returns {THREE.CanvasTexture}
+ */
 function canvasTexture(width, height, draw) {
   const canvas = document.createElement("canvas");
   canvas.width = width;
   canvas.height = height;
-  draw(canvas.getContext("2d"), width, height);
+  const g = canvas.getContext("2d");
+  if (g) draw(g, width, height); // no 2D context: a blank texture
   const tex = new THREE.CanvasTexture(canvas);
   tex.colorSpace = THREE.SRGBColorSpace;
   tex.anisotropy = 4;
   return tex;
 }
 
+/** The wooden floor's planks (repeat it). @returns {THREE.CanvasTexture} */
 export function floorTexture() {
   const tex = canvasTexture(512, 512, (g, w, h) => {
     g.fillStyle = "#8a6a4a";
@@ -67,6 +85,8 @@ export function floorTexture() {
   return tex;
 }
 
+/** A title plaque with `text` drawn on it (canvas text, never HTML).
+ * @param {string} text @returns {THREE.CanvasTexture} */
 export function plaqueTexture(text) {
   return canvasTexture(512, 96, (g, w, h) => {
     g.fillStyle = "#f4efe6";
@@ -87,6 +107,7 @@ export function plaqueTexture(text) {
   });
 }
 
+/** The neutral canvas of a slot without a picture. @returns {THREE.CanvasTexture} */
 export function placeholderTexture() {
   return canvasTexture(512, 384, (g, w, h) => {
     const grad = g.createLinearGradient(0, 0, w, h);
@@ -101,6 +122,7 @@ export function placeholderTexture() {
   });
 }
 
+/** @param {THREE.Group} group @param {number} half */
 function addWalls(group, half) {
   const mat = new THREE.MeshStandardMaterial({ color: 0xe9e4da, roughness: 0.95 });
   const trim = new THREE.MeshStandardMaterial({ color: 0x4a4038, roughness: 0.7 });
@@ -123,6 +145,7 @@ function addWalls(group, half) {
   }
 }
 
+/** @param {THREE.Scene} scene @param {number} half */
 function addLights(scene, half) {
   scene.add(new THREE.HemisphereLight(0xfff8ee, 0x6b5a48, 1.1));
   const sun = new THREE.DirectionalLight(0xffffff, 1.4);
@@ -143,6 +166,17 @@ function addLights(scene, half) {
   }
 }
 
+/**
+ * A framed picture (and its plaque) in `slot`, added to `group`; the image loads in the
+ * background and `onLoaded(ok)` says how it went. Returns the holder: children[0] the
+ * frame, children[1] the picture (a mesh with a MeshStandardMaterial).
+ * @param {THREE.Group} group
+ * @param {THREE.TextureLoader} loader
+ * @param {GalleryImage} image
+ * @param {PictureSlot} slot
+ * @param {(ok: boolean) => void} [onLoaded]
+ * @returns {THREE.Group}
+ */
 export function addPicture(group, loader, image, slot, onLoaded) {
   const holder = new THREE.Group();
   holder.position.set(slot.x, slot.y ?? PICTURE_Y, slot.z);
@@ -154,7 +188,7 @@ export function addPicture(group, loader, image, slot, onLoaded) {
   const pictureMat = new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.8 });
   const picture = new THREE.Mesh(new THREE.PlaneGeometry(1, 1), pictureMat);
   picture.position.z = 0.045;
-  const setSize = (w, h) => {
+  const setSize = (/** @type {number} */ w, /** @type {number} */ h) => {
     picture.scale.set(w, h, 1);
     frame.scale.set(w + 0.22, h + 0.22, 1);
   };
@@ -197,6 +231,9 @@ export function addPicture(group, loader, image, slot, onLoaded) {
 /**
  * Builds the room for `images` ([{ url, title }]) into `scene`. Returns
  * { half, pictures, loaded: Promise resolving when every picture loaded or failed }.
+ * @param {THREE.Scene} scene
+ * @param {GalleryImage[] | unknown} images
+ * @returns {BuiltRoom}
  */
 export function buildGallery(scene, images) {
   const list = Array.isArray(images) ? images : [];
@@ -227,7 +264,9 @@ export function buildGallery(scene, images) {
   addLights(scene, half);
 
   const loader = new THREE.TextureLoader();
+  /** @type {THREE.Group[]} */
   const pictures = [];
+  /** @type {Promise<boolean>[]} */
   const waits = [];
   list.forEach((image, i) => {
     waits.push(

@@ -8,11 +8,15 @@
 
 const SOFTWARE = /swiftshader|llvmpipe|softpipe|software|basic render/i;
 
+/** Whether a WebGL renderer string names a software renderer.
+ * @param {string | null | undefined} name
+ * @returns {boolean} */
 export function isSoftwareRenderer(name) {
   return SOFTWARE.test(name || "");
 }
 
-/** The WebGL renderer string ("" when WebGL or the debug extension is missing). */
+/** The WebGL renderer string ("" when WebGL or the debug extension is missing).
+ * @returns {string} */
 export function webglRendererName() {
   try {
     const canvas = document.createElement("canvas");
@@ -29,14 +33,16 @@ export function webglRendererName() {
 }
 
 export class DynamicResolution {
-  /** software: a software renderer; overrides: { pixelRatio, antialias } from the URL. */
+  /** software: a software renderer; overrides: { pixelRatio, antialias } from the URL.
+   * @param {{ software: boolean, devicePixelRatio?: number,
+   *   overrides?: { pixelRatio?: number | null, antialias?: boolean | null } }} options */
   constructor({ software, devicePixelRatio = 1, overrides = {} }) {
     this.software = software;
     this.maxRatio = software ? 0.5 : Math.min(devicePixelRatio, 2);
     this.minRatio = 0.2;
     this.ratio = software ? 0.3 : this.maxRatio;
     this.fixed = false;
-    if (overrides.pixelRatio > 0) {
+    if (overrides.pixelRatio != null && overrides.pixelRatio > 0) {
       this.ratio = this.maxRatio = overrides.pixelRatio;
       this.fixed = true;
     }
@@ -50,7 +56,8 @@ export class DynamicResolution {
     this.lastRender = -Infinity;
   }
 
-  /** Whether to render at time t (ms): enforces the frame-rate cap. */
+  /** Whether to render at time t (ms): enforces the frame-rate cap.
+   * @param {number} t @returns {boolean} */
   shouldRender(t) {
     if (t - this.lastRender < this.minFrameMs - 2) return false;
     if (this.lastRender > 0) {
@@ -61,7 +68,8 @@ export class DynamicResolution {
     return true;
   }
 
-  /** Once per second: returns the new pixel ratio when it changed, else null. */
+  /** Once per second: returns the new pixel ratio when it changed, else null.
+   * @param {number} t milliseconds @returns {number | null} */
   adjust(t) {
     if (this.fixed) return null;
     if (t - this._windowStart < 1000 || this._n < 3) {

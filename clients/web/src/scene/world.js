@@ -8,6 +8,7 @@ import * as THREE from "three";
 
 import { addPicture, floorTexture, placeholderTexture } from "./gallery.js";
 
+/** @type {Record<string, { background: number, wall: number, hemi: number[], sun: number }>} */
 const STYLES = {
   gallery: { background: 0xbfd4e6, wall: 0xe9e4da, hemi: [0xfff8ee, 0x6b5a48, 1.1], sun: 1.4 },
   museum: { background: 0xa9b7c6, wall: 0xdcd3c4, hemi: [0xfff3e0, 0x5a4b3c, 1.0], sun: 1.2 },
@@ -28,6 +29,7 @@ function imageFor(name) {
  *   obstacles: {kind: string, center: number[], size: number[], rotation: number, height: number}[],
  *   pictures: {id: string, position: number[], facing: number, size: number[], image: string}[],
  *   style: {preset: string}}} doc
+ * @returns {import("./gallery.js").BuiltRoom}
  */
 export function buildWorld(scene, doc) {
   const style = STYLES[(doc.style && doc.style.preset) || "gallery"] || STYLES.gallery;
@@ -99,7 +101,9 @@ export function buildWorld(scene, doc) {
   }
 
   const loader = new THREE.TextureLoader();
+  /** @type {THREE.Group[]} */
   const pictures = [];
+  /** @type {Promise<boolean>[]} */
   const waits = [];
   for (const p of doc.pictures || []) {
     const image = imageFor(p.image);
@@ -112,7 +116,7 @@ export function buildWorld(scene, doc) {
         const holder = addPicture(room, loader, image, slot, resolve);
         pictures.push(holder);
         if (!image.url) {
-          const board = holder.children[1];
+          const board = /** @type {THREE.Mesh<THREE.PlaneGeometry, THREE.MeshStandardMaterial>} */ (holder.children[1]);
           board.material.map = placeholderTexture();
           board.material.needsUpdate = true;
           resolve(false);
@@ -123,7 +127,9 @@ export function buildWorld(scene, doc) {
   return { half, pictures, loaded: Promise.all(waits) };
 }
 
-/** True when a world document describes more than open ground (walls, obstacles or pictures). */
+/** True when a world document describes more than open ground (walls, obstacles or pictures).
+ * @param {{ walls?: unknown[], obstacles?: unknown[], pictures?: unknown[] } | null | undefined} doc
+ * @returns {boolean} */
 export function hasRoom(doc) {
   return Boolean(doc && ((doc.walls && doc.walls.length) || (doc.obstacles && doc.obstacles.length) || (doc.pictures && doc.pictures.length)));
 }
