@@ -449,7 +449,7 @@ class ChatService:
         peer.rooms = set()
         if user is None:
             return
-        peer.user = None
+        peer.user = peer.uid = None
         own = self.user_peers.get(user)
         if own is not None:
             own.discard(peer)
