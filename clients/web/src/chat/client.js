@@ -20,7 +20,42 @@ const KEEPALIVE_MS = 25000; // send something at least this often (the server dr
 const KICKED_RETRY_S = 60; // after a moderator's kick (close 4001), wait this long
 const MAX_MESSAGES_PER_ROOM = 2000; // older messages are dropped from memory beyond this
 
-/** The chat WebSocket's URL for a page origin (http -> ws, https -> wss). */
+/** A message id as the server sends it (a number; numeric strings compare as numbers).
+ * @typedef {number | string} MessageId */
+
+/** A message as the client keeps it (normalizeMessage: a copy with only known fields).
+ * @typedef {object} ChatMessage
+ * @property {MessageId} id
+ * @property {string} room the room's key
+ * @property {number | null} ts
+ * @property {string} author
+ * @property {string} kind "text", "image", "question" or "notice"
+ * @property {string} text
+ * @property {unknown} image the server's image reference, null for none
+ * @property {boolean} answered
+ * @property {number | null} entity_id the author's avatar, when the server knows it
+ * @property {boolean} deleted
+ * @property {string} [client_id]
+ * @property {string} [answered_by]
+ */
+
+/** A WebSocket, or what tests give instead.
+ * @typedef {object} ChatSocket
+ * @property {number} readyState 1: open
+ * @property {(data: string) => void} send
+ * @property {(code?: number, reason?: string) => void} close
+ * @property {(() => void) | null} onopen
+ * @property {((ev: { data?: unknown }) => void) | null} onmessage
+ * @property {((ev: { code?: number, reason?: string }) => void) | null} onclose
+ * @property {(() => void) | null} onerror
+ */
+
+/** Timers (replaceable in tests).
+ * @typedef {{ setTimeout(fn: () => void, ms: number): unknown, clearTimeout(t: unknown): void }} ChatTimers */
+
+/** The chat WebSocket's URL for a page origin (http -> ws, https -> wss).
+ * @param {string | URL} origin
+ * @returns {string} */
 export function chatSocketUrl(origin) {
   const u = new URL(origin);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
@@ -31,9 +66,10 @@ export function chatSocketUrl(origin) {
 }
 
 /** Room ids are used as Map keys as strings (JSON object keys are strings anyway). */
-export const roomKey = (room) => String(room);
+export const roomKey = (/** @type {unknown} */ room) => String(room);
 
-/** Message ids compare as numbers when they are numbers (or numeric strings). */
+/** Message ids compare as numbers when they are numbers (or numeric strings).
+ * @param {MessageId} a @param {MessageId} b @returns {boolean} */
 function idLess(a, b) {
   const na = Number(a);
   const nb = Number(b);
@@ -41,20 +77,23 @@ function idLess(a, b) {
   return String(a) < String(b);
 }
 
+/** @param {{ id?: MessageId | null }[] | null | undefined} list @returns {MessageId | null} */
 function newestOf(list) {
   let out = null;
   for (const m of list || []) if (m && m.id != null) out = idMax(out, m.id);
   return out;
 }
 
+/** @param {MessageId | null | undefined} a @param {MessageId | null | undefined} b @returns {MessageId | null} */
 function idMax(a, b) {
-  if (a === null || a === undefined) return b;
+  if (a === null || a === undefined) return b ?? null;
   if (b === null || b === undefined) return a;
   return idLess(a, b) ? b : a;
 }
 
 /** An error answer of the server (or of the client itself: code "disconnected", "timeout"). */
 export class ChatError extends Error {
+  /** @param {string} code @param {string} [message] @param {number | null} [retryAfter] seconds */
   constructor(code, message, retryAfter = null) {
     super(message || code);
     this.code = code;
@@ -62,6 +101,7 @@ export class ChatError extends Error {
   }
 }
 
+/** @param {any} err the error object of a reply @returns {ChatError} */
 function errorFrom(err) {
   if (err && typeof err === "object") {
     const ra = Number(err.retry_after);
@@ -70,9 +110,12 @@ function errorFrom(err) {
   return new ChatError("error", String(err || "error"));
 }
 
-/** A message as the client keeps it (a copy; only known fields). */
+/** A message as the client keeps it (a copy; only known fields).
+ * @param {any} m a message of the server @param {string} key its room's key
+ * @returns {ChatMessage | null} */
 function normalizeMessage(m, key) {
   if (!m || typeof m !== "object" || m.id === undefined || m.id === null) return null;
+  /** @type {ChatMessage} */
   const out = {
     id: m.id,
     room: key,
@@ -92,42 +135,55 @@ function normalizeMessage(m, key) {
 
 /** One room's state. */
 class Room {
+  /** @param {{ id: string | number, name?: string, private?: boolean, owner?: string | null, joined?: boolean }} info */
   constructor(info) {
     this.id = info.id;
     this.key = roomKey(info.id);
     this.name = String(info.name ?? info.id);
     this.private = Boolean(info.private);
     this.public = false; // the world's public room
+    /** @type {string | null} */
     this.owner = info.owner == null ? null : String(info.owner);
     this.joined = info.joined === undefined ? true : Boolean(info.joined);
     this.invited = false; // a private room we are invited to (not joined yet)
-    this.messages = []; // sorted by id, no duplicates
-    this.byId = new Map(); // id (as string) -> message
-    this.sinceId = null; // newest id up to which nothing is missing (for `since`)
+    /** @type {ChatMessage[]} sorted by id, no duplicates */
+    this.messages = [];
+    /** @type {Map<string, ChatMessage>} id (as string) -> message */
+    this.byId = new Map();
+    /** @type {MessageId | null} newest id up to which nothing is missing (for `since`) */
+    this.sinceId = null;
     this.synced = false; // live events may advance sinceId only when caught up
     this.complete = false; // no older history on the server
-    this.loadingOlder = null; // promise while a msg.history is on its way
-    this.members = new Map(); // user -> { online }
-    this.typing = new Map(); // user -> expiry (ms, client clock)
+    /** @type {Promise<number> | null} while a msg.history is on its way */
+    this.loadingOlder = null;
+    /** @type {Map<string, { online: boolean }>} user -> { online } */
+    this.members = new Map();
+    /** @type {Map<string, number>} user -> expiry (ms, client clock) */
+    this.typing = new Map();
     this.unread = 0;
   }
 
+  /** @param {{ name?: string, private?: boolean, owner?: string | null }} info */
   update(info) {
     if (info.name != null) this.name = String(info.name);
     if (info.private !== undefined) this.private = Boolean(info.private);
     if (info.owner != null) this.owner = String(info.owner);
   }
 
+  /** @type {MessageId | null} */
   get oldestId() {
     return this.messages.length ? this.messages[0].id : null;
   }
 
+  /** @type {MessageId | null} */
   get newestId() {
     return this.messages.length ? this.messages[this.messages.length - 1].id : null;
   }
 
-  /** Merges messages (any order, maybe known already); returns the ones that were new. */
+  /** Merges messages (any order, maybe known already); returns the ones that were new.
+   * @param {(ChatMessage | null)[]} list @returns {ChatMessage[]} */
   merge(list) {
+    /** @type {ChatMessage[]} */
     const added = [];
     for (const m of list) {
       if (!m) continue;
@@ -164,6 +220,8 @@ class Room {
     return added;
   }
 
+  /** Forgets message `id`; returns it, or null when it was not here.
+   * @param {MessageId} id @returns {ChatMessage | null} */
   remove(id) {
     const k = String(id);
     const m = this.byId.get(k);
@@ -175,13 +233,15 @@ class Room {
   }
 }
 
+/** @type {ChatTimers} */
 const defaultTimers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (t) => clearTimeout(t),
+  clearTimeout: (t) => clearTimeout(/** @type {ReturnType<typeof setTimeout>} */ (t)),
 };
 
+/** @param {string} url @returns {ChatSocket} */
 function defaultOpenSocket(url) {
-  return new WebSocket(url);
+  return /** @type {ChatSocket} */ (/** @type {unknown} */ (new WebSocket(url)));
 }
 
 export class ChatClient {
@@ -190,6 +250,8 @@ export class ChatClient {
    * Options for tests: openSocket(url) -> a WebSocket-like object (send, close, readyState,
    * onopen, onmessage({data}), onclose({code, reason}), onerror); timers ({setTimeout,
    * clearTimeout}); now() in ms; random() in [0, 1).
+   * @param {{ url: string, token: string, openSocket?: (url: string) => ChatSocket, timers?: ChatTimers,
+   *   now?: () => number, random?: () => number, adminToken?: string | null }} options
    */
   constructor({ url, token, openSocket = defaultOpenSocket, timers = defaultTimers, now = () => Date.now(), random = Math.random, adminToken = null }) {
     this.url = url;
@@ -199,26 +261,39 @@ export class ChatClient {
     this.timers = timers;
     this.now = now;
     this.random = random;
-    this.state = "idle"; // idle, connecting, ready, reconnecting, stopped, replaced (closed 4002)
-    this.user = null; // our name, from the hello reply
+    /** @type {"idle" | "connecting" | "ready" | "reconnecting" | "stopped" | "replaced"} replaced: closed 4002 */
+    this.state = "idle";
+    /** @type {string | null} our name, from the hello reply */
+    this.user = null;
     this.moderator = false;
-    this.entityId = null; // our avatar, as the hello reply says
-    this.limits = {}; // max_message_chars, rate, burst, max_image_bytes (hello reply)
-    this.publicRoom = null; // key of the public room
-    this.rooms = new Map(); // key -> Room, in the order they became known
+    /** @type {number | null} our avatar, as the hello reply says */
+    this.entityId = null;
+    /** @type {Record<string, any>} max_message_chars, rate, burst, max_image_bytes (hello reply) */
+    this.limits = {};
+    /** @type {string | null} key of the public room */
+    this.publicRoom = null;
+    /** @type {Map<string, Room>} key -> Room, in the order they became known */
+    this.rooms = new Map();
     this.typingTtlMs = TYPING_TTL_DEFAULT_MS;
     this.error = ""; // the last error worth showing
     this.connects = 0;
     this.reconnects = 0;
     this.backoff = BACKOFF_MIN;
+    /** @type {ChatSocket | null} */
     this.ws = null;
     this._epoch = 0;
     this._nextId = 1;
-    this._pending = new Map(); // request id -> { resolve, reject, timer, op }
-    this._outbox = []; // messages to send: { room, frame, resolve, reject, inflight }
-    this._typingOut = new Map(); // room key -> { active, lastSentAt, idleTimer }
+    /** @type {Map<number, { resolve: (reply: any) => void, reject: (err: ChatError) => void, timer: unknown, op: string }>} request id -> */
+    this._pending = new Map();
+    /** @type {{ key: string, frame: Record<string, unknown>, resolve: (m: any) => void, reject: (err: ChatError) => void, inflight: boolean }[]} messages to send */
+    this._outbox = [];
+    /** @type {Map<string, { active: boolean, lastSentAt: number, idleTimer: unknown }>} room key -> */
+    this._typingOut = new Map();
+    /** @type {unknown} */
     this._reconnectTimer = null;
+    /** @type {unknown} */
     this._keepaliveTimer = null;
+    /** @type {Map<string, Function[]>} */
     this._listeners = new Map();
     this._clientSeq = 0;
     this._clientTag = Math.floor(random() * 2 ** 32).toString(36);
@@ -230,17 +305,21 @@ export class ChatClient {
    * Events: "state" (client), "rooms" (), "messages" (roomKey, added[], {live, older}),
    * "typing" (roomKey), "members" (roomKey), "invited" (roomKey, by), "removed" (roomKey,
    * reason), "error" (ChatError), "outbox" (roomKey).
+   * @param {string} event
+   * @param {(...args: any[]) => void} cb
+   * @returns {() => void} stops listening
    */
   on(event, cb) {
-    if (!this._listeners.has(event)) this._listeners.set(event, []);
-    this._listeners.get(event).push(cb);
+    let l = this._listeners.get(event);
+    if (!l) this._listeners.set(event, (l = []));
+    l.push(cb);
     return () => {
-      const l = this._listeners.get(event);
       const i = l.indexOf(cb);
       if (i >= 0) l.splice(i, 1);
     };
   }
 
+  /** @param {string} event @param {...any} args */
   _emit(event, ...args) {
     for (const cb of this._listeners.get(event) || []) {
       try {
@@ -251,12 +330,14 @@ export class ChatClient {
     }
   }
 
+  /** @param {ChatClient["state"]} s */
   _setState(s) {
     if (this.state === s) return;
     this.state = s;
     this._emit("state", this);
   }
 
+  /** @param {ChatError} err */
   _fail(err) {
     this.error = err.message;
     this._emit("error", err);
@@ -264,15 +345,18 @@ export class ChatClient {
 
   // ------------------------------------------------------------------ connection
 
+  /** Connected and past the hello. @type {boolean} */
   get ready() {
     return this.state === "ready";
   }
 
+  /** Connects (once; later calls do nothing). */
   start() {
     if (this.state !== "idle") return;
     this._connect();
   }
 
+  /** Leaves for good: pending requests and the outbox are rejected with "stopped". */
   stop() {
     if (this.state === "stopped") return;
     this._epoch++;
@@ -306,7 +390,7 @@ export class ChatClient {
     try {
       ws = this.openSocket(this.url);
     } catch (e) {
-      this._lost(`cannot open the chat socket: ${e && e.message ? e.message : e}`);
+      this._lost(`cannot open the chat socket: ${e instanceof Error ? e.message : e}`);
       return;
     }
     this.ws = ws;
@@ -340,6 +424,7 @@ export class ChatClient {
     };
   }
 
+  /** @param {string} why @param {number | null} [delayOverride] seconds */
   _lost(why, delayOverride = null) {
     if (this.state === "stopped" || this.state === "replaced") return;
     this._closeSocket();
@@ -359,12 +444,14 @@ export class ChatClient {
     this._scheduleReconnect(delayOverride);
   }
 
-  /** Drops the connection and connects again after delayMs (a test hook uses it). */
+  /** Drops the connection and connects again after delayMs (a test hook uses it).
+   * @param {number} [delayMs] */
   reconnect(delayMs = 0) {
     if (this.state === "stopped" || this.state === "idle" || this.state === "replaced") return;
     this._lost("reconnect asked", delayMs / 1000);
   }
 
+  /** @param {number | null} [delayOverride] seconds */
   _scheduleReconnect(delayOverride = null) {
     const epoch = ++this._epoch;
     const delay = delayOverride !== null ? delayOverride : this.backoff * (0.8 + 0.4 * this.random());
@@ -377,6 +464,7 @@ export class ChatClient {
     }, delay * 1000);
   }
 
+  /** @param {ChatError} err */
   _rejectPending(err) {
     const pending = [...this._pending.values()];
     this._pending.clear();
@@ -386,6 +474,7 @@ export class ChatClient {
     }
   }
 
+  /** @param {Record<string, unknown>} obj @returns {boolean} whether it went out */
   _sendFrame(obj) {
     if (!this.ws || this.ws.readyState !== 1) return false;
     try {
@@ -412,6 +501,12 @@ export class ChatClient {
   }
 
   /** Sends an op and resolves with the reply (without re/ok) or rejects with a ChatError. */
+  /**
+   * @param {string} op
+   * @param {Record<string, unknown>} [fields]
+   * @param {{ beforeReady?: boolean }} [options]
+   * @returns {Promise<any>} the reply frame (ok), or rejects with a ChatError
+   */
   request(op, fields = {}, { beforeReady = false } = {}) {
     if (!beforeReady && this.state !== "ready") return Promise.reject(new ChatError("disconnected", "chat is not connected"));
     const id = this._nextId++;
@@ -428,11 +523,14 @@ export class ChatClient {
     });
   }
 
+  /** @param {number} epoch */
   _hello(epoch) {
+    /** @type {Record<string, number>} */
     const since = {};
     for (const room of this.rooms.values()) {
       if (room.joined && room.sinceId !== null) since[room.key] = Number(room.sinceId);
     }
+    /** @type {Record<string, unknown>} */
     const frame = { token: this.token };
     if (Object.keys(since).length) frame.since = since;
     if (this.adminToken) frame.admin_token = this.adminToken;
@@ -454,6 +552,7 @@ export class ChatClient {
     );
   }
 
+  /** @param {unknown} text */
   _onText(text) {
     let f;
     try {
@@ -476,6 +575,8 @@ export class ChatClient {
 
   // ------------------------------------------------------------------ rooms
 
+  /** The room of `info` (a room object or an id), made known or updated; null without an id.
+   * @param {any} info @returns {Room | null} */
   _room(info) {
     if (info === null || info === undefined) return null;
     const obj = typeof info === "object" ? info : { id: info };
@@ -495,22 +596,26 @@ export class ChatClient {
     return room;
   }
 
-  /** The rooms we are in, in display order: the public room first, then by name. */
+  /** The rooms we are in, in display order: the public room first, then by name.
+   * @returns {Room[]} */
   roomList() {
     const list = [...this.rooms.values()].filter((r) => r.joined);
     list.sort((a, b) => (b.public ? 1 : 0) - (a.public ? 1 : 0) || a.name.localeCompare(b.name));
     return list;
   }
 
-  /** Rooms we could join: invitations first, then other public rooms, by name. */
+  /** Rooms we could join: invitations first, then other public rooms, by name.
+   * @returns {Room[]} */
   availableRooms() {
     const list = [...this.rooms.values()].filter((r) => !r.joined);
     list.sort((a, b) => (b.invited ? 1 : 0) - (a.invited ? 1 : 0) || a.name.localeCompare(b.name));
     return list;
   }
 
+  /** A room by id, key or name; the public room when ref is missing; null when unknown.
+   * @param {unknown} [ref] @returns {Room | null} */
   getRoom(ref) {
-    if (ref === undefined || ref === null) return this.publicRoom ? this.rooms.get(this.publicRoom) : null;
+    if (ref === undefined || ref === null) return (this.publicRoom && this.rooms.get(this.publicRoom)) || null;
     const byKey = this.rooms.get(roomKey(ref));
     if (byKey) return byKey;
     for (const r of this.rooms.values()) if (r.name === String(ref)) return r;
@@ -532,7 +637,7 @@ export class ChatClient {
       listed.add(room.key);
     }
     if (publicId !== null && publicId !== undefined) {
-      const room = this._room({ id: publicId, public: true });
+      const room = /** @type {Room} */ (this._room({ id: publicId, public: true })); // the id is set
       room.joined = true;
       listed.add(room.key);
     }
@@ -603,8 +708,9 @@ export class ChatClient {
         }
       } catch (e) {
         if (epoch !== this._epoch) return;
-        if (e.code === "disconnected" || e.code === "timeout") return; // the next hello retries
-        if (e.code === "not_found" || e.code === "forbidden") {
+        const code = e instanceof ChatError ? e.code : "";
+        if (code === "disconnected" || code === "timeout") return; // the next hello retries
+        if (code === "not_found" || code === "forbidden") {
           this._dropRoom(room.key, "gone");
           continue;
         }
@@ -737,7 +843,8 @@ export class ChatClient {
 
   // ------------------------------------------------------------------ typing
 
-  /** Users typing in a room now (not us), by name. */
+  /** Users typing in a room now (not us), by name.
+   * @param {string} key @returns {string[]} */
   typingUsers(key) {
     const room = this.rooms.get(roomKey(key));
     if (!room) return [];
@@ -750,7 +857,8 @@ export class ChatClient {
     return out.sort();
   }
 
-  /** Call on every keystroke in the input: sends typing active:true at most once a second. */
+  /** Call on every keystroke in the input: sends typing active:true at most once a second.
+   * @param {string} key */
   typingInput(key) {
     const room = this.rooms.get(roomKey(key));
     if (!room || this.state !== "ready") return;
@@ -770,7 +878,8 @@ export class ChatClient {
     t.idleTimer = this.timers.setTimeout(() => this.typingStop(room.key), TYPING_IDLE_MS);
   }
 
-  /** Call on send, blur or an emptied input: typing active:false once, if we said true. */
+  /** Call on send, blur or an emptied input: typing active:false once, if we said true.
+   * @param {string} key */
   typingStop(key) {
     const t = this._typingOut.get(roomKey(key));
     if (!t) return;
@@ -789,11 +898,15 @@ export class ChatClient {
    * Sends a message; resolves with the stored message (also merged into the room). While
    * the chat is disconnected the message waits in the outbox and goes out after the next
    * hello, with the same client_id (so a retry is not stored twice).
+   * @param {string} key
+   * @param {{ kind?: string, text?: string, image?: unknown }} [message]
+   * @returns {Promise<ChatMessage | any>} the stored message (or the reply when it has none)
    */
   send(key, { kind = "text", text = undefined, image = undefined } = {}) {
     const room = this.rooms.get(roomKey(key));
     if (!room) return Promise.reject(new ChatError("no_room", "no such room"));
     this.typingStop(room.key);
+    /** @type {Record<string, unknown>} */
     const frame = { room: room.id, kind, client_id: `${this._clientTag}-${++this._clientSeq}` };
     if (text !== undefined) frame.text = String(text);
     if (image !== undefined) frame.image = image;
@@ -804,7 +917,8 @@ export class ChatClient {
     });
   }
 
-  /** Messages waiting for the server's answer, for a room (shown as "sending"). */
+  /** Messages waiting for the server's answer, for a room (shown as "sending").
+   * @param {string} key @returns {Record<string, unknown>[]} the frames */
   outbox(key) {
     return this._outbox.filter((e) => e.key === roomKey(key)).map((e) => ({ ...e.frame }));
   }
@@ -845,12 +959,14 @@ export class ChatClient {
     this._emit("outbox", entry.key);
   }
 
-  /** Loads one page of older messages; resolves with how many were new (0: nothing more). */
+  /** Loads one page of older messages; resolves with how many were new (0: nothing more).
+   * @param {string} key @returns {Promise<number>} */
   loadOlder(key) {
     const room = this.rooms.get(roomKey(key));
     if (!room || room.complete || this.state !== "ready") return Promise.resolve(0);
     if (room.loadingOlder) return room.loadingOlder;
     const before = room.oldestId;
+    /** @type {Record<string, unknown>} */
     const fields = { room: room.id, limit: HISTORY_PAGE };
     if (before !== null) fields.before = before;
     const epoch = this._epoch;
@@ -875,6 +991,8 @@ export class ChatClient {
   /**
    * Makes sure message `id` is loaded (paging back through history); resolves true when it
    * is in the room's messages.
+   * @param {string} key @param {MessageId} id @param {number} [maxPages]
+   * @returns {Promise<boolean>}
    */
   async loadUntil(key, id, maxPages = 20) {
     const room = this.rooms.get(roomKey(key));
@@ -889,14 +1007,18 @@ export class ChatClient {
     return room.byId.has(String(id));
   }
 
+  /** Messages of a room that match `query` (the server's search).
+   * @param {string} key @param {string} query @returns {Promise<ChatMessage[]>} */
   async search(key, query) {
     const room = this.rooms.get(roomKey(key));
     if (!room) return [];
     const r = await this.request("msg.search", { room: room.id, query: String(query) });
     const list = r.messages || r.results || [];
-    return list.map((m) => normalizeMessage(m, room.key)).filter(Boolean);
+    return list.map((/** @type {unknown} */ m) => normalizeMessage(m, room.key)).filter(Boolean);
   }
 
+  /** Marks question `id` answered (moderators and the room's owner).
+   * @param {string} key @param {MessageId} id @returns {Promise<any>} the reply */
   async answer(key, id) {
     const room = this.rooms.get(roomKey(key));
     if (!room) throw new ChatError("no_room", "no such room");
@@ -909,6 +1031,8 @@ export class ChatClient {
     return r;
   }
 
+  /** Deletes message `id` (moderators and the room's owner).
+   * @param {string} key @param {MessageId} id @returns {Promise<any>} the reply */
   async deleteMessage(key, id) {
     const room = this.rooms.get(roomKey(key));
     if (!room) throw new ChatError("no_room", "no such room");
@@ -919,7 +1043,8 @@ export class ChatClient {
 
   // ------------------------------------------------------------------ room operations
 
-  /** Asks for the rooms visible to us (public ones, ours, invitations) and applies the list. */
+  /** Asks for the rooms visible to us (public ones, ours, invitations) and applies the list.
+   * @returns {Promise<object[]>} the rooms as the server listed them */
   async listRooms() {
     const r = await this.request("rooms.list");
     const list = (r.rooms || []).filter((x) => x && typeof x === "object");
@@ -928,6 +1053,8 @@ export class ChatClient {
     return list;
   }
 
+  /** Creates a room (we join it); resolves with its key, null when the reply named none.
+   * @param {string} name @param {boolean} isPrivate @returns {Promise<string | null>} */
   async createRoom(name, isPrivate) {
     const r = await this.request("room.create", { name: String(name), private: Boolean(isPrivate) });
     const info = r.room && typeof r.room === "object" ? r.room : { id: r.room ?? r.id, name, private: isPrivate };
@@ -940,12 +1067,14 @@ export class ChatClient {
     return room.key;
   }
 
-  /** Joins a public room or one we are invited to; its recent history comes with the reply. */
+  /** Joins a public room or one we are invited to; its recent history comes with the reply.
+   * @param {any} ref a room id, key or room object @returns {Promise<string>} the room's key */
   async joinRoom(ref) {
     const known = this.rooms.get(roomKey(ref && typeof ref === "object" ? ref.id : ref));
     const id = known ? known.id : ref && typeof ref === "object" ? ref.id : ref;
     const r = await this.request("room.join", { room: id });
     const room = this._room(r.room && typeof r.room === "object" ? r.room : { id });
+    if (!room) throw new ChatError("no_room", "no such room"); // neither the reply nor ref named one
     room.joined = true;
     room.invited = false;
     this._mergeInto(room.key, r.messages || [], { live: false });
@@ -954,6 +1083,7 @@ export class ChatClient {
     return room.key;
   }
 
+  /** @param {string} key @returns {Promise<void>} */
   async leaveRoom(key) {
     const room = this.rooms.get(roomKey(key));
     if (!room) return;
@@ -961,6 +1091,7 @@ export class ChatClient {
     this._dropRoom(room.key, "left");
   }
 
+  /** @param {string} key @returns {Promise<void>} */
   async deleteRoom(key) {
     const room = this.rooms.get(roomKey(key));
     if (!room) return;
@@ -968,12 +1099,15 @@ export class ChatClient {
     this._dropRoom(room.key, "deleted");
   }
 
+  /** Invites `user` into a private room. @param {string} key @param {string} user @returns {Promise<any>} */
   async invite(key, user) {
     const room = this.rooms.get(roomKey(key));
     if (!room) throw new ChatError("no_room", "no such room");
     return this.request("room.invite", { room: room.id, user: String(user) });
   }
 
+  /** A room's members as the server lists them now.
+   * @param {string} key @returns {Promise<{ user: string, online: boolean }[]>} */
   async members(key) {
     const room = this.rooms.get(roomKey(key));
     if (!room) return [];
