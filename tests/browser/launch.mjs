@@ -163,7 +163,9 @@ export async function finish(browser, result) {
     result.logs = [...(result.logs || []), ...browser.logs].slice(0, 50);
     await browser.close().catch(() => {});
   }
-  process.stdout.write(`${JSON.stringify(result)}\n`);
+  // Exit only once the line is written: a pipe takes 64 KiB at a time, and exiting earlier
+  // would cut a long result short.
+  await new Promise((resolve) => process.stdout.write(`${JSON.stringify(result)}\n`, resolve));
   process.exit(result.ok ? 0 : 1);
 }
 

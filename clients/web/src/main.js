@@ -1,6 +1,8 @@
-// The web client's entry point: the join overlay, the 3D gallery view, keyboard and mouse
-// controls, the status panel, name labels from /api/players, and the test hook
-// window.worldserverTest. The network session lives in net/session.js.
+// The web client's entry point: the join overlay, the 3D gallery view, keyboard, mouse and
+// touch controls (ui/touch.js), the status panel and the page's layout (ui/layout.js), name
+// labels from /api/players (which show: scene/labels.js), the camera kept in front of the
+// walls (scene/camera.js), and the test hook window.worldserverTest. The network session
+// lives in net/session.js.
 //
 // Everything a server or another player wrote (names, titles, error texts) is shown with
 // textContent or drawn on canvases, never parsed as HTML.
@@ -16,13 +18,17 @@ import { buildGallery } from "./scene/gallery.js";
 import { buildWorld, hasRoom } from "./scene/world.js";
 import { Walls } from "./world/walls.js";
 import { DynamicResolution, isSoftwareRenderer, webglRendererName } from "./scene/quality.js";
+import { FollowCamera } from "./scene/camera.js";
+import { NameTags } from "./scene/labels.js";
+import { PageLayout, fieldOfView } from "./ui/layout.js";
+import { TouchStick, touchScreen } from "./ui/touch.js";
+import { WallRays } from "./world/rays.js";
 
 const $ = (id) => document.getElementById(id);
 const PLAYERS_REFRESH_MS = 3000;
 const PLAYERS_MIN_GAP_MS = 500;
 const TURN_SPEED = 2.2; // rad/s with the arrow keys
 const MOUSE_TURN = 0.005; // rad per pixel
-const CAMERA_DISTANCE = 6.5;
 
 const state = {
   session: null,
@@ -42,6 +48,10 @@ const state = {
   camera: null,
   avatars: null,
   gallery: null,
+  follow: null, // FollowCamera: the third-person camera, in front of the walls
+  tags: null, // NameTags: which name tags show
+  layout: null, // PageLayout: status toggle, chat folded on small screens
+  stick: null, // TouchStick: walking on touch screens
   webglError: "",
   lastFrame: performance.now(),
   frames: 0,
@@ -69,8 +79,10 @@ function movementIntent() {
   }
   state.testMove = null;
   const k = state.keys;
-  const fwd = (k.has("KeyW") || k.has("ArrowUp") ? 1 : 0) - (k.has("KeyS") || k.has("ArrowDown") ? 1 : 0);
-  const right = (k.has("KeyD") ? 1 : 0) - (k.has("KeyA") ? 1 : 0);
+  const stick = state.stick || { forward: 0, right: 0 }; // the touch stick adds to the keys
+  const unit = (v) => Math.max(-1, Math.min(1, v));
+  const fwd = unit((k.has("KeyW") || k.has("ArrowUp") ? 1 : 0) - (k.has("KeyS") || k.has("ArrowDown") ? 1 : 0) + stick.forward);
+  const right = unit((k.has("KeyD") ? 1 : 0) - (k.has("KeyA") ? 1 : 0) + stick.right);
   const sin = Math.sin(state.yaw);
   const cos = Math.cos(state.yaw);
   // forward = (sin yaw, cos yaw); right = (-cos yaw, sin yaw) in (x, z)
@@ -157,7 +169,7 @@ async function refreshPlayers(force = false) {
 
 function initScene(images, worldDoc) {
   const scene = new THREE.Scene();
-  const camera = new THREE.PerspectiveCamera(60, window.innerWidth / window.innerHeight, 0.1, 400);
+  const camera = new THREE.PerspectiveCamera(fieldOfView(window.innerWidth / window.innerHeight), window.innerWidth / window.innerHeight, 0.1, 400);
   camera.position.set(0, 3, -7);
   camera.lookAt(0, 1.5, 0);
   state.scene = scene;
@@ -166,6 +178,12 @@ function initScene(images, worldDoc) {
   // the open world keeps the gallery room sized by the images, as before.
   state.gallery = hasRoom(worldDoc) ? buildWorld(scene, worldDoc) : buildGallery(scene, images);
   state.avatars = new AvatarManager(scene);
+  // The camera and the name tags see the world's walls (none in the open world).
+  const rays = hasRoom(worldDoc) ? new WallRays(worldDoc) : null;
+  state.follow = new FollowCamera({ rays });
+  state.stick = new TouchStick(document.body);
+  state.layout = new PageLayout({ statusEl: $("status"), chatEl: $("chat") });
+  state.tags = new NameTags({ rays, panels: () => [...state.layout.panels(), state.stick.el, $("overlay")] });
   const container = $("view");
   try {
     // Debug overrides: ?pr=<pixel ratio>&aa=0|1
@@ -200,6 +218,7 @@ function initScene(images, worldDoc) {
   installControls(state.renderer ? state.renderer.domElement : labels.domElement);
   window.addEventListener("resize", () => {
     camera.aspect = window.innerWidth / window.innerHeight;
+    camera.fov = fieldOfView(camera.aspect);
     camera.updateProjectionMatrix();
     if (state.renderer) state.renderer.setSize(window.innerWidth, window.innerHeight);
     labels.setSize(window.innerWidth, window.innerHeight);
@@ -228,17 +247,18 @@ function frame(t) {
   if (state.chat) state.chat.update(state.avatars);
 
   const cam = state.camera;
-  const target = self ? new THREE.Vector3(self.x, self.y + 1.6, self.z) : new THREE.Vector3(0, 1.6, 0);
-  const back = CAMERA_DISTANCE * Math.cos(state.pitch);
-  const desired = new THREE.Vector3(
-    target.x - Math.sin(state.yaw) * back,
-    target.y + CAMERA_DISTANCE * Math.sin(state.pitch),
-    target.z - Math.cos(state.yaw) * back,
-  );
-  cam.position.lerp(desired, 1 - Math.exp(-12 * dt));
-  cam.lookAt(target);
+  const head = self ? { x: self.x, y: self.y + 1.6, z: self.z } : { x: 0, y: 1.6, z: 0 };
+  state.follow.apply(cam, head, state.yaw, state.pitch, dt);
+  const mine = self ? state.avatars.avatars.get(self.id) : null;
+  if (mine && state.follow.insideAvatar(head)) mine.group.visible = false; // pulled in by a wall
   const q = state.quality;
   if (q && !q.shouldRender(t)) return;
+  const bubbles = state.chat ? state.chat.bubbles : null;
+  state.tags.update({
+    avatars: state.avatars, camera: cam, selfId: self ? self.id : null, bubbles,
+    speaking: new Set(bubbles ? bubbles.list().map((b) => b.entityId) : []),
+    width: window.innerWidth, height: window.innerHeight,
+  });
   const r0 = performance.now();
   if (state.renderer) state.renderer.render(state.scene, cam);
   state.labels.render(state.scene, cam);
@@ -338,6 +358,7 @@ function startSession(token, config) {
     },
     onFocusChange: () => state.keys.clear(), // keys held when the chat took the keyboard
   });
+  state.layout.attachChat(state.chat.client);
   window.addEventListener("pagehide", () => {
     session.stop();
     state.chat.stop();
@@ -383,6 +404,36 @@ function installTestHook() {
     names() {
       return Object.fromEntries(state.names);
     },
+    /** The camera: position, yaw, pitch, and whether a wall pulled it in. */
+    view() {
+      const p = state.camera.position;
+      return { x: p.x, y: p.y, z: p.z, yaw: state.yaw, pitch: state.pitch, blocked: state.follow ? state.follow.blocked : false };
+    },
+    /** Turns the view as the mouse would (radians; pitch -0.2..1.2). */
+    setView(yaw, pitch = state.pitch) {
+      state.yaw = Number(yaw) || 0;
+      state.pitch = Math.min(1.2, Math.max(-0.2, Number(pitch)));
+    },
+    /** The name tags (scene/labels.js): the cap, and per avatar whether it shows and why not,
+     *  its tag's world position, and its element's box on the page. */
+    tags() {
+      const avatars = state.avatars ? state.avatars.avatars : new Map();
+      const tags = state.tags ? state.tags.list() : [];
+      return {
+        cap: state.tags ? state.tags.cap : 0,
+        camera: state.tags ? state.tags.camera : null,
+        tags: tags.map((t) => {
+          const a = avatars.get(t.id);
+          const el = a ? a.labelEl : null;
+          const r = el && el.isConnected ? el.getBoundingClientRect() : null;
+          return { ...t, name: a ? a.name : null, displayed: Boolean(r && el.style.display !== "none" && r.width > 0), rect: r ? { left: r.left, top: r.top, right: r.right, bottom: r.bottom } : null };
+        }),
+      };
+    },
+    /** The page's layout (ui/layout.js): small screen, chat folded, unread count, status. */
+    layout() {
+      return state.layout ? { ...state.layout.state(), stick: Boolean(state.stick && !state.stick.el.hidden) } : null;
+    },
     get chat() {
       return state.chat ? state.chat.hook : idleChatHook;
     },
@@ -423,7 +474,8 @@ async function main() {
       const r = await join(name);
       state.name = String(r.name ?? name);
       $("overlay").hidden = true;
-      $("status").hidden = false;
+      state.layout.join(); // the status panel behind its toggle (open with ?debug)
+      state.stick.show(touchScreen());
       $("me").textContent = state.name;
       startSession(r.token, config);
     } catch (e) {

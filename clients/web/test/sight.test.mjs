@@ -6,7 +6,7 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 
 import { CAMERA_DISTANCE, CAMERA_PAD, FollowCamera, cameraDirection } from "../src/scene/camera.js";
-import { boxesOverlap, selectTags, tagCap, TAG_FAR } from "../src/scene/labels.js";
+import { boxesOverlap, placeTags, selectTags, tagCap, TAG_FAR } from "../src/scene/labels.js";
 import { capsuleInterval, WallRays } from "../src/world/rays.js";
 
 const { worlds } = JSON.parse(
@@ -160,10 +160,12 @@ describe("the third-person camera", () => {
 
   it("the distance comes back out when the wall is gone", () => {
     const cam = new FollowCamera({ rays: new WallRays(worlds.gallery) });
-    settle(cam, { x: 0, y: 1.6, z: -9 }, 0); // facing north with the south wall behind
-    assert.ok(cam.current < 1.5, cam.current);
+    settle(cam, { x: 0, y: 1.6, z: -9.5 }, 0); // facing north against the south wall
+    assert.ok(cam.current < 0.5, cam.current);
+    assert.equal(cam.insideAvatar({ x: 0, y: 1.6, z: -9.5 }), true); // the own avatar is hidden
     const p = settle(cam, { x: 0, y: 1.6, z: 0 }, 0, 0.35, 600);
     assert.ok(Math.abs(Math.hypot(p.x, p.y - 1.6, p.z) - CAMERA_DISTANCE) < 1e-3);
+    assert.equal(cam.insideAvatar({ x: 0, y: 1.6, z: 0 }), false);
   });
 
   it("without walls (an open world) it is never pulled in", () => {
@@ -238,6 +240,22 @@ describe("which name tags are shown", () => {
     assert.equal(tagCap(960, 600), 15);
     assert.equal(tagCap(320, 480), 8);
     assert.equal(tagCap(3840, 2160), 18);
+  });
+
+  it("on screen, tags under a panel or covering a better-ranked tag are left out", () => {
+    const box = (x, y) => ({ left: x, top: y, right: x + 100, bottom: y + 20 });
+    const chat = { left: 600, top: 80, right: 960, bottom: 600 };
+    const placed = placeTags(
+      [
+        { id: 1, box: box(100, 100) },
+        { id: 2, box: box(150, 105) }, // half over tag 1: crowded
+        { id: 3, box: box(190, 117) }, // only its edge over tag 1 (within the slack): shown
+        { id: 4, box: box(550, 300) }, // reaches under the chat panel
+        { id: 5, box: box(100, 130) },
+      ],
+      [chat],
+    );
+    assert.deepEqual(Object.fromEntries(placed), { 1: "", 2: "crowded", 3: "", 4: "panel", 5: "" });
   });
 
   it("boxes overlap only when they share area", () => {

@@ -10,6 +10,7 @@
 
 export const CAMERA_DISTANCE = 6.5; // metres from the head when nothing is in the way
 export const CAMERA_PAD = 0.25; // metres kept between the camera and any wall (near plane 0.1)
+export const HIDE_SELF_WITHIN = 0.9; // metres: closer to the head, the own avatar is hidden
 const PULL_IN_RATE = 25; // 1/s: the distance shrinks this fast toward a nearer wall
 const EASE_OUT_RATE = 3; // 1/s: and grows back this slowly once the wall is gone
 const FOLLOW_RATE = 12; // 1/s: the position follows its goal this fast
@@ -87,6 +88,13 @@ export class FollowCamera {
     }
     this.position = p;
     return p;
+  }
+
+  /** True when the camera is so close to `head` that it would look from inside the own
+   *  avatar (a wall pulled it in): the caller hides the avatar then. */
+  insideAvatar(head) {
+    const p = this.position;
+    return Boolean(p) && Math.hypot(p.x - head.x, p.y - head.y, p.z - head.z) < HIDE_SELF_WITHIN;
   }
 
   /**

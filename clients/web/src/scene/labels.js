@@ -2,10 +2,11 @@
 // avatar is in view, no wall stands between the camera and the tag (../world/rays.js), and its
 // screen box does not touch one of the page's panels (chat, status, join overlay, touch
 // controls); of those, at most a cap (by screen size) are shown: the own tag first, then
-// whoever is speaking (a speech bubble alive, ../chat/bubbles.js), then the nearest; tags fade
-// with distance and are gone beyond TAG_FAR. A speech bubble behind a wall is hidden too.
+// whoever is speaking (a speech bubble alive, ../chat/bubbles.js), then the nearest, and a tag
+// that would cover one ranked before it is left out; tags fade with distance and are gone
+// beyond TAG_FAR. A speech bubble behind a wall is hidden too.
 //
-// selectTags and tagCap are pure (unit-tested); NameTags applies them to the avatars'
+// selectTags, placeTags and tagCap are pure (unit-tested); NameTags applies them to the avatars'
 // CSS2D labels (../scene/avatars.js) once a frame, before the labels are rendered. The labels'
 // layer is also stacked under the panels by the page's CSS (#view is its own stacking
 // context). Must not: change an avatar's name, position or fade, or create DOM elements.
@@ -86,6 +87,37 @@ export function boxesOverlap(a, b) {
   return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
 }
 
+/**
+ * Lays the chosen tags out on the screen in rank order: a tag whose box overlaps one of the
+ * page's panels is hidden ("panel"), and so is one that covers a tag placed before it by more
+ * than `slack` of its size on a side ("crowded"), so tags never pile up. `items`: [{ id, box }]
+ * best first; `panels`: boxes. Returns Map id -> "" (shown) or the reason.
+ * @param {{id: number, box: {left: number, top: number, right: number, bottom: number}}[]} items
+ * @param {{left: number, top: number, right: number, bottom: number}[]} panels
+ * @param {number} [slack]
+ * @returns {Map<number, string>}
+ */
+export function placeTags(items, panels, slack = 0.15) {
+  const kept = [];
+  const out = new Map();
+  for (const { id, box } of items) {
+    if (panels.some((p) => boxesOverlap(box, p))) {
+      out.set(id, "panel");
+      continue;
+    }
+    const dx = ((box.right - box.left) * slack) / 2;
+    const dy = ((box.bottom - box.top) * slack) / 2;
+    const core = { left: box.left + dx, top: box.top + dy, right: box.right - dx, bottom: box.bottom - dy };
+    if (kept.some((k) => boxesOverlap(core, k))) {
+      out.set(id, "crowded");
+      continue;
+    }
+    kept.push(core);
+    out.set(id, "");
+  }
+  return out;
+}
+
 /** A generous guess at a tag's size in CSS pixels before it was laid out (styles.css
  *  .name-label: 13 px text, 8 px side padding, at most 220 px of text). */
 function guessSize(text) {
@@ -104,6 +136,7 @@ export class NameTags {
     this.previous = new Set();
     this.state = new Map(); // id -> { shown, opacity, reason, x, y, z }
     this.cap = 0;
+    this.camera = null; // {x, y, z} the last choice was made from
     this._v = new Vector3();
   }
 
@@ -115,6 +148,7 @@ export class NameTags {
   update({ avatars, camera, selfId = null, speaking = new Set(), bubbles = null, width, height }) {
     camera.updateMatrixWorld();
     const cam = { x: camera.position.x, y: camera.position.y, z: camera.position.z };
+    this.camera = cam;
     const cands = [];
     const screen = new Map();
     for (const a of avatars.avatars.values()) {
@@ -139,20 +173,17 @@ export class NameTags {
       if (r.width > 0 && r.height > 0) boxes.push(r);
     }
     // Reads (layout) first, then writes, so the page lays out at most once for this.
+    const items = [];
+    for (const id of shown.keys()) {
+      const size = this._size(avatars.avatars.get(id));
+      const { sx, sy } = screen.get(id);
+      items.push({ id, box: { left: sx - size.w / 2, top: sy - size.h / 2, right: sx + size.w / 2, bottom: sy + size.h / 2 } });
+    }
+    const placed = placeTags(items, boxes);
     const verdict = new Map();
     for (const c of cands) {
-      let opacity = shown.get(c.id) || 0;
-      let reason = opacity > 0 ? "" : hidden.get(c.id) || "cap";
-      if (opacity > 0 && boxes.length) {
-        const size = this._size(avatars.avatars.get(c.id));
-        const { sx, sy } = screen.get(c.id);
-        const box = { left: sx - size.w / 2, top: sy - size.h / 2, right: sx + size.w / 2, bottom: sy + size.h / 2 };
-        if (boxes.some((b) => boxesOverlap(box, b))) {
-          opacity = 0;
-          reason = "panel";
-        }
-      }
-      verdict.set(c.id, { opacity, reason });
+      const reason = placed.has(c.id) ? placed.get(c.id) : hidden.get(c.id) || "cap";
+      verdict.set(c.id, { opacity: reason ? 0 : shown.get(c.id) || 0, reason });
     }
     this.previous = new Set();
     this.state = new Map();
