@@ -13,6 +13,8 @@ const BUBBLE_HEIGHT = 2.75; // metres above the avatar's feet (the name label is
 /**
  * The text a bubble shows for a message: whitespace folded, shortened, "[image]" for an
  * image without caption (questions are told apart by the bubble's style, data-kind).
+ * @param {{ text?: string | null, kind?: string }} message
+ * @returns {string}
  */
 export function bubbleText(message) {
   let text = String(message.text || "").replace(/\s+/g, " ").trim();
@@ -22,6 +24,7 @@ export function bubbleText(message) {
 }
 
 class Bubble {
+  /** @param {number} entityId */
   constructor(entityId) {
     this.entityId = entityId;
     this.el = document.createElement("div");
@@ -31,11 +34,13 @@ class Bubble {
     this.object = new CSS2DObject(this.el);
     this.object.position.set(0, BUBBLE_HEIGHT, 0);
     this.object.center.set(0.5, 1);
-    this.parent = null; // the avatar group it is attached to
+    /** @type {import("three").Object3D | null} the avatar group it is attached to */
+    this.parent = null;
     this.text = "";
     this.until = 0; // seconds (performance clock): fully visible until then
   }
 
+  /** @param {string} text @param {number} now seconds @param {string | undefined} kind @param {boolean} isPrivate */
   set(text, now, kind, isPrivate) {
     this.text = text;
     this.textEl.textContent = text; // never HTML
@@ -53,12 +58,17 @@ class Bubble {
 
 export class SpeechBubbles {
   constructor() {
-    this.bubbles = new Map(); // entity id -> Bubble
+    /** @type {Map<number, Bubble>} entity id -> Bubble */
+    this.bubbles = new Map();
   }
 
   /**
    * Shows `message` over the avatar of entity `entityId` (replacing its previous bubble);
    * a message of a private room gets a bubble styled as such.
+   * @param {number} entityId
+   * @param {{ text?: string | null, kind?: string }} message
+   * @param {number} [now] seconds, performance clock
+   * @param {boolean} [isPrivate]
    */
   say(entityId, message, now = performance.now() / 1000, isPrivate = false) {
     if (!Number.isInteger(entityId)) return;
@@ -72,7 +82,9 @@ export class SpeechBubbles {
     b.set(text, now, message.kind, isPrivate);
   }
 
-  /** Once per frame: attach bubbles to avatars in view, fade and drop old ones. */
+  /** Once per frame: attach bubbles to avatars in view, fade and drop old ones.
+   * @param {import("../scene/avatars.js").AvatarManager | null} avatarManager
+   * @param {number} [now] seconds, performance clock */
   update(avatarManager, now = performance.now() / 1000) {
     for (const [id, b] of this.bubbles) {
       const left = b.until + BUBBLE_FADE_SECONDS - now;
@@ -93,7 +105,9 @@ export class SpeechBubbles {
     }
   }
 
-  /** The bubbles alive now: [{ entityId, text, attached }]. */
+  /** The bubbles alive now: [{ entityId, text, attached }].
+   * @param {number} [now] seconds, performance clock
+   * @returns {{ entityId: number, text: string | null, attached: boolean }[]} */
   list(now = performance.now() / 1000) {
     const out = [];
     for (const b of this.bubbles.values()) {
@@ -102,6 +116,7 @@ export class SpeechBubbles {
     return out;
   }
 
+  /** Removes every bubble. */
   clear() {
     for (const b of this.bubbles.values()) b.detach();
     this.bubbles.clear();

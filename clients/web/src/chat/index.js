@@ -19,7 +19,11 @@ export const idleChatHook = Object.freeze({
   stats: () => ({ state: "idle" }),
 });
 
+/** A message as the test hook reports it (only the fields that are set).
+ * @param {import("./client.js").ChatMessage} m
+ * @returns {Record<string, unknown>} */
 function hookMessage(m) {
+  /** @type {Record<string, unknown>} */
   const out = { id: m.id, author: m.author, kind: m.kind, text: m.text };
   if (m.image !== null) out.image = m.image;
   if (m.kind === "question") out.answered = m.answered;
@@ -28,7 +32,8 @@ function hookMessage(m) {
   return out;
 }
 
-/** A moderator's admin token from the page's fragment (#admin=...; never sent in URLs). */
+/** A moderator's admin token from the page's fragment (#admin=...; never sent in URLs).
+ * @returns {string | null} */
 function adminTokenFromHash() {
   try {
     return new URLSearchParams(location.hash.slice(1)).get("admin") || null;
@@ -43,8 +48,11 @@ function adminTokenFromHash() {
  * onFocusChange(focused): the chat input got/lost the keyboard; adminToken: the server's
  * chat.admin_token for a moderator (default: #admin=... in the page URL).
  * Returns { client, panel, bubbles, hook, update(avatarManager), stop() }.
+ * @param {{ token: string, root: HTMLElement, origin?: string,
+ *   entityForName?: (name: string) => number | null | undefined,
+ *   onFocusChange?: (focused: boolean) => void, adminToken?: string | null }} options
  */
-export function mountChat({ token, root, origin = location.origin, entityForName = () => null, onFocusChange = () => {}, adminToken = adminTokenFromHash() }) {
+export function mountChat({ token, root, origin = location.origin, entityForName = (/** @type {string} */ _name) => null, onFocusChange = (/** @type {boolean} */ _focused) => {}, adminToken = adminTokenFromHash() }) {
   const client = new ChatClient({ url: chatSocketUrl(origin), token, adminToken });
   const bubbles = new SpeechBubbles();
   root.hidden = false;
@@ -73,14 +81,16 @@ export function mountChat({ token, root, origin = location.origin, entityForName
     get currentRoom() {
       return panel.current;
     },
-    /** Messages of a room (id, key or name; default the public room), oldest first. */
+    /** Messages of a room (id, key or name; default the public room), oldest first.
+     * @param {unknown} [room] */
     messages(room) {
       const r = client.getRoom(room);
       return r ? r.messages.map(hookMessage) : [];
     },
-    /** Sends text to a room (default: the one shown in the panel); resolves with its id. */
+    /** Sends text to a room (default: the one shown in the panel); resolves with its id.
+     * @param {unknown} text @param {unknown} [room] */
     async send(text, room) {
-      const r = room === undefined ? client.rooms.get(panel.current) : client.getRoom(room);
+      const r = room === undefined ? client.rooms.get(/** @type {string} */ (panel.current)) : client.getRoom(room);
       if (!r) throw new Error("no such room");
       const m = await client.send(r.key, { kind: "text", text: String(text) });
       return m && m.id !== undefined ? m.id : null;
@@ -91,11 +101,13 @@ export function mountChat({ token, root, origin = location.origin, entityForName
     rooms() {
       return client.roomList().map((r) => ({ id: r.id, name: r.name, private: r.private, public: r.public, unread: r.unread }));
     },
+    /** Who is typing in a room (default the public room). @param {unknown} [room] */
     typing(room) {
       const r = client.getRoom(room);
       return r ? client.typingUsers(r.key) : [];
     },
-    /** Drops the chat connection; it comes back after ms (catch-up with `since`). */
+    /** Drops the chat connection; it comes back after ms (catch-up with `since`).
+     * @param {number} [ms] */
     reconnect(ms = 0) {
       client.reconnect(Number(ms) || 0);
     },
@@ -110,6 +122,7 @@ export function mountChat({ token, root, origin = location.origin, entityForName
     panel,
     bubbles,
     hook,
+    /** @param {import("../scene/avatars.js").AvatarManager | null} avatarManager */
     update(avatarManager) {
       bubbles.update(avatarManager, performance.now() / 1000);
     },

@@ -15,7 +15,13 @@ const NEAR_TOP_PX = 40; // scrolled this close to the top: load older messages
 const HIGHLIGHT_MS = 2500;
 const TYPING_REFRESH_MS = 500;
 
-/** Element helper: tag, class, text (as textContent), attributes. */
+/** Element helper: tag, class, text (as textContent), attributes.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {string} [cls]
+ * @param {unknown} [text] shown with textContent; null or undefined for none
+ * @param {Record<string, unknown> | null} [attrs]
+ * @returns {HTMLElementTagNameMap[K]} */
 function el(tag, cls = "", text = null, attrs = null) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
@@ -24,16 +30,19 @@ function el(tag, cls = "", text = null, attrs = null) {
   return e;
 }
 
-/** The URL of a chat image from a message's image field (an id, or an object with one). */
+/** The URL of a chat image from a message's image field (an id, or an object with one).
+ * @param {unknown} image
+ * @returns {string | null} */
 export function imageUrl(image) {
   let id = image;
-  if (image && typeof image === "object") id = image.id ?? null;
+  if (image && typeof image === "object") id = /** @type {{ id?: unknown }} */ (image).id ?? null;
   if (typeof id !== "string" && typeof id !== "number") return null;
   const s = String(id);
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(s)) return null;
   return `/api/chat/images/${encodeURIComponent(s)}`;
 }
 
+/** @param {unknown} ts seconds or milliseconds since the epoch, or a date string @returns {string} */
 function timeText(ts) {
   if (ts === null || ts === undefined) return "";
   const n = Number(ts);
@@ -42,7 +51,9 @@ function timeText(ts) {
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-/** "X is typing…", "X and Y are typing…", "X, Y and 2 others are typing…". */
+/** "X is typing…", "X and Y are typing…", "X, Y and 2 others are typing…".
+ * @param {string[]} users
+ * @returns {string} */
 export function typingText(users) {
   if (!users.length) return "";
   if (users.length === 1) return `${users[0]} is typing…`;
@@ -51,7 +62,11 @@ export function typingText(users) {
   return `${users[0]}, ${users[1]} and ${users.length - 2} others are typing…`;
 }
 
-/** Uploads an image file; resolves with the image id the server gave it. */
+/** Uploads an image file; resolves with the image id the server gave it.
+ * @param {Blob} file
+ * @param {string} token the join token
+ * @param {string} [origin] "" for the page's own
+ * @returns {Promise<string>} */
 export async function uploadImage(file, token, origin = "") {
   const res = await fetch(`${origin}/api/chat/images`, {
     method: "POST",
@@ -78,19 +93,56 @@ export async function uploadImage(file, token, origin = "") {
 }
 
 export class ChatPanel {
+  // The panel's elements, made by _build.
+  /** @type {HTMLSpanElement} */ title;
+  /** @type {HTMLSpanElement} */ stateEl;
+  /** @type {HTMLButtonElement} */ toggleBtn;
+  /** @type {HTMLDivElement} */ body;
+  /** @type {HTMLDivElement} */ roomsEl;
+  /** @type {HTMLButtonElement} */ newRoomBtn;
+  /** @type {HTMLFormElement} */ createForm;
+  /** @type {HTMLInputElement} */ createName;
+  /** @type {HTMLInputElement} */ createPrivate;
+  /** @type {HTMLFormElement} */ roomTools;
+  /** @type {HTMLInputElement} */ inviteName;
+  /** @type {HTMLButtonElement} */ inviteBtn;
+  /** @type {HTMLButtonElement} */ leaveBtn;
+  /** @type {HTMLButtonElement} */ deleteRoomBtn;
+  /** @type {HTMLFormElement} */ searchForm;
+  /** @type {HTMLInputElement} */ searchInput;
+  /** @type {HTMLDivElement} */ resultsEl;
+  /** @type {HTMLDivElement} */ listEl;
+  /** @type {HTMLDivElement} */ olderEl;
+  /** @type {HTMLDivElement} */ itemsEl;
+  /** @type {HTMLDivElement} */ pendingEl;
+  /** @type {HTMLDivElement} */ typingEl;
+  /** @type {HTMLDivElement} */ errorEl;
+  /** @type {HTMLFormElement} */ inputForm;
+  /** @type {HTMLSelectElement} */ kindSelect;
+  /** @type {HTMLInputElement} */ fileInput;
+  /** @type {HTMLButtonElement} */ fileBtn;
+  /** @type {HTMLInputElement} */ input;
+  /** @type {HTMLButtonElement} */ sendBtn;
+
   /**
    * client: a ChatClient; root: the element to build the panel in; token: the join token
    * (image uploads); onFocusChange(focused): the chat input got or lost the focus.
+   * @param {{ client: import("./client.js").ChatClient, root: HTMLElement, token: string,
+   *   onFocusChange?: (focused: boolean) => void }} options
    */
-  constructor({ client, root, token, onFocusChange = () => {} }) {
+  constructor({ client, root, token, onFocusChange = (/** @type {boolean} */ _focused) => {} }) {
     this.client = client;
     this.root = root;
     this.token = token;
     this.onFocusChange = onFocusChange;
-    this.current = null; // room key shown
-    this.msgEls = new Map(); // message id (string) -> element, of the current room
+    /** @type {string | null} room key shown */
+    this.current = null;
+    /** @type {Map<string, HTMLElement>} message id (string) -> element, of the current room */
+    this.msgEls = new Map();
+    /** @type {string | null} */
     this.renderedRoom = null;
-    this.highlightTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.highlightTimer = undefined;
     this.uploading = false;
     this._build();
     this._wire();
@@ -275,7 +327,7 @@ export class ChatPanel {
     });
     // Enter anywhere else in the page focuses the chat input.
     window.addEventListener("keydown", (ev) => {
-      const t = ev.target;
+      const t = /** @type {HTMLElement | null} */ (ev.target);
       if (ev.key !== "Enter" || (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "BUTTON"))) return;
       if (this.body.hidden || !this.root.isConnected || this.root.hidden) return;
       ev.preventDefault();
@@ -285,20 +337,24 @@ export class ChatPanel {
 
   // ------------------------------------------------------------------ actions
 
+  /** Runs fn and shows what it throws. @param {() => unknown} fn @returns {Promise<unknown>} */
   _run(fn) {
     return Promise.resolve()
       .then(fn)
       .catch((err) => this.showError(err));
   }
 
+  /** Shows an error under the messages for a few seconds (with the wait a rate limit asks).
+   * @param {unknown} err */
   showError(err) {
-    const text = err instanceof ChatError && err.retryAfter ? `${err.message} (try again in ${Math.ceil(err.retryAfter)} s)` : err && err.message ? err.message : String(err);
+    const text = err instanceof ChatError && err.retryAfter ? `${err.message} (try again in ${Math.ceil(err.retryAfter)} s)` : err instanceof Error && err.message ? err.message : String(err);
     this.errorEl.textContent = text;
     this.errorEl.dataset.kind = "error";
     clearTimeout(this._errorTimer);
     this._errorTimer = setTimeout(() => (this.errorEl.textContent = ""), 6000);
   }
 
+  /** Shows an information line for a few seconds. @param {string} text */
   notice(text) {
     this.errorEl.textContent = text;
     this.errorEl.dataset.kind = "info";
@@ -306,7 +362,8 @@ export class ChatPanel {
     this._errorTimer = setTimeout(() => (this.errorEl.textContent = ""), 4000);
   }
 
-  /** Sends what is in the input line, of the kind chosen (say, ask, notice). */
+  /** Sends what is in the input line, of the kind chosen (say, ask, notice).
+   * @returns {Promise<unknown> | null} null when there was nothing to send */
   submit() {
     const text = this.input.value.trim();
     if (!text || !this.current) return null;
@@ -320,6 +377,8 @@ export class ChatPanel {
     });
   }
 
+  /** Uploads an image and sends it to the current room, with the input line as its caption.
+   * @param {File} file @returns {Promise<void>} */
   async sendImage(file) {
     if (!this.current || this.uploading) return;
     const key = this.current;
@@ -340,6 +399,7 @@ export class ChatPanel {
     }
   }
 
+  /** Shows room `key` (null: none). @param {unknown} key */
   select(key) {
     const k = key === null ? null : roomKey(key);
     if (k !== null && !this.client.rooms.has(k)) return;
@@ -352,7 +412,7 @@ export class ChatPanel {
   async _loadOlder() {
     const key = this.current;
     const room = key ? this.client.rooms.get(key) : null;
-    if (!room || room.complete || room.loadingOlder) return;
+    if (!key || !room || room.complete || room.loadingOlder) return;
     this.olderEl.textContent = "loading older messages…";
     await this.client.loadOlder(key);
     if (key === this.current) this._renderOlder(room);
@@ -372,7 +432,7 @@ export class ChatPanel {
       results = await this.client.search(key, query);
     } catch (err) {
       this.resultsEl.textContent = "";
-      this.resultsEl.append(el("div", "chat-result-note", err.message || String(err)));
+      this.resultsEl.append(el("div", "chat-result-note", (err instanceof Error && err.message) || String(err)));
       return;
     }
     if (key !== this.current) return;
@@ -397,7 +457,9 @@ export class ChatPanel {
     this.resultsEl.textContent = "";
   }
 
-  /** Scrolls to a message (loading older pages if needed) and highlights it. */
+  /** Scrolls to a message (loading older pages if needed) and highlights it.
+   * @param {string} key @param {import("./client.js").MessageId} id
+   * @returns {Promise<boolean>} whether it was found */
   async jumpTo(key, id) {
     if (this.current !== key) this.select(key);
     const found = await this.client.loadUntil(key, id);
@@ -429,6 +491,7 @@ export class ChatPanel {
     else this._renderStateText();
   }
 
+  /** Draws everything again from the client's state (the current room: the public one when unset). */
   render() {
     const c = this.client;
     if (this.current === null || !c.rooms.has(this.current)) {
@@ -487,7 +550,7 @@ export class ChatPanel {
   /** May we moderate room `key` (mark answers, post notices, delete any message)? */
   _canModerate(key) {
     const room = key ? this.client.rooms.get(key) : null;
-    return Boolean(room) && (this.client.moderator || (room.owner !== null && room.owner === this.client.user));
+    return !!room && (this.client.moderator || (room.owner !== null && room.owner === this.client.user));
   }
 
   _renderTools() {
@@ -496,7 +559,7 @@ export class ChatPanel {
     this.roomTools.hidden = !room || room.public;
     this.inviteName.hidden = this.inviteBtn.hidden = !room || !room.private;
     this.deleteRoomBtn.hidden = !room || room.public || !mod;
-    const notice = this.kindSelect.querySelector('option[value="notice"]');
+    const notice = /** @type {HTMLOptionElement} */ (this.kindSelect.querySelector('option[value="notice"]')); // made by _build
     notice.hidden = notice.disabled = !mod;
     if (!mod && this.kindSelect.value === "notice") this.kindSelect.value = "text";
     if (room) room.unread = 0;
@@ -595,7 +658,7 @@ export class ChatPanel {
       } else {
         this._updateMessageEl(e, m);
       }
-      if (e === cursor) {
+      if (cursor && e === cursor) {
         cursor = cursor.nextSibling;
       } else {
         this.itemsEl.insertBefore(e, cursor);
@@ -646,6 +709,7 @@ export class ChatPanel {
     if (info.own) this._renderPending();
   }
 
+  /** Stops the panel's timer and empties its element. */
   destroy() {
     clearInterval(this._typingTimer);
     this.root.textContent = "";
