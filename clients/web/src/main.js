@@ -24,12 +24,51 @@ import { PageLayout, fieldOfView } from "./ui/layout.js";
 import { TouchStick, touchScreen } from "./ui/touch.js";
 import { WallRays } from "./world/rays.js";
 
-const $ = (id) => document.getElementById(id);
+/** The page's element `id`: index.html has every one this script asks for.
+ * @param {string} id @returns {HTMLElement} */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const PLAYERS_REFRESH_MS = 3000;
 const PLAYERS_MIN_GAP_MS = 500;
 const TURN_SPEED = 2.2; // rad/s with the arrow keys
 const MOUSE_TURN = 0.005; // rad per pixel
 
+/**
+ * The page's state: one object read by the frame loop, the controls and the test hook.
+ * @typedef {object} PageState
+ * @property {NetSession | null} session
+ * @property {ReturnType<typeof mountChat> | null} chat mountChat(): panel, client, speech bubbles
+ * @property {string} name
+ * @property {Map<number, string>} names entity id -> name
+ * @property {number} playersFetchedAt
+ * @property {boolean} playersInFlight
+ * @property {number} yaw
+ * @property {number} pitch
+ * @property {Set<string>} keys
+ * @property {boolean} jump
+ * @property {{ mx: number, mz: number, until: number } | null} testMove
+ * @property {THREE.WebGLRenderer | null} renderer
+ * @property {CSS2DRenderer | null} labels
+ * @property {THREE.Scene | null} scene
+ * @property {THREE.PerspectiveCamera | null} camera
+ * @property {AvatarManager | null} avatars
+ * @property {import("./scene/gallery.js").BuiltRoom | null} gallery
+ * @property {FollowCamera | null} follow the third-person camera, in front of the walls
+ * @property {NameTags | null} tags which name tags show
+ * @property {PageLayout | null} layout status toggle, chat folded on small screens
+ * @property {TouchStick | null} stick walking on touch screens
+ * @property {string} webglError
+ * @property {number} lastFrame
+ * @property {number} frames
+ * @property {number} renderMs mean time of one render call
+ * @property {number} lastRenderAt
+ * @property {DynamicResolution | null} quality
+ * @property {string} gpuName
+ * @property {number} frameMs mean time between frames
+ * @property {(import("./world/walls.js").WorldDoc & { id?: string }) | null} [worldDoc] the world document shown
+ * @property {string} [worldId] the world joined ("" for the server's default)
+ */
+
+/** @type {PageState} */
 const state = {
   session: null,
   chat: null, // mountChat(): panel, client, speech bubbles
@@ -183,7 +222,9 @@ function initScene(images, worldDoc) {
   state.follow = new FollowCamera({ rays });
   state.stick = new TouchStick(document.body);
   state.layout = new PageLayout({ statusEl: $("status"), chatEl: $("chat") });
-  state.tags = new NameTags({ rays, panels: () => [...state.layout.panels(), state.stick.el, $("overlay")] });
+  const layout = state.layout;
+  const stick = state.stick;
+  state.tags = new NameTags({ rays, panels: () => [...layout.panels(), stick.el, $("overlay")] });
   const container = $("view");
   try {
     // Debug overrides: ?pr=<pixel ratio>&aa=0|1
@@ -204,7 +245,7 @@ function initScene(images, worldDoc) {
     container.appendChild(renderer.domElement);
     state.renderer = renderer;
   } catch (e) {
-    state.webglError = `3D view unavailable (WebGL): ${e && e.message ? e.message : e}`;
+    state.webglError = `3D view unavailable (WebGL): ${e instanceof Error ? e.message : e}`;
     const note = document.createElement("div");
     note.className = "webgl-error";
     note.textContent = state.webglError;
@@ -235,6 +276,8 @@ function frame(t) {
   const turn = (k.has("ArrowLeft") ? 1 : 0) - (k.has("ArrowRight") ? 1 : 0);
   state.yaw += turn * TURN_SPEED * dt;
 
+  const { avatars, follow, layout, tags, labels, scene } = state;
+  if (!avatars || !follow || !layout || !tags || !labels || !scene || !state.camera) return; // initScene made them
   const s = state.session;
   let self = null;
   let remote = new Map();
@@ -243,25 +286,25 @@ function frame(t) {
     const pos = s.selfRenderPosition(dt);
     if (pos && s.selfId !== null) self = { id: s.selfId, x: pos[0], y: pos[1], z: pos[2], yaw: state.yaw };
   }
-  state.avatars.update(remote, self, state.names, dt);
-  if (state.chat) state.chat.update(state.avatars);
+  avatars.update(remote, self, state.names, dt);
+  if (state.chat) state.chat.update(avatars);
 
   const cam = state.camera;
   const head = self ? { x: self.x, y: self.y + 1.6, z: self.z } : { x: 0, y: 1.6, z: 0 };
-  state.follow.apply(cam, head, state.yaw, state.pitch, dt);
-  const mine = self ? state.avatars.avatars.get(self.id) : null;
-  if (mine && state.follow.insideAvatar(head)) mine.group.visible = false; // pulled in by a wall
+  follow.apply(cam, head, state.yaw, state.pitch, dt);
+  const mine = self ? avatars.avatars.get(self.id) : null;
+  if (mine && follow.insideAvatar(head)) mine.group.visible = false; // pulled in by a wall
   const q = state.quality;
   if (q && !q.shouldRender(t)) return;
   const bubbles = state.chat ? state.chat.bubbles : null;
-  state.tags.update({
-    avatars: state.avatars, camera: cam, selfId: self ? self.id : null, bubbles,
+  tags.update({
+    avatars, camera: cam, selfId: self ? self.id : null, bubbles,
     speaking: new Set(bubbles ? bubbles.list().map((b) => b.entityId) : []),
     width: window.innerWidth, height: window.innerHeight,
   });
   const r0 = performance.now();
-  if (state.renderer) state.renderer.render(state.scene, cam);
-  state.labels.render(state.scene, cam);
+  if (state.renderer) state.renderer.render(scene, cam);
+  labels.render(scene, cam);
   const r1 = performance.now();
   state.renderMs += (r1 - r0 - state.renderMs) * 0.1;
   state.frameMs += ((q ? t - state.lastRenderAt : dt * 1000) - state.frameMs) * 0.1;
@@ -358,10 +401,11 @@ function startSession(token, config) {
     },
     onFocusChange: () => state.keys.clear(), // keys held when the chat took the keyboard
   });
-  state.layout.attachChat(state.chat.client);
+  const chat = state.chat;
+  if (state.layout) state.layout.attachChat(chat.client);
   window.addEventListener("pagehide", () => {
     session.stop();
-    state.chat.stop();
+    chat.stop();
   });
   window.addEventListener("beforeunload", () => session.stop());
   setInterval(() => refreshPlayers(true), PLAYERS_REFRESH_MS);
@@ -406,6 +450,7 @@ function installTestHook() {
     },
     /** The camera: position, yaw, pitch, and whether a wall pulled it in. */
     view() {
+      if (!state.camera) return null; // before the scene
       const p = state.camera.position;
       return { x: p.x, y: p.y, z: p.z, yaw: state.yaw, pitch: state.pitch, blocked: state.follow ? state.follow.blocked : false };
     },
@@ -458,9 +503,9 @@ async function main() {
   initScene((gallery && gallery.images) || [], worldDoc);
   setInterval(updateStatus, 250);
 
-  const form = $("join-form");
-  const input = $("join-name");
-  const button = $("join-button");
+  const form = /** @type {HTMLFormElement} */ ($("join-form"));
+  const input = /** @type {HTMLInputElement} */ ($("join-name"));
+  const button = /** @type {HTMLButtonElement} */ ($("join-button"));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const name = input.value.trim();
@@ -474,12 +519,12 @@ async function main() {
       const r = await join(name);
       state.name = String(r.name ?? name);
       $("overlay").hidden = true;
-      state.layout.join(); // the status panel behind its toggle (open with ?debug)
-      state.stick.show(touchScreen());
+      if (state.layout) state.layout.join(); // the status panel behind its toggle (open with ?debug)
+      if (state.stick) state.stick.show(touchScreen());
       $("me").textContent = state.name;
       startSession(r.token, config);
     } catch (e) {
-      showJoinError(e && e.message ? e.message : String(e));
+      showJoinError(e instanceof Error ? e.message : String(e));
     } finally {
       button.disabled = false;
     }
