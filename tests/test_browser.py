@@ -239,7 +239,7 @@ def test_the_page_builds_a_world_file_and_its_avatar_stops_at_the_walls(tmp_path
     along it, the server stops it at the wall (its circle touching the wall's face), and the
     prediction, which uses the same walls, is never corrected by more than 5 cm."""
     _require_tools()
-    srv = ServerProcess(tmp_path / "data", "--set", "sim.world=gallery")
+    srv = ServerProcess(tmp_path / "data", "--set", "worlds.hosted=gallery")
     try:
         srv.wait_listening()
         result = run_script("walls.mjs", "--url", srv.http)

@@ -210,7 +210,7 @@ def _sim(world: str, **overrides):
     from worldserver.simulation import Simulation
     from worldserver.stats import Stats
 
-    values = {"sim.world": world, **overrides}
+    values = {"worlds.hosted": world or "open", **overrides}
     return Simulation(load_config(None, {}, values), Stats(), np.random.default_rng(3))
 
 

@@ -1024,11 +1024,25 @@ async def test_nasty_requests_leave_the_server_answering(server: Server, caplog)
 
 
 async def test_worlds_routes_serve_the_world_document(nursery, tmp_path) -> None:
-    config = make_config(tmp_path, **{"sim.world": "halls"})
+    config = make_config(tmp_path, **{"worlds.hosted": "halls"})
     srv = await start_server(nursery, config, sim=Simulation(config, Stats()))
     async with srv.client() as client:
-        assert (await client.get("/api/worlds")).json() == {"worlds": [{"id": "halls", "title": "The Halls", "players": 0}]}
+        assert (await client.get("/api/worlds")).json() == {
+            "default": "halls", "worlds": [{"id": "halls", "title": "The Halls", "players": 0}]}
         doc = (await client.get("/api/worlds/halls")).json()
         assert doc["id"] == "halls" and len(doc["walls"]) == 11 and len(doc["pictures"]) == 34
         r = await client.get("/api/worlds/gallery")
         assert r.status_code == 404 and r.json()["error"] == "no such world"
+
+
+async def test_world_pages_serve_the_page(nursery, tmp_path) -> None:
+    """``/w/{id}`` is the page (it shows that world); other paths under /w/ are not."""
+    config = make_config(tmp_path)
+    srv = await start_server(nursery, config, sim=Simulation(config, Stats()))
+    async with srv.client() as client:
+        root = await client.get("/")
+        page = await client.get("/w/halls")
+        assert page.status_code == 200 and page.text == root.text
+        assert (await client.get("/w/halls/")).status_code == 200
+        assert (await client.get("/w/Not-A-World!")).status_code == 404
+        assert (await client.get("/w/halls/app.js")).status_code == 404

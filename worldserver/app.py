@@ -2,7 +2,8 @@
 
 :func:`serve` builds the simulation and the transports (UDP; WebSocket and WebRTC on the HTTP
 port), then runs, as children of one nursery, the datagram receive loop, the fixed-rate tick,
-the keep-alive/timeout poll, the stats line and the HTTP server; it reports the bound
+the keep-alive/timeout poll, the stats line and the HTTP server (one tick loop runs every hosted
+world, worldserver/hosting.py); it reports the bound
 addresses through ``task_status`` so tests can start it in-process. :func:`run_server` is the
 CLI entry: it runs trio as a guest on an asyncio loop (for aiortc, see aio_bridge) and adds
 SIGINT/SIGTERM handling, so that Ctrl-C or a SIGTERM tells every client it is shutting down
@@ -31,6 +32,7 @@ from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.rtc_dispatch import RtcDispatcher
 from worldserver.sample_images import ensure_sample_images
+from worldserver.hosting import WorldHost
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
 from worldserver.stream_service import StreamService
@@ -62,22 +64,25 @@ class RunningServer:
     rtc: object = None  # worldserver.rtc.RtcService when WebRTC runs
     clock: TickClock | None = None
     chat: object = None  # worldserver.chat.service.ChatService
+    worlds: object = None  # worldserver.hosting.WorldHost: every hosted world (sim is the default)
 
 
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     stats = Stats()
     secret = config.server.secret_bytes or os.urandom(32)
     identities = Identities()
-    sim = Simulation(config, stats)
+    worlds = WorldHost(config, stats)  # a Simulation per hosted world
+    sim = worlds.default
     limits = AddressLimits(config.limits)  # per-address admission, shared by every transport
-    udp = UdpService(config, sim, stats, secret, identities, limits)
-    ws = StreamService("ws", config, sim, stats, identities)
-    rtc_stream = StreamService("rtc", config, sim, stats, identities)
+    udp = UdpService(config, worlds, stats, secret, identities, limits)
+    ws = StreamService("ws", config, worlds, stats, identities)
+    rtc_stream = StreamService("rtc", config, worlds, stats, identities)
     ensure_sample_images(config.http.images_dir)
     gcmon = GcMonitor()
     gcmon.install((config.gc.gen0_threshold, config.gc.gen1_threshold, config.gc.gen2_threshold))
     running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
     running.config_freeze = config.gc.freeze_after_start
+    running.worlds = worlds
     chat = running.chat = ChatService.from_config(config, sim, identities, stats, limits)
     rtc = None
     polled = [udp, ws, rtc_stream]
@@ -93,19 +98,20 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             await nursery.start(chat.run)
             fanout = Fanout(stats)
             await nursery.start(fanout.run)
-            app = build_app(config=config, sim=sim, identities=identities, rtc=rtc, ws_movement=ws,
+            app = build_app(config=config, sim=sim, worlds=worlds, identities=identities, rtc=rtc, ws_movement=ws,
                             chat=chat, chat_fanout=fanout, limits=limits, connect_tokens=udp.admission)
             running.http_port = await nursery.start(serve_http, config, app)
-            running.clock = TickClock(sim.tick_rate, trio.current_time())
+            worlds.start(trio.current_time())
+            running.clock = worlds.clocks[worlds.default_id]
             udp.transport.origin = running.clock.start  # coalesced drains share the tick's wakeups
             nursery.start_soon(udp.transport.receive_loop, udp.handle_datagram)
-            nursery.start_soon(_tick_loop, sim, stats, running)
+            nursery.start_soon(_tick_loop, worlds, stats, running)
             nursery.start_soon(_poll_loop, polled)
             nursery.start_soon(_stats_loop, config.server.stats_interval, running)
             if config.gc.freeze_after_start:
                 GcMonitor.freeze()
             host, port = running.udp_address[:2]
-            log.info("listening", udp=f"{host}:{port}", tick_rate=config.sim.tick_rate)
+            log.info("listening", udp=f"{host}:{port}", tick_rate=config.sim.tick_rate, worlds=",".join(worlds.sims))
             log.info("http listening", http=f"{config.http.host}:{running.http_port}", webrtc=rtc is not None)
             task_status.started(running)
     finally:
@@ -139,19 +145,22 @@ def _start_rtc(config: Config, sim: Simulation, stats: Stats, identities: Identi
     return rtc, dispatcher
 
 
-async def _tick_loop(sim: Simulation, stats: Stats, running: RunningServer) -> None:
-    clock = running.clock
+async def _tick_loop(worlds: WorldHost, stats: Stats, running: RunningServer) -> None:
+    """Every hosted world's tick on its own deadline (see worldserver/hosting.py), one loop."""
     while True:
-        await trio.sleep_until(clock.deadline())
+        await trio.sleep_until(worlds.next_deadline())
         now = trio.current_time()
         started = time.perf_counter()
         udp = running.udp  # inputs that came during the receive loop's coalescing sleep
         udp.transport.drain(udp.handle_datagram, now, TICK_DRAIN_BATCHES * udp.transport.recv_batch)
-        sim.run_tick(now)
-        stats.tick_duration.add(time.perf_counter() - started)
-        lateness = clock.advance(now)
-        stats.tick_lateness.add(lateness)
-        sim.adapt(lateness)
+        for sim, clock in worlds.due(now):
+            sim.run_tick(now)
+            ended = time.perf_counter()
+            stats.tick_duration.add(ended - started)
+            started = ended
+            lateness = clock.advance(now)
+            stats.tick_lateness.add(lateness)
+            sim.adapt(lateness)
 
 
 async def _poll_loop(services) -> None:
@@ -171,10 +180,10 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
     for kind, endpoint in (("udp", running.udp.endpoint), ("ws", running.ws.endpoint), ("rtc", running.rtc_stream.endpoint)):
         drops.update({f"drop.{kind}.{k}": v for k, v in endpoint.drops.items()})
     fields = dict(
-        clients=len(running.sim.sessions),
+        clients=running.worlds.session_count if running.worlds else len(running.sim.sessions),
         clients_ws=running.ws.count,
         clients_rtc=running.rtc_stream.count,
-        entities=running.sim.world.count,
+        entities=running.worlds.entity_count if running.worlds else running.sim.world.count,
         tick=running.sim.tick,
         tick_ms_p50=round(tick_p50 * 1000, 2),
         tick_ms_p99=round(tick_p99 * 1000, 2),
@@ -183,8 +192,8 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
         bytes_in_s=round((transport.bytes_in - previous.get("in", 0)) / interval),
         bytes_out_s=round((transport.bytes_out - previous.get("out", 0)) / interval),
         gc_pause_ms_max=round(max(running.gc.pauses.values(), default=0.0) * 1000, 2),
-        ticks_skipped=running.clock.skipped if running.clock else 0,
-        stride=running.sim.snapshots.stride,
+        ticks_skipped=running.worlds.skipped if running.worlds else 0,
+        stride=max(sim.snapshots.stride for sim in running.worlds) if running.worlds else running.sim.snapshots.stride,
         # Totals since start: parts sent, entity-snapshots in view and refreshed (their ratio
         # is the refreshed share), snapshots held back by the allowance, clients deferred.
         snapshot=dict(
@@ -204,8 +213,9 @@ async def _stats_loop(interval: float, running: RunningServer) -> None:
     previous: dict = {}
     while True:
         await trio.sleep(interval)
-        if running.config_freeze and running.gc.refreeze_if_grown(len(running.sim.sessions)):
-            log.debug("gc frozen again", clients=len(running.sim.sessions))
+        clients = running.worlds.session_count if running.worlds else len(running.sim.sessions)
+        if running.config_freeze and running.gc.refreeze_if_grown(clients):
+            log.debug("gc frozen again", clients=clients)
         log.info("stats", **stats_fields(running, interval, previous))
         running.stats.tick_duration.clear()
         running.stats.tick_lateness.clear()

@@ -31,6 +31,7 @@ __all__ = [
     "GcSettings",
     "InterestSettings",
     "LimitsSettings",
+    "WorldsSettings",
     "NetSettings",
     "ServerSettings",
     "Setting",
@@ -366,12 +367,6 @@ class SimSettings:
         4.0, "float", "Upward speed in m/s given by a jump (0 = no jumping).", _non_negative
     )
     gravity: float = _setting(9.81, "float", "Downward acceleration in m/s^2.", _non_negative)
-    world: str = _setting(
-        "", "str",
-        "The world: a built-in world's id (gallery, halls) or the path of a world file"
-        " (docs/worlds.md); its floor, walls and spawn areas then replace half_extent and the"
-        " spawn settings' box. \"\" = an open square of half_extent without walls.",
-    )
     input_rate_limit: float = _setting(
         40.0, "float", "Inputs per second accepted from one client (token bucket rate).",
         _positive,
@@ -400,22 +395,6 @@ class SimSettings:
                 f" ({self.y_max}), got {y}",
                 key="sim.spawn_point",
             )
-        if self.world:
-            self.world_spec()  # a world that cannot be used is a configuration error
-
-    def world_spec(self):
-        """The :class:`worldserver.worldfile.WorldSpec` of ``world`` (None for the open
-        square); a world that cannot be read or checked raises ConfigError naming the setting."""
-        if not self.world:
-            return None
-        from worldserver.worldfile import WorldFileError, builtin_world, load_world
-
-        try:
-            if "/" not in self.world and not self.world.endswith(".toml"):
-                return builtin_world(self.world)
-            return load_world(self.world)
-        except WorldFileError as exc:
-            raise ConfigError(f"sim.world: {exc}", key="sim.world") from None
 
     @property
     def dt(self) -> float:
@@ -767,10 +746,51 @@ class LimitsSettings:
     )
 
 
+@attrs.frozen
+class WorldsSettings:
+    SECTION: ClassVar[str] = "worlds"
+    HELP: ClassVar[str] = "The worlds this server hosts (docs/worlds.md); each has its own simulation."
+
+    hosted: tuple = _setting(
+        ("open",), "strs",
+        "Worlds to host: built-in ids (gallery, halls), paths of world files, or open (a square of"
+        " sim.half_extent without walls); the first is where a client that names none goes.",
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.hosted:
+            raise ConfigError("worlds.hosted: must name at least one world", key="worlds.hosted")
+        if len(self.hosted) > 64:
+            raise ConfigError("worlds.hosted: at most 64 worlds", key="worlds.hosted")
+
+    def specs(self, sim: "SimSettings") -> list:
+        """The :class:`worldserver.worldfile.WorldSpec` of every hosted world, in order; a world
+        that cannot be read or checked, or an id used twice, raises ConfigError naming the
+        setting (one line)."""
+        from worldserver.worldfile import WorldFileError, builtin_world, load_world, open_world
+
+        specs, seen = [], set()
+        for name in self.hosted:
+            try:
+                if name == "open":
+                    spec = open_world(sim.half_extent, (sim.spawn_point[0], sim.spawn_point[2]))
+                elif "/" not in name and not name.endswith(".toml"):
+                    spec = builtin_world(name)
+                else:
+                    spec = load_world(name)
+            except WorldFileError as exc:
+                raise ConfigError(f"worlds.hosted: {exc}", key="worlds.hosted") from None
+            if spec.id in seen:
+                raise ConfigError(f"worlds.hosted: two worlds have the id {spec.id!r}", key="worlds.hosted")
+            seen.add(spec.id)
+            specs.append(spec)
+        return specs
+
+
 _SECTIONS: dict[str, type] = {
     cls.SECTION: cls
     for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings,
-                HttpSettings, WebrtcSettings, ChatSettings, LimitsSettings)
+                HttpSettings, WebrtcSettings, ChatSettings, LimitsSettings, WorldsSettings)
 }
 
 
@@ -788,8 +808,10 @@ class Config:
     webrtc: WebrtcSettings = attrs.field(factory=WebrtcSettings)
     chat: ChatSettings = attrs.field(factory=ChatSettings)
     limits: LimitsSettings = attrs.field(factory=LimitsSettings)
+    worlds: WorldsSettings = attrs.field(factory=WorldsSettings)
 
     def __attrs_post_init__(self) -> None:
+        self.worlds.specs(self.sim)  # every hosted world must load: one clear line if not
         if self.net.max_clients > self.sim.max_entities:
             raise ConfigError(
                 f"net.max_clients: must not exceed sim.max_entities ({self.sim.max_entities}),"

@@ -66,6 +66,7 @@ from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.http_guard import install as install_http_guard
 from worldserver.accounts import Accounts, JoinRefused
 from worldserver.connect_tokens import ConnectAdmission
+from worldserver.hosting import as_host
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
@@ -576,6 +577,9 @@ client, then reload this page.</p>
 """
 
 
+_WORLD_PAGE = re.compile(r"/w/[a-z0-9][a-z0-9_-]{0,31}/?")
+
+
 class _WebRoot:
     """Static files of ``http.web_root`` with index.html; a help page while it is missing."""
 
@@ -587,6 +591,8 @@ class _WebRoot:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1000})  # unknown WebSocket path
             return
+        if _WORLD_PAGE.fullmatch(scope["path"]):  # /w/{id}: the page, showing that world
+            scope = dict(scope, path="/index.html", raw_path=b"/index.html")
         if os.path.isdir(self.root):
             if self._static is None:
                 self._static = StaticFiles(directory=self.root, html=True, check_dir=False)
@@ -644,8 +650,9 @@ def _image_path(folder: str, name: str) -> Path | None:
 
 
 async def _health(request: Request) -> Response:
-    sim = request.app.state.sim
-    return JSONResponse({"status": "ok", "clients": len(sim.sessions), "tick": int(sim.tick)})
+    worlds = request.app.state.worlds
+    clients = sum(len(sim.sessions) for sim in worlds)
+    return JSONResponse({"status": "ok", "clients": clients, "tick": int(worlds.default.tick)})
 
 
 def _join_refused(request: Request) -> Response | None:
@@ -675,6 +682,10 @@ async def _join(request: Request) -> Response:
         return _error(400, f'the body must be JSON like {{"name": "..."}}: {exc.message}')
     if not isinstance(data, dict) or "name" not in data:
         return _error(400, 'the body must be JSON like {"name": "..."}')
+    world = data.get("world") or ""  # the world to join ("" or absent: the default one)
+    if not isinstance(world, str) or (world and state.worlds.get(world) is None):
+        state.stats.incr("drop.join_unknown_world")
+        return _error(404, "no such world")
     previous = data.get("token")  # older clients send their last token; it is not needed
     if previous is not None and not isinstance(previous, str):
         return _error(400, "token must be a string")
@@ -690,7 +701,9 @@ async def _join(request: Request) -> Response:
             body["retry_after"] = round(exc.retry_after, 3)
             headers = {"Retry-After": str(math.ceil(exc.retry_after))}
         return JSONResponse(body, status_code=exc.status, headers=headers)
+    state.identities.set_world(joined.token, world)
     answer = joined.as_json()
+    answer["world"] = world or state.worlds.default_id
     connect_tokens: ConnectAdmission | None = state.connect_tokens
     if connect_tokens is not None:  # the UDP connect token and its key: over HTTP(S) only
         answer.update(connect_tokens.issue(joined.identity, trio.current_time()))
@@ -726,7 +739,10 @@ async def _connect_token(request: Request) -> Response:
 
 
 async def _players(request: Request) -> Response:
-    sim = request.app.state.sim
+    """The avatars of one world (``?world=ID``; default: the default world)."""
+    sim = request.app.state.worlds.get(request.query_params.get("world", ""))
+    if sim is None:
+        return _error(404, "no such world")
     names = getattr(sim, "names", None)
     if callable(names):
         pairs = names()
@@ -737,18 +753,18 @@ async def _players(request: Request) -> Response:
 
 
 async def _worlds(request: Request) -> Response:
-    """The worlds this server hosts, with their player counts."""
-    sim = request.app.state.sim
-    spec = sim.world_spec
-    return JSONResponse({"worlds": [{"id": spec.id, "title": spec.title, "players": len(sim.sessions)}]})
+    """The worlds this server hosts (the default first), with their player counts."""
+    worlds = request.app.state.worlds
+    return JSONResponse({"default": worlds.default_id, "worlds": [
+        {"id": sim.world_spec.id, "title": sim.world_spec.title, "players": len(sim.sessions)} for sim in worlds]})
 
 
 async def _world(request: Request) -> Response:
     """One world's document (worldserver/worldfile.py ``WorldSpec.to_json``), or 404."""
-    spec = request.app.state.sim.world_spec
-    if request.path_params["id"] != spec.id:
+    sim = request.app.state.worlds.get(request.path_params["id"])
+    if sim is None:
         return _error(404, "no such world")
-    return JSONResponse(spec.to_json())
+    return JSONResponse(sim.world_spec.to_json())
 
 
 async def _client_config(request: Request) -> Response:
@@ -759,7 +775,7 @@ async def _client_config(request: Request) -> Response:
             "tick_rate": config.sim.tick_rate,
             "webrtc": bool(config.webrtc.enabled),
             # the id of the world the page shows (its document: GET /api/worlds/{id})
-            "world": getattr(getattr(request.app.state.sim, "world_spec", None), "id", "open"),
+            "world": request.app.state.worlds.default_id,
         }
     )
 
@@ -827,12 +843,14 @@ class _App:
             log.debug("connection failed under a response", path=scope.get("path"), error=repr(exc)[:300])
 
 
-def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None, chat=None,
+def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_movement=None, chat=None,
               chat_fanout=None, limits: AddressLimits | None = None,
               accounts: Accounts | None = None, connect_tokens: ConnectAdmission | None = None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
-    ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats``; ``rtc`` is the WebRTC
+    ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats`` (the default world);
+    ``worlds`` every hosted world (a :class:`worldserver.hosting.WorldHost`; None: ``sim``
+    alone); ``rtc`` is the WebRTC
     service (None: WebRTC off, signaling answers 503); ``ws_movement`` the stream service for
     ``/ws/movement`` (None: the WebSocket is refused); ``chat`` the chat service for
     ``/ws/chat`` and ``/api/chat/images`` (None: refused), and ``chat_fanout`` its running
@@ -865,6 +883,7 @@ def build_app(*, config, sim, identities: Identities, rtc=None, ws_movement=None
     state = starlette.state
     state.config = config
     state.sim = sim
+    state.worlds = as_host(worlds if worlds is not None else sim)  # every hosted world
     state.identities = identities
     state.rtc = rtc
     state.ws_movement = ws_movement

@@ -180,11 +180,12 @@ End = Callable[[str], None]
 
 
 class _Entry:
-    __slots__ = ("identity", "name", "last_used", "holders", "avatar")
+    __slots__ = ("identity", "name", "last_used", "holders", "avatar", "world")
 
-    def __init__(self, identity: int, name: str, now: float) -> None:
+    def __init__(self, identity: int, name: str, now: float, world: str = "") -> None:
         self.identity = identity
         self.name = name
+        self.world = world  # the world the player joined ("" = the server's default)
         self.last_used = now
         self.holders: dict[object, End | None] = {}  # sessions and sockets using the token
         self.avatar: object | None = None  # the holder that is the identity's avatar
@@ -220,8 +221,9 @@ class Identities:
         return len(self._entries)
 
     # -- issuing --------------------------------------------------------------------------
-    def issue(self, identity: int, name: str) -> str:
-        """A fresh token for ``identity`` (whose name is ``name``), after it proved itself.
+    def issue(self, identity: int, name: str, world: str = "") -> str:
+        """A fresh token for ``identity`` (whose name is ``name``), after it proved itself;
+        ``world``: the id of the world the player joins ("" = the default world).
 
         The identity's previous token, if any, stops working, and everything holding it (its
         avatar, its chat sockets) is ended with :data:`REPLACED`: one identity, one login.
@@ -236,7 +238,7 @@ class Identities:
         new = secrets.token_urlsafe(24)
         while new in self._entries:  # 192 random bits: never in practice
             new = secrets.token_urlsafe(24)
-        self._entries[new] = _Entry(int(identity), name, now)
+        self._entries[new] = _Entry(int(identity), name, now, world)
         self._tokens[int(identity)] = new
         self._idle[new] = None
         _end_all(ended, REPLACED)
@@ -267,6 +269,19 @@ class Identities:
         entry = self._entries[live]
         self._use(live, entry, now)
         return entry.identity, entry.name
+
+    def set_world(self, token: str | bytes | None, world: str) -> bool:
+        """Records the world the player of ``token`` joins; False for an unknown token."""
+        live = self._live_token(token)
+        if live is None:
+            return False
+        self._entries[live].world = world
+        return True
+
+    def world_for(self, token: str | bytes | None) -> str:
+        """The world the player of ``token`` joined ("" for the default, or an unknown token)."""
+        live = self._live_token(token)
+        return self._entries[live].world if live is not None else ""
 
     def name_for(self, token: str | bytes | None) -> str | None:
         """The name ``token`` stands for, or None if it is unknown or expired. Counts as use."""

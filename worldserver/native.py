@@ -29,6 +29,7 @@ from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
+from worldserver.hosting import as_host
 from worldserver.world import WorldFull
 
 log = get_logger("worldserver.native")
@@ -64,7 +65,8 @@ class NativeSessions:
         self.limits = limits if address_of is not None else None
         self.address_of = address_of
         self.endpoint = endpoint
-        self.sim = sim
+        self.worlds = as_host(sim)  # a WorldHost, or one Simulation
+        self.sim = self.worlds.default  # the default world (tools and tests read it)
         self.stats = stats
         self.identities = identities
         self.make_sender = make_sender
@@ -129,8 +131,13 @@ class NativeSessions:
             self.endpoint.refuse(request, P.REFUSE_ADDRESS_LIMIT, "too many connections from your address")
             return
         sender = self.make_sender(request.addr)
+        # The world the player's join named (a world no longer hosted: the default one).
+        sim = self.worlds.get(self.identities.world_for(token) if self.identities is not None and token else "")
+        if sim is None:
+            self.stats.incr(f"{self.kind}.world_gone")
+            sim = self.worlds.default
         try:
-            session = self.sim.join(sender, now, name=self.player_name(token))
+            session = sim.join(sender, now, name=self.player_name(token))
             session.token = token
         except WorldFull:
             self.stats.incr("refused.world_full")
@@ -138,7 +145,7 @@ class NativeSessions:
             return
         if key is not None:
             limits.connect(key)
-        conn = self.endpoint.accept(request, self.sim.welcome(session).encode(), now, tag_key)
+        conn = self.endpoint.accept(request, sim.welcome(session).encode(), now, tag_key)
         if admitted is not None:
             self.admission.commit(admitted)
         sender.conn = conn
@@ -155,7 +162,7 @@ class NativeSessions:
     def on_disconnected(self, event: Disconnected) -> None:
         session = event.conn.user
         if session is not None:
-            self.sim.leave(session)
+            session.sim.leave(session)
             event.conn.user = None
             if self.limits is not None:
                 self.limits.disconnect(self.limits.key(self.address_of(event.conn.addr)))

@@ -30,6 +30,7 @@ class Session:
 
     __slots__ = (
         "sink",
+        "sim",
         "wants_views",
         "name",
         "token",
@@ -51,6 +52,7 @@ class Session:
 
     def __init__(self, sink, entity_id: int, slot: int, now: float, *, wants_views: bool = False) -> None:
         self.sink = sink
+        self.sim = None  # the Simulation (world) the session is in; set by Simulation.join
         self.wants_views = wants_views
         self.name = ""
         self.token = b""  # the join token the client presented, if any

@@ -6,9 +6,10 @@ steps the world, and runs the :class:`worldserver.snapshots.SnapshotStage` (sche
 visible sets -> baselines -> encode -> deliver), which hands every client's snapshot to its
 sink.
 
-Its world comes from ``sim.world`` (a world file: floor, walls, spawn areas; see
-worldserver/worldfile.py) or is the open square of ``sim.half_extent``; ``world_spec`` is
-what ``GET /api/worlds/{id}`` serves.
+Its world is one of ``worlds.hosted`` (a world file: floor, walls, spawn areas; see
+worldserver/worldfile.py), or the open square of ``sim.half_extent``; ``world_spec`` is what
+``GET /api/worlds/{id}`` serves. A server hosting several worlds has one Simulation each
+(worldserver/hosting.py).
 
 It does not know transports: a session's sink is a ``SnapshotSink`` or a ``ViewSink``
 (worldserver/snapshots.py). No sockets, no trio.
@@ -28,22 +29,27 @@ from worldserver.sessions import Session
 from worldserver.snapshots import SnapshotSink, SnapshotStage, ViewSink
 from worldserver.stats import Stats
 from worldserver.world import World
-from worldserver.worldfile import open_world
+from worldserver.worldfile import WorldSpec
 
 YAW_SCALE = 2.0 * math.pi / 65536.0
 
 
 class Simulation:
-    def __init__(self, config: Config, stats: Stats, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, config: Config, stats: Stats, rng: np.random.Generator | None = None,
+                 spec: WorldSpec | None = None) -> None:
+        """``spec``: the world to simulate (default: the first of ``worlds.hosted``)."""
         sim = config.sim
         self.config = config
         self.stats = stats
         self.tick_rate = sim.tick_rate
         self.dt = 1.0 / sim.tick_rate
-        self.world_spec = spec = sim.world_spec()
+        if spec is None:
+            spec = config.worlds.specs(sim)[0]
+        self.world_spec = spec
+        self.world_id = spec.id
         walls = spawn_points = None
         he = sim.half_extent
-        if spec is not None:  # a world file: its floor sets the box, its walls and spawns apply
+        if spec.id != "open" or spec.walls or spec.obstacles:  # a world file: its floor, walls, spawns
             he = float(np.ceil(max(abs(v) for v in (*spec.floor_min, *spec.floor_max))))
             walls = spec.wall_set()
             spawn_points = spec.spawn_points()
@@ -55,7 +61,7 @@ class Simulation:
             max_speed=sim.max_speed,
             jump_speed=sim.jump_speed,
             gravity=sim.gravity,
-            spawn_point=tuple(sim.spawn_point) if spec is None else (0.0, sim.spawn_point[1], 0.0),
+            spawn_point=tuple(sim.spawn_point) if walls is None else (0.0, sim.spawn_point[1], 0.0),
             spawn_clearance=sim.spawn_clearance,
             rng=rng,
             walls=walls,
@@ -69,8 +75,6 @@ class Simulation:
             capacity=sim.max_entities,
         )
         self.quantizer = Quantizer(mins=(-he, sim.y_min, -he), maxs=(he, sim.y_max, he), step=sim.position_step)
-        if spec is None:
-            spec = self.world_spec = open_world(he, (sim.spawn_point[0], sim.spawn_point[2]))
         self.snapshots = SnapshotStage(config, self.world, self.interest, self.quantizer, stats)
         self.sessions: list[Session] = []
         self._joined = 0  # clients ever joined; numbers the avatars' owners
@@ -93,6 +97,7 @@ class Simulation:
         session = session_cls(sink, entity_id, entity_id >> 16, now, wants_views=wants_views)
         session.join_tick = self.tick
         session.name = name
+        session.sim = self
         self.sessions.append(session)
         return session
 

@@ -236,6 +236,8 @@ def parse_world(doc: dict, source: str = "<memory>") -> WorldSpec:
     if fmt != FORMAT:
         raise r.fail("format", f"must be {FORMAT}, got {fmt!r}")
     world_id = r.text(doc, "id", "", pattern=ID_RE)
+    if world_id == "open":
+        raise r.fail("id", '"open" names the world without a file (worlds.hosted); choose another id')
     title = r.text(doc, "title", "", default=world_id)
     radius = r.number(doc, "entity_radius", "", default=0.35, lo=0.05, hi=5.0)
     if "floor" not in doc:

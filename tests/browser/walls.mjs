@@ -1,5 +1,5 @@
 // The own avatar at the world's walls, in headless chromium against a server started on a
-// world file (--set sim.world=gallery): the page builds the room from the world document,
+// world file (--set worlds.hosted=gallery): the page builds the room from the world document,
 // the player walks straight into the north wall and then slides along it diagonally; the
 // server's view of the avatar ends against the wall, and no reconciliation ever moved the
 // predicted avatar by more than a few centimetres (the prediction uses the server's walls).

@@ -102,7 +102,7 @@ def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[Discarding
     elif scenario == "scaled":  # the default world's density at 1000 clients
         overrides["sim.half_extent"] = str(round(110.0 * (n / 1000) ** 0.5, 2))
     elif scenario == "halls":  # the shipped several-room gallery: walls and collision
-        overrides["sim.world"] = "halls"
+        overrides["worlds.hosted"] = "halls"
     config = load_config(path=None, env={}, overrides=overrides)
     sim = Simulation(config, Stats(), rng=np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)

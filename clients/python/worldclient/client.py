@@ -169,12 +169,13 @@ class WorldClient:
 
 @asynccontextmanager
 async def open_client(host: str, port: int, *, http: str | None = None, name: str | None = None,
-                      secret: str | None = None, joined: Joined | None = None,
+                      secret: str | None = None, joined: Joined | None = None, world: str | None = None,
                       connect_timeout: float = 5.0, timeout: float = 5.0) -> AsyncIterator[WorldClient]:
     """Connects to the UDP endpoint ``host:port``.
 
     ``http`` (the server's ``http://host:port``) and ``name`` (default: a random ``py-...``)
-    join first, with ``secret`` to take back a name joined before; ``joined`` is a join made
+    join first, with ``secret`` to take back a name joined before, into the world ``world``
+    (None: the server's default); ``joined`` is a join made
     already (its connect token must be unused: ``worldclient.join.refresh`` gives a new one).
     Without either the client is anonymous, which only a server with
     ``net.require_connect_token = false`` accepts. Raises :class:`ConnectFailed` (``reason``:
@@ -183,7 +184,7 @@ async def open_client(host: str, port: int, *, http: str | None = None, name: st
     """
     if joined is None and http is not None:
         joined = await join(http, name or f"py-{os.urandom(4).hex()}", secret=secret,
-                            timeout=connect_timeout)
+                            timeout=connect_timeout, world=world)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = trio.socket.socket(family, socket.SOCK_DGRAM)
     with sock:

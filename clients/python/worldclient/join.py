@@ -84,19 +84,22 @@ def _joined(answer: dict) -> Joined:
                   identity=identity if isinstance(identity, int) else None, **_connect_fields(answer))
 
 
-def _join_body(name: str, secret: str | None) -> dict:
-    return {"name": name} if secret is None else {"name": name, "secret": secret}
+def _join_body(name: str, secret: str | None, world: str | None = None) -> dict:
+    body = {"name": name} if secret is None else {"name": name, "secret": secret}
+    if world:
+        body["world"] = world  # the world to join (worlds.hosted); none: the server's default
+    return body
 
 
 async def join(http_url: str, name: str, *, secret: str | None = None, timeout: float = TIMEOUT,
-               http: httpx.AsyncClient | None = None) -> Joined:
+               http: httpx.AsyncClient | None = None, world: str | None = None) -> Joined:
     """``POST /api/join`` on the server at ``http_url`` (``http://host:port``); raises
     :class:`JoinFailed` when refused. ``http``: a client to reuse (its base URL is ignored)."""
     url = http_url.rstrip("/") + "/api/join"
     if http is not None:
-        return _joined(_answer(await http.post(url, json=_join_body(name, secret), timeout=timeout)))
+        return _joined(_answer(await http.post(url, json=_join_body(name, secret, world), timeout=timeout)))
     async with httpx.AsyncClient(timeout=timeout) as client:
-        return _joined(_answer(await client.post(url, json=_join_body(name, secret))))
+        return _joined(_answer(await client.post(url, json=_join_body(name, secret, world))))
 
 
 async def refresh(http_url: str, joined: Joined, *, timeout: float = TIMEOUT) -> Joined:
@@ -108,10 +111,10 @@ async def refresh(http_url: str, joined: Joined, *, timeout: float = TIMEOUT) ->
 
 
 def join_sync(http_url: str, name: str, *, secret: str | None = None, timeout: float = TIMEOUT,
-              http: httpx.Client | None = None) -> Joined:
+              http: httpx.Client | None = None, world: str | None = None) -> Joined:
     """:func:`join` for code that does not run trio; ``http``: a client to reuse (keep-alive)."""
     url = http_url.rstrip("/") + "/api/join"
     if http is not None:
-        return _joined(_answer(http.post(url, json=_join_body(name, secret), timeout=timeout)))
+        return _joined(_answer(http.post(url, json=_join_body(name, secret, world), timeout=timeout)))
     with httpx.Client(timeout=timeout) as client:
-        return _joined(_answer(client.post(url, json=_join_body(name, secret))))
+        return _joined(_answer(client.post(url, json=_join_body(name, secret, world))))

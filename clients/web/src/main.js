@@ -191,7 +191,7 @@ async function refreshPlayers(force = false) {
   state.playersInFlight = true;
   state.playersFetchedAt = now;
   try {
-    const data = await getJson("/api/players");
+    const data = await getJson(`/api/players?world=${encodeURIComponent(state.worldId || "")}`);
     const names = new Map();
     for (const p of (data && data.players) || []) {
       if (p && Number.isInteger(p.entity_id)) names.set(p.entity_id >>> 0, String(p.name ?? ""));
@@ -205,6 +205,12 @@ async function refreshPlayers(force = false) {
 }
 
 // ---------------------------------------------------------------------------- 3D view
+
+/** The world id of a /w/{id} address, or "" for any other path. */
+export function worldFromPath(path) {
+  const m = /^\/w\/([a-z0-9][a-z0-9_-]{0,31})\/?$/.exec(path || "");
+  return m ? m[1] : "";
+}
 
 function initScene(images, worldDoc) {
   const scene = new THREE.Scene();
@@ -362,7 +368,7 @@ async function join(name) {
   const res = await fetch("/api/join", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
-    body: JSON.stringify(secret ? { name, secret } : { name }),
+    body: JSON.stringify(secret ? { name, secret, world: state.worldId } : { name, world: state.worldId }),
   });
   let body = null;
   try {
@@ -493,8 +499,10 @@ async function main() {
     getJson("/gallery/images").catch(() => ({ images: [] })),
   ]);
   // The world document (docs/worlds.md): the scene and the own avatar's walls come from it.
-  const worldDoc = config.world
-    ? await getJson(`/api/worlds/${encodeURIComponent(config.world)}`).catch(() => null)
+  // The world: /w/{id} in the address names it, else the server's default one.
+  state.worldId = worldFromPath(location.pathname) || config.world || "";
+  const worldDoc = state.worldId
+    ? await getJson(`/api/worlds/${encodeURIComponent(state.worldId)}`).catch(() => null)
     : null;
   state.worldDoc = worldDoc;
   if (worldDoc && ((worldDoc.walls && worldDoc.walls.length) || (worldDoc.obstacles && worldDoc.obstacles.length))) {
