@@ -79,3 +79,29 @@ async def test_two_worlds_in_one_server_do_not_see_each_other(nursery, tmp_path)
             r = await client.post(f"{http}/api/join", json={"name": "lost", "world": "nowhere"})
             assert r.status_code == 404 and r.json()["error"] == "no such world"
             assert (await client.get(f"{http}/health")).json()["clients"] == 4
+
+
+async def test_worldserver_worlds_lists_them(nursery, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import trio
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "clients" / "python")]))
+    running = await nursery.start(serve, make_config(tmp_path))
+    url = f"http://127.0.0.1:{running.http_port}"
+    cmd = [sys.executable, "-m", "worldserver", "worlds", "--url", url]
+    done = await trio.run_process([*cmd, "--json"], capture_stdout=True, env=env)
+    assert json.loads(done.stdout)["worlds"][1] == {"id": "halls", "title": "The Halls", "players": 0}
+    table = (await trio.run_process(cmd, capture_stdout=True, env=env)).stdout.decode().splitlines()
+    assert table[0].split() == ["world", "title", "players"]
+    assert table[1].split() == ["gallery", "(default)", "The", "Gallery", "0"] and table[2].split()[0] == "halls"
+    gone = await trio.run_process([sys.executable, "-m", "worldserver", "worlds", "--url", "http://127.0.0.1:9"],
+                                  capture_stderr=True, check=False, env=env)
+    assert gone.returncode == 1
+    lines = gone.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the server at http://127.0.0.1:9")

@@ -170,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LEVEL", help="log level of the swarm itself (default: WARNING)",
     )
 
+    worlds = commands.add_parser(
+        "worlds",
+        help="list the worlds a running server hosts, with their player counts",
+        description="Ask a running server (GET /api/worlds) which worlds it hosts.",
+    )
+    worlds.add_argument(
+        "--url", metavar="URL", default=None,
+        help="the server's HTTP base URL (default: http://127.0.0.1:<http.port of the config>)",
+    )
+    worlds.add_argument("--json", action="store_true", help="print the answer as JSON")
+    _add_config_options(worlds)
+
     config = commands.add_parser(
         "config",
         help="print the effective configuration as TOML",
@@ -229,6 +241,36 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_worlds(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if url is None:
+        try:
+            config = _effective_config(args)
+        except ConfigError as exc:
+            return _error(str(exc))
+        url = f"http://127.0.0.1:{config.http.port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/worlds", timeout=5) as answer:
+            data = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"error: cannot reach the server at {url}: {reason}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data))
+        return EXIT_OK
+    rows = [(w["id"] + (" (default)" if w["id"] == data.get("default") else ""), w["title"], str(w["players"]))
+            for w in data.get("worlds", [])]
+    widths = [max(len(r[i]) for r in rows + [("world", "title", "players")]) for i in range(3)]
+    for row in [("world", "title", "players"), *rows]:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+    return EXIT_OK
+
+
 def _cmd_swarm(args: argparse.Namespace) -> int:
     from worldserver.logs import setup_logging
 
@@ -260,5 +302,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handler = {"run": _cmd_run, "swarm": _cmd_swarm, "config": _cmd_config}[args.command]
+    handler = {"run": _cmd_run, "swarm": _cmd_swarm, "config": _cmd_config, "worlds": _cmd_worlds}[args.command]
     return handler(args)
