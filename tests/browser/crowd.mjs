@@ -44,10 +44,11 @@ const sample = () => {
   };
 };
 
-/** Waits until the page rendered `n` more frames (no wall-clock waits). */
+/** Waits until the page rendered its view (and chose its name tags) `n` more times (no
+ *  wall-clock waits). */
 async function frames(page, n) {
-  const f0 = await page.evaluate(() => window.worldserverTest.stats().frames);
-  await waitFor(page, (f) => window.worldserverTest.stats().frames >= f, { arg: f0 + n, what: `${n} frames` });
+  const u0 = await page.evaluate(() => window.worldserverTest.tags().updates);
+  await waitFor(page, (u) => window.worldserverTest.tags().updates >= u, { arg: u0 + n, what: `${n} renders` });
 }
 
 /** `count` samples, `gap` frames apart. */

@@ -56,12 +56,23 @@ export function playwrightChromium() {
   return pw.chromium;
 }
 
+/** A device of playwright's list (e.g. "Pixel 7": viewport, userAgent, deviceScaleFactor,
+ *  isMobile, hasTouch) as options for launch({ device }). */
+export function deviceOptions(name) {
+  const require = createRequire(join(WEB, "package.json"));
+  const d = require("playwright-core").devices[name];
+  if (!d) throw new Error(`unknown device ${name}`);
+  const { defaultBrowserType, ...options } = d;
+  return options;
+}
+
 /**
  * Launches chromium with a fresh user-data-dir. Options: extraArgs (more flags), viewport,
- * initScript (a function or source string run in every page before its scripts).
+ * initScript (a function or source string run in every page before its scripts), device
+ * (deviceOptions(name): phone emulation with touch; its viewport wins).
  * Returns { context, newPage(), close(), logs }.
  */
-export async function launch({ extraArgs = [], viewport = { width: 960, height: 600 }, initScript = null } = {}) {
+export async function launch({ extraArgs = [], viewport = { width: 960, height: 600 }, initScript = null, device = null } = {}) {
   if (!existsSync(CHROMIUM)) throw new Error(`chromium not found at ${CHROMIUM}: ${SETUP_HINT}`);
   const chromium = playwrightChromium();
   const userDataDir = mkdtempSync(join(tmpdir(), "worldserver-chromium-"));
@@ -73,6 +84,7 @@ export async function launch({ extraArgs = [], viewport = { width: 960, height: 
       args: [...CHROMIUM_ARGS, ...extraArgs],
       viewport,
       timeout: 60000,
+      ...(device || {}),
     });
   } catch (e) {
     rmSync(userDataDir, { recursive: true, force: true });

@@ -297,6 +297,7 @@ function frame(t) {
 
   const cam = state.camera;
   const head = self ? { x: self.x, y: self.y + 1.6, z: self.z } : { x: 0, y: 1.6, z: 0 };
+  layout.applyView(cam); // the picture moves up while a phone's chat is open
   follow.apply(cam, head, state.yaw, state.pitch, dt);
   const mine = self ? avatars.avatars.get(self.id) : null;
   if (mine && follow.insideAvatar(head)) mine.group.visible = false; // pulled in by a wall
@@ -473,6 +474,7 @@ function installTestHook() {
       return {
         cap: state.tags ? state.tags.cap : 0,
         camera: state.tags ? state.tags.camera : null,
+        updates: state.tags ? state.tags.updates : 0,
         tags: tags.map((t) => {
           const a = avatars.get(t.id);
           const el = a ? a.labelEl : null;

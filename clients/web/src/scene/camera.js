@@ -94,7 +94,7 @@ export class FollowCamera {
    *  avatar (a wall pulled it in): the caller hides the avatar then. */
   insideAvatar(head) {
     const p = this.position;
-    return Boolean(p) && Math.hypot(p.x - head.x, p.y - head.y, p.z - head.z) < HIDE_SELF_WITHIN;
+    return p !== null && Math.hypot(p.x - head.x, p.y - head.y, p.z - head.z) < HIDE_SELF_WITHIN;
   }
 
   /**

@@ -128,7 +128,7 @@ export class NameTags {
   /**
    * rays: a WallRays or null (no walls); panels(): the page elements tags must stay off (hidden
    * ones are skipped).
-   * @param {{rays?: {blocked: Function} | null, panels?: () => (Element | null)[]}} [options]
+   * @param {{rays?: {blocked: (from: object, to: object) => boolean} | null, panels?: () => (HTMLElement | null)[]}} [options]
    */
   constructor({ rays = null, panels = () => [] } = {}) {
     this.rays = rays;
@@ -137,6 +137,7 @@ export class NameTags {
     this.state = new Map(); // id -> { shown, opacity, reason, x, y, z }
     this.cap = 0;
     this.camera = null; // {x, y, z} the last choice was made from
+    this.updates = 0; // how many times update ran (the labels render right after each)
     this._v = new Vector3();
   }
 
@@ -144,11 +145,15 @@ export class NameTags {
    * Once a frame, after the avatars and the camera moved and before the labels render.
    * avatars: the AvatarManager; camera: the three.js camera; selfId; speaking: ids with a
    * speech bubble alive; bubbles: the SpeechBubbles (or null); width, height: the view's size.
+   * @param {{avatars: {avatars: Map<number, any>}, camera: import("three").Camera, selfId?: number | null,
+   *   speaking?: Set<number>, bubbles?: {bubbles: Map<number, {entityId: number, object: {visible: boolean}}>} | null,
+   *   width: number, height: number}} frame
    */
   update({ avatars, camera, selfId = null, speaking = new Set(), bubbles = null, width, height }) {
     camera.updateMatrixWorld();
     const cam = { x: camera.position.x, y: camera.position.y, z: camera.position.z };
     this.camera = cam;
+    this.updates++;
     const cands = [];
     const screen = new Map();
     for (const a of avatars.avatars.values()) {
@@ -164,7 +169,8 @@ export class NameTags {
       cands.push(c);
     }
     this.cap = tagCap(width, height);
-    const blocked = this.rays ? (from, to) => this.rays.blocked(from, to) : null;
+    const rays = this.rays;
+    const blocked = rays ? (/** @type {object} */ from, /** @type {object} */ to) => rays.blocked(from, to) : null;
     const { shown, hidden } = selectTags(cands, { camera: cam, cap: this.cap, blocked, previous: this.previous });
     const boxes = [];
     for (const el of this.panels()) {
@@ -195,7 +201,8 @@ export class NameTags {
         a.labelEl.style.opacity = String(a.fade * opacity);
         this.previous.add(c.id);
       }
-      this.state.set(c.id, { shown: opacity > 0, opacity, reason, x: c.x, y: c.y, z: c.z });
+      const { sx, sy } = screen.get(c.id);
+      this.state.set(c.id, { shown: opacity > 0, opacity, reason, x: c.x, y: c.y, z: c.z, sx, sy });
     }
     if (bubbles) {
       for (const b of bubbles.bubbles.values()) {
@@ -217,7 +224,8 @@ export class NameTags {
     return m;
   }
 
-  /** For the test hook: [{ id, shown, opacity, reason, x, y, z }] of the avatars in the scene. */
+  /** For the test hook: [{ id, shown, opacity, reason, x, y, z, sx, sy }] of the avatars in
+   *  the scene (sx, sy: the tag's centre on the page). */
   list() {
     return Array.from(this.state, ([id, s]) => ({ id, ...s }));
   }

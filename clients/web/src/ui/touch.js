@@ -23,7 +23,8 @@ export function stickVector(dx, dy, radius) {
   return { forward: (-dy / len) * amount, right: (dx / len) * amount };
 }
 
-/** True on a device whose main pointer is a finger (or when the URL asks with ?touch). */
+/** True on a device whose main pointer is a finger (or when the URL asks with ?touch).
+ *  @param {{location: {search: string}, matchMedia?: (query: string) => {matches: boolean}, navigator?: {maxTouchPoints: number}}} [win] */
 export function touchScreen(win = globalThis) {
   try {
     if (new URLSearchParams(win.location.search).has("touch")) return true;
