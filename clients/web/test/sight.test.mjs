@@ -6,7 +6,9 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 
 import { CAMERA_DISTANCE, CAMERA_PAD, FollowCamera, cameraDirection } from "../src/scene/camera.js";
-import { boxesOverlap, placeTags, selectTags, tagCap, TAG_FAR } from "../src/scene/labels.js";
+import { PerspectiveCamera } from "three";
+
+import { boxesOverlap, NameTags, placeTags, selectTags, tagCap, TAG_FAR } from "../src/scene/labels.js";
 import { capsuleInterval, WallRays } from "../src/world/rays.js";
 
 const { worlds } = JSON.parse(
@@ -263,5 +265,45 @@ describe("which name tags are shown", () => {
     assert.equal(boxesOverlap(a, { left: 5, top: 5, right: 15, bottom: 15 }), true);
     assert.equal(boxesOverlap(a, { left: 10, top: 0, right: 20, bottom: 10 }), false);
     assert.equal(boxesOverlap(a, { left: 0, top: 11, right: 10, bottom: 20 }), false);
+  });
+});
+
+describe("the name tags of a frame", () => {
+  /** An avatar as scene/avatars.js makes it, without the DOM: what NameTags reads and sets. */
+  const avatar = (id, x, z) => ({
+    id, name: `p${id}`, leaving: false, fade: 1,
+    group: { visible: true, position: { x, y: 0, z }, scale: { y: 1 } },
+    label: { visible: true, position: { y: 2.25 } },
+    labelEl: { style: {}, offsetWidth: 60, offsetHeight: 19 },
+  });
+
+  it("in the halls: through the doorway yes, through the wall no, under the chat panel no", () => {
+    const camera = new PerspectiveCamera(60, 960 / 600, 0.1, 400);
+    camera.position.set(-5, 3, 13); // in the north-west room, looking east at its doorway
+    camera.lookAt(5, 2, 13);
+    const list = [
+      avatar(1, -3, 13), // the own avatar
+      avatar(2, -2, 11), // in the room
+      avatar(3, 5, 9), // in the north-east room, behind the wall at x = 0
+      avatar(4, 5, 13.5), // in the north-east room, seen through the doorway
+      avatar(5, -10, 13), // behind the camera
+      avatar(6, -1, 16), // in the room, far right: under the chat panel
+    ];
+    const avatars = { avatars: new Map(list.map((a) => [a.id, a])) };
+    const chat = { isConnected: true, hidden: false, getBoundingClientRect: () => ({ left: 600, top: 0, right: 960, bottom: 600, width: 360, height: 600 }) };
+    const folded = { isConnected: true, hidden: true, getBoundingClientRect: () => ({ left: 0, top: 0, right: 960, bottom: 600, width: 960, height: 600 }) };
+    const bubble = (id) => ({ entityId: id, object: { visible: true } });
+    const bubbles = { bubbles: new Map([[2, bubble(2)], [3, bubble(3)]]) };
+    const tags = new NameTags({ rays: new WallRays(worlds.halls), panels: () => [chat, folded, null] });
+    tags.update({ avatars, camera, selfId: 1, bubbles, speaking: new Set([3]), width: 960, height: 600 });
+    const by = Object.fromEntries(tags.list().map((t) => [t.id, t]));
+    assert.deepEqual(Object.fromEntries(tags.list().map((t) => [t.id, t.reason])), { 1: "", 2: "", 3: "wall", 4: "", 5: "view", 6: "panel" });
+    for (const a of list) assert.equal(a.label.visible, by[a.id].shown, `tag ${a.id}`);
+    assert.equal(list[3].labelEl.style.opacity, "1");
+    assert.ok(by[6].sx > 600, by[6].sx); // it was under the panel indeed
+    assert.equal(bubbles.bubbles.get(2).object.visible, true);
+    assert.equal(bubbles.bubbles.get(3).object.visible, false); // a speech bubble behind the wall
+    assert.equal(tags.cap, 15);
+    assert.deepEqual(tags.camera, { x: -5, y: 3, z: 13 });
   });
 });
