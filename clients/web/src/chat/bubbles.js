@@ -49,6 +49,7 @@ class Bubble {
     this.until = now + BUBBLE_SECONDS;
   }
 
+  /** Takes the bubble off its avatar and out of the page. */
   detach() {
     if (this.parent) this.parent.remove(this.object);
     this.parent = null;

@@ -86,6 +86,7 @@ class WebRTCTransport {
     return true;
   }
 
+  /** Closes the transport; onclose("closed") once unless it was closed already. */
   close() {
     const wasClosed = this.closed;
     this.closed = true;
@@ -213,6 +214,7 @@ class WebSocketTransport {
     return true;
   }
 
+  /** Closes the transport; onclose("closed") once unless it was closed already. */
   close() {
     const wasClosed = this.closed;
     this.closed = true;

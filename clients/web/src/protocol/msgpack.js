@@ -295,6 +295,7 @@ export class Reader {
     this.pos = 0;
   }
 
+  /** Bytes not read yet. @type {number} */
   get remaining() {
     return this.bytes.length - this.pos;
   }

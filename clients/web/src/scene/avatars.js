@@ -55,6 +55,7 @@ class Avatar {
     }
   }
 
+  /** Scale, opacity and visibility from the fade (0..1). */
   apply() {
     const f = this.fade;
     const s = 0.05 + 0.95 * (1 - (1 - f) * (1 - f));
@@ -64,6 +65,7 @@ class Avatar {
     this.group.visible = f > 0.001;
   }
 
+  /** Frees the geometry and materials and removes the label element. */
   dispose() {
     this.group.traverse((o) => {
       if (o instanceof THREE.Mesh) o.geometry.dispose();
