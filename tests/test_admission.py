@@ -144,6 +144,26 @@ async def test_one_address_on_many_ports_cannot_fill_the_server(nursery, clients
     assert limits.connections.get(limits.key(ATTACKER)) == 10
 
 
+async def test_loopback_is_trusted_by_default(nursery, clients, tmp_path):
+    """The project's swarms run from one loopback address: with the default
+    ``limits.trusted_networks`` 100 handshakes from 127.0.0.1 at once all get in (above the
+    default cap of 64 and the burst of 40), as 1,000 swarm bots do."""
+    config = make_config(tmp_path, limits__trusted_networks="127.0.0.0/8,::1/128")
+    assert config.limits.trusted_networks == load_config(path=None, env={}).limits.trusted_networks
+    running = await nursery.start(serve, config)
+    server = running.udp_address[:2]
+    results: list = []
+
+    async def one() -> None:
+        results.append(await clients(ATTACKER, server).handshake())
+
+    async with trio.open_nursery() as crowd:
+        for _ in range(100):
+            crowd.start_soon(one)
+    assert all(isinstance(r, Connected) for r in results) and len(results) == 100
+    assert running.stats.get("drop.limit_udp_handshake_rate") == 0
+
+
 async def test_a_full_server_refuses_a_hello_before_making_a_cookie(nursery, clients, tmp_path):
     running = await nursery.start(serve, make_config(tmp_path, net__max_clients=3))
     server = running.udp_address[:2]
