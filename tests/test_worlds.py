@@ -105,3 +105,29 @@ async def test_worldserver_worlds_lists_them(nursery, tmp_path):
     assert gone.returncode == 1
     lines = gone.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the server at http://127.0.0.1:9")
+
+
+async def test_each_world_has_its_own_public_chat_room(nursery, tmp_path):
+    """A player is in the public room of the world it joined, sees no other world's public
+    room, and can neither join, read nor write in it."""
+    from worldclient.chat_client import ChatRequestError, open_chat
+    from worldclient.join import join
+
+    running = await nursery.start(serve, make_config(tmp_path))
+    http = f"http://127.0.0.1:{running.http_port}"
+    g = await join(http, "gina", world="gallery")
+    h = await join(http, "hal", world="halls")
+    async with open_chat(http, g.token) as gc, open_chat(http, h.token) as hc:
+        assert gc.public_room != hc.public_room
+        assert {r["id"] for r in await hc.rooms()}.isdisjoint({gc.public_room})
+        await gc.send(gc.public_room, "only for the gallery")
+        for attempt in (hc.join(gc.public_room), hc.history(gc.public_room), hc.send(gc.public_room, "hi")):
+            with pytest.raises(ChatRequestError) as info:
+                await attempt
+            assert info.value.code == "forbidden"
+        sent = await hc.send(hc.public_room, "only for the halls")
+        assert sent
+        gallery_texts = [m["text"] for m in (await gc.history(gc.public_room))[0]]
+        halls_texts = [m["text"] for m in (await hc.history(hc.public_room))[0]]
+        assert "only for the gallery" in gallery_texts and "only for the halls" not in gallery_texts
+        assert "only for the halls" in halls_texts and "only for the gallery" not in halls_texts

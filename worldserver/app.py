@@ -83,7 +83,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
     running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
     running.config_freeze = config.gc.freeze_after_start
     running.worlds = worlds
-    chat = running.chat = ChatService.from_config(config, sim, identities, stats, limits)
+    chat = running.chat = ChatService.from_config(config, worlds, identities, stats, limits)
     rtc = None
     polled = [udp, ws, rtc_stream]
     try:

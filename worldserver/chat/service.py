@@ -147,6 +147,7 @@ class Peer:
         self.uid: int | None = None  # the user's identity (rooms go by it, see the module doc)
         self.token: str | None = None
         self.moderator = False
+        self.public_room: int | None = None  # the public room of the user's world (hello)
         self.rooms: set[int] = set()  # rooms this peer gets events of (the user's memberships)
         self.closed = False
         self.close_code: int | None = None
@@ -254,7 +255,12 @@ class ChatService:
             from worldserver.chat.image_pool import ImageWorkers
 
             self.image_workers = ImageWorkers.from_config(config, self.stats)
-        self.public_room: int | None = None
+        self.public_room: int | None = None  # the default world's public room
+        # Every hosted world has a public room: the default world's is chat.public_room, the
+        # others' "<chat.public_room>@<world id>". A user is in the one of the world it joined
+        # and never sees, joins or reads another world's (see _world_room_forbidden).
+        self.world_rooms: dict[str, int] = {}  # world id -> its public room
+        self.world_room_ids: set[int] = set()
         self.ready = trio.Event()
         self.messages = TokenBuckets(chat.rate, chat.burst)  # by user
         # by address, all its names together (limits.chat_*); shared with the transports
@@ -329,6 +335,16 @@ class ChatService:
             room = await self._db(self._ensure_public_room)
             self.public_room = room.id
             self._cache(room)
+            hosts = getattr(self.sim, "sims", None) or {}
+            default_world = getattr(self.sim, "default_id", None)
+            for world_id in hosts:
+                if world_id == default_world:
+                    self.world_rooms[world_id] = room.id
+                    continue
+                world_room = await self._db(self._ensure_public_room, f"{self.public_room_name}@{world_id}")
+                self.world_rooms[world_id] = world_room.id
+                self._cache(world_room)
+            self.world_room_ids = set(self.world_rooms.values()) | {room.id}
             self.ready.set()
             log.info("chat ready", public_room=room.name, room_id=room.id)
             task_status.started(self)
@@ -343,15 +359,26 @@ class ChatService:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(store.close, limiter=self._limiter)
 
-    def _ensure_public_room(self) -> Room:
+    def _ensure_public_room(self, name: str | None = None) -> Room:
+        """The server's room named ``name`` (default ``chat.public_room``), made if missing; a
+        user's room of that name is left alone and ``name~N`` taken instead."""
         store = self.store
-        room = store.room_by_name(self.public_room_name)
-        if room is None:
-            try:
-                room = store.create_room(self.public_room_name, None, False, self.wall())
-            except StoreConflict:
-                room = store.room_by_name(self.public_room_name)
-        return room
+        name = name or self.public_room_name
+        for attempt in range(1, 100):
+            wanted = name if attempt == 1 else f"{name}~{attempt}"
+            room = store.room_by_name(wanted)
+            if room is None:
+                try:
+                    room = store.create_room(wanted, None, False, self.wall())
+                except StoreConflict:
+                    room = store.room_by_name(wanted)
+            if room is not None and room.owner_id is None:
+                return room
+        raise ChatError("internal", f"no free name for the public room {name!r}")
+
+    def _world_room_forbidden(self, peer: Peer, room_id: int) -> bool:
+        """Another world's public room, which this peer's user may not see, join or read."""
+        return room_id in self.world_room_ids and room_id != peer.public_room
 
     async def call_store(self, fn: Callable[[ChatStore], Any]) -> Any:
         """``fn(store)`` in the store's worker, for the other users of the chat database
@@ -555,6 +582,7 @@ class ChatService:
         if found is None:
             raise ChatError("not_authenticated", "unknown or expired join token; join again")
         uid, name = found
+        peer.public_room = self.world_rooms.get(self.identities.world_for(token), self.public_room)
         banned = self.bans.get(name, 0.0) - now
         if banned > 0:
             raise ChatError("forbidden", f"you were kicked; you may come back in {math.ceil(banned)} s")
@@ -574,7 +602,7 @@ class ChatService:
             self._subscribe(name, room_id)
         since = dict(request.since or {})
         try:
-            result = await self._db(self._hello_work, uid, name, since, self.wall())
+            result = await self._db(self._hello_work, uid, name, since, self.wall(), peer.public_room)
         except BaseException:
             if peer.user is not None and not peer.closed:
                 self._drop_identity(peer)
@@ -584,7 +612,7 @@ class ChatService:
             return
         for room in rooms:
             self._cache(room)
-        member_ids = [room.id for room in rooms if room.id in batches or room.id == self.public_room]
+        member_ids = [room.id for room in rooms if room.id in batches or room.id == peer.public_room]
         for room_id in member_ids:
             self._subscribe(name, room_id)
         if first:
@@ -605,7 +633,7 @@ class ChatService:
             user=name,
             moderator=moderator,
             entity_id=self._entity_of(token, name),
-            public_room=self.public_room,
+            public_room=peer.public_room,
             typing_ttl=self.typing_ttl,
             limits={
                 "max_message_chars": self.max_chars,
@@ -617,7 +645,7 @@ class ChatService:
         )
         self.stats.incr("chat.hellos")
         if joined_public:
-            self._member_event(self.public_room, name, "joined", notice, skip=None)
+            self._member_event(peer.public_room, name, "joined", notice, skip=None)
 
     async def _check_admin_token(self, peer: Peer, request: P.Hello) -> None:
         """Return if ``request.admin_token`` is the admin token; else count the failure (this
@@ -669,19 +697,21 @@ class ChatService:
         text = "signed in elsewhere" if reason == "replaced" else "session ended; join again"
         peer.close(CLOSE_REPLACED, text)
 
-    def _hello_work(self, uid: int, user: str, since: dict[int, int], now: float):
-        """In the worker: join the public room, list rooms, read history or what was missed."""
+    def _hello_work(self, uid: int, user: str, since: dict[int, int], now: float, public_room: int | None = None):
+        """In the worker: join the public room of the user's world, list rooms (not other
+        worlds' public rooms), read history or what was missed."""
         store = self.store
-        joined_public = store.add_member(self.public_room, uid)
+        public_room = self.public_room if public_room is None else public_room
+        joined_public = store.add_member(public_room, uid)
         notice = None
         if joined_public:
-            notice = self._append(self.public_room, SERVER_AUTHOR, "notice",
+            notice = self._append(public_room, SERVER_AUTHOR, "notice",
                                   f"{user} joined", None, None)
-        rooms = store.list_rooms(uid)
+        rooms = [r for r in store.list_rooms(uid) if r.id not in self.world_room_ids or r.id == public_room]
         batches: dict[int, tuple[list[Message], bool]] = {}
         filled = 0
         for room in rooms:
-            if room.id != self.public_room and not store.is_member(room.id, uid):
+            if room.id != public_room and not store.is_member(room.id, uid):
                 continue
             if filled >= MAX_HELLO_ROOMS:
                 batches[room.id] = ([], True)
@@ -697,16 +727,17 @@ class ChatService:
                 batches[room.id] = (page[1:] if more else page, more)
             else:
                 batches[room.id] = ([], True)
-        rooms.sort(key=lambda r: (r.id != self.public_room, r.id))
+        rooms.sort(key=lambda r: (r.id != public_room, r.id))
         return rooms, joined_public, notice, batches
 
     # -- rooms -------------------------------------------------------------------------
 
     async def _rooms_list(self, peer: Peer, request: P.RoomsList) -> None:
         rooms = await self._db(self.store.list_rooms, peer.uid)
+        rooms = [r for r in rooms if not self._world_room_forbidden(peer, r.id)]
         for room in rooms:
             self._cache(room)
-        rooms.sort(key=lambda r: (r.id != self.public_room, r.id))
+        rooms.sort(key=lambda r: (r.id != peer.public_room, r.id))
         self.reply(peer, request, rooms=[self._room_info(r, joined=r.id in peer.rooms) for r in rooms])
 
     async def _room_create(self, peer: Peer, request: P.RoomCreate) -> None:
@@ -735,7 +766,7 @@ class ChatService:
 
     async def _room_delete(self, peer: Peer, request: P.RoomDelete) -> None:
         room = await self._room(request.room)
-        if room.id == self.public_room:
+        if room.id in self.world_room_ids:
             raise ChatError("forbidden", "the public room cannot be deleted")
         if not (peer.moderator or self._owns(peer.uid, room)):
             raise ChatError("forbidden", "only the room's owner or a moderator may delete it")
@@ -782,6 +813,8 @@ class ChatService:
     async def _room_join(self, peer: Peer, request: P.RoomJoin) -> None:
         user, uid = peer.user, peer.uid
         room = await self._room(request.room)
+        if self._world_room_forbidden(peer, room.id):
+            raise ChatError("forbidden", "that is another world's public room")
         if room.id in peer.rooms:
             messages = await self._db(self.store.history, room.id, None, self.history_on_join)
             self.reply(peer, request, room=self._room_info(room, joined=True),
@@ -820,7 +853,7 @@ class ChatService:
     async def _room_leave(self, peer: Peer, request: P.RoomLeave) -> None:
         user = peer.user
         room = await self._room(request.room)
-        if room.id == self.public_room:
+        if room.id == peer.public_room:
             raise ChatError("forbidden", "everyone stays in the public room")
         if room.id not in peer.rooms:
             raise ChatError("conflict", "you are not a member of this room")
@@ -1080,6 +1113,8 @@ class ChatService:
 
     async def _readable(self, peer: Peer, room_id: int, read: Callable) -> tuple[Room, Any]:
         """The room and ``read(store, room_id)`` if ``peer`` may read it; else an error."""
+        if self._world_room_forbidden(peer, room_id):
+            raise ChatError("forbidden", "that is another world's public room")
         uid = peer.uid
         member = room_id in peer.rooms
         moderator = peer.moderator
@@ -1117,11 +1152,14 @@ class ChatService:
 
     def _room_info(self, room: Room, joined: bool) -> dict:
         extra: dict[str, Any] = {"joined": joined}
-        if room.id == self.public_room:
+        if room.id in self.world_room_ids or room.id == self.public_room:
             extra["public"] = True
         return P.room_object(room.id, room.name, room.owner or SERVER_AUTHOR, room.private, **extra)
 
     def _sessions(self):
+        sims = getattr(self.sim, "sims", None)  # a server hosting several worlds: all of them
+        if sims is not None:
+            return [session for sim in sims.values() for session in sim.sessions]
         return getattr(self.sim, "sessions", None) or ()
 
     def _entity_of(self, token: str | None, name: str | None) -> int | None:
