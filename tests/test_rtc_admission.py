@@ -26,6 +26,7 @@ from tests.test_server_process import start_server
 from worldserver import aio_bridge, rtc
 from worldserver.aio_bridge import Inbox, aio
 from worldserver.config import load_config
+from worldserver.limits import AddressLimits
 
 ATTACKER, OTHER = "127.0.0.1", "127.0.0.2"
 
@@ -145,6 +146,34 @@ def test_offer_requests_over_the_address_bucket_get_429(monkeypatch):
             assert [(await service.create_connection(None, ATTACKER))[0] for _ in range(3)] == [200, 200, 429]
             assert len(made) == 2 and service.stats.get("drop.limit_rtc_handshake_rate") == 1
             assert (await service.create_connection(None, OTHER))[0] == 200
+            nursery.cancel_scope.cancel()
+
+    aio_bridge.run(main)
+
+
+def test_offers_count_among_the_address_connections(monkeypatch):
+    """One pool per address for every transport: a UDP connection (counted in the shared
+    AddressLimits) and an offer fill a cap of 2; the offer's end gives its place back."""
+    made = counting_peer_connections(monkeypatch)
+    settings = config(connections_per_address=2)
+    limits = AddressLimits(settings.limits)
+    key = limits.key(ATTACKER)
+    assert limits.connect(key)  # as NativeSessions does for a UDP client of that address
+
+    async def main():
+        service = rtc.RtcService(config=settings, inbox=Inbox(), handler=Handler(), limits=limits)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service.run)
+            status, offer, _ = await service.create_connection(None, ATTACKER)
+            assert status == 200 and limits.connections.get(key) == 2
+            assert (await service.create_connection(None, ATTACKER))[0] == 503
+            assert len(made) == 1 and service.stats.get("drop.limit_rtc_address_connections") == 1
+            await service.close(offer["id"])
+            assert limits.connections.get(key) == 1
+            assert (await service.create_connection(None, ATTACKER))[0] == 200
+            for peer_id in list(service.peers):
+                await service.close(peer_id)
+            assert limits.connections.get(key) == 1 and service.pending.total == 0
             nursery.cancel_scope.cancel()
 
     aio_bridge.run(main)
