@@ -336,3 +336,38 @@ async def test_tls_sockets_take_the_asgi_path(nursery, tmp_path) -> None:
                     break
         assert frame["message"]["text"] == "über TLS"
     assert server.stats.get("chat.sockets_asgi") == 2 and server.stats.get("chat.sockets_fanout") == 0
+
+
+async def test_a_frame_over_the_http_limit_ends_the_socket_at_once(server) -> None:
+    """Issue 8: a frame over the HTTP server's WebSocket limit (256 KiB) made hypercorn send a
+    close (1009) and wait for the client's answer, telling the chat nothing: a client that never
+    answers stayed online until the 60 s read timeout. Now the socket ends at once: the user
+    is offline well before that, without the client doing anything more."""
+    token = await server.join("huge")
+    host, port = "127.0.0.1", server.port
+    sock = trio.socket.socket()
+    await sock.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await sock.send(
+        (f"GET /ws/chat HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+    )
+    answer = b""
+    with trio.fail_after(TIMEOUT):
+        while b"\r\n\r\n" not in answer:
+            answer += await sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101")
+    hello_frame = json.dumps({"id": 1, "op": "hello", "token": token}).encode()
+    await sock.send(client_frame(0x1, hello_frame))
+    with trio.fail_after(TIMEOUT):
+        while "huge" not in server.chat.user_peers:
+            await trio.sleep(0.01)
+    payload = client_frame(0x1, b"x" * (300 * 1024))
+    sent = 0
+    with trio.move_on_after(TIMEOUT):  # the server may stop reading once it has closed
+        while sent < len(payload):
+            sent += await sock.send(payload[sent : sent + 65536])
+    with trio.fail_after(TIMEOUT):  # far less than the 60 s read timeout
+        while "huge" in server.chat.user_peers:
+            await trio.sleep(0.01)
+    sock.close()

@@ -86,6 +86,16 @@ def test_hypercorn_worker_that_no_longer_looks_the_class_up(monkeypatch) -> None
     expect_changed(http_guard, "hypercorn.trio.run.worker_serve", "TCPServer")
 
 
+def test_hypercorn_websocket_that_no_longer_closes_too_big_messages_itself(monkeypatch) -> None:
+    from hypercorn.protocol.ws_stream import WSStream
+
+    async def _handle_events(self) -> None:
+        return None  # handles oversized messages some other way
+
+    monkeypatch.setattr(WSStream, "_handle_events", _handle_events)
+    expect_changed(http_guard, "WSStream._handle_events", "ContainedWSStream")
+
+
 def test_hypercorn_connection_without_its_send_lock(monkeypatch) -> None:
     def __init__(self, app, config, context, state, stream):
         self.app, self.stream = app, stream

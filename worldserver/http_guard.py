@@ -7,7 +7,11 @@ a WebSocket upgrade request followed by bytes before the server's answer: h11 ra
 anybody stops the whole server. :func:`install` makes hypercorn's trio worker build its
 connections from :class:`ContainedTCPServer`, whose ``run`` ends only its own connection
 (hypercorn's own ``finally`` still closes the stream), counted as
-``drop.http_connection_error``. :func:`accept_websocket` accepts a WebSocket and reports a
+``drop.http_connection_error``; and WebSocket streams from :class:`ContainedWSStream`: when a
+message is over ``websocket_max_message_size``, hypercorn sends the client a close (1009) but
+tells the app nothing and keeps the connection until the client answers, so a client that
+never answers stayed "online" in the chat until the read timeout (60 s); the contained stream
+ends the stream then, and the app gets its ``websocket.disconnect`` at once. :func:`accept_websocket` accepts a WebSocket and reports a
 connection that broke during the handshake as a counted drop instead of an exception that
 hypercorn logs with a traceback (a client could fill the log with them);
 :func:`refuse_websocket` does the same for a refusal before the handshake.
@@ -31,7 +35,11 @@ import inspect
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.protocol.h11 import H11Protocol
-from hypercorn.protocol.ws_stream import WSStream
+from hypercorn.protocol import h11 as hypercorn_h11
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from wsproto.events import CloseConnection
+from wsproto.frame_protocol import CloseReason
 from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import wrap_app
@@ -46,7 +54,7 @@ from worldserver.upstream import (
     require_names,
 )
 
-__all__ = ["ContainedTCPServer", "accept_websocket", "check_upstream", "connection_of", "install",
+__all__ = ["ContainedTCPServer", "ContainedWSStream", "accept_websocket", "check_upstream", "connection_of", "install",
            "refuse_websocket"]
 
 log = get_logger("worldserver.http")
@@ -63,12 +71,24 @@ class ContainedTCPServer(TCPServer):
             log.debug("http connection failed", error=repr(exc)[:300])
 
 
+class ContainedWSStream(WSStream):
+    """hypercorn's WebSocket stream; a message over the size limit also ends the stream."""
+
+    async def _send_wsproto_event(self, event) -> None:
+        await super()._send_wsproto_event(event)
+        if (isinstance(event, CloseConnection) and event.code == CloseReason.MESSAGE_TOO_BIG
+                and self.state == ASGIWebsocketState.CONNECTED):  # hypercorn's close, not the app's
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+
 def install() -> None:
-    """Make hypercorn's trio ``worker_serve`` use :class:`ContainedTCPServer` (idempotent;
-    it looks the class up in its module each time it starts serving). Raises
-    ``UpstreamChanged`` if hypercorn no longer has what this module relies on."""
+    """Make hypercorn's trio ``worker_serve`` use :class:`ContainedTCPServer` and its HTTP/1.1
+    protocol :class:`ContainedWSStream` (idempotent; both look the class up in their module
+    each time). Raises ``UpstreamChanged`` if hypercorn no longer has what this module relies
+    on."""
     check_upstream()
     hypercorn_trio_run.TCPServer = ContainedTCPServer
+    hypercorn_h11.WSStream = ContainedWSStream
 
 
 def connection_of(asgi_send) -> tuple[trio.abc.Stream, trio.Lock] | None:
@@ -105,6 +125,19 @@ def check_upstream() -> None:
                   "hypercorn.app_wrappers.ASGIWrapper.__init__", patch, "assigns")
     require(isinstance(wrap_app(_probe_app, 0, "asgi"), ASGIWrapper), "hypercorn", "hypercorn.utils.wrap_app",
             patch, "no longer wraps an ASGI app in ASGIWrapper")
+
+    patch = f"{_PATCH}.install (ContainedWSStream)"
+    require(vars(hypercorn_h11).get("WSStream") in (WSStream, ContainedWSStream), "hypercorn",
+            "hypercorn.protocol.h11.WSStream", patch, "is no longer hypercorn.protocol.ws_stream.WSStream")
+    require_coroutine(WSStream, "_send_wsproto_event", ("self", "event"), "hypercorn", patch)
+    require_names(["FrameTooLargeError", "CloseConnection", "CloseReason"], globals_used(WSStream._handle_events),
+                  "hypercorn", "hypercorn.protocol.ws_stream.WSStream._handle_events", patch, "uses")
+    require_names(["MESSAGE_TOO_BIG", "_send_wsproto_event"], attributes_used(WSStream._handle_events),
+                  "hypercorn", "hypercorn.protocol.ws_stream.WSStream._handle_events", patch, "uses")
+    require_names(["state", "stream_id", "send"], assigned_attributes(WSStream.__init__), "hypercorn",
+                  "hypercorn.protocol.ws_stream.WSStream.__init__", patch, "assigns")
+    require(hasattr(ASGIWebsocketState, "CONNECTED"), "hypercorn", "hypercorn.protocol.ws_stream.ASGIWebsocketState",
+            patch, "has no CONNECTED")
 
     patch = f"{_PATCH}.connection_of (the chat fan-out)"
     require_coroutine(WSStream, "app_send", ("self", "message"), "hypercorn", patch)
