@@ -91,14 +91,22 @@ runScript(async (args, state) => {
   state.browser = await launch();
   const page = await joinGallery(state.browser, args.url, `viewer-${Math.random().toString(36).slice(2, 7)}`);
   // every bot in view and named (names come from /api/players)
-  await waitFor(
-    page,
-    (n) => {
-      const t = window.worldserverTest;
-      return t.entities().length >= n + 1 && Object.keys(t.names()).length >= n + 1 && t.tags().tags.length >= n + 1;
-    },
-    { arg: bots, timeout: 30000, what: `${bots} bots in view, named` },
-  );
+  const seen = () => {
+    const t = window.worldserverTest;
+    return { entities: t.entities().length, names: Object.keys(t.names()).length, tags: t.tags().tags.length };
+  };
+  try {
+    await waitFor(
+      page,
+      (n) => {
+        const t = window.worldserverTest;
+        return t.entities().length >= n + 1 && Object.keys(t.names()).length >= n + 1 && t.tags().tags.length >= n + 1;
+      },
+      { arg: bots, timeout: 30000, what: `${bots} bots in view, named` },
+    );
+  } catch (e) {
+    throw new Error(`${e.message}; seen: ${JSON.stringify(await page.evaluate(seen))}`);
+  }
   // look toward the crowd
   const yaw = await page.evaluate(() => {
     const t = window.worldserverTest;
