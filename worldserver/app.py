@@ -30,6 +30,7 @@ from worldserver.http_app import build_app, make_authorize, serve_http
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
+from worldserver.metrics import ServerMetrics, drop_counts, transport_bytes
 from worldserver.rtc_dispatch import RtcDispatcher
 from worldserver.sample_images import ensure_sample_images
 from worldserver.hosting import WorldHost
@@ -65,6 +66,9 @@ class RunningServer:
     clock: TickClock | None = None
     chat: object = None  # worldserver.chat.service.ChatService
     worlds: object = None  # worldserver.hosting.WorldHost: every hosted world (sim is the default)
+    hatongsu: object = None  # worldserver.hatongsu.HatongsuService when WebRTC runs with it
+    metrics: object = None  # worldserver.metrics.ServerMetrics: GET /metrics
+    http_app: object = None  # the ASGI app of the HTTP port
 
 
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -91,6 +95,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             if config.webrtc.enabled and aio_bridge.in_guest_run():
                 rtc, dispatcher = _start_rtc(config, sim, stats, identities, rtc_stream, limits)
                 running.rtc = rtc
+                running.hatongsu = dispatcher.hatongsu
                 polled.append(dispatcher)
                 await nursery.start(rtc.run)
             elif config.webrtc.enabled:
@@ -100,6 +105,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None
             await nursery.start(fanout.run)
             app = build_app(config=config, sim=sim, worlds=worlds, identities=identities, rtc=rtc, ws_movement=ws,
                             chat=chat, chat_fanout=fanout, limits=limits, connect_tokens=udp.admission)
+            running.metrics = app.state.metrics = ServerMetrics(running, config.server.metrics_public)
+            running.http_app = app
             running.http_port = await nursery.start(serve_http, config, app)
             worlds.start(trio.current_time())
             running.clock = worlds.clocks[worlds.default_id]
@@ -173,12 +180,19 @@ async def _poll_loop(services) -> None:
 
 def stats_fields(running: RunningServer, interval: float, previous: dict) -> dict:
     """The numbers of one stats line (also used by benchmarks); updates ``previous``."""
-    stats, transport = running.stats, running.udp.transport
+    stats = running.stats
     tick_p50, tick_p99 = running.stats.tick_duration.percentiles(50, 99)
     late_p50, late_p99 = running.stats.tick_lateness.percentiles(50, 99)
-    drops = {k: v for k, v in stats.counters.items() if k.startswith("drop.")}
-    for kind, endpoint in (("udp", running.udp.endpoint), ("ws", running.ws.endpoint), ("rtc", running.rtc_stream.endpoint)):
-        drops.update({f"drop.{kind}.{k}": v for k, v in endpoint.drops.items()})
+    drops = drop_counts(running)  # the same figures as GET /metrics (worldserver/metrics.py)
+    moved = transport_bytes(running)
+    bytes_in = sum(received for received, _ in moved.values())
+    bytes_out = sum(sent for _, sent in moved.values())
+    before = previous.get("by", {})
+    by_transport = {}  # transports with traffic in the interval: [in, out] bytes per second
+    for name, (received, sent) in moved.items():
+        was_in, was_out = before.get(name, (0, 0))
+        if received != was_in or sent != was_out:
+            by_transport[name] = [round((received - was_in) / interval), round((sent - was_out) / interval)]
     fields = dict(
         clients=running.worlds.session_count if running.worlds else len(running.sim.sessions),
         clients_ws=running.ws.count,
@@ -189,8 +203,9 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
         tick_ms_p99=round(tick_p99 * 1000, 2),
         late_ms_p50=round(late_p50 * 1000, 2),
         late_ms_p99=round(late_p99 * 1000, 2),
-        bytes_in_s=round((transport.bytes_in - previous.get("in", 0)) / interval),
-        bytes_out_s=round((transport.bytes_out - previous.get("out", 0)) / interval),
+        bytes_in_s=round((bytes_in - previous.get("in", 0)) / interval),
+        bytes_out_s=round((bytes_out - previous.get("out", 0)) / interval),
+        bytes_s=by_transport,
         gc_pause_ms_max=round(max(running.gc.pauses.values(), default=0.0) * 1000, 2),
         ticks_skipped=running.worlds.skipped if running.worlds else 0,
         stride=max(sim.snapshots.stride for sim in running.worlds) if running.worlds else running.sim.snapshots.stride,
@@ -205,7 +220,7 @@ def stats_fields(running: RunningServer, interval: float, previous: dict) -> dic
         ),
         drops=drops,
     )
-    previous["in"], previous["out"] = transport.bytes_in, transport.bytes_out
+    previous["in"], previous["out"], previous["by"] = bytes_in, bytes_out, moved
     return fields
 
 

@@ -305,6 +305,9 @@ class ServerSettings:
         "", "str", 'Hex key for handshake cookies and connect tokens (>= 32 hex digits); "" = random per start.',
         _hex_secret,
     )
+    metrics_public: bool = _setting(
+        False, "bool", "Serve GET /metrics (Prometheus) to every address; false = to loopback only, others get 403."
+    )
 
     @property
     def secret_bytes(self) -> bytes | None:

@@ -1,6 +1,6 @@
 """The HTTP port: one ASGI app (Starlette) served by hypercorn's trio worker.
 
-Job: :func:`build_app` makes the app -- health, ``POST /api/join`` (with the UDP connect token
+Job: :func:`build_app` makes the app -- health, metrics, ``POST /api/join`` (with the UDP connect token
 and key, ``worldserver.connect_tokens``), ``POST /api/connect-token``, the player list, the web
 client's settings, gallery pictures, the built web client as static files, the geckos.io 3.x
 signaling routes (any path containing ``/.wrtc/v2``, answered as geckos does, with its CORS
@@ -70,6 +70,7 @@ from worldserver.hosting import as_host
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
+from worldserver.metrics import metrics_endpoint
 from worldserver.sample_images import IMAGE_SUFFIXES
 from worldserver.stats import Stats
 
@@ -863,6 +864,7 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
     """
     routes = [
         Route("/health", _health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),  # app.state.metrics: loopback unless public
         Route("/api/join", _join, methods=["POST"]),
         Route("/api/connect-token", _connect_token, methods=["POST"]),
         Route("/api/players", _players, methods=["GET"]),

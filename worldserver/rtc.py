@@ -65,7 +65,7 @@ from worldserver.aio_bridge import Inbox, aio
 from worldserver.config import Config
 from worldserver.limits import AddressCounts, AddressLimits
 from worldserver.logs import get_logger
-from worldserver.stats import Stats
+from worldserver.stats import Samples, Stats
 from worldserver.upstream import globals_used, require, require_names
 
 log = get_logger("worldserver.rtc")
@@ -285,6 +285,7 @@ class RtcPeer:
             self._service.stats.incr("drop.rtc_send_error")
             log.debug("send failed", peer=self.id, error=repr(exc))
             return False
+        self._service.bytes_out += len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
         return True
 
     def buffered_amount(self) -> int:
@@ -343,6 +344,11 @@ class RtcService:
         self._closes_running = 0  # _close_pc calls in progress (see wait_closes)
         self._closes_done = trio.Event()
         self._closing = False
+        # Message bytes of every channel (native and Hatongsu) and seconds from offer to open
+        # channel, for /metrics and the stats line (worldserver/metrics.py).
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connect_seconds = Samples(256)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -585,6 +591,7 @@ class RtcService:
             peer.pending = False
             self.pending.remove(peer.address)
         self.stats.incr("rtc.opened")
+        self.connect_seconds.add(peer.opened_at - peer.created_at)
         log.debug("peer open", peer=peer.id, ms=round((peer.opened_at - peer.created_at) * 1000, 1))
         try:
             self._handler.on_open(peer)
@@ -597,8 +604,10 @@ class RtcService:
             self.stats.incr("drop.rtc_message_not_open")
             return
         if isinstance(message, bytes):
+            self.bytes_in += len(message)
             self._handler.on_binary(peer, message)
         else:
+            self.bytes_in += len(message.encode("utf-8", "surrogatepass"))
             self._handler.on_text(peer, message)
 
     def _state_changed(self, peer: RtcPeer, state: str) -> None:

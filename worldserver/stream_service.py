@@ -5,7 +5,9 @@ packets of protocol/SPEC.md, handled by a *trusted* sans-IO endpoint (the transp
 proves the peer, so HELLO is answered with ACCEPT at once) and :class:`NativeSessions`.
 Snapshots go out through the peer's ``send``; when the peer says it cannot take more right
 now (a WebRTC channel whose ``bufferedAmount`` is non-zero), the snapshot is skipped and
-counted rather than queued: it would be stale by the time it left.
+counted rather than queued: it would be stale by the time it left. The service counts the
+bytes of the messages it receives and hands to ``send``, and the snapshots it sends
+(``bytes_in``, ``bytes_out``, ``snapshots_sent``: read by worldserver/metrics.py).
 
 Must not: know about HTTP, aiortc or WebSocket frames (the transport modules adapt those), or
 block: every method here is synchronous and called in trio context.
@@ -44,11 +46,17 @@ class StreamPeer:
         if self.can_send is not None and not self.can_send():
             self.service.stats.incr(f"drop.{self.service.kind}.snapshot_backlog")
             return None
-        packet, send = self.service.endpoint.packet, self.send
+        service = self.service
+        packet, send = service.endpoint.packet, self.send
         seqs = []
+        size = 0
         for payload in parts:
             seqs.append(conn.link.local_seq)
-            send(packet(conn, P.SNAPSHOT, payload, now))
+            data = packet(conn, P.SNAPSHOT, payload, now)
+            size += len(data)
+            send(data)
+        service.bytes_out += size
+        service.snapshots_sent += 1
         return seqs
 
 
@@ -56,6 +64,9 @@ class StreamService:
     def __init__(self, kind: str, config: Config, sim: Simulation, stats: Stats, identities=None) -> None:
         self.kind = kind
         self.stats = stats
+        self.bytes_in = 0  # message bytes received from peers
+        self.bytes_out = 0  # message bytes handed to the peers' send
+        self.snapshots_sent = 0
         net = config.net
         self.endpoint = ServerEndpoint(
             secret=b"\0" * 32,  # unused: trusted endpoints hand out no cookies
@@ -88,6 +99,7 @@ class StreamService:
         if peer is None:
             self.stats.incr(f"drop.{self.kind}.unknown_peer")
             return
+        self.bytes_in += len(data)
         events = self.endpoint.receive_datagram(data, peer.key, now)
         if events:
             self.sessions.handle(events, now)
@@ -108,6 +120,7 @@ class StreamService:
         for data, key in outbox:
             peer = self.peers.get(key)
             if peer is not None:
+                self.bytes_out += len(data)
                 peer.send(data)
 
     def poll(self, now: float) -> None:
@@ -118,6 +131,7 @@ class StreamService:
         def send(data: bytes, key: tuple) -> None:
             peer = self.peers.get(key)
             if peer is not None:
+                self.bytes_out += len(data)
                 peer.send(data)
 
         self.sessions.shutdown(now, send)

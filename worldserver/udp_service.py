@@ -50,11 +50,13 @@ class UdpPeer:
         conn = self.conn
         if conn.closed:
             return None
-        send, packet, addr = self.service.transport.send, self.service.endpoint.packet, conn.addr
+        service = self.service
+        send, packet, addr = service.transport.send, service.endpoint.packet, conn.addr
         seqs = []
         for payload in parts:
             seqs.append(conn.link.local_seq)
             send(packet(conn, P.SNAPSHOT, payload, now), addr)
+        service.snapshots_sent += 1
         return seqs
 
 
@@ -65,6 +67,7 @@ class UdpService:
         ``secret`` and ``identities``; its ``issue`` gives the tokens this service accepts)."""
         self.sim = sim
         self.stats = stats
+        self.snapshots_sent = 0  # snapshots handed to the socket (their bytes: transport.bytes_out)
         self.limits = limits if limits is not None else AddressLimits(config.limits)
         self.admission = admission if admission is not None else ConnectAdmission.from_config(config, secret, identities)
         self.transport = UdpTransport(

@@ -246,6 +246,7 @@ class Fanout:
             out.on_dead()
             return
         if n:
+            self.stats.incr("chat.bytes_out", n)
             del out.buf[:n]
             n += out.head_sent
             lengths = out.lengths

@@ -149,6 +149,7 @@ class _ChatSocket:
                             self.ws_closed = True
                             self.peer.close(1006, "send failed")
                             return
+                        self.stats.incr("chat.bytes_out", len(frame.encode("utf-8", "surrogatepass")))
                         try:
                             frame = channel.receive_nowait()
                         except (trio.WouldBlock, trio.EndOfChannel):
@@ -185,12 +186,14 @@ class _ChatSocket:
             self.stats.incr("chat.frames_in")
             now = trio.current_time()
             text = message.get("text")
+            size = len(text.encode("utf-8", "surrogatepass")) if text is not None else len(message.get("bytes") or b"")
+            self.stats.incr("chat.bytes_in", size)
             if text is None:
                 peer.send(P.encode_error(None, "bad_frame", "binary frames are not supported; send JSON text frames"))
                 if self._bad_frame(now):
                     return
                 continue
-            if len(text) > P.MAX_FRAME_BYTES or len(text.encode("utf-8", "surrogatepass")) > P.MAX_FRAME_BYTES:
+            if size > P.MAX_FRAME_BYTES:
                 self.stats.incr("drop.chat_frame_too_big")
                 peer.close(1009, f"frame too big (max {P.MAX_FRAME_BYTES} bytes)")
                 return

@@ -428,8 +428,10 @@ class ChatService:
         while committed and committed[0][0] <= mark:
             _, message, skip, entity_id = committed.popleft()
             obj = self._message(message, entity_id=entity_id)
-            self._broadcast(message.room, P.encode_event("message", room=message.room, message=obj),
-                            skip=skip)
+            sent = self._broadcast(message.room, P.encode_event("message", room=message.room, message=obj),
+                                   skip=skip)
+            self.stats.incr(f"chat.messages.{message.kind}")  # the server's notices too
+            self.stats.incr("chat.deliveries", sent)
 
     async def _typing_loop(self) -> None:
         while True:
