@@ -256,6 +256,13 @@ def _hex_secret(instance: object, attribute: attrs.Attribute, value: Any) -> Non
         _fail(instance, attribute, f"must be at least 32 hex digits (16 bytes), got {len(value)}")
 
 
+def _admin_token(instance: object, attribute: attrs.Attribute, value: Any) -> None:
+    if value == "":
+        return
+    if len(value) < 16 or any(ch.isspace() or not ch.isprintable() for ch in value):
+        _fail(instance, attribute, f"must be empty or 16 or more printable characters without spaces, got {len(value)} characters")
+
+
 def _to_strs(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -304,6 +311,15 @@ class ServerSettings:
     secret: str = _setting(
         "", "str", 'Hex key for handshake cookies and connect tokens (>= 32 hex digits); "" = random per start.',
         _hex_secret,
+    )
+    admin_token: str = _setting(
+        "", "str", "Bearer token of the admin API (/admin/api/) and the admin commands (16+ characters, no spaces); "
+        '"" = a random one per start, written to <data_dir>/admin.token (mode 0600).',
+        _admin_token,
+    )
+    drain_grace: float = _setting(
+        20.0, "float", "Seconds a SIGTERM drain waits for players to leave before the server exits 0 "
+        "(0 = exit at once); a second SIGTERM exits at once.", _between(0.0, 86400.0),
     )
     metrics_public: bool = _setting(
         False, "bool", "Serve GET /metrics (Prometheus) to every address; false = to loopback only, others get 403."
@@ -613,7 +629,7 @@ class ChatSettings:
         "", "str", 'SQLite database file; "" = chat.sqlite3 in server.data_dir.'
     )
     admin_token: str = _setting(
-        "", "str", 'Token that gives moderator rights to a chat client; "" = no moderators.'
+        "", "str", 'Token that gives moderator rights to a chat client (the chat only: not server.admin_token); "" = no moderators.'
     )
     public_room: str = _setting("lobby", "str", "Name of the room every player joins.", _not_empty)
     max_message_chars: int = _setting(
@@ -652,8 +668,8 @@ class ChatSettings:
         5.0, "float", "Seconds a typing indicator lasts unless renewed.", _positive
     )
     admin_max_failures: int = _setting(
-        5, "int", "Wrong admin tokens an address may present (all its sockets together) before "
-        "it is locked out; a socket is closed (1008) at this many or when locked out.",
+        5, "int", "Wrong admin tokens an address may present (chat hellos and admin API requests "
+        "together) before it is locked out; a chat socket is closed (1008) at this many or when locked out.",
         _between(1, 1000),
     )
     admin_lockout: float = _setting(
@@ -661,8 +677,9 @@ class ChatSettings:
         "(one of them every admin_lockout / admin_max_failures seconds).", _positive
     )
     admin_failure_delay: float = _setting(
-        0.5, "float", "Seconds the answer to a wrong admin token is held back (that socket "
-        "only), doubling with each failure of the socket up to 16 times this.",
+        0.5, "float", "Seconds the answer to a wrong admin token is held back (that chat socket or "
+        "admin API request only), doubling with each failure of the socket (admin API: of the address) up to "
+        "16 times this.",
         _between(0.0, 60.0),
     )
 
