@@ -32,6 +32,7 @@ class FakePeer:
         self.lost: list[str] = []
         self.lose = lose  # predicate(text) -> True to lose it
         self.backlog = 0
+        self.remote = "127.0.0.1"  # where the offer came from (RtcPeer.remote)
 
     def send(self, data) -> None:
         assert isinstance(data, str)

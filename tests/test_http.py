@@ -110,16 +110,18 @@ class FakeStream:
     def __init__(self) -> None:
         self.sends: dict = {}
         self.opened: list = []
+        self.addresses: dict = {}  # key -> the address the socket came from
         self.messages: list = []
         self.closed: list = []
         self.fail_open = False
 
-    def open_peer(self, key, send) -> None:
+    def open_peer(self, key, send, address: str = "") -> None:
         if self.fail_open:
             raise RuntimeError("open failed")
         assert key not in self.sends
         self.sends[key] = send
         self.opened.append(key)
+        self.addresses[key] = address
 
     def on_message(self, key, data: bytes, now: float) -> None:
         assert isinstance(now, float) and isinstance(data, bytes)
@@ -810,6 +812,7 @@ async def test_ws_round_trip(server: Server) -> None:
         await stream.wait_closed()
     key = stream.opened[0]
     assert key.startswith("ws:127.0.0.1:")
+    assert stream.addresses[key] == key[len("ws:"):].partition("#")[0]  # for the join/leave log lines
     assert [m[0] for m in stream.messages] == [key] * 4
     assert len(stream.closed) == 1
     assert stream.closed[0][0] == key and stream.closed[0][1].startswith("client closed")

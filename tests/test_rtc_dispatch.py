@@ -10,6 +10,7 @@ from worldserver.stats import Stats
 class Peer:
     def __init__(self, pid):
         self.id = pid
+        self.remote = "127.0.0.1"  # where the offer came from (RtcPeer.remote)
 
     def send(self, data):
         pass

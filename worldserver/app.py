@@ -8,12 +8,16 @@ addresses through ``task_status`` so tests can start it in-process. :func:`run_s
 CLI entry: it runs trio as a guest on an asyncio loop (for aiortc, see aio_bridge) and adds
 SIGINT/SIGTERM handling, so that Ctrl-C or a SIGTERM tells every client it is shutting down
 and exits with code 0. Under a plain ``trio.run`` (tests) WebRTC is off: aiortc needs asyncio.
+Before either starts anything, worldserver/startup.py's ``preflight`` checks ports, TLS files,
+folders and the chat database (a :class:`~worldserver.startup.StartupError` naming the
+setting), and holds the database's lock until the server stops.
 
 Must not: contain simulation, protocol or transport logic (those live in their modules).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -35,6 +39,7 @@ from worldserver.rtc_dispatch import RtcDispatcher
 from worldserver.sample_images import ensure_sample_images
 from worldserver.hosting import WorldHost
 from worldserver.simulation import Simulation
+from worldserver.startup import StartupHold, bind_error, preflight, startup_error_in
 from worldserver.stats import Stats
 from worldserver.stream_service import StreamService
 from worldserver.tick import TickClock
@@ -71,14 +76,23 @@ class RunningServer:
     http_app: object = None  # the ASGI app of the HTTP port
 
 
-async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: StartupHold | None = None) -> None:
+    """Run the server until cancelled. ``hold``: what a :func:`preflight` already done by the
+    caller keeps (the chat database's lock); None: check here (StartupError) and hold until the
+    server stops."""
+    if hold is None:
+        with preflight(config) as hold:
+            return await serve(config, task_status=task_status, hold=hold)
     stats = Stats()
     secret = config.server.secret_bytes or os.urandom(32)
     identities = Identities()
     worlds = WorldHost(config, stats)  # a Simulation per hosted world
     sim = worlds.default
     limits = AddressLimits(config.limits)  # per-address admission, shared by every transport
-    udp = UdpService(config, worlds, stats, secret, identities, limits)
+    try:
+        udp = UdpService(config, worlds, stats, secret, identities, limits)
+    except OSError as exc:  # taken since the pre-flight check
+        raise bind_error("udp", config.udp.host, config.udp.port, exc) from None
     ws = StreamService("ws", config, worlds, stats, identities)
     rtc_stream = StreamService("rtc", config, worlds, stats, identities)
     ensure_sample_images(config.http.images_dir)
@@ -237,10 +251,10 @@ async def _stats_loop(interval: float, running: RunningServer) -> None:
         running.gc.pauses.clear()
 
 
-async def _main(config: Config) -> None:
+async def _main(config: Config, hold: StartupHold) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
+            await nursery.start(functools.partial(serve, hold=hold), config)
 
             async def watch_signals() -> None:
                 async for signum in signals:
@@ -252,6 +266,17 @@ async def _main(config: Config) -> None:
 
 
 def run_server(config: Config) -> int:
-    """The ``worldserver run`` entry point: serves until SIGINT or SIGTERM; returns 0."""
-    aio_bridge.run(_main, config)
+    """The ``worldserver run`` entry point: serves until SIGINT or SIGTERM; returns 0.
+
+    Raises :class:`~worldserver.startup.StartupError` when the machine cannot run this
+    configuration (a port in use, ...): found before anything started, or, for a port taken
+    in the moment since, after what had started was stopped again."""
+    with preflight(config) as hold:
+        try:
+            aio_bridge.run(_main, config, hold)
+        except BaseExceptionGroup as group:
+            error = startup_error_in(group)
+            if error is None:
+                raise
+            raise error from None
     return 0

@@ -5,8 +5,10 @@ shortcut options), set up logging, and hand over to the server (``worldserver.ap
 or to the bot swarm (``worldtools.swarm.run_swarm``), both imported lazily so that ``--help``,
 ``--version``, ``config`` and configuration errors never import them. Before serving, ``run``
 checks that the dependencies still have the private names the server patches
-(``worldserver.upstream``). Exit codes: 0 ok, 2 usage or configuration error, or a dependency
-that changed under a patch; otherwise whatever the server or swarm returns.
+(``worldserver.upstream``). Exit codes: 0 ok, 2 usage or configuration error, a dependency
+that changed under a patch, or a machine that cannot run the configuration (a port in use,
+missing TLS files, a data folder it may not write, a chat database another server holds: see
+``worldserver.startup``); otherwise whatever the server or swarm returns.
 
 Must not: contain server, protocol or swarm logic, or print a traceback for a configuration
 or usage error (those are one ``error: ...`` line on stderr).
@@ -225,9 +227,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     setup_logging(config.server.log_level, config.server.log_format)
     from worldserver.app import run_server
+    from worldserver.startup import StartupError
 
     try:
         return int(run_server(config) or 0)
+    except StartupError as exc:  # a port in use, a folder it may not write, ...: one line
+        return _error(str(exc))
     except KeyboardInterrupt:
         return 130
 

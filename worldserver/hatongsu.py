@@ -628,7 +628,8 @@ class HatongsuService:
         session.dt = self.sim.dt
         client.session = session
         self.by_entity[session.entity_id] = client
-        log.info("hatongsu client joined", peer=client.player_id, entity=session.entity_id)
+        log.info("client joined", id=session.entity_id, name=session.name, transport="hatongsu",
+                 address=peer.remote, peer=client.player_id)
         return session
 
     def on_text(self, peer, text: object, now: float) -> None:
@@ -654,7 +655,8 @@ class HatongsuService:
         if session is not None:
             self.by_entity.pop(session.entity_id, None)
             self.sim.leave(session)
-            log.info("hatongsu client left", peer=client.player_id, reason=reason)
+            log.info("client left", id=session.entity_id, name=session.name, transport="hatongsu",
+                     address=peer.remote, peer=client.player_id, reason=reason)
 
     # -- ids and transforms ---------------------------------------------------------------------
     def canonical_id(self, eid: int) -> str:

@@ -72,6 +72,7 @@ from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.metrics import metrics_endpoint
 from worldserver.sample_images import IMAGE_SUFFIXES
+from worldserver.startup import bind_error
 from worldserver.stats import Stats
 
 __all__ = [
@@ -325,8 +326,8 @@ class _MovementSocket:
         self.ws_closed = False
         self.reason: str | None = None  # why the socket ended, for close_peer
         client = websocket.client
-        where = f"{client.host}:{client.port}" if client else "?"
-        self.key = f"ws:{where}#{next(self._numbers)}"
+        self.where = f"{client.host}:{client.port}" if client else "?"
+        self.key = f"ws:{self.where}#{next(self._numbers)}"
 
     def end(self, reason: str) -> None:
         """Record why the socket ends; the first reason given is the one reported."""
@@ -447,7 +448,7 @@ async def _movement_socket(websocket: WebSocket, state, service) -> None:
         return
     sock = _MovementSocket(websocket, service, state.stats, state.ws_idle_timeout)
     try:
-        service.open_peer(sock.key, sock.send)
+        service.open_peer(sock.key, sock.send, address=sock.where)
     except Exception:
         log.exception("ws_movement.open_peer failed", key=sock.key)
         await sock.close(1011, "server error")
@@ -945,7 +946,10 @@ async def serve_http(config, app, *, task_status=trio.TASK_STATUS_IGNORED) -> No
     """
     hc = hypercorn_config(config)
     install_http_guard()  # one connection's protocol error must not end the server
-    sockets = hc.create_sockets()  # binds; hypercorn never closes these, so we do
+    try:
+        sockets = hc.create_sockets()  # binds; hypercorn never closes these, so we do
+    except OSError as exc:  # the port was taken (worldserver/startup.py checked it before)
+        raise bind_error("http", config.http.host, config.http.port, exc) from None
     listening = sockets.secure_sockets + sockets.insecure_sockets
     try:
         for sock in listening:

@@ -5,7 +5,9 @@ A transport service (UDP, WebRTC data channels, WebSockets) owns a sans-IO
 ConnectRequest into a session (named after the player's join token, or a guest name) and an
 ACCEPT with the Welcome (or a REFUSE: world full, or, over UDP, the client's address already
 holds ``limits.connections_per_address``), INPUT packets into queued inputs, acknowledgements into snapshot
-baselines, and disconnects and timeouts into despawns. Over UDP the request's token is a
+baselines, and disconnects and timeouts into despawns. Every join and leave is one INFO line
+(``client joined`` / ``client left``: id, name, transport, address, and the world or the
+reason for leaving). Over UDP the request's token is a
 connect token, which ``worldserver.connect_tokens`` checks (REFUSE ``token_*`` when it does
 not let the client in); the connection then takes its key, and its packets are tagged.
 
@@ -157,7 +159,8 @@ class NativeSessions:
             session.token = b""
         self.stats.incr("clients.joined")
         self.stats.incr(f"clients.joined.{self.kind}")
-        log.debug("client joined", transport=self.kind, addr=conn.addr, entity=session.entity_id, name=session.name)
+        log.info("client joined", id=session.entity_id, name=session.name, transport=self.kind,
+                 address=client_address(session, conn), world=sim.world_id)
 
     def on_disconnected(self, event: Disconnected) -> None:
         session = event.conn.user
@@ -168,8 +171,9 @@ class NativeSessions:
                 self.limits.disconnect(self.limits.key(self.address_of(event.conn.addr)))
             if self.identities is not None and session.token:
                 self.identities.detach(session.token, session)
+            log.info("client left", id=session.entity_id, name=session.name, transport=self.kind,
+                     address=client_address(session, event.conn), reason=event.reason)
         self.stats.incr(f"clients.left.{event.reason}")
-        log.debug("client left", transport=self.kind, addr=event.conn.addr, reason=event.reason)
 
     def _end_session(self, session, reason: str) -> None:
         """The session's identity logged in again (see ``worldserver.identity``): the avatar
@@ -197,3 +201,10 @@ class NativeSessions:
             send(packet, conn.addr)
             if conn.user is not None:
                 self.on_disconnected(Disconnected(conn, "server_shutdown"))
+
+
+def client_address(session, conn) -> object:
+    """A client's address for the log: its transport's (``session.sink.address``: the
+    ``host:port`` of a WebSocket, the address a WebRTC offer came from) when it has one, else
+    the endpoint's (UDP: ``(host, port)``)."""
+    return getattr(session.sink, "address", "") or conn.addr

@@ -251,13 +251,14 @@ class RtcPeer:
     __slots__ = (
         "id", "user_data", "pc", "channel", "session", "created_at", "opened_at",
         "opened", "closing", "closed", "close_reason", "_service",
-        "address", "answered", "pending", "holds_slot",
+        "address", "remote", "answered", "pending", "holds_slot",
     )
 
     def __init__(self, service: RtcService, peer_id: str, pc: RTCPeerConnection,
-                 channel: RTCDataChannel, user_data: dict, now: float, address=None) -> None:
+                 channel: RTCDataChannel, user_data: dict, now: float, address=None, remote: str = "") -> None:
         self._service = service
         self.address = address  # the client's limits key (None: trusted, no per-address limit)
+        self.remote = remote  # the IP address the offer came from ("": unknown), for the log
         self.answered = False  # an answer was taken (or is being applied)
         self.pending = True  # counted among the offers not yet open
         self.holds_slot = True  # counted among its address's connections
@@ -465,7 +466,7 @@ class RtcService:
                 self.pending.remove(key)
                 self.limits.disconnect(key)
                 return _status(500)
-            peer = RtcPeer(self, self._new_id(), pc, channel, user_data, trio.current_time(), key)
+            peer = RtcPeer(self, self._new_id(), pc, channel, user_data, trio.current_time(), key, address or "")
             self._wire(peer)
             try:
                 with trio.fail_after(SIGNAL_WAIT):

@@ -36,7 +36,7 @@ class RtcDispatcher:
     def on_open(self, peer) -> None:
         self.modes[peer.id] = UNDECIDED
         self.undecided[peer.id] = (peer, trio.current_time())
-        self.stream.open_peer(peer.id, peer.send, lambda: peer.buffered_amount() == 0)
+        self.stream.open_peer(peer.id, peer.send, lambda: peer.buffered_amount() == 0, peer.remote)
 
     def poll(self, now: float) -> None:
         """Serves channels that stayed silent as Hatongsu clients (they wait to be spawned)."""
@@ -59,7 +59,7 @@ class RtcDispatcher:
         if mode == HATONGSU and peer.id in self.presumed:  # a slow native client after all
             self.presumed.discard(peer.id)
             self.hatongsu.close(peer, "native")
-            self.stream.open_peer(peer.id, peer.send, lambda: peer.buffered_amount() == 0)
+            self.stream.open_peer(peer.id, peer.send, lambda: peer.buffered_amount() == 0, peer.remote)
             mode = UNDECIDED
         if mode == UNDECIDED:
             self.undecided.pop(peer.id, None)

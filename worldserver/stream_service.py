@@ -30,13 +30,14 @@ from worldserver.stats import Stats
 class StreamPeer:
     """A peer's transport handles and, once accepted, its snapshot sender."""
 
-    __slots__ = ("service", "key", "send", "can_send", "conn")
+    __slots__ = ("service", "key", "send", "can_send", "conn", "address")
 
-    def __init__(self, service: "StreamService", key: tuple, send, can_send) -> None:
+    def __init__(self, service: "StreamService", key: tuple, send, can_send, address: str = "") -> None:
         self.service = service
         self.key = key
         self.send = send
         self.can_send = can_send
+        self.address = address  # the client's address, for the log (see native.client_address)
         self.conn: ServerConnection | None = None
 
     def send_snapshot(self, session, parts, now: float) -> list[int] | None:
@@ -87,11 +88,13 @@ class StreamService:
             make_sender=self.peers.__getitem__,  # the peer whose HELLO was accepted
         )
 
-    def open_peer(self, key, send: Callable[[bytes], None], can_send: Callable[[], bool] | None = None) -> None:
+    def open_peer(self, key, send: Callable[[bytes], None], can_send: Callable[[], bool] | None = None,
+                  address: str = "") -> None:
         """A channel or socket opened. ``send`` sends one binary message and never blocks;
-        ``can_send() is False`` makes the next snapshot be skipped (back-pressure)."""
+        ``can_send() is False`` makes the next snapshot be skipped (back-pressure); ``address``:
+        where the client is (``host:port``), for the join and leave lines of the log."""
         key = (self.kind, key)
-        self.peers[key] = StreamPeer(self, key, send, can_send)
+        self.peers[key] = StreamPeer(self, key, send, can_send, address)
 
     def on_message(self, key, data: bytes, now: float) -> None:
         """One binary message from a peer."""
