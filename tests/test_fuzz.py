@@ -29,7 +29,7 @@ from protocol import ProtocolError
 from worldtools import fuzz
 
 NAMES = sorted(fuzz.TARGETS)
-EXAMPLES = 120
+EXAMPLES = 100
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Names that look like decoders of network input (checked against the registry).

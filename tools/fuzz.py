@@ -620,13 +620,18 @@ class _FakePeer:
 
     def __init__(self, pid: str) -> None:
         self.id = pid
+        self.remote = "127.0.0.1"  # where the offer came from (RtcPeer.remote)
         self.sent = 0
+        self.closed = None
 
     def send(self, data) -> None:
         self.sent += 1
 
     def buffered_amount(self) -> int:
         return 0
+
+    def close(self, reason: str = "") -> None:
+        self.closed = reason
 
 
 def _hatongsu_service_make():
@@ -1008,6 +1013,9 @@ def run_fuzz(per_decoder: int, seed: int, names: list[str] | None = None, *, on_
     targets = TARGETS if targets is None else targets
     chosen = [targets[n] for n in (names or list(targets))]
     t0 = time.perf_counter()
+    for t in chosen:  # every runner builds (and every module it needs is loaded) before any run
+        t.seeds()
+        t.make()
     if jobs > 1 and targets is TARGETS:
         import multiprocessing
 
