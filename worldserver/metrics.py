@@ -136,7 +136,7 @@ class ServerCollector:
         running = self.running
         stats = running.stats
         worlds = list(running.worlds.sims.items())
-        clocks = running.worlds.clocks
+        clocks = getattr(running.worlds, "clocks", {})  # a WorldHost has them once started
 
         info = GaugeMetricFamily("worldserver_info", "The server's version (the value is 1).", labels=["version"])
         info.add_metric([__version__], 1)

@@ -10,9 +10,16 @@ per tick for each phase: apply inputs, world step, interest, the shared encoder 
 delivery. ``--compare`` also times the per-client reference encoder on alternate ticks of
 the same run, as a ratio. Several ``--clients`` values give the cost ratio between them.
 
+``--metrics on`` (the default) does in the tick what the server does for ``GET /metrics``
+(worldserver/metrics.py): every sink counts its snapshots as the transports do, and the tick
+duration and lateness go into windows that keep histogram bucket totals, fed once per tick
+as ``app._tick_loop`` does; it also reports the CPU of one scrape's rendering over the
+bench's simulation (not in the tick: the HTTP task runs it between ticks). ``--metrics off``
+is the tick as it was before metrics: no snapshot counters, windows without bucket totals.
+
 Usage: ``python tools/bench/tick_bench.py [--clients 1000[,2000]] [--scenario
-uniform|scaled|dense|crowd|halls] [--ticks 60] [--compare] [--json]``. Measures only; asserts
-nothing.
+uniform|scaled|dense|crowd|halls] [--ticks 60] [--compare] [--metrics on|off] [--json]``.
+Measures only; asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from protocol.snapshot_batch import PairWeights, Snapshot, priority_buckets  # n
 import worldserver.snapshots as snapshots_module  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
 from worldserver.simulation import Simulation  # noqa: E402
-from worldserver.stats import Stats  # noqa: E402
+from worldserver.stats import Samples, Stats  # noqa: E402
 from tools.bench.server_load import machine_info  # noqa: E402
 
 
@@ -52,6 +59,26 @@ class DiscardingSink:
         self.seq += len(parts)
         self.bytes += sum(map(len, parts))
         return self.sent
+
+
+class Transport:
+    """Stands in for a transport service's counters (``UdpService.snapshots_sent``)."""
+
+    snapshots_sent = 0
+
+
+class CountingSink(DiscardingSink):
+    """A sink that also counts its snapshot on its service, as UdpPeer and StreamPeer do."""
+
+    def __init__(self, service: Transport) -> None:
+        super().__init__()
+        self.service = service
+
+    def send_snapshot(self, session, parts, now: float) -> list[int]:
+        service = self.service
+        sent = DiscardingSink.send_snapshot(self, session, parts, now)
+        service.snapshots_sent += 1
+        return sent
 
 
 def per_client_encoder(*, tick, state_ids, state_q, history, slots, offsets, baselines, input_acks,
@@ -94,9 +121,9 @@ def per_client_encoder(*, tick, state_ids, state_q, history, slots, offsets, bas
 SCENARIOS = ("uniform", "scaled", "dense", "crowd", "halls")
 
 
-def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[DiscardingSink]]:
+def build(n: int, scenario: str, seed: int, metrics: bool = True) -> tuple[Simulation, list[DiscardingSink]]:
     overrides = {"sim.spawn_clearance": "0.5", "sim.max_entities": str(max(4096, n)),
-                 "net.max_clients": str(max(2000, n))}
+                 "net.max_clients": str(max(2000, n)), "udp.host": "127.0.0.1", "udp.port": "0"}
     if scenario == "crowd":
         overrides.update({"sim.half_extent": "50", "interest.radius": "150"})
     elif scenario == "scaled":  # the default world's density at 1000 clients
@@ -104,12 +131,16 @@ def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[Discarding
     elif scenario == "halls":  # the shipped several-room gallery: walls and collision
         overrides["worlds.hosted"] = "halls"
     config = load_config(path=None, env={}, overrides=overrides)
-    sim = Simulation(config, Stats(), rng=np.random.default_rng(seed))
+    stats = Stats()
+    if not metrics:  # the windows as they were: no histogram bucket totals
+        stats.tick_duration, stats.tick_lateness = Samples(bounds=()), Samples(bounds=())
+    sim = Simulation(config, stats, rng=np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)
     he = config.sim.half_extent - 5
     sinks = []
+    transport = Transport()
     for _ in range(n):
-        sink = DiscardingSink()
+        sink = CountingSink(transport) if metrics else DiscardingSink()
         session = sim.join(sink, 0.0)
         sinks.append(sink)
         if scenario == "dense":
@@ -127,8 +158,35 @@ def build(n: int, scenario: str, seed: int) -> tuple[Simulation, list[Discarding
     return sim, sinks
 
 
-def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int) -> dict:
-    sim, sinks = build(n, scenario, seed)
+def scrape_ms(sim: Simulation, repeat: int = 20) -> float:
+    """CPU milliseconds of rendering one GET /metrics over ``sim`` (real services, no traffic)."""
+    from worldserver.app import RunningServer
+    from worldserver.gctune import GcMonitor
+    from worldserver.hosting import as_host
+    from worldserver.identity import Identities
+    from worldserver.metrics import ServerMetrics
+    from worldserver.stream_service import StreamService
+    from worldserver.udp_service import UdpService
+
+    config, stats, identities = sim.config, sim.stats, Identities()
+    udp = UdpService(config, sim, stats, b"\0" * 32, identities)
+    try:
+        running = RunningServer(udp.transport.address, sim, udp, stats, GcMonitor(),
+                                StreamService("ws", config, sim, stats, identities),
+                                StreamService("rtc", config, sim, stats, identities), identities)
+        running.worlds = as_host(sim)
+        metrics = ServerMetrics(running)
+        metrics.render()
+        started = time.process_time()
+        for _ in range(repeat):
+            metrics.render()
+        return 1000 * (time.process_time() - started) / repeat
+    finally:
+        udp.close()
+
+
+def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int, metrics: bool = True) -> dict:
+    sim, sinks = build(n, scenario, seed, metrics)
     rng = np.random.default_rng(seed + 2)
     phases: dict[str, float] = {}
 
@@ -169,7 +227,10 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
             if t == warmup:
                 phases.clear()
             started = time.process_time()
+            wall = time.perf_counter()
             sim.run_tick(now)
+            sim.stats.tick_duration.add(time.perf_counter() - wall)  # as app._tick_loop does
+            sim.stats.tick_lateness.add(0.0)
             if t >= warmup:
                 totals[mode] += time.process_time() - started
                 counted[mode] += 1
@@ -180,6 +241,7 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
     result = {
         "clients": n,
         "scenario": scenario,
+        "metrics": metrics,
         "ticks": measured,
         "tick_ms": round(1000 * totals["shared"] / max(1, counted["shared"]), 2),
         "phases_ms": {k: round(1000 * v / measured, 2) for k, v in sorted(phases.items())},
@@ -189,6 +251,8 @@ def run(n: int, scenario: str, ticks: int, warmup: int, compare: bool, seed: int
     }
     vis = sim.interest.update(sim.world.pos, sim.world.alive, np.array([s.slot for s in sim.sessions]))
     result["mean_in_view"] = round(len(vis.slots) / n, 1)
+    if metrics:
+        result["scrape_ms"] = round(scrape_ms(sim), 2)
     if compare:
         result["tick_ms_per_client_encoder"] = round(1000 * totals["single"] / max(1, counted["single"]), 2)
         result["shared_speedup"] = round(result["tick_ms_per_client_encoder"] / max(result["tick_ms"], 1e-9), 2)
@@ -203,20 +267,26 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--compare", action="store_true", help="also time the per-client encoder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--metrics", choices=("on", "off"), default="on",
+                        help="what GET /metrics adds to the tick (on, as the server runs) or not (off)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     counts = [int(c) for c in str(args.clients).split(",")]
-    results = [run(n, args.scenario, args.ticks, args.warmup, args.compare, args.seed) for n in counts]
+    results = [run(n, args.scenario, args.ticks, args.warmup, args.compare, args.seed, args.metrics == "on")
+               for n in counts]
     if args.json:
         print(json.dumps({"machine": machine_info(), "command": " ".join(sys.argv), "results": results}))
         return 0
     print(f"# {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d')}; {machine_info()})")
     for result in results:
         print(f"{result['clients']} clients, {result['scenario']}, {result['mean_in_view']} entities in view on average")
-        print(f"tick: {result['tick_ms']} ms CPU (mean of {result['ticks']} ticks; phases are per measured tick)")
+        print(f"tick: {result['tick_ms']} ms CPU (mean of {result['ticks']} ticks; phases are per measured tick; "
+              f"metrics {'on' if result['metrics'] else 'off'})")
         for name, ms in result["phases_ms"].items():
             print(f"  {name:22s} {ms:8.2f} ms")
         print(f"  {result['bytes_per_client_tick']} bytes per client per tick; refreshed share {result['refreshed_share']}")
+        if "scrape_ms" in result:
+            print(f"one GET /metrics rendering: {result['scrape_ms']} ms CPU (between ticks, not in them)")
         if args.compare:
             print(f"per-client encoder instead: {result['tick_ms_per_client_encoder']} ms per tick "
                   f"(shared is {result['shared_speedup']}x faster)")
