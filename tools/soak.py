@@ -14,6 +14,8 @@ got in the interval. The report gives:
   slope of a line fitted to every sample after it (MB per hour);
 - **tick lateness p99 per minute**: the worst ``late_ms_p99`` of the server's stats lines
   (one every ``--stats-interval`` seconds) in each minute, and ``tick_ms_p99`` likewise;
+- **machine**: how busy the whole machine was (cores, ``/proc/stat``) per sample, since on a
+  shared machine other work moves lateness as much as the server does;
 - **stalls**: any task that stopped making progress during an interval: the server process
   exited; its stats line stopped; its tick stopped advancing (stats line or ``/health``);
   ``/health`` did not answer; the UDP bots got no snapshot, or lost their connections; the
@@ -48,7 +50,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from worldtools import chat_swarm, swarm
-from worldtools.bench.server_load import SERVER_START_TIMEOUT, ServerProcess, _proc_cpu_seconds, _wall, machine_info
+from worldtools.bench.server_load import (
+    SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, _wall, machine_info,
+)
 
 __all__ = ["main", "parse_args", "run_soak"]
 
@@ -247,6 +251,10 @@ class Soak:
                 sample["cpu_s"] = round(_proc_cpu_seconds(server.pid), 2)
             except (OSError, ValueError):
                 sample["cpu_s"] = None
+            busy = _machine_busy_seconds()  # every process on the machine (shared machines)
+            if "busy" in prev and t > prev.get("t", 0.0):
+                sample["machine_busy_cores"] = round((busy - prev["busy"]) / (t - prev["t"]), 2)
+            prev["busy"] = busy
             h = health(url)
             sample["health_tick"] = None if h is None else h.get("tick")
             dt = t - prev.get("t", 0.0)
@@ -339,6 +347,8 @@ class Soak:
             lateness_p99_ms_per_minute=per_minute,
             lateness_p99_ms_worst_minute=max(late) if late else None,
             lateness_p99_ms_median_minute=round(statistics.median(late), 2) if late else None,
+            machine_busy_cores_median=round(statistics.median(busy), 2) if (busy := [
+                s["machine_busy_cores"] for s in self.samples if "machine_busy_cores" in s]) else None,
             stalls=self.stalls,
             stalled=bool(self.stalls),
             samples=self.samples,
@@ -382,6 +392,7 @@ def format_report(r: dict) -> str:
                                      f"target < 5 %)"),
         ("lateness p99 per minute (ms)", ", ".join(f"{m['late_ms_p99']:g}" for m in r["lateness_p99_ms_per_minute"]) or "-"),
         ("tick p99 per minute (ms)", ", ".join(f"{m['tick_ms_p99']:g}" for m in r["lateness_p99_ms_per_minute"]) or "-"),
+        ("machine busy (median, cores)", r["machine_busy_cores_median"]),
         ("stalls", "; ".join(f"{s['kind']} at {s['t_s']} s ({s['detail']})" for s in r["stalls"]) or "none"),
     ]
     if r["udp"]:

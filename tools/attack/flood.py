@@ -17,7 +17,8 @@ Reports per phase: move-to-observed latency p50/p99 and samples, snapshots per b
 packet loss, failures, server CPU, the worst tick lateness p99 of the stats lines, the
 server's drop counters over the phase (by reason) and the kernel's receive-buffer drops of the
 server's UDP socket (``/proc/net/udp``), the largest snapshot stride of the stats lines (the
-server sheds load by serving every stride-th client a tick); for the flood, the datagrams sent
+server sheds load by serving every stride-th client a tick), how busy the whole machine was
+(cores, from ``/proc/stat``: a shared machine's other work shows there); for the flood, the datagrams sent
 by kind and the flooder's CPU; and the verdict: the median p99 of the flood phases against the
 median p99 of the baselines (target: at most 20% more). Prints a table, or JSON with
 ``--json``.
@@ -52,7 +53,9 @@ from protocol.client import ClientConnection
 from protocol.events import Connected
 from protocol.messages import Input, encode_inputs
 from worldtools import swarm
-from worldtools.bench.server_load import SERVER_START_TIMEOUT, ServerProcess, _proc_cpu_seconds, machine_info
+from worldtools.bench.server_load import (
+    SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, machine_info,
+)
 from worldtools.soak import OPEN_SWITCH, swarm_joins
 
 __all__ = ["flood", "main", "run_probe"]
@@ -196,7 +199,7 @@ def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, 
     before_line = (server.stats_lines() or [None])[-1]
     n_lines = len(server.stats_lines())
     kdrops0 = kernel_drops(port)
-    cpu0, t0 = _proc_cpu_seconds(server.pid), time.monotonic()
+    cpu0, busy0, t0 = _proc_cpu_seconds(server.pid), _machine_busy_seconds(), time.monotonic()
     flooder = queue = None
     if name.startswith("flood"):
         ctx = multiprocessing.get_context("fork")
@@ -219,7 +222,9 @@ def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, 
         if flooder.is_alive():
             flooder.kill()
             flooder.join(5.0)
-    cpu = (_proc_cpu_seconds(server.pid) - cpu0) / max(1e-9, time.monotonic() - t0)
+    elapsed = max(1e-9, time.monotonic() - t0)
+    cpu = (_proc_cpu_seconds(server.pid) - cpu0) / elapsed
+    busy = (_machine_busy_seconds() - busy0) / elapsed
     time.sleep(1.5)  # one more stats line covers the end of the phase
     server.read()
     lines = server.stats_lines()
@@ -232,6 +237,8 @@ def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, 
         packet_loss=report["packet_loss"], connected=report["connected"], bots=report["bots_requested"],
         failures=report["failures"], failure_reasons=report["failure_reasons"],
         server_cpu_percent=round(100.0 * cpu, 1),
+        machine_busy_cores=round(busy, 2),  # every process, this probe's included
+        loadavg_1min=round(os.getloadavg()[0], 2),
         late_ms_p99_worst=max((float(line.get("late_ms_p99", 0.0)) for line in window), default=None),
         late_ms_p99_median=round(statistics.median(float(line.get("late_ms_p99", 0.0)) for line in window), 2)
         if window else None,
@@ -288,13 +295,14 @@ def run_probe(args) -> dict:
 
 
 def format_report(r: dict) -> str:
-    rows = [("phase", "p50 / p99 ms (samples)", "snap/bot/s", "loss", "failures", "server CPU",
+    rows = [("phase", "p50 / p99 ms (samples)", "snap/bot/s", "loss", "failures", "server CPU", "machine busy",
              "late p99 med/worst", "stride", "kernel drops", "server drops")]
     for p in r["phases"]:
         drops = ", ".join(f"{k.removeprefix('drop.')}={v}" for k, v in p["server_drops"].items()) or "-"
         rows.append((p["phase"], f"{p['latency_ms_p50']} / {p['latency_ms_p99']} ({p['latency_samples']})",
                      str(p["snapshots_per_bot_s"]), f"{100 * p['packet_loss']:.3f}%", str(p["failures"]),
-                     f"{p['server_cpu_percent']}%", f"{p['late_ms_p99_median']} / {p['late_ms_p99_worst']}",
+                     f"{p['server_cpu_percent']}%", f"{p['machine_busy_cores']} cores",
+                     f"{p['late_ms_p99_median']} / {p['late_ms_p99_worst']}",
                      str(p["stride_max"]), str(p["kernel_drops"]), drops))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] for row in rows]
