@@ -53,6 +53,7 @@ from protocol.client import ClientConnection
 from protocol.events import Connected
 from protocol.messages import Input, encode_inputs
 from worldtools import swarm
+from worldtools.bench.crowd import wait_for_quiet
 from worldtools.bench.server_load import (
     SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, machine_info,
 )
@@ -269,6 +270,10 @@ def run_probe(args) -> dict:
         names = ["baseline 1"] + [f"{kind} {r + 1 + (kind == 'baseline')}" for r in range(args.rounds)
                                   for kind in ("flood", "baseline")]
         for index, name in enumerate(names):
+            if args.quiet_wait > 0:  # every phase starts on a machine as quiet as it gets
+                wait_for_quiet(args.quiet_wait, say=(lambda text: None) if args.quiet else
+                               (lambda text: print(f"flood probe: {text.removeprefix('crowd: ')}",
+                                                   file=sys.stderr, flush=True)))
             if not args.quiet:
                 print(f"flood probe: {name} ({args.bots} bots, {args.seconds:g} s after {args.warmup:g} s)",
                       file=sys.stderr, flush=True)
@@ -284,6 +289,7 @@ def run_probe(args) -> dict:
         date=started.strftime("%Y-%m-%d %H:%M UTC"),
         settings=dict(bots=args.bots, observers=args.observers, seconds=args.seconds, warmup=args.warmup,
                       rate=args.rate, count=args.count, rounds=args.rounds, seed=args.seed, server_sets=sets,
+                      quiet_wait=args.quiet_wait,
                       joins=joins),
         machine=machine_info(),
         phases=phases,
@@ -332,6 +338,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=20_000, help="flood datagrams per second")
     parser.add_argument("--count", type=int, default=2_000_000, help="at most this many flood datagrams")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                        help="before each phase, wait up to this long for the machine to be under 10%% busy")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
