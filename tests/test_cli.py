@@ -65,6 +65,12 @@ def test_bad_env_var_exits_2():
     assert "Traceback" not in result.stderr
 
 
+def test_the_scripts_chromium_variable_is_not_a_setting():
+    """WORLDSERVER_CHROMIUM (scripts/web.sh, browser tests) does not stop the server's config."""
+    result = run_cli("config", env_extra={"WORLDSERVER_CHROMIUM": "/usr/bin/chromium"})
+    assert result.returncode == 0, result.stderr
+
+
 def test_config_prints_effective_toml():
     result = run_cli("config", "--set", "sim.tick_rate=30")
     assert result.returncode == 0, result.stderr

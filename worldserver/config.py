@@ -47,6 +47,9 @@ __all__ = [
 
 DEFAULT_CONFIG_FILE = "worldserver.toml"
 ENV_PREFIX = "WORLDSERVER_"
+# Variables with the prefix that the project's own scripts read and that are not settings
+# (scripts/web.sh and the browser tests: which chromium to use); the loader leaves them alone.
+ENV_NOT_SETTINGS = frozenset({"WORLDSERVER_CHROMIUM"})
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
 
@@ -967,7 +970,7 @@ def load_config(
 
     environment = os.environ if env is None else env
     for var in sorted(environment):
-        if not var.startswith(ENV_PREFIX):
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_SETTINGS:
             continue
         section, _, name = var[len(ENV_PREFIX):].lower().partition("_")
         if _kind_of(section, name) is None:

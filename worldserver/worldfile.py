@@ -23,11 +23,13 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from worldserver.collision import WallSet
+if TYPE_CHECKING:
+    from worldserver.collision import WallSet
+
 
 __all__ = ["WorldFileError", "WorldSpec", "load_world", "open_world", "parse_world", "BUILTIN_DIR", "builtin_world"]
 
@@ -129,7 +131,9 @@ class WorldSpec:
         pts = [p for sp in self.spawns for p in _spawn_candidates(self, walls, sp, 0.0)]
         return np.array(pts, dtype=np.float64).reshape(-1, 2)
 
-    def wall_set(self) -> WallSet:
+    def wall_set(self) -> "WallSet":
+        from worldserver.collision import WallSet  # numpy: not imported by config checks of the open world
+
         segs, half = self.segments()
         return WallSet(segs, half, self.entity_radius, self.floor_min, self.floor_max)
 
