@@ -55,6 +55,10 @@ REFUSE_TOKEN_REQUIRED = 6
 REFUSE_TOKEN_INVALID = 7
 REFUSE_TOKEN_EXPIRED = 8
 REFUSE_TOKEN_USED = 9
+# Operator decisions: the player or (UDP) its address was kicked with a ban that has not run
+# out; the server is draining before it stops and takes no one new.
+REFUSE_BANNED = 10
+REFUSE_SHUTTING_DOWN = 11
 REFUSE_REASONS = {
     REFUSE_VERSION: "version_mismatch",
     REFUSE_FULL: "server_full",
@@ -65,6 +69,8 @@ REFUSE_REASONS = {
     REFUSE_TOKEN_INVALID: "token_invalid",
     REFUSE_TOKEN_EXPIRED: "token_expired",
     REFUSE_TOKEN_USED: "token_used",
+    REFUSE_BANNED: "banned",
+    REFUSE_SHUTTING_DOWN: "shutting_down",
 }
 
 DISCONNECT_CLIENT_LEFT = 1

@@ -296,11 +296,16 @@ async def test_mute_kick_delete_need_the_admin_token(nursery, tmp_path, mock_clo
         await user.wait_for(named("presence", user="victim", online=False))
         await until(lambda: victim.close_code is not None)
         assert victim.close_code == CLOSE_KICKED and "kicked" in victim.close_reason
-        # a kicked user cannot come straight back
+        # a kicked user is logged out (its token was released: worldserver/moderation.py) and
+        # cannot come straight back: its name is refused for a while
         with pytest.raises(ChatRequestError) as info:
             async with open_chat(server.url, tv, reconnect=False):
                 pass
-        assert info.value.code == "forbidden"
+        assert info.value.code == "not_authenticated"
+        async with server.http() as http:
+            again = await http.post("/api/join", json={"name": "victim"})
+        assert again.status_code == 403 and again.json()["code"] == "banned"
+        assert int(again.headers["Retry-After"]) == 60
 
 
 async def test_wrong_admin_token_is_refused(server) -> None:

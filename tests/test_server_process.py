@@ -39,7 +39,8 @@ async def start_server(*extra: str) -> tuple[subprocess.Popen, int, int]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_disconnects_clients_and_exits_zero(signum):
-    proc, port, http = await start_server()
+    # server.drain_grace = 0: a SIGTERM stops at once (its drain is tested in test_admin.py)
+    proc, port, http = await start_server("--set", "server.drain_grace=0")
     try:
         async with open_client("127.0.0.1", port, http=f"http://127.0.0.1:{http}") as client:
             assert await client.wait_until(lambda c: c.mirror.position_of(c.entity_id) is not None, 5.0)

@@ -6,8 +6,10 @@ the keep-alive/timeout poll, the stats line and the HTTP server (one tick loop r
 world, worldserver/hosting.py); it reports the bound
 addresses through ``task_status`` so tests can start it in-process. :func:`run_server` is the
 CLI entry: it runs trio as a guest on an asyncio loop (for aiortc, see aio_bridge) and adds
-SIGINT/SIGTERM handling, so that Ctrl-C or a SIGTERM tells every client it is shutting down
-and exits with code 0. Under a plain ``trio.run`` (tests) WebRTC is off: aiortc needs asyncio.
+SIGINT/SIGTERM handling: Ctrl-C tells every client it is shutting down and exits with code
+0; a SIGTERM drains first (worldserver/moderation.py: no one new, a notice, up to
+``server.drain_grace`` seconds for the players to leave; a second SIGTERM stops at once), as
+the admin API's drain does (worldserver/admin_api.py, served under ``/admin/api/``). Under a plain ``trio.run`` (tests) WebRTC is off: aiortc needs asyncio.
 Before either starts anything, worldserver/startup.py's ``preflight`` checks ports, TLS files,
 folders and the chat database (a :class:`~worldserver.startup.StartupError` naming the
 setting), and holds the database's lock until the server stops.
@@ -17,7 +19,6 @@ Must not: contain simulation, protocol or transport logic (those live in their m
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ import attrs
 import trio
 
 from worldserver import aio_bridge
+from worldserver.admin_api import AdminApi, admin_token
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
@@ -35,6 +37,7 @@ from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.metrics import ServerMetrics, drop_counts, transport_bytes
+from worldserver.moderation import Drain, Moderation
 from worldserver.rtc_dispatch import RtcDispatcher
 from worldserver.sample_images import ensure_sample_images
 from worldserver.hosting import WorldHost
@@ -74,6 +77,9 @@ class RunningServer:
     hatongsu: object = None  # worldserver.hatongsu.HatongsuService when WebRTC runs with it
     metrics: object = None  # worldserver.metrics.ServerMetrics: GET /metrics
     http_app: object = None  # the ASGI app of the HTTP port
+    moderation: object = None  # worldserver.moderation.Moderation: kicks, bans, the drain gate
+    drain: object = None  # worldserver.moderation.Drain (its start() stops the server gently)
+    admin: object = None  # worldserver.admin_api.AdminApi: /admin/api/
 
 
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: StartupHold | None = None) -> None:
@@ -101,7 +107,11 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
     running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
     running.config_freeze = config.gc.freeze_after_start
     running.worlds = worlds
-    chat = running.chat = ChatService.from_config(config, worlds, identities, stats, limits)
+    moderation = running.moderation = Moderation(identities, worlds, stats, limits)  # kicks, bans, drain
+    for service in (udp, ws, rtc_stream):
+        service.sessions.moderation = moderation
+    chat = running.chat = ChatService.from_config(config, worlds, identities, stats, limits, moderation=moderation)
+    token = admin_token(config)  # server.admin_token, or a random one in <data_dir>/admin.token
     rtc = None
     polled = [udp, ws, rtc_stream]
     try:
@@ -110,6 +120,8 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
                 rtc, dispatcher = _start_rtc(config, sim, stats, identities, rtc_stream, limits)
                 running.rtc = rtc
                 running.hatongsu = dispatcher.hatongsu
+                if dispatcher.hatongsu is not None:
+                    dispatcher.hatongsu.moderation = moderation
                 polled.append(dispatcher)
                 await nursery.start(rtc.run)
             elif config.webrtc.enabled:
@@ -117,8 +129,14 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
             await nursery.start(chat.run)
             fanout = Fanout(stats)
             await nursery.start(fanout.run)
+            drain = running.drain = Drain(moderation, nursery.cancel_scope.cancel)  # stop: serve returns
+            await nursery.start(drain.run)
+            admin = running.admin = AdminApi(config, running, token=token, guard=chat.admin_failures,
+                                             moderation=moderation, drain=drain)
+            await nursery.start(admin.run)
             app = build_app(config=config, sim=sim, worlds=worlds, identities=identities, rtc=rtc, ws_movement=ws,
-                            chat=chat, chat_fanout=fanout, limits=limits, connect_tokens=udp.admission)
+                            chat=chat, chat_fanout=fanout, limits=limits, connect_tokens=udp.admission,
+                            admin=admin)
             running.metrics = app.state.metrics = ServerMetrics(running, config.server.metrics_public)
             running.http_app = app
             running.http_port = await nursery.start(serve_http, config, app)
@@ -254,11 +272,22 @@ async def _stats_loop(interval: float, running: RunningServer) -> None:
 async def _main(config: Config, hold: StartupHold) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(functools.partial(serve, hold=hold), config)
+
+            async def serve_until_stopped(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                await serve(config, task_status=task_status, hold=hold)
+                nursery.cancel_scope.cancel()  # a drain ended the server: the process ends too
+
+            running = await nursery.start(serve_until_stopped)
 
             async def watch_signals() -> None:
+                grace = config.server.drain_grace
                 async for signum in signals:
-                    log.info("shutting down", signal=signal.Signals(signum).name)
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGTERM and grace > 0 and not running.drain.active:
+                        log.info("draining", signal=name, grace=grace)  # a second SIGTERM stops at once
+                        running.drain.start(grace, trio.current_time())
+                        continue
+                    log.info("shutting down", signal=name)
                     nursery.cancel_scope.cancel()
                     return
 

@@ -1,4 +1,6 @@
-"""The ``worldserver`` command line: ``run``, ``swarm`` and ``config``.
+"""The ``worldserver`` command line: ``run``, ``swarm``, ``config``, ``worlds``, and the
+commands that steer a running server through its admin API (``status``, ``players``, ``kick``,
+``mute``, ``unmute``, ``notice``, ``drain``, ``top``: worldserver/admin_cli.py).
 
 Job: parse arguments, build the effective configuration (file, environment, ``--set`` and
 shortcut options), set up logging, and hand over to the server (``worldserver.app.run_server``)
@@ -191,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         "after the file, WORLDSERVER_* environment variables and --set are applied.",
     )
     _add_config_options(config)
+    from worldserver.admin_cli import add_commands  # status, players, kick, ...: the admin API's
+
+    add_commands(commands, _add_config_options, _effective_config)
     return parser
 
 
@@ -307,5 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handler = {"run": _cmd_run, "swarm": _cmd_swarm, "config": _cmd_config, "worlds": _cmd_worlds}[args.command]
+    handler = getattr(args, "admin_command", None) or {
+        "run": _cmd_run, "swarm": _cmd_swarm, "config": _cmd_config, "worlds": _cmd_worlds}[args.command]
     return handler(args)

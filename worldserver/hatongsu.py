@@ -584,6 +584,10 @@ class HatongsuClient:
 class HatongsuService:
     """Hatongsu clients on geckos.io channels: ``accepts``, ``open``, ``on_text``, ``close``."""
 
+    # The server's worldserver.moderation.Moderation (set by worldserver.app): no one new
+    # while it drains. None: no refusals.
+    moderation = None
+
     def __init__(self, sim, stats) -> None:
         self.sim = sim
         self.stats = stats
@@ -616,6 +620,9 @@ class HatongsuService:
         """
         if peer.id in self.clients:
             return self.clients[peer.id].session
+        if self.moderation is not None and self.moderation.connect_refusal("hatongsu", None, now) is not None:
+            peer.close("shutting_down")  # Hatongsu has no refusal event: the channel closes
+            return None
         client = HatongsuClient(self, peer, now)
         self.clients[peer.id] = client
         try:
@@ -626,6 +633,8 @@ class HatongsuService:
             return None
         session.world = self.sim.world
         session.dt = self.sim.dt
+        session.transport = "hatongsu"
+        session.end = getattr(peer, "close", None)  # a kick closes the channel; close() makes the avatar leave
         client.session = session
         self.by_entity[session.entity_id] = client
         log.info("client joined", id=session.entity_id, name=session.name, transport="hatongsu",

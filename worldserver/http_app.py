@@ -1,6 +1,7 @@
 """The HTTP port: one ASGI app (Starlette) served by hypercorn's trio worker.
 
-Job: :func:`build_app` makes the app -- health, metrics, ``POST /api/join`` (with the UDP connect token
+Job: :func:`build_app` makes the app -- health, metrics, the admin API (``worldserver.admin_api``'s
+routes), ``POST /api/join`` (with the UDP connect token
 and key, ``worldserver.connect_tokens``), ``POST /api/connect-token``, the player list, the web
 client's settings, gallery pictures, the built web client as static files, the geckos.io 3.x
 signaling routes (any path containing ``/.wrtc/v2``, answered as geckos does, with its CORS
@@ -669,6 +670,22 @@ def _join_refused(request: Request) -> Response | None:
                         status_code=429, headers={"Retry-After": str(math.ceil(wait))})
 
 
+def _moderation_refused(state, where: str, name: str | None) -> Response | None:
+    """503 ``shutting_down`` while the server drains, 403 ``banned`` (with ``Retry-After``) for a
+    name kicked with a ban that has not run out (worldserver/moderation.py); None: go on."""
+    moderation = state.moderation
+    refused = moderation.join_refusal(where, name, trio.current_time()) if moderation is not None else None
+    if refused is None:
+        return None
+    code, text, retry_after = refused
+    body: dict[str, Any] = {"error": text, "code": code}
+    headers = None
+    if retry_after is not None:
+        body["retry_after"] = round(retry_after, 3)
+        headers = {"Retry-After": str(math.ceil(retry_after))}
+    return JSONResponse(body, status_code=503 if code == "shutting_down" else 403, headers=headers)
+
+
 async def _join(request: Request) -> Response:
     refused = _join_refused(request)
     if refused is not None:
@@ -688,6 +705,9 @@ async def _join(request: Request) -> Response:
     if not isinstance(world, str) or (world and state.worlds.get(world) is None):
         state.stats.incr("drop.join_unknown_world")
         return _error(404, "no such world")
+    refused = _moderation_refused(state, "join", data["name"] if isinstance(data["name"], str) else None)
+    if refused is not None:
+        return refused
     previous = data.get("token")  # older clients send their last token; it is not needed
     if previous is not None and not isinstance(previous, str):
         return _error(400, "token must be a string")
@@ -729,6 +749,9 @@ async def _connect_token(request: Request) -> Response:
         return _error(400, f'the body must be JSON like {{"token": "..."}}: {exc.message}')
     if not isinstance(data, dict) or not isinstance(data.get("token"), str):
         return _error(400, 'the body must be JSON like {"token": "..."} with the token of POST /api/join')
+    refused = _moderation_refused(state, "connect_token", None)
+    if refused is not None:
+        return refused
     connect_tokens: ConnectAdmission | None = state.connect_tokens
     if connect_tokens is None:
         return _error(404, "this server has no UDP endpoint")
@@ -847,7 +870,8 @@ class _App:
 
 def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_movement=None, chat=None,
               chat_fanout=None, limits: AddressLimits | None = None,
-              accounts: Accounts | None = None, connect_tokens: ConnectAdmission | None = None) -> _App:
+              accounts: Accounts | None = None, connect_tokens: ConnectAdmission | None = None,
+              admin=None) -> _App:
     """The ASGI app of the HTTP port (see the module docstring and docs/architecture.md).
 
     ``sim`` gives ``sessions``, ``tick``, ``names()`` and ``stats`` (the default world);
@@ -860,8 +884,11 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
     through the ASGI ``send``). ``accounts`` answers ``POST /api/join`` (None: made on the
     chat's database; without chat, joins get 503). ``connect_tokens`` issues the UDP connect
     tokens that joins and ``POST /api/connect-token`` hand out (the UDP service's; None: no
-    connect tokens, and that route is a 404). ``app.state`` holds them all, and
-    ``app.state.stats`` the counters (the simulation's ``Stats``).
+    connect tokens, and that route is a 404). ``admin``: the
+    :class:`worldserver.admin_api.AdminApi`, whose routes serve ``/admin/api/`` (None: not
+    served); joins ask its moderation (else the chat's) whether the name is banned or the server
+    draining. ``app.state`` holds them all, and ``app.state.stats`` the counters (the
+    simulation's ``Stats``).
     """
     routes = [
         Route("/health", _health, methods=["GET"]),
@@ -878,6 +905,7 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
         WebSocketRoute("/ws/chat", chat_gateway.chat_endpoint),
         Route("/api/chat/images", chat_gateway.upload_image, methods=["POST"]),
         Route("/api/chat/images/{id}", chat_gateway.get_image, methods=["GET"]),
+        *(admin.routes() if admin is not None else ()),  # /admin/api/: worldserver/admin_api.py
     ]
     starlette = Starlette(routes=routes)
     # The web client answers whatever no route matched (a route matched with another method
@@ -900,6 +928,9 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
         accounts = Accounts.from_config(config, identities, chat, state.stats, state.limits)
     state.accounts = accounts
     state.connect_tokens = connect_tokens
+    state.admin = admin
+    # kicks, bans and the drain (worldserver/moderation.py): joins are refused by it
+    state.moderation = admin.moderation if admin is not None else getattr(chat, "moderation", None)
     state.ws_idle_timeout = max(10.0, 3.0 * config.net.timeout)
     state.stopping = trio.Event()  # set by serve_http when the server shuts down
     state.refusals = LogLimiter(log, REFUSAL_LOG_INTERVAL)  # log lines about refused input

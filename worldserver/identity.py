@@ -42,6 +42,7 @@ __all__ = [
     "RESERVED_NAMES",
     "Identities",
     "IdentitiesFull",
+    "KICKED",
     "MAX_NAME_LENGTH",
     "NameRejected",
     "NameTaken",
@@ -68,6 +69,7 @@ RESERVED_NAMES = frozenset({"server", "system", "admin", "administrator", "moder
 # Why the holders of a token are ended (the argument of their ``end`` callback).
 REPLACED = "replaced"  # the identity logged in again (a new token, or a second avatar)
 RELEASED = "released"  # the token was released
+KICKED = "kicked"  # an operator or moderator kicked the player (worldserver/moderation.py)
 
 _PUNCTUATION = frozenset(" _-.")
 # Letters (category Lo) that render as nothing: the Hangul fillers.
@@ -340,12 +342,16 @@ class Identities:
         live = self._live_token(token)
         return 0 if live is None else len(self._entries[live].holders)
 
-    def release(self, token: str | bytes | None) -> None:
-        """Forget ``token`` now; its holders are ended with :data:`RELEASED`. Unknown: no-op.
-        The identity keeps its name (it may take a new token)."""
+    def release(self, token: str | bytes | None, reason: str = RELEASED) -> int:
+        """Forget ``token`` now; its holders are ended with ``reason`` (:data:`RELEASED`, or
+        :data:`KICKED` for a kick). Unknown: no-op. The identity keeps its name (it may take a
+        new token). Returns how many holders were ended."""
         live = self._live_token(token)
-        if live is not None:
-            _end_all(self._drop(live), RELEASED)
+        if live is None:
+            return 0
+        ends = self._drop(live)
+        _end_all(ends, reason)
+        return len(ends)
 
     # -- internals ------------------------------------------------------------------------
     def _live_token(self, token: str | bytes | None) -> str | None:

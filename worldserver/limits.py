@@ -7,6 +7,9 @@ address), trusted networks (:class:`Networks`), counts of what each address hold
 (:class:`AddressCounts`), and :class:`AddressLimits`, the ``[limits]`` settings applied: one
 count of native-protocol connections per address for all transports together (UDP, WebRTC,
 ``/ws/movement``), and buckets per address for handshakes, HTTP joins and chat messages.
+:class:`FailureGuard` keeps the wrong secrets (admin tokens) each address presented: the chat's
+moderator hello and the admin API share one, so an address gets ``max_failures`` guesses in
+all, compared in constant time, before it is locked out.
 
 The transports ask ("may this address do this now?"), refuse on their own terms (a REFUSE,
 a 503 or 429, an error frame) and count the refusal under their own ``drop.limit_*`` name
@@ -21,7 +24,9 @@ oldest are dropped beyond ``max_keys``), counts exist only while something is he
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import math
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +35,7 @@ __all__ = [
     "UNKNOWN_ADDRESS",
     "AddressCounts",
     "AddressLimits",
+    "FailureGuard",
     "Networks",
     "TokenBuckets",
     "address_key",
@@ -65,6 +71,11 @@ class TokenBuckets:
 
     def _tokens(self, bucket: list[float], now: float) -> float:
         return min(self.burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
+
+    def tokens(self, key: Any, now: float) -> float:
+        """The tokens ``key`` holds now (``burst`` for a key never seen or forgotten)."""
+        bucket = self._buckets.get(key)
+        return self.burst if bucket is None else self._tokens(bucket, now)
 
     def peek(self, key: Any, now: float) -> float:
         """0.0 if ``key`` has a token now, else the seconds until it will (nothing taken)."""
@@ -250,6 +261,57 @@ class AddressLimits:
     def chat_take(self, key: Any, now: float) -> None:
         if key is not None and self.chat is not None:
             self.chat.take(key, now)
+
+
+class FailureGuard:
+    """Wrong secrets by address key: ``max_failures`` at once, then one forgiven every
+    ``lockout / max_failures`` seconds; an address with none left is locked out (nothing it
+    presents is compared). :meth:`check` compares in constant time and counts a failure before
+    the caller holds its answer back for :meth:`delay` (so parallel attempts count at once).
+    """
+
+    OK, WRONG, LOCKED_OUT = "ok", "wrong", "locked_out"
+
+    def __init__(self, max_failures: int, lockout: float, delay: float, doublings: int = 4) -> None:
+        self.max_failures = int(max_failures)
+        self.base_delay = float(delay)
+        self.doublings = int(doublings)
+        self._buckets = TokenBuckets(self.max_failures / float(lockout), self.max_failures)
+
+    @classmethod
+    def from_settings(cls, chat) -> FailureGuard:
+        """The guard of the ``[chat]`` section's ``admin_max_failures``, ``admin_lockout`` and
+        ``admin_failure_delay``."""
+        return cls(chat.admin_max_failures, chat.admin_lockout, chat.admin_failure_delay)
+
+    def __len__(self) -> int:
+        """Addresses with failures not yet forgiven (at most, until :meth:`sweep`)."""
+        return len(self._buckets)
+
+    def check(self, key: Any, presented: str, expected: str, now: float) -> tuple[str, float]:
+        """(:data:`OK`, 0), (:data:`WRONG`, 0) (counted) or (:data:`LOCKED_OUT`, seconds until
+        the address may try again). An empty ``expected`` matches nothing."""
+        locked = self._buckets.peek(key, now)
+        if locked > 0:
+            return self.LOCKED_OUT, locked
+        if expected and hmac.compare_digest(presented.encode("utf-8", "surrogatepass"),
+                                            expected.encode("utf-8", "surrogatepass")):
+            return self.OK, 0.0
+        self._buckets.take(key, now)
+        return self.WRONG, 0.0
+
+    def failures(self, key: Any, now: float) -> int:
+        """Wrong secrets of ``key`` not yet forgiven."""
+        return max(0, math.ceil(self.max_failures - self._buckets.tokens(key, now) - 1e-9))
+
+    def delay(self, failures: int) -> float:
+        """How long to hold back the answer to the ``failures``-th wrong secret (of a socket,
+        or of an address): the base delay, doubling per failure up to ``2**doublings`` times."""
+        return self.base_delay * 2 ** min(max(failures, 1) - 1, self.doublings)
+
+    def sweep(self, now: float) -> None:
+        """Forget the addresses whose failures are all forgiven."""
+        self._buckets.sweep(now)
 
 
 def _buckets(rate: float, burst: int) -> TokenBuckets | None:

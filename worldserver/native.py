@@ -37,10 +37,15 @@ from worldserver.world import WorldFull
 log = get_logger("worldserver.native")
 
 _INPUT = P.INPUT
+_HEADER = P.HEADER_SIZE
 
 
 class NativeSessions:
     """Event handling shared by every transport of the native protocol."""
+
+    # The server's worldserver.moderation.Moderation, set by worldserver.app: connect requests
+    # are refused while it drains, and over UDP from an address it banned. None: no refusals.
+    moderation = None
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class NativeSessions:
         session = conn.user
         if session is None:
             return
+        session.bytes_in += len(payload) + _HEADER
         if acked:
             session.on_acked(acked)
         if ptype == _INPUT:
@@ -114,6 +120,12 @@ class NativeSessions:
         return self.identities.guest_name()
 
     def _on_connect_request(self, request: ConnectRequest, now: float) -> None:
+        if self.moderation is not None:  # draining, or a banned UDP address: an open one stays
+            host = self.address_of(request.addr) if self.address_of is not None else None
+            refusal = self.moderation.connect_refusal(self.kind, host, now)
+            if refusal is not None:
+                self.endpoint.refuse(request, *refusal)
+                return
         token, tag_key, admitted = request.token, b"", None
         if self.admission is not None:  # a connect token (UDP) stands for the join token
             admitted = self.admission.check(request, now)
@@ -141,6 +153,8 @@ class NativeSessions:
         try:
             session = sim.join(sender, now, name=self.player_name(token))
             session.token = token
+            session.transport = self.kind
+            session.end = lambda reason, session=session: self._end_session(session, reason)
         except WorldFull:
             self.stats.incr("refused.world_full")
             self.endpoint.refuse(request, P.REFUSE_FULL, "world full")
@@ -176,9 +190,9 @@ class NativeSessions:
         self.stats.incr(f"clients.left.{event.reason}")
 
     def _end_session(self, session, reason: str) -> None:
-        """The session's identity logged in again (see ``worldserver.identity``): the avatar
-        leaves the world and the client gets a DISCONNECT (kicked); counted as
-        ``clients.left.<reason>``."""
+        """The session's identity logged in again or was kicked (``worldserver.identity``,
+        ``worldserver.moderation``): the avatar leaves the world and the client gets a
+        DISCONNECT (kicked); counted as ``clients.left.<reason>``."""
         conn = getattr(session.sink, "conn", None)
         if conn is None or conn.closed or conn.user is not session:
             return

@@ -11,6 +11,7 @@ Must not: touch sockets, encode packets or run the simulation; it holds per-clie
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 
 from protocol.messages import Input
@@ -21,6 +22,7 @@ SEQS_KEPT = 256  # packet sequence numbers remembered for acknowledgement (> the
 MAX_PENDING_INPUTS = 4  # inputs waiting beyond this are stale: the oldest are dropped
 MAX_INPUTS_PER_TICK = 2  # a late input may be applied together with the next one
 CATCH_UP_SLACK = 2  # inputs applied may exceed ticks elapsed since joining by at most this
+_player_ids = itertools.count(1)  # numbers every session of the process, in every world
 
 
 class Session:
@@ -31,6 +33,12 @@ class Session:
     __slots__ = (
         "sink",
         "sim",
+        "player_id",
+        "transport",
+        "joined_at",
+        "end",
+        "bytes_in",
+        "bytes_out",
         "wants_views",
         "name",
         "token",
@@ -53,6 +61,15 @@ class Session:
     def __init__(self, sink, entity_id: int, slot: int, now: float, *, wants_views: bool = False) -> None:
         self.sink = sink
         self.sim = None  # the Simulation (world) the session is in; set by Simulation.join
+        # Set by the transport: a number unique in the process (entity ids repeat across
+        # worlds), its kind ("udp", "ws", "rtc", "hatongsu"), and ``end(reason)`` which ends
+        # the session on that transport (the avatar leaves; worldserver/moderation.py kicks).
+        self.player_id = next(_player_ids)
+        self.transport = ""
+        self.joined_at = now
+        self.end = None
+        self.bytes_in = 0  # packets received from the client (header and payload)
+        self.bytes_out = 0  # snapshot parts sent to it (header and payload)
         self.wants_views = wants_views
         self.name = ""
         self.token = b""  # the join token the client presented, if any

@@ -283,6 +283,7 @@ class SnapshotStage:
             seqs = session.sink.send_snapshot(session, snap.parts, now)
             if seqs is not None:
                 session.record_sent(tick, seqs, snap.view, ring)
+                session.bytes_out += sum(map(len, snap.parts)) + HEADER_SIZE * len(seqs)  # the admin API's figure
         self.stats.incr("snapshot.parts", parts_n)
         self.stats.incr("snapshot.entities_refreshed", refreshed)
         if limited:

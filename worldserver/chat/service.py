@@ -9,8 +9,9 @@ into the world's public room (``chat.public_room``) and gets its rooms with thei
 history, or exactly what it missed (``since``). The service checks who may do what (members,
 invitations, room owners, moderators presenting ``chat.admin_token``), limits every user with
 a token bucket (``chat.rate``/``chat.burst``; errors carry ``retry_after``) and every client
-address with another (``limits.chat_*``, all its names together), keeps mutes and
-kicks, throttles and expires typing indicators (never stored), produces join/leave notices
+address with another (``limits.chat_*``, all its names together), keeps mutes (kicks and
+bans are the server's one code path, worldserver/moderation.py, which the admin API shares),
+throttles and expires typing indicators (never stored), produces join/leave notices
 (``room.member`` events and stored ``notice`` messages by ``server``), and adds the author's
 avatar (``entity_id``) to messages when the author is in the world.
 
@@ -54,7 +55,6 @@ touch sockets (the gateway does).
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import logging
 import math
@@ -68,9 +68,10 @@ import trio
 
 from protocol import chat as P
 from worldserver.chat.store import ChatStore, Message, Room, RoomNotFound, StoreConflict
-from worldserver.identity import Identities, NameRejected, normalize_name, user_key
-from worldserver.limits import AddressLimits, TokenBuckets, address_key
+from worldserver.identity import KICKED, Identities, NameRejected, normalize_name, user_key
+from worldserver.limits import AddressLimits, FailureGuard, TokenBuckets, address_key
 from worldserver.logs import LogLimiter, get_logger
+from worldserver.moderation import Moderation
 from worldserver.stats import Stats
 
 __all__ = [
@@ -106,7 +107,6 @@ MAX_ROOM_CACHE = 10_000
 PRESENCE_ROOM_LIMIT = 200  # presence events only through rooms with at most this many sockets
 MAINTENANCE_INTERVAL = 30.0  # seconds between sweeps of idle buckets, mutes and bans
 CLOSE_ADMIN_FAILURES = 1008  # too many wrong admin tokens (policy violation)
-ADMIN_DELAY_DOUBLINGS = 4  # a wrong admin token's answer waits at most 2**4 x the base delay
 REFUSAL_LOG_INTERVAL = 60.0  # at most one log line per kind of refusal this often
 
 
@@ -232,6 +232,8 @@ class ChatService:
         images=None,
         wall: Callable[[], float] = time.time,
         limits: AddressLimits | None = None,
+        admin_guard: FailureGuard | None = None,
+        moderation: Moderation | None = None,
     ) -> None:
         chat = config.chat
         self.config = config
@@ -267,15 +269,17 @@ class ChatService:
         self.limits = limits if limits is not None else AddressLimits(config.limits)
         self.uploads = TokenBuckets(UPLOAD_RATE, UPLOAD_BURST)  # by user
         self.ops = TokenBuckets(OPS_RATE, OPS_BURST)  # by peer number
-        # Wrong admin tokens by address key: admin_max_failures at once, then one per
-        # admin_lockout / admin_max_failures seconds; an empty bucket is a locked-out address.
+        # Wrong admin tokens by address key (limits.FailureGuard): admin_max_failures at once,
+        # then one per admin_lockout / admin_max_failures seconds. The server shares it with the
+        # admin API (worldserver/admin_api.py), so guesses at either token count together.
         self.admin_max_failures = int(chat.admin_max_failures)
-        self.admin_failure_delay = float(chat.admin_failure_delay)
-        self.admin_failures = TokenBuckets(self.admin_max_failures / float(chat.admin_lockout),
-                                           self.admin_max_failures)
+        self.admin_failures = admin_guard if admin_guard is not None else FailureGuard.from_settings(chat)
         self.refusal_log = LogLimiter(log, REFUSAL_LOG_INTERVAL)
         self.mutes: dict[str, float] = {}  # user -> muted until (trio clock)
-        self.bans: dict[str, float] = {}  # user -> kicked until
+        # Kicks and bans: the server's one code path (worldserver/moderation.py), shared with
+        # the admin API; a service of its own (tests) gets a Moderation of its own.
+        self.moderation = moderation if moderation is not None else Moderation(identities, sim, self.stats, limits)
+        self.moderation.chat = self
         self.peers: set[Peer] = set()
         self.room_peers: dict[int, set[Peer]] = {}
         self.user_peers: dict[str, set[Peer]] = {}
@@ -307,10 +311,11 @@ class ChatService:
 
     @classmethod
     def from_config(cls, config, sim, identities: Identities, stats: Stats | None,
-                    limits: AddressLimits | None = None) -> ChatService:
+                    limits: AddressLimits | None = None, moderation: Moderation | None = None) -> ChatService:
         """The service of a server: SQLite at ``chat.db_path`` (default
         ``<server.data_dir>/chat.sqlite3``), images in ``<server.data_dir>/chat-images``;
-        ``limits`` the server's shared :class:`AddressLimits` (None: its own)."""
+        ``limits`` the server's shared :class:`AddressLimits` (None: its own); ``moderation``
+        the server's :class:`Moderation` (None: its own)."""
         from worldserver.chat.images import ImageFiles
         from worldserver.chat.sqlite_store import SqliteChatStore
 
@@ -324,7 +329,7 @@ class ChatService:
 
         images = ImageFiles(os.path.join(data_dir, "chat-images"))
         return cls(config, open_store, sim=sim, identities=identities, stats=stats, images=images,
-                   limits=limits)
+                   limits=limits, moderation=moderation)
 
     # ------------------------------------------------------------------ running
 
@@ -449,12 +454,12 @@ class ChatService:
             self.sweep(trio.current_time())
 
     def sweep(self, now: float) -> None:
-        """Forget full buckets and expired mutes and kick bans."""
+        """Forget full buckets, expired mutes and kick bans."""
         for buckets in (self.messages, self.uploads, self.ops, self.admin_failures):
             buckets.sweep(now)
-        for table in (self.mutes, self.bans):
-            for user in [u for u, until in table.items() if until <= now]:
-                del table[user]
+        for user in [u for u, until in self.mutes.items() if until <= now]:
+            del self.mutes[user]
+        self.moderation.sweep(now)
 
     # ------------------------------------------------------------------ peers
 
@@ -585,9 +590,9 @@ class ChatService:
             raise ChatError("not_authenticated", "unknown or expired join token; join again")
         uid, name = found
         peer.public_room = self.world_rooms.get(self.identities.world_for(token), self.public_room)
-        banned = self.bans.get(name, 0.0) - now
-        if banned > 0:
-            raise ChatError("forbidden", f"you were kicked; you may come back in {math.ceil(banned)} s")
+        refused = self.moderation.join_refusal("chat", name, now)  # banned, or the server is draining
+        if refused is not None:
+            raise ChatError("forbidden", refused[1], refused[2])
         moderator = False
         if request.admin_token is not None:
             await self._check_admin_token(peer, request)
@@ -655,24 +660,24 @@ class ChatService:
         the limit, and raise the ``forbidden`` error (see the module docstring)."""
         now = trio.current_time()
         key = address_key(getattr(peer, "address", None))
-        locked = self.admin_failures.peek(key, now)
-        if locked > 0:  # nothing is compared while the address is locked out
+        # A failure counts before the wait, so parallel sockets count at once; nothing is
+        # compared while the address is locked out.
+        verdict, locked = self.admin_failures.check(key, request.admin_token, self.admin_token, now)
+        if verdict == FailureGuard.OK:
+            return
+        if verdict == FailureGuard.LOCKED_OUT:
             reason = "locked_out"
             self.stats.incr("drop.chat_admin_locked_out")
             message = f"too many wrong admin tokens from your address; try again in {math.ceil(locked)} s"
-        elif self.admin_token and hmac.compare_digest(request.admin_token.encode(), self.admin_token.encode()):
-            return
         else:
             reason = "wrong"
             self.stats.incr("drop.chat_admin_token_wrong")
-            self.admin_failures.take(key, now)  # before the wait: parallel sockets count at once
             message = "wrong admin token"
         peer.admin_failures += 1
         close = locked > 0 or peer.admin_failures >= self.admin_max_failures
         self.refusal_log.log(logging.WARNING, f"admin_{reason}", "admin token refused", reason=reason,
                              peer=peer.key, failures=peer.admin_failures, closing=close)
-        doublings = min(peer.admin_failures - 1, ADMIN_DELAY_DOUBLINGS)
-        await trio.sleep(self.admin_failure_delay * 2**doublings)  # this connection only
+        await trio.sleep(self.admin_failures.delay(peer.admin_failures))  # this connection only
         if close:
             self.stats.incr("drop.chat_closed_admin_failures")
             peer.send(P.encode_error(request.id, "forbidden", message))
@@ -694,8 +699,13 @@ class ChatService:
 
     def _end_peer(self, peer: Peer, reason: str) -> None:
         """The peer's token stopped working (``identities``): the identity logged in again
-        elsewhere, or the token was released. The close reason tells the client which."""
+        elsewhere, or the token was released or kicked. The close reason tells the client which."""
+        if peer.closed:  # a kick closed it first, with its reason
+            return
         self.stats.incr(f"chat.closed_{reason}")
+        if reason == KICKED:
+            peer.close(CLOSE_KICKED, "kicked")
+            return
         text = "signed in elsewhere" if reason == "replaced" else "session ended; join again"
         peer.close(CLOSE_REPLACED, text)
 
@@ -1050,22 +1060,110 @@ class ChatService:
         if not peer.moderator:
             raise ChatError("forbidden", "moderators only (present the admin token in hello)")
         target = self._user_name(request.user) or request.user
-        self.mutes[target] = trio.current_time() + request.seconds
-        self.stats.incr("chat.mutes")
-        log.info("chat mute", user=target, seconds=request.seconds, by=peer.user)
+        self.mute(target, request.seconds, by=peer.user)
         self.reply(peer, request, user=target, seconds=request.seconds)
 
     async def _mod_kick(self, peer: Peer, request: P.ModKick) -> None:
+        """The same kick as the admin API's (worldserver/moderation.py): chat sockets closed,
+        avatar out of the world, the name refused for KICK_BAN_SECONDS."""
         if not peer.moderator:
             raise ChatError("forbidden", "moderators only (present the admin token in hello)")
         target = self._user_name(request.user) or request.user
-        self.bans[target] = trio.current_time() + KICK_BAN_SECONDS
-        victims = list(self.user_peers.get(target, ()))
+        now = trio.current_time()
+        result = self.moderation.kick(target, reason="kicked by a moderator", ban=KICK_BAN_SECONDS, now=now,
+                                      by=peer.user or "")
+        if result is None:  # not here now: still refused when it comes
+            self.moderation.ban_name(target, KICK_BAN_SECONDS, now)
+        self.reply(peer, request, user=result.name if result else target,
+                   closed=result.chat_sockets if result else 0)
+
+    # -- operator actions (worldserver/moderation.py, worldserver/admin_api.py) -------------
+
+    def mute(self, user: str, seconds: float, by: str = "") -> None:
+        """``user`` may not send messages for ``seconds`` (a moderator's or the operator's)."""
+        self.mutes[user] = trio.current_time() + seconds
+        self.stats.incr("chat.mutes")
+        log.info("chat mute", user=user, seconds=seconds, by=by)
+
+    def unmute(self, user: str) -> bool:
+        """Lift ``user``'s mute; False if it was not muted."""
+        until = self.mutes.pop(user, None)
+        muted = until is not None and until > trio.current_time()
+        if muted:
+            log.info("chat unmute", user=user)
+        return muted
+
+    def muted_for(self, user: str) -> float:
+        """Seconds ``user`` stays muted (0: not muted)."""
+        return max(0.0, self.mutes.get(user, 0.0) - trio.current_time())
+
+    def kick_user(self, user: str, reason: str) -> tuple[int, set[str]]:
+        """Close every chat socket of ``user`` with 4001 and ``reason`` (part of a kick, see
+        worldserver/moderation.py); returns how many, and the join tokens they held."""
+        victims = list(self.user_peers.get(user, ()))
+        tokens = {victim.token for victim in victims if victim.token}
         for victim in victims:
-            victim.close(CLOSE_KICKED, "kicked by a moderator")
+            victim.close(CLOSE_KICKED, reason)
         self.stats.incr("chat.kicks")
-        log.info("chat kick", user=target, sockets=len(victims), by=peer.user)
-        self.reply(peer, request, user=target, closed=len(victims))
+        return len(victims), tokens
+
+    async def post_notice(self, text: str, room: int | str | None = None) -> list[Message]:
+        """A notice by the server in ``room`` (an id, or a name), or with None in every public
+        room and every room a socket is in; returns the messages stored (each fanned out).
+        Raises ChatError ``not_found`` for no such room, ``too_long``, ``bad_field`` for an
+        empty text, ``internal`` while the store is not open."""
+        if not self.ready.is_set() or self.store is None:
+            raise ChatError("internal", "chat is starting; retry in a moment")
+        if not text.strip():
+            raise ChatError("bad_field", "text: must not be empty")
+        if len(text) > self.max_chars:
+            raise ChatError("too_long", f"text: longer than {self.max_chars} characters")
+        if room is None:
+            targets = sorted(self.world_room_ids | {self.public_room} | set(self.room_peers))
+        else:
+            target = await self._room_named(room)
+            targets = [target.id]
+
+        def work():
+            messages = []
+            for room_id in targets:
+                try:
+                    messages.append(self._append(room_id, SERVER_AUTHOR, "notice", text, None, None))
+                except RoomNotFound:  # deleted meanwhile
+                    pass
+            return messages
+
+        messages = await self._db(work)
+        self.stats.incr("chat.notices_posted", len(messages))
+        log.info("chat notice", rooms=len(messages), chars=len(text))
+        return messages
+
+    async def _room_named(self, room: int | str) -> Room:
+        """The room with id ``room`` (an int, or a text of digits), else named ``room``."""
+        if isinstance(room, int) or (isinstance(room, str) and room.isdigit()):
+            return await self._room(int(room))
+        found = await self._db(self.store.room_by_name, room)
+        if found is None:
+            raise ChatError("not_found", "no such room")
+        self._cache(found)
+        return found
+
+    async def rooms_online(self) -> list[dict]:
+        """Every public room and every room a socket is in: ``{"id", "name", "private",
+        "public", "sockets", "users"}`` (for the admin API)."""
+        out = []
+        for room_id in sorted(self.world_room_ids | {self.public_room} | set(self.room_peers)):
+            if room_id is None:
+                continue
+            try:
+                room = await self._room(room_id)
+            except ChatError:
+                continue
+            peers = self.room_peers.get(room_id, ())
+            out.append({"id": room.id, "name": room.name, "private": room.private,
+                        "public": room.id in self.world_room_ids or room.id == self.public_room,
+                        "sockets": len(peers), "users": len({p.user for p in peers if p.user})})
+        return out
 
     # -- uploads -----------------------------------------------------------------------
 

@@ -53,6 +53,9 @@ export const REFUSE_REASONS = {
   7: "token_invalid",
   8: "token_expired",
   9: "token_used",
+  // Operator decisions (SPEC 2): a ban from a kick that has not run out; a draining server.
+  10: "banned",
+  11: "shutting_down",
 };
 
 export const DISCONNECT_CLIENT_LEFT = 1;
