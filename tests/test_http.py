@@ -1049,3 +1049,25 @@ async def test_world_pages_serve_the_page(nursery, tmp_path) -> None:
         assert (await client.get("/w/halls/")).status_code == 200
         assert (await client.get("/w/Not-A-World!")).status_code == 404
         assert (await client.get("/w/halls/app.js")).status_code == 404
+
+
+async def test_admin_serves_the_dashboard_page_beside_its_api(nursery, tmp_path) -> None:
+    """``/admin`` is the built client's admin.html (the not-built page while there is none);
+    ``/admin/api/...`` stays the API, and no other path under /admin/ is the page."""
+    config = make_config(tmp_path)
+    srv = await start_server(nursery, config, sim=Simulation(config, Stats()))
+    async with srv.client() as client:
+        r = await client.get("/admin")
+        assert r.status_code == 200 and "not built" in r.text
+        dist = tmp_path / "dist"
+        dist.mkdir()
+        (dist / "index.html").write_text("<!doctype html><title>gallery</title>")
+        (dist / "admin.html").write_text("<!doctype html><title>dashboard</title>")
+        for path in ("/admin", "/admin/", "/admin.html"):
+            r = await client.get(path)
+            assert r.status_code == 200 and r.text == "<!doctype html><title>dashboard</title>", path
+            assert r.headers["content-type"].startswith("text/html")
+        assert (await client.get("/")).text == "<!doctype html><title>gallery</title>"
+        for path in ("/admin/x", "/admin/admin.html", "/administrator"):
+            assert (await client.get(path)).status_code == 404, path
+        assert (await client.post("/admin")).status_code == 405

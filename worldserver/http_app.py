@@ -3,7 +3,8 @@
 Job: :func:`build_app` makes the app -- health, metrics, the admin API (``worldserver.admin_api``'s
 routes), ``POST /api/join`` (with the UDP connect token
 and key, ``worldserver.connect_tokens``), ``POST /api/connect-token``, the player list, the web
-client's settings, gallery pictures, the built web client as static files, the geckos.io 3.x
+client's settings, gallery pictures, the built web client as static files (``/w/{id}`` is its
+page, ``/admin`` its dashboard, admin.html), the geckos.io 3.x
 signaling routes (any path containing ``/.wrtc/v2``, answered as geckos does, with its CORS
 headers on every answer) handed to the WebRTC service, and the ``/ws/movement`` WebSocket
 that carries native protocol packets (one binary message each) to and from the stream
@@ -581,6 +582,7 @@ client, then reload this page.</p>
 
 
 _WORLD_PAGE = re.compile(r"/w/[a-z0-9][a-z0-9_-]{0,31}/?")
+_ADMIN_PAGE = re.compile(r"/admin/?")  # the dashboard (admin.html); its API is /admin/api/
 
 
 class _WebRoot:
@@ -596,6 +598,8 @@ class _WebRoot:
             return
         if _WORLD_PAGE.fullmatch(scope["path"]):  # /w/{id}: the page, showing that world
             scope = dict(scope, path="/index.html", raw_path=b"/index.html")
+        elif _ADMIN_PAGE.fullmatch(scope["path"]):  # /admin: the dashboard page
+            scope = dict(scope, path="/admin.html", raw_path=b"/admin.html")
         if os.path.isdir(self.root):
             if self._static is None:
                 self._static = StaticFiles(directory=self.root, html=True, check_dir=False)
@@ -604,7 +608,7 @@ class _WebRoot:
         path = scope["path"]
         if scope["method"] not in ("GET", "HEAD"):
             response: Response = _status_text(405, headers={"Allow": "GET, HEAD"})
-        elif path in ("/", "/index.html"):
+        elif path in ("/", "/index.html", "/admin.html"):
             page = _NOT_BUILT_PAGE.format(root=html.escape(os.path.abspath(self.root)))
             response = HTMLResponse(page, status_code=200)
         else:
