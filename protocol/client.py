@@ -58,6 +58,7 @@ class ClientConnection:
         self.salt = 0
         self.link: Link | None = None
         self.close_reason = ""
+        self.close_text = ""  # the text of the server's DISCONNECT (world_closed says why)
         self.drops: dict[str, int] = {}
         self._handshake_packet = b""
         self._handshake_started = 0.0
@@ -142,7 +143,8 @@ class ClientConnection:
             reason = data[P.HEADER_SIZE] if len(data) > P.HEADER_SIZE else 0
             self.state = CLOSED
             self.close_reason = P.DISCONNECT_REASONS.get(reason, "server_disconnect")
-            return [Disconnected(None, self.close_reason)], []
+            self.close_text = P.disconnect_text(data[P.HEADER_SIZE :])
+            return [Disconnected(None, self.close_reason, self.close_text)], []
         return [Received(None, ptype, seq, data[P.HEADER_SIZE :], acked)], []
 
     def packet(self, ptype: int, payload: bytes, now: float) -> bytes:

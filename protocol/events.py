@@ -61,7 +61,9 @@ class Received:
 
 @attrs.define(slots=True, eq=False)
 class Disconnected:
-    """The connection ended: the peer said so, it timed out, or it was replaced."""
+    """The connection ended: the peer said so, it timed out, or it was replaced. ``text``: what
+    the server's DISCONNECT said after its reason byte (``world_closed``), else ""."""
 
     conn: object
     reason: str
+    text: str = ""

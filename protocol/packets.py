@@ -77,12 +77,29 @@ DISCONNECT_CLIENT_LEFT = 1
 DISCONNECT_SERVER_SHUTDOWN = 2
 DISCONNECT_TIMEOUT = 3
 DISCONNECT_KICKED = 4
+# The client's world was closed by the operator (worldserver/world_admin.py); the reason byte
+# is followed by a UTF-8 text saying why (at most MAX_DISCONNECT_TEXT bytes).
+DISCONNECT_WORLD_CLOSED = 5
 DISCONNECT_REASONS = {
     DISCONNECT_CLIENT_LEFT: "client_left",
     DISCONNECT_SERVER_SHUTDOWN: "server_shutdown",
     DISCONNECT_TIMEOUT: "timeout",
     DISCONNECT_KICKED: "kicked",
+    DISCONNECT_WORLD_CLOSED: "world_closed",
 }
+MAX_DISCONNECT_TEXT = 200  # bytes of text a DISCONNECT may carry after its reason byte
+
+
+def disconnect_payload(reason: int, text: str = "") -> bytes:
+    """A DISCONNECT payload: the reason byte, then ``text`` as UTF-8 cut to
+    :data:`MAX_DISCONNECT_TEXT` bytes (never in the middle of a character)."""
+    data = text.encode("utf-8")[:MAX_DISCONNECT_TEXT].decode("utf-8", "ignore").encode("utf-8")
+    return bytes([reason]) + data
+
+
+def disconnect_text(payload: bytes) -> str:
+    """The text after a DISCONNECT payload's reason byte ("" for none); bad UTF-8 is replaced."""
+    return bytes(payload[1 : 1 + MAX_DISCONNECT_TEXT]).decode("utf-8", errors="replace")
 
 
 def packet_type(data: bytes) -> int:

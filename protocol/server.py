@@ -274,9 +274,10 @@ class ServerEndpoint:
         tag.update(data)
         return data + tag.digest()
 
-    def disconnect(self, conn: ServerConnection, reason: int, now: float) -> bytes:
-        """Ends a connection; returns the DISCONNECT packet to send (send it twice if you like)."""
-        data = self.packet(conn, P.DISCONNECT, bytes([reason]), now)
+    def disconnect(self, conn: ServerConnection, reason: int, now: float, text: str = "") -> bytes:
+        """Ends a connection; returns the DISCONNECT packet to send (send it twice if you like).
+        ``text``: why, for the player (``world_closed`` carries one; SPEC section 3)."""
+        data = self.packet(conn, P.DISCONNECT, P.disconnect_payload(reason, text), now)
         self._close(conn)
         return data
 

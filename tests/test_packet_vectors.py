@@ -99,6 +99,20 @@ def test_vectors_decode_to_their_fields():
     pkt = bytes.fromhex(v["disconnect_packet"]["hex"])
     assert P.decode_header(pkt) == (f["type"], f["salt"], f["seq"], f["ack"], f["ack_bits"])
     assert pkt[P.HEADER_SIZE:] == bytes([f["reason"]])
+    f = v["disconnect_world_closed_packet"]["fields"]  # reason 5 and the text after it
+    pkt = bytes.fromhex(v["disconnect_world_closed_packet"]["hex"])
+    assert P.decode_header(pkt) == (f["type"], f["salt"], f["seq"], f["ack"], f["ack_bits"])
+    assert P.DISCONNECT_REASONS[pkt[P.HEADER_SIZE]] == "world_closed" == P.DISCONNECT_REASONS[f["reason"]]
+    assert P.disconnect_text(pkt[P.HEADER_SIZE:]) == f["text"]
+    assert P.disconnect_payload(f["reason"], f["text"]) == pkt[P.HEADER_SIZE:]
+
+
+def test_a_disconnect_text_is_cut_to_its_limit_between_characters():
+    payload = P.disconnect_payload(P.DISCONNECT_WORLD_CLOSED, "é" * 150)  # 300 bytes of text
+    assert len(payload) == 1 + P.MAX_DISCONNECT_TEXT and P.disconnect_text(payload) == "é" * 100
+    payload = P.disconnect_payload(P.DISCONNECT_WORLD_CLOSED, "a" + "é" * 150)  # 2-byte chars from 1
+    assert len(payload) == P.MAX_DISCONNECT_TEXT and P.disconnect_text(payload) == "a" + "é" * 99
+    assert P.disconnect_text(bytes([5]) + b"\xff ok") == "\ufffd ok" and P.disconnect_text(bytes([2])) == ""
 
 
 def test_cookie_mac_key_is_the_raw_secret_bytes():

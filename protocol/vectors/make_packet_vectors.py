@@ -27,6 +27,7 @@ from protocol import tokens as T  # noqa: E402
 
 OUT = pathlib.Path(__file__).with_name("packets.json")
 FORMAT = 2
+CLOSED_TEXT = "closed for the night — à demain"  # a DISCONNECT's text is UTF-8 (SPEC 3)
 
 
 def u64(value: int) -> str:
@@ -126,6 +127,10 @@ def build() -> dict:
         {"name": "disconnect_packet", "fields": {"type": P.DISCONNECT, "salt": salt, "seq": 9, "ack": 8,
          "ack_bits": 0xFFFFFFFF, "reason": P.DISCONNECT_SERVER_SHUTDOWN},
          "hex": (P.encode_header(P.DISCONNECT, salt, 9, 8, 0xFFFFFFFF) + bytes([P.DISCONNECT_SERVER_SHUTDOWN])).hex()},
+        {"name": "disconnect_world_closed_packet", "fields": {"type": P.DISCONNECT, "salt": salt, "seq": 10, "ack": 8,
+         "ack_bits": 0xFFFFFFFF, "reason": P.DISCONNECT_WORLD_CLOSED, "text": CLOSED_TEXT},
+         "hex": (P.encode_header(P.DISCONNECT, salt, 10, 8, 0xFFFFFFFF)
+                 + P.disconnect_payload(P.DISCONNECT_WORLD_CLOSED, CLOSED_TEXT)).hex()},
     ]
     return {
         "format": FORMAT,

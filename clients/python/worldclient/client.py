@@ -51,6 +51,7 @@ class WorldClient:
         self.input_seq = 0
         self.recent: deque[Input] = deque(maxlen=REDUNDANT_INPUTS)
         self.closed_reason = ""
+        self.closed_text = ""  # what the server's DISCONNECT said (world_closed: why)
         self.snapshots = 0
         self.bytes_received = 0
         self.joined: Joined | None = None  # the HTTP join the connection came from, if any
@@ -114,7 +115,7 @@ class WorldClient:
                         self.snapshots += 1
                         self._notify()
                 elif isinstance(ev, Disconnected):
-                    self.closed_reason = ev.reason
+                    self.closed_reason, self.closed_text = ev.reason, ev.text
                     self._notify()
 
     async def _poll_loop(self) -> None:

@@ -205,6 +205,16 @@ describe("packets.json", () => {
     assert.equal(d.payload[0], f.reason);
     assert.equal(P.DISCONNECT_REASONS[d.payload[0]], "server_shutdown");
   });
+  it("disconnect_world_closed_packet (reason 5, then UTF-8 text)", () => {
+    const v = vec("disconnect_world_closed_packet");
+    const f = v.fields;
+    const d = P.decodePacket(unhex(v.hex));
+    assert.equal(d.type, P.DISCONNECT);
+    assert.equal(d.payload[0], f.reason);
+    assert.equal(P.DISCONNECT_REASONS[d.payload[0]], "world_closed");
+    assert.equal(P.disconnectText(d.payload), f.text);
+    assert.equal(P.disconnectText(new Uint8Array([2])), "");
+  });
   it("connect_token (format u8, identity u64, expires_ms u64, 15 random bytes; opaque to clients)", () => {
     const v = vec("connect_token");
     const t = unhex(v.hex);

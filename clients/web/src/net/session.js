@@ -6,7 +6,9 @@
 // the own avatar and feeds remote ones to the interpolator. On loss it
 // reconnects with exponential backoff (a new handshake, a new avatar), except after a
 // DISCONNECT "kicked": the same player logged in again elsewhere (state "replaced"), and
-// reconnecting with this page's token would only fight that newer login.
+// reconnecting with this page's token would only fight that newer login; and except after a
+// DISCONNECT "world_closed": the operator closed this world (state "closed", `error` says
+// why, with the text the server sent).
 //
 // No DOM beyond the network APIs (fetch is not used here; WebSocket/RTCPeerConnection via
 // transports.js), so the 3D view and the UI only read its state.
@@ -35,7 +37,7 @@ const nowSeconds = () => performance.now() / 1000;
 /** @typedef {import("../world/interpolate.js").EntityState} EntityState */
 /** @typedef {import("../protocol/snapshot.js").View} View */
 /** @typedef {import("../protocol/snapshot.js").PartHeader} PartHeader */
-/** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "refused" | "replaced" | "stopped"} SessionState */
+/** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "refused" | "replaced" | "closed" | "stopped"} SessionState */
 
 /** The player's intent for one tick: world axes -1..1, yaw in radians.
  * @typedef {{ moveX?: number, moveZ?: number, yaw?: number, jump?: boolean }} Controls */
@@ -323,7 +325,7 @@ export class NetSession {
 
   _lost() {
     this._dropTransport();
-    if (this.state === "stopped" || this.state === "refused" || this.state === "replaced") return;
+    if (this.state === "stopped" || this.state === "refused" || this.state === "replaced" || this.state === "closed") return;
     this.transportKind = null;
     this._scheduleReconnect();
   }
@@ -367,6 +369,14 @@ export class NetSession {
           // Ended by the server: this player joined again (another window or device).
           this.error = "signed in elsewhere: this window's avatar was replaced by a newer login";
           this._setState("replaced");
+          this._dropTransport();
+          if (this._handshakeDone) this._handshakeDone("refused");
+          break;
+        }
+        if (ev.reason === "world_closed") {
+          // The operator closed this world: there is nothing to reconnect to.
+          this.error = `this world was closed${ev.text ? `: ${ev.text}` : ""}`;
+          this._setState("closed");
           this._dropTransport();
           if (this._handshakeDone) this._handshakeDone("refused");
           break;

@@ -23,7 +23,7 @@ export const CLOSED = "closed";
 /** What receive() and poll() report.
  * @typedef {{ type: "connected", welcome: ServerWelcome, salt: number }
  *   | { type: "refused", reason: string, text: string, serverVersion: number }
- *   | { type: "disconnected", reason: string }
+ *   | { type: "disconnected", reason: string, text?: string }
  *   | { type: "packet", ptype: number, seq: number, payload: Uint8Array, acked: number[] }} ConnectionEvent */
 
 /** ClientConnection's options; every one has a default.
@@ -70,6 +70,7 @@ export class ClientConnection {
     /** @type {ServerWelcome | null} */
     this.welcome = null;
     this.closeReason = "";
+    this.closeText = ""; // the text of the server's DISCONNECT, if any
     /** Packets dropped, by reason. @type {Record<string, number>} */
     this.drops = {};
     /** @type {Uint8Array | null} */
@@ -167,7 +168,8 @@ export class ClientConnection {
       const code = h.payload.length ? h.payload[0] : 0;
       this.state = CLOSED;
       this.closeReason = P.DISCONNECT_REASONS[code] || "server_disconnect";
-      return [{ type: "disconnected", reason: this.closeReason }];
+      this.closeText = P.disconnectText(h.payload); // world_closed says why
+      return [{ type: "disconnected", reason: this.closeReason, text: this.closeText }];
     }
     return [{ type: "packet", ptype: h.type, seq: h.seq, payload: h.payload, acked }];
   }

@@ -62,16 +62,25 @@ export const DISCONNECT_CLIENT_LEFT = 1;
 export const DISCONNECT_SERVER_SHUTDOWN = 2;
 export const DISCONNECT_TIMEOUT = 3;
 export const DISCONNECT_KICKED = 4;
+export const DISCONNECT_WORLD_CLOSED = 5; // the operator closed the world; a text says why
 /** @type {Record<number, string>} */
 export const DISCONNECT_REASONS = {
   1: "client_left",
   2: "server_shutdown",
   3: "timeout",
   4: "kicked",
+  5: "world_closed",
 };
+export const MAX_DISCONNECT_TEXT = 200;
 
 const TEXT_ENCODER = new TextEncoder();
 const TEXT_DECODER = new TextDecoder("utf-8"); // REFUSE text: invalid bytes are replaced
+
+/** The text after a DISCONNECT payload's reason byte ("" for none; SPEC 3).
+ * @param {Uint8Array} payload @returns {string} */
+export function disconnectText(payload) {
+  return payload.length > 1 ? TEXT_DECODER.decode(payload.subarray(1, 1 + MAX_DISCONNECT_TEXT)) : "";
+}
 
 /** @param {Uint8Array} bytes @returns {DataView} */
 function dv(bytes) {
