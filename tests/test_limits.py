@@ -14,6 +14,7 @@ from worldserver.limits import (
     AddressCounts,
     AddressLimits,
     Networks,
+    TokenBucket,
     TokenBuckets,
     address_key,
     parse_address,
@@ -57,6 +58,23 @@ def test_bucket_table_is_swept_on_the_way() -> None:
 def test_bucket_refuses_nonsense() -> None:
     with pytest.raises(ValueError):
         TokenBuckets(rate=0.0, burst=1)
+    with pytest.raises(ValueError):
+        TokenBucket(rate=1.0, burst=0.5, now=0.0)
+
+
+def test_one_bucket_starts_full_or_as_told_and_keys_share_its_arithmetic() -> None:
+    bucket = TokenBucket(rate=4.0, burst=2, now=10.0)
+    assert [bucket.take(10.0) for _ in range(2)] == [0.0, 0.0]
+    assert bucket.take(10.0) == pytest.approx(0.25) and bucket.peek(10.0) == pytest.approx(0.25)
+    assert bucket.take(10.25) == 0.0
+    assert bucket.tokens(20.0) == 2.0 and bucket.full(20.0) and not bucket.full(10.25)
+    assert bucket.take(10.0) == pytest.approx(0.25)  # a clock going back adds nothing
+    started = TokenBucket(rate=10.0, burst=5, now=0.0, tokens=1.0)  # a swarm's first admission
+    assert started.take(0.0) == 0.0 and started.take(0.0) == pytest.approx(0.1)
+    assert [started.take(1.0) for _ in range(6)].count(0.0) == 5  # burst, not 10 s worth
+    keyed = TokenBuckets(rate=4.0, burst=2)
+    assert [keyed.take("k", 10.0) for _ in range(3)] == [0.0, 0.0, pytest.approx(0.25)]
+    assert keyed.tokens("k", 10.125) == pytest.approx(0.5) and keyed.tokens("other", 10.0) == 2.0
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ per process): a WebRTC set-up costs the server several milliseconds of CPU.
 spread over cores rather than added to one.
 
 Must not: import server internals (``worldserver.aio_bridge`` is the asyncio/trio glue the
-client library itself uses), talk to anything but the HTTP base URL it was given, or run
+client library itself uses; ``worldserver.limits.TokenBucket``, plain arithmetic, paces the
+openings), talk to anything but the HTTP base URL it was given, or run
 unbounded: each opening has a deadline, the run ends at ``duration``, closing is bounded by
 :data:`CLOSE_WAIT`, and worker processes are killed after ``duration`` + ``TEARDOWN_CAP``.
 """
@@ -41,6 +42,7 @@ import trio
 from protocol import PROTOCOL_VERSION
 from protocol import packets as P
 from protocol.client import ClientConnection
+from worldserver.limits import TokenBucket
 from worldtools import swarm as udp_swarm
 
 __all__ = [
@@ -194,8 +196,7 @@ class MessageSwarm(udp_swarm._Swarm):
         self.connect_rate = max(0.1, float(connect_rate))
         self.max_opening = max(1, int(max_opening))
         self.open_timeout = float(open_timeout)
-        self.tokens = 1.0
-        self.last_admit: float | None = None
+        self.admissions: TokenBucket | None = None  # connect_rate; made by the first _admit
         self.opening: dict[int, float] = {}  # bot index -> deadline for its channel
         self.open_started: dict[int, float] = {}  # bot index -> when its opening began
         self.handles: dict[int, object] = {}
@@ -205,15 +206,12 @@ class MessageSwarm(udp_swarm._Swarm):
 
     # -- opening -----------------------------------------------------------------------------
     def _admit(self, now: float) -> None:
-        if self.last_admit is not None:
-            self.tokens = min(self.tokens + (now - self.last_admit) * self.connect_rate,
-                              max(1.0, self.connect_rate * 0.1))
-        self.last_admit = now
+        if self.admissions is None:  # one bot at once, then connect_rate (bursts of 0.1 s)
+            self.admissions = TokenBucket(self.connect_rate, max(1.0, self.connect_rate * 0.1), now, tokens=1.0)
         room = self.max_opening - len(self.opening) - len(self.waiting)
-        while self.pending and self.tokens >= 1.0 and room > 0:
+        while self.pending and room > 0 and not self.admissions.take(now):
             room -= 1
             self.waiting.append(self.pending.popleft())
-            self.tokens -= 1.0
 
     def _start_handshake(self, bot, now: float) -> None:
         bot.conn = ClientConnection(

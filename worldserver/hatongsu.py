@@ -87,6 +87,7 @@ from collections import deque
 
 from protocol import jsonsafe
 from protocol.messages import FLAG_JUMP, INPUT_AXIS_SCALE, Input
+from worldserver.limits import TokenBucket
 from worldserver.logs import get_logger
 from worldserver.sessions import Session
 from worldserver.world import WorldFull
@@ -381,8 +382,7 @@ class HatongsuClient:
         self.follow_ups: deque[tuple[float, str, int]] = deque()  # (due, retired alias, left)
         self.next_update = now
         self.rounds = 0  # update rounds so far (far entities go on even ones)
-        self.tokens = float(service.input_burst)
-        self.token_time = now
+        self.texts = TokenBucket(service.input_rate, service.input_burst, now)  # messages in
         self.received_ids: dict[str, float] = {}  # incoming reliable ID -> forget after
         self.used_canonical: set[str] = set()  # canonical ids this client was already told
 
@@ -540,13 +540,8 @@ class HatongsuClient:
 
     # -- incoming -------------------------------------------------------------------------------
     def take_text(self, text: object, now: float) -> None:
-        service = self.service
-        tokens = min(float(service.input_burst), self.tokens + (now - self.token_time) * service.input_rate)
-        self.token_time = now
-        if tokens < 1.0:
-            self.tokens = tokens
+        if self.texts.take(now):
             raise Drop("rate")
-        self.tokens = tokens - 1.0
         event, payload = parse_event(text)
         if event not in CLIENT_EVENTS:
             raise Drop("unknown_event")

@@ -1,7 +1,8 @@
 """Admission and fairness: token buckets, per-address keys and counts, the ``[limits]`` section.
 
-Job: the server's one token-bucket implementation (:class:`TokenBuckets`, used by chat and by
-every per-address limit), the address key every limit is kept by (:func:`address_key`: an IPv4
+Job: the project's one token-bucket implementation (:class:`TokenBucket` for one thing, such as a
+session's inputs, a Hatongsu client's messages or a swarm's connect rate; :class:`TokenBuckets`
+for many keys, used by chat and by every per-address limit), the address key every limit is kept by (:func:`address_key`: an IPv4
 address is one key, an IPv6 address counts by its /64, an IPv4-mapped IPv6 address as the IPv4
 address), trusted networks (:class:`Networks`), counts of what each address holds
 (:class:`AddressCounts`), and :class:`AddressLimits`, the ``[limits]`` settings applied: one
@@ -37,6 +38,7 @@ __all__ = [
     "AddressLimits",
     "FailureGuard",
     "Networks",
+    "TokenBucket",
     "TokenBuckets",
     "address_key",
     "parse_address",
@@ -49,8 +51,57 @@ _MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d
 UNKNOWN_ADDRESS = "unknown"  # the key of a peer whose address the server cannot tell
 
 
+class TokenBucket:
+    """One token bucket: ``rate`` tokens per second, at most ``burst``, full when made (or
+    holding ``tokens``) at time ``now``.
+
+    Every question passes ``now`` (seconds on any clock that does not go back; a ``now``
+    earlier than the last one adds nothing). :meth:`take` is the hot path of every input a
+    client sends, so the bucket is a slotted object with no lookups.
+    """
+
+    __slots__ = ("rate", "burst", "level", "time")
+
+    def __init__(self, rate: float, burst: float, now: float, tokens: float | None = None) -> None:
+        if not rate > 0 or not burst >= 1:
+            raise ValueError(f"a token bucket needs rate > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.level = self.burst if tokens is None else min(self.burst, float(tokens))
+        self.time = now
+
+    def tokens(self, now: float) -> float:
+        """The tokens held now (nothing taken)."""
+        return min(self.burst, self.level + max(0.0, now - self.time) * self.rate)
+
+    def full(self, now: float) -> bool:
+        """Whether the bucket is full again (it then holds no information)."""
+        return self.level + max(0.0, now - self.time) * self.rate >= self.burst
+
+    def peek(self, now: float) -> float:
+        """0.0 if there is a token now, else the seconds until there will be (nothing taken)."""
+        tokens = self.tokens(now)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 if there was one, else the seconds until there will be."""
+        tokens = self.level
+        elapsed = now - self.time
+        self.time = now
+        if elapsed > 0.0:
+            tokens += elapsed * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+        if tokens >= 1.0:
+            self.level = tokens - 1.0
+            return 0.0
+        self.level = tokens
+        return (1.0 - tokens) / self.rate
+
+
 class TokenBuckets:
-    """Token buckets by key (``rate`` per second, ``burst`` at most).
+    """A :class:`TokenBucket` per key (``rate`` per second, ``burst`` at most, each key full
+    until it takes its first token).
 
     Memory stays bounded: buckets that have filled up again hold no information and are
     forgotten (by :meth:`sweep`, which also runs on its own whenever the table has doubled),
@@ -63,27 +114,21 @@ class TokenBuckets:
         self.rate = float(rate)
         self.burst = float(burst)
         self.max_keys = max(1, int(max_keys))
-        self._buckets: dict[Any, list[float]] = {}  # key -> [tokens, time]
+        self._buckets: dict[Any, TokenBucket] = {}
         self._sweep_at = min(self.max_keys, _SWEEP_FLOOR)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _tokens(self, bucket: list[float], now: float) -> float:
-        return min(self.burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
-
     def tokens(self, key: Any, now: float) -> float:
         """The tokens ``key`` holds now (``burst`` for a key never seen or forgotten)."""
         bucket = self._buckets.get(key)
-        return self.burst if bucket is None else self._tokens(bucket, now)
+        return self.burst if bucket is None else bucket.tokens(now)
 
     def peek(self, key: Any, now: float) -> float:
         """0.0 if ``key`` has a token now, else the seconds until it will (nothing taken)."""
         bucket = self._buckets.get(key)
-        if bucket is None:
-            return 0.0
-        tokens = self._tokens(bucket, now)
-        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+        return 0.0 if bucket is None else bucket.peek(now)
 
     def take(self, key: Any, now: float) -> float:
         """Take one token: 0.0 if there was one, else the seconds until there will be."""
@@ -91,19 +136,12 @@ class TokenBuckets:
         if bucket is None:
             if len(self._buckets) >= self._sweep_at:
                 self._make_room(now)
-            self._buckets[key] = [self.burst - 1.0, now]
-            return 0.0
-        tokens = self._tokens(bucket, now)
-        bucket[1] = now
-        if tokens >= 1.0:
-            bucket[0] = tokens - 1.0
-            return 0.0
-        bucket[0] = tokens
-        return (1.0 - tokens) / self.rate
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
 
     def sweep(self, now: float) -> None:
         """Forget the buckets that are full again."""
-        full = [k for k, bucket in self._buckets.items() if self._tokens(bucket, now) >= self.burst]
+        full = [key for key, bucket in self._buckets.items() if bucket.full(now)]
         for key in full:
             del self._buckets[key]
 

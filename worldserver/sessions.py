@@ -16,6 +16,7 @@ from collections import deque
 
 from protocol.messages import Input
 from protocol.snapshot_batch import HeldView
+from worldserver.limits import TokenBucket
 from worldserver.stats import Stats
 
 SEQS_KEPT = 256  # packet sequence numbers remembered for acknowledgement (> the link's 64)
@@ -49,8 +50,7 @@ class Session:
         "last_applied_seq",
         "join_tick",
         "applied",
-        "tokens",
-        "token_time",
+        "input_bucket",
         "views",
         "parts_left",
         "seq_to_tick",
@@ -80,8 +80,7 @@ class Session:
         self.last_applied_seq = -1  # none applied yet (sent as 0xFFFFFFFF)
         self.join_tick = 0
         self.applied = 0  # inputs applied since joining
-        self.tokens = float("inf")  # capped to the burst on first use: a new client starts full
-        self.token_time = now
+        self.input_bucket: TokenBucket | None = None  # made full by the first take_inputs
         self.views: dict[int, HeldView] = {}
         self.parts_left: dict[int, int] = {}  # tick -> parts not yet acknowledged
         self.seq_to_tick: dict[int, int] = {}
@@ -90,14 +89,18 @@ class Session:
 
     # -- inputs ---------------------------------------------------------------------------
     def take_inputs(self, inputs: list[Input], now: float, rate: float, burst: int, stats: Stats) -> None:
-        """Queues the new inputs of one INPUT packet (which repeats older ones for loss)."""
-        tokens = min(float(burst), self.tokens + (now - self.token_time) * rate)
-        self.token_time = now
-        if tokens < 1.0:
-            self.tokens = tokens
+        """Queues the new inputs of one INPUT packet (which repeats older ones for loss).
+
+        One packet costs one token of the session's bucket (``rate`` per second, ``burst`` at
+        most: the transport's input limit, the same on every call; the first call makes the
+        bucket, full); a packet without a token is dropped (``drop.input_rate``).
+        """
+        bucket = self.input_bucket
+        if bucket is None:
+            bucket = self.input_bucket = TokenBucket(rate, burst, now)
+        if bucket.take(now):
             stats.incr("drop.input_rate")
             return
-        self.tokens = tokens - 1.0
         newest = self.last_received_seq
         for inp in inputs:
             if inp.seq > newest:
