@@ -148,7 +148,14 @@ describe("ClientConnection (trusted)", () => {
     c.connect(0);
     c.receive(accept(c, 9), 0);
     const ev = c.receive(P.encodePacket(P.DISCONNECT, 9, 0, 0, 0, new Uint8Array([2])), 0.1);
-    assert.deepEqual(ev, [{ type: "disconnected", reason: "server_shutdown" }]);
+    assert.deepEqual(ev, [{ type: "disconnected", reason: "server_shutdown", text: "" }]);
+    const w = new ClientConnection({ nonce: 6n }); // world_closed, with the text saying why
+    w.connect(0);
+    w.receive(accept(w, 9), 0);
+    const why = new TextEncoder().encode("closed for the night");
+    const closed = w.receive(P.encodePacket(P.DISCONNECT, 9, 0, 0, 0, new Uint8Array([5, ...why])), 0.1);
+    assert.deepEqual(closed, [{ type: "disconnected", reason: "world_closed", text: "closed for the night" }]);
+    assert.equal(w.closeText, "closed for the night");
     const d = new ClientConnection({ nonce: 5n });
     d.connect(0);
     d.receive(accept(d, 9), 0);
