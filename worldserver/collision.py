@@ -154,6 +154,33 @@ class WallSet:
         _, _, d2 = self._closest(x, z, w)
         return inside & ((np.sqrt(d2) - self.reach[w]).min(axis=1) >= margin)
 
+    def nearest_clear(self, x, z, max_side: int = 257) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each centre (x, z), the nearest point where a circle is :meth:`clear` (touches no
+        wall, lies on the floor), on a grid half a radius apart around it: a square window of
+        four radii first, doubled until one has a clear point or it covers the floor (a large
+        window's grid is coarser: at most ``max_side`` points a side, so the cost is bounded).
+        Returns (x, z, found); where nothing is clear, found is False and the centre stays."""
+        x = np.array(x, dtype=np.float64).reshape(-1)
+        z = np.array(z, dtype=np.float64).reshape(-1)
+        found = np.zeros(len(x), dtype=bool)
+        span = float(np.max(self.hi - self.lo))
+        for i in range(len(x)):
+            half = 2.0 * self.radius
+            while True:
+                step = max(self.radius / 2, 2 * half / (max_side - 1))
+                offsets = np.arange(-half, half + step / 2, step)
+                gx, gz = np.meshgrid(x[i] + offsets, z[i] + offsets, indexing="ij")
+                gx, gz = gx.ravel(), gz.ravel()
+                ok = np.flatnonzero(self.clear(gx, gz))
+                if len(ok):
+                    best = ok[np.argmin((gx[ok] - x[i]) ** 2 + (gz[ok] - z[i]) ** 2)]
+                    x[i], z[i], found[i] = gx[best], gz[best], True
+                    break
+                if half >= span:
+                    break
+                half *= 2
+        return x, z, found
+
     # -- motion ---------------------------------------------------------------------------
     def _clamp(self, x: np.ndarray, z: np.ndarray) -> None:
         r = self.radius

@@ -790,17 +790,12 @@ class WorldsSettings:
         """The :class:`worldserver.worldfile.WorldSpec` of every hosted world, in order; a world
         that cannot be read or checked, or an id used twice, raises ConfigError naming the
         setting (one line)."""
-        from worldserver.worldfile import WorldFileError, builtin_world, load_world, open_world
+        from worldserver.worldfile import WorldFileError, load_named
 
         specs, seen = [], set()
         for name in self.hosted:
             try:
-                if name == "open":
-                    spec = open_world(sim.half_extent, (sim.spawn_point[0], sim.spawn_point[2]))
-                elif "/" not in name and not name.endswith(".toml"):
-                    spec = builtin_world(name)
-                else:
-                    spec = load_world(name)
+                spec = load_named(name, sim.half_extent, (sim.spawn_point[0], sim.spawn_point[2]))
             except WorldFileError as exc:
                 raise ConfigError(f"worlds.hosted: {exc}", key="worlds.hosted") from None
             if spec.id in seen:

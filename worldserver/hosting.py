@@ -8,7 +8,9 @@ offset by ``k / n`` of a tick, so that the worlds' ticks spread over the period 
 all landing on the same instant. One loop (``worldserver.app``) runs them all.
 
 A client's session belongs to exactly one world (``session.sim``): leaving, inputs and
-snapshots go to that world only, so two worlds never see each other's entities.
+snapshots go to that world only, so two worlds never see each other's entities. The operator
+may open and close worlds while the server runs (:meth:`WorldHost.add`, :meth:`WorldHost.remove`,
+driven by worldserver/world_admin.py); the default world stays.
 
 Must not: do I/O, read clocks (``now`` is passed in), or know about transports.
 """
@@ -33,6 +35,27 @@ class WorldHost:
             self.sims[spec.id] = Simulation(config, stats, rng, spec=spec)
         self.default_id = specs[0].id
         self.clocks: dict[str, TickClock] = {}
+        self.started = False
+
+    # -- opening and closing (worldserver/world_admin.py) -------------------------------------
+    def add(self, sim: Simulation, now: float) -> None:
+        """Hosts one more world; once the host has started it ticks on its own deadlines, the
+        first half a tick after the next tick already due (none runs late for it)."""
+        if sim.world_id in self.sims:
+            raise ValueError(f"a world with the id {sim.world_id!r} is hosted already")
+        self.sims[sim.world_id] = sim
+        if self.started:
+            start = max(now, self.next_deadline()) + sim.dt / 2
+            self.clocks[sim.world_id] = TickClock(sim.tick_rate, start)
+
+    def remove(self, world_id: str) -> Simulation:
+        """Stops hosting ``world_id`` (KeyError if not hosted; ValueError for the default world,
+        where clients that name no world go). Its sessions are the caller's to end."""
+        if world_id == self.default_id:
+            raise ValueError("the default world cannot be removed")
+        sim = self.sims.pop(world_id)
+        self.clocks.pop(world_id, None)
+        return sim
 
     # -- finding worlds ---------------------------------------------------------------------
     @property
@@ -66,6 +89,7 @@ class WorldHost:
         n = len(self.sims)
         for k, (world_id, sim) in enumerate(self.sims.items()):
             self.clocks[world_id] = TickClock(sim.tick_rate, now + k * sim.dt / n)
+        self.started = True
 
     def next_deadline(self) -> float:
         """When the next world's tick is due."""

@@ -37,6 +37,7 @@ from worldserver.world import WorldFull
 log = get_logger("worldserver.native")
 
 _INPUT = P.INPUT
+WORLD_CLOSED = "world_closed"  # session.end(reason) of a closed world's sessions
 _HEADER = P.HEADER_SIZE
 
 
@@ -191,8 +192,10 @@ class NativeSessions:
 
     def _end_session(self, session, reason: str) -> None:
         """The session's identity logged in again or was kicked (``worldserver.identity``,
-        ``worldserver.moderation``): the avatar leaves the world and the client gets a
-        DISCONNECT (kicked); counted as ``clients.left.<reason>``."""
+        ``worldserver.moderation``), or its world was closed (``world_closed``,
+        ``worldserver.world_admin``): the avatar leaves the world and the client gets a
+        DISCONNECT (``kicked``; ``world_closed`` with the world's ``closed_reason`` as its text);
+        counted as ``clients.left.<reason>``."""
         conn = getattr(session.sink, "conn", None)
         if conn is None or conn.closed or conn.user is not session:
             return
@@ -200,7 +203,12 @@ class NativeSessions:
             now = trio.current_time()
         except RuntimeError:  # not in trio (tools driving the endpoint by hand)
             now = conn.link.last_send
-        self.endpoint.outbox.append((self.endpoint.disconnect(conn, P.DISCONNECT_KICKED, now), conn.addr))
+        if reason == WORLD_CLOSED:
+            packet = self.endpoint.disconnect(conn, P.DISCONNECT_WORLD_CLOSED, now,
+                                              getattr(session.sim, "closed_reason", ""))
+        else:
+            packet = self.endpoint.disconnect(conn, P.DISCONNECT_KICKED, now)
+        self.endpoint.outbox.append((packet, conn.addr))
         self.on_disconnected(Disconnected(conn, reason))
 
     def poll(self, now: float) -> None:

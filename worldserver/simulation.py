@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import numpy as np
 
 from protocol.messages import INPUT_AXIS_SCALE, FLAG_JUMP, Welcome
@@ -79,6 +80,36 @@ class Simulation:
         self.sessions: list[Session] = []
         self._joined = 0  # clients ever joined; numbers the avatars' owners
         self.tick = 0
+        # Set when the operator closes this world (worldserver/world_admin.py): the text the
+        # sessions' DISCONNECT world_closed carries.
+        self.closed_reason = ""
+
+    # -- the world's document -------------------------------------------------------------
+    @staticmethod
+    def prepare_spec(spec: WorldSpec):
+        """The costly part of :meth:`apply_spec` (walls, spawn points), pure: may run in a
+        worker thread while the world ticks on."""
+        return spec.wall_set(), spec.spawn_points()
+
+    def apply_spec(self, spec: WorldSpec, prepared=None) -> np.ndarray:
+        """A new version of this world's file (a reload): its walls, obstacles, spawn areas and
+        pictures apply at once, the players stay; avatars that the new walls overlap move to
+        the nearest clear point (:meth:`World.set_walls`). The document's version is the old
+        one's plus one. Returns the slots moved. ValueError for a world without a file (the
+        open square), another id, or a floor beyond this world's bounds (clients' positions
+        are quantized to them, so they cannot grow while clients are connected)."""
+        if self.world.walls is None:
+            raise ValueError("the open world has no walls to change")
+        if spec.id != self.world_id:
+            raise ValueError(f"the file is of world {spec.id!r}, not {self.world_id!r}")
+        reach = max(abs(v) for v in (*spec.floor_min, *spec.floor_max))
+        if reach > self.world.half_extent:
+            raise ValueError(f"the new floor reaches {reach:g} m from the origin, beyond this world's"
+                             f" bounds ({self.world.half_extent:g} m); close and open the world instead")
+        walls, spawn_points = prepared if prepared is not None else self.prepare_spec(spec)
+        moved = self.world.set_walls(walls, spawn_points)
+        self.world_spec = attrs.evolve(spec, version=self.world_spec.version + 1)
+        return moved
 
     # -- membership -----------------------------------------------------------------------
     def join(self, sink: SnapshotSink | ViewSink, now: float, *, name: str = "", session_cls: type = Session) -> Session:

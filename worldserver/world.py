@@ -117,15 +117,7 @@ class World:
                                      np.clip(sp[2], -he, he)])
         self.rng = rng if rng is not None else np.random.default_rng()
         self.walls = walls
-        if walls is not None:
-            pts = np.asarray(spawn_areas, dtype=np.float64).reshape(-1, 2)
-            if not len(pts):
-                raise ValueError("a world with walls needs spawn points")
-            if np.any(np.abs(pts) > self.half_extent):
-                raise ValueError("spawn points must lie within half_extent")
-            self.spawn_candidates = pts
-        else:
-            self.spawn_candidates = None
+        self.spawn_candidates = self._spawn_points(spawn_areas) if walls is not None else None
 
         self.pos = np.zeros((capacity, 3), dtype=np.float64)
         self.pos[:, 1] = floor
@@ -145,6 +137,42 @@ class World:
         self._tmp3 = np.empty((capacity, 3), dtype=np.float64)
         self._mask = np.empty(capacity, dtype=bool)
         self._mask2 = np.empty(capacity, dtype=bool)
+
+    def _spawn_points(self, spawn_areas) -> np.ndarray:
+        pts = np.asarray(spawn_areas, dtype=np.float64).reshape(-1, 2)
+        if not len(pts):
+            raise ValueError("a world with walls needs spawn points")
+        if np.any(np.abs(pts) > self.half_extent):
+            raise ValueError("spawn points must lie within half_extent")
+        return pts
+
+    def set_walls(self, walls, spawn_areas) -> np.ndarray:
+        """New walls and spawn points for a running world (a reloaded world file): every alive
+        entity that the new walls overlap, or that is off the new floor, moves to the nearest
+        point clear of them (:meth:`WallSet.nearest_clear`; where none is found, the freest
+        spawn point) and stops there. Returns the slots that moved. The walls' floor must lie
+        within ``half_extent`` (ValueError)."""
+        if walls is None:
+            raise ValueError("a world's walls cannot be taken away")
+        if np.any(np.abs(np.concatenate([walls.lo, walls.hi])) > self.half_extent + 1e-9):
+            raise ValueError("the floor must lie within half_extent")
+        candidates = self._spawn_points(spawn_areas)
+        self.walls, self.spawn_candidates = walls, candidates
+        self._spawn_hint = 0
+        slots = np.flatnonzero(self.alive)
+        stuck = slots[~walls.clear(self.pos[slots, 0], self.pos[slots, 2])]
+        if not len(stuck):
+            return stuck
+        x, z, found = walls.nearest_clear(self.pos[stuck, 0], self.pos[stuck, 2])
+        self.pos[stuck, 0] = x
+        self.pos[stuck, 2] = z
+        self.vel[stuck, 0] = 0.0
+        self.vel[stuck, 2] = 0.0
+        for slot in stuck[~found]:  # no clear point near it at all: a spawn point
+            self.alive[slot] = False  # not its own neighbour in the freest-point search
+            self.pos[slot, 0], self.pos[slot, 2] = self._freest_spawn_xz()
+            self.alive[slot] = True
+        return stuck
 
     # ------------------------------------------------------------------ ids and slots
 

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from worldserver.collision import WallSet
 
 
-__all__ = ["WorldFileError", "WorldSpec", "load_world", "open_world", "parse_world", "BUILTIN_DIR", "builtin_world"]
+__all__ = ["WorldFileError", "WorldSpec", "load_named", "load_world", "open_world", "parse_world", "BUILTIN_DIR",
+           "builtin_world"]
 
 FORMAT = 1
 BUILTIN_DIR = Path(__file__).resolve().parent / "worlds"
@@ -104,7 +105,25 @@ class WorldSpec:
     spawns: tuple[Spawn, ...]
     pictures: tuple[Picture, ...]
     zones: tuple[Zone, ...]
-    source: str = ""
+    source: str = ""  # the file it was read from ("" for the open world): what a reload reads
+    # The served document's revision (not a field of the file): it changes with every picture
+    # hung or taken down and every reload (worldserver/world_admin.py), so clients that hold
+    # the document know when to fetch it again.
+    version: int = 1
+
+    def with_picture(self, slot: str, image: str) -> "WorldSpec":
+        """This spec with picture slot ``slot`` showing ``image`` ("" for an empty frame) and the
+        next version; KeyError for no such slot."""
+        if not any(p.id == slot for p in self.pictures):
+            raise KeyError(slot)
+        pictures = tuple(attrs.evolve(p, image=image) if p.id == slot else p for p in self.pictures)
+        return attrs.evolve(self, pictures=pictures, version=self.version + 1)
+
+    def with_images(self, images: dict[str, str]) -> "WorldSpec":
+        """This spec with the slots named in ``images`` (slot id -> image file name) showing those
+        images; slots it does not have are ignored. Same version."""
+        pictures = tuple(attrs.evolve(p, image=images[p.id]) if p.id in images else p for p in self.pictures)
+        return attrs.evolve(self, pictures=pictures)
 
     def segments(self) -> tuple[list[tuple[float, float, float, float]], list[float]]:
         """The collision layer as capsules: (segments ax, az, bx, bz) and half thicknesses.
@@ -141,6 +160,7 @@ class WorldSpec:
         """The document clients get (``GET /api/worlds/{id}``): every field, plain JSON."""
         return {
             "format": FORMAT,
+            "version": self.version,
             "id": self.id,
             "title": self.title,
             "entity_radius": self.entity_radius,
@@ -234,11 +254,14 @@ class _Reader:
 def parse_world(doc: dict, source: str = "<memory>") -> WorldSpec:
     """Checks a parsed world document and returns its spec; raises WorldFileError."""
     r = _Reader(source)
-    r.table(doc, "", {"format", "id", "title", "entity_radius", "floor", "style", "walls", "obstacles",
+    r.table(doc, "", {"format", "version", "id", "title", "entity_radius", "floor", "style", "walls", "obstacles",
                       "spawns", "pictures", "zones"})
     fmt = doc.get("format", FORMAT)
     if fmt != FORMAT:
         raise r.fail("format", f"must be {FORMAT}, got {fmt!r}")
+    version = doc.get("version", 1)  # the served document's revision; a file leaves it out
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 2**53:
+        raise r.fail("version", f"must be a whole number from 1, got {version!r}")
     world_id = r.text(doc, "id", "", pattern=ID_RE)
     if world_id == "open":
         raise r.fail("id", '"open" names the world without a file (worlds.hosted); choose another id')
@@ -330,7 +353,7 @@ def parse_world(doc: dict, source: str = "<memory>") -> WorldSpec:
         seen.add(zone.id)
         zones.append(zone)
     spec = WorldSpec(world_id, title, fmin, fmax, radius, style, tuple(walls), tuple(obstacles), tuple(spawns),
-                     tuple(pictures), tuple(zones), source)
+                     tuple(pictures), tuple(zones), source, version)
     walls_set = spec.wall_set()
     for i, sp in enumerate(spec.spawns):  # a spawn area must have room for someone
         if not _spawn_candidates(spec, walls_set, sp, 0.0):
@@ -364,6 +387,16 @@ def builtin_world(world_id: str) -> WorldSpec:
     if not path.is_file():
         raise WorldFileError(f"no built-in world {world_id!r}")
     return load_world(path)
+
+
+def load_named(name: str, half_extent: float, spawn_point=(0.0, 0.0)) -> WorldSpec:
+    """A world as ``worlds.hosted`` names it: ``open`` (see :func:`open_world`), a built-in id
+    (no ``/``, not ending in ``.toml``), or the path of a world file; raises WorldFileError."""
+    if name == "open":
+        return open_world(half_extent, spawn_point)
+    if "/" not in name and not name.endswith(".toml"):
+        return builtin_world(name)
+    return load_world(name)
 
 
 def open_world(half_extent: float, spawn_point=(0.0, 0.0), radius: float = 0.35) -> WorldSpec:
