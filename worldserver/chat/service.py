@@ -381,6 +381,20 @@ class ChatService:
                 return room
         raise ChatError("internal", f"no free name for the public room {name!r}")
 
+    async def open_world_room(self, world_id: str) -> int:
+        """The public room of a world opened while the server runs (worldserver/world_admin.py):
+        ``<chat.public_room>@<world id>``, made if missing (a world opened again gets its room
+        and history back); returns its id. ChatError "internal" while the store is not open."""
+        if world_id in self.world_rooms:
+            return self.world_rooms[world_id]
+        if not self.ready.is_set() or self.store is None:
+            raise ChatError("internal", "chat is starting; retry in a moment")
+        room = await self._db(self._ensure_public_room, f"{self.public_room_name}@{world_id}")
+        self._cache(room)
+        self.world_rooms[world_id] = room.id
+        self.world_room_ids = self.world_room_ids | {room.id}
+        return room.id
+
     def _world_room_forbidden(self, peer: Peer, room_id: int) -> bool:
         """Another world's public room, which this peer's user may not see, join or read."""
         return room_id in self.world_room_ids and room_id != peer.public_room
