@@ -66,7 +66,7 @@ sources_hash() {
     (
         cd "$WEB"
         find src -type f -name '*.js' | LC_ALL=C sort
-        printf '%s\n' index.html styles.css build.mjs package.json package-lock.json
+        printf '%s\n' index.html styles.css admin.html admin.css build.mjs package.json package-lock.json
     ) | while read -r f; do
         printf '%s  %s\n' "$(sha256sum "$WEB/$f" | cut -d' ' -f1)" "$f"
     done | sha256sum | cut -d' ' -f1
@@ -91,7 +91,7 @@ install_deps() {
 build() {
     local stamp
     stamp="$DIST/.built-$(sources_hash)"
-    if [ "$force" = 0 ] && [ -e "$stamp" ] && [ -e "$DIST/app.js" ] && [ -e "$DIST/index.html" ]; then
+    if [ "$force" = 0 ] && [ -e "$stamp" ] && [ -e "$DIST/app.js" ] && [ -e "$DIST/index.html" ] && [ -e "$DIST/admin.js" ]; then
         return 0
     fi
     log "building the web client into clients/web/dist"

@@ -1,5 +1,6 @@
 // Builds the web client into dist/: src/main.js bundled with esbuild (three.js and
-// @geckos.io/client included) as dist/app.js, plus index.html and styles.css copied.
+// @geckos.io/client included) as dist/app.js, the dashboard src/admin/main.js as
+// dist/admin.js, plus index.html, styles.css, admin.html and admin.css copied.
 // `node build.mjs` (or `npm run build`); `--dev` keeps it unminified.
 
 import { copyFileSync, mkdirSync, rmSync } from "node:fs";
@@ -15,8 +16,8 @@ const dev = process.argv.includes("--dev");
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist, { recursive: true });
 await build({
-  entryPoints: [join(root, "src", "main.js")],
-  outfile: join(dist, "app.js"),
+  entryPoints: { app: join(root, "src", "main.js"), admin: join(root, "src", "admin", "main.js") },
+  outdir: dist,
   bundle: true,
   format: "esm",
   platform: "browser",
@@ -26,5 +27,5 @@ await build({
   legalComments: "linked",
   logLevel: "warning",
 });
-for (const f of ["index.html", "styles.css"]) copyFileSync(join(root, f), join(dist, f));
+for (const f of ["index.html", "styles.css", "admin.html", "admin.css"]) copyFileSync(join(root, f), join(dist, f));
 console.log(`built ${dist}`);
