@@ -1,4 +1,4 @@
-"""worldserver.aio_bridge: trio as a guest on asyncio, aio() calls, the Inbox, and signals.
+"""worldclient.aio_bridge: trio as a guest on asyncio, aio() calls, the Inbox, and signals.
 
 The tests are plain functions that call ``aio_bridge.run`` (pytest-trio's trio_mode would
 otherwise run async tests under ``trio.run``, without the asyncio host). Both loops run on real
@@ -20,8 +20,8 @@ import pytest
 import sniffio
 import trio
 
-from worldserver import aio_bridge
-from worldserver.aio_bridge import Inbox, aio
+from worldclient import aio_bridge
+from worldclient.aio_bridge import Inbox, aio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -191,7 +191,7 @@ def test_trio_and_asyncio_tasks_interleave():
 SIGNAL_SCRIPT = textwrap.dedent(
     """
     import signal, sys, trio, trio.testing
-    from worldserver import aio_bridge
+    from worldclient import aio_bridge
 
     async def main():
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

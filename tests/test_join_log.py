@@ -119,7 +119,7 @@ async def test_websocket(server):
 
 
 def test_webrtc_native_and_hatongsu(server):
-    from worldserver import aio_bridge
+    from worldclient import aio_bridge
     from worldclient.rtc_client import open_geckos
 
     async def main():

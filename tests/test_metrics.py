@@ -32,9 +32,9 @@ from protocol.events import Connected, Received
 from worldclient.chat_client import open_chat
 from worldclient.client import open_client
 from worldclient.join import join
+from worldclient import aio_bridge
 from worldclient.rtc_client import open_geckos
 import worldserver
-from worldserver import aio_bridge
 from worldserver.app import serve, stats_fields
 from worldserver.config import load_config
 from worldserver.stats import Samples

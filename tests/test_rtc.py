@@ -20,8 +20,10 @@ import trio
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from worldclient.rtc_client import GeckosClosed, GeckosError, open_geckos
-from worldserver import aio_bridge, rtc
-from worldserver.aio_bridge import Inbox, aio
+from worldclient import aio_bridge
+from worldclient.aio_bridge import Inbox, aio
+from worldclient.ice import ice_host_addresses
+from worldserver import rtc
 from worldserver.config import load_config
 
 LOOPBACK = ["127.0.0.1"]
@@ -441,7 +443,7 @@ def test_host_address_hook_is_scoped_to_the_offer():
         assert addresses == {"127.0.0.1"}
         # outside an offer, aioice behaves as usual (no loopback)
         assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
-        with rtc.ice_host_addresses(["127.0.0.1"]):
+        with ice_host_addresses(["127.0.0.1"]):
             assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1"]
         await service.close(offer["id"])
         return True

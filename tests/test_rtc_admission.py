@@ -23,8 +23,9 @@ import trio
 import trio.testing
 
 from tests.test_server_process import start_server
-from worldserver import aio_bridge, rtc
-from worldserver.aio_bridge import Inbox, aio
+from worldclient import aio_bridge
+from worldclient.aio_bridge import Inbox, aio
+from worldserver import rtc
 from worldserver.config import load_config
 from worldserver.limits import AddressLimits
 

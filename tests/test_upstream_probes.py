@@ -31,6 +31,7 @@ from hypercorn.trio.tcp_server import TCPServer
 from trio_websocket import open_websocket_url
 
 from chat_support import TIMEOUT, start_chat_server
+from worldclient import ice
 from worldserver import http_guard, rtc, sctp_acks, upstream
 from worldserver.chat import fanout
 from worldserver.upstream import UpstreamChanged
@@ -122,9 +123,9 @@ def test_trio_socket_that_no_longer_wraps_as_sock(monkeypatch) -> None:
 
 
 def test_aioice_without_get_host_addresses(monkeypatch) -> None:
-    monkeypatch.setattr(rtc, "_original_get_host_addresses", None)
+    monkeypatch.setattr(ice, "_original_get_host_addresses", None)
     monkeypatch.delattr(aioice.ice, "get_host_addresses")
-    expect_changed(rtc, "aioice", "aioice.ice.get_host_addresses", "worldserver.rtc.ice_host_addresses")
+    expect_changed(rtc, "aioice", "aioice.ice.get_host_addresses", "worldclient.ice.ice_host_addresses")
 
 
 def test_aioice_gathering_that_no_longer_looks_it_up(monkeypatch) -> None:
@@ -174,12 +175,12 @@ async def test_hypercorn_serves_contained_connections_and_the_chat_gets_the_raw_
 
 
 def gather_hosts(addresses: tuple[str, ...]) -> list[str]:
-    """The host candidates aioice gathers, inside ``rtc.ice_host_addresses(addresses)``."""
+    """The host candidates aioice gathers, inside ``ice.ice_host_addresses(addresses)``."""
 
     async def main() -> list[str]:
         connection = aioice.ice.Connection(ice_controlling=True)
         try:
-            with rtc.ice_host_addresses(addresses):
+            with ice.ice_host_addresses(addresses):
                 await asyncio.wait_for(connection.gather_candidates(), TIMEOUT)
             return [c.host for c in connection.local_candidates if c.type == "host"]
         finally:

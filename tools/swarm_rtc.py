@@ -12,15 +12,14 @@ How: :class:`MessageSwarm` subclasses the UDP swarm's bot set and replaces only 
 sockets (opening a channel instead of a socket, sending on it, closing it); walking, counting,
 observing and the report are the UDP swarm's own code. One trio loop per process runs the send
 slots; for ``webrtc`` it runs as a guest on the asyncio loop that runs aiortc
-(``worldserver.aio_bridge.run``), and received messages go from aiortc's callbacks straight
+(``worldclient.aio_bridge.run``), and received messages go from aiortc's callbacks straight
 into the (synchronous) bot code, with no per-message hop into trio. New channels are opened
 at a bounded rate (``connect_rate`` per second for the whole swarm, ``max_opening`` at once
 per process): a WebRTC set-up costs the server several milliseconds of CPU.
 ``run_processes`` spreads the bots over worker processes, so that the swarm's aiortc cost is
 spread over cores rather than added to one.
 
-Must not: import server internals (``worldserver.aio_bridge`` is the asyncio/trio glue the
-client library itself uses; ``worldserver.limits.TokenBucket``, plain arithmetic, paces the
+Must not: import server internals (``worldserver.limits.TokenBucket``, plain arithmetic, paces the
 openings), talk to anything but the HTTP base URL it was given, or run
 unbounded: each opening has a deadline, the run ends at ``duration``, closing is bounded by
 :data:`CLOSE_WAIT`, and worker processes are killed after ``duration`` + ``TEARDOWN_CAP``.
@@ -462,7 +461,7 @@ async def run_bots(
     ``duration`` seconds; the report as :func:`worldtools.swarm.run_bots` gives it, plus
     ``transport`` and ``open_ms_p50``/``open_ms_p99`` (time to open a channel).
 
-    A trio coroutine; for ``webrtc`` it must run inside ``worldserver.aio_bridge.run`` (see
+    A trio coroutine; for ``webrtc`` it must run inside ``worldclient.aio_bridge.run`` (see
     :func:`run_bots_sync`). ``connect_rate`` is new channels per second for these bots.
     """
     if transport not in TRANSPORTS:
@@ -563,7 +562,7 @@ def run_bots_sync(transport: str, http_url: str, bots: int, duration: float, **k
     ``trio.run`` for ws."""
     main = lambda: run_bots(transport, http_url, bots, duration, **kwargs)  # noqa: E731
     if transport == "webrtc":
-        from worldserver import aio_bridge
+        from worldclient import aio_bridge
 
         return aio_bridge.run(main)
     return trio.run(main)

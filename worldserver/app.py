@@ -5,7 +5,7 @@ port), then runs, as children of one nursery, the datagram receive loop, the fix
 the keep-alive/timeout poll, the stats line and the HTTP server (one tick loop runs every hosted
 world, worldserver/hosting.py); it reports the bound
 addresses through ``task_status`` so tests can start it in-process. :func:`run_server` is the
-CLI entry: it runs trio as a guest on an asyncio loop (for aiortc, see aio_bridge) and adds
+CLI entry: it runs trio as a guest on an asyncio loop (for aiortc, see worldclient.aio_bridge) and adds
 SIGINT/SIGTERM handling: Ctrl-C tells every client it is shutting down and exits with code
 0; a SIGTERM drains first (worldserver/moderation.py: no one new, a notice, up to
 ``server.drain_grace`` seconds for the players to leave; a second SIGTERM stops at once), as
@@ -26,7 +26,7 @@ import time
 import attrs
 import trio
 
-from worldserver import aio_bridge
+from worldclient import aio_bridge
 from worldserver.admin_api import AdminApi, admin_token
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService

@@ -9,7 +9,7 @@ signaling methods are called from trio by the HTTP layer and return plain
 ``(status, body, headers)`` tuples; they never raise for bad input.
 
 Events reach the application through a handler with synchronous methods, always called in
-trio context (asyncio callbacks go through :class:`worldserver.aio_bridge.Inbox`):
+trio context (asyncio callbacks go through :class:`worldclient.aio_bridge.Inbox`):
 ``on_open(peer)``, ``on_binary(peer, data)``, ``on_text(peer, text)`` and
 ``on_close(peer, reason)``. ``on_close`` is called exactly once for every peer that got
 ``on_open``; a peer that never opened is dropped without calling the handler.
@@ -26,28 +26,24 @@ too, so the table of unopened peers, and the file descriptors it holds, stay bou
 address cannot hold more than its share of them.
 
 ICE host addresses: aioice gathers host candidates on every interface address except
-127.0.0.1. With ``webrtc.host_addresses`` set, this module makes aioice gather on exactly
-those addresses: it wraps ``aioice.ice.get_host_addresses`` once (the wrapper consults a
-context variable and otherwise calls the original), and sets that variable only inside the
-asyncio task that makes an offer (:func:`ice_host_addresses`). Nothing else in the process is
-affected. This is the one module that reaches into aioice; :func:`check_upstream` (run by
-:meth:`RtcService.run` at start, with ``worldserver.sctp_acks``' check for aiortc) raises
-``UpstreamChanged`` if aioice no longer looks the function up where the wrapper replaces it.
+127.0.0.1. With ``webrtc.host_addresses`` set, the offers gather on exactly those addresses
+(:func:`worldclient.ice.ice_host_addresses`, which the client's answers use too; nothing else
+in the process is affected). :func:`check_upstream` (run by :meth:`RtcService.run` at start,
+with ``worldserver.sctp_acks``' check for aiortc) raises ``UpstreamChanged`` if aioice no
+longer looks the function up where that wrapper replaces it.
 
-Must not: import asyncio (only ``worldserver.aio_bridge`` does), parse HTTP, set CORS headers
+Must not: import asyncio (only ``worldclient.aio_bridge`` does), parse HTTP, set CORS headers
 (the HTTP layer's job), know the native protocol or the simulation, or block.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import inspect
 import re
 import secrets
 import string
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import aioice.ice
@@ -60,8 +56,9 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from worldclient.aio_bridge import Inbox, aio
+from worldclient.ice import aioice_get_host_addresses, ice_host_addresses
 from worldserver import sctp_acks
-from worldserver.aio_bridge import Inbox, aio
 from worldserver.config import Config
 from worldserver.limits import AddressCounts, AddressLimits
 from worldserver.logs import get_logger
@@ -106,63 +103,21 @@ class RtcHandler(Protocol):
 
 
 # ------------------------------------------------------------------------------------------
-# ICE host addresses (scoped to one asyncio task through a context variable).
-
-_HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
-    "worldserver_ice_host_addresses", default=None
-)
-_original_get_host_addresses: Callable[[bool, bool], list[str]] | None = None
-
-
-def _install_host_address_hook() -> None:
-    """Wrap ``aioice.ice.get_host_addresses`` once; the wrapper defers to the original
-    unless :data:`_HOST_ADDRESSES` is set in the current context. aioice 0.13 looks the
-    function up in its module at gathering time (``Connection.gather_candidates``)."""
-    global _original_get_host_addresses
-    if _original_get_host_addresses is not None:
-        return
-    original = aioice.ice.get_host_addresses
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        chosen = _HOST_ADDRESSES.get()
-        if chosen is None:
-            return original(use_ipv4, use_ipv6)
-        return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
-
-    _original_get_host_addresses = original
-    aioice.ice.get_host_addresses = get_host_addresses
+# ICE host addresses (worldclient.ice): the upstream check.
 
 
 @functools.cache
 def check_upstream() -> None:
     """Raise ``UpstreamChanged`` unless ``aioice.ice.get_host_addresses(use_ipv4, use_ipv6)``
     exists and ``Connection.gather_candidates`` looks it up in its module (checked once)."""
-    patch = "worldserver.rtc.ice_host_addresses"
-    func = _original_get_host_addresses  # aioice's own, once the wrapper is installed
-    if func is None:
-        func = vars(aioice.ice).get("get_host_addresses")
+    patch = "worldclient.ice.ice_host_addresses"
+    func = aioice_get_host_addresses()  # aioice's own, also once the wrapper is installed
     require(callable(func), "aioice", "aioice.ice.get_host_addresses", patch, "no longer exists")
     params = tuple(inspect.signature(func).parameters)
     require(params == ("use_ipv4", "use_ipv6"), "aioice", "aioice.ice.get_host_addresses", patch,
             f"has the parameters ({', '.join(params)}), not (use_ipv4, use_ipv6)")
     require_names(["get_host_addresses"], globals_used(aioice.ice.Connection.gather_candidates), "aioice",
                   "aioice.ice.Connection.gather_candidates", patch, "looks up")
-
-
-@contextlib.contextmanager
-def ice_host_addresses(addresses: Sequence[str]) -> Iterator[None]:
-    """Inside this block, aioice gathers host candidates only on ``addresses`` (empty: no
-    change). Use it inside the asyncio coroutine that calls ``setLocalDescription``: the
-    gathering tasks aiortc starts there inherit the context."""
-    if not addresses:
-        yield
-        return
-    _install_host_address_hook()
-    token = _HOST_ADDRESSES.set(tuple(addresses))
-    try:
-        yield
-    finally:
-        _HOST_ADDRESSES.reset(token)
 
 
 async def make_offer(pc: RTCPeerConnection, host_addresses: Sequence[str] = ()) -> RTCSessionDescription:

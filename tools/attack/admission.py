@@ -49,7 +49,7 @@ from trio_websocket import wrap_client_stream
 from protocol import PROTOCOL_VERSION
 from protocol.client import ClientConnection
 from protocol.events import Connected, Disconnected, Refused
-from worldserver import aio_bridge
+from worldclient import aio_bridge
 from worldserver.config import config_reference
 from worldtools.bench.server_load import SERVER_START_TIMEOUT, ServerProcess, machine_info, pin_plan
 

@@ -297,11 +297,11 @@ def run_stages(args) -> dict:
 
 
 def _run_trio(main, guest: bool) -> None:
-    """As the server runs: trio as a guest on an asyncio loop (``worldserver.aio_bridge``)."""
+    """As the server runs: trio as a guest on an asyncio loop (``worldclient.aio_bridge``)."""
     import trio
 
     if guest:
-        from worldserver import aio_bridge
+        from worldclient import aio_bridge
 
         aio_bridge.run(main)
     else:

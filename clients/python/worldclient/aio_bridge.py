@@ -1,8 +1,11 @@
 """Runs trio as a guest on an asyncio event loop, and passes work between the two.
 
-aiortc only runs on asyncio, and everything else in worldserver is trio. :func:`run` creates
+aiortc only runs on asyncio, and worldserver and worldclient are trio. :func:`run` creates
 an asyncio loop (the host) and starts trio on it in guest mode
-(:func:`trio.lowlevel.start_guest_run`); both run on the main thread. Two ways cross between them:
+(:func:`trio.lowlevel.start_guest_run`); both run on the main thread. The server
+(``worldserver run``) and the client's WebRTC channels (:mod:`worldclient.rtc_client`) both run
+here: it is part of the client library, which must run without the server, and the server
+imports it from here (a client must never import the server; the other way is allowed). Two ways cross between them:
 
 * trio to asyncio: ``await aio(coro)`` runs an asyncio coroutine as a task on the host loop and
   resumes the trio task when it is done. Cancelling the trio side cancels the asyncio task.
@@ -16,22 +19,23 @@ touches ``signal.set_wakeup_fd``. trio therefore keeps the wakeup fd
 KeyboardInterrupt handling work inside the guest run as they do under ``trio.run``. Code that
 runs on this loop must not install asyncio signal handlers.
 
-Must not: hold transport or simulation logic, or call trio APIs from asyncio callbacks (only
-``TrioToken.run_sync_soon``, which is thread-safe). This is the only module in ``worldserver/``
-that imports asyncio.
+Must not: hold transport or simulation logic, import ``worldserver``, or call trio APIs from
+asyncio callbacks (only ``TrioToken.run_sync_soon``, which is thread-safe). This is the only
+module of ``worldserver`` and ``worldclient`` that imports asyncio. It logs through the
+standard ``logging`` module (``worldclient.aio_bridge``), which the server's log set-up
+formats like its own lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import trio
 
-from worldserver.logs import get_logger
-
-log = get_logger("worldserver.aio_bridge")
+log = logging.getLogger("worldclient.aio_bridge")
 
 T = TypeVar("T")
 
@@ -70,7 +74,7 @@ def run(trio_main: Callable[..., Awaitable[T]], *args: Any, cleanup_timeout: flo
             clock=clock,
         )
         # run_forever returns when done() stops the loop. Anything that stops the loop early
-        # (nothing in worldserver does) would leave trio unfinished: keep running until done.
+        # (nothing here does) would leave trio unfinished: keep running until done.
         while not outcomes:
             loop.run_forever()
     finally:
@@ -86,7 +90,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         while (leftovers := [t for t in asyncio.all_tasks(loop) if not t.done()]):
             remaining = deadline - loop.time()
             if remaining <= 0:
-                log.warning("asyncio tasks did not end after cancel", count=len(leftovers))
+                log.warning("asyncio tasks did not end after cancel: %d left", len(leftovers))
                 break
             for task in leftovers:
                 task.cancel()
@@ -94,7 +98,7 @@ def _close_loop(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), timeout))
         loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), timeout))
     except (asyncio.TimeoutError, RuntimeError) as exc:  # never hide trio's own outcome
-        log.warning("asyncio loop clean-up incomplete", error=repr(exc))
+        log.warning("asyncio loop clean-up incomplete: %r", exc)
     finally:
         asyncio.set_event_loop(None)
         loop.close()
@@ -173,7 +177,7 @@ class Inbox:
                 fn(*args)
             except Exception:
                 self.errors += 1
-                log.exception("inbox callback failed", callback=getattr(fn, "__qualname__", repr(fn)))
+                log.exception("inbox callback failed: %s", getattr(fn, "__qualname__", repr(fn)))
 
     def __len__(self) -> int:
         return len(self._pending)

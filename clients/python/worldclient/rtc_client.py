@@ -7,9 +7,9 @@ schedule (50, 90, 162, ... ms) until the data channel is open, and on close ``PO
 ``.../close``. The server creates the only data channel; this client receives it.
 
 Arrangement: aiortc is asyncio-only, so this is a **trio** API that must run as a trio guest
-on the asyncio loop, i.e. inside :func:`worldserver.aio_bridge.run`::
+on the asyncio loop, i.e. inside :func:`worldclient.aio_bridge.run`::
 
-    from worldserver import aio_bridge
+    from worldclient import aio_bridge
     from worldclient.rtc_client import open_geckos
 
     async def main():
@@ -19,12 +19,12 @@ on the asyncio loop, i.e. inside :func:`worldserver.aio_bridge.run`::
 
     aio_bridge.run(main)
 
-HTTP goes through httpx (its trio backend). Beyond ``worldserver.aio_bridge`` it imports
-``worldserver.rtc.ice_host_addresses`` only when ``host_addresses`` is passed (loopback tests:
-aioice leaves out 127.0.0.1 otherwise).
+HTTP goes through httpx (its trio backend). ``host_addresses`` makes aioice gather on those
+addresses only (:mod:`worldclient.ice`; loopback tests: aioice leaves out 127.0.0.1 otherwise).
 
-Must not: know the native protocol or the world (it carries messages, bytes or text, as they
-are), use any ICE server unless given one, or leave a peer connection open after ``close()``.
+Must not: import ``worldserver`` (a client library runs without the server), know the native
+protocol or the world (it carries messages, bytes or text, as they are), use any ICE server
+unless given one, or leave a peer connection open after ``close()``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from worldserver.aio_bridge import Inbox, aio
+from worldclient.aio_bridge import Inbox, aio
+from worldclient.ice import ice_host_addresses
 
 PREFIX = "/.wrtc/v2"
 LABEL = "geckos.io"
@@ -74,13 +75,7 @@ def poll_delays(rng: random.Random | None = None) -> list[float]:
 async def _answer(pc: RTCPeerConnection, offer: RTCSessionDescription,
                   host_addresses: Sequence[str]) -> RTCSessionDescription:
     """(asyncio) setRemoteDescription(offer), createAnswer, setLocalDescription."""
-    if host_addresses:
-        from worldserver.rtc import ice_host_addresses
-
-        with ice_host_addresses(host_addresses):
-            await pc.setRemoteDescription(offer)
-            await pc.setLocalDescription(await pc.createAnswer())
-    else:
+    with ice_host_addresses(host_addresses):  # empty: aioice's own choice
         await pc.setRemoteDescription(offer)
         await pc.setLocalDescription(await pc.createAnswer())
     return pc.localDescription
