@@ -78,7 +78,7 @@ export function drawChart(g, { width, height, lines, now, window, format = (v) =
   }
   g.textAlign = "left";
   g.textBaseline = "alphabetic";
-  g.fillText(`-${Math.round(window / 60)} min`, left, height - 4);
+  g.fillText(window < 120 ? `-${Math.round(window)} s` : `-${Math.round(window / 60)} min`, left, height - 4);
   g.textAlign = "right";
   g.fillText("now", left + w, height - 4);
   g.save();

@@ -21,7 +21,8 @@ import { SampleRing, sampleOf } from "./samples.js";
 
 export const POLL_MS = 1000;
 const DOC_RETRY_MS = 10000; // a world document that failed is asked for again after this
-const CHART_WINDOW = 300; // seconds the charts show
+const CHART_WINDOW = 300; // seconds the charts show at most (the ring's)
+const CHART_MIN_WINDOW = 60; // seconds they show at least, while the ring fills
 const TIP_NAMES = 6; // names in the map's hover tip at most
 
 /** The page's element `id`: admin.html has every one this script asks for.
@@ -67,7 +68,7 @@ const state = {
   error: "",
   /** @type {Map<number, { tr: any, cells: any[], mute: any, kick: any }>} */
   rows: new Map(),
-  /** @type {{ title: string, points: number, ymax: number }[]} */
+  /** @type {{ title: string, points: number, ymax: number, window: number }[]} */
   charts: [],
 };
 
@@ -436,6 +437,8 @@ function renderCharts() {
   const ring = state.ring;
   const last = ring.last;
   if (!last) return;
+  const span = last.t - ring.samples[0].t;
+  const shown = Math.min(CHART_WINDOW, Math.max(CHART_MIN_WINDOW, Math.ceil(span / 60) * 60));
   state.charts = CHARTS.map((c, i) => {
     const { canvas, now } = chartViews[i];
     const width = Math.max(200, Math.floor(canvas.clientWidth || canvas.parentElement.clientWidth));
@@ -451,9 +454,9 @@ function renderCharts() {
     let ymax = 0;
     if (g) {
       g.setTransform(dpr, 0, 0, dpr, 0, 0);
-      ymax = drawChart(g, { width, height, lines, now: last.t, window: CHART_WINDOW, format: c.format });
+      ymax = drawChart(g, { width, height, lines, now: last.t, window: shown, format: c.format });
     }
-    return { title: c.title, points: ring.length, ymax };
+    return { title: c.title, points: ring.length, ymax, window: shown };
   });
 }
 
