@@ -220,7 +220,8 @@ async def test_health_players_and_client_config(server: Server) -> None:
             "players": [
                 {"entity_id": 65537, "name": "갤러리짱"},
                 {"entity_id": 131074, "name": "guest-1"},
-            ]
+            ],
+            "world_version": 1,  # the world document's version (a stand-in world has the first)
         }
         r = await client.get("/api/client-config")
         assert r.json() == {"datachannel_timeout_ms": 3000, "tick_rate": 20, "webrtc": True, "world": "open"}
@@ -232,7 +233,7 @@ async def test_real_simulation_health_and_players(nursery, tmp_path) -> None:
     srv = await start_server(nursery, config, sim=Simulation(config, Stats()))
     async with srv.client() as client:
         assert (await client.get("/health")).json() == {"status": "ok", "clients": 0, "tick": 0}
-        assert (await client.get("/api/players")).json() == {"players": []}
+        assert (await client.get("/api/players")).json() == {"players": [], "world_version": 1}
 
 
 async def test_join(server: Server) -> None:

@@ -22,7 +22,9 @@ Routes (docs/architecture.md, "Admin API"):
   ``{"seconds"}``, ``POST players/{id}/unmute``: ``{id}`` is a player id or a name; a kick is
   :meth:`worldserver.moderation.Moderation.kick`, the moderator's chat kick's own code path;
 - ``POST notice`` ``{"text", "room"?}``: a notice by the server in one room or in all;
-- ``POST drain`` ``{"grace"?}``: :class:`worldserver.moderation.Drain`.
+- ``POST drain`` ``{"grace"?}``: :class:`worldserver.moderation.Drain`;
+- ``worlds``: open, close and reload worlds, hang and take down pictures
+  (:class:`worldserver.world_admin.WorldAdmin`, whose pictures hung before it restores at start).
 
 Rates (bytes, chat messages, drops per second) and the tick and GC percentiles are sampled
 once a second by :meth:`AdminApi.run`, so that any number of pollers read the same figures and
@@ -56,6 +58,7 @@ from worldserver.limits import FailureGuard, address_key
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.metrics import drop_counts, transport_bytes
 from worldserver.native import client_address
+from worldserver.world_admin import WorldAdmin, WorldAdminError
 
 __all__ = ["ADMIN_PREFIX", "AdminApi", "TOKEN_FILE", "TRANSPORTS", "admin_token", "token_path"]
 
@@ -132,6 +135,7 @@ class AdminApi:
         self.started_wall = time.time()
         self.refusals = LogLimiter(log, REFUSAL_LOG_INTERVAL)
         self.sampled: dict[str, Any] = {}  # the newest figures of run(); see _sample
+        self.worlds = WorldAdmin(config, running, self.stats)  # /admin/api/worlds...
         self._previous: tuple[float, dict] | None = None
 
     def routes(self) -> list[Route]:
@@ -142,6 +146,7 @@ class AdminApi:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Samples the rates once a second until cancelled."""
         self._sample(trio.current_time())
+        await self.worlds.restore()  # pictures hung before this start, over the files'
         task_status.started()
         while True:
             await trio.sleep(SAMPLE_INTERVAL)
@@ -154,6 +159,8 @@ class AdminApi:
         parts = [p for p in request.path_params["path"].split("/") if p]
         method = request.method
         try:
+            if parts[:1] == ["worlds"]:  # worldserver/world_admin.py
+                return JSONResponse(await self.worlds.handle(method, parts[1:], request, self._body))
             if parts == ["status"] and method == "GET":
                 return JSONResponse(self.status())
             if parts == ["players"] and method == "GET":
@@ -173,7 +180,7 @@ class AdminApi:
             if known:
                 raise _Refused(405, "method_not_allowed", f"{method} is not allowed here")
             raise _Refused(404, "not_found", "no such admin route")
-        except _Refused as exc:
+        except (_Refused, WorldAdminError) as exc:
             return JSONResponse({"error": exc.message, "code": exc.code}, status_code=exc.status)
 
     async def _authorized(self, request: Request) -> bool:

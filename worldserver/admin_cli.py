@@ -1,5 +1,7 @@
 """The ``worldserver`` commands that steer a running server: ``status``, ``players``, ``kick``,
-``mute``, ``unmute``, ``notice``, ``drain`` and ``top``.
+``mute``, ``unmute``, ``notice``, ``drain`` and ``top``, and the world commands ``worlds open``,
+``worlds close``, ``worlds reload``, ``worlds hang`` and ``worlds unhang``
+(:func:`add_world_commands`; worldserver/world_admin.py does them).
 
 Job: :func:`add_commands` declares them on the ``worldserver`` parser (worldserver/cli.py);
 each one asks the server's admin API (``/admin/api/``, worldserver/admin_api.py) over HTTP
@@ -31,7 +33,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-__all__ = ["TOKEN_ENV", "add_commands", "server_url"]
+__all__ = ["TOKEN_ENV", "add_commands", "add_world_commands", "server_url"]
 
 TOKEN_ENV = "WORLDSERVER_SERVER_ADMIN_TOKEN"
 TIMEOUT = 10.0  # seconds for one request
@@ -69,13 +71,7 @@ def add_commands(commands, add_config_options: Callable, effective_config: Calla
     parsers = {}
 
     def common(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--url", metavar="URL", default=None,
-                            help="the server's HTTP base URL (default: from the config's http.port and http.host)")
-        parser.add_argument("--token", metavar="TOKEN", default=None,
-                            help=f"the admin token (default: ${TOKEN_ENV}, server.admin_token, "
-                            "or <server.data_dir>/admin.token)")
-        parser.add_argument("--json", action="store_true", help="print the answer as JSON")
-        add_config_options(parser)
+        _common_options(parser, add_config_options)
 
     def seconds(what: str, lo: float, hi: float):
         def parse(text: str) -> float:
@@ -132,22 +128,76 @@ def add_commands(commands, add_config_options: Callable, effective_config: Calla
     p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N refreshes (default: never)")
     common(p)
 
-    def handler(run: Callable) -> Callable:
-        def handle(args: argparse.Namespace) -> int:
-            try:
-                client = _Client.from_args(args, effective_config)
-                return run(client, args)
-            except _Failed as exc:
-                print(f"error: {exc.message}", file=sys.stderr)
-                return exc.code
-            except KeyboardInterrupt:
-                return EXIT_OK if args.command == "top" else 130
-
-        return handle
-
     for name, run in (("status", _status), ("players", _players), ("kick", _kick), ("mute", _mute),
                       ("unmute", _unmute), ("notice", _notice), ("drain", _drain), ("top", _top)):
-        parsers[name].set_defaults(admin_command=handler(run))
+        parsers[name].set_defaults(admin_command=_handler(run, effective_config))
+
+
+def add_world_commands(worlds: argparse.ArgumentParser, add_config_options: Callable,
+                       effective_config: Callable) -> None:
+    """Declare ``open``, ``close``, ``reload``, ``hang`` and ``unhang`` under the ``worlds``
+    command (which alone lists the worlds, worldserver/cli.py); their options come after the
+    action (``worldserver worlds close halls --reason ...``)."""
+    actions = worlds.add_subparsers(dest="worlds_action", metavar="ACTION",
+                                    title="actions (none: list the worlds)")
+    p = actions.add_parser("open", help="host one more world", description=(
+        "Open a world in a running server (POST /admin/api/worlds): a built-in id, open, or a world file. "
+        "A path of an existing file here is sent as an absolute path: the server reads it (same machine)."))
+    p.add_argument("world", metavar="FILE_OR_ID")
+    _common_options(p, add_config_options)
+    p.set_defaults(admin_command=_handler(_world_open, effective_config))
+    p = actions.add_parser("close", help="close a world: its players are told why and leave", description=(
+        "Close a world (POST /admin/api/worlds/ID/close): a chat notice, then every player in it gets "
+        "DISCONNECT world_closed with the reason. The default world cannot be closed."))
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--reason", default=None, help="told to the players (default: the server's)")
+    _common_options(p, add_config_options)
+    p.set_defaults(admin_command=_handler(_world_close, effective_config))
+    p = actions.add_parser("reload", help="read a world's file again and apply it; the players stay",
+                           description="Reload a world's file (POST /admin/api/worlds/ID/reload): walls, "
+                           "spawns and pictures change at once; avatars inside a new wall move to the nearest "
+                           "clear point.")
+    p.add_argument("id", metavar="ID")
+    _common_options(p, add_config_options)
+    p.set_defaults(admin_command=_handler(_world_reload, effective_config))
+    p = actions.add_parser("hang", help="hang a picture in a world's picture slot", description=(
+        "Upload an image into a picture slot (PUT /admin/api/worlds/ID/pictures/SLOT); it is checked like a "
+        "chat image, and every connected page shows it within seconds."))
+    p.add_argument("id", metavar="ID")
+    p.add_argument("slot", metavar="SLOT")
+    p.add_argument("file", metavar="IMAGE", help="a PNG, JPEG, WebP or GIF file")
+    _common_options(p, add_config_options)
+    p.set_defaults(admin_command=_handler(_world_hang, effective_config))
+    p = actions.add_parser("unhang", help="take a picture down: the slot shows an empty frame",
+                           description="Empty a picture slot (DELETE /admin/api/worlds/ID/pictures/SLOT).")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("slot", metavar="SLOT")
+    _common_options(p, add_config_options)
+    p.set_defaults(admin_command=_handler(_world_unhang, effective_config))
+
+
+def _common_options(parser: argparse.ArgumentParser, add_config_options: Callable) -> None:
+    parser.add_argument("--url", metavar="URL", default=None,
+                        help="the server's HTTP base URL (default: from the config's http.port and http.host)")
+    parser.add_argument("--token", metavar="TOKEN", default=None,
+                        help=f"the admin token (default: ${TOKEN_ENV}, server.admin_token, "
+                        "or <server.data_dir>/admin.token)")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_config_options(parser)
+
+
+def _handler(run: Callable, effective_config: Callable) -> Callable:
+    def handle(args: argparse.Namespace) -> int:
+        try:
+            client = _Client.from_args(args, effective_config)
+            return run(client, args)
+        except _Failed as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return exc.code
+        except KeyboardInterrupt:
+            return EXIT_OK if args.command == "top" else 130
+
+    return handle
 
 
 # -- talking to the server ---------------------------------------------------------------------
@@ -181,13 +231,15 @@ class _Client:
             context.verify_mode = ssl.CERT_NONE
         return cls(url, token, token_from, context)
 
-    def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        """The JSON answer of ``/admin/api/<path>``; raises _Failed for anything else."""
-        data = None if body is None else json.dumps(body).encode()
+    def call(self, method: str, path: str, body: dict | bytes | None = None) -> dict:
+        """The JSON answer of ``/admin/api/<path>``; raises _Failed for anything else. A
+        ``bytes`` body is sent as it is (an image), a dict as JSON."""
+        raw = isinstance(body, bytes)
+        data = body if raw or body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self.url}/admin/api/{path}", data=data, method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json",
-                     "Accept": "application/json"})
+            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json",
+                     "Content-Type": "application/octet-stream" if raw else "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT, context=self.context) as answer:
                 return json.loads(answer.read() or b"{}")
@@ -323,6 +375,66 @@ def _drain(client: _Client, args) -> int:
             time.sleep(0.2)
         if not args.json:
             print("the server has stopped")
+    return EXIT_OK
+
+
+def _quoted(*parts: str) -> str:
+    return "/".join(urllib.parse.quote(part, safe="") for part in parts)
+
+
+def _world_open(client: _Client, args) -> int:
+    name = args.world
+    if name != "open" and ("/" in name or name.endswith(".toml")) and os.path.isfile(name):
+        name = os.path.abspath(name)  # the server's working folder is not ours
+    answer = client.call("POST", "worlds", {"world": name})
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"opened {answer['id']} ({answer['title']}): {answer['slots']} picture slot(s)")
+    return EXIT_OK
+
+
+def _world_close(client: _Client, args) -> int:
+    answer = client.call("POST", f"worlds/{_quoted(args.id)}/close", {} if args.reason is None else
+                         {"reason": args.reason})
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"closed {answer['id']}: {answer['players']} player(s) told: {answer['reason']}")
+    return EXIT_OK
+
+
+def _world_reload(client: _Client, args) -> int:
+    answer = client.call("POST", f"worlds/{_quoted(args.id)}/reload", {})
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"reloaded {answer['id']} (version {answer['version']}): {answer['players']} player(s) stayed, "
+              f"{answer['moved']} moved out of new walls")
+    return EXIT_OK
+
+
+def _world_hang(client: _Client, args) -> int:
+    try:
+        with open(args.file, "rb") as file:
+            data = file.read(64 * 1024 * 1024 + 1)
+    except OSError as exc:
+        raise _Failed(f"{args.file}: {exc.strerror or exc}", EXIT_USAGE) from None
+    answer = client.call("PUT", f"worlds/{_quoted(args.id, 'pictures', args.slot)}", data)
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"hung {answer['image']} in {answer['world']}/{answer['slot']} ({answer['width']}x{answer['height']}, "
+              f"version {answer['version']})")
+    return EXIT_OK
+
+
+def _world_unhang(client: _Client, args) -> int:
+    answer = client.call("DELETE", f"worlds/{_quoted(args.id, 'pictures', args.slot)}")
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"took down the picture of {answer['world']}/{answer['slot']} (version {answer['version']})")
     return EXIT_OK
 
 

@@ -176,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worlds = commands.add_parser(
         "worlds",
-        help="list the worlds a running server hosts, with their player counts",
-        description="Ask a running server (GET /api/worlds) which worlds it hosts.",
+        help="list the worlds a running server hosts; open, close, reload them, hang pictures",
+        description="Ask a running server (GET /api/worlds) which worlds it hosts; with an action, change "
+        "them through the admin API (the action's options come after it).",
     )
     worlds.add_argument(
         "--url", metavar="URL", default=None,
@@ -193,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
         "after the file, WORLDSERVER_* environment variables and --set are applied.",
     )
     _add_config_options(config)
-    from worldserver.admin_cli import add_commands  # status, players, kick, ...: the admin API's
+    from worldserver.admin_cli import add_commands, add_world_commands  # status, players, kick, ...: the admin API's
 
     add_commands(commands, _add_config_options, _effective_config)
+    add_world_commands(worlds, _add_config_options, _effective_config)
     return parser
 
 

@@ -168,7 +168,8 @@ class WallSet:
             half = 2.0 * self.radius
             while True:
                 step = max(self.radius / 2, 2 * half / (max_side - 1))
-                offsets = np.arange(-half, half + step / 2, step)
+                n = int(half / step)
+                offsets = np.arange(-n, n + 1) * step  # 0 exactly: the centre itself is a candidate
                 gx, gz = np.meshgrid(x[i] + offsets, z[i] + offsets, indexing="ij")
                 gx, gz = gx.ravel(), gz.ravel()
                 ok = np.flatnonzero(self.clear(gx, gz))

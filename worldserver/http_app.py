@@ -628,8 +628,8 @@ def _list_images(folder: str) -> list[dict]:
         entries = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
     except OSError:
         return []
-    names = sorted(
-        (p.name for p in entries if not p.name.startswith(".") and p.is_file()),
+    names = sorted(  # pictures hung in a world's slot (hung-*, world_admin.py) are that world's
+        (p.name for p in entries if not p.name.startswith((".", "hung-")) and p.is_file()),
         key=lambda n: (n.casefold(), n),
     )
     return [
@@ -778,7 +778,10 @@ async def _players(request: Request) -> Response:
     else:
         pairs = [(s.entity_id, getattr(s, "name", "")) for s in sim.sessions]
     players = [{"entity_id": int(eid), "name": str(name or "")} for eid, name in pairs]
-    return JSONResponse({"players": players})
+    # The world document's version (worldserver/world_admin.py): pages poll this route anyway,
+    # and fetch GET /api/worlds/{id} again when it changes (a picture hung, a reload).
+    spec = getattr(sim, "world_spec", None)
+    return JSONResponse({"players": players, "world_version": spec.version if spec is not None else 1})
 
 
 async def _worlds(request: Request) -> Response:

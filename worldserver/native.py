@@ -203,9 +203,10 @@ class NativeSessions:
             now = trio.current_time()
         except RuntimeError:  # not in trio (tools driving the endpoint by hand)
             now = conn.link.last_send
-        if reason == WORLD_CLOSED:
+        if reason == WORLD_CLOSED:  # sent twice, as a shutdown's: the client must not miss why
             packet = self.endpoint.disconnect(conn, P.DISCONNECT_WORLD_CLOSED, now,
                                               getattr(session.sim, "closed_reason", ""))
+            self.endpoint.outbox.append((packet, conn.addr))
         else:
             packet = self.endpoint.disconnect(conn, P.DISCONNECT_KICKED, now)
         self.endpoint.outbox.append((packet, conn.addr))

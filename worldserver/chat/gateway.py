@@ -49,6 +49,7 @@ __all__ = [
     "RAW_SEND_KEY",
     "chat_endpoint",
     "get_image",
+    "read_limited",
     "upload_image",
 ]
 
@@ -260,9 +261,10 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-async def _read_limited(request: Request, limit: int, stats) -> bytes | int:
+async def read_limited(request: Request, limit: int, stats) -> bytes | int:
     """The body, or an HTTP status (413 too large, 408 too slow, 400 bad length or the
-    client went away: ``drop.http_client_disconnect``)."""
+    client went away: ``drop.http_client_disconnect``). Image uploads read theirs with it:
+    chat images here, pictures hung through the admin API (``worldserver.world_admin``)."""
     try:
         return await _read_limited_or_disconnect(request, limit)
     except ClientDisconnect:
@@ -323,7 +325,7 @@ async def upload_image(request: Request) -> Response:
         chat.stats.incr("drop.chat_image_rejected")
         return _json_error(exc.status, exc.code, exc.message, headers={"Retry-After": "1"})
     limit = chat.max_image_bytes
-    body = await _read_limited(request, limit, chat.stats)
+    body = await read_limited(request, limit, chat.stats)
     if isinstance(body, int):
         chat.stats.incr("drop.chat_image_rejected")
         message = {413: f"the image is larger than {limit} bytes", 408: "the upload took too long",

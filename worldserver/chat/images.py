@@ -388,10 +388,11 @@ class ImageFiles:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def save(self, image: CleanImage) -> str:
-        """Write ``image`` durably under a new id; returns the id."""
+    def save(self, image: CleanImage, prefix: str = "") -> str:
+        """Write ``image`` durably under a new id (``prefix`` + 22 random URL-safe characters);
+        returns the id. The file is ``<directory>/<id>.<ext>``."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        image_id = secrets.token_urlsafe(16)
+        image_id = prefix + secrets.token_urlsafe(16)
         final = self.directory / f"{image_id}.{image.ext}"
         temp = self.directory / f".{image_id}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

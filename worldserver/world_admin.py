@@ -1,0 +1,389 @@
+"""Worlds changed while the server runs: opened, closed, reloaded, and pictures hung live.
+
+Job: :class:`WorldAdmin` does what the admin API's ``/admin/api/worlds`` routes ask
+(worldserver/admin_api.py hands them to :meth:`WorldAdmin.handle`; the ``worldserver worlds``
+commands of worldserver/admin_cli.py call them):
+
+- **open** a world (a built-in id, ``open``, or the path of a world file on the server, as
+  ``worlds.hosted`` names them): its own :class:`~worldserver.simulation.Simulation`, built in a
+  worker thread, its chat room ``<chat.public_room>@<id>`` (made or found again), then
+  :meth:`WorldHost.add <worldserver.hosting.WorldHost.add>` -- it ticks on its own deadlines;
+- **close** one: a chat notice in its room, the world leaves the host (joins naming it get 404
+  ``no such world``), and every session in it ends through its transport's ``session.end``
+  with ``world_closed``: native clients get DISCONNECT ``world_closed`` with the reason as its
+  text (SPEC section 3), and the page shows it. The default world (the first of
+  ``worlds.hosted``, where clients that name none go) cannot be closed (409
+  ``default_world``);
+- **reload** one: its file is read again and applied at once (walls, obstacles, spawn areas,
+  pictures, zones, title, style); the players stay, and an avatar that the new walls overlap
+  or that is off the new floor moves to the nearest clear point
+  (:meth:`Simulation.apply_spec <worldserver.simulation.Simulation.apply_spec>`). The floor may
+  not grow beyond the world's bounds (clients' positions are quantized to them);
+- **hang** a picture in a slot (``PUT .../pictures/{slot}``, the image as the body) or take it
+  down (``DELETE``: an empty frame). The upload is read and checked exactly like a chat image
+  (``chat.max_image_bytes``, :func:`worldserver.chat.gateway.read_limited`, the chat's
+  :class:`~worldserver.chat.image_pool.ImageWorkers`; refusals carry the chat's codes) and
+  stored in ``http.images_dir`` as ``hung-<world>-<slot>-<random>.<ext>``, served by ``GET
+  /gallery/images/{name}`` like the other pictures (and left out of the gallery's list).
+
+Every change of a world's pictures or file gives its document (``GET /api/worlds/{id}``) a new
+``version``; ``GET /api/players`` carries it as ``world_version``, which the page polls every
+few seconds anyway, so every connected page fetches the document again and replaces the
+pictures that changed, without a reload. Pictures hung or taken down are kept per world in
+``<server.data_dir>/worlds/<id>.pictures.json`` (written atomically) and applied over the
+file's pictures whenever the world is built: at start (:meth:`WorldAdmin.restore`), on open
+and on reload; so they survive restarts and reloads. A replaced hung picture's file is
+deleted. Open and closed worlds last until the server stops (``worlds.hosted`` says what a
+start hosts). One change at a time (a lock); image decoding waits outside it.
+
+Must not: block the trio thread (files, world files and simulations are handled in worker
+threads, images decoded in the chat's worker processes), decode an image itself, end a
+session other than through its transport, remove the default world, or delete a file it did
+not store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from worldserver.chat.gateway import read_limited
+from worldserver.chat.images import ImageFiles, ImageRejected
+from worldserver.chat.service import ChatError
+from worldserver.logs import get_logger
+from worldserver.native import WORLD_CLOSED
+from worldserver.simulation import Simulation
+from worldserver.worldfile import ID_RE, WorldFileError, load_named, load_world
+
+__all__ = ["HUNG_PREFIX", "MAX_WORLDS", "OVERLAY_DIR", "WorldAdmin", "WorldAdminError"]
+
+log = get_logger("worldserver.world_admin")
+
+HUNG_PREFIX = "hung-"  # file names of pictures hung through the admin API
+OVERLAY_DIR = "worlds"  # in server.data_dir: <id>.pictures.json per world
+MAX_WORLDS = 64  # as worlds.hosted allows
+MAX_NAME = 1024  # characters of a world name or path to open
+MAX_REASON = 200  # characters of a close's reason (a DISCONNECT carries 200 bytes)
+DEFAULT_REASON = "the world was closed by the operator"
+NOTICE_TIMEOUT = 5.0  # seconds a close waits for its chat notice to be stored
+_IMAGE_NAME = re.compile(r"[^/\\\x00]{1,200}")
+_HUNG_NAME = re.compile(r"hung-[a-z0-9_-]+-[A-Za-z0-9_-]{22}\.(png|jpg|webp|gif)")
+
+
+class WorldAdminError(Exception):
+    """A request answered with an error: ``{"error": message, "code": code}`` and ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class WorldAdmin:
+    """Opens, closes and reloads the worlds of one running server and hangs their pictures.
+
+    ``running``: the :class:`worldserver.app.RunningServer` (its ``worlds`` host, ``chat``,
+    and the transports whose DISCONNECTs a close sends at once). Make it in trio.
+    """
+
+    def __init__(self, config, running, stats) -> None:
+        self.config = config
+        self.running = running
+        self.stats = stats
+        self.lock = trio.Lock()
+        self.folder = Path(config.server.data_dir) / OVERLAY_DIR
+        self.images = ImageFiles(config.http.images_dir)
+        self.overlays: dict[str, dict[str, str]] = {}  # world id -> slot -> image ("" empty)
+
+    @property
+    def host(self):
+        return self.running.worlds
+
+    # -- routes ----------------------------------------------------------------------------------
+    async def handle(self, method: str, parts: list[str], request,
+                     read_json: Callable[[Any], Awaitable[dict]]) -> dict:
+        """The answer to ``/admin/api/worlds/<parts...>``; raises WorldAdminError.
+        ``read_json(request)``: the admin API's JSON body reader."""
+        n = len(parts)
+        if n == 0 and method == "GET":
+            return {"default": self.host.default_id, "worlds": [self.describe(sim) for sim in self.host]}
+        if n == 0 and method == "POST":
+            return await self.open((await read_json(request)).get("world"))
+        if n == 1 and method == "GET":
+            sim = self._sim(parts[0])
+            return {**self.describe(sim), "pictures": [
+                {"id": p.id, "image": p.image, "url": _url(p.image)} for p in sim.world_spec.pictures]}
+        if n == 2 and parts[1] == "close" and method == "POST":
+            return await self.close(parts[0], (await read_json(request)).get("reason"))
+        if n == 2 and parts[1] == "reload" and method == "POST":
+            return await self.reload(parts[0])
+        if n == 3 and parts[1] == "pictures" and method == "PUT":
+            return await self.hang(parts[0], parts[2], request)
+        if n == 3 and parts[1] == "pictures" and method == "DELETE":
+            return await self.take_down(parts[0], parts[2])
+        if n <= 1 or (n == 2 and parts[1] in ("close", "reload")) or (n == 3 and parts[1] == "pictures"):
+            raise WorldAdminError(405, "method_not_allowed", f"{method} is not allowed here")
+        raise WorldAdminError(404, "not_found", "no such admin route")
+
+    def describe(self, sim: Simulation) -> dict:
+        spec = sim.world_spec
+        return {"id": spec.id, "title": spec.title, "default": spec.id == self.host.default_id,
+                "players": len(sim.sessions), "version": spec.version, "file": spec.source,
+                "slots": len(spec.pictures), "hung": len(self.overlays.get(spec.id, {}))}
+
+    def _sim(self, world_id: str) -> Simulation:
+        sim = self.host.sims.get(world_id)
+        if sim is None:
+            raise WorldAdminError(404, "not_found", "no such world")
+        return sim
+
+    @staticmethod
+    def _slot(sim: Simulation, slot: str) -> str:
+        """The image the slot shows now; 404 for no such slot."""
+        for picture in sim.world_spec.pictures:
+            if picture.id == slot:
+                return picture.image
+        raise WorldAdminError(404, "not_found", "no such picture slot")
+
+    # -- open, close, reload ---------------------------------------------------------------------
+    async def restore(self) -> None:
+        """At start: the pictures hung in each hosted world before, over its file's."""
+        for sim in list(self.host):
+            spec = sim.world_spec
+            if not spec.source:  # the open world has no slots
+                continue
+            images = self.overlays[spec.id] = await trio.to_thread.run_sync(self._read_overlay, spec.id)
+            if images:
+                sim.world_spec = spec.with_images(images)
+
+    async def open(self, name: object) -> dict:
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or "\x00" in name:
+            raise WorldAdminError(400, "bad_field", "world: a built-in world id, open, or the path of a world file "
+                                  "on the server")
+        sim_settings = self.config.sim
+        async with self.lock:
+            try:
+                spec = await trio.to_thread.run_sync(
+                    load_named, name.strip(), sim_settings.half_extent,
+                    (sim_settings.spawn_point[0], sim_settings.spawn_point[2]))
+            except WorldFileError as exc:
+                raise WorldAdminError(400, "bad_world", str(exc)) from None
+            if spec.id in self.host.sims:
+                raise WorldAdminError(409, "exists", f"the world {spec.id!r} is open already")
+            if len(self.host.sims) >= MAX_WORLDS:
+                raise WorldAdminError(409, "too_many", f"a server hosts at most {MAX_WORLDS} worlds")
+            if spec.source:
+                self.overlays[spec.id] = await trio.to_thread.run_sync(self._read_overlay, spec.id)
+                spec = spec.with_images(self.overlays[spec.id])
+            sim = await trio.to_thread.run_sync(Simulation, self.config, self.stats, None, spec)
+            chat = self.running.chat
+            if chat is not None:  # the room first: a player's chat hello finds it
+                try:
+                    await chat.open_world_room(spec.id)
+                except ChatError as exc:
+                    raise WorldAdminError(503, "no_chat_room", f"the world's chat room: {exc.message}") from None
+            self.host.add(sim, trio.current_time())
+            self.stats.incr("worlds.opened")
+            log.info("world opened", world=spec.id, file=spec.source or None)
+            return self.describe(sim)
+
+    async def close(self, world_id: str, reason: object = None) -> dict:
+        reason = DEFAULT_REASON if reason is None else reason
+        if not isinstance(reason, str) or not _one_line(reason) or len(reason) > MAX_REASON:
+            raise WorldAdminError(400, "bad_field", f"reason: a text of 1 to {MAX_REASON} characters")
+        reason = _one_line(reason)
+        self._sim(world_id)
+        if world_id == self.host.default_id:
+            raise WorldAdminError(409, "default_world", "the default world cannot be closed: clients that name no "
+                                  "world go there (the first of worlds.hosted)")
+        async with self.lock:
+            sim = self._sim(world_id)
+            chat = self.running.chat
+            room = chat.world_rooms.get(world_id) if chat is not None else None
+            notice = False
+            if room is not None:
+                with trio.move_on_after(NOTICE_TIMEOUT):
+                    try:
+                        await chat.post_notice(f"This world is closed: {reason}", room)
+                        notice = True
+                    except ChatError as exc:  # the chat failing must not keep the world open
+                        log.warning("world close notice not posted", world=world_id, error=exc.message)
+            self.host.remove(world_id)  # from now on, joins naming it get 404
+            sim.closed_reason = reason
+            ended = 0
+            for session in list(sim.sessions):
+                end = getattr(session, "end", None)
+                if end is not None:
+                    end(WORLD_CLOSED)  # DISCONNECT world_closed with the reason, the avatar leaves
+                if session in sim.sessions:  # a transport that could not end it: leave anyway
+                    sim.leave(session)
+                ended += 1
+            for service in (self.running.udp, self.running.ws, self.running.rtc_stream):
+                if service is not None:
+                    service.flush()  # the DISCONNECTs now, not at the next poll
+            self.stats.incr("worlds.closed")
+            log.info("world closed", world=world_id, players=ended, reason=reason)
+            return {"id": world_id, "players": ended, "reason": reason, "notice": notice}
+
+    async def reload(self, world_id: str) -> dict:
+        sim = self._sim(world_id)
+        if not sim.world_spec.source:
+            raise WorldAdminError(409, "no_file", "this world has no file to read again (the open world)")
+        async with self.lock:
+            sim = self._sim(world_id)
+            try:
+                spec = await trio.to_thread.run_sync(load_world, sim.world_spec.source)
+            except WorldFileError as exc:
+                raise WorldAdminError(400, "bad_world", str(exc)) from None
+            if spec.id != world_id:
+                raise WorldAdminError(409, "id_changed", f"the file now names the world {spec.id!r}, not "
+                                      f"{world_id!r}: close this one and open the file")
+            self.overlays[world_id] = await trio.to_thread.run_sync(self._read_overlay, world_id)
+            spec = spec.with_images(self.overlays[world_id])
+            prepared = await trio.to_thread.run_sync(Simulation.prepare_spec, spec)
+            try:
+                moved = sim.apply_spec(spec, prepared)
+            except ValueError as exc:
+                raise WorldAdminError(409, "cannot_reload", str(exc)) from None
+            self.stats.incr("worlds.reloaded")
+            if len(moved):
+                self.stats.incr("worlds.avatars_moved", len(moved))
+            log.info("world reloaded", world=world_id, version=sim.world_spec.version, avatars_moved=len(moved))
+            return {**self.describe(sim), "moved": len(moved)}
+
+    # -- pictures --------------------------------------------------------------------------------
+    async def hang(self, world_id: str, slot: str, request) -> dict:
+        """Validates the request's body as a chat image would be and hangs it in the slot."""
+        self._slot(self._sim(world_id), slot)
+        chat = self.running.chat
+        workers = chat.image_workers if chat is not None else None
+        if workers is None:
+            raise WorldAdminError(503, "no_images", "this server does not decode images (its chat has no images)")
+        try:
+            workers.check_room()  # before the body: a queue of waiting uploads holds their bodies
+            body = await read_limited(request, chat.max_image_bytes, self.stats)
+            if isinstance(body, int):
+                raise ImageRejected(*{413: ("too_large", f"the image is larger than {chat.max_image_bytes} bytes"),
+                                      408: ("timeout", "the upload took too long"),
+                                      400: ("bad_request", "bad Content-Length")}[body], body)
+            clean = await workers.process(body)
+        except ImageRejected as exc:
+            self.stats.incr("drop.world_picture_rejected")
+            raise WorldAdminError(exc.status, exc.code, exc.message) from None
+        del body
+        async with self.lock:
+            sim = self._sim(world_id)  # closed or reloaded meanwhile: say so, store nothing
+            self._slot(sim, slot)
+            try:
+                image_id = await trio.to_thread.run_sync(self.images.save, clean, f"{HUNG_PREFIX}{world_id}-{slot}-")
+            except OSError as exc:
+                raise WorldAdminError(503, "storage", f"the picture could not be stored: {exc.strerror or exc}") from None
+            name = f"{image_id}.{clean.ext}"
+            try:
+                old = await self._set_picture(sim, slot, name)  # in the document once it returns
+            except BaseException:  # not recorded (a disk error, cancelled): not kept either
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(self._delete, name)
+                raise
+            await self._forget(sim, old)
+        self.stats.incr("worlds.pictures_hung")
+        log.info("picture hung", world=world_id, slot=slot, image=name, bytes=len(clean.data))
+        return {"world": world_id, "slot": slot, "image": name, "url": _url(name), "version": sim.world_spec.version,
+                "type": clean.content_type, "width": clean.width, "height": clean.height, "bytes": len(clean.data)}
+
+    async def take_down(self, world_id: str, slot: str) -> dict:
+        """Empties the slot (an empty frame, whatever the file says)."""
+        async with self.lock:
+            sim = self._sim(world_id)
+            self._slot(sim, slot)
+            await self._forget(sim, await self._set_picture(sim, slot, ""))
+        self.stats.incr("worlds.pictures_taken_down")
+        log.info("picture taken down", world=world_id, slot=slot)
+        return {"world": world_id, "slot": slot, "image": "", "url": "", "version": sim.world_spec.version}
+
+    async def _set_picture(self, sim: Simulation, slot: str, image: str) -> str:
+        """Records ``image`` for the slot on disk, then in the world's document (a new version);
+        returns the image it replaced. Under the lock."""
+        world_id = sim.world_id
+        old = self._slot(sim, slot)
+        known = self.overlays.get(world_id)
+        if known is None:
+            known = self.overlays[world_id] = await trio.to_thread.run_sync(self._read_overlay, world_id)
+        overlay = {**known, slot: image}
+        try:
+            await trio.to_thread.run_sync(self._write_overlay, world_id, overlay)
+        except OSError as exc:
+            raise WorldAdminError(503, "storage", f"the world's pictures could not be saved: "
+                                  f"{exc.strerror or exc}") from None
+        self.overlays[world_id] = overlay
+        sim.world_spec = sim.world_spec.with_picture(slot, image)
+        return old
+
+    async def _forget(self, sim: Simulation, old: str) -> None:
+        """Deletes a hung picture no slot of the world shows any more."""
+        if _HUNG_NAME.fullmatch(old) and all(p.image != old for p in sim.world_spec.pictures):
+            await trio.to_thread.run_sync(self._delete, old)
+
+    # -- files (worker threads) ------------------------------------------------------------------
+    def _overlay_path(self, world_id: str) -> Path:
+        return self.folder / f"{world_id}.pictures.json"
+
+    def _read_overlay(self, world_id: str) -> dict[str, str]:
+        """The pictures hung in the world before (slot -> image); {} when none or unreadable
+        (a damaged file is logged and left for the operator, never a crash)."""
+        path = self._overlay_path(world_id)
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("world pictures not read", path=str(path), error=str(exc)[:200])
+            return {}
+        pictures = data.get("pictures") if isinstance(data, dict) else None
+        good = {slot: image for slot, image in (pictures or {}).items()
+                if isinstance(slot, str) and ID_RE.fullmatch(slot) and isinstance(image, str)
+                and (image == "" or (_IMAGE_NAME.fullmatch(image) and not image.startswith(".")))}
+        if not isinstance(pictures, dict) or len(good) != len(pictures):
+            log.warning("world pictures partly not read", path=str(path))
+        return good
+
+    def _write_overlay(self, world_id: str, overlay: dict[str, str]) -> None:
+        """Writes the overlay durably: a temporary file, fsynced, renamed over the old one."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._overlay_path(world_id)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        data = json.dumps({"world": world_id, "pictures": overlay}, indent=1, sort_keys=True).encode()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+        dir_fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _delete(self, name: str) -> None:
+        if not _HUNG_NAME.fullmatch(name):  # only what this module stored
+            return
+        try:
+            (Path(self.config.http.images_dir) / name).unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("old picture not deleted", image=name, error=str(exc)[:200])
+
+
+def _url(image: str) -> str:
+    return f"/gallery/images/{image}" if image else ""
+
+
+def _one_line(text: str) -> str:
+    from worldserver.admin_api import _one_line as one_line  # the kick reason's rule (imported late: it imports us)
+
+    return one_line(text)
