@@ -23,6 +23,7 @@ import { NameTags } from "./scene/labels.js";
 import { PageLayout, fieldOfView } from "./ui/layout.js";
 import { TouchStick, touchScreen } from "./ui/touch.js";
 import { WallRays } from "./world/rays.js";
+import { WorldWatcher } from "./world/live.js";
 
 /** The page's element `id`: index.html has every one this script asks for.
  * @param {string} id @returns {HTMLElement} */
@@ -66,6 +67,7 @@ const MOUSE_TURN = 0.005; // rad per pixel
  * @property {number} frameMs mean time between frames
  * @property {(import("./world/walls.js").WorldDoc & { id?: string }) | null} [worldDoc] the world document shown
  * @property {string} [worldId] the world joined ("" for the server's default)
+ * @property {WorldWatcher | null} [watcher] keeps the world document current (world/live.js)
  */
 
 /** @type {PageState} */
@@ -197,6 +199,7 @@ async function refreshPlayers(force = false) {
       if (p && Number.isInteger(p.entity_id)) names.set(p.entity_id >>> 0, String(p.name ?? ""));
     }
     state.names = names;
+    if (state.watcher && data) state.watcher.note(data.world_version); // a picture hung, a reload
   } catch {
     // keep the names we had
   } finally {
@@ -322,6 +325,31 @@ function frame(t) {
   }
 }
 
+/** A new version of the world document (world/live.js): the pictures that changed are hung
+ *  again; a changed floor, walls or slots rebuild the world, and the own avatar's prediction,
+ *  the camera and the name tags take the new walls.
+ * @param {import("./world/live.js").LiveDoc} doc
+ * @param {import("./world/live.js").WorldChanges} changes */
+function showWorld(doc, changes) {
+  const built = /** @type {import("./scene/world.js").BuiltWorld | null} */ (/** @type {unknown} */ (state.gallery));
+  state.worldDoc = doc;
+  if (!built || !state.scene) return;
+  if (!changes.rebuild) {
+    for (const p of changes.pictures) built.setPicture(p);
+    return;
+  }
+  built.remove();
+  state.gallery = buildWorld(state.scene, /** @type {any} */ (doc));
+  const walls = new Walls(doc);
+  const rays = new WallRays(doc);
+  if (state.session) {
+    state.session.walls = walls;
+    if (state.session.predictor) state.session.predictor.walls = walls;
+  }
+  if (state.follow) state.follow.rays = rays;
+  if (state.tags) state.tags.rays = rays;
+}
+
 // ---------------------------------------------------------------------------- status
 
 function updateStatus() {
@@ -397,7 +425,13 @@ function startSession(token, config) {
       }
     }
   });
-  session.on("status", () => updateStatus());
+  session.on("status", () => {
+    updateStatus();
+    // The operator closed this world: say so where it cannot be missed (no reconnect follows).
+    const notice = $("notice");
+    notice.textContent = session.state === "closed" ? session.error : "";
+    notice.hidden = session.state !== "closed";
+  });
   session.start();
   state.chat = mountChat({
     token,
@@ -451,6 +485,18 @@ function installTestHook() {
     /** The world the page shows: its id and how many picture slots the scene built. */
     world() {
       return { id: state.worldDoc ? state.worldDoc.id : null, pictures: state.gallery ? state.gallery.pictures.length : 0, walls: Boolean(state.session && state.session.walls) };
+    },
+    /** The world document's version the page shows, the documents applied since it started,
+     *  and every picture slot: the image it names, its URL, whether its texture loaded and
+     *  the loaded image's address and width (scene/world.js). */
+    pictures() {
+      const built = /** @type {any} */ (state.gallery);
+      return { version: state.watcher ? state.watcher.version : null, updates: state.watcher ? state.watcher.updates : 0, slots: built && built.slots ? built.slots() : [] };
+    },
+    /** The page's notice (a closed world's message), "" when none shows. */
+    get notice() {
+      const el = $("notice");
+      return el && !el.hidden ? el.textContent || "" : "";
     },
     names() {
       return Object.fromEntries(state.names);
@@ -511,6 +557,10 @@ async function main() {
     config.walls = new Walls(worldDoc);
   }
   initScene((gallery && gallery.images) || [], worldDoc);
+  if (worldDoc && hasRoom(worldDoc)) {
+    const id = String(worldDoc.id);
+    state.watcher = new WorldWatcher({ doc: worldDoc, fetchDoc: () => getJson(`/api/worlds/${encodeURIComponent(id)}`), apply: showWorld });
+  }
   setInterval(updateStatus, 250);
 
   const form = /** @type {HTMLFormElement} */ ($("join-form"));

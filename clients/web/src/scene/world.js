@@ -3,6 +3,9 @@
 // obstacles (benches), the lights of the style preset and the framed pictures in their slots
 // (images from GET /gallery/images/{name}; an empty slot or a missing image shows a neutral
 // canvas). The walls the avatar collides with are the same segments (../world/walls.js).
+// Everything goes into one group, so that a world reloaded while the page runs can be taken
+// out (remove) and built again; a picture hung or taken down while the page runs replaces its
+// slot's frame (setPicture; ../world/live.js says what changed).
 
 import * as THREE from "three";
 
@@ -21,17 +24,30 @@ function imageFor(name) {
   return { url: `/gallery/images/${encodeURIComponent(name)}`, title: name.replace(/\.[a-z0-9]+$/i, "").replace(/[-_]+/g, " ") };
 }
 
+/** A world document's picture slot. @typedef {{id: string, position: number[], facing: number, size: number[], image: string}} SlotDoc */
+/** What a picture slot shows now: the image named, its URL, and whether its texture loaded
+ * (`src`: the loaded image's address, `width` its pixels; "" and 0 until it has).
+ * @typedef {{ id: string, image: string, url: string, loaded: boolean, src: string, width: number }} SlotState */
+/** What buildWorld returns: a BuiltRoom that can change its pictures and be removed.
+ * @typedef {import("./gallery.js").BuiltRoom & {
+ *   setPicture: (p: SlotDoc) => Promise<boolean>,
+ *   slots: () => SlotState[],
+ *   remove: () => void,
+ * }} BuiltWorld */
+
 /**
  * Builds `doc` into `scene`. Returns { half, pictures, loaded: Promise resolving when every
- * picture loaded or failed } like buildGallery.
+ * picture loaded or failed } like buildGallery, and setPicture, slots and remove.
  * @param {THREE.Scene} scene
  * @param {{floor: {min: number[], max: number[]}, walls: {points: number[][], thickness: number, height: number}[],
  *   obstacles: {kind: string, center: number[], size: number[], rotation: number, height: number}[],
  *   pictures: {id: string, position: number[], facing: number, size: number[], image: string}[],
  *   style: {preset: string}}} doc
- * @returns {import("./gallery.js").BuiltRoom}
+ * @returns {BuiltWorld}
  */
 export function buildWorld(scene, doc) {
+  const root = new THREE.Group(); // everything of this world: remove() takes it out
+  scene.add(root);
   const style = STYLES[(doc.style && doc.style.preset) || "gallery"] || STYLES.gallery;
   const [x0, z0] = doc.floor.min;
   const [x1, z1] = doc.floor.max;
@@ -45,7 +61,7 @@ export function buildWorld(scene, doc) {
   );
   ground.rotation.x = -Math.PI / 2;
   ground.position.y = -0.02;
-  scene.add(ground);
+  root.add(ground);
   const tex = floorTexture();
   tex.repeat.set((x1 - x0) / 8, (z1 - z0) / 8);
   const floor = new THREE.Mesh(
@@ -54,7 +70,7 @@ export function buildWorld(scene, doc) {
   );
   floor.rotation.x = -Math.PI / 2;
   floor.position.set((x0 + x1) / 2, 0, (z0 + z1) / 2);
-  scene.add(floor);
+  root.add(floor);
 
   const room = new THREE.Group();
   const wallMat = new THREE.MeshStandardMaterial({ color: style.wall, roughness: 0.95 });
@@ -84,47 +100,91 @@ export function buildWorld(scene, doc) {
     box.rotation.y = (o.rotation * Math.PI) / 180;
     room.add(box);
   }
-  scene.add(room);
+  root.add(room);
 
   const [sky, groundColor, intensity] = style.hemi;
-  scene.add(new THREE.HemisphereLight(sky, groundColor, intensity));
+  root.add(new THREE.HemisphereLight(sky, groundColor, intensity));
   const sun = new THREE.DirectionalLight(0xffffff, style.sun);
   sun.position.set(half * 0.6, 30, half * 0.3);
-  scene.add(sun);
+  root.add(sun);
   const panelMat = new THREE.MeshBasicMaterial({ color: 0xfffbe8 });
   for (let x = x0 + 4; x < x1 - 2; x += 8) {
     for (let z = z0 + 4; z < z1 - 2; z += 8) {
       const panel = new THREE.Mesh(new THREE.BoxGeometry(2.2, 0.08, 0.6), panelMat);
       panel.position.set(x, tallest - 0.1, z);
-      scene.add(panel);
+      root.add(panel);
     }
   }
 
   const loader = new THREE.TextureLoader();
   /** @type {THREE.Group[]} */
   const pictures = [];
-  /** @type {Promise<boolean>[]} */
-  const waits = [];
-  for (const p of doc.pictures || []) {
+  /** @type {Map<string, { holder: THREE.Group, image: string, loaded: boolean }>} slot id -> its frame */
+  const bySlot = new Map();
+  /** Hangs the frame of slot `p` (in place of the one there); resolves when its image loaded.
+   * @param {SlotDoc} p @returns {Promise<boolean>} */
+  const hang = (p) => {
     const image = imageFor(p.image);
     const slot = {
       x: p.position[0], y: p.position[1], z: p.position[2],
       rotY: (p.facing * Math.PI) / 180, w: p.size[0], h: p.size[1],
     };
-    waits.push(
-      new Promise((resolve) => {
-        const holder = addPicture(room, loader, image, slot, resolve);
-        pictures.push(holder);
-        if (!image.url) {
-          const board = /** @type {THREE.Mesh<THREE.PlaneGeometry, THREE.MeshStandardMaterial>} */ (holder.children[1]);
-          board.material.map = placeholderTexture();
-          board.material.needsUpdate = true;
-          resolve(false);
-        }
-      }),
-    );
-  }
-  return { half, pictures, loaded: Promise.all(waits) };
+    return new Promise((resolve) => {
+      const entry = { holder: new THREE.Group(), image: p.image, loaded: false };
+      const done = (/** @type {boolean} */ ok) => {
+        entry.loaded = ok;
+        resolve(ok);
+      };
+      entry.holder = addPicture(room, loader, image, slot, done);
+      const old = bySlot.get(p.id);
+      if (old) {
+        const i = pictures.indexOf(old.holder);
+        if (i >= 0) pictures[i] = entry.holder;
+        room.remove(old.holder);
+        dispose(old.holder);
+      } else pictures.push(entry.holder);
+      bySlot.set(p.id, entry);
+      if (!image.url) {
+        const board = /** @type {THREE.Mesh<THREE.PlaneGeometry, THREE.MeshStandardMaterial>} */ (entry.holder.children[1]);
+        board.material.map = placeholderTexture();
+        board.material.needsUpdate = true;
+        resolve(false);
+      }
+    });
+  };
+  const waits = (doc.pictures || []).map(hang);
+  return {
+    half,
+    pictures,
+    loaded: Promise.all(waits),
+    setPicture: hang,
+    slots() {
+      return [...bySlot].map(([id, e]) => {
+        const board = /** @type {THREE.Mesh<THREE.PlaneGeometry, THREE.MeshStandardMaterial>} */ (e.holder.children[1]);
+        const img = e.loaded && board.material.map ? /** @type {HTMLImageElement | null} */ (board.material.map.image) : null;
+        return { id, image: e.image, url: imageFor(e.image).url, loaded: e.loaded, src: img ? img.src : "", width: img ? img.naturalWidth || img.width : 0 };
+      });
+    },
+    remove() {
+      scene.remove(root);
+      dispose(root);
+    },
+  };
+}
+
+/** Frees the GPU side of everything under `object` (geometries, materials, textures).
+ * @param {THREE.Object3D} object */
+function dispose(object) {
+  object.traverse((o) => {
+    const mesh = /** @type {THREE.Mesh<THREE.BufferGeometry, THREE.Material | THREE.Material[]>} */ (o);
+    if (mesh.geometry) mesh.geometry.dispose();
+    const materials = mesh.material ? (Array.isArray(mesh.material) ? mesh.material : [mesh.material]) : [];
+    for (const m of materials) {
+      const map = /** @type {THREE.MeshStandardMaterial} */ (m).map;
+      if (map) map.dispose();
+      m.dispose();
+    }
+  });
 }
 
 /** True when a world document describes more than open ground (walls, obstacles or pictures).
