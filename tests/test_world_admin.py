@@ -151,6 +151,12 @@ def png(width: int = 64, height: int = 48, colour=(200, 40, 40)) -> bytes:
     return out.getvalue()
 
 
+def gif() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (0, 90, 200)).save(out, "GIF")
+    return out.getvalue()
+
+
 async def ws_player(url: str, token: str, nursery) -> dict:
     """A native-protocol player over ``/ws/movement``: returns a dict filled with its welcome
     and, when the server ends it, its Disconnected event."""
@@ -369,6 +375,7 @@ async def test_pictures_hung_and_taken_down_through_the_admin_api(nursery, tmp_p
                      "the content is not a PNG, JPEG, WebP or GIF image"),
             "truncated": (png()[:60], 422, "corrupt", "the PNG data is damaged or truncated"),
             "empty": (b"", 400, "empty", "the upload is empty"),
+            "gif": (gif(), 415, "unsupported_type", "a picture slot takes a PNG, JPEG or WebP image"),
             "large": (b"\x89PNG\r\n\x1a\n" + bytes(60000), 413, "too_large", "the image is larger than 50000 bytes"),
         }
         for body, code_status, code, message in refusals.values():

@@ -165,7 +165,7 @@ def add_world_commands(worlds: argparse.ArgumentParser, add_config_options: Call
         "chat image, and every connected page shows it within seconds."))
     p.add_argument("id", metavar="ID")
     p.add_argument("slot", metavar="SLOT")
-    p.add_argument("file", metavar="IMAGE", help="a PNG, JPEG, WebP or GIF file")
+    p.add_argument("file", metavar="IMAGE", help="a PNG, JPEG or WebP file")
     _common_options(p, add_config_options)
     p.set_defaults(admin_command=_handler(_world_hang, effective_config))
     p = actions.add_parser("unhang", help="take a picture down: the slot shows an empty frame",

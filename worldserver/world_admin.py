@@ -24,7 +24,8 @@ commands of worldserver/admin_cli.py call them):
   (``chat.max_image_bytes``, :func:`worldserver.chat.gateway.read_limited`, the chat's
   :class:`~worldserver.chat.image_pool.ImageWorkers`; refusals carry the chat's codes) and
   stored in ``http.images_dir`` as ``hung-<world>-<slot>-<random>.<ext>``, served by ``GET
-  /gallery/images/{name}`` like the other pictures (and left out of the gallery's list).
+  /gallery/images/{name}`` like the other pictures (and left out of the gallery's list). GIFs,
+  which the chat takes, are refused: the gallery serves PNG, JPEG and WebP.
 
 Every change of a world's pictures or file gives its document (``GET /api/worlds/{id}``) a new
 ``version``; ``GET /api/players`` carries it as ``world_version``, which the page polls every
@@ -53,7 +54,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from worldserver.chat.gateway import read_limited
-from worldserver.chat.images import ImageFiles, ImageRejected
+from worldserver.chat.images import ImageFiles, ImageRejected, sniff
 from worldserver.chat.service import ChatError
 from worldserver.logs import get_logger
 from worldserver.native import WORLD_CLOSED
@@ -270,6 +271,8 @@ class WorldAdmin:
                 raise ImageRejected(*{413: ("too_large", f"the image is larger than {chat.max_image_bytes} bytes"),
                                       408: ("timeout", "the upload took too long"),
                                       400: ("bad_request", "bad Content-Length")}[body], body)
+            if sniff(body) == "GIF":  # the gallery serves PNG, JPEG and WebP (http.images_dir)
+                raise ImageRejected("unsupported_type", "a picture slot takes a PNG, JPEG or WebP image", 415)
             clean = await workers.process(body)
         except ImageRejected as exc:
             self.stats.incr("drop.world_picture_rejected")
