@@ -22,10 +22,8 @@ got in the interval. The report gives:
   chat got no acknowledgement while bots sent, no delivery while messages were acknowledged,
   or sockets were closed; a swarm stopped reporting.
 
-How the UDP bots connect: like players, each joins over HTTP first and connects with its
-connect token (the server's default configuration), when the swarm can (``run_processes(...,
-http=)``); with a swarm that cannot, they are anonymous and the server runs with
-``net.require_connect_token=false``, the open switch for test servers.
+How the UDP bots connect: like players, each joins over HTTP first (``run_processes(...,
+http=)``) and connects with its connect token, on the server's default configuration.
 
 Run: ``nice -n 19 .venv/bin/python tools/soak.py --minutes 60`` (prints progress lines on
 stderr and the report; ``--json`` for JSON, ``--out FILE`` to keep it).
@@ -59,15 +57,7 @@ __all__ = ["main", "parse_args", "run_soak"]
 HEALTH_TIMEOUT = 5.0
 SILENT_AFTER = 5.0  # seconds without a swarm progress report before it counts as silent
 THREAD_GRACE = 60.0  # seconds a swarm may take after the soak's end before it is abandoned
-OPEN_SWITCH = "net.require_connect_token=false"
 FIRST_PROGRESS_TIMEOUT = 180.0  # seconds for the bots' joins and the first progress report
-
-
-def swarm_joins() -> bool:
-    """Whether the swarm's bots join over HTTP (connect tokens) before they connect."""
-    import inspect
-
-    return "http" in inspect.signature(swarm.run_processes).parameters
 
 
 def read_rss_kb(pid: int) -> int | None:
@@ -173,9 +163,7 @@ class Soak:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         args = self.args
-        self.joins = swarm_joins()
-        self.connect_sets = [] if self.joins else [OPEN_SWITCH]
-        sets = [f"server.stats_interval={args.stats_interval:g}", *self.connect_sets, *(args.set or [])]
+        sets = [f"server.stats_interval={args.stats_interval:g}", *(args.set or [])]
         started = datetime.now(timezone.utc)
         server = ServerProcess(sets)
         udp_thread = chat_thread = None
@@ -185,10 +173,9 @@ class Soak:
             url = _http_url(server, SERVER_START_TIMEOUT)
             self.say(f"soak: server pid {server.pid} udp {host}:{port} http {url}; "
                      f"{args.bots} UDP bots, {args.chat_bots} chat bots, {args.minutes:g} min")
-            join = dict(http=url) if self.joins else {}
             udp_thread = _Thread("udp-swarm", lambda: swarm.run_processes(
                 host, port, args.bots, self.duration + 3.0, args.processes, args.observers, args.seed,
-                lambda elapsed, counts: self.udp.put(counts), **join))
+                lambda elapsed, counts: self.udp.put(counts), http=url))
             udp_thread.start()
             # the bots join, then the workers are forked (before another thread starts)
             deadline = time.monotonic() + FIRST_PROGRESS_TIMEOUT
@@ -337,8 +324,7 @@ class Soak:
             settings=dict(minutes=args.minutes, bots=args.bots, chat_bots=args.chat_bots, chat_rate=args.chat_rate,
                           sample_every=args.sample_every, stats_interval=args.stats_interval,
                           warmup_minutes=round(self.warmup / 60.0, 2), processes=args.processes, seed=args.seed,
-                          connect="join" if self.joins else "open switch",
-                          server_sets=[*self.connect_sets, *(args.set or [])]),
+                          server_sets=list(args.set or [])),
             machine=machine_info(),
             server_alive=server_exit is None,
             server_exit=server_exit,
@@ -405,7 +391,8 @@ def format_report(r: dict) -> str:
     if r["chat"]:
         c = r["chat"]
         rows.append(("chat bots", f"{c['ready']}/{c['bots']} ready, {c['acked']} acknowledged, {c['deliveries']}/"
-                                  f"{c['deliveries_expected']} delivered (lost {c['deliveries_lost']}), ack p99 "
+                                  f"{c['deliveries_expected']} delivered ({c['deliveries_missing']} missing, "
+                                  f"{c['deliveries_duplicate']} duplicate), ack p99 "
                                   f"{c['ack_ms_p99']} ms, delivery p99 {c['delivery_ms_p99']} ms, closed {c['closed'] or 0}"))
     if r["chat_error"]:
         rows.append(("chat swarm error", r["chat_error"]))

@@ -52,12 +52,12 @@ from protocol import packets as P
 from protocol.client import ClientConnection
 from protocol.events import Connected
 from protocol.messages import Input, encode_inputs
+from worldclient.join import join_sync
 from worldtools import swarm
 from worldtools.bench.crowd import wait_for_quiet
 from worldtools.bench.server_load import (
     SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, machine_info,
 )
-from worldtools.soak import OPEN_SWITCH, swarm_joins
 
 __all__ = ["flood", "main", "run_probe"]
 
@@ -73,12 +73,11 @@ WEIGHTS = (0.4, 0.2, 0.2, 0.2)
 
 
 def _join(http_url: str) -> tuple[bytes, bytes]:
-    """Join from the flood address like a player; (connect token, key), or b"" when the server
-    gives none."""
+    """Join from the flood address like a player: (connect token, key)."""
     transport = httpx.HTTPTransport(local_address=FLOOD_HOST)
     with httpx.Client(transport=transport, timeout=10.0) as client:
-        answer = client.post(f"{http_url}/api/join", json={"name": f"flood{os.urandom(3).hex()}"}).json()
-    return bytes.fromhex(answer.get("connect_token", "")), bytes.fromhex(answer.get("connect_key", ""))
+        joined = join_sync(http_url, f"flood{os.urandom(3).hex()}", http=client)
+    return joined.connect_token, joined.connect_key
 
 
 def _connect(sock: socket.socket, server: tuple, token: bytes, key: bytes) -> ClientConnection | None:
@@ -195,7 +194,6 @@ def _delta(after: dict, before: dict) -> dict:
 
 
 def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, args, index: int) -> dict:
-    joins = swarm_joins()
     server.read()
     before_line = (server.stats_lines() or [None])[-1]
     n_lines = len(server.stats_lines())
@@ -205,14 +203,13 @@ def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, 
     if name.startswith("flood"):
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
-        flooder = ctx.Process(target=flood, args=(host, port, url if joins else None, args.rate, args.count,
+        flooder = ctx.Process(target=flood, args=(host, port, url, args.rate, args.count,
                                                   args.warmup + args.seconds + 2.0, args.seed, queue), daemon=True)
         flooder.start()
         time.sleep(1.0)  # the flood is on before the players connect
-    extra = dict(http=url) if joins else {}
     report = swarm.run_processes(host, port, args.bots, args.warmup + args.seconds, 1, args.observers,
                                  args.seed * 10 + index, lambda elapsed, counts: server.read(),
-                                 warmup=args.warmup, **extra)
+                                 warmup=args.warmup, http=url)
     flood_result = None
     if flooder is not None:
         try:
@@ -253,8 +250,7 @@ def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, 
 
 
 def run_probe(args) -> dict:
-    joins = swarm_joins()
-    sets = ["server.stats_interval=1", TRUSTED] + ([] if joins else [OPEN_SWITCH])
+    sets = ["server.stats_interval=1", TRUSTED]
     started = datetime.now(timezone.utc)
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     server = ServerProcess(sets)
@@ -289,8 +285,7 @@ def run_probe(args) -> dict:
         date=started.strftime("%Y-%m-%d %H:%M UTC"),
         settings=dict(bots=args.bots, observers=args.observers, seconds=args.seconds, warmup=args.warmup,
                       rate=args.rate, count=args.count, rounds=args.rounds, seed=args.seed, server_sets=sets,
-                      quiet_wait=args.quiet_wait,
-                      joins=joins),
+                      quiet_wait=args.quiet_wait),
         machine=machine_info(),
         phases=phases,
         baseline_p99_ms_median=None if median_base is None else round(median_base, 2),
