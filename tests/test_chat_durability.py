@@ -166,9 +166,13 @@ def test_chat_swarm_measures_delivery(tmp_path) -> None:
         )
     finally:
         assert stop(proc) == 0
-    assert report["ready"] == 24 and not report["errors"] and not report["closed"]
+    assert report["ready"] == 24 and report["members"] == 24 and not report["errors"] and not report["closed"]
     assert report["acked"] >= 12 and report["deliveries_expected"] == report["acked"] * 23
-    assert report["deliveries"] == report["deliveries_expected"] and report["deliveries_lost"] == 0
+    # counted per message: every acknowledged message reached each of the 23 others, once
+    assert report["deliveries"] == report["deliveries_expected"] and report["deliveries_missing"] == 0
+    assert report["deliveries_duplicate"] == 0 and report["messages_incomplete"] == 0
+    assert report["unanswered"] == 0 and report["sent"] == report["acked"] + sum(report["refused"].values())
+    assert report["duration_s"] == 3.0 and report["setup_s"] > 0.5  # joins, connections, settling
     assert 0 < report["delivery_ms_p50"] <= report["delivery_ms_p99"] < 2000
     assert report["server_cpu_percent"] is not None and report["ok"]
 
@@ -188,10 +192,37 @@ async def test_swarm_chat_rate_adds_chat_delivery_to_the_report(tmp_path) -> Non
     finally:
         assert stop(proc) == 0
     assert swarm.returncode == 0, swarm.stderr[-2000:]
+    assert "swarm t=" not in swarm.stderr and "chat  t=" not in swarm.stderr  # --json: no progress lines
     report = json.loads(swarm.stdout.strip().splitlines()[-1])
     assert report["connected"] == 8 and report["snapshots_per_bot_s"] > 5
     chat = report["chat"]
     assert chat["ready"] == 8 and chat["senders"] == 8 and chat["acked"] >= 8
     assert chat["deliveries"] == chat["deliveries_expected"] == chat["acked"] * 7
-    assert chat["deliveries_lost"] == 0 and 0 < chat["delivery_ms_p50"] <= chat["delivery_ms_p99"]
+    assert chat["deliveries_missing"] == 0 and chat["deliveries_duplicate"] == 0
+    assert 0 < chat["delivery_ms_p50"] <= chat["delivery_ms_p99"]
+    # --duration 2 is the measured window of both halves (it was the whole run), after set-ups
+    # that both reported: the movement started measuring when the chat's window opened
+    assert chat["duration_s"] == 2.0 and 2.0 <= report["duration_s"] < 2.0 + chat["setup_s"]
+    assert report["setup_s"] > 0 and chat["setup_s"] > 0
     assert report["ok"] and chat["ok"]
+
+
+async def test_swarm_refuses_a_chat_rate_above_the_servers_limit(tmp_path) -> None:
+    """``--chat-rate`` above ``chat.rate`` (here 2, the default) is refused before any bot starts."""
+    proc = start_server_process(tmp_path / "data")
+    try:
+        http_port, udp_port = await wait_ports(proc)
+        drain_stderr(proc)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
+        swarm = await trio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "worldserver", "swarm", "--server", f"127.0.0.1:{udp_port}",
+             "--http", f"http://127.0.0.1:{http_port}", "--bots", "4", "--duration", "30",
+             "--chat-rate", "2.5"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120))
+    finally:
+        assert stop(proc) == 0
+    assert swarm.returncode == 2
+    assert swarm.stderr.strip() == (
+        "error: --chat-rate: 2.5 messages per second per bot is above the server's chat limit of 2 per"
+        " user (chat.rate; chat.burst = 10): send less, or raise the server's chat.rate")
+    assert swarm.stdout == ""  # no report: nothing ran

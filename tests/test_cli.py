@@ -205,7 +205,9 @@ def test_swarm_arguments_reach_engine(monkeypatch):
     assert code == 0
     args = seen["args"]
     assert (args.server, args.bots, args.duration, args.processes) == ("127.0.0.1:9300", 50, 10.0, 1)
-    assert (args.observers, args.json, args.seed) == (16, True, 3)
+    assert (args.observers, args.json, args.seed, args.quiet) == (16, True, 3, False)
+    assert cli.main(["swarm", "--server", "127.0.0.1:9300", "--quiet"]) == 0
+    assert seen["args"].quiet is True and seen["args"].json is False
     assert cli.parse_hostport(args.server) == ("127.0.0.1", 9300)
     assert cli.parse_hostport("[::1]:9300") == ("::1", 9300)
 

@@ -325,6 +325,28 @@ def test_main_skips_colyseus_without_node(tmp_path, monkeypatch, capsys):
     assert "colyseus  skipped: node not found on PATH" in text
 
 
+def test_a_worldserver_that_cannot_start_is_reported_with_its_own_error(tmp_path, capsys):
+    """The server's one-line error (a setting it refused) is what the benchmark says, at once on
+    stderr and in its table's row, and the run counts as failed."""
+    line = "error: no.such: unknown setting"
+    with pytest.raises(server_load.ServerStartError) as failed:
+        server = server_load.ServerProcess(["no.such=1"])
+        try:
+            server.wait_listening(server_load.SERVER_START_TIMEOUT)
+        finally:
+            server.stop()
+    assert str(failed.value) == f"the server did not start (exit code 2): {line}"
+    status = crowd.main(["--bots", "2", "--only", "worldserver", "--duration", "1", "--warmup", "0",
+                         "--set", "no.such=1", "--no-pin", "--quiet", "--scratch", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    expected = f"ServerStartError: the server did not start (exit code 2): {line}"
+    assert err.strip().splitlines() == [f"crowd: worldserver 2: {expected}"]
+    rows = out.splitlines()
+    assert any(row.endswith(f"2  worldserver  error: {expected}") for row in rows)  # one row, one line
+    assert not any(row.strip() == line for row in rows)  # not broken over two lines
+
+
 # ----------------------------------------------------------------------------- server counters
 
 

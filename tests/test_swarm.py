@@ -3,8 +3,11 @@
 Checks that bots complete the real handshake, receive snapshots at about the tick rate, send
 inputs at 20 Hz, say goodbye, that observers measure move-to-observed latency, that the report
 carries every field, that worker processes merge, and that failures are reported as failures.
-Without a server: a tick counts as a snapshot once all its parts arrived (once), observers'
-refreshed share, and the walking speed option.
+The set-up (joins, connections) comes before the measured ``duration`` and the report says
+how long it took; the measurement may wait for ``begin``; the progress line shows the set-up,
+then connected bots, snapshots per second, latency p99 and loss. Without a server: a tick
+counts as a snapshot once all its parts arrived (once), observers' refreshed share, the
+walking speed option, the progress line's figures and the start read from stdin.
 
 The in-process runs use trio's autojump MockClock, and the swarm measures on trio's clock
 (``clock=trio.current_time``): the server ticks and the bots send on virtual time, real
@@ -16,10 +19,13 @@ merge produced, not rates.
 from __future__ import annotations
 
 import importlib.util
+import io
+import json
 import math
 import pathlib
 import struct
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -37,7 +43,7 @@ REPORT_FIELDS = {
     "snapshots_per_bot_s", "bytes_per_bot_s", "inputs_per_bot_s", "latency_ms_p50",
     "latency_ms_p99", "latency_samples", "packet_loss", "duration_s", "processes", "ok",
     "cpu_percent", "observed_entities_mean", "input_backlog_p50", "input_backlog_p99",
-    "parts_per_bot_s", "observed_refreshed_share",
+    "parts_per_bot_s", "observed_refreshed_share", "setup_s",
 }  # fmt: skip
 
 
@@ -92,8 +98,45 @@ async def test_swarm_against_in_process_server(autojump_clock):
     # a turn is seen within a few ticks: the input waits for the next tick, its snapshot comes
     assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"] <= 4 * 1000 / tick_rate
     assert report["observed_entities_mean"] >= 3  # observers see the others near spawn
-    assert report["duration_s"] == pytest.approx(3.0, abs=0.05)
+    assert report["duration_s"] == pytest.approx(3.0, abs=0.05)  # measured, after the set-up
+    assert 0.0 <= report["setup_s"] < 1.0  # six handshakes on loopback (virtual time may not move)
+    assert report["connected_seconds"] == pytest.approx(6 * 3.0, abs=0.1)  # all connected all along
     assert forgotten_after <= 0.5
+
+
+async def test_measurement_waits_for_begin_and_progress_shows_both_phases(autojump_clock):
+    autojump_clock.jump(1.0)
+    lines = io.StringIO()
+    said_ready = []
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(serve, _config())
+        host, port = running.udp_address[:2]
+        tick_rate = running.sim.tick_rate
+
+        def begin():  # the measurement starts 2.5 s after the set-up ended
+            return said_ready[0] + 2.5 if said_ready else None
+
+        report = await swarm.run_bots(
+            host, port, bots=4, duration=2.0, observers=2, seed=5, clock=trio.current_time,
+            tickets=_mint_tickets(running, 4), progress=swarm.ProgressLine(4, stream=lines),
+            ready=lambda setup_s: said_ready.append(trio.current_time()), begin=begin,
+        )  # fmt: skip
+        nursery.cancel_scope.cancel()
+
+    assert len(said_ready) == 1
+    assert report["connected"] == 4 and report["ok"]
+    assert report["setup_s"] >= 2.5  # connecting, then waiting for begin: nothing counted
+    assert report["duration_s"] == pytest.approx(2.0, abs=0.05)
+    assert report["connected_seconds"] == pytest.approx(4 * 2.0, abs=0.1)
+    assert report["snapshots_per_bot_s"] == pytest.approx(tick_rate, rel=0.1)
+    text = lines.getvalue().splitlines()
+    setup = [line for line in text if line.startswith("swarm set-up")]
+    measure = [line for line in text if line.startswith("swarm t=")]
+    assert setup and setup[-1].endswith("connected 4/4 failures 0, waiting for the start")
+    # one a second while measuring, and one at its end
+    assert [line[len("swarm "):].split("s ")[0] for line in measure] == ["t=  1.0", "t=  2.0"]
+    assert all("connected 4/4" in line and "loss 0.000 %" in line for line in measure)
+    assert text.index(setup[-1]) < text.index(measure[0])
 
 
 async def test_worker_processes_are_merged():
@@ -117,6 +160,11 @@ async def test_worker_processes_are_merged():
     assert report["snapshots_per_bot_s"] > 0 and report["inputs_per_bot_s"] > 0
     assert report["latency_samples"] >= 1  # both observers are in the first worker
     assert ticks and ticks[-1]["connected"] == 5
+    # every worker measured from the start the parent set once both were set up
+    assert report["setup_s"] > 0 and report["duration_s"] >= 2.5
+    phases = [t["phase"] for t in ticks]
+    assert phases[-1] == "measure" and phases == sorted(phases, key=lambda p: p == "measure")
+    assert sum(len(t["latency_ms"]) for t in ticks) <= report["latency_samples"]
 
 
 async def test_no_server_is_a_failure(autojump_clock):
@@ -130,7 +178,10 @@ async def test_no_server_is_a_failure(autojump_clock):
                                       clock=trio.current_time)
     assert report["connected"] == 0
     assert report["failures"] == 3
-    assert report["failure_reasons"] == {"handshake_unfinished": 3}
+    # the set-up waits for every handshake to end; then the 0.6 s are measured (without bots)
+    assert report["failure_reasons"] == {"handshake_timeout": 3}
+    assert report["setup_s"] >= swarm.HANDSHAKE_TIMEOUT
+    assert report["duration_s"] == pytest.approx(0.6, abs=0.05)
     assert report["ok"] is False
     assert report["latency_ms_p50"] is None
 
@@ -254,3 +305,38 @@ def test_walk_faces_its_direction_and_turns_far_enough():
             assert abs(math.cos(facing) * 127 - bot.move_z) < 2
     finally:
         s.ep.close()
+
+
+def test_progress_line_figures_and_summed_counts():
+    out = io.StringIO()
+    line = swarm.ProgressLine(10, stream=out)
+    line(1.5, dict(phase="setup", connected=3, failures=0, opening=2))
+    worker = [dict(connected=5, snapshots=100, bytes=5000, failures=0, packets_expected=1000,
+                   packets_received=990, latency_ms=[10.0, 20.0]),
+              dict(connected=5, snapshots=100, bytes=5000, failures=1, packets_expected=1000,
+                   packets_received=1000, latency_ms=[])]
+    total = swarm._sum_counts(worker)
+    assert total["connected"] == 10 and total["latency_ms"] == [10.0, 20.0]
+    line(1.0, dict(total, phase="measure"))
+    line(2.0, dict(total, snapshots=600, bytes=30000, latency_ms=[30.0] * 98, phase="measure"))
+    first, second, third = out.getvalue().splitlines()
+    assert first == "swarm set-up   1.5s: connected 3/10 opening 2 failures 0"
+    assert "connected 10/10" in second and "latency p99 19.9 ms" in second and "loss 0.500 %" in second
+    # the next second: 400 snapshots and 20 kB more; p99 over every sample so far (100)
+    assert "snapshots/s     400" in third and "kB/s     20.0" in third and "latency p99 30.0 ms" in third
+    assert "failures 1" in third
+
+
+def test_stdin_start_says_ready_and_reads_the_start():
+    said = io.StringIO()
+    told = swarm.StdinStart(stdin=io.StringIO("hello\nstart x\nstart 123.25\n"), stdout=said)
+    told.ready(1.23456)
+    assert json.loads(said.getvalue()) == {"ready": 1.235}
+    told.begin()
+    told._reader.join(5.0)
+    assert told.begin() == 123.25
+    ended = swarm.StdinStart(stdin=io.StringIO(""), stdout=said)  # nobody will say: start now
+    before = time.monotonic()
+    ended.begin()
+    ended._reader.join(5.0)
+    assert ended.begin() >= before

@@ -36,7 +36,7 @@ REPORT_FIELDS = {
     "bots_requested", "connected", "failures", "failure_reasons", "decode_errors",
     "snapshots_per_bot_s", "bytes_per_bot_s", "inputs_per_bot_s", "latency_ms_p50",
     "latency_ms_p99", "latency_samples", "packet_loss", "duration_s", "processes", "ok",
-    "cpu_percent", "observed_entities_mean", "transport", "open_ms_p50", "open_ms_p99",
+    "cpu_percent", "observed_entities_mean", "transport", "open_ms_p50", "open_ms_p99", "setup_s",
 }  # fmt: skip
 
 
@@ -176,6 +176,17 @@ def test_swarm_cli_dispatches_transports(server, capsys):
     assert shown["transport"] == "ws" and shown["connected"] == 3
     assert "latency_samples_ms" not in shown and "open_ms" not in shown
 
+    # without --json: the table, and a progress line a second on stderr (none with --quiet)
+    args.json, args.quiet = False, False
+    assert swarm.run_swarm(args) == 0
+    out, err = capsys.readouterr()
+    assert "measured (s)" in out and "set-up before measuring (s)" in out
+    assert any(line.startswith("swarm t=") and "connected 3/3" in line and "latency p99" in line
+               for line in err.splitlines()), err
+    args.quiet = True
+    assert swarm.run_swarm(args) == 0
+    assert "swarm" not in capsys.readouterr().err
+
     args.http = None
     assert swarm.run_swarm(args) == 2  # ws without --http
     args.transport, args.server = "udp", None
@@ -191,6 +202,7 @@ def test_worker_processes_are_merged(server):
     assert report["failures"] == 0, report["failure_reasons"]
     assert report["snapshots_per_bot_s"] > 0
     assert len(report["open_ms"]) == 5
+    assert report["setup_s"] > 0 and report["duration_s"] >= 2.5  # measured after the set-up
 
 
 def test_unreachable_server_counts_failures():

@@ -15,6 +15,14 @@ complete snapshot refreshed. ``speed`` (m/s) makes the bots walk slower than the
 spreads the bots over worker processes and merges their results. ``--transport webrtc|ws``
 hands over to :mod:`worldtools.swarm_rtc`, the same bots over the browser transports.
 
+Set-up, then measurement: the bots join and connect first (connected bots already walk;
+nothing is counted), until every bot is connected or has failed (bounded by
+:func:`setup_bound`); then ``duration`` seconds are measured, in every worker process from
+one common instant (the workers report ready, the parent sets the start). The report's
+``setup_s`` says how long everything before the measurement took, ``duration_s`` how long
+was measured. A progress line goes to stderr every second (:class:`ProgressLine`: set-up,
+then connected bots, snapshots per second, latency p99 and packet loss so far).
+
 Joining: a server on its default configuration lets in only UDP clients with a connect token
 (``net.require_connect_token``), so each bot first joins over the server's HTTP port
 (``POST /api/join``, one join per bot, names ``bot<run tag>-<n>``, ``worldclient.join``) and
@@ -95,6 +103,8 @@ MOVING_WINDOW = 60  # ticks: an entity seen changing this recently counts as mov
 _NEVER = -(1 << 40)
 TEARDOWN_CAP = 10.0  # seconds beyond the duration after which workers are killed
 PROGRESS_INTERVAL = 1.0
+SETUP_SLACK = 5.0  # seconds beyond the expected set-up (connections, worker start) allowed
+BEGIN_WAIT = 300.0  # seconds after the set-up to wait for ``begin`` before measuring anyway
 _TWO_PI = 2.0 * math.pi
 _YAW_SCALE = 65536.0 / _TWO_PI
 
@@ -248,8 +258,13 @@ class _Swarm:
         self.connected_ever = 0
         self.bytes_total = 0  # whole run, for the progress line
         self.snapshots_total = 0  # complete ticks, whole run
+        self.latency_reported = 0  # latency samples already handed to progress_counts
 
     # -- connection management --------------------------------------------------------------
+    def settled(self) -> bool:
+        """Every bot is connected or has failed: the set-up is over."""
+        return not self.waiting and not self.handshaking
+
     def _fail(self, bot: Bot, reason: str, now: float) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
         self._close_bot(bot, now)
@@ -571,11 +586,24 @@ class _Swarm:
 
     # -- results ------------------------------------------------------------------------------
     def progress_counts(self) -> dict:
+        """Totals so far (connected, complete snapshots, bytes, failures, and the packets
+        expected and received while measuring) and the latency samples new since the last
+        call (``latency_ms``)."""
+        expected = received = 0
+        for bot in self.bots:
+            if bot.first_ext >= 0:
+                expected += bot.max_ext - bot.first_ext + 1
+                received += bot.window_packets
+        new = self.latency_ms[self.latency_reported:]
+        self.latency_reported = len(self.latency_ms)
         return dict(
             connected=len(self.live),
             snapshots=self.snapshots_total,
             bytes=self.bytes_total,
             failures=sum(self.failures.values()),
+            packets_expected=expected,
+            packets_received=received,
+            latency_ms=new,
         )
 
     def teardown(self, now: float) -> None:
@@ -722,6 +750,73 @@ def _percentile(values: list[float], q: float) -> float | None:
 # ----------------------------------------------------------------------------- one process
 
 
+def setup_bound(bots: int, connect_rate: float | None = None, open_timeout: float = 0.0) -> float:
+    """Seconds the connections of ``bots`` bots may take before the measurement starts anyway:
+    their handshakes start at ``connect_rate`` per second (UDP: :data:`CONNECT_BATCH` per
+    sub-slot), each may take its opening (``open_timeout``) and handshake timeouts, plus
+    :data:`SETUP_SLACK`. A bot still connecting then fails."""
+    rate = connect_rate or CONNECT_BATCH * PHASES / SEND_INTERVAL
+    return bots / rate + open_timeout + HANDSHAKE_TIMEOUT + SETUP_SLACK
+
+
+class Phases:
+    """The set-up and measurement phases of one swarm loop, on ``clock``.
+
+    :meth:`update` is called on every pass of the loop with ``settled`` (every bot connected
+    or failed): the set-up ends when it is true or ``setup_end`` has passed; then
+    ``ready(setup_s)`` is called once, and the measurement starts when ``begin()`` returns a
+    time (on ``clock``) that has come (None: not yet; no ``begin``: at once; at most
+    :data:`BEGIN_WAIT` seconds later in any case) and lasts ``duration`` seconds.
+    """
+
+    def __init__(self, clock, t_begin: float, setup_end: float, duration: float, warmup: float,
+                 ready=None, begin=None) -> None:
+        self.clock = clock
+        self.t_begin = t_begin
+        self.setup_end = setup_end
+        self.duration = max(0.0, float(duration))
+        self.warmup = max(0.0, float(warmup))
+        self.ready, self.begin = ready, begin
+        self.set_up_at: float | None = None  # when the set-up ended
+        self.t0 = math.inf  # the measurement's start
+        self.end = math.inf
+
+    @property
+    def measuring(self) -> bool:
+        return self.t0 != math.inf
+
+    @property
+    def name(self) -> str:
+        """``"setup"``, ``"waiting"`` (set up, waiting for ``begin``) or ``"measure"``."""
+        return "measure" if self.measuring else "setup" if self.set_up_at is None else "waiting"
+
+    @property
+    def setup_s(self) -> float:
+        """Seconds from the start until the measurement began (or until now)."""
+        return (self.t0 if self.measuring else self.clock()) - self.t_begin
+
+    def update(self, now: float, settled: bool) -> bool:
+        """True when the measurement started on this pass (``t0``, ``end`` are set)."""
+        if self.measuring:
+            return False
+        if self.set_up_at is None:
+            if not (settled or now >= self.setup_end):
+                return False
+            self.set_up_at = now
+            if self.ready is not None:
+                self.ready(now - self.t_begin)
+        at = None if self.begin is None else self.begin()
+        if self.begin is None or (at is not None and now >= at) or now >= self.set_up_at + BEGIN_WAIT:
+            self.t0 = now
+            self.end = now + self.duration
+            return True
+        return False
+
+    def next_wake(self) -> float:
+        """The latest time of the next pass (the measurement's start or end)."""
+        return self.end if self.measuring else self.clock() + SEND_INTERVAL / PHASES
+
+
 async def run_bots(
     host: str,
     port: int,
@@ -732,46 +827,62 @@ async def run_bots(
     progress=None,
     *,
     warmup: float = 0.0,
-    start_at: float | None = None,
     speed: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     http: str | None = None,
     tickets: list | None = None,
+    ready: Callable[[float], None] | None = None,
+    begin: Callable[[], float | None] | None = None,
+    setup_timeout: float | None = None,
 ) -> dict:
-    """Run ``bots`` bots (the first ``observers`` of them decoding) for ``duration`` seconds.
+    """Run ``bots`` bots (the first ``observers`` of them decoding): set them up, then
+    measure ``duration`` seconds.
 
     Runs inside trio and yields at every wait, so a server in the same trio run keeps
-    ticking. ``progress(elapsed_s, counts)`` is called about once a second. Counting starts
-    ``warmup`` seconds after the start (``start_at``, a ``time.monotonic()`` value, or now).
+    ticking. Set-up: ``http`` is the server's HTTP base URL, where each bot joins first
+    (:func:`join_bots`, in a worker thread) unless ``tickets`` (its result) are given;
+    neither: the bots are anonymous (open servers only). Then the bots connect (those
+    connected walk; nothing is counted) until all are connected or failed, at most
+    ``setup_timeout`` seconds (default :func:`setup_bound`). ``ready(setup_s)`` is called
+    then, and the measurement starts when ``begin()`` says (see :class:`Phases`; default: at
+    once). Counting starts ``warmup`` seconds into the measurement. ``progress(elapsed_s,
+    counts)`` is called about once a second with :meth:`_Swarm.progress_counts`, the
+    ``phase`` (:attr:`Phases.name`; elapsed counts from the start, or from the
+    measurement's start once measuring) and ``at``, the time of the counts on ``clock``;
+    while measuring at whole seconds of it, and once more at its end (elapsed =
+    ``duration``).
     ``speed``: the bots' walking speed in m/s (None: the server's ``max_speed``).
     ``clock``: where durations, rates and latencies are measured, in seconds above 0 (0.0 marks
     "not yet"); ``trio.current_time`` makes them follow trio's clock (tests run the swarm and
     an in-process server on a MockClock).
-    ``http``: the server's HTTP base URL; each bot joins there first (:func:`join_bots`, in a
-    worker thread, before the run's clock starts) unless ``tickets`` (its result) are given.
-    Neither: the bots are anonymous (open servers only).
-    Returns the report of these bots (see :func:`make_report`); its raw fields can be merged
-    with other processes' results by :func:`merge_results`.
+    Returns the report of these bots (see :func:`make_report`; ``setup_s`` and the measured
+    ``duration_s`` among it); its raw fields can be merged with other processes' results by
+    :func:`merge_results`.
     """
     raise_nofile_limit(bots + 64)
+    t_begin = clock()
     if tickets is None and http:
         tickets = await trio.to_thread.run_sync(join_bots, http, bots)
     swarm = _Swarm(host, port, bots, observers, seed, speed=speed, clock=clock, tickets=tickets)
-    if start_at is not None:
-        await trio.sleep(max(0.0, start_at - time.monotonic()))
-    t0 = clock()
-    end = t0 + max(0.0, float(duration))
-    swarm.measure_start = t0 + max(0.0, float(warmup))
+    swarm.measure_start = math.inf  # nothing is counted during the set-up
+    phases = Phases(clock, t_begin, clock() + (setup_bound(bots) if setup_timeout is None else setup_timeout),
+                    duration, warmup, ready, begin)
     cpu_mark = None
-    next_send = t0
+    next_send = clock()
     slot = SEND_INTERVAL / PHASES
     phase = 0
-    next_progress = t0 + PROGRESS_INTERVAL
+    next_progress = next_send + PROGRESS_INTERVAL
     epfd = swarm.ep.fileno()
+    now = next_send
     try:
         while True:
             now = clock()
-            if now >= end:
+            if phases.update(now, swarm.settled()):
+                swarm.measure_start = phases.t0 + phases.warmup
+                next_progress = phases.t0 + PROGRESS_INTERVAL
+            if now >= phases.end:
+                if progress is not None:  # once more at the end: elapsed = duration
+                    progress(phases.duration, dict(swarm.progress_counts(), phase=phases.name, at=now))
                 break
             if cpu_mark is None and now >= swarm.measure_start:
                 cpu_mark = (time.process_time(), now)
@@ -786,8 +897,10 @@ async def run_bots(
                     next_send = now + slot
             if progress is not None and now >= next_progress:
                 next_progress += PROGRESS_INTERVAL
-                progress(now - t0, swarm.progress_counts())
-            wait = min(next_send, end, next_progress if progress else end) - clock()
+                counts = swarm.progress_counts()
+                counts["phase"], counts["at"] = phases.name, now
+                progress(now - (phases.t0 if phases.measuring else t_begin), counts)
+            wait = min(next_send, phases.next_wake(), next_progress if progress else math.inf) - clock()
             if wait > 0:
                 with trio.move_on_after(wait):
                     await trio.lowlevel.wait_readable(epfd)
@@ -800,9 +913,10 @@ async def run_bots(
     if cpu_mark is None:
         cpu_mark = (time.process_time(), now)
     cpu_s = time.process_time() - cpu_mark[0]
-    window = max(0.0, min(now, end) - swarm.measure_start)
-    raw = swarm.result(bots, end, cpu_s, window)
-    raw["duration_s"] = round(now - t0, 3)
+    window = max(0.0, min(now, phases.end) - swarm.measure_start)
+    raw = swarm.result(bots, phases.end, cpu_s, window)
+    raw["duration_s"] = round(now - phases.t0, 3)
+    raw["setup_s"] = round(phases.setup_s, 3)
     return make_report(raw)
 
 
@@ -834,6 +948,7 @@ def merge_results(results: list[dict]) -> dict:
         raw[k] = []
     raw["window_s"] = 0.0
     raw["duration_s"] = 0.0
+    raw["setup_s"] = 0.0
     for r in results:
         for k in _SUMMED:
             raw[k] += r.get(k, 0)
@@ -844,6 +959,7 @@ def merge_results(results: list[dict]) -> dict:
             raw[k].extend(r.get(k, []))
         raw["window_s"] = max(raw["window_s"], r.get("window_s", 0.0))
         raw["duration_s"] = max(raw["duration_s"], r.get("duration_s", 0.0))
+        raw["setup_s"] = max(raw["setup_s"], r.get("setup_s", 0.0))
     raw["processes"] = sum(r.get("processes", 1) for r in results)
     return make_report(raw)
 
@@ -915,7 +1031,8 @@ def format_report(report: dict) -> str:
         ("swarm send lateness p99 (ms)", report["send_late_ms_p99"]),
         ("swarm CPU (% of one core)", report["cpu_percent"]),
         ("processes", report["processes"]),
-        ("duration (s)", report["duration_s"]),
+        ("set-up before measuring (s)", report.get("setup_s", "-")),
+        ("measured (s)", report["duration_s"]),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -929,9 +1046,11 @@ def _split(bots: int, processes: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(processes)]
 
 
-def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at, out,
+def _worker(index, host, port, bots, duration, observers, seed, warmup, start, out,
             speed=None, cpus=None, tickets=None) -> None:
-    """Worker process body: run its bots, post progress and the final result on ``out``."""
+    """Worker process body: run its bots, post progress, ``ready`` and the final result on
+    ``out``; the measurement starts at ``start.value`` (``time.monotonic()``), which the
+    parent sets once every worker is ready."""
 
     def progress(elapsed: float, counts: dict) -> None:
         out.put(("progress", index, counts))
@@ -942,12 +1061,80 @@ def _worker(index, host, port, bots, duration, observers, seed, warmup, start_at
         result = trio.run(
             lambda: run_bots(
                 host, port, bots, duration, observers, seed, progress,
-                warmup=warmup, start_at=start_at, speed=speed, tickets=tickets,
+                warmup=warmup, speed=speed, tickets=tickets,
+                ready=lambda setup_s: out.put(("ready", index, setup_s)),
+                begin=lambda: start.value or None,
             )
         )  # fmt: skip
         out.put(("result", index, result))
     except BaseException as exc:  # report, never hang the parent
         out.put(("error", index, f"{type(exc).__name__}: {exc}"))
+
+
+def supervise(workers: list, out, start, *, duration: float, setup_wait: float, t_begin: float,
+              progress=None, ready=None, begin=None, teardown: float = TEARDOWN_CAP) -> tuple[dict, dict, float]:
+    """The parent's side of worker processes that run :func:`run_bots` (or the same loop over
+    another transport) and post ``progress``, ``ready``, ``result`` or ``error`` messages on
+    ``out``. Once every worker is ready (or ``setup_wait`` seconds have passed), it calls
+    ``ready(setup_s)`` and, when ``begin()`` gives a time (``time.monotonic()``; no
+    ``begin``: at once; at most :data:`BEGIN_WAIT` later), sets the shared ``start`` value
+    at which every worker starts measuring. ``progress(elapsed_s, counts)`` is called about
+    once a second with the workers' sums (``phase`` and the seconds as in :func:`run_bots`,
+    the last call at the measurement's end; ``latency_ms``: the samples new since the last
+    call). Workers that outlive the measurement by
+    ``teardown`` seconds are killed. Returns (results, errors, setup_s) by worker
+    index."""
+    n = len(workers)
+    results: dict[int, dict] = {}
+    errors: dict[int, str] = {}
+    latest: dict[int, dict] = {}
+    readies: set[int] = set()
+    fresh: list[float] = []  # latency samples not yet given to progress
+    phases = Phases(time.monotonic, t_begin, time.monotonic() + setup_wait, duration, 0.0, ready, begin)
+    next_progress = time.monotonic() + PROGRESS_INTERVAL
+    ended = False  # the progress call at the measurement's end was made
+    try:
+        while len(results) + len(errors) < n:
+            now = time.monotonic()
+            settled = all(i in readies or i in results or i in errors for i in range(n))
+            if not phases.measuring and phases.update(now, settled):
+                start.value = phases.t0
+                next_progress = phases.t0 + PROGRESS_INTERVAL + 0.1  # just after the workers report
+            if now >= phases.end + teardown:
+                break
+            due = now >= next_progress
+            if due:
+                next_progress += PROGRESS_INTERVAL
+            final = now >= phases.end and not ended  # once more at the measurement's end
+            if progress is not None and ((due and now < phases.end) or final):
+                ended = ended or final
+                counts = _sum_counts(latest.values())
+                counts["latency_ms"], fresh = fresh, []
+                counts["phase"], counts["at"] = phases.name, now
+                progress(phases.duration if final else now - (phases.t0 if phases.measuring else t_begin), counts)
+            try:
+                kind, index, payload = out.get(timeout=max(0.01, min(0.2, next_progress - now)))
+            except queue.Empty:
+                if all(not p.is_alive() for p in workers) and out.empty():
+                    break
+                continue
+            if kind == "progress":
+                fresh.extend(payload.pop("latency_ms", ()))
+                latest[index] = payload
+            elif kind == "ready":
+                readies.add(index)
+            elif kind == "result":
+                results[index] = payload
+            else:
+                errors[index] = payload
+    finally:
+        stop_by = min(phases.end + teardown, time.monotonic() + 2.0 * len(workers) + 2.0)
+        for p in workers:
+            p.join(timeout=max(0.0, min(2.0, stop_by - time.monotonic())))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2.0)
+    return results, errors, phases.setup_s
 
 
 def run_processes(
@@ -964,18 +1151,22 @@ def run_processes(
     speed: float | None = None,
     cpus=None,
     http: str | None = None,
+    ready=None,
+    begin=None,
 ) -> dict:
     """Spread the bots over ``processes`` worker processes; return the merged report.
 
     All observers run in the first worker, so that the turns they make and the turns they
-    see share one process. ``progress(elapsed_s, counts)`` is called in this process about
-    once a second with the sums over the workers. Workers that outlive ``duration`` plus
-    :data:`TEARDOWN_CAP` seconds are killed and count as failed. ``speed``: the bots'
-    walking speed in m/s (None: the server's max speed); ``cpus``: CPU numbers the workers
-    are pinned to (``os.sched_setaffinity``), None for no pinning. ``http``: every bot joins
-    there first, from this process (:func:`join_bots`), and the workers get their tickets;
-    None: anonymous bots.
+    see share one process. ``http``: every bot joins there first, from this process
+    (:func:`join_bots`), and the workers get their tickets; None: anonymous bots. The
+    workers connect their bots, then all measure ``duration`` seconds from one instant
+    (:func:`supervise`, which also takes ``ready`` and ``begin`` and calls ``progress``);
+    the report's ``setup_s`` counts from the call, joins included. Workers that outlive the
+    measurement by :data:`TEARDOWN_CAP` seconds are killed and count as failed. ``speed``:
+    the bots' walking speed in m/s (None: the server's max speed); ``cpus``: CPU numbers
+    the workers are pinned to (``os.sched_setaffinity``), None for no pinning.
     """
+    t_begin = time.monotonic()
     processes = max(1, min(int(processes), int(bots)))
     counts = _split(int(bots), processes)
     tickets = join_bots(http, int(bots)) if http else None
@@ -983,7 +1174,7 @@ def run_processes(
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     out = ctx.Queue()
-    start_at = time.monotonic() + 0.5 + 0.1 * processes  # same clock start in every worker
+    start = ctx.Value("d", 0.0, lock=False)  # the measurement's start; 0.0 until set
     workers = []
     first = 0
     for i, n in enumerate(counts):
@@ -993,42 +1184,15 @@ def run_processes(
         p = ctx.Process(
             target=_worker,
             args=(i, host, port, n, duration, observers if i == 0 else 0, wseed, warmup,
-                  start_at, out, speed, cpus, share),
+                  start, out, speed, cpus, share),
             daemon=True,
         )  # fmt: skip
         p.start()
         workers.append(p)
-    results: dict[int, dict] = {}
-    errors: dict[int, str] = {}
-    latest: dict[int, dict] = {}
-    hard_deadline = start_at + duration + TEARDOWN_CAP
-    next_progress = start_at + PROGRESS_INTERVAL + 0.1  # just after the workers report
-    try:
-        while len(results) + len(errors) < processes:
-            now = time.monotonic()
-            if now >= hard_deadline:
-                break
-            if progress is not None and now >= next_progress:
-                next_progress += PROGRESS_INTERVAL
-                progress(now - start_at, _sum_counts(latest.values()))
-            try:
-                kind, index, payload = out.get(timeout=max(0.01, min(0.2, next_progress - now)))
-            except queue.Empty:
-                if all(not p.is_alive() for p in workers) and out.empty():
-                    break
-                continue
-            if kind == "progress":
-                latest[index] = payload
-            elif kind == "result":
-                results[index] = payload
-            else:
-                errors[index] = payload
-    finally:
-        for p in workers:
-            p.join(timeout=max(0.0, min(2.0, hard_deadline - time.monotonic())))
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=2.0)
+    results, errors, setup_s = supervise(
+        workers, out, start, duration=duration, setup_wait=setup_bound(max(counts)) + 0.5 * processes,
+        t_begin=t_begin, progress=progress, ready=ready, begin=begin,
+    )  # fmt: skip
     report = merge_results(list(results.values()))
     for i, n in enumerate(counts):
         if i not in results:
@@ -1037,38 +1201,61 @@ def run_processes(
             report["bots_requested"] += n
     if errors:
         report["worker_errors"] = errors
+    report["setup_s"] = round(setup_s, 3)
     return make_report(report)
 
 
 def _sum_counts(items) -> dict:
-    total = dict(connected=0, snapshots=0, bytes=0, failures=0)
+    """Progress counts of several workers: numbers summed, lists joined."""
+    total: dict = dict(connected=0, snapshots=0, bytes=0, failures=0, packets_expected=0, packets_received=0)
     for c in items:
-        for k in total:
-            total[k] += c.get(k, 0)
+        for k, v in c.items():
+            if isinstance(v, list):
+                total.setdefault(k, []).extend(v)
+            elif isinstance(v, (int, float)):
+                total[k] = total.get(k, 0) + v
     return total
 
 
-class _ProgressLine:
-    """Prints ``t=..s connected a/b snapshots/s .. kB/s ..`` on stderr once a second."""
+class ProgressLine:
+    """``progress`` that prints one line a second on stderr: during the set-up ``swarm
+    set-up 2.0s: connected a/b failures f`` (``, waiting for the start`` once set up), then
+    ``swarm t=..s connected a/b snapshots/s .. kB/s .. latency p99 .. ms loss ..% failures
+    ..`` (rates since the previous line, by the counts' ``at``; latency p99 and packet loss
+    over the measurement so far)."""
 
-    def __init__(self, bots: int) -> None:
+    def __init__(self, bots: int, stream=None) -> None:
         self.bots = bots
+        self.stream = stream
         self.last: tuple[float, dict] | None = None
+        self.latency: list[float] = []
 
     def __call__(self, elapsed: float, counts: dict) -> None:
+        stream = self.stream or sys.stderr
+        connected = f"connected {counts.get('connected', 0)}/{self.bots}"
+        failures = f"failures {counts.get('failures', 0)}"
+        at = counts.get("at", elapsed)
+        last, self.last = self.last, (at, counts)
+        if counts.get("phase", "measure") != "measure":
+            extra = f" opening {counts['opening']}" if counts.get("opening") else ""
+            waiting = ", waiting for the start" if counts.get("phase") == "waiting" else ""
+            print(f"swarm set-up {elapsed:5.1f}s: {connected}{extra} {failures}{waiting}", file=stream, flush=True)
+            return
+        self.latency.extend(counts.get("latency_ms", ()))
         snaps_s = kb_s = 0.0
-        if self.last is not None:
-            dt = elapsed - self.last[0]
-            if dt > 0:
-                snaps_s = (counts["snapshots"] - self.last[1]["snapshots"]) / dt
-                kb_s = (counts["bytes"] - self.last[1]["bytes"]) / dt / 1000.0
-        self.last = (elapsed, dict(counts))
+        if last is not None and at > last[0]:
+            snaps_s = (counts["snapshots"] - last[1]["snapshots"]) / (at - last[0])
+            kb_s = (counts["bytes"] - last[1]["bytes"]) / (at - last[0]) / 1000.0
+        p99 = _percentile(self.latency, 99)
+        expected = counts.get("packets_expected", 0)
+        loss = 100.0 * (expected - counts.get("packets_received", 0)) / expected if expected else 0.0
         print(
-            f"swarm t={elapsed:5.1f}s connected {counts['connected']}/{self.bots} "
-            f"snapshots/s {snaps_s:8.0f}  kB/s {kb_s:8.1f}  failures {counts['failures']}",
-            file=sys.stderr,
-            flush=True,
+            f"swarm t={elapsed:5.1f}s {connected} snapshots/s {snaps_s:7.0f}  kB/s {kb_s:8.1f}  "
+            f"latency p99 {'-' if p99 is None else f'{p99:.1f} ms'}  loss {loss:.3f} %  {failures}",
+            file=stream, flush=True,
         )
+
+
 
 
 # ----------------------------------------------------------------------------- the CLI entry
@@ -1086,13 +1273,57 @@ def default_http_url(host: str) -> str:
     return f"http://[{host}]:8080" if ":" in host else f"http://{host}:8080"
 
 
+def shows_progress(args) -> bool:
+    """The progress lines are shown unless ``--quiet`` or ``--json`` (``--progress``, for a
+    swarm run by another tool that reads its JSON report, shows them anyway)."""
+    if getattr(args, "progress", False):
+        return True
+    return not (getattr(args, "quiet", False) or getattr(args, "json", False))
+
+
+class StdinStart:
+    """``ready`` and ``begin`` for a swarm driven by another process (``--wait-start``): when
+    the set-up is over it prints ``{"ready": setup_s}`` on stdout, and measuring starts at
+    the ``time.monotonic()`` value of a ``start T`` line on stdin (at once when stdin ends).
+    The reading thread starts at the first ``begin()`` (after any worker processes forked)."""
+
+    def __init__(self, stdin=None, stdout=None) -> None:
+        self.stdin, self.stdout = stdin, stdout
+        self.at: float | None = None
+        self._reader = None
+
+    def ready(self, setup_s: float) -> None:
+        print(json.dumps({"ready": round(setup_s, 3)}), file=self.stdout or sys.stdout, flush=True)
+
+    def begin(self) -> float | None:
+        if self._reader is None:
+            import threading
+
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
+        return self.at
+
+    def _read(self) -> None:
+        for line in self.stdin or sys.stdin:
+            word, _, value = line.strip().partition(" ")
+            if word == "start":
+                try:
+                    self.at = float(value)
+                    return
+                except ValueError:
+                    continue
+        self.at = time.monotonic()  # stdin ended: nobody will say when
+
+
 def run_swarm(args) -> int:
     """``worldserver swarm``: run the swarm as the argparse ``args`` say; 0 if all went well.
 
     ``args.transport`` (default ``udp``) picks the transport: ``webrtc`` and ``ws`` go to
     :func:`worldtools.swarm_rtc.run_swarm`, which needs ``args.http`` (the HTTP base URL).
     UDP bots join at ``args.http`` (default ``http://HOST:8080``, the server's default HTTP
-    port), or connect anonymously with ``args.anonymous``.
+    port), or connect anonymously with ``args.anonymous``. ``args.duration`` seconds are
+    measured after the set-up; progress lines go to stderr (:func:`shows_progress`);
+    ``args.wait_start`` waits for the start on stdin (:class:`StdinStart`).
     """
     transport = getattr(args, "transport", None) or "udp"
     if float(getattr(args, "chat_rate", 0.0) or 0.0) > 0.0:
@@ -1115,15 +1346,18 @@ def run_swarm(args) -> int:
     seed = getattr(args, "seed", None)
     speed = getattr(args, "speed", None)
     as_json = bool(getattr(args, "json", False))
-    progress = None if as_json else _ProgressLine(bots)
+    progress = ProgressLine(bots) if shows_progress(args) else None
+    driven = StdinStart() if getattr(args, "wait_start", False) else None
+    hooks = dict(ready=driven.ready, begin=driven.begin) if driven else {}
     http = None if getattr(args, "anonymous", False) else (getattr(args, "http", None) or default_http_url(host))
     if processes == 1:
         report = trio.run(
-            lambda: run_bots(host, port, bots, duration, observers, seed, progress, speed=speed, http=http)
+            lambda: run_bots(host, port, bots, duration, observers, seed, progress, speed=speed, http=http,
+                             **hooks)
         )
     else:
         report = run_processes(
-            host, port, bots, duration, processes, observers, seed, progress, speed=speed, http=http
+            host, port, bots, duration, processes, observers, seed, progress, speed=speed, http=http, **hooks
         )
     reasons = report.get("failure_reasons", {})
     if "join_unreachable" in reasons:
@@ -1142,8 +1376,10 @@ def run_swarm(args) -> int:
 
 def _run_with_chat(args, transport: str) -> int:
     """``--chat-rate R``: every bot also chats (its own ``/ws/chat`` connection, R messages a
-    second) while the movement swarm runs in its own processes; the report is the movement
-    report with the chat report (delivery latency p50/p99, losses) under ``chat``."""
+    second) while the movement swarm runs in its own processes, both measuring the same
+    ``--duration`` seconds after their set-ups; the report is the movement report with the
+    chat report (delivery latency p50/p99, deliveries missing and duplicate) under ``chat``.
+    A rate above the server's per-user chat limit is refused before anything starts."""
     from worldtools import chat_swarm
 
     http_url = getattr(args, "http", None)
@@ -1153,6 +1389,15 @@ def _run_with_chat(args, transport: str) -> int:
     if transport == "udp" and not getattr(args, "server", None):
         print("error: --transport udp needs --server HOST:PORT", file=sys.stderr)
         return 2
+    try:
+        server = chat_swarm.probe_server(http_url)
+        chat_swarm.check_chat_rate(float(args.chat_rate), server)
+    except chat_swarm.ChatRateAboveLimit as exc:
+        print(f"error: --chat-rate: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as exc:
+        print(f"error: --http {http_url}: the chat does not answer ({exc})", file=sys.stderr)
+        return 1
     processes = max(1, int(getattr(args, "processes", 1) or 1))
     movement_argv = ["--transport", transport, "--http", http_url, "--bots", str(args.bots),
                      "--processes", str(processes),
@@ -1163,10 +1408,12 @@ def _run_with_chat(args, transport: str) -> int:
     if seed is not None:
         movement_argv += ["--seed", str(seed)]
     as_json = bool(getattr(args, "json", False))
-    say = None if as_json else (lambda line: print(line, file=sys.stderr, flush=True))
+    show = shows_progress(args)
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if show else None
     movement, chat = chat_swarm.run_with_movement(
         movement_argv, http_url, int(args.bots), float(args.chat_rate), float(args.duration),
-        processes=processes, seed=seed, progress=say)
+        processes=processes, seed=seed, progress=say, server=server, movement_progress=show,
+        on_counts=chat_swarm.ProgressLine(say, int(args.bots)) if show else None)
     report = dict(movement, chat=chat, ok=bool(movement.get("ok")) and bool(chat["ok"]))
     if as_json:
         print(json.dumps(report, sort_keys=True))
@@ -1193,11 +1440,16 @@ if __name__ == "__main__":  # pragma: no cover - convenience: python -m worldtoo
     parser.add_argument("--anonymous", action="store_true",
                         help="udp: connect without joining (servers with net.require_connect_token = false)")
     parser.add_argument("--bots", type=int, default=10)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured, after the set-up")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--observers", type=int, default=16)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--speed", type=float, default=None,
                         help="walking speed of the bots in m/s (default: the server's max speed)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--progress", action="store_true", help="progress lines even with --json")
+    parser.add_argument("--wait-start", action="store_true",
+                        help='after the set-up print {"ready": S} and wait for "start T" (T: time.monotonic())'
+                        " on stdin")
     sys.exit(run_swarm(parser.parse_args()))

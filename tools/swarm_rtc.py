@@ -23,14 +23,16 @@ Must not: import server internals (``worldserver.limits.TokenBucket``, plain ari
 openings), talk to anything but the HTTP base URL it was given, or run
 unbounded: each opening has a deadline, the run ends at ``duration``, closing is bounded by
 :data:`CLOSE_WAIT`, and worker processes are killed after ``duration`` + ``TEARDOWN_CAP``.
+The set-up (channels opening at ``connect_rate``) comes before the ``duration`` measured, as
+in :mod:`worldtools.swarm`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
-import queue
 import sys
 import time
 from collections import deque
@@ -204,6 +206,9 @@ class MessageSwarm(udp_swarm._Swarm):
         self.open_ms: list[float] = []  # from starting to open, per bot
 
     # -- opening -----------------------------------------------------------------------------
+    def settled(self) -> bool:
+        return not self.pending and super().settled()
+
     def _admit(self, now: float) -> None:
         if self.admissions is None:  # one bot at once, then connect_rate (bursts of 0.1 s)
             self.admissions = TokenBucket(self.connect_rate, max(1.0, self.connect_rate * 0.1), now, tokens=1.0)
@@ -451,14 +456,16 @@ async def run_bots(
     progress=None,
     *,
     warmup: float = 0.0,
-    start_at: float | None = None,
     connect_rate: float | None = None,
     max_opening: int | None = None,
     open_timeout: float | None = None,
     host_addresses=HOST_ADDRESSES,
+    ready=None,
+    begin=None,
 ) -> dict:
-    """Run ``bots`` bots over ``transport`` against the server at ``http_url`` for
-    ``duration`` seconds; the report as :func:`worldtools.swarm.run_bots` gives it, plus
+    """Run ``bots`` bots over ``transport`` against the server at ``http_url``: set them up,
+    then measure ``duration`` seconds; the report as :func:`worldtools.swarm.run_bots` gives
+    it (``setup_s``, ``duration_s``, ``progress``, ``ready`` and ``begin`` as there), plus
     ``transport`` and ``open_ms_p50``/``open_ms_p99`` (time to open a channel).
 
     A trio coroutine; for ``webrtc`` it must run inside ``worldclient.aio_bridge.run`` (see
@@ -467,10 +474,12 @@ async def run_bots(
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
     udp_swarm.raise_nofile_limit(2 * bots + 64)
+    t_begin = time.monotonic()
     open_timeout = OPEN_TIMEOUT[transport] if open_timeout is None else float(open_timeout)
+    connect_rate = CONNECT_RATE[transport] if connect_rate is None else connect_rate
     swarm = MessageSwarm(
         transport, http_url, bots, observers, seed,
-        connect_rate=CONNECT_RATE[transport] if connect_rate is None else connect_rate,
+        connect_rate=connect_rate,
         max_opening=MAX_OPENING[transport] if max_opening is None else max_opening,
         open_timeout=open_timeout,
     )  # fmt: skip
@@ -479,23 +488,28 @@ async def run_bots(
         _count_asyncio_errors(swarm)
     else:
         opener = _WsOpener(http_url, open_timeout)
-    if start_at is not None:
-        await trio.sleep(max(0.0, start_at - time.monotonic()))
-    t0 = time.monotonic()
-    end = t0 + max(0.0, float(duration))
-    swarm.measure_start = t0 + max(0.0, float(warmup))
+    swarm.measure_start = math.inf  # nothing is counted during the set-up
+    phases = udp_swarm.Phases(
+        time.monotonic, t_begin, t_begin + udp_swarm.setup_bound(bots, swarm.connect_rate, open_timeout),
+        duration, warmup, ready, begin,
+    )  # fmt: skip
     cpu_mark = None
-    next_send = t0
+    next_send = time.monotonic()
     slot = udp_swarm.SEND_INTERVAL / udp_swarm.PHASES
     phase = 0
-    next_progress = t0 + udp_swarm.PROGRESS_INTERVAL
-    now = t0
+    next_progress = next_send + udp_swarm.PROGRESS_INTERVAL
+    now = next_send
     async with opener:
         async with trio.open_nursery() as nursery:
             try:
                 while True:
                     now = time.monotonic()
-                    if now >= end:
+                    if phases.update(now, swarm.settled()):
+                        swarm.measure_start = phases.t0 + phases.warmup
+                        next_progress = phases.t0 + udp_swarm.PROGRESS_INTERVAL
+                    if now >= phases.end:
+                        if progress is not None:  # once more at the end: elapsed = duration
+                            progress(phases.duration, dict(swarm.progress_counts(), phase=phases.name, at=now))
                         break
                     if cpu_mark is None and now >= swarm.measure_start:
                         cpu_mark = (time.process_time(), now)
@@ -513,9 +527,11 @@ async def run_bots(
                         nursery.start_soon(handle.aclose)
                     if progress is not None and now >= next_progress:
                         next_progress += udp_swarm.PROGRESS_INTERVAL
-                        progress(now - t0, swarm.progress_counts())
-                    wait = min(next_send, end, next_progress if progress else end) - time.monotonic()
-                    await trio.sleep(max(0.0, wait))
+                        counts = swarm.progress_counts()
+                        counts["phase"], counts["at"] = phases.name, now
+                        progress(now - (phases.t0 if phases.measuring else t_begin), counts)
+                    wait = min(next_send, phases.next_wake(), next_progress if progress else math.inf)
+                    await trio.sleep(max(0.0, wait - time.monotonic()))
             finally:
                 now = time.monotonic()
                 swarm.teardown(now)
@@ -528,9 +544,10 @@ async def run_bots(
     if cpu_mark is None:
         cpu_mark = (time.process_time(), now)
     cpu_s = time.process_time() - cpu_mark[0]
-    window = max(0.0, min(now, end) - swarm.measure_start)
-    raw = swarm.result(bots, end, cpu_s, window)
-    raw["duration_s"] = round(now - t0, 3)
+    window = max(0.0, min(now, phases.end) - swarm.measure_start)
+    raw = swarm.result(bots, phases.end, cpu_s, window)
+    raw["duration_s"] = round(now - phases.t0, 3)
+    raw["setup_s"] = round(phases.setup_s, 3)
     raw["open_ms"] = list(swarm.open_ms)
     return _with_extras(udp_swarm.make_report(raw), transport)
 
@@ -571,8 +588,9 @@ def run_bots_sync(transport: str, http_url: str, bots: int, duration: float, **k
 # ----------------------------------------------------------------------------- processes
 
 
-def _worker(index, transport, http_url, bots, duration, observers, seed, kwargs, out, nice=0) -> None:
-    """Worker process body: run its bots, post progress and the final result on ``out``."""
+def _worker(index, transport, http_url, bots, duration, observers, seed, kwargs, start, out, nice=0) -> None:
+    """Worker process body: run its bots, post progress, ``ready`` and the final result on
+    ``out``; the measurement starts at ``start.value`` (see :func:`worldtools.swarm.supervise`)."""
     if nice:
         os.nice(nice)
 
@@ -582,7 +600,8 @@ def _worker(index, transport, http_url, bots, duration, observers, seed, kwargs,
     try:
         result = run_bots_sync(
             transport, http_url, bots, duration, observers=observers, seed=seed,
-            progress=progress, **kwargs,
+            progress=progress, ready=lambda setup_s: out.put(("ready", index, setup_s)),
+            begin=lambda: start.value or None, **kwargs,
         )  # fmt: skip
         out.put(("result", index, result))
     except BaseException as exc:  # report, never hang the parent
@@ -604,16 +623,21 @@ def run_processes(
     max_opening: int | None = None,
     open_timeout: float | None = None,
     nice: int = 0,
+    ready=None,
+    begin=None,
 ) -> dict:
     """Spread the bots over ``processes`` worker processes (always at least one, so the
     caller's loop is not involved); return the merged report.
 
-    As in :func:`worldtools.swarm.run_processes`: all observers in the first worker,
-    ``progress(elapsed_s, counts)`` about once a second with the sums, workers beyond the
-    deadline killed and their bots counted as failed. ``connect_rate`` is for the whole swarm.
-    ``nice`` > 0 lowers the workers' scheduling priority (a benchmark on a small machine:
-    the server under test should not wait for the load generator).
+    As in :func:`worldtools.swarm.run_processes`: all observers in the first worker, every
+    worker measures ``duration`` seconds from one instant after all are set up
+    (:func:`worldtools.swarm.supervise`, with ``progress``, ``ready`` and ``begin``),
+    workers beyond the deadline killed and their bots counted as failed. ``connect_rate``
+    is for the whole swarm. ``nice`` > 0 lowers the workers' scheduling priority (a
+    benchmark on a small machine: the server under test should not wait for the load
+    generator).
     """
+    t_begin = time.monotonic()
     processes = max(1, min(int(processes), int(bots)))
     counts = udp_swarm._split(int(bots), processes)
     observers = min(int(observers), counts[0])
@@ -621,53 +645,28 @@ def run_processes(
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     out = ctx.Queue()
-    start_at = time.monotonic() + 0.5 + 0.1 * processes
+    start = ctx.Value("d", 0.0, lock=False)  # the measurement's start; 0.0 until set
     workers = []
     for i, n in enumerate(counts):
         wseed = None if seed is None else seed * 1000 + i
         kwargs = dict(
-            warmup=warmup, start_at=start_at, connect_rate=rate * n / bots,
+            warmup=warmup, connect_rate=rate * n / bots,
             max_opening=max_opening, open_timeout=open_timeout,
         )  # fmt: skip
         p = ctx.Process(
             target=_worker,
             args=(i, transport, http_url, n, duration, observers if i == 0 else 0, wseed, kwargs,
-                  out, nice),
+                  start, out, nice),
             daemon=True,
         )
         p.start()
         workers.append(p)
-    results: dict[int, dict] = {}
-    errors: dict[int, str] = {}
-    latest: dict[int, dict] = {}
-    hard_deadline = start_at + duration + TEARDOWN_CAP
-    next_progress = start_at + udp_swarm.PROGRESS_INTERVAL + 0.1
-    try:
-        while len(results) + len(errors) < processes:
-            now = time.monotonic()
-            if now >= hard_deadline:
-                break
-            if progress is not None and now >= next_progress:
-                next_progress += udp_swarm.PROGRESS_INTERVAL
-                progress(now - start_at, udp_swarm._sum_counts(latest.values()))
-            try:
-                kind, index, payload = out.get(timeout=max(0.01, min(0.2, next_progress - now)))
-            except queue.Empty:
-                if all(not p.is_alive() for p in workers) and out.empty():
-                    break
-                continue
-            if kind == "progress":
-                latest[index] = payload
-            elif kind == "result":
-                results[index] = payload
-            else:
-                errors[index] = payload
-    finally:
-        for p in workers:
-            p.join(timeout=max(0.0, min(2.0, hard_deadline - time.monotonic())))
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=2.0)
+    timeout = OPEN_TIMEOUT[transport] if open_timeout is None else float(open_timeout)
+    results, errors, setup_s = udp_swarm.supervise(
+        workers, out, start, duration=duration, t_begin=t_begin, progress=progress, ready=ready,
+        begin=begin, teardown=TEARDOWN_CAP,
+        setup_wait=udp_swarm.setup_bound(max(counts), rate * max(counts) / bots, timeout) + 0.5 * processes,
+    )  # fmt: skip
     report = udp_swarm.merge_results(list(results.values()))
     opens = [v for r in results.values() for v in r.get("open_ms", [])]
     for i, n in enumerate(counts):
@@ -677,6 +676,7 @@ def run_processes(
             report["bots_requested"] += n
     if errors:
         report["worker_errors"] = errors
+    report["setup_s"] = round(setup_s, 3)
     report = udp_swarm.make_report(report)
     report["open_ms"] = opens
     return _with_extras(report, transport)
@@ -723,12 +723,15 @@ def run_swarm(args) -> int:
     observers = int(getattr(args, "observers", 16))
     seed = getattr(args, "seed", None)
     as_json = bool(getattr(args, "json", False))
-    progress = None if as_json else udp_swarm._ProgressLine(bots)
+    progress = udp_swarm.ProgressLine(bots) if udp_swarm.shows_progress(args) else None
+    driven = udp_swarm.StdinStart() if getattr(args, "wait_start", False) else None
+    hooks = dict(ready=driven.ready, begin=driven.begin) if driven else {}
     if processes == 1:
         report = run_bots_sync(transport, http_url, bots, duration, observers=observers,
-                               seed=seed, progress=progress)
+                               seed=seed, progress=progress, **hooks)
     else:
-        report = run_processes(transport, http_url, bots, duration, processes, observers, seed, progress)
+        report = run_processes(transport, http_url, bots, duration, processes, observers, seed, progress,
+                               **hooks)
     shown = public_report(report)
     if as_json:
         print(json.dumps(shown, sort_keys=True))
@@ -744,9 +747,10 @@ if __name__ == "__main__":  # pragma: no cover - convenience: python -m worldtoo
     parser.add_argument("--transport", choices=TRANSPORTS, required=True)
     parser.add_argument("--http", required=True, help="the server's HTTP base URL")
     parser.add_argument("--bots", type=int, default=10)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured, after the set-up")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--observers", type=int, default=16)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     sys.exit(run_swarm(parser.parse_args()))

@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swarm.add_argument(
         "--duration", type=_bounded(float, 0.0, "a number of seconds"), default=10.0,
-        metavar="S", help="seconds to run (default: 10)",
+        metavar="S", help="seconds measured, after the bots have joined and connected (the report says how"
+        " long that set-up took; default: 10)",
     )
     swarm.add_argument(
         "--processes", type=_bounded(int, 1, "an integer"), default=1, metavar="P",
@@ -164,11 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     swarm.add_argument(
         "--chat-rate", type=_bounded(float, 0.0, "a number of messages per second"), default=0.0,
-        metavar="R", help="each bot also chats on /ws/chat at R messages per second (needs --http); "
-        "the report adds chat delivery latency and losses (default: 0, no chat)",
+        metavar="R", help="each bot also chats on /ws/chat at R messages per second (needs --http; at most "
+        "the server's per-user limit, chat.rate); the report adds chat delivery latency and the deliveries "
+        "missing and duplicate, per message (default: 0, no chat)",
     )
     swarm.add_argument("--seed", type=int, default=None, help="random seed for bot behaviour")
-    swarm.add_argument("--json", action="store_true", help="print the report as JSON")
+    swarm.add_argument("--json", action="store_true", help="print the report as JSON (and no progress lines)")
+    swarm.add_argument(
+        "--quiet", action="store_true",
+        help="no progress lines on stderr (by default one a second: connected bots, snapshots/s, "
+        "latency p99, losses)",
+    )
     swarm.add_argument(
         "--log-level", default="WARNING", type=str.upper, choices=LOG_LEVELS,
         metavar="LEVEL", help="log level of the swarm itself (default: WARNING)",

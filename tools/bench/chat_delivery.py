@@ -59,6 +59,7 @@ def start_server(data_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str
         cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     deadline = time.monotonic() + SERVER_START_TIMEOUT
+    said: list[str] = []  # what the server wrote that is not a log record (its error: line)
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:
@@ -66,14 +67,19 @@ def start_server(data_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str
         try:
             record = json.loads(line)
         except ValueError:
+            said.append(line.strip())
             continue
         if record.get("msg") == "http listening":
             port = int(str(record["http"]).rsplit(":", 1)[1])
             _drain(proc)
             return proc, f"http://127.0.0.1:{port}"
+        if str(record.get("level", "")).upper() in ("ERROR", "CRITICAL"):
+            said.append(str(record.get("msg", "")))
     proc.kill()
     proc.wait(5)
-    raise RuntimeError("the server did not start")
+    errors = [line for line in said if line.startswith("error:")] or said[-1:]
+    raise RuntimeError(f"the server did not start (exit code {proc.returncode}): "
+                       f"{' | '.join(errors) or 'it said nothing on stderr'}")
 
 
 def _drain(proc: subprocess.Popen) -> None:
@@ -130,6 +136,12 @@ def main(argv=None) -> int:
             processes=args.processes, connect_rate=args.connect_rate, settle=args.settle,
             server_pid=pid, prejoin=not args.no_prejoin, progress=say,
         )
+    except chat_swarm.ChatRateAboveLimit as exc:
+        print(f"chat_delivery: --rate / --senders: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # the server did not start (its own error is in the message)
+        print(f"chat_delivery: {exc}", file=sys.stderr)
+        return 1
     finally:
         if proc is not None:
             stop_server(proc)

@@ -572,7 +572,8 @@ def main(argv=None) -> int:
                 entry["worldserver"] = run_worldserver(n, args)
                 entry["worldserver"]["machine_busy_before_percent"] = busy
                 if "error" in entry["worldserver"]:
-                    status = 1
+                    status = 1  # said even with --quiet: an error is no progress line
+                    print(f"crowd: worldserver {n}: {entry['worldserver']['error']}", file=sys.stderr, flush=True)
             result["runs"].append(entry)
             ran = "worldserver" in entry or not ({"skipped", "error"} & entry["colyseus"].keys())
             if ran and n != args.sizes[-1]:

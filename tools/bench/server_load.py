@@ -12,7 +12,10 @@ its stats lines carry them, else "n/a"), and the swarm's figures (snapshots per 
 complete ticks, snapshot parts and bytes per bot per second, move-to-observed latency p50/p99,
 packet loss, swarm CPU). Prints a table, or JSON with ``--json``, and records the machine it
 ran on. ``--speed`` sets the bots' walking speed; ``--pin`` puts the server on CPU 0 and the
-swarm on CPU 1 (``taskset`` and ``os.sched_setaffinity``, when the machine has 2+ CPUs).
+swarm on CPU 1 (``taskset`` and ``os.sched_setaffinity``, when the machine has 2+ CPUs). A
+server that does not start is a :class:`ServerStartError` whose one line ends with what the
+server itself said (its ``error: ...`` line for a setting, else its error log records).
+The swarm's set-up (joins, connections) comes before its measured ``--duration``.
 
 Must not: send traffic anywhere but loopback, leave a server or worker process behind (every
 run is wrapped in try/finally with bounded waits), or reach into the server other than through
@@ -117,6 +120,10 @@ def pin_plan(enabled: bool = True) -> tuple[list[str], set[int] | None, str]:
     return [taskset, "-c", "0"], {1}, "server on CPU 0, bots on CPU 1"
 
 
+class ServerStartError(RuntimeError):
+    """The benchmark's server did not start; the message ends with the server's own error."""
+
+
 class ServerProcess:
     """``worldserver run`` as a subprocess whose JSON log lines are read without blocking."""
 
@@ -184,6 +191,8 @@ class ServerProcess:
                 self.http = f"http://127.0.0.1:{str(obj.get('http', '')).rpartition(':')[2]}"
 
     def wait_listening(self, timeout: float) -> tuple[str, int]:
+        """The UDP address once the server listens on UDP and HTTP; else raises
+        :class:`ServerStartError` with the server's own error."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.read()
@@ -193,8 +202,28 @@ class ServerProcess:
                 break
             time.sleep(0.05)
         self.read()
-        tail = "\n".join(self.other_lines[-20:])
-        raise RuntimeError(f"server did not start (exit code {self.proc.poll()}):\n{tail}")
+        code = self.proc.poll()
+        said = self.server_error() or "it said nothing on stderr"
+        if code is None:
+            raise ServerStartError(f"the server did not listen within {timeout:g} s: {said}")
+        raise ServerStartError(f"the server did not start (exit code {code}): {said}")
+
+    def server_error(self) -> str:
+        """What the server said about its failure, on one line: its ``error: ...`` lines (an
+        operator's mistake, worldserver/startup.py), else its ERROR and CRITICAL log records,
+        else the last line it wrote that was not a log record (a traceback's last line)."""
+        said = [line for line in self.other_lines if line.startswith("error:")]
+        if not said:
+            for record in self.lines:
+                if str(record.get("level", "")).upper() in ("ERROR", "CRITICAL"):
+                    words = [str(record.get("msg", ""))]
+                    words += [f"{k}={v}" for k, v in record.items()
+                              if k not in ("ts", "level", "logger", "msg", "exc")]
+                    exc = str(record.get("exc", "")).strip().splitlines()
+                    said.append(" ".join(words) + (f" ({exc[-1]})" if exc else ""))
+        if not said and self.other_lines:
+            said = self.other_lines[-1:]
+        return " | ".join(said[-3:])
 
     def stats_lines(self) -> list[dict]:
         return [line for line in self.lines if line.get("msg") == "stats"]
@@ -303,8 +332,8 @@ def run_one(swarm, bots: int, args) -> dict:
 
         def progress(elapsed: float, counts: dict) -> None:
             server.read()
-            if server.proc.poll() is not None:
-                return
+            if server.proc.poll() is not None or counts.get("phase", "measure") != "measure":
+                return  # the window is marked in the swarm's measurement, after its set-up
             sample = (
                 time.monotonic(), time.time(), _proc_cpu_seconds(server.pid),
                 _machine_busy_seconds(),
@@ -485,6 +514,7 @@ def main(argv=None) -> int:
         except Exception as exc:  # one size failing must not hide the others
             row = dict(bots=n, error=f"{type(exc).__name__}: {exc}")
             status = 1
+            print(f"server_load: {n} bots: {row['error']}", file=sys.stderr, flush=True)
         result["runs"].append(row)
         time.sleep(1.0)  # let the sockets of the last run go
     if args.json:

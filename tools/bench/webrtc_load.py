@@ -191,8 +191,8 @@ def run_half(kind: str, args, swarm_rtc, server_load) -> dict:
 
         def progress(elapsed: float, counts: dict) -> None:
             proc.read()
-            if proc.proc.poll() is not None:
-                return
+            if proc.proc.poll() is not None or counts.get("phase", "measure") != "measure":
+                return  # the window is marked in the swarm's measurement, after its set-up
             sample = (
                 time.monotonic(), time.time(), server_load._proc_cpu_seconds(proc.pid),
                 server_load._machine_busy_seconds(),
