@@ -657,10 +657,13 @@ def run_chat_swarm(http_url: str, bots: int, chat_rate: float, duration: float, 
         for pipe in pipes:
             pipe.send(("start", public_room, start_at, end_at))
         latest: dict[int, dict] = {}
+        round_: set[int] = set()  # workers that reported since the last on_counts
 
         def take_progress(i: int, counts: dict) -> None:
             latest[i] = counts
-            if on_counts is not None and len(latest) == len(pipes):
+            round_.add(i)
+            if on_counts is not None and len(round_) == len(pipes):  # once a round, not per worker
+                round_.clear()
                 total = {k: sum(c[k] for c in latest.values()) for k in counts if k != "ack_max_ms"}
                 total["ack_max_ms"] = max(c["ack_max_ms"] for c in latest.values())
                 on_counts(total)

@@ -849,8 +849,8 @@ async def run_bots(
     counts)`` is called about once a second with :meth:`_Swarm.progress_counts`, the
     ``phase`` (:attr:`Phases.name`; elapsed counts from the start, or from the
     measurement's start once measuring) and ``at``, the time of the counts on ``clock``;
-    while measuring at whole seconds of it, and once more at its end (elapsed =
-    ``duration``).
+    also when the set-up ends (how it ended), while measuring at whole seconds of it, and
+    once more at its end (elapsed = ``duration``).
     ``speed``: the bots' walking speed in m/s (None: the server's ``max_speed``).
     ``clock``: where durations, rates and latencies are measured, in seconds above 0 (0.0 marks
     "not yet"); ``trio.current_time`` makes them follow trio's clock (tests run the swarm and
@@ -877,9 +877,12 @@ async def run_bots(
     try:
         while True:
             now = clock()
+            was_set_up = phases.set_up_at is not None
             if phases.update(now, swarm.settled()):
                 swarm.measure_start = phases.t0 + phases.warmup
                 next_progress = phases.t0 + PROGRESS_INTERVAL
+            if progress is not None and not was_set_up and phases.set_up_at is not None:  # how it ended
+                progress(phases.set_up_at - t_begin, dict(swarm.progress_counts(), phase="setup", at=now))
             if now >= phases.end:
                 if progress is not None:  # once more at the end: elapsed = duration
                     progress(phases.duration, dict(swarm.progress_counts(), phase=phases.name, at=now))
@@ -1080,8 +1083,8 @@ def supervise(workers: list, out, start, *, duration: float, setup_wait: float, 
     ``begin``: at once; at most :data:`BEGIN_WAIT` later), sets the shared ``start`` value
     at which every worker starts measuring. ``progress(elapsed_s, counts)`` is called about
     once a second with the workers' sums (``phase`` and the seconds as in :func:`run_bots`,
-    the last call at the measurement's end; ``latency_ms``: the samples new since the last
-    call). Workers that outlive the measurement by
+    the last call, elapsed = ``duration``, once every worker has reported; ``latency_ms``:
+    the samples new since the last call; ``at``: the oldest of the workers' counts). Workers that outlive the measurement by
     ``teardown`` seconds are killed. Returns (results, errors, setup_s) by worker
     index."""
     n = len(workers)
@@ -1092,7 +1095,16 @@ def supervise(workers: list, out, start, *, duration: float, setup_wait: float, 
     fresh: list[float] = []  # latency samples not yet given to progress
     phases = Phases(time.monotonic, t_begin, time.monotonic() + setup_wait, duration, 0.0, ready, begin)
     next_progress = time.monotonic() + PROGRESS_INTERVAL
-    ended = False  # the progress call at the measurement's end was made
+
+    def report_progress(now: float, final: bool = False) -> None:
+        nonlocal fresh
+        counts = _sum_counts(latest.values())
+        counts["latency_ms"], fresh = fresh, []
+        # the counts are as of the workers' last reports (their clock is this one)
+        at = min((c.get("at", now) for c in latest.values()), default=now)
+        counts["phase"], counts["at"] = phases.name, at
+        progress(phases.duration if final else max(0.0, at - (phases.t0 if phases.measuring else t_begin)), counts)
+
     try:
         while len(results) + len(errors) < n:
             now = time.monotonic()
@@ -1102,16 +1114,10 @@ def supervise(workers: list, out, start, *, duration: float, setup_wait: float, 
                 next_progress = phases.t0 + PROGRESS_INTERVAL + 0.1  # just after the workers report
             if now >= phases.end + teardown:
                 break
-            due = now >= next_progress
-            if due:
+            if now >= next_progress:
                 next_progress += PROGRESS_INTERVAL
-            final = now >= phases.end and not ended  # once more at the measurement's end
-            if progress is not None and ((due and now < phases.end) or final):
-                ended = ended or final
-                counts = _sum_counts(latest.values())
-                counts["latency_ms"], fresh = fresh, []
-                counts["phase"], counts["at"] = phases.name, now
-                progress(phases.duration if final else now - (phases.t0 if phases.measuring else t_begin), counts)
+                if progress is not None and now < phases.end:
+                    report_progress(now)
             try:
                 kind, index, payload = out.get(timeout=max(0.01, min(0.2, next_progress - now)))
             except queue.Empty:
@@ -1127,6 +1133,8 @@ def supervise(workers: list, out, start, *, duration: float, setup_wait: float, 
                 results[index] = payload
             else:
                 errors[index] = payload
+        if progress is not None and phases.measuring:  # once more, with every worker's last counts
+            report_progress(time.monotonic(), final=True)
     finally:
         stop_by = min(phases.end + teardown, time.monotonic() + 2.0 * len(workers) + 2.0)
         for p in workers:
@@ -1206,10 +1214,13 @@ def run_processes(
 
 
 def _sum_counts(items) -> dict:
-    """Progress counts of several workers: numbers summed, lists joined."""
+    """Progress counts of several workers: numbers summed, lists joined (``at`` and ``phase``
+    are not counts: left out)."""
     total: dict = dict(connected=0, snapshots=0, bytes=0, failures=0, packets_expected=0, packets_received=0)
     for c in items:
         for k, v in c.items():
+            if k in ("at", "phase"):
+                continue
             if isinstance(v, list):
                 total.setdefault(k, []).extend(v)
             elif isinstance(v, (int, float)):

@@ -504,9 +504,12 @@ async def run_bots(
             try:
                 while True:
                     now = time.monotonic()
+                    was_set_up = phases.set_up_at is not None
                     if phases.update(now, swarm.settled()):
                         swarm.measure_start = phases.t0 + phases.warmup
                         next_progress = phases.t0 + udp_swarm.PROGRESS_INTERVAL
+                    if progress is not None and not was_set_up and phases.set_up_at is not None:  # how it ended
+                        progress(phases.set_up_at - t_begin, dict(swarm.progress_counts(), phase="setup", at=now))
                     if now >= phases.end:
                         if progress is not None:  # once more at the end: elapsed = duration
                             progress(phases.duration, dict(swarm.progress_counts(), phase=phases.name, at=now))
