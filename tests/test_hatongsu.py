@@ -114,7 +114,7 @@ class World:
     """A simulation, the service, and helpers to run ticks and feed clients' models."""
 
     def __init__(self, **overrides) -> None:
-        settings = {"sim.spawn_clearance": 2.0}
+        settings = {"sim.spawn_clearance": 2.0, "worlds.hosted": "open"}  # the open square: bounds and distances
         settings.update(overrides)
         self.config = load_config(path=None, env={}, overrides=settings)
         self.stats = Stats()

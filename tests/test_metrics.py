@@ -48,7 +48,7 @@ def make_config(tmp_path, **overrides):
     values = {"udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0",
               "server.stats_interval": "60", "gc.freeze_after_start": "false",
               "server.data_dir": str(tmp_path / "data"), "http.images_dir": str(tmp_path / "images"),
-              "http.web_root": str(tmp_path / "dist"), "webrtc.enabled": "false"}
+              "http.web_root": str(tmp_path / "dist"), "webrtc.enabled": "false", "worlds.hosted": "open"}
     values.update({k: str(v) for k, v in overrides.items()})
     return load_config(path=None, env={}, overrides=values)
 

@@ -62,7 +62,7 @@ class Viewer:
 
 
 def make_sim(**overrides) -> Simulation:
-    base = {"sim.spawn_clearance": "0.5", "sim.half_extent": "50", "interest.radius": "150"}
+    base = {"sim.spawn_clearance": "0.5", "sim.half_extent": "50", "interest.radius": "150", "worlds.hosted": "open"}
     base.update(overrides)
     return Simulation(load_config(path=None, env={}, overrides=base), Stats(), rng=np.random.default_rng(1))
 

@@ -24,7 +24,7 @@ class Pipe:
 
 
 def setup():
-    config = load_config(path=None, env={}, overrides={})
+    config = load_config(path=None, env={}, overrides={"worlds.hosted": "open"})
     stats = Stats()
     sim = Simulation(config, stats)
     return sim, stats, StreamService("rtc", config, sim, stats)

@@ -24,7 +24,7 @@ from worldserver.sessions import CATCH_UP_SLACK
 
 
 def make_config(data_dir, **overrides):
-    base = {"udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0",
+    base = {"udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0", "worlds.hosted": "open",
             "server.stats_interval": "60", "gc.freeze_after_start": "false", "server.data_dir": str(data_dir)}
     base.update({k: str(v) for k, v in overrides.items()})
     return load_config(path=None, env={}, overrides=base)

@@ -54,7 +54,7 @@ except ImportError:  # run from a checkout: tools/bench is on sys.path
 
 DEFAULT_HARNESS = ROOT.parent / "shared" / "peers" / "colyseus"
 DEFAULT_SCRATCH = pathlib.Path(tempfile.gettempdir()) / f"worldserver-crowd-colyseus-{os.getuid()}"
-CROWD_SETS = ("sim.half_extent=50", "interest.radius=150")  # 100 x 100 m, everyone in view
+CROWD_SETS = ("worlds.hosted=open", "sim.half_extent=50", "interest.radius=150")  # 100 x 100 m, everyone in view
 DEFAULT_SPEED = 1.5  # m/s, the harness's walking speed
 SPEED_ENV = "BOT_SPEED"  # the patched run_bench.sh passes it as bots.mjs --speed
 BOTS_CMD = "node bots.mjs "

@@ -103,7 +103,7 @@ class Harness:
         overrides = {
             "udp.host": HOST, "udp.port": "0", "sim.spawn_clearance": "0.5",
             "sim.max_entities": str(max(4096, n)), "net.max_clients": str(max(2000, n)),
-            "net.require_connect_token": str(tags).lower(),
+            "net.require_connect_token": str(tags).lower(), "worlds.hosted": "open",
         }
         self.config = load_config(path=None, env={}, overrides=overrides)
         self.stats = Stats()

@@ -142,6 +142,9 @@ class ServerProcess:
             "--set", "http.host=127.0.0.1", "--set", "http.port=0",
             "--set", "server.log_format=json", "--set", "server.stats_interval=1",
             "--set", f"server.data_dir={self._cwd.name}",
+            # The open square of sim.half_extent (220 x 220 m: the benches' "default world"),
+            # whatever the server's default world; a --set below may name another.
+            "--set", "worlds.hosted=open",
         ]  # fmt: skip
         for item in extra_sets:
             cmd += ["--set", item]

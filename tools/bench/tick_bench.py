@@ -123,7 +123,8 @@ SCENARIOS = ("uniform", "scaled", "dense", "crowd", "halls")
 
 def build(n: int, scenario: str, seed: int, metrics: bool = True) -> tuple[Simulation, list[DiscardingSink]]:
     overrides = {"sim.spawn_clearance": "0.5", "sim.max_entities": str(max(4096, n)),
-                 "net.max_clients": str(max(2000, n)), "udp.host": "127.0.0.1", "udp.port": "0"}
+                 "net.max_clients": str(max(2000, n)), "udp.host": "127.0.0.1", "udp.port": "0",
+                 "worlds.hosted": "open"}  # the open square (halls below: the shipped several-room world)
     if scenario == "crowd":
         overrides.update({"sim.half_extent": "50", "interest.radius": "150"})
     elif scenario == "scaled":  # the default world's density at 1000 clients
