@@ -24,7 +24,8 @@ median p99 of the baselines (target: at most 20% more). Prints a table, or JSON 
 ``--json``.
 
 Run: ``nice -n 19 .venv/bin/python tools/attack/flood.py`` (about 4 minutes with the
-defaults).
+defaults); ``--pin`` keeps the bots and the flooder (which on loopback shares the server's
+machine, as a real attacker would not) off the server's CPU.
 
 Must not: send to anything but the server it started on loopback, send more than ``--count``
 datagrams, leave a process behind (the flooder has a deadline and is killed if it overstays;
@@ -56,7 +57,7 @@ from worldclient.join import join_sync
 from worldtools import swarm
 from worldtools.bench.crowd import wait_for_quiet
 from worldtools.bench.server_load import (
-    SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, machine_info,
+    SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, machine_info, pin_plan,
 )
 
 __all__ = ["flood", "main", "run_probe"]
@@ -104,10 +105,13 @@ def _connect(sock: socket.socket, server: tuple, token: bytes, key: bytes) -> Cl
     return conn if conn.state == "connected" else None
 
 
-def flood(host: str, port: int, http_url: str | None, rate: int, count: int, seconds: float, seed: int, out) -> None:
+def flood(host: str, port: int, http_url: str | None, rate: int, count: int, seconds: float, seed: int, out,
+          cpus=None) -> None:
     """Process body: send up to ``count`` datagrams at ``rate`` a second for ``seconds``;
-    put the counts by kind (and the flooder's CPU seconds) on ``out``."""
+    put the counts by kind (and the flooder's CPU seconds) on ``out``. ``cpus``: pin to these."""
     try:
+        if cpus:
+            os.sched_setaffinity(0, set(cpus))
         rng = random.Random(seed)
         server = (host, port)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -193,7 +197,8 @@ def _delta(after: dict, before: dict) -> dict:
 # ----------------------------------------------------------------------------- the probe
 
 
-def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, args, index: int) -> dict:
+def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, args, index: int,
+              cpus=None) -> dict:
     server.read()
     before_line = (server.stats_lines() or [None])[-1]
     n_lines = len(server.stats_lines())
@@ -204,12 +209,13 @@ def run_phase(name: str, server: ServerProcess, host: str, port: int, url: str, 
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
         flooder = ctx.Process(target=flood, args=(host, port, url, args.rate, args.count,
-                                                  args.warmup + args.seconds + 2.0, args.seed, queue), daemon=True)
+                                                  args.warmup + args.seconds + 2.0, args.seed, queue, cpus),
+                              daemon=True)
         flooder.start()
         time.sleep(1.0)  # the flood is on before the players connect
     report = swarm.run_processes(host, port, args.bots, args.warmup + args.seconds, 1, args.observers,
                                  args.seed * 10 + index, lambda elapsed, counts: server.read(),
-                                 warmup=args.warmup, http=url)
+                                 warmup=args.warmup, http=url, cpus=cpus)
     flood_result = None
     if flooder is not None:
         try:
@@ -253,7 +259,10 @@ def run_probe(args) -> dict:
     sets = ["server.stats_interval=1", TRUSTED]
     started = datetime.now(timezone.utc)
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
-    server = ServerProcess(sets)
+    prefix, cpus, pin_note = pin_plan(args.pin)
+    server = ServerProcess(sets, prefix)
+    if cpus:  # this process (the bots' joins, the flooder's fork) goes with the bots
+        os.sched_setaffinity(0, cpus)
     phases = []
     try:
         host, port = server.wait_listening(SERVER_START_TIMEOUT)
@@ -273,7 +282,7 @@ def run_probe(args) -> dict:
             if not args.quiet:
                 print(f"flood probe: {name} ({args.bots} bots, {args.seconds:g} s after {args.warmup:g} s)",
                       file=sys.stderr, flush=True)
-            phases.append(run_phase(name, server, host, port, url, args, index))
+            phases.append(run_phase(name, server, host, port, url, args, index, cpus))
     finally:
         server.stop()
     base = [p["latency_ms_p99"] for p in phases if p["phase"].startswith("baseline") and p["latency_ms_p99"] is not None]
@@ -285,7 +294,7 @@ def run_probe(args) -> dict:
         date=started.strftime("%Y-%m-%d %H:%M UTC"),
         settings=dict(bots=args.bots, observers=args.observers, seconds=args.seconds, warmup=args.warmup,
                       rate=args.rate, count=args.count, rounds=args.rounds, seed=args.seed, server_sets=sets,
-                      quiet_wait=args.quiet_wait),
+                      quiet_wait=args.quiet_wait, pinned=pin_note),
         machine=machine_info(),
         phases=phases,
         baseline_p99_ms_median=None if median_base is None else round(median_base, 2),
@@ -335,6 +344,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
                         help="before each phase, wait up to this long for the machine to be under 10%% busy")
+    parser.add_argument("--pin", action="store_true",
+                        help="server on CPU 0, bots and flooder on CPU 1 (taskset), as tools/bench/server_load.py")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
