@@ -6,8 +6,10 @@ client puts in the token field of HELLO and CONNECT; it names the player (an ide
 and its expiry. The key is derived from the token under a secret only the server knows, so
 whoever sees the token on the wire (anyone on the UDP path) cannot compute it. The client
 proves it holds the key in CONNECT, and from then on every connected packet of that connection
-carries a **tag**: 8 bytes of keyed BLAKE2s over the packet, checked before anything else of
-the packet is believed.
+carries a **tag**: 8 bytes of keyed BLAKE2b over the packet, checked before anything else of
+the packet is believed. (BLAKE2b rather than BLAKE2s: as fast on an INPUT packet here, 0.48
+against 0.45 us, and 1.8 times faster on a 1,200-byte snapshot part, 2.0 against 3.5 us,
+which the server tags for every client every tick.)
 
 :func:`tag`, :func:`seal`, :func:`unseal`, :func:`sign_connect` and :func:`connect_signed_by`
 are the wire rules (SPEC 2 and 3) that client and server share. :class:`ConnectTokens` is the
@@ -59,24 +61,25 @@ TOKEN_SIZE = _TOKEN.size  # 32
 CONNECT_SIGNED = HANDSHAKE_SIZE - TAG_SIZE
 
 _blake2s = hashlib.blake2s
+_blake2b = hashlib.blake2b
 _compare = hmac.compare_digest
 
 
 def tagger(key: bytes):
-    """The keyed BLAKE2s state of ``key`` before any data: ``t = tagger(key).copy();
+    """The keyed BLAKE2b state of ``key`` before any data: ``t = tagger(key).copy();
     t.update(data); t.digest()`` is ``tag(data, key)`` without preparing the key each time
     (what the endpoints keep per connection)."""
-    return _blake2s(key=key, digest_size=TAG_SIZE)
+    return _blake2b(key=key, digest_size=TAG_SIZE)
 
 
 def tag(data: bytes, key: bytes) -> bytes:
-    """The 8-byte tag of ``data``: BLAKE2s (RFC 7693) keyed with ``key``, output length 8."""
-    return _blake2s(data, key=key, digest_size=TAG_SIZE).digest()
+    """The 8-byte tag of ``data``: BLAKE2b (RFC 7693) keyed with ``key``, output length 8."""
+    return _blake2b(data, key=key, digest_size=TAG_SIZE).digest()
 
 
 def seal(data: bytes, key: bytes) -> bytes:
     """``data`` with its tag appended (a connected packet or ACCEPT of a keyed connection)."""
-    return data + _blake2s(data, key=key, digest_size=TAG_SIZE).digest()
+    return data + _blake2b(data, key=key, digest_size=TAG_SIZE).digest()
 
 
 def unseal(data: bytes, key: bytes) -> bytes | None:
@@ -84,7 +87,7 @@ def unseal(data: bytes, key: bytes) -> bytes | None:
     if len(data) < TAG_SIZE:
         return None
     body = data[:-TAG_SIZE]
-    if not _compare(_blake2s(body, key=key, digest_size=TAG_SIZE).digest(), data[-TAG_SIZE:]):
+    if not _compare(_blake2b(body, key=key, digest_size=TAG_SIZE).digest(), data[-TAG_SIZE:]):
         return None
     return body
 

@@ -12,7 +12,7 @@ import { Link } from "../src/protocol/link.js";
 import { decodeInputs, decodeWelcome, encodeInputs, encodeWelcome } from "../src/protocol/messages.js";
 import { Writer } from "../src/protocol/msgpack.js";
 import * as P from "../src/protocol/packets.js";
-import { blake2s } from "./blake2s.mjs";
+import { blake2b } from "./blake2b.mjs";
 import { VECTORS_DIR, hex, unhex } from "./helpers.mjs";
 
 const DOC = JSON.parse(readFileSync(join(VECTORS_DIR, "packets.json"), "utf8"));
@@ -225,18 +225,21 @@ describe("packets.json", () => {
     assert.equal(view.getBigUint64(9, true), u64(v.fields.expires_ms));
     assert.equal(hex(t.subarray(17)), v.fields.random_hex);
   });
-  it("blake2s (RFC 7693) as the tags use it: keyed, output length 8", () => {
-    // RFC 7693 appendix B: BLAKE2s-256("abc").
-    assert.equal(hex(blake2s(new TextEncoder().encode("abc"))), "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982");
+  it("blake2b (RFC 7693) as the tags use it: keyed, output length 8", () => {
+    // RFC 7693 appendix A: BLAKE2b-512("abc").
+    assert.equal(
+      hex(blake2b(new TextEncoder().encode("abc"))),
+      "ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d17d87c5392aab792dc252d5de4533cc9518d38aa8dbf1925ab92386edd4009923",
+    );
     const key = unhex(V.connect_with_token.fields.key_hex);
-    assert.notEqual(hex(blake2s(new Uint8Array(3), key, 8)), hex(blake2s(new Uint8Array(3), key, 32).subarray(0, 8)));
+    assert.notEqual(hex(blake2b(new Uint8Array(3), key, 8)), hex(blake2b(new Uint8Array(3), key, 64).subarray(0, 8)));
   });
   it("connect_with_token (the last 8 bytes: the tag of the first 120 under the connect key)", () => {
     const v = vec("connect_with_token");
     const f = v.fields;
     const key = unhex(f.key_hex);
     const unsigned = P.encodeConnect(f.version, u64(f.nonce), u64(f.time_ms), unhex(f.mac_hex), unhex(f.token_hex));
-    const tag = blake2s(unsigned.subarray(0, 120), key, 8);
+    const tag = blake2b(unsigned.subarray(0, 120), key, 8);
     assert.equal(hex(tag), f.tag_hex);
     const signed = new Uint8Array(unsigned);
     signed.set(tag, 120);
@@ -249,19 +252,19 @@ describe("packets.json", () => {
     const a = vec("accept_tagged");
     const key = unhex(a.fields.key_hex);
     const accept = P.encodeAccept(u64(a.fields.nonce), a.fields.salt, unhex(a.fields.welcome_hex));
-    assert.equal(hex(blake2s(accept, key, 8)), a.fields.tag_hex);
+    assert.equal(hex(blake2b(accept, key, 8)), a.fields.tag_hex);
     assert.equal(hex(accept) + a.fields.tag_hex, a.hex);
     const v = vec("tagged_input_packet");
     const f = v.fields;
     const body = P.encodePacket(f.type, f.salt, f.seq, f.ack, f.ack_bits, unhex(f.payload_hex));
-    assert.equal(hex(blake2s(body, unhex(f.key_hex), 8)), f.tag_hex);
+    assert.equal(hex(blake2b(body, unhex(f.key_hex), 8)), f.tag_hex);
     assert.equal(hex(body) + f.tag_hex, v.hex);
     const d = P.decodePacket(unhex(v.hex).subarray(0, -8));
     assert.deepEqual([d.type, d.salt, d.seq, d.ack, d.ackBits, hex(d.payload)], [f.type, f.salt, f.seq, f.ack, f.ack_bits, f.payload_hex]);
     // One bit changed anywhere: another tag.
     const broken = new Uint8Array(body);
     broken[5] ^= 1;
-    assert.notEqual(hex(blake2s(broken, unhex(f.key_hex), 8)), f.tag_hex);
+    assert.notEqual(hex(blake2b(broken, unhex(f.key_hex), 8)), f.tag_hex);
   });
   it("refusal reasons up to token_used", () => {
     assert.deepEqual([5, 6, 7, 8, 9].map((r) => P.REFUSE_REASONS[r]),
