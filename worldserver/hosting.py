@@ -27,7 +27,31 @@ from worldserver.tick import TickClock
 __all__ = ["WorldHost"]
 
 
-class WorldHost:
+class _Worlds:
+    """What finding worlds needs: ``sims`` (id -> Simulation) and ``default_id``."""
+
+    sims: dict[str, Simulation]
+    default_id: str
+
+    @property
+    def default(self) -> Simulation:
+        """The world of clients that name none (the first of ``worlds.hosted``)."""
+        return self.sims[self.default_id]
+
+    def get(self, world_id: str | None) -> Simulation | None:
+        """The world named ``world_id`` ("" or None: the default), or None if none has it."""
+        if not world_id:
+            return self.default
+        return self.sims.get(world_id)
+
+    def __iter__(self):
+        return iter(self.sims.values())
+
+    def __len__(self) -> int:
+        return len(self.sims)
+
+
+class WorldHost(_Worlds):
     def __init__(self, config: Config, stats: Stats, rng: np.random.Generator | None = None) -> None:
         specs = config.worlds.specs(config.sim)
         self.sims: dict[str, Simulation] = {}
@@ -57,24 +81,7 @@ class WorldHost:
         self.clocks.pop(world_id, None)
         return sim
 
-    # -- finding worlds ---------------------------------------------------------------------
-    @property
-    def default(self) -> Simulation:
-        """The world of clients that name none (the first of ``worlds.hosted``)."""
-        return self.sims[self.default_id]
-
-    def get(self, world_id: str | None) -> Simulation | None:
-        """The world named ``world_id`` ("" or None: the default), or None if none has it."""
-        if not world_id:
-            return self.default
-        return self.sims.get(world_id)
-
-    def __iter__(self):
-        return iter(self.sims.values())
-
-    def __len__(self) -> int:
-        return len(self.sims)
-
+    # -- counts -----------------------------------------------------------------------------
     @property
     def session_count(self) -> int:
         return sum(len(sim.sessions) for sim in self.sims.values())
@@ -107,24 +114,12 @@ class WorldHost:
         return sum(clock.skipped for clock in self.clocks.values())
 
 
-class _OneWorld:
+class _OneWorld(_Worlds):
     """A single Simulation seen as a host (tools and tests that build one world by hand)."""
 
     def __init__(self, sim: Simulation) -> None:
         self.sims = {getattr(sim, "world_id", "open"): sim}
-        self.default = sim
         self.default_id = next(iter(self.sims))
-
-    def get(self, world_id: str | None) -> Simulation | None:
-        if not world_id:
-            return self.default
-        return self.sims.get(world_id)
-
-    def __iter__(self):
-        return iter(self.sims.values())
-
-    def __len__(self) -> int:
-        return 1
 
 
 def as_host(worlds) -> "WorldHost | _OneWorld":

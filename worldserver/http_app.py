@@ -690,19 +690,28 @@ def _moderation_refused(state, where: str, name: str | None) -> Response | None:
     return JSONResponse(body, status_code=503 if code == "shutting_down" else 403, headers=headers)
 
 
-async def _join(request: Request) -> Response:
+async def _join_body(request: Request, route: str, example: str) -> tuple[object, Response | None]:
+    """The checked JSON body of a join route (``/api/join``, ``/api/connect-token``), within
+    the address's join allowance; or the answer that refuses the request."""
     refused = _join_refused(request)
     if refused is not None:
-        return refused
+        return None, refused
     try:
         body = await _read_body(request, stats=request.app.state.stats)
     except _BodyError as exc:
-        return _error(exc.status, HTTPStatus(exc.status).phrase.lower())
+        return None, _error(exc.status, HTTPStatus(exc.status).phrase.lower())
     state = request.app.state
     try:
-        data = _load_json(body, "/api/join", state.stats, state.refusals)
+        return _load_json(body, route, state.stats, state.refusals), None
     except jsonsafe.JsonRefused as exc:
-        return _error(400, f'the body must be JSON like {{"name": "..."}}: {exc.message}')
+        return None, _error(400, f"the body must be JSON like {example}: {exc.message}")
+
+
+async def _join(request: Request) -> Response:
+    data, refused = await _join_body(request, "/api/join", '{"name": "..."}')
+    if refused is not None:
+        return refused
+    state = request.app.state
     if not isinstance(data, dict) or "name" not in data:
         return _error(400, 'the body must be JSON like {"name": "..."}')
     world = data.get("world") or ""  # the world to join ("" or absent: the default one)
@@ -739,18 +748,10 @@ async def _join(request: Request) -> Response:
 async def _connect_token(request: Request) -> Response:
     """``POST /api/connect-token`` ``{"token": join token}``: a fresh UDP connect token and key
     for a player who joined (one token opens one connection: a reconnect takes a new one)."""
-    refused = _join_refused(request)
+    data, refused = await _join_body(request, "/api/connect-token", '{"token": "..."}')
     if refused is not None:
         return refused
-    try:
-        body = await _read_body(request, stats=request.app.state.stats)
-    except _BodyError as exc:
-        return _error(exc.status, HTTPStatus(exc.status).phrase.lower())
     state = request.app.state
-    try:
-        data = _load_json(body, "/api/connect-token", state.stats, state.refusals)
-    except jsonsafe.JsonRefused as exc:
-        return _error(400, f'the body must be JSON like {{"token": "..."}}: {exc.message}')
     if not isinstance(data, dict) or not isinstance(data.get("token"), str):
         return _error(400, 'the body must be JSON like {"token": "..."} with the token of POST /api/join')
     refused = _moderation_refused(state, "connect_token", None)
