@@ -1,15 +1,17 @@
 """A flooding client does not hurt the others: protocol facts, bounded (tools/attack/flood.py
 measures the latency figures against a real process).
 
-A real server in process on loopback, trio's autojump MockClock (the swarm measures on trio's
-clock, so nothing here depends on the machine's speed). Six normal bots on 127.0.0.1 play for
-3 s while one stranger on 127.0.0.2 (not a trusted network) sends, every 10 ms, garbage
-datagrams of unknown types, connected packets with a wrong salt on its own session, HELLOs,
-and valid INPUT packets on its session: 2,400 datagrams a second, bounded. The normal bots get
-a snapshot every tick with nothing lost and see each other's turns within a few ticks; every
-flood datagram is counted: each garbage and wrong-salt datagram as a drop by its reason, the
-HELLOs beyond the address's handshake allowance as ``drop.limit_udp_handshake_rate``, the
-INPUTs beyond the session's input allowance as ``drop.input_rate``.
+A real server in process on loopback on its default configuration (connect tokens required,
+minted in process as the join would give them), trio's autojump MockClock (the swarm measures
+on trio's clock, so nothing here depends on the machine's speed). Six normal bots on 127.0.0.1
+play for 3 s while one stranger on 127.0.0.2 (not a trusted network) with its own keyed session
+sends, every 10 ms, garbage datagrams of unknown types, connected packets with a wrong salt,
+HELLOs, and valid INPUT packets of its session: 2,400 datagrams a second, bounded. The normal
+bots get a snapshot every tick with nothing lost and see each other's turns within a few
+ticks; every flood datagram is counted: each garbage datagram as ``bad_type``, each
+wrong-salt packet as ``bad_tag`` (the session's tag is checked before the salt), the HELLOs
+beyond the address's handshake allowance as ``drop.limit_udp_handshake_rate``, the INPUTs
+beyond the session's input allowance as ``drop.input_rate``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from protocol import packets as P
 from protocol.client import ClientConnection
 from protocol.events import Connected
 from protocol.messages import Input, encode_inputs
+from udp_support import mint_tickets
 from worldserver.app import serve
 from worldserver.config import load_config
 from worldtools import swarm
@@ -40,13 +43,14 @@ UNKNOWN_TYPES = [t for t in range(256) if t not in _CONNECTED_OR_HANDSHAKE]
 def _config(tmp_path):
     return load_config(None, env={}, overrides={
         "udp.port": "0", "udp.host": "127.0.0.1", "http.port": "0", "http.host": "127.0.0.1",
-        "server.data_dir": str(tmp_path), "net.require_connect_token": "false",
+        "server.data_dir": str(tmp_path),
         "limits.trusted_networks": "127.0.0.1/32",  # the normal bots; the flooder is a stranger
     })
 
 
-async def _connect(sock: socket.socket, server: tuple) -> ClientConnection:
-    conn = ClientConnection(version=PROTOCOL_VERSION, nonce=random.getrandbits(64))
+async def _connect(sock: socket.socket, server: tuple, ticket: tuple[bytes, bytes]) -> ClientConnection:
+    token, key = ticket
+    conn = ClientConnection(version=PROTOCOL_VERSION, nonce=random.getrandbits(64), token=token, key=key)
     sock.sendto(conn.connect(trio.current_time()), server)
     with trio.fail_after(2.0):
         while True:
@@ -58,12 +62,12 @@ async def _connect(sock: socket.socket, server: tuple) -> ClientConnection:
                 return conn
 
 
-async def _flood(server: tuple, until: float, sent: dict, started: trio.Event) -> None:
+async def _flood(server: tuple, ticket: tuple, until: float, sent: dict, started: trio.Event) -> None:
     rng = random.Random(8)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((FLOOD_ADDR, 0))
     sock.setblocking(False)
-    conn = await _connect(sock, server)
+    conn = await _connect(sock, server, ticket)
     sent["start"] = trio.current_time()
     started.set()
     seq = 0
@@ -99,10 +103,11 @@ async def test_a_flooding_stranger_does_not_hurt_the_players(autojump_clock, tmp
         endpoint, stats = running.udp.endpoint, running.stats
         before = dict(endpoint.drops), {k: stats.get(k) for k in ("drop.limit_udp_handshake_rate", "drop.input_rate")}
         started = trio.Event()
-        nursery.start_soon(_flood, (host, port), trio.current_time() + DURATION + 1.0, sent, started)
+        flooder, *players = mint_tickets(running, 7)
+        nursery.start_soon(_flood, (host, port), flooder, trio.current_time() + DURATION + 1.0, sent, started)
         await started.wait()
         report = await swarm.run_bots(host, port, bots=6, duration=DURATION, observers=3, seed=5,
-                                      clock=trio.current_time)
+                                      clock=trio.current_time, tickets=players)
         with trio.fail_after(3.0):
             while "end" not in sent:
                 await trio.sleep(0.05)
@@ -122,7 +127,7 @@ async def test_a_flooding_stranger_does_not_hurt_the_players(autojump_clock, tmp
     assert elapsed >= DURATION and sent["garbage"] >= PER_KIND * DURATION / BATCH_EVERY
     # Every one of them is accounted for.
     assert drops.get("bad_type", 0) == sent["garbage"]
-    assert drops.get("bad_salt", 0) == sent["wrong_salt"]
+    assert drops.get("bad_tag", 0) == sent["wrong_salt"]
     lim = config.limits
     hello_allowance = lim.handshake_burst + lim.handshakes_per_second * elapsed
     assert sent["hello"] - hello_allowance <= limited["drop.limit_udp_handshake_rate"] <= sent["hello"]

@@ -36,6 +36,7 @@ if importlib.util.find_spec("worldclient") is None:  # not installed, and not on
 
 from worldserver.app import serve  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
+from udp_support import mint_tickets  # noqa: E402
 from worldtools import swarm  # noqa: E402
 
 REPORT_FIELDS = {
@@ -51,20 +52,6 @@ def _config():
     return load_config(None, env={}, overrides={"udp.port": "0", "udp.host": "127.0.0.1", "http.port": "0", "http.host": "127.0.0.1"})
 
 
-def _mint_tickets(running, n: int) -> list:
-    """Connect tokens and keys as ``POST /api/join`` gives them (the server's own
-    ``ConnectAdmission.issue`` for logged-in identities), minted in process: on the autojump
-    clock an HTTP join would wait for the database's worker thread while virtual time runs
-    on. The worker-process test below joins over HTTP."""
-    tickets = []
-    for i in range(n):
-        identity = 900_000 + i
-        running.identities.issue(identity, f"mint-{i}")
-        fields = running.udp.admission.issue(identity, trio.current_time())
-        tickets.append((bytes.fromhex(fields["connect_token"]), bytes.fromhex(fields["connect_key"])))
-    return tickets
-
-
 async def test_swarm_against_in_process_server(autojump_clock):
     autojump_clock.jump(1.0)  # the swarm's times must be above 0 (a MockClock starts at 0)
     async with trio.open_nursery() as nursery:
@@ -72,7 +59,7 @@ async def test_swarm_against_in_process_server(autojump_clock):
         host, port = running.udp_address[:2]
         tick_rate = running.sim.tick_rate
         report = await swarm.run_bots(host, port, bots=6, duration=3.0, observers=3, seed=7,
-                                      clock=trio.current_time, tickets=_mint_tickets(running, 6))
+                                      clock=trio.current_time, tickets=mint_tickets(running, 6))
         # The bots said goodbye: the server forgets them at its next poll, long before the
         # connection timeout would.
         said_goodbye = trio.current_time()
@@ -118,7 +105,7 @@ async def test_measurement_waits_for_begin_and_progress_shows_both_phases(autoju
 
         report = await swarm.run_bots(
             host, port, bots=4, duration=2.0, observers=2, seed=5, clock=trio.current_time,
-            tickets=_mint_tickets(running, 4), progress=swarm.ProgressLine(4, stream=lines),
+            tickets=mint_tickets(running, 4), progress=swarm.ProgressLine(4, stream=lines),
             ready=lambda setup_s: said_ready.append(trio.current_time()), begin=begin,
         )  # fmt: skip
         nursery.cancel_scope.cancel()
