@@ -1,4 +1,5 @@
-"""Fuzzing every decoder that reads network input, under hypothesis (bounded).
+"""Fuzzing every decoder that reads network input, bounded: random inputs under hypothesis,
+mutations of valid inputs from a seeded generator.
 
 The decoders and what each may raise are the targets of ``tools/fuzz.py`` (``worldtools.fuzz``,
 shared with the long fuzz run): every decoder of ``protocol/``, the Hatongsu event parsing and
@@ -15,6 +16,7 @@ test_hatongsu, test_http); this file only checks that nothing unexpected escapes
 from __future__ import annotations
 
 import copy
+import zlib
 
 import importlib
 import inspect
@@ -130,17 +132,20 @@ def _seeds(name: str) -> list:
 
 
 @pytest.mark.parametrize("name", NAMES)
-@FUZZ_SETTINGS
-@given(rng=st.randoms(use_true_random=False))
-def test_mutated_valid_input_raises_only_the_documented_error(name, rng):
+def test_mutated_valid_input_raises_only_the_documented_error(name):
+    """Mutations of each target's valid inputs, from a seeded generator (the same inputs in
+    every run; tools/fuzz.py runs millions more). Not through hypothesis: its replays failed
+    as "flaky strategies" on some targets, while a seeded loop is exactly reproducible."""
     target = fuzz.TARGETS[name]
-    seeds = copy.deepcopy(_seeds(name))  # a mutation must not change the seeds of a replay
-    base = rng.choice(seeds)
-    if target.text and rng.random() < 0.5:
-        data = fuzz.mutate_json(rng, base, target.max_size)
-    else:
-        data = fuzz.mutate(rng, base, seeds, max_size=target.max_size)
-    _feed(name, data)
+    rng = random.Random(zlib.crc32(name.encode()))
+    for _ in range(EXAMPLES):
+        seeds = copy.deepcopy(_seeds(name))  # a mutation must not change the next one's seeds
+        base = rng.choice(seeds)
+        if target.text and rng.random() < 0.5:
+            data = fuzz.mutate_json(rng, base, target.max_size)
+        else:
+            data = fuzz.mutate(rng, base, seeds, max_size=target.max_size)
+        _feed(name, data)
 
 
 def test_mutations_stay_bounded_and_vary():
