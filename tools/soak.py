@@ -40,6 +40,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -62,14 +63,34 @@ FIRST_PROGRESS_TIMEOUT = 180.0  # seconds for the bots' joins and the first prog
 
 def read_rss_kb(pid: int) -> int | None:
     """VmRSS of process ``pid`` in kB, or None when it is gone."""
+    return read_status_kb(pid).get("VmRSS")
+
+
+def read_status_kb(pid: int) -> dict[str, int]:
+    """The memory lines of ``/proc/<pid>/status`` in kB: VmRSS and its parts RssAnon (heap),
+    RssFile (mapped files: SQLite maps its database) and RssShmem; empty when it is gone."""
+    out = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                    out[key] = int(rest.split()[0])
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return {}
+    return out
+
+
+def dir_size_kb(path: str) -> int:
+    """Bytes of the files under ``path`` (the server's data directory), in kB."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total // 1024
 
 
 def count_fds(pid: int) -> int | None:
@@ -163,7 +184,10 @@ class Soak:
     # -- the run -------------------------------------------------------------------------------
     def run(self) -> dict:
         args = self.args
-        sets = [f"server.stats_interval={args.stats_interval:g}", *(args.set or [])]
+        data = tempfile.TemporaryDirectory(prefix="soak_data_")
+        self.data_dir = data.name
+        sets = [f"server.stats_interval={args.stats_interval:g}", f"server.data_dir={self.data_dir}",
+                *(args.set or [])]
         started = datetime.now(timezone.utc)
         server = ServerProcess(sets)
         udp_thread = chat_thread = None
@@ -198,6 +222,7 @@ class Soak:
                 server_exit = server.proc.poll()
         finally:
             server.stop()
+            data.cleanup()
         return self.report(server, wall0, started, server_exit, udp_thread, chat_thread)
 
     def _sample_loop(self, server: ServerProcess, url: str, t0: float) -> int | None:
@@ -233,7 +258,10 @@ class Soak:
                 continue
             next_sample += every
             t = now - t0
-            sample = dict(t_s=round(t, 1), rss_kb=read_rss_kb(server.pid), fds=count_fds(server.pid))
+            mem = read_status_kb(server.pid)
+            sample = dict(t_s=round(t, 1), rss_kb=mem.get("VmRSS"), rss_anon_kb=mem.get("RssAnon"),
+                          rss_file_kb=mem.get("RssFile"), data_kb=dir_size_kb(self.data_dir),
+                          fds=count_fds(server.pid))
             try:
                 sample["cpu_s"] = round(_proc_cpu_seconds(server.pid), 2)
             except (OSError, ValueError):
@@ -364,6 +392,13 @@ class Soak:
             growth_pct=round(growth, 2), growth_ok=growth < 5.0,
             slope_mb_per_hour=round(float(slope) * 3600 / 1024, 2),
         )
+        # Where it went: the heap (RssAnon), mapped files (RssFile: SQLite maps the chat
+        # database) and the data directory's files, same windows.
+        for key, name in (("rss_anon_kb", "anon"), ("rss_file_kb", "file"), ("data_kb", "data")):
+            vals = [s[key] for s in self.samples if s["t_s"] >= self.warmup and s.get(key) is not None]
+            if len(vals) >= 4:
+                out[f"{name}_after_warmup_mb"] = round(statistics.median(vals[:3]) / 1024, 1)
+                out[f"{name}_end_mb"] = round(statistics.median(vals[-3:]) / 1024, 1)
         return out
 
 
@@ -376,6 +411,9 @@ def format_report(r: dict) -> str:
                                                   f"{rss.get('end_mb')} / {rss.get('max_mb')} MB"),
         ("RSS growth after warm-up", f"{rss.get('growth_pct')} % (slope {rss.get('slope_mb_per_hour')} MB/h; "
                                      f"target < 5 %)"),
+        ("  heap / mapped files / data dir", f"{rss.get('anon_after_warmup_mb')} -> {rss.get('anon_end_mb')} / "
+                                             f"{rss.get('file_after_warmup_mb')} -> {rss.get('file_end_mb')} / "
+                                             f"{rss.get('data_after_warmup_mb')} -> {rss.get('data_end_mb')} MB"),
         ("lateness p99 per minute (ms)", ", ".join(f"{m['late_ms_p99']:g}" for m in r["lateness_p99_ms_per_minute"]) or "-"),
         ("tick p99 per minute (ms)", ", ".join(f"{m['tick_ms_p99']:g}" for m in r["lateness_p99_ms_per_minute"]) or "-"),
         ("machine busy (median, cores)", r["machine_busy_cores_median"]),
