@@ -12,6 +12,7 @@ nothing is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -109,15 +110,23 @@ class ServerProcess:
         self._reader.join(5)
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def running_server(data_dir: Path, *extra: str):
+    """A listening ``worldserver run`` (tools checked first), stopped at the end."""
     _require_tools()
-    srv = ServerProcess(tmp_path / "data")
+    srv = ServerProcess(data_dir, *extra)
     try:
         srv.wait_listening()
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The server of the browser tests; the other browser test modules import this fixture."""
+    with running_server(tmp_path / "data") as srv:
+        yield srv
 
 
 def run_script(name: str, *args: str, timeout: float = 150.0) -> dict:
@@ -238,14 +247,9 @@ def test_the_page_builds_a_world_file_and_its_avatar_stops_at_the_walls(tmp_path
     the world document (12 picture slots), the own avatar walks into the north wall and slides
     along it, the server stops it at the wall (its circle touching the wall's face), and the
     prediction, which uses the same walls, is never corrected by more than 5 cm."""
-    _require_tools()
-    srv = ServerProcess(tmp_path / "data", "--set", "worlds.hosted=gallery")
-    try:
-        srv.wait_listening()
+    with running_server(tmp_path / "data", "--set", "worlds.hosted=gallery") as srv:
         result = run_script("walls.mjs", "--url", srv.http)
         _check_result(result, srv)
-    finally:
-        srv.stop()
     assert result["world"] == {"id": "gallery", "pictures": 12, "walls": True}, result["world"]
     face = 10.0 - 0.15 - 0.35  # the north wall's inner face minus the avatar's radius
     assert abs(result["end"]["z"] - face) < 0.02, result["end"]

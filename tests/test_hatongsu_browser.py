@@ -21,23 +21,13 @@ import subprocess
 import pytest
 import trio
 
-from test_browser import BROWSER_DIR, ROOT, ServerProcess, _require_tools
+from test_browser import BROWSER_DIR, ROOT, ServerProcess, server  # noqa: F401 (server: the fixture)
 from worldclient.client import open_client
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 MAX_SPEED = 5.0  # sim.max_speed default
 
-
-@pytest.fixture
-def server(tmp_path):
-    _require_tools()
-    srv = ServerProcess(tmp_path / "data")
-    try:
-        srv.wait_listening()
-        yield srv
-    finally:
-        srv.stop()
 
 
 async def _udp_port(server: ServerProcess) -> int:

@@ -18,20 +18,10 @@ import math
 
 import pytest
 
-from test_browser import ServerProcess, _check_result, _require_tools, run_script
+from test_browser import _check_result, run_script, server  # noqa: F401 (server: the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-
-@pytest.fixture
-def server(tmp_path):
-    _require_tools()
-    srv = ServerProcess(tmp_path / "data")
-    try:
-        srv.wait_listening()
-        yield srv
-    finally:
-        srv.stop()
 
 
 def test_a_phone_walks_with_the_stick_and_keeps_the_view_clear(server, tmp_path):
