@@ -805,10 +805,48 @@ class WorldsSettings:
         return specs
 
 
+@attrs.frozen
+class CallsSettings:
+    SECTION: ClassVar[str] = "calls"
+    HELP: ClassVar[str] = "Proximity calls (docs/calls.md): voice and video with the avatars near you."
+
+    enabled: bool = _setting(True, "bool", "Form call groups and accept call.* requests on the chat socket.")
+    radius: float = _setting(
+        2.5, "float", "Metres: two avatars closer than this are in one call.", _between(0.5, 50.0))
+    leave_radius: float = _setting(
+        3.5, "float", "Metres: two linked avatars stay in one call until farther apart than this.",
+        _between(0.5, 60.0))
+    interval_ticks: int = _setting(
+        2, "int", "Call groups are recomputed every this many ticks.", _between(1, 100))
+    mesh_max: int = _setting(
+        4, "int", "Largest group on a peer-to-peer mesh when an SFU is configured.", _between(2, 16))
+    max_members: int = _setting(
+        8, "int", "Largest call without an SFU; later members wait for a place.", _between(2, 32))
+    sfu: str = _setting("none", "str", "Media server for large groups and zones: none or janus.",
+                        _one_of("none", "janus"))
+    janus_url: str = _setting(
+        "", "str", "WebSocket API of an existing Janus (ws://host:8188); empty: start our own.")
+    janus_public_url: str = _setting(
+        "", "str", "Janus WebSocket URL given to browsers; empty: the started Janus on this host.")
+    janus_port: int = _setting(
+        8188, "int", "Port of the Janus this server starts (WebSocket API).", _between(1, 65535))
+    janus_admin_key: str = _setting(
+        "", "str", "Janus VideoRoom admin_key for creating rooms; empty: a random one per start.")
+    signal_rate: float = _setting(
+        20.0, "float", "Call signaling frames per second one player may send.", _positive)
+    signal_burst: int = _setting(
+        60, "int", "Call signaling frames one player may send at once.", _at_least(1))
+
+    def __attrs_post_init__(self) -> None:
+        if self.leave_radius < self.radius:
+            raise ConfigError("calls.leave_radius: must be at least calls.radius", key="calls.leave_radius")
+
+
 _SECTIONS: dict[str, type] = {
     cls.SECTION: cls
     for cls in (ServerSettings, UdpSettings, SimSettings, InterestSettings, NetSettings, GcSettings,
-                HttpSettings, WebrtcSettings, ChatSettings, LimitsSettings, WorldsSettings)
+                HttpSettings, WebrtcSettings, ChatSettings, LimitsSettings, WorldsSettings,
+                CallsSettings)
 }
 
 
@@ -827,6 +865,7 @@ class Config:
     chat: ChatSettings = attrs.field(factory=ChatSettings)
     limits: LimitsSettings = attrs.field(factory=LimitsSettings)
     worlds: WorldsSettings = attrs.field(factory=WorldsSettings)
+    calls: CallsSettings = attrs.field(factory=CallsSettings)
 
     def __attrs_post_init__(self) -> None:
         self.worlds.specs(self.sim)  # every hosted world must load: one clear line if not
