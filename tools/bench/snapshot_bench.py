@@ -20,7 +20,7 @@ same priorities. The date, the command and the machine are printed first (and pu
 Must not: open sockets, start a server, or change anything on disk.
 
 Usage: ``python tools/bench/snapshot_bench.py [--sizes 200 400 1000] [--clients C]
-[--scenario same distinct] [--ticks 10] [--budget 1187] [--allowance BYTES] [--json]``
+[--scenario same distinct] [--ticks 10] [--budget 1179] [--allowance BYTES] [--json]``
 (``--clients`` defaults to N: C = N).
 """
 
@@ -45,16 +45,19 @@ try:
 except ImportError:  # run from a checkout: tools/bench is on sys.path
     import _checkout  # noqa: F401
 
+from protocol.packets import HEADER_SIZE  # noqa: E402
 from protocol.quantize import Quantizer  # noqa: E402
 from protocol.snapshot import View, encode_snapshot, max_parts_for  # noqa: E402
 from protocol.snapshot_batch import HeldView, encode_many, priority_buckets  # noqa: E402
+from protocol.tokens import TAG_SIZE  # noqa: E402
 from worldtools.bench.server_load import machine_info  # noqa: E402
 
 QUANTIZER = Quantizer((-300.0, 0.0, -300.0), (300.0, 50.0, 300.0), 0.01)
 TICK_RATE = 20
 SPEED = 5.0  # m/s: 25 cm per tick
-# The server's default: udp.datagram_budget (1200) minus the 13-byte packet header.
-DEFAULT_BUDGET = 1200 - 13
+# The server's default: udp.datagram_budget (1200) minus the packet header and the session tag,
+# as worldserver/snapshots.py computes it (1,179 bytes since protocol 2; 1,187 before the tag).
+DEFAULT_BUDGET = 1200 - HEADER_SIZE - TAG_SIZE
 MAX_AGE = 30  # the age of an added entity in the priority (the server uses its ring)
 FORCE_AGE = 28
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", nargs="+", choices=["same", "distinct"], default=["same", "distinct"])
     parser.add_argument("--ticks", type=int, default=10, help="measured ticks (the median is kept)")
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
-                        help="part budget, bytes (default: the server's, 1200 - 13 header)")
+                        help="part budget, bytes (default: the server's, 1200 - 13 header - 8 tag)")
     parser.add_argument("--allowance", type=int, default=None,
                         help="bytes of packets per client per tick (default: none, up to 255 parts)")
     parser.add_argument("--seed", type=int, default=1)
