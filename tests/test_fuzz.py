@@ -83,7 +83,7 @@ def test_every_decoder_of_protocol_is_fuzzed():
     missing = decoders - covered - NOT_DECODERS
     assert not missing, f"decoders without a fuzz target in tools/fuzz.py: {sorted(missing)}"
     for name in ("worldserver.hatongsu.parse_event", "worldserver.hatongsu.HatongsuService.on_text",
-                 "worldserver.http_app._load_json"):
+                 "worldserver.http_common.load_json"):
         assert name in covered
 
 

@@ -671,6 +671,7 @@ def _hatongsu_service_make():
 def _geckos_make():
     """The body of ``POST .../remote-description`` as the signaling route reads it."""
     from worldserver import http_app
+    from worldserver.http_common import load_json
     from worldserver.logs import LogLimiter
     from worldserver.stats import Stats
 
@@ -678,7 +679,7 @@ def _geckos_make():
     refusals = LogLimiter(logging.getLogger("worldtools.fuzz.refusals"), 60.0)
 
     def run(data: bytes):
-        value = http_app._load_json(data, "remote-description", stats, refusals)
+        value = load_json(data, "remote-description", stats, refusals)
         description = http_app._description(value)
         assert description is None or (type(description["type"]) is str and type(description["sdp"]) is str)
         return description
@@ -743,7 +744,7 @@ def _targets() -> list[Target]:
                text=True, max_size=5000),
         Target("http_app.geckos_remote_description", _geckos_make, (jsonsafe.JsonRefused,),
                lambda: [b'{"type":"answer","sdp":"v=0\\r\\no=- 1 2 IN IP4 127.0.0.1\\r\\n"}', _JSON_SEEDS[0]],
-               ("worldserver.http_app._load_json", "worldserver.http_app._description"), text=True,
+               ("worldserver.http_common.load_json", "worldserver.http_app._description"), text=True,
                max_size=70_000),
     ] + (_token_targets() if HAS_TOKENS else [])  # fmt: skip
 

@@ -50,7 +50,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
     HTMLResponse,
@@ -69,6 +69,14 @@ from worldserver.http_guard import install as install_http_guard
 from worldserver.accounts import Accounts, JoinRefused
 from worldserver.connect_tokens import ConnectAdmission
 from worldserver.hosting import as_host
+from worldserver.http_common import (
+    REFUSAL_LOG_INTERVAL,
+    BodyError,
+    client_host,
+    load_json,
+    read_body,
+    status_text,
+)
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
@@ -79,7 +87,6 @@ from worldserver.stats import Stats
 
 __all__ = [
     "GECKOS_CORS_HEADERS",
-    "MAX_BODY",
     "MAX_WS_MESSAGE",
     "WS_FIFO_LIMIT",
     "WsOutbox",
@@ -92,11 +99,7 @@ __all__ = [
 
 log = get_logger("worldserver.http")
 
-MAX_BODY = 64 * 1024  # largest request body accepted (413 beyond)
-DRAIN_LIMIT = 1024 * 1024  # a too-large body up to this size is read and dropped before the 413
-BODY_TIMEOUT = 10.0  # seconds to receive a request body (408 after)
 RTC_TIMEOUT = 15.0  # seconds the WebRTC service may take to answer a signaling call (503 after)
-REFUSAL_LOG_INTERVAL = 60.0  # at most one log line per refusal reason this often
 MAX_WS_MESSAGE = 2048  # largest WebSocket message of /ws/movement (close 1009 beyond)
 # hypercorn's own limit for any WebSocket message (it buffers a message up to this). Kept well
 # above MAX_WS_MESSAGE so that our handler, not hypercorn, refuses big messages: hypercorn
@@ -140,77 +143,9 @@ _IMAGE_TYPES = {
 _TITLE_SEPARATORS = re.compile(r"[-_\s]+")
 
 
-class _BodyError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-def _status_text(status: int, headers: dict[str, str] | None = None, detail: str = "") -> Response:
-    """A plain-text answer ``"<code>: <reason>"`` like geckos' ``sendStatus``, and
-    ``" (<detail>)"`` after it when there is more to say."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = ""
-    body = f"{status}: {phrase}" if phrase else str(status)
-    if detail:
-        body += f" ({detail})"
-    return PlainTextResponse(body, status_code=status, headers=headers)
-
-
-def _load_json(body: bytes, path: str, stats: Stats, refusals: LogLimiter) -> Any:
-    """The parsed JSON body; raises ``jsonsafe.JsonRefused`` (counted and, rate-limited, logged)."""
-    try:
-        return jsonsafe.loads(body, max_bytes=MAX_BODY)
-    except jsonsafe.JsonRefused as exc:
-        stats.incr(f"drop.http_json.{exc.reason}")
-        refusals.log(logging.INFO, exc.reason, "json body refused", path=path, reason=exc.reason,
-                     detail=exc.message)
-        raise
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
-
-async def _read_body(request: Request, limit: int = MAX_BODY, stats: Stats | None = None) -> bytes:
-    """The request body, at most ``limit`` bytes; raises _BodyError(413 / 408 / 400). A
-    client that disconnects meanwhile is a 400 nobody reads (``drop.http_client_disconnect``)."""
-    try:
-        return await _read_body_or_disconnect(request, limit)
-    except ClientDisconnect:
-        if stats is not None:
-            stats.incr("drop.http_client_disconnect")
-        raise _BodyError(400) from None
-
-
-async def _read_body_or_disconnect(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise _BodyError(400) from None
-        if size < 0:
-            raise _BodyError(400)
-        if size > limit:
-            if size <= DRAIN_LIMIT:  # read and drop it so the client sees the 413
-                with trio.move_on_after(BODY_TIMEOUT):
-                    async for _ in request.stream():
-                        pass
-            raise _BodyError(413)
-    chunks = []
-    total = 0
-    with trio.move_on_after(BODY_TIMEOUT) as scope:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise _BodyError(413)
-            chunks.append(chunk)
-    if scope.cancelled_caught:
-        raise _BodyError(408)
-    return b"".join(chunks)
 
 
 def make_authorize(config, identities: Identities) -> Callable[[str | None], bool | int | dict]:
@@ -416,12 +351,6 @@ class _MovementSocket:
             self.service.on_message(self.key, data, trio.current_time())
 
 
-def _client_host(connection) -> str | None:
-    """The client's IP address of a Request or WebSocket (None when the server cannot tell)."""
-    client = connection.client
-    return client.host if client else None
-
-
 async def _movement_endpoint(websocket: WebSocket) -> None:
     state = websocket.app.state
     service = state.ws_movement
@@ -429,7 +358,7 @@ async def _movement_endpoint(websocket: WebSocket) -> None:
         await refuse_websocket(websocket, state.stats)  # before accept: hypercorn answers 403
         return
     limits: AddressLimits = state.limits
-    key = limits.key(_client_host(websocket))
+    key = limits.key(client_host(websocket))
     if not limits.handshake(key, trio.current_time()):
         state.stats.incr("drop.limit_ws_handshake_rate")
         await refuse_websocket(websocket, state.stats)
@@ -496,14 +425,14 @@ class _Geckos:
             response = await self._respond(request)
         except Exception:
             log.exception("geckos signaling failed", path=scope.get("path"))
-            response = _status_text(500)
+            response = status_text(500)
         response.headers.update(self.cors)
         await response(scope, receive, send)
 
     async def _respond(self, request: Request) -> Response:
         method = request.method
         if method == "OPTIONS":
-            return _status_text(200)
+            return status_text(200)
         path = request.url.path
         rest = path[path.find(GECKOS_MARK) + len(GECKOS_MARK):]
         for pattern, allowed, action in _GECKOS_ROUTES:
@@ -511,29 +440,29 @@ class _Geckos:
             if match is not None:
                 break
         else:
-            return _status_text(404)
+            return status_text(404)
         if method != allowed:
-            return _status_text(405, headers={"Allow": f"OPTIONS, {allowed}"})
+            return status_text(405, headers={"Allow": f"OPTIONS, {allowed}"})
         connection_id = match.group(1) if match.groups() else None
         if connection_id is not None and not _CONNECTION_ID.fullmatch(connection_id):
-            return _status_text(400)
+            return status_text(400)
         try:
-            body = await _read_body(request, stats=self.stats)
-        except _BodyError as exc:
-            return _status_text(exc.status)
+            body = await read_body(request, stats=self.stats)
+        except BodyError as exc:
+            return status_text(exc.status)
         if self.rtc is None:
-            return _status_text(503)
+            return status_text(503)
         if action == "create":
             call = partial(self.rtc.create_connection, request.headers.get("authorization"),
-                           address=_client_host(request))
+                           address=client_host(request))
         elif action == "remote_description":
             try:
-                value = _load_json(body, "remote-description", self.stats, self.refusals)
+                value = load_json(body, "remote-description", self.stats, self.refusals)
             except jsonsafe.JsonRefused as exc:
-                return _status_text(400, detail=exc.message)
+                return status_text(400, detail=exc.message)
             description = _description(value)
             if description is None:
-                return _status_text(400, detail='the body must be JSON like {"type": ..., "sdp": ...}')
+                return status_text(400, detail='the body must be JSON like {"type": ..., "sdp": ...}')
             call = partial(self.rtc.remote_description, connection_id, description)
         elif action == "additional_candidates":
             call = partial(self.rtc.additional_candidates, connection_id)
@@ -544,7 +473,7 @@ class _Geckos:
             result = await call()
         if result is None:
             log.warning("webrtc service did not answer in time", action=action)
-            return _status_text(503)
+            return status_text(503)
         return _rtc_response(*result)
 
 
@@ -563,7 +492,7 @@ def _rtc_response(status: int, body: Any, headers: dict | None) -> Response:
         return JSONResponse(body, status_code=status, headers=headers)
     if isinstance(body, str):
         return PlainTextResponse(body, status_code=status, headers=headers)
-    return _status_text(status, headers=headers)
+    return status_text(status, headers=headers)
 
 
 # -- static web client and gallery pictures ----------------------------------------------------
@@ -607,12 +536,12 @@ class _WebRoot:
             return
         path = scope["path"]
         if scope["method"] not in ("GET", "HEAD"):
-            response: Response = _status_text(405, headers={"Allow": "GET, HEAD"})
+            response: Response = status_text(405, headers={"Allow": "GET, HEAD"})
         elif path in ("/", "/index.html", "/admin.html"):
             page = _NOT_BUILT_PAGE.format(root=html.escape(os.path.abspath(self.root)))
             response = HTMLResponse(page, status_code=200)
         else:
-            response = _status_text(404)
+            response = status_text(404)
         await response(scope, receive, send)
 
 
@@ -665,7 +594,7 @@ async def _health(request: Request) -> Response:
 def _join_refused(request: Request) -> Response | None:
     """A 429 when the client's address has no join token left (``limits.joins_per_second``)."""
     limits: AddressLimits = request.app.state.limits
-    wait = limits.join_wait(limits.key(_client_host(request)), trio.current_time())
+    wait = limits.join_wait(limits.key(client_host(request)), trio.current_time())
     if wait <= 0:
         return None
     request.app.state.stats.incr("drop.limit_join_rate")
@@ -697,12 +626,12 @@ async def _join_body(request: Request, route: str, example: str) -> tuple[object
     if refused is not None:
         return None, refused
     try:
-        body = await _read_body(request, stats=request.app.state.stats)
-    except _BodyError as exc:
+        body = await read_body(request, stats=request.app.state.stats)
+    except BodyError as exc:
         return None, _error(exc.status, HTTPStatus(exc.status).phrase.lower())
     state = request.app.state
     try:
-        return _load_json(body, route, state.stats, state.refusals), None
+        return load_json(body, route, state.stats, state.refusals), None
     except jsonsafe.JsonRefused as exc:
         return None, _error(400, f"the body must be JSON like {example}: {exc.message}")
 
@@ -728,7 +657,7 @@ async def _join(request: Request) -> Response:
     if accounts is None:
         return _error(503, "joining needs the chat database, which this server does not run")
     try:
-        joined = await accounts.join(data["name"], data.get("secret"), _client_host(request))
+        joined = await accounts.join(data["name"], data.get("secret"), client_host(request))
     except JoinRefused as exc:
         body = {"error": exc.reason, "code": exc.code}
         headers = None
@@ -824,7 +753,7 @@ async def _gallery_image(request: Request) -> Response:
     name = request.path_params["name"]
     path = await anyio.to_thread.run_sync(_image_path, folder, name)
     if path is None:
-        return _status_text(404)
+        return status_text(404)
     return FileResponse(
         path,
         media_type=_IMAGE_TYPES[path.suffix.lower()],
