@@ -30,9 +30,6 @@ from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.http_app import (
     GECKOS_CORS_HEADERS,
-    MAX_WS_MESSAGE,
-    WS_FIFO_LIMIT,
-    WsOutbox,
     build_app,
     hypercorn_config,
     image_title,
@@ -43,6 +40,7 @@ from worldserver.identity import Identities
 from worldserver.sample_images import SAMPLES, encode_png, ensure_sample_images, has_images
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
+from worldserver.ws_movement import MAX_WS_MESSAGE, WS_FIFO_LIMIT, WsOutbox
 
 TIMEOUT = 10.0  # seconds any single test step may take
 KNOWN_ID = "Ab3dE6gH9jK2mN5pQ8sT1vWx"

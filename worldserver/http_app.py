@@ -31,12 +31,10 @@ every :data:`REFUSAL_LOG_INTERVAL` seconds.
 from __future__ import annotations
 
 import html
-import itertools
 import math
 import logging
 import os
 import re
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from http import HTTPStatus
@@ -60,11 +58,9 @@ from starlette.responses import (
 )
 from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket
 
 from protocol import jsonsafe
 from worldserver.chat import gateway as chat_gateway
-from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.http_guard import install as install_http_guard
 from worldserver.accounts import Accounts, JoinRefused
 from worldserver.connect_tokens import ConnectAdmission
@@ -84,12 +80,10 @@ from worldserver.metrics import metrics_endpoint
 from worldserver.sample_images import IMAGE_SUFFIXES
 from worldserver.startup import bind_error
 from worldserver.stats import Stats
+from worldserver.ws_movement import movement_endpoint
 
 __all__ = [
     "GECKOS_CORS_HEADERS",
-    "MAX_WS_MESSAGE",
-    "WS_FIFO_LIMIT",
-    "WsOutbox",
     "build_app",
     "hypercorn_config",
     "image_title",
@@ -100,22 +94,16 @@ __all__ = [
 log = get_logger("worldserver.http")
 
 RTC_TIMEOUT = 15.0  # seconds the WebRTC service may take to answer a signaling call (503 after)
-MAX_WS_MESSAGE = 2048  # largest WebSocket message of /ws/movement (close 1009 beyond)
 # hypercorn's own limit for any WebSocket message (it buffers a message up to this). Kept well
 # above MAX_WS_MESSAGE so that our handler, not hypercorn, refuses big messages: hypercorn
 # 0.18 sends 1009 itself beyond it but then never tells the app the socket ended (the app
 # notices by its idle timeout).
 WS_FRAME_LIMIT = 256 * 1024
-WS_FIFO_LIMIT = 16  # unsent non-snapshot packets per socket before it is closed (1008)
-WS_CLOSE_TIMEOUT = 2.0  # seconds to wait for a send in progress before closing a socket
 KEEP_ALIVE_MAX_REQUESTS = 100_000  # requests per HTTP/1.1 connection (hypercorn's default: 1000)
 KEEP_ALIVE_TIMEOUT = 20.0  # seconds an idle keep-alive connection is kept
 READ_TIMEOUT = 60.0  # seconds without any byte from a client before its connection is closed
 GRACEFUL_TIMEOUT = 2.0  # seconds requests in progress may take to finish at shutdown
 SHUTDOWN_DEADLINE = 5.0  # seconds after which the HTTP server is gone, finished or not
-SNAPSHOT_TYPE = 0x10
-PACKET_HEADER = 13  # SPEC 3: connected-packet header; a SNAPSHOT part's u32 tick follows it
-DISCONNECT_TYPE = 0x13
 
 GECKOS_MARK = "/.wrtc/v2"
 GECKOS_ALLOW_METHODS = "OPTIONS, GET, POST"
@@ -170,243 +158,6 @@ def make_authorize(config, identities: Identities) -> Callable[[str | None], boo
     return authorize
 
 
-# -- WebSocket outbox --------------------------------------------------------------------------
-
-
-class WsOutbox:
-    """Packets waiting to go out on one WebSocket; ``put`` never blocks.
-
-    Only the newest tick's SNAPSHOT parts wait: parts of a newer tick make the unsent parts of
-    an older one go (each counted in ``replaced``), the newer parts keeping their own places.
-    Other packets are never dropped; more than ``limit`` of them waiting means the client does
-    not read, and the outbox reports ``overflow`` so the socket is closed. Order of sending is
-    the order of ``put``.
-    """
-
-    def __init__(self, limit: int = WS_FIFO_LIMIT) -> None:
-        self.limit = limit
-        self.replaced = 0
-        self.overflow = False
-        self.closed = False
-        self._queue: deque[list] = deque()  # cells [bytes or None (replaced)]
-        self._snapshot_tick: bytes | None = None  # the waiting snapshot parts' tick field
-        self._snapshots: list[list] = []  # their cells in _queue
-        self._others = 0
-        self._wakeup = trio.Event()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def put(self, data: bytes) -> bool:
-        """Queue one packet; False if it was not queued (outbox closed or overflowing)."""
-        if self.closed:
-            return False
-        data = bytes(data)
-        if data[:1] == bytes((SNAPSHOT_TYPE,)):
-            tick = data[PACKET_HEADER : PACKET_HEADER + 4]  # SPEC 5.2: a part starts with its tick
-            if self._snapshots and tick != self._snapshot_tick:
-                for cell in self._snapshots:
-                    cell[0] = None
-                    self.replaced += 1
-                self._snapshots = []
-            self._snapshot_tick = tick
-            cell = [data]
-            self._snapshots.append(cell)
-            self._queue.append(cell)
-        else:
-            if self._others >= self.limit:
-                self.overflow = True
-                self.closed = True
-                self._wakeup.set()
-                return False
-            self._others += 1
-            self._queue.append([data, True])
-        self._wakeup.set()
-        return True
-
-    def close(self) -> None:
-        self.closed = True
-        self._wakeup.set()
-
-    async def get(self) -> bytes | None:
-        """The next packet to send; None once the outbox is closed or overflowed."""
-        while True:
-            while not self._queue:
-                if self.closed:
-                    return None
-                self._wakeup = trio.Event()
-                await self._wakeup.wait()
-            if self.overflow:
-                return None
-            cell = self._queue.popleft()
-            if len(cell) == 2:
-                self._others -= 1
-                return cell[0]
-            if self._snapshots and self._snapshots[0] is cell:
-                self._snapshots.pop(0)
-            if cell[0] is not None:
-                return cell[0]
-
-
-class _MovementSocket:
-    """One ``/ws/movement`` connection: the reader loop and its writer task."""
-
-    _numbers = itertools.count(1)
-
-    def __init__(self, websocket: WebSocket, service, stats: Stats, idle_timeout: float) -> None:
-        self.ws = websocket
-        self.service = service
-        self.stats = stats
-        self.idle_timeout = idle_timeout
-        self.outbox = WsOutbox()
-        self.lock = trio.Lock()  # one ASGI send at a time (data or close)
-        self.ws_closed = False
-        self.reason: str | None = None  # why the socket ended, for close_peer
-        client = websocket.client
-        self.where = f"{client.host}:{client.port}" if client else "?"
-        self.key = f"ws:{self.where}#{next(self._numbers)}"
-
-    def end(self, reason: str) -> None:
-        """Record why the socket ends; the first reason given is the one reported."""
-        if self.reason is None:
-            self.reason = reason
-
-    def send(self, data: bytes) -> None:
-        """Given to the stream service: queue a packet, never blocks."""
-        replaced = self.outbox.replaced
-        self.outbox.put(data)
-        if self.outbox.replaced != replaced:
-            self.stats.incr("drop.ws_snapshot_replaced")
-
-    async def close(self, code: int, reason: str) -> None:
-        """Close the socket (once) with ``code``; waits at most WS_CLOSE_TIMEOUT for a send."""
-        self.outbox.close()
-        with trio.move_on_after(WS_CLOSE_TIMEOUT):
-            async with self.lock:
-                if self.ws_closed:
-                    return
-                self.ws_closed = True
-                try:
-                    await self.ws.close(code=code, reason=reason)
-                except Exception as exc:  # the peer went away meanwhile
-                    log.debug("websocket close failed", key=self.key, error=repr(exc))
-
-    async def writer(self, cancel_scope: trio.CancelScope) -> None:
-        while True:
-            data = await self.outbox.get()
-            if data is None:
-                if self.outbox.overflow:
-                    self.end("send queue full")
-                    self.stats.incr("drop.ws_send_queue_full")
-                    await self.close(1008, "send queue full")
-                    cancel_scope.cancel()
-                return
-            async with self.lock:
-                if self.ws_closed:
-                    return
-                try:
-                    await self.ws.send_bytes(data)
-                except Exception as exc:
-                    log.debug("websocket send failed", key=self.key, error=repr(exc))
-                    self.end("send failed")
-                    cancel_scope.cancel()
-                    return
-            if data[:1] == bytes((DISCONNECT_TYPE,)):  # the server ended the connection: close
-                self.end("server disconnect")
-                await self.close(1000, "disconnect")
-                cancel_scope.cancel()
-                return
-
-    async def watch_shutdown(self, stopping: trio.Event, cancel_scope: trio.CancelScope) -> None:
-        """When the server stops, close the socket with 1001 (going away)."""
-        await stopping.wait()
-        self.end("server shutdown")
-        await self.close(1001, "server shutting down")
-        cancel_scope.cancel()
-
-    async def reader(self) -> None:
-        """Feed binary messages to the service until the socket ends; sets ``reason``."""
-        while True:
-            message = None
-            with trio.move_on_after(self.idle_timeout):
-                message = await self.ws.receive()
-            if message is None:
-                self.end("idle timeout")
-                await self.close(1001, "idle timeout")
-                return
-            if message["type"] == "websocket.disconnect":
-                self.ws_closed = True
-                self.outbox.close()
-                self.end(f"client closed ({message.get('code', 1005)})")
-                return
-            data = message.get("bytes")
-            if data is None:
-                self.end("text message")
-                await self.close(1003, "binary messages only")
-                return
-            if len(data) > MAX_WS_MESSAGE:
-                self.end("message too big")
-                await self.close(1009, f"message too big (max {MAX_WS_MESSAGE} bytes)")
-                return
-            self.service.on_message(self.key, data, trio.current_time())
-
-
-async def _movement_endpoint(websocket: WebSocket) -> None:
-    state = websocket.app.state
-    service = state.ws_movement
-    if service is None:
-        await refuse_websocket(websocket, state.stats)  # before accept: hypercorn answers 403
-        return
-    limits: AddressLimits = state.limits
-    key = limits.key(client_host(websocket))
-    if not limits.handshake(key, trio.current_time()):
-        state.stats.incr("drop.limit_ws_handshake_rate")
-        await refuse_websocket(websocket, state.stats)
-        return
-    if not limits.connect(key):
-        state.stats.incr("drop.limit_ws_address_connections")
-        await refuse_websocket(websocket, state.stats)
-        return
-    try:
-        await _movement_socket(websocket, state, service)
-    finally:
-        limits.disconnect(key)
-
-
-async def _movement_socket(websocket: WebSocket, state, service) -> None:
-    """One admitted ``/ws/movement`` socket, from accept to close."""
-    if not await accept_websocket(websocket, state.stats):
-        return
-    sock = _MovementSocket(websocket, service, state.stats, state.ws_idle_timeout)
-    try:
-        service.open_peer(sock.key, sock.send, address=sock.where)
-    except Exception:
-        log.exception("ws_movement.open_peer failed", key=sock.key)
-        await sock.close(1011, "server error")
-        return
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(sock.writer, nursery.cancel_scope)
-            nursery.start_soon(sock.watch_shutdown, state.stopping, nursery.cancel_scope)
-            await sock.reader()
-            nursery.cancel_scope.cancel()
-    except Exception:
-        log.exception("ws_movement socket failed", key=sock.key)
-        sock.end("server error")
-        with trio.CancelScope(shield=True):
-            await sock.close(1011, "server error")
-    finally:
-        sock.end("server shutdown")  # if nothing else ended it: cancelled from outside
-        if not sock.ws_closed:
-            with trio.CancelScope(shield=True):
-                await sock.close(1001, "server shutting down")
-        try:
-            service.close_peer(sock.key, sock.reason)
-        except Exception:
-            log.exception("ws_movement.close_peer failed", key=sock.key)
-
-
-# -- geckos.io signaling -----------------------------------------------------------------------
 
 
 class _Geckos:
@@ -838,7 +589,7 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
         Route("/api/worlds/{id}", _world, methods=["GET"]),
         Route("/gallery/images", _gallery_list, methods=["GET"]),
         Route("/gallery/images/{name}", _gallery_image, methods=["GET"]),
-        WebSocketRoute("/ws/movement", _movement_endpoint),
+        WebSocketRoute("/ws/movement", movement_endpoint),
         WebSocketRoute("/ws/chat", chat_gateway.chat_endpoint),
         Route("/api/chat/images", chat_gateway.upload_image, methods=["POST"]),
         Route("/api/chat/images/{id}", chat_gateway.get_image, methods=["GET"]),
