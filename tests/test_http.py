@@ -24,19 +24,18 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from worldserver import http_app
+from worldserver import http_app, rtc_signaling
 from worldserver.accounts import Accounts
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.http_app import (
-    GECKOS_CORS_HEADERS,
     build_app,
     hypercorn_config,
     image_title,
-    make_authorize,
     serve_http,
 )
 from worldserver.identity import Identities
+from worldserver.rtc_signaling import GECKOS_CORS_HEADERS, make_authorize
 from worldserver.sample_images import SAMPLES, encode_png, ensure_sample_images, has_images
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
@@ -660,7 +659,7 @@ async def test_geckos_garbage_gets_status_codes(server: Server) -> None:
 
 
 async def test_geckos_service_errors(server: Server, monkeypatch) -> None:
-    monkeypatch.setattr(http_app, "RTC_TIMEOUT", 0.2)
+    monkeypatch.setattr(rtc_signaling, "RTC_TIMEOUT", 0.2)
     async with server.client() as client:
         server.rtc.fail = True
         r = await client.post("/.wrtc/v2/connections")

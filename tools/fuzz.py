@@ -3,7 +3,7 @@
 Job: :data:`TARGETS` names every decoder of ``protocol/`` (packets, messages, snapshot parts
 and their assembly, chat frames, checked JSON, handshake cookies, both sans-IO endpoints),
 the Hatongsu event parsing of ``worldserver/hatongsu.py`` (the parsers and the service's
-``on_text``) and the geckos signaling body of ``worldserver/http_app.py``. A target's runner
+``on_text``) and the geckos signaling body of ``worldserver/rtc_signaling.py``. A target's runner
 takes one input (bytes; a text decoder gets it as UTF-8 with every invalid byte a lone
 surrogate) and must return or raise the decoder's documented error (``ProtocolError``,
 ``ChatProtocolError``, ``JsonRefused``, hatongsu's ``Drop``); anything else, or a broken
@@ -670,7 +670,7 @@ def _hatongsu_service_make():
 
 def _geckos_make():
     """The body of ``POST .../remote-description`` as the signaling route reads it."""
-    from worldserver import http_app
+    from worldserver import rtc_signaling
     from worldserver.http_common import load_json
     from worldserver.logs import LogLimiter
     from worldserver.stats import Stats
@@ -680,7 +680,7 @@ def _geckos_make():
 
     def run(data: bytes):
         value = load_json(data, "remote-description", stats, refusals)
-        description = http_app._description(value)
+        description = rtc_signaling._description(value)
         assert description is None or (type(description["type"]) is str and type(description["sdp"]) is str)
         return description
 
@@ -742,9 +742,9 @@ def _targets() -> list[Target]:
         Target("hatongsu.on_text", _hatongsu_service_make, (), lambda: list(_HATONGSU_SEEDS),
                ("worldserver.hatongsu.HatongsuService.on_text", "worldserver.hatongsu.HatongsuService.accepts"),
                text=True, max_size=5000),
-        Target("http_app.geckos_remote_description", _geckos_make, (jsonsafe.JsonRefused,),
+        Target("rtc_signaling.remote_description", _geckos_make, (jsonsafe.JsonRefused,),
                lambda: [b'{"type":"answer","sdp":"v=0\\r\\no=- 1 2 IN IP4 127.0.0.1\\r\\n"}', _JSON_SEEDS[0]],
-               ("worldserver.http_common.load_json", "worldserver.http_app._description"), text=True,
+               ("worldserver.http_common.load_json", "worldserver.rtc_signaling._description"), text=True,
                max_size=70_000),
     ] + (_token_targets() if HAS_TOKENS else [])  # fmt: skip
 

@@ -32,13 +32,14 @@ from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
 from worldserver.gctune import GcMonitor
-from worldserver.http_app import build_app, make_authorize, serve_http
+from worldserver.http_app import build_app, serve_http
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import get_logger
 from worldserver.metrics import ServerMetrics, drop_counts, transport_bytes
 from worldserver.moderation import Drain, Moderation
 from worldserver.rtc_dispatch import RtcDispatcher
+from worldserver.rtc_signaling import make_authorize
 from worldserver.sample_images import ensure_sample_images
 from worldserver.hosting import WorldHost
 from worldserver.simulation import Simulation
