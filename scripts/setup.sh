@@ -8,6 +8,8 @@
 # constraints.txt changed since the last successful one (stamp .venv/.installed-<sha256>).
 # It must not touch anything outside the repo except through apt-get, and must not start the
 # server or run tests. New set-up steps (npm, chromium, ...) go in their own function below.
+# Options: --browser (Debian's chromium for the browser tests, via scripts/web.sh), --janus
+# (Debian's janus, the SFU of proximity calls, for its tests and calls.sfu = "janus").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -72,18 +74,38 @@ build_web_client() {
     bash "$ROOT/scripts/web.sh" "$@"
 }
 
+# Debian's janus (WebRTC server; its VideoRoom plugin is the SFU of proximity calls, see
+# docs/calls.md) with apt-get when the janus program is missing.
+ensure_janus() {
+    if command -v janus >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" != "0" ]; then
+        die "janus missing; install it (as root: apt-get install janus)"
+    fi
+    log "installing janus with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq janus >/dev/null
+    command -v janus >/dev/null 2>&1 || die "janus still not found after installing it"
+}
+
 main() {
-    local web_args=()
+    local web_args=() want_janus=0
     for arg in "$@"; do
         case "$arg" in
             --browser) web_args+=(--browser) ;;
-            *) die "unknown option: $arg (use --browser)" ;;
+            --janus) want_janus=1 ;;
+            *) die "unknown option: $arg (use --browser or --janus)" ;;
         esac
     done
     take_lock
     ensure_venv
     install_python_project
     build_web_client "${web_args[@]}"
+    if [ "$want_janus" = 1 ]; then
+        ensure_janus
+    fi
 }
 
 main "$@"

@@ -30,7 +30,7 @@ for arg in "$@"; do
     args+=("$arg")
 done
 if [ "$setup" = 1 ]; then
-    bash "$ROOT/scripts/setup.sh" --browser
+    bash "$ROOT/scripts/setup.sh" --browser --janus
 fi
 cd "$ROOT"
 exec "$ROOT/.venv/bin/python" -m pytest ${args[@]+"${args[@]}"}
