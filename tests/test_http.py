@@ -31,9 +31,9 @@ from worldserver.config import Config
 from worldserver.http_app import (
     build_app,
     hypercorn_config,
-    image_title,
     serve_http,
 )
+from worldserver.http_static import image_title
 from worldserver.identity import Identities
 from worldserver.rtc_signaling import GECKOS_CORS_HEADERS, make_authorize
 from worldserver.sample_images import SAMPLES, encode_png, ensure_sample_images, has_images

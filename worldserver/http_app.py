@@ -30,31 +30,19 @@ every :data:`REFUSAL_LOG_INTERVAL` seconds.
 
 from __future__ import annotations
 
-import html
 import math
 import logging
-import os
-import re
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import anyio.to_thread
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import (
-    FileResponse,
-    HTMLResponse,
-    JSONResponse,
-    Response,
-)
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
 
 from protocol import jsonsafe
 from worldserver.chat import gateway as chat_gateway
@@ -68,14 +56,13 @@ from worldserver.http_common import (
     client_host,
     load_json,
     read_body,
-    status_text,
 )
+from worldserver.http_static import WebRoot, gallery_image, gallery_list
 from worldserver.identity import Identities
 from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.metrics import metrics_endpoint
 from worldserver.rtc_signaling import GECKOS_MARK, Geckos
-from worldserver.sample_images import IMAGE_SUFFIXES
 from worldserver.startup import bind_error
 from worldserver.stats import Stats
 from worldserver.ws_movement import movement_endpoint
@@ -83,7 +70,6 @@ from worldserver.ws_movement import movement_endpoint
 __all__ = [
     "build_app",
     "hypercorn_config",
-    "image_title",
     "serve_http",
 ]
 
@@ -100,105 +86,10 @@ READ_TIMEOUT = 60.0  # seconds without any byte from a client before its connect
 GRACEFUL_TIMEOUT = 2.0  # seconds requests in progress may take to finish at shutdown
 SHUTDOWN_DEADLINE = 5.0  # seconds after which the HTTP server is gone, finished or not
 
-_IMAGE_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".webp": "image/webp",
-}
-_TITLE_SEPARATORS = re.compile(r"[-_\s]+")
-
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
-
-
-# -- static web client and gallery pictures ----------------------------------------------------
-
-_NOT_BUILT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>worldserver</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h1>The web client is not built</h1>
-<p>worldserver is running, but there is no built web client in <code>{root}</code>.</p>
-<p>Build it with <code>bash scripts/setup.sh</code> (it runs npm and esbuild in
-<code>clients/web</code>), or set <code>http.web_root</code> to a directory holding a built
-client, then reload this page.</p>
-<p>The server itself is fine: see <a href="/health">/health</a>.</p>
-</body></html>
-"""
-
-
-_WORLD_PAGE = re.compile(r"/w/[a-z0-9][a-z0-9_-]{0,31}/?")
-_ADMIN_PAGE = re.compile(r"/admin/?")  # the dashboard (admin.html); its API is /admin/api/
-
-
-class _WebRoot:
-    """Static files of ``http.web_root`` with index.html; a help page while it is missing."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self._static: StaticFiles | None = None
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await send({"type": "websocket.close", "code": 1000})  # unknown WebSocket path
-            return
-        if _WORLD_PAGE.fullmatch(scope["path"]):  # /w/{id}: the page, showing that world
-            scope = dict(scope, path="/index.html", raw_path=b"/index.html")
-        elif _ADMIN_PAGE.fullmatch(scope["path"]):  # /admin: the dashboard page
-            scope = dict(scope, path="/admin.html", raw_path=b"/admin.html")
-        if os.path.isdir(self.root):
-            if self._static is None:
-                self._static = StaticFiles(directory=self.root, html=True, check_dir=False)
-            await self._static(scope, receive, send)
-            return
-        path = scope["path"]
-        if scope["method"] not in ("GET", "HEAD"):
-            response: Response = status_text(405, headers={"Allow": "GET, HEAD"})
-        elif path in ("/", "/index.html", "/admin.html"):
-            page = _NOT_BUILT_PAGE.format(root=html.escape(os.path.abspath(self.root)))
-            response = HTMLResponse(page, status_code=200)
-        else:
-            response = status_text(404)
-        await response(scope, receive, send)
-
-
-def image_title(filename: str) -> str:
-    """A picture's title from its file name: ``sunset_over-sea.png`` -> ``Sunset over sea``."""
-    stem = _TITLE_SEPARATORS.sub(" ", Path(filename).stem).strip()
-    return (stem[:1].upper() + stem[1:]) if stem else filename
-
-
-def _list_images(folder: str) -> list[dict]:
-    path = Path(folder)
-    try:
-        entries = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-    except OSError:
-        return []
-    names = sorted(  # pictures hung in a world's slot (hung-*, world_admin.py) are that world's
-        (p.name for p in entries if not p.name.startswith((".", "hung-")) and p.is_file()),
-        key=lambda n: (n.casefold(), n),
-    )
-    return [
-        {"url": f"/gallery/images/{quote(n)}", "title": image_title(n), "file": n} for n in names
-    ]
-
-
-def _image_path(folder: str, name: str) -> Path | None:
-    """The file for ``name`` if it is a picture directly inside ``folder``; else None."""
-    if not name or name.startswith(".") or any(c in name for c in "/\\\x00"):
-        return None
-    if Path(name).suffix.lower() not in _IMAGE_TYPES:
-        return None
-    try:
-        base = Path(folder).resolve()
-        target = (base / name).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if target.parent != base or not target.is_file():
-        return None
-    return target
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -361,25 +252,6 @@ async def _client_config(request: Request) -> Response:
     )
 
 
-async def _gallery_list(request: Request) -> Response:
-    folder = request.app.state.config.http.images_dir
-    images = await anyio.to_thread.run_sync(_list_images, folder)
-    return JSONResponse({"images": images})
-
-
-async def _gallery_image(request: Request) -> Response:
-    folder = request.app.state.config.http.images_dir
-    name = request.path_params["name"]
-    path = await anyio.to_thread.run_sync(_image_path, folder, name)
-    if path is None:
-        return status_text(404)
-    return FileResponse(
-        path,
-        media_type=_IMAGE_TYPES[path.suffix.lower()],
-        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
-    )
-
-
 class _App:
     """The outermost ASGI callable: geckos paths to the signaling handler, the rest to Starlette.
 
@@ -455,8 +327,8 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
         Route("/api/client-config", _client_config, methods=["GET"]),
         Route("/api/worlds", _worlds, methods=["GET"]),
         Route("/api/worlds/{id}", _world, methods=["GET"]),
-        Route("/gallery/images", _gallery_list, methods=["GET"]),
-        Route("/gallery/images/{name}", _gallery_image, methods=["GET"]),
+        Route("/gallery/images", gallery_list, methods=["GET"]),
+        Route("/gallery/images/{name}", gallery_image, methods=["GET"]),
         WebSocketRoute("/ws/movement", movement_endpoint),
         WebSocketRoute("/ws/chat", chat_gateway.chat_endpoint),
         Route("/api/chat/images", chat_gateway.upload_image, methods=["POST"]),
@@ -466,7 +338,7 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
     starlette = Starlette(routes=routes)
     # The web client answers whatever no route matched (a route matched with another method
     # still gets its 405 first); a Mount("/") would shadow those 405s.
-    starlette.router.default = _WebRoot(config.http.web_root)
+    starlette.router.default = WebRoot(config.http.web_root)
     state = starlette.state
     state.config = config
     state.sim = sim
