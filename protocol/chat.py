@@ -52,6 +52,11 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "MAX_USER_CHARS",
     "REQUEST_TYPES",
+    "CALL_LEFT_REASONS",
+    "MAX_CANDIDATE_CHARS",
+    "MAX_SDP_BYTES",
+    "CallEnable",
+    "CallSignal",
     "ChatProtocolError",
     "ErrorReply",
     "Event",
@@ -104,6 +109,11 @@ MAX_HISTORY_LIMIT = 100
 MAX_SINCE_LIMIT = 500
 MAX_SEARCH_LIMIT = 100
 MAX_MUTE_SECONDS = 86_400
+MAX_SDP_BYTES = 12 * 1024  # UTF-8 bytes of the SDP of one call.signal offer or answer
+MAX_CANDIDATE_CHARS = 1024  # one ICE candidate line
+MAX_SDP_MID_CHARS = 64
+MAX_SDP_MLINE_INDEX = 65_535
+MAX_UFRAG_CHARS = 256
 
 KINDS = ("text", "image", "question", "notice")
 
@@ -131,7 +141,14 @@ EVENTS = (
     "room.deleted",
     "invited",
     "presence",
+    "call.joined",
+    "call.members",
+    "call.left",
+    "call.full",
+    "call.signal",
 )
+
+CALL_LEFT_REASONS = ("moved_away", "muted", "kicked", "disabled", "ended")
 
 # Control characters (Cc) and lone surrogates (Cs). Message text may hold \n and \t; single-line
 # fields (names, tokens, queries, ids) may hold neither, nor the Unicode line/paragraph separators.
@@ -266,6 +283,72 @@ _TEXT = _str_check(MAX_TEXT_CHARS, multiline=True, long_code="too_long", allow_b
 _QUERY = _str_check(MAX_QUERY_CHARS, strip=True, long_code="too_long")
 _CLIENT_ID = _str_check(MAX_CLIENT_ID_CHARS, normalize=False)
 _IMAGE = _str_check(MAX_IMAGE_ID_CHARS, normalize=False, pattern=_IMAGE_ID)
+
+# SDP lines end in CR LF: the SDP may hold \r and \n (and tab), no other control character.
+_BAD_SDP = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_CANDIDATE = _str_check(MAX_CANDIDATE_CHARS, normalize=False, allow_blank=True)
+_SDP_MID = _str_check(MAX_SDP_MID_CHARS, normalize=False, allow_blank=True)
+_SDP_MLINE_INDEX = _int_check(0, MAX_SDP_MLINE_INDEX)
+_UFRAG = _str_check(MAX_UFRAG_CHARS, normalize=False, allow_blank=True)
+
+
+def _sdp_check(value: object, name: str) -> str:
+    if type(value) is not str:
+        raise _FieldError("bad_field", name, f"{name}: expected a string, got {_type_name(value)}")
+    found = _BAD_SDP.search(value)
+    if found:
+        raise _FieldError(
+            "bad_field", name, f"{name}: control character U+{ord(found.group()):04X} is not allowed"
+        )
+    if not value.strip():
+        raise _FieldError("bad_field", name, f"{name}: must not be empty")
+    if len(value) > MAX_SDP_BYTES or len(value.encode("utf-8")) > MAX_SDP_BYTES:
+        raise _FieldError("too_long", name, f"{name}: longer than {MAX_SDP_BYTES} bytes")
+    return value
+
+
+# The shapes of call.signal's data, by type: field -> (check, required). A null optional field
+# is absent (and comes out as None); anything else is refused.
+_SIGNAL_SHAPES: dict[str, dict[str, tuple[Check, bool]]] = {
+    "offer": {"sdp": (_sdp_check, True)},
+    "answer": {"sdp": (_sdp_check, True)},
+    "candidate": {
+        "candidate": (_CANDIDATE, True),
+        "sdpMid": (_SDP_MID, False),
+        "sdpMLineIndex": (_SDP_MLINE_INDEX, False),
+        "usernameFragment": (_UFRAG, False),
+    },
+}
+
+
+def _signal_data_check(value: object, name: str) -> dict[str, Any]:
+    """``call.signal``'s ``data``: an offer or answer ``{type, sdp}`` or an ICE candidate
+    ``{type, candidate, sdpMid?, sdpMLineIndex?, usernameFragment?}``, exactly. The result has
+    every field of its shape (absent optional ones as None), so it is relayed as checked."""
+    if type(value) is not dict:
+        raise _FieldError("bad_field", name, f"{name}: expected an object, got {_type_name(value)}")
+    kind = value.get("type")
+    shape = _SIGNAL_SHAPES.get(kind) if type(kind) is str else None
+    if shape is None:
+        raise _FieldError(
+            "bad_field", f"{name}.type", f"{name}.type: expected one of {', '.join(_SIGNAL_SHAPES)}"
+        )
+    for key in value:
+        if key != "type" and key not in shape:
+            raise _FieldError(
+                "bad_field", f"{name}.{_shown(key)[1:-1]}",
+                f"{name}: unknown field {_shown(key)} for {kind}",
+            )
+    out: dict[str, Any] = {"type": kind}
+    for key, (check, required) in shape.items():
+        item = value.get(key)
+        if item is None:
+            if required:
+                raise _FieldError("bad_field", f"{name}.{key}", f"{name}.{key}: required")
+            out[key] = None
+            continue
+        out[key] = check(item, f"{name}.{key}")
+    return out
 
 
 @attrs.frozen
@@ -480,9 +563,32 @@ class ModKick:
     user: str
 
 
+@attrs.frozen
+class CallEnable:
+    """This page can do proximity calls (``on``) or no longer (docs/calls.md)."""
+
+    OP: ClassVar[str] = "call.enable"
+    FIELDS: ClassVar[dict[str, _Field]] = {"on": _req(_bool_check)}
+    id: int
+    on: bool
+
+
+@attrs.frozen
+class CallSignal:
+    """Mesh signaling for one member of the sender's call group: relayed as a ``call.signal``
+    event only when both are in the same mesh group (the call service checks that)."""
+
+    OP: ClassVar[str] = "call.signal"
+    FIELDS: ClassVar[dict[str, _Field]] = {"to": _req(_USER), "data": _req(_signal_data_check)}
+    id: int
+    to: str
+    data: Mapping[str, Any] = attrs.field(hash=False)
+
+
 Request = Union[
     Hello, RoomsList, RoomCreate, RoomDelete, RoomInvite, RoomJoin, RoomLeave, RoomMembers,
     MsgSend, MsgHistory, MsgSince, MsgSearch, MsgAnswer, MsgDelete, Typing, ModMute, ModKick,
+    CallEnable, CallSignal,
 ]
 
 REQUEST_TYPES: dict[str, type] = {
@@ -490,6 +596,7 @@ REQUEST_TYPES: dict[str, type] = {
     for cls in (
         Hello, RoomsList, RoomCreate, RoomDelete, RoomInvite, RoomJoin, RoomLeave, RoomMembers,
         MsgSend, MsgHistory, MsgSince, MsgSearch, MsgAnswer, MsgDelete, Typing, ModMute, ModKick,
+        CallEnable, CallSignal,
     )
 }
 

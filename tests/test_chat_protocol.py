@@ -43,6 +43,15 @@ REQUESTS = [
     C.ModMute(id=26, user="troll", seconds=86_400),
     C.ModKick(id=27, user="troll"),
     C.Hello(id=2**31, token="max id"),
+    C.CallEnable(id=28, on=True),
+    C.CallEnable(id=29, on=False),
+    C.CallSignal(id=30, to="민수", data={"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}),
+    C.CallSignal(id=31, to="kim", data={"type": "answer", "sdp": "v=0\r\n"}),
+    C.CallSignal(id=32, to="kim", data={
+        "type": "candidate", "candidate": "candidate:1 1 udp 2122260223 10.0.0.1 50000 typ host",
+        "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}),
+    C.CallSignal(id=33, to="kim", data={  # the end of candidates
+        "type": "candidate", "candidate": "", "sdpMid": None, "sdpMLineIndex": None, "usernameFragment": None}),
 ]
 
 
@@ -106,6 +115,8 @@ BASE = {  # one valid frame per op (besides id)
     "typing": {"room": 1, "active": True},
     "mod.mute": {"user": "u", "seconds": 60},
     "mod.kick": {"user": "u"},
+    "call.enable": {"on": True},
+    "call.signal": {"to": "u", "data": {"type": "answer", "sdp": "v=0"}},
 }
 
 
@@ -184,6 +195,8 @@ def test_wrong_types_rejected(op, field):
         ("hello", "admin_token", "a\x00"),
         ("msg.search", "query", " "),
         ("msg.search", "query", "a\nb"),
+        ("call.signal", "to", ""),
+        ("call.signal", "to", "u" * 65),
     ],
 )
 def test_out_of_range_rejected(op, field, bad):
@@ -408,6 +421,63 @@ def test_decode_server_frame():
             C.decode_server_frame(bad)
 
 
+def test_call_signal_data_shapes():
+    """call.signal's data is an offer/answer or a candidate, exactly, with checked fields."""
+    def signal(data):
+        return {"id": 77, "op": "call.signal", "to": "kim", "data": data}
+
+    sdp = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+    r = decode_client_frame(json.dumps(signal({"type": "offer", "sdp": sdp})))
+    assert r.data == {"type": "offer", "sdp": sdp}  # SDP kept as sent: CR LF, no normalization
+    r = decode_client_frame(json.dumps(signal({"type": "candidate", "candidate": "c"})))
+    assert r.data == {"type": "candidate", "candidate": "c", "sdpMid": None, "sdpMLineIndex": None,
+                      "usernameFragment": None}
+    r = decode_client_frame(json.dumps(signal({"type": "candidate", "candidate": "", "sdpMid": "",
+                                               "sdpMLineIndex": 65_535})))
+    assert (r.data["candidate"], r.data["sdpMid"], r.data["sdpMLineIndex"]) == ("", "", 65_535)
+    # the SDP limit is 12 KiB of UTF-8, and a 12 KiB SDP of usual lines fits in a frame with
+    # its CR LF escaped
+    body = "a=fmtp:111 minptime=10;useinbandfec=1\r\n" * (C.MAX_SDP_BYTES // 30)
+    at_limit = body[: C.MAX_SDP_BYTES]
+    assert decode_client_frame(json.dumps(signal({"type": "answer", "sdp": at_limit}))).data["sdp"] == at_limit
+    err = code_of(signal({"type": "answer", "sdp": at_limit + "x"}))
+    assert (err.code, err.field, err.request_id) == ("too_long", "data.sdp", 77)
+    err = code_of(json.dumps(signal({"type": "answer", "sdp": "가" * (C.MAX_SDP_BYTES // 3 + 1)}),
+                             ensure_ascii=False))
+    assert (err.code, err.field) == ("too_long", "data.sdp")
+    bad = [
+        ({"sdp": "v=0"}, "data.type"),
+        ({"type": "bye"}, "data.type"),
+        ({"type": 1, "sdp": "v=0"}, "data.type"),
+        ({"type": "offer"}, "data.sdp"),
+        ({"type": "offer", "sdp": None}, "data.sdp"),
+        ({"type": "offer", "sdp": ""}, "data.sdp"),
+        ({"type": "offer", "sdp": 5}, "data.sdp"),
+        ({"type": "offer", "sdp": "v=0\x00"}, "data.sdp"),
+        ({"type": "offer", "sdp": "v=0\x1b[2J"}, "data.sdp"),
+        ({"type": "offer", "sdp": "v=0", "candidate": "c"}, "data.candidate"),
+        ({"type": "offer", "sdp": "v=0", "extra": 1}, "data.extra"),
+        ({"type": "candidate"}, "data.candidate"),
+        ({"type": "candidate", "candidate": 3}, "data.candidate"),
+        ({"type": "candidate", "candidate": "a\r\nb"}, "data.candidate"),
+        ({"type": "candidate", "candidate": "x" * (C.MAX_CANDIDATE_CHARS + 1)}, "data.candidate"),
+        ({"type": "candidate", "candidate": "c", "sdpMid": 0}, "data.sdpMid"),
+        ({"type": "candidate", "candidate": "c", "sdpMid": "m" * 65}, "data.sdpMid"),
+        ({"type": "candidate", "candidate": "c", "sdpMLineIndex": -1}, "data.sdpMLineIndex"),
+        ({"type": "candidate", "candidate": "c", "sdpMLineIndex": 65_536}, "data.sdpMLineIndex"),
+        ({"type": "candidate", "candidate": "c", "sdpMLineIndex": "0"}, "data.sdpMLineIndex"),
+        ({"type": "candidate", "candidate": "c", "sdp": "v=0"}, "data.sdp"),
+        ({"type": "candidate", "candidate": "c", "usernameFragment": []}, "data.usernameFragment"),
+    ]
+    for data, field in bad:
+        err = code_of(signal(data))
+        assert (err.code, err.field, err.request_id) == ("bad_field", field, 77), data
+        assert err.message.startswith("data"), err.message
+    for data in ([], "offer", 1, True):
+        err = code_of(signal(data))
+        assert (err.code, err.field) == ("bad_field", "data")
+
+
 def test_encode_request_refuses_invalid_requests():
     with pytest.raises(ChatProtocolError):
         encode_request(C.MsgSend(id=1, room=1, kind="text", text=""))
@@ -444,12 +514,18 @@ json_values = st.recursive(
 )
 field_names = st.sampled_from(
     ["token", "admin_token", "since", "name", "private", "room", "user", "kind", "text", "image",
-     "client_id", "before", "after", "limit", "query", "message", "active", "seconds", "extra"]
+     "client_id", "before", "after", "limit", "query", "message", "active", "seconds", "extra",
+     "on", "to", "data"]
 )
 field_values = st.one_of(
     json_values, st.integers(min_value=-2, max_value=600), st.sampled_from(C.KINDS),
     st.text(alphabet="가나다abc \n\t\x00\u0301\ud800", max_size=12),
     st.dictionaries(st.text(alphabet="0123456789", max_size=3), st.integers(-1, 10), max_size=3),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["offer", "answer", "candidate", "x"])},
+        optional={"sdp": json_values, "candidate": json_values, "sdpMid": json_values,
+                  "sdpMLineIndex": json_values, "usernameFragment": json_values, "extra": json_values},
+    ),
 )
 
 

@@ -321,6 +321,10 @@ _CHAT_REQUESTS = [
     C.Typing(id=24, room=1, active=True),
     C.ModMute(id=26, user="troll", seconds=86_400),
     C.ModKick(id=27, user="troll"),
+    C.CallEnable(id=28, on=True),
+    C.CallSignal(id=29, to="민수", data={"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}),
+    C.CallSignal(id=30, to="kim", data={"type": "candidate", "candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host",
+                                        "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": None}),
 ]
 
 
@@ -339,6 +343,9 @@ def _chat_server_seeds() -> list[bytes]:
         C.encode_error(None, "bad_frame", "not JSON"),
         C.encode_event("message", room=1, message=msg),
         C.encode_event("presence", online=["a", "b"]),
+        C.encode_event("call.joined", group="main/p3", zone=None, mode="mesh", sfu=None,
+                       members=[{"name": "a", "entity_id": 3}, {"name": "b", "entity_id": 4}]),
+        C.encode_event("call.signal", group="main/p3", data={"type": "answer", "sdp": "v=0\r\n"}, **{"from": "a"}),
     ]
     return [f.encode() for f in frames]
 
