@@ -830,6 +830,11 @@ class CallsSettings:
         "", "str", "Janus WebSocket URL given to browsers; empty: the started Janus on this host.")
     janus_port: int = _setting(
         8188, "int", "Port of the Janus this server starts (WebSocket API).", _between(1, 65535))
+    janus_host: str = _setting(
+        "127.0.0.1", "str", "Address the Janus this server starts listens on (0.0.0.0: browsers on other"
+        " machines reach it).", _not_empty)
+    janus_binary: str = _setting(
+        "janus", "str", "The janus program this server starts (a name on PATH or a path).", _not_empty)
     janus_admin_key: str = _setting(
         "", "str", "Janus VideoRoom admin_key for creating rooms; empty: a random one per start.")
     signal_rate: float = _setting(
