@@ -74,6 +74,37 @@ def test_pragmas_and_schema_version(store, path):
     full.close()
 
 
+def _cache_and_map(store) -> tuple[int, int]:
+    return (store._db.execute("PRAGMA cache_size").fetchone()[0],
+            store._db.execute("PRAGMA mmap_size").fetchone()[0])
+
+
+def test_the_server_sizes_the_cache_and_map_by_its_settings(tmp_path):
+    """chat.db_cache_mib and chat.db_mmap_mib reach SQLite (the defaults: a small cache and no
+    map, so that the server's RSS does not grow with the database; docs/reliability.md)."""
+    from worldserver.chat.service import ChatService
+    from worldserver.config import Config, load_config
+    from worldserver.identity import Identities
+
+    def opened(config):
+        service = ChatService.from_config(config, None, Identities(), None)
+        return service._store_factory()
+
+    default = opened(load_config(None, env={}, overrides={"server.data_dir": str(tmp_path / "a")}))
+    try:
+        chat = Config().chat
+        assert _cache_and_map(default) == (-1024 * chat.db_cache_mib, 1024 * 1024 * chat.db_mmap_mib)
+        assert _cache_and_map(default) == (-4096, 0)
+    finally:
+        default.close()
+    sized = opened(load_config(None, env={}, overrides={
+        "server.data_dir": str(tmp_path / "b"), "chat.db_cache_mib": "3", "chat.db_mmap_mib": "2"}))
+    try:
+        assert _cache_and_map(sized) == (-3 * 1024, 2 * 1024 * 1024)
+    finally:
+        sized.close()
+
+
 # ----------------------------------------------------------------------------------- rooms
 
 

@@ -631,6 +631,17 @@ class ChatSettings:
     db_path: str = _setting(
         "", "str", 'SQLite database file; "" = chat.sqlite3 in server.data_dir.'
     )
+    db_cache_mib: int = _setting(
+        4, "int",
+        "SQLite page cache of the chat database, in MiB (heap memory that fills as the database grows).",
+        _between(1, 65536),
+    )
+    db_mmap_mib: int = _setting(
+        0, "int",
+        "Bytes of the chat database SQLite reads through a memory map, in MiB (0 = none: reads go"
+        " through the OS page cache, which is not the server's RSS).",
+        _between(0, 1_048_576),
+    )
     admin_token: str = _setting(
         "", "str", 'Token that gives moderator rights to a chat client (the chat only: not server.admin_token); "" = no moderators.'
     )

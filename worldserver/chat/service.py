@@ -313,7 +313,8 @@ class ChatService:
     def from_config(cls, config, sim, identities: Identities, stats: Stats | None,
                     limits: AddressLimits | None = None, moderation: Moderation | None = None) -> ChatService:
         """The service of a server: SQLite at ``chat.db_path`` (default
-        ``<server.data_dir>/chat.sqlite3``), images in ``<server.data_dir>/chat-images``;
+        ``<server.data_dir>/chat.sqlite3``; its page cache and memory map sized by
+        ``chat.db_cache_mib`` and ``chat.db_mmap_mib``), images in ``<server.data_dir>/chat-images``;
         ``limits`` the server's shared :class:`AddressLimits` (None: its own); ``moderation``
         the server's :class:`Moderation` (None: its own)."""
         from worldserver.chat.images import ImageFiles
@@ -325,7 +326,7 @@ class ChatService:
         def open_store() -> ChatStore:
             folder = os.path.dirname(os.path.abspath(path))
             os.makedirs(folder, exist_ok=True)
-            return SqliteChatStore(path)
+            return SqliteChatStore(path, cache_mib=config.chat.db_cache_mib, mmap_mib=config.chat.db_mmap_mib)
 
         images = ImageFiles(os.path.join(data_dir, "chat-images"))
         return cls(config, open_store, sim=sim, identities=identities, stats=stats, images=images,

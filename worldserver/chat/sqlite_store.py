@@ -243,7 +243,10 @@ class SqliteChatStore:
 
     ``path`` is a file name (its directory must exist) or ``":memory:"`` (tests only: no WAL).
     ``synchronous`` is ``"NORMAL"`` (survives a killed process) or ``"FULL"`` (survives power
-    loss). ``cache_mib`` and ``mmap_mib`` size SQLite's page cache and memory map.
+    loss). ``cache_mib`` and ``mmap_mib`` size SQLite's page cache and memory map (0: no map);
+    the defaults are those of the ``chat.db_cache_mib`` and ``chat.db_mmap_mib`` settings. Both
+    fill as the database grows and count in the process's RSS (the cache as heap, the map as
+    mapped file pages); without a map, reads are served from the OS page cache instead.
     """
 
     def __init__(
@@ -251,8 +254,8 @@ class SqliteChatStore:
         path: str | os.PathLike[str],
         *,
         synchronous: str = "NORMAL",
-        cache_mib: int = 64,
-        mmap_mib: int = 256,
+        cache_mib: int = 4,
+        mmap_mib: int = 0,
         busy_timeout: float = 5.0,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
