@@ -90,6 +90,7 @@ class Zone:
     center: tuple[float, float]
     size: tuple[float, float]  # rect
     radius: float  # circle
+    call: bool = False  # a call zone: everyone inside is in one call (docs/calls.md)
 
 
 @attrs.frozen
@@ -174,7 +175,7 @@ class WorldSpec:
             "pictures": [{"id": p.id, "position": list(p.position), "facing": p.facing, "size": list(p.size),
                           "image": p.image} for p in self.pictures],
             "zones": [{"id": z.id, "shape": z.shape, "center": list(z.center), "size": list(z.size),
-                       "radius": z.radius} for z in self.zones],
+                       "radius": z.radius, "call": z.call} for z in self.zones],
         }
 
 
@@ -339,14 +340,18 @@ def parse_world(doc: dict, source: str = "<memory>") -> WorldSpec:
     zones, seen = [], set()
     for i, item in enumerate(r.items(doc, "zones")):
         path = f"zones[{i}]."
-        r.table(item, f"zones[{i}]", {"id", "shape", "center", "size", "radius"})
+        r.table(item, f"zones[{i}]", {"id", "shape", "center", "size", "radius", "call"})
         shape = r.text(item, "shape", path, default="rect", choices=("rect", "circle"))
+        call = item.get("call", False)
+        if not isinstance(call, bool):
+            raise r.fail(f"{path}call", f"must be true or false, got {call!r}")
         zone = Zone(
             id=r.text(item, "id", path, pattern=ID_RE),
             shape=shape,
             center=r.vector(item, "center", path, 2),
             size=r.vector(item, "size", path, 2, positive=True) if shape == "rect" else (0.0, 0.0),
             radius=r.number(item, "radius", path, positive=True) if shape == "circle" else 0.0,
+            call=call,
         )
         if zone.id in seen:
             raise r.fail(f"{path}id", f"{zone.id!r} is used twice")
