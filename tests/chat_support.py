@@ -24,7 +24,8 @@ import trio
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
-from worldserver.http_app import build_app, serve_http
+from worldserver.http_app import build_app
+from worldserver.http_server import serve_http
 from worldserver.identity import Identities
 from worldserver.stats import Stats
 

@@ -27,7 +27,8 @@ from chat_support import TIMEOUT, start_chat_server
 from worldclient.chat_client import open_chat
 from worldserver.chat import gateway
 from worldserver.chat import service as chat_service
-from worldserver.http_app import build_app, serve_http
+from worldserver.http_app import build_app
+from worldserver.http_server import serve_http
 from worldtools.chat_swarm import client_frame
 
 

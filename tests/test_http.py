@@ -1,4 +1,5 @@
-"""Tests of the HTTP port (worldserver.http_app) through a real hypercorn on 127.0.0.1.
+"""Tests of the HTTP port (worldserver.http_app and the modules it routes to: http_static,
+rtc_signaling, ws_movement; served by http_server) through a real hypercorn on 127.0.0.1.
 
 Each test starts ``serve_http`` on port 0 in the test's nursery and talks to it with httpx
 (HTTP) and trio_websocket (``/ws/movement``). The WebRTC and stream services are small fakes
@@ -24,15 +25,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from worldserver import http_app, rtc_signaling
+from worldserver import http_server, rtc_signaling
 from worldserver.accounts import Accounts
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
-from worldserver.http_app import (
-    build_app,
-    hypercorn_config,
-    serve_http,
-)
+from worldserver.http_app import build_app
+from worldserver.http_server import hypercorn_config, serve_http
 from worldserver.http_static import image_title
 from worldserver.identity import Identities
 from worldserver.rtc_signaling import GECKOS_CORS_HEADERS, make_authorize
@@ -854,7 +852,7 @@ async def test_ws_message_beyond_hypercorn_limit(server: Server) -> None:
     server.app.state.ws_idle_timeout = 0.5  # how the handler notices (see WS_FRAME_LIMIT)
     with trio.fail_after(TIMEOUT):
         async with open_ws(server.ws_url) as ws:
-            await ws.send_message(bytes(http_app.WS_FRAME_LIMIT + 1))
+            await ws.send_message(bytes(http_server.WS_FRAME_LIMIT + 1))
             with pytest.raises(ConnectionClosed) as info:
                 await ws.get_message()
             assert info.value.reason.code == 1009

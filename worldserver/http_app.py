@@ -1,44 +1,35 @@
-"""The HTTP port: one ASGI app (Starlette) served by hypercorn's trio worker.
+"""The HTTP port's ASGI app (Starlette), served by ``worldserver.http_server``.
 
-Job: :func:`build_app` makes the app -- health, metrics, the admin API (``worldserver.admin_api``'s
-routes), ``POST /api/join`` (with the UDP connect token
-and key, ``worldserver.connect_tokens``), ``POST /api/connect-token``, the player list, the web
-client's settings, gallery pictures, the built web client as static files (``/w/{id}`` is its
-page, ``/admin`` its dashboard, admin.html), the geckos.io 3.x
-signaling routes (any path containing ``/.wrtc/v2``, answered as geckos does, with its CORS
-headers on every answer) handed to the WebRTC service, and the ``/ws/movement`` WebSocket
-that carries native protocol packets (one binary message each) to and from the stream
-service. :func:`serve_http` runs it with hypercorn on ``http.host:http.port`` (TLS when a
-certificate is configured), reports the bound port, and on cancellation shuts down gracefully
-(WebSockets closed with 1001, every socket closed, all within a deadline); an error in one
-connection ends only that connection (``worldserver.http_guard``).
-:func:`make_authorize` is the geckos authorization hook built on the join tokens.
+Job: :func:`build_app` makes the app and holds its route table -- health, metrics, the admin
+API (``worldserver.admin_api``'s routes), ``POST /api/join`` (with the UDP connect token and
+key, ``worldserver.connect_tokens``), ``POST /api/connect-token``, the player list, the worlds,
+the web client's settings, the chat's WebSocket and images (``worldserver.chat.gateway``), and
+what other modules answer: the gallery pictures and the built web client
+(``worldserver.http_static``, whatever no route matched), the ``/ws/movement`` WebSocket
+(``worldserver.ws_movement``), and, ahead of Starlette, every path containing ``/.wrtc/v2``
+(geckos.io signaling, ``worldserver.rtc_signaling``). When the server's own ``send`` fails
+under a response, the request ends as a counted drop (``drop.http_send_failed``).
 Per-address limits (``[limits]``, :mod:`worldserver.limits`): ``POST /api/join`` and
-``POST /api/connect-token`` beyond the address's join tokens are a 429 with ``Retry-After``; a ``/ws/movement`` upgrade beyond its
-handshake tokens or connections is refused before accept; WebRTC offers are admitted by the
-WebRTC service, which gets the client's address.
+``POST /api/connect-token`` beyond the address's join tokens are a 429 with ``Retry-After``
+(the ``/ws/movement`` upgrade and WebRTC offers are admitted where they are answered). Joins
+ask the moderation whether the name is banned or the server draining.
 
-Must not: run WebRTC or the native protocol itself (``rtc`` and ``ws_movement`` do), block the
-trio loop (file reads go to worker threads, WebSocket sends never wait: a one-slot snapshot
-outbox per socket), trust a path or body from the network (no traversal outside the images
-and web directories, bounded bodies and frames, malformed input answered with a status code,
-never an unhandled error), or wait without a deadline. JSON bodies are parsed with
-``protocol.jsonsafe`` (size and nesting depth checked before parsing): a refused one is a 400
-naming the reason, counted as ``drop.http_json.<reason>`` and logged at most once per reason
-every :data:`REFUSAL_LOG_INTERVAL` seconds.
+Must not: run WebRTC, the native protocol or the chat, send files, or run the server itself
+(the modules named above do), block the trio loop, trust a body from the network (bodies are
+read bounded and with a deadline, JSON parsed with ``protocol.jsonsafe`` through
+``worldserver.http_common``: a refused one is a 400 naming the reason, counted as
+``drop.http_json.<reason>``, logged at most once per reason every ``REFUSAL_LOG_INTERVAL``
+seconds; malformed input is answered with a status code, never an unhandled error), or wait
+without a deadline.
 """
 
 from __future__ import annotations
 
 import math
-import logging
 from http import HTTPStatus
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -46,7 +37,6 @@ from starlette.routing import Route, WebSocketRoute
 
 from protocol import jsonsafe
 from worldserver.chat import gateway as chat_gateway
-from worldserver.http_guard import install as install_http_guard
 from worldserver.accounts import Accounts, JoinRefused
 from worldserver.connect_tokens import ConnectAdmission
 from worldserver.hosting import as_host
@@ -63,33 +53,16 @@ from worldserver.limits import AddressLimits
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.metrics import metrics_endpoint
 from worldserver.rtc_signaling import GECKOS_MARK, Geckos
-from worldserver.startup import bind_error
 from worldserver.stats import Stats
 from worldserver.ws_movement import movement_endpoint
 
-__all__ = [
-    "build_app",
-    "hypercorn_config",
-    "serve_http",
-]
+__all__ = ["build_app"]
 
 log = get_logger("worldserver.http")
-
-# hypercorn's own limit for any WebSocket message (it buffers a message up to this). Kept well
-# above MAX_WS_MESSAGE so that our handler, not hypercorn, refuses big messages: hypercorn
-# 0.18 sends 1009 itself beyond it but then never tells the app the socket ended (the app
-# notices by its idle timeout).
-WS_FRAME_LIMIT = 256 * 1024
-KEEP_ALIVE_MAX_REQUESTS = 100_000  # requests per HTTP/1.1 connection (hypercorn's default: 1000)
-KEEP_ALIVE_TIMEOUT = 20.0  # seconds an idle keep-alive connection is kept
-READ_TIMEOUT = 60.0  # seconds without any byte from a client before its connection is closed
-GRACEFUL_TIMEOUT = 2.0  # seconds requests in progress may take to finish at shutdown
-SHUTDOWN_DEADLINE = 5.0  # seconds after which the HTTP server is gone, finished or not
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -363,86 +336,3 @@ def build_app(*, config, sim, identities: Identities, worlds=None, rtc=None, ws_
     state.stopping = trio.Event()  # set by serve_http when the server shuts down
     state.refusals = LogLimiter(log, REFUSAL_LOG_INTERVAL)  # log lines about refused input
     return _App(starlette, Geckos(rtc, config.http.cors_origin, state.stats, state.refusals))
-
-
-# -- serving -----------------------------------------------------------------------------------
-
-
-def hypercorn_config(config) -> HypercornConfig:
-    """hypercorn settings for the HTTP port: bind, TLS, limits, logs through worldserver's."""
-    http = config.http
-    if bool(http.certfile) != bool(http.keyfile):
-        raise ValueError("http.certfile and http.keyfile must be set together")
-    hc = HypercornConfig()
-    host = http.host
-    hc.bind = [f"[{host}]:{http.port}" if ":" in host else f"{host}:{http.port}"]
-    if http.certfile:
-        hc.certfile = http.certfile
-        hc.keyfile = http.keyfile
-    hc.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
-    hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
-    hc.read_timeout = READ_TIMEOUT
-    hc.websocket_max_message_size = WS_FRAME_LIMIT
-    hc.graceful_timeout = GRACEFUL_TIMEOUT
-    hc.shutdown_timeout = GRACEFUL_TIMEOUT  # the app's lifespan shutdown
-    hc.startup_timeout = 10.0
-    hc.backlog = 256
-    hc.accesslog = None
-    server_log = logging.getLogger("worldserver.http.server")
-    if server_log.level == logging.NOTSET:
-        server_log.setLevel(logging.WARNING)  # hypercorn's "Running on ..." lines stay quiet
-    hc.errorlog = server_log
-    return hc
-
-
-async def serve_http(config, app, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` on ``http.host:http.port`` until cancelled, then shut down gracefully.
-
-    ``task_status.started(port)`` reports the bound TCP port (the real one when
-    ``http.port`` is 0) once the socket listens. On cancellation: WebSockets are closed with
-    1001, requests in progress get up to ``GRACEFUL_TIMEOUT`` seconds, and everything is gone
-    (sockets closed) within ``SHUTDOWN_DEADLINE`` seconds.
-    """
-    hc = hypercorn_config(config)
-    install_http_guard()  # one connection's protocol error must not end the server
-    try:
-        sockets = hc.create_sockets()  # binds; hypercorn never closes these, so we do
-    except OSError as exc:  # the port was taken (worldserver/startup.py checked it before)
-        raise bind_error("http", config.http.host, config.http.port, exc) from None
-    listening = sockets.secure_sockets + sockets.insecure_sockets
-    try:
-        for sock in listening:
-            sock.listen(hc.backlog)
-        host, port = listening[0].getsockname()[:2]
-        stop = trio.Event()
-        # hypercorn runs shielded so that our cancellation becomes its graceful shutdown
-        # (hypercorn cancelled directly leaks the sockets of open connections).
-        hyper_scope = trio.CancelScope(shield=True)
-
-        async def run_hypercorn(task_status=trio.TASK_STATUS_IGNORED) -> None:
-            with hyper_scope:
-                await worker_serve(
-                    wrap_app(app, hc.wsgi_max_body_size, "asgi"),
-                    hc,
-                    sockets=sockets,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                )
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(run_hypercorn)
-            scheme = "https" if sockets.secure_sockets else "http"
-            shown = f"[{host}]" if ":" in host else host
-            log.debug("http listening", url=f"{scheme}://{shown}:{port}")
-            task_status.started(port)
-            try:
-                await trio.sleep_forever()
-            finally:
-                stopping = getattr(getattr(app, "state", None), "stopping", None)
-                if stopping is not None:
-                    stopping.set()
-                stop.set()
-                hyper_scope.deadline = trio.current_time() + SHUTDOWN_DEADLINE
-    finally:
-        for sock in listening:
-            sock.close()

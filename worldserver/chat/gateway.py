@@ -58,7 +58,7 @@ log = get_logger("worldserver.chat.gateway")
 BAD_FRAME_LIMIT = 20  # more bad frames than this within the window close the socket (1008)
 BAD_FRAME_WINDOW = 10.0
 # Seconds without a frame before the socket is closed (1001). hypercorn's own read timeout
-# (http_app.READ_TIMEOUT, 60 s of silence) usually comes first: clients send something (a
+# (http_server.READ_TIMEOUT, 60 s of silence) usually comes first: clients send something (a
 # WebSocket ping is enough) at least every 30 s.
 CHAT_IDLE_TIMEOUT = 120.0
 CLOSE_TIMEOUT = 2.0  # seconds to wait for a send in progress before giving up on a close
