@@ -836,7 +836,9 @@ class CallsSettings:
     sfu: str = _setting("none", "str", "Media server for large groups and zones: none or janus.",
                         _one_of("none", "janus"))
     janus_url: str = _setting(
-        "", "str", "WebSocket API of an existing Janus (ws://host:8188); empty: start our own.")
+        "", "str",
+        "WebSocket API URL of an existing Janus (scheme ws or wss, Janus port 8188 by default); empty: start"
+        " our own.")
     janus_public_url: str = _setting(
         "", "str", "Janus WebSocket URL given to browsers; empty: the started Janus on this host.")
     janus_port: int = _setting(
