@@ -10,6 +10,7 @@
 import * as THREE from "three";
 import { CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
 
+import { idleCallHook, mountCalls } from "./calls/index.js";
 import { idleChatHook, mountChat } from "./chat/index.js";
 import { lastName, remember, secretFor } from "./net/names.js";
 import { NetSession } from "./net/session.js";
@@ -38,6 +39,7 @@ const MOUSE_TURN = 0.005; // rad per pixel
  * @typedef {object} PageState
  * @property {NetSession | null} session
  * @property {ReturnType<typeof mountChat> | null} chat mountChat(): panel, client, speech bubbles
+ * @property {ReturnType<typeof mountCalls> | null} [calls] mountCalls(): proximity calls on the chat socket
  * @property {string} name
  * @property {Map<number, string>} names entity id -> name
  * @property {number} playersFetchedAt
@@ -233,7 +235,7 @@ function initScene(images, worldDoc) {
   state.layout = new PageLayout({ statusEl: $("status"), chatEl: $("chat") });
   const layout = state.layout;
   const stick = state.stick;
-  state.tags = new NameTags({ rays, panels: () => [...layout.panels(), stick.el, $("overlay")] });
+  state.tags = new NameTags({ rays, panels: () => [...layout.panels(), stick.el, $("overlay"), ...(state.calls ? [state.calls.tiles.root] : [])] });
   const container = $("view");
   try {
     // Debug overrides: ?pr=<pixel ratio>&aa=0|1
@@ -297,6 +299,11 @@ function frame(t) {
   }
   avatars.update(remote, self, state.names, dt);
   if (state.chat) state.chat.update(avatars);
+  // Voices follow the avatars (calls/audio.js); who speaks in a call gets a ring on the name tag.
+  const talking = state.calls
+    ? state.calls.update({ self, position: (id) => { const a = avatars.avatars.get(id); return a ? a.group.position : null; } }, self ? self.id : null)
+    : null;
+  if (talking) for (const [id, a] of avatars.avatars) a.labelEl.classList.toggle("speaking", talking.has(id));
 
   const cam = state.camera;
   const head = self ? { x: self.x, y: self.y + 1.6, z: self.z } : { x: 0, y: 1.6, z: 0 };
@@ -309,7 +316,7 @@ function frame(t) {
   const bubbles = state.chat ? state.chat.bubbles : null;
   tags.update({
     avatars, camera: cam, selfId: self ? self.id : null, bubbles,
-    speaking: new Set(bubbles ? bubbles.list().map((b) => b.entityId) : []),
+    speaking: new Set([...(bubbles ? bubbles.list().map((b) => b.entityId) : []), ...(talking || [])]),
     width: window.innerWidth, height: window.innerHeight,
   });
   const r0 = performance.now();
@@ -444,7 +451,11 @@ function startSession(token, config) {
   });
   const chat = state.chat;
   if (state.layout) state.layout.attachChat(chat.client);
+  // Calls ride on the chat socket, whatever carries the movement (docs/calls.md).
+  state.calls = mountCalls({ chat: chat.client, parent: document.body });
+  const calls = state.calls;
   window.addEventListener("pagehide", () => {
+    calls.stop();
     session.stop();
     chat.stop();
   });
@@ -535,6 +546,10 @@ function installTestHook() {
     },
     get chat() {
       return state.chat ? state.chat.hook : idleChatHook;
+    },
+    /** Proximity calls (calls/index.js): state(), received() (getStats per received track), setMic, setCam. */
+    get calls() {
+      return state.calls ? state.calls.hook : idleCallHook;
     },
   };
   window.worldserverTest = hook;

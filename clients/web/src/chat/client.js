@@ -304,7 +304,7 @@ export class ChatClient {
   /**
    * Events: "state" (client), "rooms" (), "messages" (roomKey, added[], {live, older}),
    * "typing" (roomKey), "members" (roomKey), "invited" (roomKey, by), "removed" (roomKey,
-   * reason), "error" (ChatError), "outbox" (roomKey).
+   * reason), "error" (ChatError), "outbox" (roomKey), "call" (a call.* event frame, as sent).
    * @param {string} event
    * @param {(...args: any[]) => void} cb
    * @returns {() => void} stops listening
@@ -828,6 +828,8 @@ export class ChatClient {
         break;
       }
       default:
+        // Proximity calls ride on this socket (docs/calls.md); ../calls/index.js listens.
+        if (f.ev.startsWith("call.")) this._emit("call", f);
         break;
     }
   }
