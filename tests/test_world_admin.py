@@ -350,6 +350,22 @@ async def test_the_open_world_has_no_file_to_reload(nursery, tmp_path):
         assert answer.status_code == 409 and answer.json()["code"] == "no_file"
 
 
+async def test_the_worlds_list_says_what_open_takes_and_how_large_a_picture_may_be(nursery, tmp_path):
+    served = await start(nursery, tmp_path, '["gallery"]', **{"chat.max_image_bytes": "50000"})
+    shipped = sorted(p.stem for p in Path(builtin_world("gallery").source).parent.glob("*.toml"))
+    assert {"gallery", "halls"} <= set(shipped)
+    async with api(served.url) as http:
+        listed = (await http.get("/admin/api/worlds")).json()
+        assert listed["builtin"] == sorted(["open", *shipped]) and listed["max_image_bytes"] == 50000
+        assert [w["id"] for w in listed["worlds"]] == ["gallery"] and listed["default"] == "gallery"
+        for name in listed["builtin"]:  # each is a name POST worlds takes
+            if name != "gallery":
+                answer = await http.post("/admin/api/worlds", json={"world": name})
+                assert answer.status_code == 200 and answer.json()["id"] == name, answer.text
+        again = (await http.get("/admin/api/worlds")).json()
+        assert sorted(w["id"] for w in again["worlds"]) == sorted(listed["builtin"])
+
+
 # -- pictures -----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,10 @@ Job: :class:`WorldAdmin` does what the admin API's ``/admin/api/worlds`` routes 
 (worldserver/admin_api.py hands them to :meth:`WorldAdmin.handle`; the ``worldserver worlds``
 commands of worldserver/admin_cli.py call them):
 
+- **list** them (``GET``: each world with its players, version, file and slots), with what a
+  form needs to offer (the dashboard's, clients/web/src/admin/): ``builtin``, the names open
+  takes besides a path, and ``max_image_bytes``, the largest picture a slot takes (0: this
+  server decodes no images);
 - **open** a world (a built-in id, ``open``, or the path of a world file on the server, as
   ``worlds.hosted`` names them): its own :class:`~worldserver.simulation.Simulation`, built in a
   worker thread, its chat room ``<chat.public_room>@<id>`` (made or found again), then
@@ -59,7 +63,7 @@ from worldserver.chat.service import ChatError
 from worldserver.logs import get_logger
 from worldserver.native import WORLD_CLOSED
 from worldserver.simulation import Simulation
-from worldserver.worldfile import ID_RE, WorldFileError, load_named, load_world
+from worldserver.worldfile import BUILTIN_DIR, ID_RE, WorldFileError, load_named, load_world
 
 __all__ = ["HUNG_PREFIX", "MAX_WORLDS", "OVERLAY_DIR", "WorldAdmin", "WorldAdminError"]
 
@@ -99,6 +103,7 @@ class WorldAdmin:
         self.folder = Path(config.server.data_dir) / OVERLAY_DIR
         self.images = ImageFiles(config.http.images_dir)
         self.overlays: dict[str, dict[str, str]] = {}  # world id -> slot -> image ("" empty)
+        self._builtin: list[str] | None = None  # what POST worlds takes besides a file's path
 
     @property
     def host(self):
@@ -111,7 +116,12 @@ class WorldAdmin:
         ``read_json(request)``: the admin API's JSON body reader."""
         n = len(parts)
         if n == 0 and method == "GET":
-            return {"default": self.host.default_id, "worlds": [self.describe(sim) for sim in self.host]}
+            if self._builtin is None:  # the shipped world files do not change while the server runs
+                self._builtin = await trio.to_thread.run_sync(_builtin_ids)
+            chat = self.running.chat
+            images = chat is not None and chat.image_workers is not None
+            return {"default": self.host.default_id, "worlds": [self.describe(sim) for sim in self.host],
+                    "builtin": self._builtin, "max_image_bytes": chat.max_image_bytes if images else 0}
         if n == 0 and method == "POST":
             return await self.open((await read_json(request)).get("world"))
         if n == 1 and method == "GET":
@@ -380,6 +390,13 @@ class WorldAdmin:
             (Path(self.config.http.images_dir) / name).unlink(missing_ok=True)
         except OSError as exc:
             log.warning("old picture not deleted", image=name, error=str(exc)[:200])
+
+
+def _builtin_ids() -> list[str]:
+    """The names :func:`~worldserver.worldfile.load_named` takes that are not paths: ``open``
+    and the worlds shipped in ``worldserver/worlds``, sorted (a worker thread: it lists a
+    folder)."""
+    return sorted(["open", *(p.stem for p in BUILTIN_DIR.glob("*.toml") if ID_RE.fullmatch(p.stem))])
 
 
 def _url(image: str) -> str:
