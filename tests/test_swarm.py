@@ -38,6 +38,10 @@ from worldserver.app import serve  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
 from udp_support import mint_tickets  # noqa: E402
 from worldtools import swarm  # noqa: E402
+from worldtools.swarm import bots as swarm_bots  # noqa: E402
+from worldtools.swarm.command import ProgressLine, StdinStart  # noqa: E402
+from worldtools.swarm.processes import _sum_counts  # noqa: E402
+from worldtools.swarm.udp import UdpTransport  # noqa: E402
 
 REPORT_FIELDS = {
     "bots_requested", "connected", "failures", "failure_reasons", "decode_errors",
@@ -78,7 +82,7 @@ async def test_swarm_against_in_process_server(autojump_clock):
     assert report["snapshots_per_bot_s"] == pytest.approx(tick_rate, rel=0.1)
     assert report["snapshots_per_bot_s"] <= report["parts_per_bot_s"] <= 2 * report["snapshots_per_bot_s"]
     assert 0.5 < report["observed_refreshed_share"] <= 1.0  # a few walking bots: all refreshed
-    assert report["inputs_per_bot_s"] == pytest.approx(1 / swarm.SEND_INTERVAL, rel=0.1)
+    assert report["inputs_per_bot_s"] == pytest.approx(1 / swarm_bots.SEND_INTERVAL, rel=0.1)
     assert report["bytes_per_bot_s"] > 0
     assert report["packet_loss"] == 0.0
     assert report["latency_samples"] >= 1
@@ -105,7 +109,7 @@ async def test_measurement_waits_for_begin_and_progress_shows_both_phases(autoju
 
         report = await swarm.run_bots(
             host, port, bots=4, duration=2.0, observers=2, seed=5, clock=trio.current_time,
-            tickets=mint_tickets(running, 4), progress=swarm.ProgressLine(4, stream=lines),
+            tickets=mint_tickets(running, 4), progress=ProgressLine(4, stream=lines),
             ready=lambda setup_s: said_ready.append(trio.current_time()), begin=begin,
         )  # fmt: skip
         nursery.cancel_scope.cancel()
@@ -167,7 +171,7 @@ async def test_no_server_is_a_failure(autojump_clock):
     assert report["failures"] == 3
     # the set-up waits for every handshake to end; then the 0.6 s are measured (without bots)
     assert report["failure_reasons"] == {"handshake_timeout": 3}
-    assert report["setup_s"] >= swarm.HANDSHAKE_TIMEOUT
+    assert report["setup_s"] >= swarm_bots.HANDSHAKE_TIMEOUT
     assert report["duration_s"] == pytest.approx(0.6, abs=0.05)
     assert report["ok"] is False
     assert report["latency_ms_p50"] is None
@@ -198,8 +202,8 @@ def _part(tick: int, part: int, parts: int, body: bytes = b"\x00" * 14) -> bytes
 
 
 def test_a_tick_counts_once_when_all_its_parts_arrived():
-    bot = swarm.Bot(0, observer=False, nonce=1, phase=0)
-    done = swarm.tick_completed
+    bot = swarm_bots.Bot(0, observer=False, nonce=1, phase=0)
+    done = swarm_bots.tick_completed
     assert done(bot, _part(10, 0, 1)) is True
     assert done(bot, _part(10, 0, 1)) is False  # a duplicate
     assert [done(bot, _part(11, k, 3)) for k in (2, 0, 0)] == [False, False, False]
@@ -211,9 +215,9 @@ def test_a_tick_counts_once_when_all_its_parts_arrived():
     assert done(bot, _part(13, 0, 0)) is False
     assert done(bot, _part(14, 0, 1)[:17]) is False  # too short for the header
     assert done(bot, _part(2**32 - 1, 0, 1)) is True  # tick is a u32
-    for tick in range(100, 100 + 3 * swarm.TICKS_TRACKED):  # bounded memory
+    for tick in range(100, 100 + 3 * swarm_bots.TICKS_TRACKED):  # bounded memory
         done(bot, _part(tick, 0, 2))
-    assert len(bot.tick_parts) == swarm.TICKS_TRACKED
+    assert len(bot.tick_parts) == swarm_bots.TICKS_TRACKED
 
 
 def _view(ids, xs):
@@ -224,8 +228,8 @@ def _view(ids, xs):
 
 
 def test_refreshed_share_counts_changed_over_moving_entities():
-    bot = swarm.Bot(0, observer=True, nonce=1, phase=0)
-    track = swarm.track_refresh
+    bot = swarm_bots.Bot(0, observer=True, nonce=1, phase=0)
+    track = swarm_bots.track_refresh
     track(bot, 10, *_view([1, 2, 3, 9], [0, 0, 0, 0]), True)  # the first view: nothing to compare
     assert (bot.refresh_changed, bot.refresh_moving) == (0, 0)
     track(bot, 11, *_view([1, 2, 3, 9], [5, 5, 5, 0]), True)  # 1-3 moved; 9 never moves
@@ -239,7 +243,7 @@ def test_refreshed_share_counts_changed_over_moving_entities():
     # 3 left the view; 3 moving ones (1 and 2 changed lately, 4 never did) of which 1 changed:
     track(bot, 16, *_view([1, 2, 4, 9], [30, 10, 0, 0]), True)
     assert (bot.refresh_changed, bot.refresh_moving) == (5, 8)
-    late = 16 + swarm.MOVING_WINDOW + 1  # 2 last changed at 14: no longer counted as moving
+    late = 16 + swarm_bots.MOVING_WINDOW + 1  # 2 last changed at 14: no longer counted as moving
     track(bot, late - 1, *_view([1, 2], [35, 10]), False)
     track(bot, late, *_view([1, 2], [40, 10]), True)
     assert (bot.refresh_changed, bot.refresh_moving) == (6, 9)
@@ -252,57 +256,55 @@ def test_refreshed_share_counts_changed_over_moving_entities():
     assert report["observed_refreshed_share"] == round(6 / 9, 4)
 
 
+def _bot_set(**kwargs) -> swarm_bots.BotSet:
+    """Bots over a UDP transport that never runs (nothing is opened)."""
+    return swarm_bots.BotSet(UdpTransport("127.0.0.1", 9), **kwargs)
+
+
 def test_speed_scales_the_intent_and_the_dead_reckoning():
-    s = swarm._Swarm("127.0.0.1", 9, bots=2, observers=1, seed=1, speed=1.5)
-    try:
-        bot = s.bots[0]
-        s._set_speed(bot, 5.0)
-        assert bot.speed == 1.5 and math.isclose(bot.intent, 127 * 0.3)
-        bot.cx = bot.cz = bot.x = bot.z = 0.0
-        bot.radius = 100.0
-        s._set_direction(bot, 0.7, 0.0, record=False)
-        assert 37 <= math.hypot(bot.move_x, bot.move_z) <= 39  # the server: 5 m/s x intent/127
-        bot.last_step = 0.0
-        bot.turn_at = 10.0
-        s._steer(bot, 0.1)
-        assert math.isclose(math.hypot(bot.x, bot.z), 0.15, rel_tol=0.02)  # 1.5 m/s for 0.1 s
-        s._set_speed(bot, 1.0)  # never faster than the server allows
-        assert bot.speed == 1.0 and bot.intent == 127.0
-        default = swarm._Swarm("127.0.0.1", 9, bots=1, observers=0, seed=1)
-        default._set_speed(default.bots[0], 5.0)
-        assert default.bots[0].speed == 5.0 and default.bots[0].intent == 127.0
-        default.ep.close()
-        with pytest.raises(ValueError):
-            swarm._Swarm("127.0.0.1", 9, bots=1, observers=0, seed=1, speed=0.0)
-    finally:
-        s.ep.close()
+    s = _bot_set(bots=2, observers=1, seed=1, speed=1.5)
+    bot = s.bots[0]
+    s._set_speed(bot, 5.0)
+    assert bot.speed == 1.5 and math.isclose(bot.intent, 127 * 0.3)
+    bot.cx = bot.cz = bot.x = bot.z = 0.0
+    bot.radius = 100.0
+    s._set_direction(bot, 0.7, 0.0, record=False)
+    assert 37 <= math.hypot(bot.move_x, bot.move_z) <= 39  # the server: 5 m/s x intent/127
+    bot.last_step = 0.0
+    bot.turn_at = 10.0
+    s._steer(bot, 0.1)
+    assert math.isclose(math.hypot(bot.x, bot.z), 0.15, rel_tol=0.02)  # 1.5 m/s for 0.1 s
+    s._set_speed(bot, 1.0)  # never faster than the server allows
+    assert bot.speed == 1.0 and bot.intent == 127.0
+    default = _bot_set(bots=1, observers=0, seed=1)
+    default._set_speed(default.bots[0], 5.0)
+    assert default.bots[0].speed == 5.0 and default.bots[0].intent == 127.0
+    with pytest.raises(ValueError):
+        _bot_set(bots=1, observers=0, seed=1, speed=0.0)
 
 
 def test_walk_faces_its_direction_and_turns_far_enough():
-    s = swarm._Swarm("127.0.0.1", 9, bots=1, observers=1, seed=1)
+    s = _bot_set(bots=1, observers=1, seed=1)
     bot = s.bots[0]
-    try:
-        for k in range(50):
-            old = bot.angle
-            s._set_direction(bot, old + s.rng.uniform(swarm.MIN_TURN, 2 * math.pi - swarm.MIN_TURN), k)
-            assert swarm._angle_diff(bot.angle, old) >= swarm.MIN_TURN - 1e-9
-            assert 120 <= math.hypot(bot.move_x, bot.move_z) <= 128
-            facing = bot.yaw * 2 * math.pi / 65536  # yaw 0 faces +z, growing toward +x
-            assert abs(math.sin(facing) * 127 - bot.move_x) < 2
-            assert abs(math.cos(facing) * 127 - bot.move_z) < 2
-    finally:
-        s.ep.close()
+    for k in range(50):
+        old = bot.angle
+        s._set_direction(bot, old + s.rng.uniform(swarm_bots.MIN_TURN, 2 * math.pi - swarm_bots.MIN_TURN), k)
+        assert swarm_bots._angle_diff(bot.angle, old) >= swarm_bots.MIN_TURN - 1e-9
+        assert 120 <= math.hypot(bot.move_x, bot.move_z) <= 128
+        facing = bot.yaw * 2 * math.pi / 65536  # yaw 0 faces +z, growing toward +x
+        assert abs(math.sin(facing) * 127 - bot.move_x) < 2
+        assert abs(math.cos(facing) * 127 - bot.move_z) < 2
 
 
 def test_progress_line_figures_and_summed_counts():
     out = io.StringIO()
-    line = swarm.ProgressLine(10, stream=out)
+    line = ProgressLine(10, stream=out)
     line(1.5, dict(phase="setup", connected=3, failures=0, opening=2))
     worker = [dict(connected=5, snapshots=100, bytes=5000, failures=0, packets_expected=1000,
                    packets_received=990, latency_ms=[10.0, 20.0]),
               dict(connected=5, snapshots=100, bytes=5000, failures=1, packets_expected=1000,
                    packets_received=1000, latency_ms=[])]
-    total = swarm._sum_counts(worker)
+    total = _sum_counts(worker)
     assert total["connected"] == 10 and total["latency_ms"] == [10.0, 20.0]
     line(1.0, dict(total, phase="measure"))
     line(2.0, dict(total, snapshots=600, bytes=30000, latency_ms=[30.0] * 98, phase="measure"))
@@ -316,13 +318,13 @@ def test_progress_line_figures_and_summed_counts():
 
 def test_stdin_start_says_ready_and_reads_the_start():
     said = io.StringIO()
-    told = swarm.StdinStart(stdin=io.StringIO("hello\nstart x\nstart 123.25\n"), stdout=said)
+    told = StdinStart(stdin=io.StringIO("hello\nstart x\nstart 123.25\n"), stdout=said)
     told.ready(1.23456)
     assert json.loads(said.getvalue()) == {"ready": 1.235}
     told.begin()
     told._reader.join(5.0)
     assert told.begin() == 123.25
-    ended = swarm.StdinStart(stdin=io.StringIO(""), stdout=said)  # nobody will say: start now
+    ended = StdinStart(stdin=io.StringIO(""), stdout=said)  # nobody will say: start now
     before = time.monotonic()
     ended.begin()
     ended._reader.join(5.0)

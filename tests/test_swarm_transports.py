@@ -2,7 +2,7 @@
 
 Starts ``python -m worldserver run`` on loopback (UDP and HTTP on free ports, ICE host
 candidate 127.0.0.1, JSON logs) once for the module, and runs small swarms
-(``worldtools.swarm_rtc``) over ``/ws/movement`` and over geckos.io data channels: every bot
+(``worldtools.swarm.channels``) over ``/ws/movement`` and over geckos.io data channels: every bot
 connects with the trusted handshake, snapshots arrive at about the tick rate, inputs go out at
 20 Hz, observers measure move-to-observed latency, and the report carries the UDP swarm's
 fields. Also checks the ``--transport`` dispatch of ``worldtools.swarm.run_swarm``, worker
@@ -26,7 +26,9 @@ import time
 
 import pytest
 
-from worldtools import swarm, swarm_rtc
+from worldtools import swarm
+from worldtools.swarm import channels
+from worldtools.swarm.ws import ws_url
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -140,15 +142,15 @@ def _ts(text: str) -> float:
 
 
 def test_ws_url():
-    assert swarm_rtc.ws_url("http://127.0.0.1:8080") == "ws://127.0.0.1:8080/ws/movement"
-    assert swarm_rtc.ws_url("https://example.org/game/") == "wss://example.org/game/ws/movement"
+    assert ws_url("http://127.0.0.1:8080") == "ws://127.0.0.1:8080/ws/movement"
+    assert ws_url("https://example.org/game/") == "wss://example.org/game/ws/movement"
     with pytest.raises(ValueError):
-        swarm_rtc.ws_url("127.0.0.1:8080")
+        ws_url("127.0.0.1:8080")
 
 
 def test_ws_swarm(server):
     proc, url = server
-    report = swarm_rtc.run_bots_sync("ws", url, 4, 3.0, observers=4, seed=11)
+    report = channels.run_bots_sync("ws", url, 4, 3.0, observers=4, seed=11)
     _assert_healthy(report, "ws", 4)
     assert report["latency_samples"] >= 1
     assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"]
@@ -158,7 +160,7 @@ def test_ws_swarm(server):
 
 def test_webrtc_swarm(server):
     proc, url = server
-    report = swarm_rtc.run_bots_sync("webrtc", url, 4, 3.0, observers=4, seed=12)
+    report = channels.run_bots_sync("webrtc", url, 4, 3.0, observers=4, seed=12)
     _assert_healthy(report, "webrtc", 4)
     assert report["latency_samples"] >= 1
     assert 0.0 < report["latency_ms_p50"] <= report["latency_ms_p99"]
@@ -196,7 +198,7 @@ def test_swarm_cli_dispatches_transports(server, capsys):
 
 def test_worker_processes_are_merged(server):
     proc, url = server
-    report = swarm_rtc.run_processes("ws", url, bots=5, duration=2.5, processes=2, observers=2, seed=4)
+    report = channels.run_processes("ws", url, bots=5, duration=2.5, processes=2, observers=2, seed=4)
     assert report["processes"] == 2
     assert report["bots_requested"] == 5 and report["connected"] == 5
     assert report["failures"] == 0, report["failure_reasons"]
@@ -206,7 +208,7 @@ def test_worker_processes_are_merged(server):
 
 
 def test_unreachable_server_counts_failures():
-    report = swarm_rtc.run_bots_sync("ws", "http://127.0.0.1:9", 2, 1.0, observers=0, open_timeout=0.5)
+    report = channels.run_bots_sync("ws", "http://127.0.0.1:9", 2, 1.0, observers=0, open_timeout=0.5)
     assert report["connected"] == 0
     assert report["failures"] == 2
     assert report["ok"] is False
@@ -221,7 +223,7 @@ def test_floor_server_with_webrtc_bots(tmp_path):
     )  # fmt: skip
     try:
         url = floor.http_url()
-        report = swarm_rtc.run_bots_sync("webrtc", url, 3, 2.5, observers=1, seed=5)
+        report = channels.run_bots_sync("webrtc", url, 3, 2.5, observers=1, seed=5)
     finally:
         floor.stop()
     _assert_healthy(report, "webrtc", 3)

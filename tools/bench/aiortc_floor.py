@@ -19,7 +19,7 @@ Two ways to run it:
   second (peers, messages sent, skips, tick lateness p50/p99, own CPU). Stops on SIGTERM or
   SIGINT, or after ``--max-seconds``. ``tools/bench/webrtc_load.py`` starts it this way.
 * ``python tools/bench/aiortc_floor.py [--bots 400] [--duration 40] [--json]``: the floor
-  measurement: that server plus the WebRTC bot swarm (``worldtools.swarm_rtc``) against it;
+  measurement: that server plus the WebRTC bot swarm (``worldtools.swarm.channels``) against it;
   the same as ``webrtc_load.py --only floor``.
 
 Must not: listen anywhere but loopback (ICE host candidates are 127.0.0.1 only), run

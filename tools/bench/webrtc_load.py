@@ -4,7 +4,7 @@ Job: for N bots (default 400), in one invocation and on the same machine,
 
 (a) start the floor (``tools/bench/aiortc_floor.py --serve``: pure asyncio + aiortc, one
     ~200-byte message per peer at 20 Hz, nothing else), run the WebRTC bot swarm
-    (``worldtools.swarm_rtc``, in ``--processes`` worker processes) against it and measure the
+    (``worldtools.swarm.channels``, in ``--processes`` worker processes) against it and measure the
     floor process's CPU over the window after ``--warmup``;
 (b) start the real ``python -m worldserver run`` (loopback, HTTP on a free port, ICE host
     candidate 127.0.0.1, a stats line a second), run the same swarm against it and measure its
@@ -55,10 +55,11 @@ SATURATED_RATE = 18.0  # snapshots per bot per second (of 20)
 
 
 def _import_tools():
-    """(worldtools.swarm_rtc, worldtools.bench.server_load), installed or from this checkout."""
-    from worldtools import swarm_rtc
+    """(worldtools.swarm, worldtools.bench.server_load), installed or from this checkout."""
+    import worldtools.swarm.channels  # noqa: F401  (the WebRTC swarm: swarm.channels)
+    from worldtools import swarm
     from worldtools.bench import server_load
-    return swarm_rtc, server_load
+    return swarm, server_load
 
 
 # ----------------------------------------------------------------------------- processes
@@ -180,7 +181,7 @@ def _counter_delta(lines: list[dict], name: str) -> int:
     return values[-1] - values[0] if len(values) > 1 else 0
 
 
-def run_half(kind: str, args, swarm_rtc, server_load) -> dict:
+def run_half(kind: str, args, swarm, server_load) -> dict:
     """Start the floor or worldserver, drive it with the WebRTC swarm, measure it."""
     cmd = floor_command(args) if kind == "floor" else server_command(args)
     proc = JsonLogProcess(cmd, kind)
@@ -209,7 +210,7 @@ def run_half(kind: str, args, swarm_rtc, server_load) -> dict:
                     file=sys.stderr, flush=True,
                 )  # fmt: skip
 
-        report = swarm_rtc.run_processes(
+        report = swarm.channels.run_processes(
             "webrtc", url, args.bots, args.duration, args.processes, args.observers, args.seed,
             progress, warmup=args.warmup, connect_rate=args.connect_rate, nice=args.swarm_nice,
         )  # fmt: skip
@@ -241,7 +242,7 @@ def run_half(kind: str, args, swarm_rtc, server_load) -> dict:
     window = row["window_s"]
     row["snapshot_skips_per_s"] = round(skips / window, 1) if window else None
     row["drops_at_end"] = lines[-1].get("drops", {}) if lines else {}
-    shown = swarm_rtc.public_report(report)
+    shown = swarm.public_report(report)
     row["swarm"] = shown
     if row["cpu_percent"] is not None:
         row["other_cpu_percent"] = round(
@@ -372,7 +373,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    swarm_rtc, server_load = _import_tools()
+    swarm, server_load = _import_tools()
     result = dict(
         machine=server_load.machine_info(),
         settings=dict(
@@ -391,7 +392,7 @@ def main(argv=None) -> int:
             print(f"webrtc_load: {kind}, {args.bots} bots for {args.duration:g} s ...",
                   file=sys.stderr, flush=True)
         try:
-            row = run_half(kind, args, swarm_rtc, server_load)
+            row = run_half(kind, args, swarm, server_load)
         except Exception as exc:  # one half failing must not hide the other
             row = dict(kind=kind, error=f"{type(exc).__name__}: {exc}")
             status = 1
