@@ -18,7 +18,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from worldserver.calls.groups import Change, GroupFormer, _candidate_pairs
+from worldserver.calls.groups import Change, GroupFormer, _candidate_pairs, _components
 from worldserver.worldfile import WorldFileError, Zone, builtin_world, parse_world
 
 DATA = pathlib.Path(__file__).parent / "vectors" / "call_groups_walk.json"
@@ -203,7 +203,9 @@ def test_grid_finds_every_pair_on_cell_edges():
     cell = 3.5
     g = np.arange(-6, 7) * cell
     x, z = [a.ravel() for a in np.meshgrid(g, g + 0.25 * cell)]
-    a, b = _candidate_pairs(x, z, 1.0 / cell)
+    order, a, b = _candidate_pairs(x, z, 1.0 / cell)
+    assert (a < b).all() and (np.diff(a * len(x) + b) > 0).all()  # sorted by (a, b): hysteresis relies on it
+    a, b = order[a], order[b]
     found = {(min(i, j), max(i, j)) for i, j in zip(a.tolist(), b.tolist())}
     assert len(found) == len(a)  # each pair once
     d2 = (x[:, None] - x[None, :]) ** 2 + (z[:, None] - z[None, :]) ** 2
@@ -212,6 +214,35 @@ def test_grid_finds_every_pair_on_cell_edges():
     former = GroupFormer(cell, cell)
     (change,) = former.update(np.arange(len(x)), np.c_[x, z].astype(np.float32))
     assert change.members == tuple(range(len(x)))  # the whole lattice is one group
+
+
+def test_components_of_long_paths_and_random_graphs():
+    """Labels are each component's smallest node, also for long paths numbered at random
+    (many rounds of hooking) and for nodes without edges."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 60, 700):
+        for trial in range(4):
+            perm = rng.permutation(n)
+            a, b = perm[:-1], perm[1:]  # one long path ...
+            cut = rng.random(len(a)) < (0.02 if trial % 2 else 0.3)  # ... cut into pieces
+            extra = rng.integers(0, n, (n // 10, 2))  # and a few random edges
+            a = np.r_[a[~cut], extra[:, 0]].astype(np.int64)
+            b = np.r_[b[~cut], extra[:, 1]].astype(np.int64)
+            adjacent = defaultdict(set)
+            for u, v in zip(a.tolist(), b.tolist()):
+                adjacent[u].add(v)
+                adjacent[v].add(u)
+            want = list(range(n))
+            for start in range(n):  # DFS from each node in order: its component's smallest
+                if want[start] != start:
+                    continue
+                stack, seen = [start], {start}
+                while stack:
+                    for v in adjacent[stack.pop()] - seen:
+                        seen.add(v)
+                        want[v] = start
+                        stack.append(v)
+            assert _components(n, a, b).tolist() == want
 
 
 def test_far_and_huge_coordinates_do_not_break_the_grid():

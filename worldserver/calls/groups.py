@@ -21,15 +21,16 @@ changed since the last update, sorted by group id, each id tuple sorted.
   from the update after). Avatars simply missing from an update's ids have left too.
   Avatars whose position is not finite are in no group (as if not given).
 
-The work is whole-array numpy over all avatars at once: a uniform grid of cell
-``leave_radius`` (avatars sorted by cell key, each cell paired with itself and four of its
-neighbours, the candidate pairs expanded with ``repeat``/``arange``), squared distances in one
-array operation (float64), the hysteresis as a lookup of the ring's pairs among the previous
-links (keys of sorted ranks), connected components by hooking and pointer jumping
-(``np.minimum.at`` on labels, no loop over avatars), the id rule as two sorts of the
-(component, old group) shares, and the changes as a diff of two sorted (id, group) arrays.
-Python loops run only over the zones and over the groups that changed. Cost: see
-``tools/bench/calls_bench.py`` and docs/benchmarks.md.
+The work is whole-array numpy over all avatars at once, with no Python loop over avatars or
+pairs: a uniform grid of cell ``leave_radius`` (avatars sorted by cell key; each one's
+candidates are two runs of that order, its own column's cells ``cz .. cz+1`` and the next
+column's ``cz-1 .. cz+1``, expanded with ``repeat``/``arange``), so the pairs come out sorted;
+squared distances in one array operation (float64); the hysteresis as a binary search of the
+ring's pairs among the last update's links, translated into that update's grid order, where
+they are already sorted (no sort of pairs); connected components by hooking and pointer
+jumping; the id rule as sorts of the (component, old group) shares; and the changes as a
+diff of each avatar's group code before and now. Python loops run only over the zones and
+the groups that changed. Cost: ``tools/bench/calls_bench.py`` and docs/benchmarks.md.
 
 Must not: keep a clock, sleep, do I/O, log, import trio, mutate the arrays it is given, or know
 about players, sessions, moderation or the network (the call service,
@@ -49,8 +50,7 @@ __all__ = ["Change", "GroupFormer"]
 _EMPTY = np.zeros(0, dtype=np.int64)
 _CELL_OFF = 1 << 29  # cell coordinates are clipped to +-(2**29 - 2): a key is (cx+OFF) << 32 | (cz+OFF)
 _SMALL = 48  # at most this many free avatars: every pair is a candidate (no grid)
-# The cells a cell is paired with besides itself (each unordered pair of cells once).
-_NEIGHBOURS = np.array([(1 << 32) - 1, 1 << 32, (1 << 32) + 1, 1], dtype=np.int64)  # (1,-1) (1,0) (1,1) (0,1)
+_COLUMN = 1 << 32  # cell key step from column cx to cx + 1
 
 
 @attrs.frozen
@@ -93,12 +93,17 @@ class GroupFormer:
         self._nz = len(self.zones)
         # Group codes: zone k is code k, proximity group p<n> is code nz + n; -1 is no group.
         self._next = 1  # n of the next new proximity group
-        # The last update's answer: ids (sorted) of the avatars in a group and their codes.
-        self._ids = _EMPTY
-        self._codes = _EMPTY
-        # The last update's links as id pairs, a < b.
-        self._link_a = _EMPTY
-        self._link_b = _EMPTY
+        # The last update: its avatars (sorted ids), each one's group code (-1: none; a removal
+        # sets it to -1) and its place in the order the grid sorted the free avatars in (-1:
+        # not free), and the links as keys a * m + b of places (a < b, m free avatars), sorted
+        # as the grid made them.
+        self._sid = _EMPTY
+        self._code = _EMPTY
+        self._place = _EMPTY
+        self._link_keys = _EMPTY
+        self._link_m = 1
+        self._last_in = _EMPTY  # the last ids given, and the order that sorts them
+        self._last_order = _EMPTY
         self._removed: set[int] = set()
         self._pending_left: list[tuple[int, int]] = []  # (code, id) of removed avatars
 
@@ -108,20 +113,15 @@ class GroupFormer:
 
     def groups(self) -> dict[str, tuple[int, ...]]:
         """Every group now (after the last update and any removal since): id -> members."""
-        out: dict[str, tuple[int, ...]] = {}
-        if len(self._ids):
-            order = np.argsort(self._codes, kind="stable")
-            codes, ids = self._codes[order], self._ids[order]
-            starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-            for s, e in zip(starts.tolist(), np.r_[starts[1:], len(codes)].tolist()):
-                out[self.name(int(codes[s]))] = tuple(ids[s:e].tolist())
-        return dict(sorted(out.items()))
+        grouped = self._code >= 0
+        by_code = _by_code(self._code[grouped], self._sid[grouped])
+        return dict(sorted((self.name(c), members) for c, members in by_code.items()))
 
     def group_of(self, entity_id: int) -> str | None:
         """The group ``entity_id`` is in now, or None."""
-        i = int(np.searchsorted(self._ids, entity_id))
-        if i < len(self._ids) and self._ids[i] == entity_id:
-            return self.name(int(self._codes[i]))
+        i = int(np.searchsorted(self._sid, entity_id))
+        if i < len(self._sid) and self._sid[i] == entity_id and self._code[i] >= 0:
+            return self.name(int(self._code[i]))
         return None
 
     # -- changing it ----------------------------------------------------------------------------
@@ -130,14 +130,22 @@ class GroupFormer:
         has no links now, the next update reports it as left and ignores it if given."""
         eid = int(entity_id)
         self._removed.add(eid)
-        i = int(np.searchsorted(self._ids, eid))
-        if i < len(self._ids) and self._ids[i] == eid:
-            self._pending_left.append((int(self._codes[i]), eid))
-            self._ids = np.delete(self._ids, i)
-            self._codes = np.delete(self._codes, i)
-        if len(self._link_a):
-            keep = (self._link_a != eid) & (self._link_b != eid)
-            self._link_a, self._link_b = self._link_a[keep], self._link_b[keep]
+        r = int(np.searchsorted(self._sid, eid))
+        if r == len(self._sid) or self._sid[r] != eid:
+            return
+        if self._code[r] >= 0:
+            self._pending_left.append((int(self._code[r]), eid))
+            self._code = self._code.copy()  # it may be shared with the last update's arrays
+            self._code[r] = -1
+        place = int(self._place[r])
+        if place >= 0 and len(self._link_keys):
+            keys, m = self._link_keys, self._link_m
+            self._link_keys = keys[(keys // m != place) & (keys % m != place)]
+
+    @property
+    def link_count(self) -> int:
+        """How many pairs are linked now (for benchmarks and tests)."""
+        return len(self._link_keys)
 
     def update(self, ids, xy) -> list[Change]:
         """The groups of these avatars now: ``ids`` int64 ``(n,)`` (unique, any order), ``xy``
@@ -145,16 +153,29 @@ class GroupFormer:
         ValueError for arrays of the wrong shape or type, or an id given twice."""
         sid, x, z = self._input(ids, xy)
         n = len(sid)
+        same = n == len(self._sid) and np.array_equal(sid, self._sid)  # the same avatars as last time
+        if same:
+            before_code, before_place = self._code, self._place
+        else:  # each avatar's code and place last time (-1: not there)
+            pn = len(self._sid)
+            i = np.searchsorted(self._sid, sid)
+            i[i == pn] = 0
+            there = self._sid[i] == sid if pn else np.zeros(n, dtype=bool)
+            before_code = np.where(there, self._code[i] if pn else -1, -1)
+            before_place = np.where(there, self._place[i] if pn else -1, -1)
         code = np.full(n, -1, dtype=np.int64)
         free = self._zone_codes(x, z, code)
-        lo, hi = self._links(sid, x, z, free)
-        self._link_a, self._link_b = sid[lo], sid[hi]
+        lo, hi, place = self._links(n, x, z, free, before_place)
         if len(lo):
             label = _components(n, lo, hi)
-            nodes = np.unique(np.concatenate((lo, hi)))
-            code[nodes] = self._proximity_codes(sid[nodes], label[nodes])
-        grouped = code >= 0
-        return self._diff(sid[grouped], code[grouped])
+            linked = np.zeros(n, dtype=bool)
+            linked[lo] = True
+            linked[hi] = True
+            nodes = np.flatnonzero(linked)
+            code[nodes] = self._proximity_codes(linked, nodes, label, before_code[nodes])
+        changes = self._diff(sid, code, before_code, same)
+        self._sid, self._code, self._place = sid, code, place
+        return changes
 
     # -- the steps ------------------------------------------------------------------------------
     def _input(self, ids, xy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -173,11 +194,16 @@ class GroupFormer:
         if not (np.issubdtype(xy.dtype, np.floating) or np.issubdtype(xy.dtype, np.integer)):
             raise ValueError(f"xy must be numbers, got {xy.dtype}")
         ids = ids.astype(np.int64, copy=False)
-        order = np.argsort(ids, kind="stable")
-        sid = ids[order]
-        dup = np.flatnonzero(sid[1:] == sid[:-1])
-        if len(dup):
-            raise ValueError(f"ids: entity id {int(sid[dup[0]])} is given twice")
+        if len(ids) == len(self._last_in) and np.array_equal(ids, self._last_in):
+            order = self._last_order  # the same ids in the same order as last time (checked then)
+            sid = ids[order]
+        else:
+            order = np.argsort(ids, kind="stable")
+            sid = ids[order]
+            dup = np.flatnonzero(sid[1:] == sid[:-1])
+            if len(dup):
+                raise ValueError(f"ids: entity id {int(sid[dup[0]])} is given twice")
+            self._last_in, self._last_order = ids.copy(), order
         x = xy[order, 0].astype(np.float64)
         z = xy[order, 1].astype(np.float64)
         keep = np.isfinite(x) & np.isfinite(z)
@@ -204,51 +230,60 @@ class GroupFormer:
             taken |= inside
         return np.flatnonzero(~taken)
 
-    def _links(self, sid, x, z, free) -> tuple[np.ndarray, np.ndarray]:
-        """The links among the ``free`` avatars: index pairs (lo < hi) into the sorted input."""
-        a, b = _candidate_pairs(x[free], z[free], self._inv_cell)
-        if not len(a):
-            return _EMPTY, _EMPTY
-        a, b = free[a], free[b]
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        d2 = (x[lo] - x[hi]) ** 2 + (z[lo] - z[hi]) ** 2
-        linked = d2 <= self._r2
-        ring = np.flatnonzero(~linked & (d2 <= self._l2))
-        if len(ring) and len(self._link_a):
-            n = len(sid)
-            ra = np.searchsorted(sid, self._link_a)
-            rb = np.searchsorted(sid, self._link_b)
-            ok = (ra < n) & (rb < n)
-            ra, rb = ra[ok], rb[ok]
-            ok = (sid[ra] == self._link_a[ok]) & (sid[rb] == self._link_b[ok])
-            if ok.any():
-                prev = ra[ok] * n + rb[ok]  # ids ascending, so ranks ascending: ra < rb
-                linked[ring] = np.isin(lo[ring] * n + hi[ring], prev)
-        return lo[linked], hi[linked]
+    def _links(self, n, x, z, free, before_place) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The links among the ``free`` avatars of ``n`` as two arrays of ranks (indices into
+        the sorted input), and each avatar's place in the grid's order now (-1: not free);
+        stores the links for the next update's hysteresis.
 
-    def _proximity_codes(self, node_ids: np.ndarray, node_label: np.ndarray) -> np.ndarray:
-        """Group codes for the linked avatars (sorted ids, component labels = the rank of the
-        component's smallest member), by the stable-id rule."""
-        roots, comp = np.unique(node_label, return_inverse=True)  # components by smallest member id
-        ncomp = len(roots)
+        Pairs come from :func:`_near_pairs` as places in the grid's order, sorted. A pair in
+        the ring (farther than ``radius``) is looked up among the last update's links by its
+        places in *that* update's order (``before_place``), where those links are already
+        sorted: no sort of pairs at any update."""
+        m = len(free)
+        place_rank, a, b, d2 = _near_pairs(x[free] if m < n else x, z[free] if m < n else z,
+                                           self._inv_cell, self._l2)
+        if m < n:
+            place_rank = free[place_rank]
+        linked = d2 <= self._r2
+        if len(self._link_keys) and not linked.all():
+            ring = np.flatnonzero(~linked)
+            was = before_place[place_rank]  # each place's place last time
+            pa, pb = was[a[ring]], was[b[ring]]
+            query = np.minimum(pa, pb) * self._link_m + np.maximum(pa, pb)
+            j = np.searchsorted(self._link_keys, query)
+            j[j == len(self._link_keys)] = 0
+            linked[ring] = (self._link_keys[j] == query) & (pa >= 0) & (pb >= 0)
+        keep = np.flatnonzero(linked)
+        a, b = a[keep], b[keep]
+        place = np.full(n, -1, dtype=np.int64)
+        place[place_rank] = np.arange(m)
+        self._link_keys, self._link_m = a * max(m, 1) + b, max(m, 1)
+        return place_rank[a], place_rank[b], place
+
+    def _proximity_codes(self, linked, nodes, label, old) -> np.ndarray:
+        """Group codes for the linked avatars ``nodes`` (ranks; ``label``: each avatar's
+        component as the rank of its smallest member; ``old``: their codes last time), by the
+        stable-id rule."""
+        root = linked & (label == np.arange(len(linked)))
+        comp = (np.cumsum(root) - 1)[label[nodes]]  # components numbered by their smallest member
+        ncomp = int(root.sum())
         comp_code = np.full(ncomp, -1, dtype=np.int64)
-        i = np.searchsorted(self._ids, node_ids)
-        i[i >= len(self._ids)] = 0
-        old = np.full(len(node_ids), -1, dtype=np.int64)
-        if len(self._ids):
-            hit = (self._ids[i] == node_ids) & (self._codes[i] >= self._nz)
-            old[hit] = self._codes[i[hit]]
-        had = old >= 0
-        if had.any():
-            # Shares: members of component c that were in old group o.
-            pair_c, pair_o = comp[had], old[had]
-            order = np.lexsort((pair_o, pair_c))
-            pair_c, pair_o = pair_c[order], pair_o[order]
-            first = np.r_[True, (pair_c[1:] != pair_c[:-1]) | (pair_o[1:] != pair_o[:-1])]
-            starts = np.flatnonzero(first)
+        had = np.flatnonzero(old >= self._nz)
+        if len(had):
+            # Shares: how many members of component c were in old group o (runs of sorted pairs).
+            pair_c, pair_o = comp[had], old[had] - self._nz
+            span = self._next
+            if ncomp * span < 2**62:
+                key = np.sort(pair_c * span + pair_o)
+                starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+                pc, po = key[starts] // span, key[starts] % span
+            else:  # a counter too large to pack (never in practice)
+                order = np.lexsort((pair_o, pair_c))
+                pair_c, pair_o = pair_c[order], pair_o[order]
+                starts = np.flatnonzero(np.r_[True, (pair_c[1:] != pair_c[:-1]) | (pair_o[1:] != pair_o[:-1])])
+                pc, po = pair_c[starts], pair_o[starts]
             share = np.diff(np.r_[starts, len(pair_c)])
-            pc, po = pair_c[starts], pair_o[starts]
-            # Each component's best old group: the largest share, then the smaller code.
+            # Each component's best old group: the largest share, then the smaller number.
             order = np.lexsort((po, -share, pc))
             pc, po, share = pc[order], po[order], share[order]
             best = np.r_[True, pc[1:] != pc[:-1]]
@@ -257,47 +292,42 @@ class GroupFormer:
             order = np.lexsort((pc, -share, po))
             pc, po = pc[order], po[order]
             win = np.r_[True, po[1:] != po[:-1]]
-            comp_code[pc[win]] = po[win]
+            comp_code[pc[win]] = po[win] + self._nz
         fresh = np.flatnonzero(comp_code < 0)
         comp_code[fresh] = self._nz + self._next + np.arange(len(fresh))
         self._next += len(fresh)
         return comp_code[comp]
 
-    def _diff(self, new_ids: np.ndarray, new_codes: np.ndarray) -> list[Change]:
-        """The changes from the stored answer to this one (and the removals), then stores it."""
-        old_ids, old_codes = self._ids, self._codes
-        self._ids, self._codes = new_ids, new_codes
+    def _diff(self, sid, code, before, same) -> list[Change]:
+        """The changes from the last update (``before``: each avatar's code then) to this one
+        (``code``), with the removals since and the avatars no longer given."""
         pending, self._pending_left = self._pending_left, []
         self._removed.clear()
-        # Each new member's old code (-1: was in none).
-        before = np.full(len(new_ids), -1, dtype=np.int64)
-        if len(old_ids) and len(new_ids):
-            i = np.searchsorted(old_ids, new_ids)
-            i[i >= len(old_ids)] = 0
-            hit = old_ids[i] == new_ids
-            before[hit] = old_codes[i[hit]]
-        moved = before != new_codes
-        gone = np.ones(len(old_ids), dtype=bool)
-        if len(old_ids) and len(new_ids):
-            j = np.searchsorted(new_ids, old_ids)
-            j[j >= len(new_ids)] = 0
-            gone = new_ids[j] != old_ids
-        left_from = before[moved] >= 0
-        join_c, join_id = new_codes[moved], new_ids[moved]
-        left_c = np.concatenate((before[moved][left_from], old_codes[gone],
-                                 np.array([c for c, _ in pending], dtype=np.int64)))
-        left_id = np.concatenate((new_ids[moved][left_from], old_ids[gone],
-                                  np.array([e for _, e in pending], dtype=np.int64)))
-        if not len(join_c) and not len(left_c):
+        moved = np.flatnonzero(before != code)
+        join_c, join_id = code[moved], sid[moved]
+        came = join_c >= 0
+        went = before[moved] >= 0
+        left_c, left_id = [before[moved][went]], [sid[moved][went]]
+        if not same and len(self._sid):  # avatars in a group last time and not given now
+            i = np.searchsorted(sid, self._sid)
+            i[i == len(sid)] = 0
+            gone = (self._code >= 0) & ((sid[i] != self._sid) if len(sid) else True)
+            left_c.append(self._code[gone])
+            left_id.append(self._sid[gone])
+        if pending:
+            left_c.append(np.array([c for c, _ in pending], dtype=np.int64))
+            left_id.append(np.array([e for _, e in pending], dtype=np.int64))
+        joined = _by_code(join_c[came], join_id[came])
+        left = _by_code(np.concatenate(left_c), np.concatenate(left_id))
+        if not joined and not left:
             return []
-        joined = _by_code(join_c, join_id)
-        left = _by_code(left_c, left_id)
-        member_order = np.argsort(new_codes, kind="stable")  # ids stay sorted within a code
-        mcodes, mids = new_codes[member_order], new_ids[member_order]
-        changes = []
-        for c in sorted(set(joined) | set(left)):
-            s, e = np.searchsorted(mcodes, c), np.searchsorted(mcodes, c, side="right")
-            changes.append(Change(self.name(c), joined.get(c, ()), left.get(c, ()), tuple(mids[s:e].tolist())))
+        affected = sorted(set(joined) | set(left))
+        if len(affected) <= 8:
+            members = {c: tuple(sid[code == c].tolist()) for c in affected}
+        else:
+            grouped = code >= 0
+            members = _by_code(code[grouped], sid[grouped])
+        changes = [Change(self.name(c), joined.get(c, ()), left.get(c, ()), members.get(c, ())) for c in affected]
         changes.sort(key=lambda ch: ch.group)
         return changes
 
@@ -313,64 +343,83 @@ def _by_code(codes: np.ndarray, ids: np.ndarray) -> dict[int, tuple[int, ...]]:
     return {int(codes[s]): tuple(ids[s:e].tolist()) for s, e in zip(starts.tolist(), ends.tolist())}
 
 
-def _candidate_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (each unordered pair once) of points that may be within one cell of each
-    other: same or neighbouring grid cells. Few points: every pair."""
+def _near_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float, limit2: float):
+    """The pairs of points at most ``sqrt(limit2)`` apart (``inv_cell`` at most its inverse).
+    Returns ``order`` (the points in grid order: each place's index into x), the pairs as
+    places ``a < b``, sorted by (a, b), and their squared distances. Few points: every pair is
+    looked at; else the grid of :func:`_candidate_pairs`. Distances in float64 (the points as
+    complex numbers: one gather a side)."""
     m = len(x)
-    if m < 2:
-        return _EMPTY, _EMPTY
+    p = np.empty(m, dtype=np.complex128)
+    p.real, p.imag = x, z
     if m <= _SMALL:
+        order = np.arange(m)
         a, b = np.triu_indices(m, 1)
-        return a.astype(np.int64), b.astype(np.int64)
+    else:
+        order, a, b = _candidate_pairs(x, z, inv_cell)
+        p = p[order]
+    d = p[a] - p[b]
+    d2 = d.real * d.real + d.imag * d.imag
+    near = np.flatnonzero(d2 <= limit2)
+    return order, a[near], b[near], d2[near]
+
+
+def _candidate_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points sorted by grid cell (``order``) and the pairs (``a < b``, positions in that
+    order, sorted by (a, b)) in the same or neighbouring cells, each unordered pair once. Cells are keyed
+    ``cx << 32 | cz`` and sorted, so a point's candidates are two runs of the sorted points:
+    the rest of its cell with the next cell of its column (cz + 1), and the three cells
+    cz - 1 .. cz + 1 of the next column (cx + 1)."""
+    m = len(x)
     lim = float(_CELL_OFF - 2)
     cx = np.clip(np.floor(x * inv_cell), -lim, lim).astype(np.int64)
     cz = np.clip(np.floor(z * inv_cell), -lim, lim).astype(np.int64)
     key = ((cx + _CELL_OFF) << 32) | (cz + _CELL_OFF)
     order = np.argsort(key, kind="stable")
     skey = key[order]
-    new_cell = np.r_[True, skey[1:] != skey[:-1]]
+    new_cell = np.empty(m, dtype=bool)
+    new_cell[0] = True
+    np.not_equal(skey[1:], skey[:-1], out=new_cell[1:])
     starts = np.flatnonzero(new_cell)
     cells = skey[starts]
-    ends = np.r_[starts[1:], m]
-    cell_of = np.cumsum(new_cell) - 1  # each sorted point's cell
-    # Per sorted point and per stencil entry: where its candidates begin and how many.
-    begin = np.empty((5, m), dtype=np.int64)
-    count = np.empty((5, m), dtype=np.int64)
+    bounds = np.append(starts, m)  # cell c holds sorted points bounds[c] .. bounds[c + 1]
+    # Per cell: where its own run ends (after the next cell of the column, if there is one),
+    # and the run of the next column.
+    nxt = np.append(cells[1:] == cells[:-1] + 1, False)
+    own_end = np.where(nxt, np.append(bounds[2:], m), bounds[1:])
+    j0 = np.searchsorted(cells, cells + (_COLUMN - 1))
+    j1 = np.searchsorted(cells, cells + (_COLUMN + 1), side="right")
+    cell_of = np.cumsum(new_cell) - 1
     pos = np.arange(m)
-    begin[0] = pos + 1  # the rest of its own cell
-    count[0] = ends[cell_of] - pos - 1
-    ncells = len(cells)
-    for k, off in enumerate(_NEIGHBOURS, start=1):
-        want = cells + off
-        j = np.searchsorted(cells, want)
-        j[j >= ncells] = ncells - 1
-        found = cells[j] == want
-        begin[k] = starts[j][cell_of]
-        count[k] = np.where(found, ends[j] - starts[j], 0)[cell_of]
+    begin = np.empty((m, 2), dtype=np.int64)
+    count = np.empty((m, 2), dtype=np.int64)
+    begin[:, 0] = pos + 1
+    count[:, 0] = own_end[cell_of] - begin[:, 0]
+    begin[:, 1] = bounds[j0][cell_of]
+    count[:, 1] = bounds[j1][cell_of] - begin[:, 1]
     count = count.ravel()
-    total = int(count.sum())
-    if not total:
-        return _EMPTY, _EMPTY
-    src = np.repeat(np.tile(pos, 5), count)
-    first = np.cumsum(count) - count
-    dst = np.arange(total) - np.repeat(first - begin.ravel(), count)
-    return order[src], order[dst]
+    per_point = count[0::2] + count[1::2]
+    total = int(per_point.sum())
+    a = np.repeat(pos, per_point)
+    skip = np.cumsum(count) - count - begin.ravel()  # run k starts at output index skip + begin
+    b = np.arange(total) - np.repeat(skip, count)
+    return order, a, b
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of ``n`` nodes and edges (a, b): each node's label is the smallest
-    node of its component. Hooking (every root to the smallest root across its edges) and
-    pointer jumping, whole arrays; labels only decrease, so it ends."""
+    node of its component. Rounds of hooking (the larger root of every edge between two trees
+    pointed at the smaller one; of several, any) and pointer jumping until every tree is a
+    star, whole arrays. A label only ever points to a smaller node of its component, so it
+    ends; an edge inside one tree stays inside, so it is dropped from the later rounds."""
     label = np.arange(n)
     while True:
         la, lb = label[a], label[b]
-        differ = la != lb
-        if not differ.any():
+        differ = np.flatnonzero(la != lb)
+        if not len(differ):
             return label
-        la, lb = la[differ], lb[differ]
-        low = np.minimum(la, lb)
-        np.minimum.at(label, la, low)
-        np.minimum.at(label, lb, low)
+        a, b, la, lb = a[differ], b[differ], la[differ], lb[differ]
+        label[np.maximum(la, lb)] = np.minimum(la, lb)
         while True:
             jumped = label[label]
             if np.array_equal(jumped, label):
