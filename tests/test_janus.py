@@ -1,0 +1,502 @@
+"""The Janus SFU backend (worldserver/calls/janus.py) against the real Janus.
+
+Each test starts Debian's ``janus`` (``/usr/bin/janus``; skipped with the reason where it is
+missing) in ``tmp_path`` on a free loopback port through :class:`JanusProcess`, and drives it
+with :class:`JanusBackend`. A second plain :class:`JanusClient` plays the browser: it joins
+the VideoRoom as a publisher without media with a ticket's token, and reads the events Janus
+sends it (kicked, destroyed). What is checked: only the VideoRoom plugin and the WebSockets
+transport load; a ticket lets its holder into its room only; a revoke kicks the holder (and
+anyone in the room under a display no ticket has) and its token stops working; closing a room
+ends it; a frozen Janus makes calls fail at their deadline, a killed one is reported and
+calls fail at once, and a restarted one gets the rooms and tokens again; operator mistakes
+give one-line StartupErrors naming the setting; open_sfu starts what ``[calls]`` asks for.
+
+Must not: depend on machine speed (waits are for events, bounded by generous deadlines; the
+one short deadline is the frozen Janus's, which never answers), or leave a Janus running
+(every one is a child of the test's nursery).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+
+import pytest
+import trio
+from trio_websocket import serve_websocket
+
+from worldserver.calls.janus import (
+    JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, open_janus, open_sfu, public_url,
+    serve_sfu,
+)
+from worldserver.calls.sfu import SfuError, SfuTicket
+from worldserver.config import Config
+from worldserver.startup import StartupError, startup_error_in
+from worldserver.stats import Stats
+
+JANUS = "/usr/bin/janus"
+HAVE_JANUS = os.access(JANUS, os.X_OK)
+needs_janus = pytest.mark.skipif(not HAVE_JANUS, reason="Janus is not installed (/usr/bin/janus: Debian's"
+                                 " janus package; bash scripts/setup.sh --janus installs it)")
+LIB = "/usr/lib/x86_64-linux-gnu/janus"
+KEY = "test-admin-key"
+PUBLIC = "ws://gallery.example:8188"
+GENEROUS = 20  # seconds: a bound on waits that take well under one, so a bug fails instead of hanging
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def start_janus(nursery, tmp_path, **options) -> JanusProcess:
+    process = JanusProcess(str(tmp_path / "janus"), admin_key=KEY, binary=JANUS, port=free_port(), **options)
+    with trio.fail_after(GENEROUS):
+        await nursery.start(process.run)
+    return process
+
+
+async def start_backend(nursery, process: JanusProcess, **options) -> JanusBackend:
+    backend = JanusBackend(process.url, PUBLIC, admin_key=KEY, setting="calls.janus_binary", **options)
+    with trio.fail_after(GENEROUS):
+        await nursery.start(backend.run)
+    return backend
+
+
+@pytest.fixture
+async def janus(nursery, tmp_path):
+    return await start_janus(nursery, tmp_path)
+
+
+@pytest.fixture
+async def backend(nursery, janus):
+    return await start_backend(nursery, janus)
+
+
+async def join(client, room: int, token: str | None, display: str) -> dict:
+    """Join ``room`` as a publisher without media on a new handle, as a page does."""
+    handle = await client.attach(VIDEOROOM)
+    body = {"request": "join", "ptype": "publisher", "room": room, "display": display}
+    if token is not None:
+        body["token"] = token
+    data, _ = await client.message_event(handle, body)
+    return data
+
+
+async def join_ticket(client, ticket: SfuTicket) -> dict:
+    return await join(client, ticket.room, ticket.token, ticket.display)
+
+
+async def refused(client, room: int, token: str | None, display: str = "someone") -> int:
+    with pytest.raises(JanusError) as caught:
+        await join(client, room, token, display)
+    return caught.value.code
+
+
+async def next_plugin_event(client) -> dict:
+    """The next event from Janus's VideoRoom to this participant (other events skipped)."""
+    with trio.fail_after(GENEROUS):
+        async for event in client.events:
+            data = (event.get("plugindata") or {}).get("data")
+            if event.get("janus") == "event" and isinstance(data, dict):
+                return data
+    raise AssertionError("the participant's connection ended without the event")
+
+
+async def participants(backend: JanusBackend, room: int) -> list[str]:
+    data = await backend._ask({"request": "listparticipants", "room": room})
+    return sorted(p["display"] for p in data["participants"])
+
+
+# -- the process --------------------------------------------------------------------------------
+
+
+@needs_janus
+async def test_our_janus_loads_only_videoroom_and_websockets_on_loopback(janus, tmp_path):
+    folder = tmp_path / "janus"
+    async with open_janus(janus.url) as client:
+        info = await client.info()
+    assert set(info["plugins"]) == {VIDEOROOM}
+    assert set(info["transports"]) == {"janus.transport.websockets"}
+    assert info["events"] == {} and info["loggers"] == {}
+    assert janus.url.startswith("ws://127.0.0.1:")
+    websockets = (folder / "janus.transport.websockets.jcfg").read_text()
+    assert 'ws_ip = "127.0.0.1"' in websockets and "admin_ws = false" in websockets
+    assert "stun_server" not in (folder / "janus.jcfg").read_text()
+    videoroom = folder / "janus.plugin.videoroom.jcfg"
+    assert f'admin_key = "{KEY}"' in videoroom.read_text() and "room-" not in videoroom.read_text()
+    assert stat.S_IMODE(videoroom.stat().st_mode) == 0o600
+    assert "Websockets server started" in (folder / "janus.log").read_text()  # its output: the log, not ours
+    assert janus.starts == 1 and janus.exits == 0
+
+
+# -- tickets ------------------------------------------------------------------------------------
+
+
+@needs_janus
+async def test_a_ticket_lets_its_holder_into_its_room_only(backend, janus):
+    room = await backend.open_room("zone:stage")
+    other = await backend.open_room("p7")
+    assert room != other and sorted(backend.rooms) == sorted([room, other])
+    ticket = await backend.admit(room, "ada")
+    other_ticket = await backend.admit(other, "bob")
+    assert ticket == SfuTicket(url=PUBLIC, room=room, token=ticket.token, display="ada")
+    assert ticket.token != other_ticket.token and len(ticket.token) >= 24
+    async with open_janus(janus.url) as page:
+        assert await refused(page, room, "not-a-ticket") == 433
+        assert await refused(page, room, None) == 433
+        assert await refused(page, room, other_ticket.token) == 433  # another room's ticket
+        joined = await join_ticket(page, ticket)
+        assert joined["videoroom"] == "joined" and joined["room"] == room
+        assert isinstance(joined["private_id"], int)  # subscriptions must name it (require_pvtid)
+    async with open_janus(janus.url) as page:
+        assert (await join_ticket(page, other_ticket))["room"] == other
+
+
+@needs_janus
+async def test_admit_to_a_room_that_is_not_open_is_refused(backend):
+    with pytest.raises(SfuError) as caught:
+        await backend.admit(12345, "ada")
+    assert caught.value.reason == "no_room"
+
+
+# -- revoke and close ---------------------------------------------------------------------------
+
+
+@needs_janus
+async def test_revoke_kicks_the_holder_and_its_token_stops_working(backend, janus):
+    room = await backend.open_room("p1")
+    ada, bob = await backend.admit(room, "ada"), await backend.admit(room, "bob")
+    async with open_janus(janus.url, event_buffer=16) as ada_page, open_janus(janus.url, event_buffer=16) as bob_page:
+        await join_ticket(ada_page, ada)
+        await join_ticket(bob_page, bob)
+        assert await participants(backend, room) == ["ada", "bob"]
+        await backend.revoke(room, ada)
+        event = await next_plugin_event(ada_page)
+        assert event["leaving"] == "ok" and event["reason"] == "kicked"
+        assert await participants(backend, room) == ["bob"]  # the others stay
+        assert await refused(ada_page, room, ada.token, "ada") == 433  # a new handle, the old ticket
+        await backend.revoke(room, ada)  # twice: nothing left to do
+
+
+@needs_janus
+async def test_revoke_also_kicks_whoever_joined_under_a_display_no_ticket_has(backend, janus):
+    room = await backend.open_room("p2")
+    ada, bob = await backend.admit(room, "ada"), await backend.admit(room, "bob")
+    async with open_janus(janus.url, event_buffer=16) as sneaky:
+        await join(sneaky, room, bob.token, "not-bob")  # a valid token, another name
+        async with open_janus(janus.url) as bob_page:
+            await join_ticket(bob_page, bob)
+            await backend.revoke(room, ada)  # ada never came; the sweep finds "not-bob"
+            event = await next_plugin_event(sneaky)
+            assert event["reason"] == "kicked"
+            assert await participants(backend, room) == ["bob"]
+
+
+@needs_janus
+async def test_closing_a_room_ends_it(backend, janus):
+    room = await backend.open_room("zone:corner")
+    ticket = await backend.admit(room, "ada")
+    async with open_janus(janus.url, event_buffer=16) as page:
+        await join_ticket(page, ticket)
+        await backend.close_room(room)
+        assert (await next_plugin_event(page))["videoroom"] == "destroyed"
+        assert await refused(page, room, ticket.token) == 426  # no such room
+    assert backend.rooms == []
+    with pytest.raises(SfuError) as caught:
+        await backend.admit(room, "bob")
+    assert caught.value.reason == "no_room"
+    await backend.close_room(room)  # gone already: not an error
+    await backend.revoke(room, ticket)
+
+
+@needs_janus
+async def test_rooms_left_open_are_destroyed_when_the_backend_stops(janus, nursery):
+    async with trio.open_nursery() as inner:
+        backend = await start_backend(inner, janus)
+        room = await backend.open_room("p3")
+        inner.cancel_scope.cancel()
+    async with open_janus(janus.url) as client:
+        handle = await client.attach(VIDEOROOM)
+        assert (await client.message(handle, {"request": "exists", "room": room}))["exists"] is False
+
+
+# -- Janus frozen, killed, restarted ------------------------------------------------------------
+
+
+def all_threads_stopped(pid: int) -> bool:
+    tasks = f"/proc/{pid}/task"
+    states = []
+    for task in os.listdir(tasks):
+        with open(f"{tasks}/{task}/stat") as file:
+            states.append(file.read().rsplit(")", 1)[1].split()[0])
+    return all(state in "tT" for state in states)
+
+
+@needs_janus
+async def test_a_frozen_janus_fails_calls_at_their_deadline(janus, nursery):
+    backend = await start_backend(nursery, janus, request_timeout=0.5)
+    os.kill(janus.pid, signal.SIGSTOP)
+    try:
+        with trio.fail_after(GENEROUS):
+            while not all_threads_stopped(janus.pid):  # the signal reaches Janus's threads one by one
+                await trio.sleep(0.01)
+        with trio.fail_after(GENEROUS), pytest.raises(SfuError) as caught:
+            await backend.open_room("p4")
+        assert caught.value.reason == "timeout"
+    finally:
+        os.kill(janus.pid, signal.SIGCONT)
+
+
+@needs_janus
+async def test_a_killed_janus_is_reported_and_calls_fail_at_once(nursery, tmp_path, caplog):
+    janus = await start_janus(nursery, tmp_path, restart_delay=3600)  # it stays down for this test
+    backend = await start_backend(nursery, janus)
+    room = await backend.open_room("p5")
+    caplog.set_level(logging.WARNING, logger="worldserver.calls.janus")
+    os.kill(janus.pid, signal.SIGKILL)
+    with trio.fail_after(GENEROUS):  # both report it: the process's task and the backend
+        while not {"janus exited", "janus unreachable"} <= {record.getMessage() for record in caplog.records}:
+            await trio.sleep(0.01)
+    assert janus.exits == 1 and not backend.connected
+    for call in (backend.open_room("p6"), backend.admit(room, "ada")):
+        with trio.fail_after(GENEROUS), pytest.raises(SfuError) as caught:
+            await call
+        assert caught.value.reason == "unreachable"
+
+
+@needs_janus
+async def test_a_restarted_janus_gets_the_rooms_and_tokens_again(nursery, tmp_path):
+    janus = await start_janus(nursery, tmp_path, restart_delay=0.05)
+    backend = await start_backend(nursery, janus, reconnect_delay=0.05)
+    room = await backend.open_room("zone:stage")
+    ticket = await backend.admit(room, "ada")
+    revoked = await backend.admit(room, "bob")
+    await backend.revoke(room, revoked)
+    os.kill(janus.pid, signal.SIGKILL)
+    with trio.fail_after(GENEROUS):
+        while backend.connects < 2:
+            await trio.sleep(0.01)
+    assert janus.starts == 2 and backend.rooms_restored == 1
+    async with open_janus(janus.url) as page:
+        assert (await join_ticket(page, ticket))["room"] == room
+        assert await refused(page, room, revoked.token) == 433
+    assert (await backend.admit(room, "cyd")).room == room
+
+
+# -- a client on a server that is not quite Janus -----------------------------------------------
+
+
+async def mute_janus(nursery) -> str:
+    """A loopback WebSocket server that answers ``create``, sends junk, and answers nothing
+    else; its URL."""
+
+    async def handler(request):
+        ws = await request.accept()
+        while True:
+            frame = json.loads(await ws.get_message())
+            if frame["janus"] == "create":
+                await ws.send_message("not json")
+                await ws.send_message("[1, 2]")
+                await ws.send_message(json.dumps({"janus": "success", "transaction": frame["transaction"],
+                                                  "data": {"id": 99}}))
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    return f"ws://127.0.0.1:{server.port}"
+
+
+async def test_client_counts_bad_frames_and_times_out_unanswered_requests(nursery):
+    """The junk is counted, a request fails at its deadline, the session goes on."""
+    url = await mute_janus(nursery)
+    stats = Stats()
+    async with open_janus(url, request_timeout=0.2, stats=stats) as client:
+        assert client.session_id == 99
+        assert client.bad_frames == 2 and stats.get("drop.janus_bad_frame") == 2
+        with trio.fail_after(GENEROUS), pytest.raises(JanusTimeout):
+            await client.attach(VIDEOROOM)
+        assert client.gone is None
+
+
+async def test_an_unanswered_keepalive_ends_the_session(nursery):
+    url = await mute_janus(nursery)
+    async with open_janus(url, request_timeout=0.2, keepalive=0.01) as client:
+        with trio.fail_after(GENEROUS):
+            await client.lost.wait()
+        assert client.gone.startswith("keepalive failed") and client.keepalives == 0
+        with pytest.raises(JanusGone):
+            await client.attach(VIDEOROOM)
+
+
+@needs_janus
+async def test_janus_acknowledges_keepalives(janus):
+    async with open_janus(janus.url, keepalive=0.01) as client:
+        with trio.fail_after(GENEROUS):
+            while client.keepalives < 3:
+                await trio.sleep(0.01)
+        assert client.gone is None
+        await client.attach(VIDEOROOM)
+
+
+async def test_client_on_nothing_says_so():
+    with trio.fail_after(GENEROUS), pytest.raises(JanusGone) as caught:
+        async with open_janus(f"ws://127.0.0.1:{free_port()}", connect_timeout=2):
+            pass
+    assert "cannot connect to Janus" in str(caught.value)
+
+
+# -- operator mistakes ----------------------------------------------------------------------------
+
+
+def one_line(error: StartupError, setting: str) -> str:
+    text = str(error)
+    assert "\n" not in text and text.startswith(f"{setting}: ")
+    return text
+
+
+async def start_error(run) -> StartupError:
+    """The StartupError that ``nursery.start(run)`` fails with (as the server finds it)."""
+    with trio.fail_after(GENEROUS), pytest.raises(BaseException) as caught:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run)
+    error = startup_error_in(caught.value)
+    assert error is not None, caught.value
+    return error
+
+
+async def start_fails(tmp_path, **options) -> StartupError:
+    options.setdefault("binary", JANUS)
+    process = JanusProcess(str(tmp_path / "janus"), admin_key=KEY, **{"port": free_port(), **options})
+    return await start_error(process.run)
+
+
+async def test_missing_binary_is_one_line(tmp_path):
+    text = one_line(await start_fails(tmp_path, binary=str(tmp_path / "no-janus")), "calls.janus_binary")
+    assert "not found" in text and "apt-get install janus" in text
+
+
+@needs_janus
+async def test_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        text = one_line(await start_fails(tmp_path, port=port), "calls.janus_port")
+    assert text.startswith(f"calls.janus_port: {port}: TCP port already in use on 127.0.0.1")
+
+
+@needs_janus
+async def test_host_that_is_not_an_address_is_one_line(tmp_path):
+    assert "not an IP address" in one_line(await start_fails(tmp_path, host="localhost"), "calls.janus_host")
+
+
+def fake_janus(tmp_path, body: str) -> str:
+    path = tmp_path / "fake-janus"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+@needs_janus
+async def test_janus_that_exits_at_start_is_one_line_with_its_last_error(tmp_path):
+    binary = fake_janus(tmp_path, 'echo "[Mon Jan  1 00:00:00 2024] [FATAL] [janus.c:main] broken on purpose"; exit 3')
+    text = one_line(await start_fails(tmp_path, binary=binary, lib_dir=LIB), "calls.janus_binary")
+    assert "Janus exited with code 3 as it started ([FATAL] [janus.c:main] broken on purpose)" in text
+    assert "broken on purpose" in (tmp_path / "janus" / "janus.log").read_text()
+
+
+@needs_janus
+async def test_janus_that_never_answers_is_one_line_and_stopped(tmp_path):
+    pid_file = tmp_path / "pid"
+    binary = fake_janus(tmp_path, f"echo $$ > {pid_file}; exec sleep 600")
+    text = one_line(await start_fails(tmp_path, binary=binary, lib_dir=LIB, start_timeout=0.3), "calls.janus_binary")
+    assert "did not answer on ws://127.0.0.1:" in text and "within 0.3 s" in text
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped and reaped
+
+
+@needs_janus
+async def test_wrong_admin_key_and_no_janus_at_the_url_are_one_line(janus):
+    error = await start_error(JanusBackend(janus.url, PUBLIC, admin_key="not-the-key").run)
+    assert "refused it for creating rooms" in one_line(error, "calls.janus_admin_key")
+    assert KEY not in str(error) and "not-the-key" not in str(error)
+    nowhere = f"ws://127.0.0.1:{free_port()}"
+    error = await start_error(JanusBackend(nowhere, PUBLIC).run)
+    assert one_line(error, "calls.janus_url").startswith(f"calls.janus_url: {nowhere}: no Janus answers there")
+
+
+# -- open_sfu: what [calls] asks for ------------------------------------------------------------
+
+
+def calls_config(tmp_path, **calls) -> Config:
+    overrides = {"server.data_dir": str(tmp_path / "data"), "calls.janus_binary": JANUS}
+    overrides.update({f"calls.{key}": value for key, value in calls.items()})
+    return Config().with_overrides(overrides)
+
+
+async def test_no_sfu_configured_starts_nothing(tmp_path):
+    async with open_sfu(calls_config(tmp_path)) as sfu:
+        assert sfu is None
+    assert not (tmp_path / "data").exists()
+
+
+@needs_janus
+async def test_open_sfu_starts_our_janus_and_tickets_name_it(tmp_path):
+    port = free_port()
+    config = calls_config(tmp_path, sfu="janus", janus_port=port)
+    with trio.fail_after(GENEROUS):
+        async with open_sfu(config) as sfu:
+            room = await sfu.open_room("zone:stage")
+            ticket = await sfu.admit(room, "ada")
+            assert ticket.url == f"ws://127.0.0.1:{port}"  # loopback: this machine's browsers
+            async with open_janus(ticket.url) as page:
+                assert (await join_ticket(page, ticket))["room"] == room
+    assert (tmp_path / "data" / "janus" / "janus.jcfg").is_file()
+    with pytest.raises(JanusGone):  # stopped with the block
+        async with open_janus(f"ws://127.0.0.1:{port}", connect_timeout=2):
+            pass
+
+
+def test_public_url_of_a_janus_on_every_address_is_the_port_the_page_completes(tmp_path):
+    assert public_url(calls_config(tmp_path, janus_host="0.0.0.0", janus_port=9188).calls) == ":9188"
+    assert public_url(calls_config(tmp_path, janus_host="::", janus_port=9188).calls) == ":9188"
+    assert public_url(calls_config(tmp_path, janus_host="192.0.2.7").calls) == "ws://192.0.2.7:8188"
+    assert public_url(calls_config(tmp_path, janus_host="0.0.0.0", janus_public_url="wss://m.example/j").calls) \
+        == "wss://m.example/j"
+
+
+@needs_janus
+async def test_serve_sfu_hands_the_backend_to_the_nursery(tmp_path, nursery):
+    port = free_port()
+    with trio.fail_after(GENEROUS):
+        backend = await nursery.start(serve_sfu, calls_config(tmp_path, sfu="janus", janus_port=port))
+        assert isinstance(backend, JanusBackend) and backend.connected
+        assert await nursery.start(serve_sfu, calls_config(tmp_path)) is None
+
+
+@needs_janus
+async def test_open_sfu_uses_an_existing_janus_at_janus_url(janus, tmp_path):
+    config = calls_config(tmp_path, sfu="janus", janus_url=janus.url, janus_admin_key=KEY,
+                          janus_public_url="wss://media.example/janus")
+    with trio.fail_after(GENEROUS):
+        async with open_sfu(config) as sfu:
+            room = await sfu.open_room("p1")
+            assert (await sfu.admit(room, "ada")).url == "wss://media.example/janus"
+    assert not (tmp_path / "data" / "janus").exists()  # nothing of ours was started
+    assert public_url(calls_config(tmp_path, janus_url=janus.url).calls) == janus.url
+
+
+async def test_open_sfu_refuses_a_url_that_is_not_a_websocket(tmp_path):
+    with pytest.raises(StartupError) as caught:
+        async with open_sfu(calls_config(tmp_path, sfu="janus", janus_url="http://media.example:8088/janus")):
+            pass
+    assert "not a WebSocket URL" in one_line(caught.value, "calls.janus_url")
+    with pytest.raises(StartupError) as caught:
+        async with open_sfu(calls_config(tmp_path, sfu="janus", janus_public_url="media.example:8188")):
+            pass
+    assert "not a WebSocket URL" in one_line(caught.value, "calls.janus_public_url")
