@@ -44,8 +44,13 @@ async def _udp_port(server: ServerProcess) -> int:
 
 async def test_hatongsu_page_and_native_bot_see_each_other(server):
     port = await _udp_port(server)
-    out: dict = {"stdout": b"", "stderr": [], "walked": trio.Event(), "done": trio.Event()}
-    seen: dict = {"page": None, "z0": None, "track": [], "max_anim": 0}
+    out: dict = {"stdout": b"", "stderr": [], "walked": trio.Event(), "done": trio.Event(), "way": None}
+    seen: dict = {"page": None, "start": None, "track": [], "max_anim": 0}
+
+    def along(x: float, z: float) -> float:
+        """How far the page's avatar went from where the bot first saw it, the way it walks."""
+        dx, dz = out["way"]
+        return (x - seen["start"][0]) * dx + (z - seen["start"][1]) * dz
 
     async def read_stdout(stream):
         chunks = []
@@ -61,6 +66,8 @@ async def test_hatongsu_page_and_native_bot_see_each_other(server):
                 line, buf = buf.split(b"\n", 1)
                 text = line.decode(errors="replace")
                 out["stderr"].append(text)
+                if text.startswith("progress: walk-way "):
+                    out["way"] = tuple(float(v) for v in text.split()[2:4])
                 if text.strip() == "progress: done-walking":
                     out["walked"].set()
 
@@ -77,7 +84,8 @@ async def test_hatongsu_page_and_native_bot_see_each_other(server):
             started = trio.current_time()
             tick = 0
             # Walk back and forth along x (1.5 s each way) until the page walked and the bot
-            # saw the page's avatar arrive 6 m further along +z.
+            # saw the page's avatar arrive 6 m further the way it walked (the page chose the
+            # way with the most room in the world and said which).
             with trio.move_on_after(100):
                 while True:
                     direction = 1.0 if (tick // 30) % 2 == 0 else -1.0
@@ -94,11 +102,11 @@ async def test_hatongsu_page_and_native_bot_see_each_other(server):
                     if page is not None:
                         pos, _yaw, anim = page
                         now = trio.current_time()
-                        if seen["z0"] is None:
-                            seen["z0"] = float(pos[2])
+                        if seen["start"] is None:
+                            seen["start"] = (float(pos[0]), float(pos[2]))
                         seen["track"].append((now, float(pos[0]), float(pos[2])))
                         seen["max_anim"] = max(seen["max_anim"], int(anim))
-                        if out["walked"].is_set() and float(pos[2]) - seen["z0"] > 5.8:
+                        if out["walked"].is_set() and along(float(pos[0]), float(pos[2])) > 5.8:
                             break
                     if proc.returncode is not None:
                         break
@@ -121,7 +129,7 @@ async def test_hatongsu_page_and_native_bot_see_each_other(server):
         pytest.fail(
             f"browser script failed: {result.get('error')}\n"
             f"page logs: {json.dumps(result.get('logs', []), indent=1)}\n"
-            f"bot saw: page={seen['page']} z0={seen['z0']} last={seen['track'][-3:]}\n"
+            f"bot saw: page={seen['page']} start={seen['start']} last={seen['track'][-3:]}\n"
             f"server log tail:\n{server.log_tail()}"
         )
 
@@ -142,8 +150,9 @@ async def test_hatongsu_page_and_native_bot_see_each_other(server):
 
     # The bot saw the page's avatar go where the page said, never faster than max speed.
     assert seen["page"] is not None, "the bot never saw the page's avatar"
+    assert out["way"] == (result["way"]["dx"], result["way"]["dz"]), (out["way"], result["way"])
     track = seen["track"]
-    assert track[-1][2] - seen["z0"] > 5.8, track[-5:]
+    assert along(track[-1][1], track[-1][2]) > 5.8, (out["way"], track[-5:])
     t0, x0, z0 = track[0]
     for (ta, xa, za), (tb, xb, zb) in zip(track, track[1:]):
         # snapshots may bunch up in the bot's samples; allow a tick of slack per interval

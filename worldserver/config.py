@@ -786,7 +786,7 @@ class WorldsSettings:
     HELP: ClassVar[str] = "The worlds this server hosts (docs/worlds.md); each has its own simulation."
 
     hosted: tuple = _setting(
-        ("open",), "strs",
+        ("gallery",), "strs",
         "Worlds to host: built-in ids (gallery, halls), paths of world files, or open (a square of"
         " sim.half_extent without walls); the first is where a client that names none goes.",
     )

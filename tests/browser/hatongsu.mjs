@@ -10,7 +10,10 @@
 // ignored), waits for its own spawn like the real client (sending nothing first; after 2 s
 // of silence it sends one harmless clientAnimationUpdate, reported as `nudged`), then:
 //  1. waits until exactly one remote player (the bot) moved more than 2 m;
-//  2. walks its own avatar 6 m along +z by clientPlayerUpdate at 10 Hz, 5 m/s;
+//  2. walks its own avatar 6 m by clientPlayerUpdate at 10 Hz, 5 m/s, along the axis way
+//     with the most room from its spawn in the default world (the closed gallery room: its
+//     walls and benches must not stop the walk), said on stderr first as
+//     "progress: walk-way DX DZ";
 //  3. prints "progress: done-walking" on stderr, then waits until the bot's avatar is
 //     removed by serverPlayerDisconnected (the test closes the bot when it saw the walk).
 // Prints one JSON object on stdout (see launch.mjs).
@@ -18,7 +21,9 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
 
-import { WEB, launch, runScript, waitFor } from "./launch.mjs";
+import { WEB, launch, roomiestWay, runScript, waitFor, worldDoc } from "./launch.mjs";
+
+const WALK_M = 6;
 
 /** The geckos client as one IIFE script that sets window.geckos (nothing of it changed). */
 async function geckosBundle() {
@@ -110,22 +115,22 @@ const PAGE_CLIENT = (baseUrl) => {
       }
     }, 2000);
   });
-  hat.walk = (dz, seconds) =>
+  hat.walk = (dx, dz, seconds) =>
     new Promise((resolve) => {
       const start = hat.ownSpawn.position;
-      const yaw = 0; // facing +z
+      const yaw = Math.atan2(dx, dz); // facing the way it walks
       const rotation = { x: 0, y: Math.sin(yaw / 2), z: 0, w: Math.cos(yaw / 2) };
       const steps = Math.round(seconds * 10);
       let i = 0;
       channel.emit("clientAnimationUpdate", { playerId: channel.id, state: 2 });
       const timer = setInterval(() => {
         i += 1;
-        const z = start.z + (dz * Math.min(i, steps)) / steps;
-        channel.emit("clientPlayerUpdate", { position: { x: start.x, y: start.y, z }, rotation });
+        const f = Math.min(i, steps) / steps;
+        channel.emit("clientPlayerUpdate", { position: { x: start.x + dx * f, y: start.y, z: start.z + dz * f }, rotation });
         if (i >= steps + 5) {
           clearInterval(timer);
           channel.emit("clientAnimationUpdate", { playerId: channel.id, state: 0 });
-          resolve({ x: start.x, z: start.z + dz });
+          resolve({ x: start.x + dx, z: start.z + dz });
         }
       }, 100);
     });
@@ -173,8 +178,15 @@ runScript(async (args, state) => {
   );
   const beforeWalk = await page.evaluate(summary);
 
-  // 2. Walk 6 m along +z (the server walks the avatar there at up to max speed).
-  const walkedTo = await page.evaluate(() => window.hat.walk(6, 1.2));
+  // 2. Walk 6 m the way with the most room (the server walks the avatar there at up to max
+  // speed); the test learns the way first.
+  const spawn = await page.evaluate(() => window.hat.ownSpawn.position);
+  const way = roomiestWay(await worldDoc(args.url), spawn.x, spawn.z);
+  if (way.clear < WALK_M + 0.5) {
+    throw new Error(`the spawn (${spawn.x}, ${spawn.z}) has ${way.clear.toFixed(2)} m of room, the walk needs ${WALK_M + 0.5}: ${JSON.stringify(way.ways)}`);
+  }
+  process.stderr.write(`progress: walk-way ${way.dx} ${way.dz}\n`);
+  const walkedTo = await page.evaluate(([dx, dz]) => window.hat.walk(dx, dz, 1.2), [way.dx * WALK_M, way.dz * WALK_M]);
   process.stderr.write("progress: done-walking\n");
 
   // 3. The test closes the bot once it saw the walk: the page must be told.
@@ -186,5 +198,5 @@ runScript(async (args, state) => {
   const after = await page.evaluate(summary);
   const events = await page.evaluate(() => window.hat.events.slice(0, 40));
   await page.evaluate(() => window.hat.channel.close());
-  return { bot_seen: botSeen, before_walk: beforeWalk, walked_to: walkedTo, after, events };
+  return { bot_seen: botSeen, before_walk: beforeWalk, way, walked_to: walkedTo, after, events };
 });

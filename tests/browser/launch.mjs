@@ -1,7 +1,8 @@
 // Shared helpers for the browser test scripts (driven by tests/test_browser*.py): launch
 // Debian's chromium through playwright-core (installed in clients/web/node_modules) with a
-// fresh user-data-dir and the flags this machine needs, join the gallery as a player, and
-// report a JSON result on stdout.
+// fresh user-data-dir and the flags this machine needs, join the gallery as a player, find
+// the way with the most room to walk in the world the server hosts (its walls and benches:
+// the default world is the closed gallery room), and report a JSON result on stdout.
 //
 //   import { launch, joinGallery, parseArgs, finish } from "./launch.mjs";
 //   const args = parseArgs();                       // --url http://127.0.0.1:PORT ...
@@ -19,6 +20,8 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { WallRays } from "../../clients/web/src/world/rays.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = join(HERE, "..", "..");
@@ -154,6 +157,39 @@ export async function joinGallery(browser, baseUrl, name, { label = name, timeou
     throw new Error(`${e.message}; page state: ${JSON.stringify(info)}`);
   }
   return page;
+}
+
+/** A hosted world's document (GET /api/worlds/{id}; without an id, the default world's). */
+export async function worldDoc(baseUrl, id = null) {
+  const get = async (path) => {
+    const res = await fetch(`${baseUrl}${path}`, { headers: { Accept: "application/json" } });
+    if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status}`);
+    return res.json();
+  };
+  const world = id || (await get("/api/worlds")).default;
+  return get(`/api/worlds/${encodeURIComponent(world)}`);
+}
+
+/**
+ * The straight way with the most room for an avatar standing at (x, z) in the world `doc`
+ * (worldDoc): of the four axis directions (+x, -x, +z, -z), the one where the avatar's circle
+ * (the world's entity_radius) goes farthest before it touches a wall or a bench (the walls of
+ * the page's own collision, clients/web/src/world/rays.js) or the edge of the floor.
+ * Returns { dx, dz, yaw, clear } (unit direction, the page's yaw for it, metres free) and
+ * `ways`, the room of all four. Tests walk this way so that a closed room does not stop them.
+ */
+export function roomiestWay(doc, x, z) {
+  const r = doc.entity_radius;
+  const rays = new WallRays(doc);
+  const reach = 4 * Math.max(doc.floor.max[0] - doc.floor.min[0], doc.floor.max[1] - doc.floor.min[1]);
+  const ways = [[1, 0], [-1, 0], [0, 1], [0, -1]].map(([dx, dz]) => {
+    const hit = rays.firstHit({ x, y: 0, z }, { x: x + dx * reach, y: 0, z: z + dz * reach }, r);
+    const toWall = hit === null ? Infinity : hit * reach;
+    const toEdge = dx > 0 ? doc.floor.max[0] - r - x : dx < 0 ? x - (doc.floor.min[0] + r) : dz > 0 ? doc.floor.max[1] - r - z : z - (doc.floor.min[1] + r);
+    return { dx, dz, yaw: Math.atan2(dx, dz), clear: Math.max(0, Math.min(toWall, toEdge)) };
+  });
+  const best = ways.reduce((a, b) => (b.clear > a.clear ? b : a));
+  return { ...best, ways: ways.map((w) => ({ dx: w.dx, dz: w.dz, clear: w.clear })) };
 }
 
 /** --key value pairs (and bare --flags) from argv. */

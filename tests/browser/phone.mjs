@@ -4,8 +4,9 @@
 // Page A joins without ?debug: the status panel is hidden behind its toggle, the chat is
 // folded into its button, the touch stick shows, and the panels leave most of the view clear.
 // A finger (real touch events through the DevTools protocol, Input.dispatchTouchEvent) pushes
-// the stick up and holds it: the server's position of A's avatar moves; a drag across the
-// view turns it. Page B (same phone) says something in the chat: A's chat button shows one
+// the stick up and holds it (the view turned first the way with the most room: the default
+// world is the closed gallery room): the server's position of A's avatar moves; a drag
+// across the view turns it. Page B (same phone) says something in the chat: A's chat button shows one
 // unread message; a tap on the button opens the chat with B's message in it and clears the
 // count, the stick hides and A's avatar (its name tag) stays above the chat; another tap
 // folds it. A page opened with ?debug shows the status panel from the
@@ -16,7 +17,10 @@
 
 import { writeFileSync } from "node:fs";
 
-import { deviceOptions, joinGallery, launch, runScript, waitFor } from "./launch.mjs";
+import { deviceOptions, joinGallery, launch, roomiestWay, runScript, waitFor, worldDoc } from "./launch.mjs";
+
+// Room the stick walk needs: 3 m, and what the avatar goes on for until the finger lifts.
+const ROOM_NEEDED_M = 4.5;
 
 const selfPos = () => {
   const t = window.worldserverTest;
@@ -106,6 +110,14 @@ runScript(async (args, state) => {
   if (!stick) throw new Error(`no touch stick shown: ${JSON.stringify(joined)}`);
   const centre = { x: (stick.left + stick.right) / 2, y: (stick.top + stick.bottom) / 2 };
   const start = await waitFor(a, selfPos, { what: "the own avatar" });
+  // Look the way with the most room first: in a closed room (the default world is the
+  // gallery) a wall or a bench could be less than 3 m ahead.
+  const worldId = await a.evaluate(() => window.worldserverTest.world().id);
+  const way = roomiestWay(await worldDoc(args.url, worldId), start.x, start.z);
+  if (way.clear < ROOM_NEEDED_M) {
+    throw new Error(`A at (${start.x}, ${start.z}) in ${worldId} has ${way.clear.toFixed(2)} m of room, the walk needs ${ROOM_NEEDED_M}: ${JSON.stringify(way.ways)}`);
+  }
+  await a.evaluate((yaw) => window.worldserverTest.setView(yaw), way.yaw);
   const yaw0 = await a.evaluate(() => window.worldserverTest.view().yaw);
   await drag(cdp, centre, { x: centre.x, y: centre.y - 55 });
   const pushed = await a.evaluate(() => window.worldserverTest.layout());
@@ -188,6 +200,8 @@ runScript(async (args, state) => {
     covered_joined: covered(joined),
     pushed,
     start,
+    world: worldId,
+    way,
     moved,
     stopped,
     yaw0,

@@ -1,7 +1,11 @@
 // Two players in one headless chromium: both join through the overlay, A walks (test hook
-// sendMove), B must see A's avatar move in its own decoded snapshots; B's view is captured
-// as a PNG and its pixel statistics reported. With --block-webrtc, RTCPeerConnection is
-// deleted from every page first, so the client must fall back to the WebSocket.
+// sendMove) the way with the most room in the hosted world (the default world is the closed
+// gallery room: its walls and benches must not stop the walk) until B saw A's avatar move in
+// its own decoded snapshots, then A turns round and walks back with the W key; B turns to A
+// and shows A's name over A's avatar; B's view is captured as a PNG and its pixel statistics
+// reported. Every wait is a condition with a deadline. With --block-webrtc,
+// RTCPeerConnection is deleted from every page first, so the client must fall back to the
+// WebSocket.
 //
 //   node tests/browser/two_players.mjs --url http://127.0.0.1:PORT [--screenshot FILE]
 //        [--block-webrtc] [--timeout SECONDS]
@@ -9,13 +13,43 @@
 
 import { writeFileSync } from "node:fs";
 
-import { joinGallery, launch, pngStats, runScript, waitFor } from "./launch.mjs";
+import { joinGallery, launch, pngStats, roomiestWay, runScript, waitFor, worldDoc } from "./launch.mjs";
+
+// A walks (test hook sendMove) until B saw it go more than WALK_SEEN_M, then stops; the
+// way it takes must have WALK_ROOM_M free so that B sees that before A can reach a wall.
+const WALK_SEEN_M = 3;
+const WALK_ROOM_M = 5;
+// Then A turns round (as the mouse turns the view) and holds W until it went KEY_WALK_M back
+// along the way it came (free floor: it just walked there), released as soon as it did.
+const KEY_WALK_M = 2;
 
 const BLOCK_WEBRTC = `
   delete window.RTCPeerConnection;
   delete window.webkitRTCPeerConnection;
   delete window.RTCDataChannel;
 `;
+
+/** A's own authoritative position once it stopped changing over 10 ticks while newer ticks
+ *  kept arriving (A's mirror trails the server by a snapshot or more, fewer per second when
+ *  the server sheds load). `key` names the page global that keeps the last change. */
+const settledSelf = (key) => {
+  const t = window.worldserverTest;
+  const e = t.entities().find((v) => v.id === t.selfId);
+  const tick = t.stats().tick;
+  if (!e) return null;
+  const seen = window[key];
+  if (!seen || seen.x !== e.x || seen.z !== e.z) {
+    window[key] = { x: e.x, z: e.z, tick };
+    return null;
+  }
+  return tick - seen.tick >= 10 ? e : null;
+};
+
+/** B's view of the entity `id` once it is within 0.5 m of (x, z). */
+const seenNear = ([id, x, z]) => {
+  const e = window.worldserverTest.entities().find((v) => v.id === id);
+  return e && Math.hypot(e.x - x, e.z - z) < 0.5 ? e : null;
+};
 
 const hookState = () => {
   const t = window.worldserverTest;
@@ -45,64 +79,63 @@ runScript(async (args, state) => {
     (id) => window.worldserverTest.entities().find((e) => e.id === id) || null,
     { arg: sa.selfId, what: "B to see A's avatar" },
   );
-  // A walks along x (towards the world centre) for 1.5 s: 7.5 m at 5 m/s.
-  const dir = before.x > 0 ? -1 : 1;
-  const walk = a.evaluate((d) => window.worldserverTest.sendMove(d, 0, 1500), dir);
-  const after = await waitFor(
-    b,
-    ([id, x0, d]) => {
-      const e = window.worldserverTest.entities().find((v) => v.id === id);
-      return e && (e.x - x0) * d > 3 ? e : null;
-    },
-    { arg: [sa.selfId, before.x, dir], what: "B to see A move more than 3 m" },
-  );
-  await walk;
+  // A walks the way with the most room: a closed room's walls and benches must not stop it.
+  const worldId = await a.evaluate(() => window.worldserverTest.world().id);
+  const doc = await worldDoc(args.url, worldId);
+  const way = roomiestWay(doc, before.x, before.z);
+  if (way.clear < WALK_ROOM_M) {
+    throw new Error(`A at (${before.x}, ${before.z}) in ${worldId} has ${way.clear.toFixed(2)} m of room, the walk needs ${WALK_ROOM_M}: ${JSON.stringify(way.ways)}`);
+  }
+  const along = (e, x0, z0) => (e.x - x0) * way.dx + (e.z - z0) * way.dz;
+  // The intent is held for at most 10 s (a wall would stop A first); A stops once B saw it.
+  await a.evaluate(([dx, dz]) => void window.worldserverTest.sendMove(dx, dz, 10000), [way.dx, way.dz]);
+  let after;
+  try {
+    after = await waitFor(
+      b,
+      ([id, x0, z0, dx, dz, m]) => {
+        const e = window.worldserverTest.entities().find((v) => v.id === id);
+        return e && (e.x - x0) * dx + (e.z - z0) * dz > m ? e : null;
+      },
+      { arg: [sa.selfId, before.x, before.z, way.dx, way.dz, WALK_SEEN_M], what: `B to see A move more than ${WALK_SEEN_M} m` },
+    );
+  } finally {
+    await a.evaluate(() => void window.worldserverTest.sendMove(0, 0, 0));
+  }
+  // A's view turned with the walk (the page faces the way it moves).
+  const walkYaw = await a.evaluate(() => window.worldserverTest.view().yaw);
   // A has stopped: A's own position and B's view of A converge on the same server state.
-  // A's mirror trails the server by a snapshot or more (fewer per second when the server
-  // sheds load), so first wait until A's own authoritative position has stopped changing
-  // while newer ticks keep arriving.
-  const selfA = await waitFor(
-    a,
-    () => {
-      const t = window.worldserverTest;
-      const e = t.entities().find((v) => v.id === t.selfId);
-      const tick = t.stats().tick;
-      if (!e) return null;
-      const seen = window.__selfSettle;
-      if (!seen || seen.x !== e.x || seen.z !== e.z) {
-        window.__selfSettle = { x: e.x, z: e.z, tick };
-        return null;
-      }
-      return tick - seen.tick >= 10 ? e : null; // unchanged over 10 ticks (0.5 s)
-    },
-    { what: "A's own position to settle after the walk" },
-  );
-  const settled = await waitFor(
-    b,
-    ([id, x]) => {
-      const e = window.worldserverTest.entities().find((v) => v.id === id);
-      return e && Math.abs(e.x - x) < 0.5 ? e : null;
-    },
-    { arg: [sa.selfId, selfA ? selfA.x : NaN], what: "B's view of A to settle where A stopped" },
-  );
-  // Keyboard: A holds W for 1 s; A now faces the way it walked, so it goes on that way.
-  await a.bringToFront();
-  const k0 = await a.evaluate(() => {
-    const t = window.worldserverTest;
-    return t.entities().find((e) => e.id === t.selfId) || null;
+  const selfA = await waitFor(a, settledSelf, { arg: "__selfSettle", what: "A's own position to settle after the walk" });
+  const settled = await waitFor(b, seenNear, {
+    arg: [sa.selfId, selfA.x, selfA.z],
+    what: "B's view of A to settle where A stopped",
   });
+  // Keyboard: A turns round and holds W until it went KEY_WALK_M back the way it came.
+  await a.bringToFront();
+  const k0 = selfA;
+  const back = { dx: -way.dx, dz: -way.dz, yaw: way.yaw + Math.PI };
+  await a.evaluate((yaw) => window.worldserverTest.setView(yaw), back.yaw);
+  let k1;
   await a.keyboard.down("w");
-  await a.waitForTimeout(1000);
-  await a.keyboard.up("w");
-  const k1 = await waitFor(
-    a,
-    ([x0, d]) => {
-      const t = window.worldserverTest;
-      const e = t.entities().find((v) => v.id === t.selfId);
-      return e && (e.x - x0) * d > 2 ? e : null;
-    },
-    { arg: [k0.x, dir], timeout: 5000, what: "A to walk with the W key" },
-  );
+  try {
+    k1 = await waitFor(
+      a,
+      ([x0, z0, dx, dz, m]) => {
+        const t = window.worldserverTest;
+        const e = t.entities().find((v) => v.id === t.selfId);
+        return e && (e.x - x0) * dx + (e.z - z0) * dz > m ? e : null;
+      },
+      { arg: [k0.x, k0.z, back.dx, back.dz, KEY_WALK_M], timeout: 5000, what: `A to walk ${KEY_WALK_M} m back with the W key` },
+    );
+  } finally {
+    await a.keyboard.up("w");
+  }
+  // A stops again, and B's view of A follows it there.
+  const keyStop = await waitFor(a, settledSelf, { arg: "__keySettle", what: "A's own position to settle after the W key" });
+  const keySeen = await waitFor(b, seenNear, {
+    arg: [sa.selfId, keyStop.x, keyStop.z],
+    what: "B's view of A to settle where A stopped after the W key",
+  });
   await b.bringToFront();
   // B learns A's name (labels come from /api/players).
   let nameSeen = null;
@@ -115,7 +148,30 @@ runScript(async (args, state) => {
   } catch (e) {
     nameSeen = null;
   }
-  const labelTexts = await b.evaluate(() => Array.from(document.querySelectorAll(".name-label")).map((el) => el.textContent));
+  // B turns to look at A (a tag is on the page only once its avatar was in view; in a room A
+  // may well be behind B) and shows A's name over A's avatar.
+  await b.evaluate((id) => {
+    const t = window.worldserverTest;
+    const me = t.entities().find((e) => e.id === t.selfId);
+    const other = t.entities().find((e) => e.id === id);
+    if (me && other) t.setView(Math.atan2(other.x - me.x, other.z - me.z));
+  }, sa.selfId);
+  let labelA = null;
+  try {
+    labelA = await waitFor(
+      b,
+      ([id, name]) => window.worldserverTest.tags().tags.find((t) => t.id === id && t.displayed && t.name === name) || null,
+      { arg: [sa.selfId, nameA], timeout: 8000, what: "B to show A's name over A's avatar" },
+    );
+  } catch (e) {
+    labelA = null;
+  }
+  const labelTexts = await b.evaluate(() =>
+    Array.from(document.querySelectorAll(".name-label"))
+      .filter((el) => el.isConnected && el.style.display !== "none")
+      .map((el) => el.textContent),
+  );
+  const tagsB = await b.evaluate(() => window.worldserverTest.tags());
 
   // A third page: a taken name and a name with markup are refused with the server's message,
   // shown as text (never HTML), and the overlay stays.
@@ -143,8 +199,7 @@ runScript(async (args, state) => {
   await c.close();
   await b.bringToFront();
 
-  // Let A stop and the view settle, then capture B's view.
-  await b.waitForTimeout(700);
+  // A stopped and B's view of it settled (above): capture B's view.
   const png = await b.screenshot({ type: "png" });
   if (args.screenshot) writeFileSync(args.screenshot, png);
   const image = await pngStats(b, png);
@@ -164,11 +219,19 @@ runScript(async (args, state) => {
     seen_after: after,
     seen_settled: settled,
     self_a_after: selfA,
-    moved: after.x - before.x,
-    keyboard_moved: k1.x - k0.x,
-    direction: dir,
+    world: worldId,
+    way,
+    walk_yaw: walkYaw,
+    moved: along(settled, before.x, before.z),
+    seen_moved: along(after, before.x, before.z),
+    keyboard_moved: -along(k1, k0.x, k0.z),
+    keyboard_stop: keyStop,
+    keyboard_seen: keySeen,
+    direction: [way.dx, way.dz],
     name_seen: nameSeen,
     labels: labelTexts,
+    label_a: labelA,
+    tags_b: tagsB,
     join_errors: joinErrors,
     screenshot: args.screenshot || null,
     png_bytes: png.length,
