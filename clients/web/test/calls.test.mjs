@@ -202,9 +202,10 @@ describe("calls: events from the server", () => {
   });
 
   it("checks signal data", () => {
-    assert.deepEqual(parseSignalData({ type: "candidate", candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0 }),
-      { type: "candidate", candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0 });
-    assert.deepEqual(parseSignalData({ type: "candidate", candidate: "" }), { type: "candidate", candidate: "", sdpMid: null, sdpMLineIndex: null });
+    assert.deepEqual(parseSignalData({ type: "candidate", candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0, usernameFragment: "abcd" }),
+      { type: "candidate", candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host", sdpMid: "0", sdpMLineIndex: 0, usernameFragment: "abcd" });
+    assert.deepEqual(parseSignalData({ type: "candidate", candidate: "" }), { type: "candidate", candidate: "", sdpMid: null, sdpMLineIndex: null, usernameFragment: null });
+    assert.equal(parseSignalData({ type: "candidate", candidate: "c", usernameFragment: 5 }), null);
     assert.equal(parseSignalData({ type: "candidate", candidate: "c", sdpMLineIndex: -1 }), null);
     assert.equal(parseSignalData({ type: "candidate", candidate: "c", sdpMid: 3 }), null);
     assert.equal(parseSignalData({ type: "pranswer", sdp: "v=0" }), null);
@@ -283,16 +284,16 @@ describe("calls: a mesh connection's signaling", () => {
     assert.equal(sent.alice.length, 1);
     assert.equal(sent.alice[0].type, "offer");
     // a candidate of A before B has the offer waits for it
-    a.pc.emitCandidate({ candidate: "candidate:1 1 udp 9 127.0.0.1 4000 typ host", sdpMid: "0", sdpMLineIndex: 0 });
+    a.pc.emitCandidate({ candidate: "candidate:1 1 udp 9 127.0.0.1 4000 typ host", sdpMid: "0", sdpMLineIndex: 0, usernameFragment: "uf1" });
     const cand = sent.alice[1];
-    assert.deepEqual(cand, { type: "candidate", candidate: "candidate:1 1 udp 9 127.0.0.1 4000 typ host", sdpMid: "0", sdpMLineIndex: 0 });
+    assert.deepEqual(cand, { type: "candidate", candidate: "candidate:1 1 udp 9 127.0.0.1 4000 typ host", sdpMid: "0", sdpMLineIndex: 0, usernameFragment: "uf1" });
     await b.handle(cand);
     assert.equal(b.pc.candidates.length, 0);
     assert.equal(b.queued.length, 1);
     await b.handle(sent.alice[0]);
     assert.equal(b.pc.remoteDescription.sdp, sent.alice[0].sdp);
     assert.deepEqual(b.pc.added.map((t) => t.kind), ["audio", "video"]); // after the offer: its transceivers
-    assert.equal(b.pc.candidates.length, 1);
+    assert.deepEqual(b.pc.candidates, [{ candidate: "candidate:1 1 udp 9 127.0.0.1 4000 typ host", sdpMid: "0", sdpMLineIndex: 0, usernameFragment: "uf1" }]);
     assert.equal(sent.bob[0].type, "answer");
     assert.equal(b.state, "stable");
     await a.handle(sent.bob[0]);

@@ -20,7 +20,8 @@ export const LEFT_REASONS = Object.freeze(["moved_away", "muted", "kicked", "dis
 
 /** What a call.signal carries.
  * @typedef {{ type: "offer", sdp: string } | { type: "answer", sdp: string }
- *   | { type: "candidate", candidate: string, sdpMid: string | null, sdpMLineIndex: number | null }} SignalData */
+ *   | { type: "candidate", candidate: string, sdpMid: string | null, sdpMLineIndex: number | null,
+ *       usernameFragment?: string | null }} SignalData */
 
 /** A call event as the page keeps it.
  * @typedef {{ ev: "call.joined", group: string, zone: string | null, mode: "mesh" | "sfu", members: CallMember[], sfu: SfuTicket | null }
@@ -99,8 +100,10 @@ export function parseSignalData(d) {
     const mid = d.sdpMid === undefined || d.sdpMid === null ? null : d.sdpMid;
     const index = d.sdpMLineIndex === undefined || d.sdpMLineIndex === null ? null : d.sdpMLineIndex;
     if (mid !== null && (typeof mid !== "string" || mid.length > 64)) return null;
-    if (index !== null && (!Number.isInteger(index) || index < 0 || index > 255)) return null;
-    return { type: "candidate", candidate: d.candidate, sdpMid: mid, sdpMLineIndex: index };
+    if (index !== null && (!Number.isInteger(index) || index < 0 || index > 65535)) return null;
+    const ufrag = d.usernameFragment === undefined || d.usernameFragment === null ? null : d.usernameFragment;
+    if (ufrag !== null && (typeof ufrag !== "string" || ufrag.length > 256)) return null;
+    return { type: "candidate", candidate: d.candidate, sdpMid: mid, sdpMLineIndex: index, usernameFragment: ufrag };
   }
   return null;
 }

@@ -59,7 +59,9 @@ export class MeshPeer {
     pc.onicecandidate = (ev) => {
       if (this._closed()) return;
       const c = ev.candidate;
-      this._send(c ? { type: "candidate", candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null } : { type: "candidate", candidate: "", sdpMid: null, sdpMLineIndex: null });
+      this._send(c
+        ? { type: "candidate", candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null, usernameFragment: c.usernameFragment ?? null }
+        : { type: "candidate", candidate: "", sdpMid: null, sdpMLineIndex: null });
     };
     pc.ontrack = (ev) => {
       if (this._closed()) return;
@@ -134,7 +136,9 @@ export class MeshPeer {
         this._stable();
         await this._flushCandidates();
       } else {
+        /** @type {RTCIceCandidateInit} */
         const init = { candidate: data.candidate, sdpMid: data.sdpMid, sdpMLineIndex: data.sdpMLineIndex };
+        if (data.usernameFragment) init.usernameFragment = data.usernameFragment;
         if (!this.pc.remoteDescription) {
           if (this.queued.length < MAX_QUEUED_CANDIDATES) this.queued.push(init);
           else this.ignored++;
