@@ -796,6 +796,15 @@ describe("calls: the call client on the chat socket", () => {
     assert.equal(client.peers.get("alice").offerer, false);
     assert.equal(client.peers.get("carol").offerer, true);
     assert.equal(pcs.length, 2);
+    assert.deepEqual([...client.tiles.tiles.keys()].sort(), ["alice", "carol"]); // a tile per other member
+    assert.equal(client.tiles.self.name, "bob");
+    // the toggles: the tracks keep running, muted or black
+    client.setMic(false);
+    client.setCam(false);
+    assert.deepEqual(client.tiles.toggles, { hasMic: true, hasCam: true, mic: false, cam: false });
+    assert.ok(client.local.getTracks().every((t) => !t.enabled && t.readyState === "live"));
+    client.setMic(true);
+    assert.equal(client.local.getAudioTracks()[0].enabled, true);
     // bob answered alice and offered to carol, each through call.signal to that member only
     assert.deepEqual(chat.signals("alice").map((r) => r.data.type), ["answer"]);
     assert.deepEqual(chat.signals("carol").map((r) => r.data.type), ["offer"]);

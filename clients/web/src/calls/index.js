@@ -217,6 +217,7 @@ export class CallClient {
       if (epoch !== this._epoch || this.group !== e.group || this.mode !== e.mode) return;
       this._setState("in_call");
       this._showSelf(stream);
+      this._syncTiles();
       if (this.mode === "mesh") this._setMembers(this.members);
       else if (!this.room || !sameTicket(this.room.ticket, this.ticket)) {
         if (this.room) this._closeConnections();
@@ -295,7 +296,9 @@ export class CallClient {
   /** @param {CallMember[]} members */
   _setMembers(members) {
     this.members = members;
-    if (this.state !== "in_call" || this.mode !== "mesh") return;
+    if (this.state !== "in_call") return;
+    this._syncTiles();
+    if (this.mode !== "mesh") return;
     const self = this.chat.user;
     if (!self) return;
     const plan = planPeers(self, members, this.peers.keys());
@@ -412,7 +415,15 @@ export class CallClient {
   _dropRemote(name) {
     this.remotes.delete(name);
     this.audio.removeRemote(name);
-    this.tiles.remove(name);
+    if (this.members.some((m) => m.name === name)) this.tiles.tile(name).setVideo(null);
+    else this.tiles.remove(name);
+  }
+
+  /** A tile for every other member (its video comes when a track does), none for anyone else. */
+  _syncTiles() {
+    const others = new Set(this.members.map((m) => m.name).filter((n) => n !== this.chat.user));
+    for (const name of others) this.tiles.tile(name);
+    for (const name of [...this.tiles.tiles.keys()]) if (!others.has(name)) this.tiles.remove(name);
   }
 
   _closeConnections() {
