@@ -1,6 +1,7 @@
-// The dashboard's client of the admin API (/admin/api/, worldserver/admin_api.py): JSON
-// requests with the bearer token, every failure turned into an AdminError the page can say in
-// one line. The token lives in sessionStorage (asked for once per tab), never in the URL.
+// The dashboard's client of the admin API (/admin/api/, worldserver/admin_api.py; its worlds
+// and pictures, worldserver/world_admin.py): JSON requests (images sent as they are) with the
+// bearer token, every failure turned into an AdminError the page can say in one line. The
+// token lives in sessionStorage (asked for once per tab), never in the URL.
 // No DOM here beyond the Storage it is given; `fetch` can be replaced for the node tests.
 //
 // Must not: send two requests with a token that has not been accepted yet (wrong admin
@@ -49,9 +50,9 @@ export class AdminClient {
 
   /**
    * One request; resolves to the answer's JSON object or rejects with an AdminError.
-   * @param {"GET" | "POST"} method
+   * @param {"GET" | "POST" | "PUT" | "DELETE"} method
    * @param {string} path under /admin/api/, e.g. "status" or "players/7/kick"
-   * @param {object} [body] sent as JSON (POST)
+   * @param {object | Blob} [body] sent as JSON, or a Blob (a File) as it is, with its type
    * @returns {Promise<any>}
    */
   async request(method, path, body) {
@@ -59,7 +60,10 @@ export class AdminClient {
     const headers = { Authorization: `Bearer ${this.token}`, Accept: "application/json" };
     /** @type {RequestInit} */
     const init = { method, headers, cache: "no-store" };
-    if (body !== undefined) {
+    if (body instanceof Blob) {
+      headers["Content-Type"] = body.type || "application/octet-stream";
+      init.body = body;
+    } else if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
@@ -125,7 +129,69 @@ export class AdminClient {
   notice(text, room) {
     return this.request("POST", "notice", room === null ? { text } : { text, room });
   }
+
+  /** The hosted worlds, the names `openWorld` takes besides a path, the largest picture.
+   * @returns {Promise<AdminWorlds>} */
+  worlds() {
+    return this.request("GET", "worlds");
+  }
+
+  /** One world as listed, with its picture slots. @param {string} id
+   * @returns {Promise<AdminWorld & { pictures: AdminSlot[] }>} */
+  world(id) {
+    return this.request("GET", `worlds/${encodeURIComponent(id)}`);
+  }
+
+  /** Opens a world: a built-in id, open, or the path of a world file on the server.
+   * @param {string} name @returns {Promise<AdminWorld>} */
+  openWorld(name) {
+    return this.request("POST", "worlds", { world: name });
+  }
+
+  /** Closes a world; its players are disconnected with the reason ("": the server's).
+   * @param {string} id @param {string} reason
+   * @returns {Promise<{ id: string, players: number, reason: string, notice: boolean }>} */
+  closeWorld(id, reason) {
+    return this.request("POST", `worlds/${encodeURIComponent(id)}/close`, reason.trim() ? { reason } : {});
+  }
+
+  /** Reads a world's file again. @param {string} id @returns {Promise<AdminWorld & { moved: number }>} */
+  reloadWorld(id) {
+    return this.request("POST", `worlds/${encodeURIComponent(id)}/reload`, {});
+  }
+
+  /** Hangs an image (a File or Blob, sent as it is) in a picture slot.
+   * @param {string} id @param {string} slot @param {Blob} image
+   * @returns {Promise<{ world: string, slot: string, image: string, url: string, version: number,
+   *   type: string, width: number, height: number, bytes: number }>} */
+  hangPicture(id, slot, image) {
+    return this.request("PUT", `worlds/${encodeURIComponent(id)}/pictures/${encodeURIComponent(slot)}`, image);
+  }
+
+  /** Empties a picture slot. @param {string} id @param {string} slot
+   * @returns {Promise<{ world: string, slot: string, image: string, url: string, version: number }>} */
+  takeDownPicture(id, slot) {
+    return this.request("DELETE", `worlds/${encodeURIComponent(id)}/pictures/${encodeURIComponent(slot)}`);
+  }
 }
+
+/**
+ * A hosted world as GET /admin/api/worlds lists it (worldserver/world_admin.py).
+ * @typedef {object} AdminWorld
+ * @property {string} id
+ * @property {string} title
+ * @property {boolean} default where clients that name no world go; it cannot be closed
+ * @property {number} players
+ * @property {number} version of its document: a new one at each change of its pictures or file
+ * @property {string} file its world file ("" for the open world)
+ * @property {number} slots picture slots
+ * @property {number} hung pictures hung through the admin API
+ */
+
+/** @typedef {{ default: string, worlds: AdminWorld[], builtin: string[], max_image_bytes: number }} AdminWorlds */
+
+/** A picture slot: the image it shows ("" for an empty frame) and its URL.
+ * @typedef {{ id: string, image: string, url: string }} AdminSlot */
 
 /**
  * A player as GET /admin/api/players lists it (docs/architecture.md, "Admin API").

@@ -1,0 +1,114 @@
+// The pure parts of the dashboard's worlds and pictures panels (curator.js draws them): which
+// world the page shows, what the open box offers, a picture's title, whether a chosen file
+// can be sent at all, and the one-line texts of the answers of the admin API's world routes
+// (worldserver/world_admin.py). No DOM, no requests.
+
+import { formatBytes } from "./charts.js";
+
+/** @typedef {import("./api.js").AdminWorld} AdminWorld */
+
+export const HUNG_PREFIX = "hung-"; // pictures hung through the admin API (world_admin.HUNG_PREFIX)
+export const PICTURE_TYPES = "image/png,image/jpeg,image/webp"; // what a slot takes (a file input's accept)
+
+/**
+ * The world the page shows: `current` while it is still hosted, else the default world, else
+ * the first; "" when none is hosted.
+ * @param {{ id: string, default: boolean }[]} worlds
+ * @param {string} current
+ */
+export function chooseWorld(worlds, current) {
+  if (worlds.some((w) => w.id === current)) return current;
+  const chosen = worlds.find((w) => w.default) || worlds[0];
+  return chosen ? chosen.id : "";
+}
+
+/**
+ * What the open box suggests: the names POST worlds takes besides a path (`builtin`, in the
+ * server's order), those not hosted now.
+ * @param {string[]} builtin
+ * @param {{ id: string }[]} worlds
+ */
+export function openChoices(builtin, worlds) {
+  const open = new Set(worlds.map((w) => w.id));
+  return builtin.filter((name) => !open.has(name));
+}
+
+/** Whether a slot's image was hung through the admin API (not the world file's). @param {string} image */
+export function isHung(image) {
+  return image.startsWith(HUNG_PREFIX);
+}
+
+/**
+ * A picture's title for the list: from its file name as the gallery makes it
+ * (`sunset_over-sea.png` -> "Sunset over sea", worldserver/http_static.py image_title), "Hung
+ * picture" for one hung through the API (its name is random), "" for an empty frame.
+ * @param {string} image
+ */
+export function pictureTitle(image) {
+  if (!image) return "";
+  if (isHung(image)) return "Hung picture";
+  const stem = image.replace(/\.[^.]*$/, "").replace(/[-_\s]+/g, " ").trim();
+  return stem ? stem[0].toUpperCase() + stem.slice(1) : image;
+}
+
+/**
+ * Why a chosen file is not sent, or "" to send it (the server checks the rest, as it checks a
+ * chat image: type, damage, pixels).
+ * @param {{ name: string, size: number }} file
+ * @param {number} maxBytes the server's max_image_bytes; 0: it decodes no images
+ */
+export function uploadProblem(file, maxBytes) {
+  if (!(maxBytes > 0)) return "This server takes no pictures: it decodes no images (its chat has no images).";
+  if (file.size === 0) return `${file.name} is empty.`;
+  if (file.size > maxBytes) {
+    return `${file.name} is ${formatBytes(file.size)} (${file.size} bytes); a picture may be at most ${maxBytes} bytes ` +
+      `(${formatBytes(maxBytes)}, chat.max_image_bytes).`;
+  }
+  return "";
+}
+
+/** The last part of a path on the server (its whole text is the cell's tooltip). @param {string} path */
+export function fileName(path) {
+  const parts = path.split(/[\\/]/).filter(Boolean);
+  return parts.length ? parts[parts.length - 1] : path;
+}
+
+/** "1 player", "2 players". @param {number} n @param {string} word */
+export function count(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** The pictures column of a world's row: "3 of 12 hung", "12 slots", "none". @param {AdminWorld} w */
+export function slotsText(w) {
+  if (!w.slots) return "none";
+  return w.hung ? `${w.hung} of ${w.slots} hung` : count(w.slots, "slot");
+}
+
+/** @param {AdminWorld} a the answer of POST worlds */
+export function openedText(a) {
+  return `Opened ${a.id} (${a.title}): ${count(a.slots, "picture slot")}.`;
+}
+
+/** @param {{ id: string, players: number, reason: string, notice: boolean }} a the answer of a close */
+export function closedText(a) {
+  return `Closed ${a.id}: ${count(a.players, "player")} disconnected with "${a.reason}"` +
+    (a.notice ? "; the notice is in its chat room." : ".");
+}
+
+/** @param {AdminWorld & { moved: number }} a the answer of a reload */
+export function reloadedText(a) {
+  return `Reloaded ${a.id} from its file: version ${a.version}, ${count(a.moved, "avatar")} moved clear of the walls.`;
+}
+
+/**
+ * @param {string} file the name of the file sent
+ * @param {{ slot: string, width: number, height: number, bytes: number }} a the answer of a hang
+ */
+export function hungText(file, a) {
+  return `Hung ${file} in ${a.slot}: ${a.width}×${a.height}, ${formatBytes(a.bytes)}.`;
+}
+
+/** @param {{ slot: string }} a the answer of a take-down */
+export function takenDownText(a) {
+  return `Took the picture of ${a.slot} down: an empty frame.`;
+}
