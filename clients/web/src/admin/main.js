@@ -3,8 +3,10 @@
 // players and rooms) and shows a top-down map of one hosted world (a dot per player coloured
 // by transport, names on hover, the interest radius of a selected player), the players with
 // kick and mute buttons, charts of the last minutes (ring of polled samples, samples.js),
-// the drops and the chat rooms with a notice box. The walls come from the world's document
-// (GET /api/worlds/{id}); everything else is the admin API (api.js). Installs the test hook
+// the hosted worlds (open, close, reload) and the picture slots of the world on the map
+// (upload, remove: curator.js), the drops and the chat rooms with a notice box. The walls
+// come from the world's document (GET /api/worlds/{id}, fetched again when its version
+// changes); everything else is the admin API (api.js). Installs the test hook
 // window.worldserverAdmin.
 //
 // Everything the server or a player wrote (names, rooms, error texts) is shown with
@@ -13,29 +15,22 @@
 
 import { AdminClient, AdminError, UNAUTHORIZED_TEXT, storeToken, storedToken } from "./api.js";
 import { drawChart, formatBytes, formatDuration } from "./charts.js";
+import { Curator } from "./curator.js";
+import { $, el } from "./dom.js";
 import { TRANSPORT_COLORS, dotsNear, drawMap, floorOf, mapHeight, transportColor } from "./map.js";
 import { SampleRing, sampleOf } from "./samples.js";
+import { chooseWorld } from "./worlds.js";
 
 /** @typedef {import("./api.js").AdminPlayer} AdminPlayer */
 /** @typedef {import("./api.js").AdminRoom} AdminRoom */
+/** @typedef {import("./api.js").AdminWorlds} AdminWorlds */
+/** @typedef {import("./api.js").AdminSlot} AdminSlot */
 
 export const POLL_MS = 1000;
 const DOC_RETRY_MS = 10000; // a world document that failed is asked for again after this
 const CHART_WINDOW = 300; // seconds the charts show at most (the ring's)
 const CHART_MIN_WINDOW = 60; // seconds they show at least, while the ring fills
 const TIP_NAMES = 6; // names in the map's hover tip at most
-
-/** The page's element `id`: admin.html has every one this script asks for.
- * @param {string} id @returns {any} */
-const $ = (id) => document.getElementById(id);
-
-/** @param {string} tag @param {string} [cls] @param {string} [text] @returns {any} */
-function el(tag, cls, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
 
 const state = {
   /** @type {AdminClient | null} */
@@ -54,6 +49,10 @@ const state = {
   rooms: [],
   ring: new SampleRing(),
   world: "",
+  /** @type {AdminWorlds | null} */
+  listing: null, // GET worlds of the last poll
+  /** @type {{ id: string, title: string, version: number, pictures: AdminSlot[] } | null} */
+  pictures: null, // the picture slots of the world on the map, at its listed version
   /** @type {Map<string, { doc: any, at: number, pending: boolean }>} */
   docs: new Map(),
   /** @type {number | null} */
@@ -117,7 +116,8 @@ async function poll() {
   const began = performance.now();
   try {
     const status = await client.status(); // alone first: a wrong token is refused once
-    const [players, rooms] = await Promise.all([client.players(), client.rooms()]);
+    const [players, rooms, listing] = await Promise.all([client.players(), client.rooms(), client.worlds()]);
+    const pictures = await picturesOf(client, listing, chooseWorld(listing.worlds, state.world));
     if (client !== state.client) return; // the token was forgotten meanwhile
     if (!state.verified) {
       state.verified = true;
@@ -129,6 +129,8 @@ async function poll() {
     state.status = status;
     state.players = players;
     state.rooms = rooms;
+    state.listing = listing;
+    state.pictures = pictures;
     state.ring.push(sampleOf(status));
     state.polls++;
     state.lastOk = performance.now();
@@ -160,6 +162,24 @@ async function poll() {
         state.timer = window.setTimeout(poll, Math.max(0, POLL_MS - (performance.now() - began)));
       }
     }
+  }
+}
+
+/**
+ * The picture slots of the world `id`: those of the last poll while its listed version is the
+ * same, else asked for (null: it is not hosted, or was closed meanwhile).
+ * @param {AdminClient} client @param {AdminWorlds} listing @param {string} id
+ */
+async function picturesOf(client, listing, id) {
+  const listed = listing.worlds.find((w) => w.id === id);
+  if (!listed) return null;
+  const had = state.pictures;
+  if (had && had.id === id && had.version === listed.version) return had;
+  try {
+    return await client.world(id);
+  } catch (e) {
+    if (e instanceof AdminError && e.kind === "refused" && e.status === 404) return null;
+    throw e;
   }
 }
 
@@ -203,10 +223,7 @@ function renderSummary() {
 function renderWorlds() {
   /** @type {{ id: string, title: string, default: boolean, players: number }[]} */
   const worlds = state.status.worlds || [];
-  if (!worlds.some((w) => w.id === state.world)) {
-    const chosen = worlds.find((w) => w.default) || worlds[0];
-    state.world = chosen ? chosen.id : "";
-  }
+  state.world = chooseWorld(worlds, state.world);
   const select = $("world");
   const wanted = worlds.map((w) => `${w.id}\u0000${w.title} (${w.players})`);
   const have = Array.from(select.options, (o) => `${o.value}\u0000${o.textContent}`);
@@ -218,14 +235,31 @@ function renderWorlds() {
     }));
   }
   select.value = state.world;
+  if (state.listing) curator.renderWorlds(state.listing, state.world);
+  curator.renderPictures(state.pictures && state.pictures.id === state.world ? state.pictures : null);
 }
 
-/** The world's document (walls, floor), asked for once; null until it came. @param {string} id */
+/** Shows the world `id` on the map and lists its pictures (asked for at once). @param {string} id */
+function showWorld(id) {
+  if (id === state.world) return;
+  state.world = id;
+  $("world").value = id;
+  if (state.listing) curator.renderWorlds(state.listing, id);
+  curator.renderPictures(null);
+  renderMap();
+  pollNow();
+}
+
+/** The world's document (walls, floor), asked for once and again when the admin API lists a
+ * new version of it (a reload, a picture); the one at hand until the new one came, null until
+ * the first did. @param {string} id */
 function worldDoc(id) {
   if (!id) return null;
   const now = performance.now();
   let entry = state.docs.get(id);
-  if (!entry || (!entry.doc && !entry.pending && now - entry.at > DOC_RETRY_MS)) {
+  const listed = state.listing && state.listing.worlds.find((w) => w.id === id);
+  const stale = Boolean(entry && entry.doc && listed && entry.doc.version !== listed.version);
+  if (!entry || (!entry.pending && (stale || (!entry.doc && now - entry.at > DOC_RETRY_MS)))) {
     const fresh = { doc: entry ? entry.doc : null, at: now, pending: true };
     entry = fresh;
     state.docs.set(id, fresh);
@@ -302,10 +336,7 @@ function renderTip() {
 function select(id) {
   state.selected = id;
   const p = state.players.find((q) => q.id === id);
-  if (p && p.world !== state.world) {
-    state.world = p.world;
-    $("world").value = p.world;
-  }
+  if (p) showWorld(p.world);
   for (const [rid, row] of state.rows) row.tr.classList.toggle("selected", rid === id);
   renderMap();
 }
@@ -559,11 +590,14 @@ function sendNotice(/** @type {Event} */ ev) {
   });
 }
 
+const curator = new Curator({ act, show: showWorld });
+
 // ---------------------------------------------------------------------------- the page
 
 function installTestHook() {
   window.worldserverAdmin = {
     polls: () => state.polls,
+    curator: () => curator.snapshot(),
     snapshot: () => ({
       verified: state.verified,
       login: !$("login").hidden,
@@ -610,10 +644,7 @@ function main() {
     start(token);
   });
   $("forget").addEventListener("click", () => refused(""));
-  $("world").addEventListener("change", () => {
-    state.world = $("world").value;
-    renderMap();
-  });
+  $("world").addEventListener("change", () => showWorld($("world").value));
   const canvas = $("map");
   canvas.addEventListener("mousemove", (/** @type {MouseEvent} */ ev) => {
     const r = canvas.getBoundingClientRect();
