@@ -83,7 +83,11 @@ class ServerEndpoint:
         packet but DISCONNECT is handed to ``on_received(conn, ptype, seq, payload, acked,
         now)`` instead of being returned as a :class:`Received` event (``acked``: the newly
         acknowledged sequence numbers, a list, or an empty tuple). It saves an event object
-        and a dispatch per packet on the hot path, the INPUT packets of every client."""
+        and a dispatch per packet on the hot path, the INPUT packets of every client.
+
+        ``on_drop``: if set (as the attribute), every datagram dropped is also reported as
+        ``on_drop(reason, addr, now)`` (the driver may count them by address), after it is
+        counted in ``drops``."""
         self.version = version
         self.trusted = trusted
         self.cookies = CookieJar(secret, cookie_lifetime)
@@ -99,10 +103,14 @@ class ServerEndpoint:
         self.bytes_in_unproven = 0
         self.bytes_out_unproven = 0
         self.on_received = on_received
+        self.on_drop: Callable[[str, tuple, float], None] | None = None
 
     # -- counters -------------------------------------------------------------------------
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str, addr: tuple, now: float) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
+        on_drop = self.on_drop
+        if on_drop is not None:
+            on_drop(reason, addr, now)
 
     def _reply_unproven(self, data: bytes, addr: tuple, received: int) -> None:
         # The amplification rule, enforced in one place.
@@ -122,22 +130,22 @@ class ServerEndpoint:
         if _HEADER_SIZE <= len(data) <= _MAX_DATAGRAM and data[0] in _FAST_TYPES:
             conn = self.connections.get(addr)
             if conn is None:
-                self._drop("unknown_address")
+                self._drop("unknown_address", addr, now)
                 return NO_EVENTS
             keyed = conn.tagger
             if keyed is not None:  # the tag first: nothing of the packet is believed before it (SPEC 3)
                 data, tag, keyed = data[:-_TAG_SIZE], data[-_TAG_SIZE:], keyed.copy()
                 keyed.update(data)
                 if not _compare(keyed.digest(), tag) or len(data) < _HEADER_SIZE:
-                    self._drop("bad_tag")
+                    self._drop("bad_tag", addr, now)
                     return NO_EVENTS
             ptype, salt, seq, ack, ack_bits = _unpack_header(data)
             if salt != conn.salt:
-                self._drop("bad_salt")
+                self._drop("bad_salt", addr, now)
                 return NO_EVENTS
             link = conn.link
             if not link.accept(seq):
-                self._drop("duplicate_or_stale")
+                self._drop("duplicate_or_stale", addr, now)
                 return NO_EVENTS
             link.last_recv = now
             acked = link.process_acks(ack, ack_bits, now) if link.pending else _NO_ACKS
@@ -155,7 +163,7 @@ class ServerEndpoint:
             if ptype in P.CONNECTED_TYPES:
                 conn = self.connections.get(addr)
                 if conn is None:
-                    self._drop("unknown_address")
+                    self._drop("unknown_address", addr, now)
                     return NO_EVENTS
                 P.decode_header(data)  # only a packet shorter than the header gets here: refused
                 return NO_EVENTS
@@ -164,16 +172,16 @@ class ServerEndpoint:
                 return self._on_hello(data, addr, now)
             if ptype == P.CONNECT:
                 return self._on_connect(data, addr, now)
-            self._drop("bad_type")
+            self._drop("bad_type", addr, now)
             return NO_EVENTS
         except ProtocolError as exc:
-            self._drop(exc.reason)
+            self._drop(exc.reason, addr, now)
             return NO_EVENTS
 
     def _on_hello(self, data: bytes, addr: tuple, now: float):
         version, nonce, token = P.decode_hello(data)
         if version != self.version:
-            self._drop("version_mismatch")
+            self._drop("version_mismatch", addr, now)
             text = f"server speaks protocol {self.version}, client {version}"
             self._reply_unproven(P.encode_refuse(P.REFUSE_VERSION, self.version, nonce, text, len(data)), addr, len(data))
             return NO_EVENTS
@@ -185,24 +193,24 @@ class ServerEndpoint:
 
     def _on_connect(self, data: bytes, addr: tuple, now: float):
         if self.trusted:
-            self._drop("bad_type")
+            self._drop("bad_type", addr, now)
             return NO_EVENTS
         version, nonce, cookie_ms, mac, token = P.decode_connect(data)
         if version != self.version:
-            self._drop("version_mismatch")
+            self._drop("version_mismatch", addr, now)
             return NO_EVENTS
         verdict = self.cookies.check(version, addr, nonce, cookie_ms, mac, now)
         if verdict == "forged":
-            self._drop("forged_cookie")  # silently: nothing proves this address is real
+            self._drop("forged_cookie", addr, now)  # silently: nothing proves this address is real
             return NO_EVENTS
         if verdict == "stale":
-            self._drop("stale_cookie")
+            self._drop("stale_cookie", addr, now)
             self._reply_unproven(P.encode_refuse(P.REFUSE_STALE_COOKIE, self.version, nonce, "cookie expired", len(data)), addr, len(data))
             return NO_EVENTS
         if mac in self._used_cookies and not self._is_accept_retry(addr, nonce, mac):
             # A cookie opens at most one connection, ever: used again for anything but the
             # retry of the connection it opened (its ACCEPT was lost), it is a replay.
-            self._drop("replayed_cookie")
+            self._drop("replayed_cookie", addr, now)
             self.outbox.append((P.encode_refuse(P.REFUSE_REPLAYED_COOKIE, self.version, nonce, "cookie already used", len(data)), addr))
             return NO_EVENTS
         return self._admit(addr, nonce, token, mac, now, data)
@@ -227,7 +235,7 @@ class ServerEndpoint:
                 self._used_cookies[mac] = now + self.cookies.lifetime + 1.0
             return (ConnectRequest(addr, nonce, token, packet, conn),)
         if len(self.connections) >= self.max_clients:
-            self._drop("server_full")
+            self._drop("server_full", addr, now)
             self.outbox.append((P.encode_refuse(P.REFUSE_FULL, self.version, nonce, "server full", P.HANDSHAKE_SIZE), addr))
             return NO_EVENTS
         self._pending[addr] = (nonce, mac)

@@ -14,6 +14,7 @@ from worldserver.limits import (
     AddressCounts,
     AddressLimits,
     Networks,
+    Penalties,
     TokenBucket,
     TokenBuckets,
     address_key,
@@ -163,3 +164,39 @@ def test_rates_per_address() -> None:
     off = limits(handshakes_per_second=0, joins_per_second=0, chat_messages_per_second=0)
     assert all(off.handshake(off.key("192.0.2.1"), 0.0) for _ in range(1000))
     assert off.join_wait(off.key("192.0.2.1"), 0.0) == 0.0
+
+
+def test_penalties_start_after_more_than_the_threshold_a_second_and_end() -> None:
+    p = Penalties(threshold=100, seconds=5.0)
+    # 100 drops a second, steadily, for 10 s: at the threshold, never penalized.
+    assert not any(p.dropped("a", "a-text", i / 100) for i in range(1000))
+    assert len(p) == 0
+    # Twice that: the bucket (100 at most, 100 a second) is empty after about a second.
+    started = [i for i in range(400) if p.dropped("b", "b-text", 20.0 + i / 200)]
+    assert started and 190 <= started[0] <= 210 and len(started) == 1  # one penalty, not one per drop
+    start = 20.0 + started[0] / 200
+    assert p.until == {"b-text": start + 5.0}
+    assert p.active("b-text", start + 4.9) and not p.active("a-text", start)
+    assert not p.active("b-text", start + 5.0) and len(p) == 0  # over: forgotten
+    # Drops counted under one key penalize the key the caller names (an address's ports together).
+    for i in range(101):
+        p.dropped(7, f"port-{i}", 100.0)
+    assert list(p.until) == ["port-100"]
+    p.expire(104.9)
+    assert len(p) == 1
+    p.expire(105.0)
+    assert len(p) == 0
+
+
+def test_penalties_stay_bounded() -> None:
+    p = Penalties(threshold=1, seconds=10.0, max_keys=50)
+    for i in range(1000):
+        p.dropped(i, i, 0.0)
+        p.dropped(i, i, 0.0)  # the second drop of a key with a threshold of 1 penalizes it
+        assert len(p) <= 50
+    assert len(p) == 50
+    p.dropped("late", "late", 11.0)
+    assert p.dropped("late", "late", 11.0)  # the ended ones made room
+    assert len(p) == 1
+    with pytest.raises(ValueError):
+        Penalties(threshold=0, seconds=1.0)

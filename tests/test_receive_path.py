@@ -185,18 +185,18 @@ def reference_receive(server: ServerEndpoint, data: bytes, addr: tuple, now: flo
             return server.receive_datagram(data, addr, now)
         conn = server.connections.get(addr)
         if conn is None:
-            server._drop("unknown_address")
+            server._drop("unknown_address", addr, now)
             return ()
         ptype, salt, seq, ack, ack_bits = P.decode_header(data)
     except Exception as exc:  # ProtocolError
-        server._drop(exc.reason)
+        server._drop(exc.reason, addr, now)
         return ()
     if salt != conn.salt:
-        server._drop("bad_salt")
+        server._drop("bad_salt", addr, now)
         return ()
     link = conn.link
     if not link.accept(seq):
-        server._drop("duplicate_or_stale")
+        server._drop("duplicate_or_stale", addr, now)
         return ()
     link.last_recv = now
     acked = link.process_acks(ack, ack_bits, now)

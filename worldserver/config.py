@@ -778,6 +778,17 @@ class LimitsSettings:
     chat_burst: int = _setting(
         30, "int", "Chat messages one address may send at once.", _at_least(1)
     )
+    udp_drops_per_second: int = _setting(
+        500, "int",
+        "UDP datagrams of one address dropped per second (invalid, or over a limit) beyond which"
+        " its datagrams are dropped unread for udp_penalty seconds, except its proven connections'"
+        " packets unless they themselves exceed it (0 = never).",
+        _non_negative,
+    )
+    udp_penalty: float = _setting(
+        5.0, "float", "Seconds an address (or connection) over udp_drops_per_second is ignored.",
+        _between(0.001, 3600.0),
+    )
 
 
 @attrs.frozen

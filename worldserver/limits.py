@@ -10,7 +10,9 @@ count of native-protocol connections per address for all transports together (UD
 ``/ws/movement``), and buckets per address for handshakes, HTTP joins and chat messages.
 :class:`FailureGuard` keeps the wrong secrets (admin tokens) each address presented: the chat's
 moderator hello and the admin API share one, so an address gets ``max_failures`` guesses in
-all, compared in constant time, before it is locked out.
+all, compared in constant time, before it is locked out. :class:`Penalties` keeps the senders
+whose traffic keeps being dropped (more than a threshold of drops a second) for a penalty
+period, so a transport can drop their traffic before it spends anything on it.
 
 The transports ask ("may this address do this now?"), refuse on their own terms (a REFUSE,
 a 503 or 429, an error frame) and count the refusal under their own ``drop.limit_*`` name
@@ -38,6 +40,7 @@ __all__ = [
     "AddressLimits",
     "FailureGuard",
     "Networks",
+    "Penalties",
     "TokenBucket",
     "TokenBuckets",
     "address_key",
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 MAX_BUCKET_KEYS = 100_000  # buckets kept per TokenBuckets before the oldest are dropped
+MAX_PENALTIES = 10_000  # senders under penalty at once; beyond, no new one is added
 _SWEEP_FLOOR = 1024  # a table smaller than this is never swept on the way
 _V6_KEY = 1 << 64  # IPv6 /64 keys are this plus the prefix: never equal to an IPv4 key
 _MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d
@@ -350,6 +354,73 @@ class FailureGuard:
     def sweep(self, now: float) -> None:
         """Forget the addresses whose failures are all forgiven."""
         self._buckets.sweep(now)
+
+
+class Penalties:
+    """Senders whose traffic keeps being dropped: more than ``threshold`` drops in about a
+    second (a token bucket per counting key: ``threshold`` a second, ``threshold`` at most)
+    put a penalty key in :attr:`until` for ``seconds``.
+
+    Two keys per drop, so that the caller decides what is counted together and what is
+    punished: e.g. drops counted by address key (:func:`address_key`, all ports of an address,
+    an IPv6 /64) and the penalty put on the source text the caller can look up cheaply.
+    :attr:`until` (penalty key -> end of its penalty, on the caller's clock) is meant to be
+    read directly on a hot path (``until.get(key)``, then :meth:`end` when it is over);
+    drops during a penalty are the caller's to count, not drops here, so once it ends the
+    sender has its whole allowance again. Memory stays bounded: the buckets as
+    :class:`TokenBuckets`, at most ``max_keys`` penalties (a drop beyond that penalizes no
+    one new) and :meth:`expire` forgets the ended ones.
+    """
+
+    def __init__(self, threshold: float, seconds: float, max_keys: int = MAX_PENALTIES) -> None:
+        if not threshold >= 1 or not seconds > 0:
+            raise ValueError(f"penalties need threshold >= 1 and seconds > 0, got {threshold}, {seconds}")
+        self.seconds = float(seconds)
+        self.max_keys = max(1, int(max_keys))
+        self.until: dict[Any, float] = {}
+        self._drops = TokenBuckets(threshold, threshold)
+
+    def __len__(self) -> int:
+        return len(self.until)
+
+    def dropped(self, count_key: Any, key: Any, now: float) -> bool:
+        """Count one drop against ``count_key``; when it has none left, put ``key`` under
+        penalty until ``now + seconds``. True when that started a penalty."""
+        if self._drops.take(count_key, now) == 0.0:
+            return False
+        until = self.until
+        if key in until and until[key] > now:
+            return False
+        if key not in until and len(until) >= self.max_keys:
+            self.sweep(now)
+            if len(until) >= self.max_keys:
+                return False
+        until[key] = now + self.seconds
+        return True
+
+    def active(self, key: Any, now: float) -> bool:
+        """Whether ``key`` is under penalty at ``now`` (an ended penalty is forgotten)."""
+        end = self.until.get(key)
+        if end is None:
+            return False
+        if now < end:
+            return True
+        del self.until[key]
+        return False
+
+    def end(self, key: Any) -> None:
+        """Forget ``key``'s penalty (its caller found it over)."""
+        self.until.pop(key, None)
+
+    def expire(self, now: float) -> None:
+        """Forget the penalties that are over."""
+        for key in [key for key, end in self.until.items() if end <= now]:
+            del self.until[key]
+
+    def sweep(self, now: float) -> None:
+        """Forget the penalties that are over and the drop counts that are full again."""
+        self.expire(now)
+        self._drops.sweep(now)
 
 
 def _buckets(rate: float, burst: int) -> TokenBuckets | None:

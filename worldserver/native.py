@@ -47,6 +47,10 @@ class NativeSessions:
     # The server's worldserver.moderation.Moderation, set by worldserver.app: connect requests
     # are refused while it drains, and over UDP from an address it banned. None: no refusals.
     moderation = None
+    # Called as on_drop(reason, endpoint address, now) for an accepted packet of a connection
+    # dropped here for what its client did (INPUTs over the session's rate, INPUTs that do not
+    # decode); the UDP service counts them by address (worldserver/udp_service.py). None: not.
+    on_drop: Callable[[str, tuple, float], None] | None = None
 
     def __init__(
         self,
@@ -106,8 +110,12 @@ class NativeSessions:
                 inputs = new_inputs(payload, session.last_received_seq)
             except ProtocolError as exc:
                 self.stats.incr(f"drop.bad_input.{exc.reason}")
+                if self.on_drop is not None:
+                    self.on_drop("bad_input", conn.addr, now)
                 return
-            session.take_inputs(inputs, now, self.input_rate, self.input_burst, self.stats)
+            if not session.take_inputs(inputs, now, self.input_rate, self.input_burst, self.stats):
+                if self.on_drop is not None:
+                    self.on_drop("input_rate", conn.addr, now)
 
     def player_name(self, token: bytes) -> str:
         """The name a live join token stands for, else a guest name."""

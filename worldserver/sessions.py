@@ -88,19 +88,20 @@ class Session:
         self.baseline: HeldView | None = None  # newest view the client acknowledged whole
 
     # -- inputs ---------------------------------------------------------------------------
-    def take_inputs(self, inputs: list[Input], now: float, rate: float, burst: int, stats: Stats) -> None:
+    def take_inputs(self, inputs: list[Input], now: float, rate: float, burst: int, stats: Stats) -> bool:
         """Queues the new inputs of one INPUT packet (which repeats older ones for loss).
 
         One packet costs one token of the session's bucket (``rate`` per second, ``burst`` at
         most: the transport's input limit, the same on every call; the first call makes the
-        bucket, full); a packet without a token is dropped (``drop.input_rate``).
+        bucket, full); a packet without a token is dropped (``drop.input_rate``) and False
+        returned (True: taken).
         """
         bucket = self.input_bucket
         if bucket is None:
             bucket = self.input_bucket = TokenBucket(rate, burst, now)
         if bucket.take(now):
             stats.incr("drop.input_rate")
-            return
+            return False
         newest = self.last_received_seq
         for inp in inputs:
             if inp.seq > newest:
@@ -110,6 +111,7 @@ class Session:
         while len(self.pending) > MAX_PENDING_INPUTS:
             self.pending.popleft()
             stats.incr("drop.input_overflow")
+        return True
 
     def next_inputs(self, tick: int) -> tuple[Input | None, Input | None]:
         """The inputs to apply at ``tick``: (None, None), (input, None) or (late, input).

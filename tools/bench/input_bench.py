@@ -25,8 +25,16 @@ datagrams / count), so that other processes on the machine do not inflate them:
 real trio ``UdpTransport.receive_loop`` drains them (recvfrom, handler, checkpoints), plus the
 bare cost of the ``recvfrom`` and ``recvfrom_into`` system calls for comparison.
 
+``--flood RATE`` adds what a flooding address costs (``tools/attack/flood.py``'s mix, in
+process): besides the clients' INPUTs, a stranger on 127.0.0.2 (``limits.trusted_networks``
+is 127.0.0.1/32 here) with its own keyed session sends ``RATE / tick_rate`` datagrams a tick
+through ``UdpService.handle_datagram``: 40% garbage (random bytes and length), 20% connected
+packets with a wrong salt, 20% HELLOs and 20% INPUTs of its session. Reported: the median
+CPU time per flood datagram and per client datagram over the measured ticks, with penalties
+(``limits.udp_drops_per_second`` at its default) and without (0), and the drop counters.
+
 Usage: ``python tools/bench/input_bench.py [--clients 400] [--ticks 200] [--warmup 20]
-[--delay-ticks 2] [--loss 0.0] [--seed 1] [--no-tags] [--socket] [--json]``. Measures only; asserts
+[--delay-ticks 2] [--loss 0.0] [--seed 1] [--no-tags] [--socket] [--flood 20000] [--json]``. Measures only; asserts
 nothing. Traffic (``--socket`` only) goes to 127.0.0.1 and nowhere else.
 """
 
@@ -99,11 +107,12 @@ class Harness:
     """A UdpService whose sends are captured and delivered to in-process clients."""
 
     def __init__(self, n: int, *, delay_ticks: int, loss: float, seed: int, sockets: bool = False,
-                 tags: bool = True) -> None:
+                 tags: bool = True, overrides: dict | None = None) -> None:
         overrides = {
             "udp.host": HOST, "udp.port": "0", "sim.spawn_clearance": "0.5",
             "sim.max_entities": str(max(4096, n)), "net.max_clients": str(max(2000, n)),
             "net.require_connect_token": str(tags).lower(), "worlds.hosted": "open",
+            **(overrides or {}),
         }
         self.config = load_config(path=None, env={}, overrides=overrides)
         self.stats = Stats()
@@ -150,10 +159,10 @@ class Harness:
         if client is not None and not (self.loss and self.rng.random() < self.loss):
             client.inbound.append((self.tick + self.delay, data))
 
-    def _handshake(self) -> None:
+    def _handshake(self, clients: list | None = None) -> None:
         now = 0.0
         service = self.service
-        for client in self.clients:
+        for client in self.clients if clients is None else clients:
             step = client.conn.connect(now)
             for _ in range(3):  # HELLO -> CHALLENGE, CONNECT -> ACCEPT
                 if self.sockets:
@@ -291,6 +300,72 @@ def run_stages(args) -> dict:
                 for name, ns in zip(names, (t1 - t0, t3 - t2, t4 - t3, t5 - t4)):
                     per_tick[name].append(ns / 1000.0 / n)
         return {name: statistics.median(v) for name, v in per_tick.items()}
+    finally:
+        h.close()
+        gc.unfreeze()
+
+
+FLOOD_HOST = "127.0.0.2"
+
+
+def _flood_datagram(kind: str, rng: random.Random, flooder: Client, now: float) -> bytes:
+    """One datagram of tools/attack/flood.py's mix."""
+    if kind == "garbage":
+        return rng.randbytes(rng.randrange(1, P.MAX_DATAGRAM + 1))
+    if kind == "wrong_salt":
+        return P.encode_header(rng.choice((P.INPUT, P.KEEPALIVE, P.DISCONNECT)), rng.getrandbits(32),
+                               rng.getrandbits(16), 0, 0) + rng.randbytes(rng.randrange(0, 90))
+    if kind == "hello":
+        return P.encode_hello(PROTOCOL_VERSION, rng.getrandbits(64))
+    return flooder.next_input_packet(now)
+
+
+def run_flood(args, penalties: bool) -> dict:
+    """The clients' INPUTs and ``args.flood`` datagrams a second from a flooding stranger."""
+    overrides = {"limits.trusted_networks": f"{HOST}/32"}
+    if not penalties:
+        overrides["limits.udp_drops_per_second"] = "0"
+    h = Harness(args.clients, delay_ticks=args.delay_ticks, loss=args.loss, seed=args.seed, tags=args.tags,
+                overrides=overrides)
+    try:
+        service = h.service
+        token = key = b""
+        if args.tags:
+            h.identities.issue(10**6, "flooder")
+            issued = service.admission.issue(10**6, 0.0)
+            token, key = bytes.fromhex(issued["connect_token"]), bytes.fromhex(issued["connect_key"])
+        flooder = Client(10**6, (FLOOD_HOST, 40000), random.Random(args.seed + 7), token, key)
+        h.by_addr[flooder.addr] = flooder
+        h._handshake([flooder])
+        rng = random.Random(args.seed + 8)
+        per_tick_count = max(1, round(args.flood / h.config.sim.tick_rate))
+        _gc_like_the_server(h.config)
+        handle = service.handle_datagram
+        flood_us, client_us = [], []
+        clock = time.thread_time_ns
+        for t in range(args.warmup + args.ticks):
+            now, batch = h.run_tick_and_make_inputs()
+            flooder.inbound.clear()  # what the server sent it: not read
+            kinds = rng.choices(("garbage", "wrong_salt", "hello", "input"), (0.4, 0.2, 0.2, 0.2), k=per_tick_count)
+            flood = [_flood_datagram(kind, rng, flooder, now) for kind in kinds]
+            started = clock()
+            for data in flood:
+                handle(data, flooder.addr, now)
+            middle = clock()
+            for data, addr in batch:
+                handle(data, addr, now)
+            ended = clock()
+            if t >= args.warmup:
+                flood_us.append((middle - started) / 1000.0 / len(flood))
+                if batch:
+                    client_us.append((ended - middle) / 1000.0 / len(batch))
+        return dict(
+            penalties=penalties, flood_per_second=per_tick_count * h.config.sim.tick_rate,
+            us_per_flood_datagram=statistics.median(flood_us),
+            us_per_client_datagram=statistics.median(client_us),
+            drops=dict(service.endpoint.drops),
+            stat_drops={k: v for k, v in h.stats.counters.items() if k.startswith("drop.") or k == "udp.penalties"},
+        )
     finally:
         h.close()
         gc.unfreeze()
@@ -475,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="UdpTransport.coalesce in seconds for the loopback runs (default: the transport's own)")
     parser.add_argument("--plain-trio", dest="guest", action="store_false",
                         help="loopback runs under trio.run instead of as a guest on asyncio (as the server runs)")
+    parser.add_argument("--flood", type=float, default=0.0, metavar="RATE",
+                        help="also the cost of a flooding stranger sending RATE datagrams a second, "
+                             "with penalties and without")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -490,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.socket:
         report["socket_burst"] = run_socket_burst(args)
         report["socket_paced"] = run_socket_paced(args)
+    if args.flood > 0:
+        report["flood"] = [run_flood(args, penalties=False), run_flood(args, penalties=True)]
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -511,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
           f"lost per client: {total['packets_lost_per_client']:.1f}; inputs applied: {total['inputs_applied']}")
     if total["drops"] or total["stat_drops"]:
         print(f"  drops: {total['drops']} {total['stat_drops']}")
+    for f in report.get("flood", ()):
+        print(f"  flood of {f['flood_per_second']:.0f}/s from {FLOOD_HOST}, penalties {'on' if f['penalties'] else 'off'}: "
+              f"{f['us_per_flood_datagram']:.2f} µs per flood datagram, {f['us_per_client_datagram']:.2f} µs per client datagram")
+        print(f"    drops: {f['drops']} {f['stat_drops']}")
     if "socket_burst" in report:
         b, p = report["socket_burst"], report["socket_paced"]
         mode = "trio guest on asyncio" if args.guest else "trio.run"
