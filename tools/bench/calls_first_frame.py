@@ -53,7 +53,11 @@ def run(rounds: int, timeout: float) -> dict:
     if shutil.which("node") is None:
         raise SystemExit(f"node is not installed: {SETUP_HINT}")
     subprocess.run(["bash", str(ROOT / "scripts" / "web.sh")], check=True, timeout=900)
-    server = server_load.ServerProcess(["webrtc.host_addresses=127.0.0.1"])
+    # server_load's server runs in a scratch folder: the built client and the pictures by path
+    server = server_load.ServerProcess([
+        "webrtc.host_addresses=127.0.0.1",
+        f"http.web_root={ROOT / 'clients' / 'web' / 'dist'}",
+    ])
     try:
         server.wait_listening(30.0)
         started = time.monotonic()
@@ -70,7 +74,7 @@ def run(rounds: int, timeout: float) -> dict:
         raise SystemExit(f"calls.mjs printed no result (exit {proc.returncode}): {proc.stderr[-2000:]}")
     result = json.loads(lines[-1])
     if not result.get("ok"):
-        raise SystemExit(f"calls.mjs failed: {result.get('error')}")
+        raise SystemExit(f"calls.mjs failed: {result.get('error')}\npage logs: {result.get('logs')}")
     per_round = result["rounds"]
     frames = [r["a_ms"] for r in per_round] + [r["b_ms"] for r in per_round]
     joins = [r["a_joined_ms"] for r in per_round] + [r["b_joined_ms"] for r in per_round]
