@@ -15,7 +15,7 @@ Must not: touch any file outside its temporary directory (removed afterwards, al
 errors), open sockets, or start a server.
 
 Usage: ``python tools/bench/chat_search.py [--messages 1000000] [--rooms 100]
-[--searches 500] [--seed 1] [--json]``
+[--searches 500] [--seed 1] [--cache-mib 4] [--mmap-mib 0] [--json]``
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def summary(samples_ms: list[float]) -> dict:
     }
 
 
-def run(n: int, n_rooms: int, searches: int, seed: int, quiet: bool) -> dict:
+def run(n: int, n_rooms: int, searches: int, seed: int, quiet: bool, cache_mib: int = 4, mmap_mib: int = 0) -> dict:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
         path = os.path.join(tmp, "chat.sqlite3")
@@ -220,7 +220,8 @@ def run(n: int, n_rooms: int, searches: int, seed: int, quiet: bool) -> dict:
         size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp))
         rooms, gen = built["rooms"], built["gen"]
 
-        store = SqliteChatStore(path)  # reopened: SQLite's own cache starts empty
+        # reopened: SQLite's own cache starts empty; sized as the server's chat.db_* settings
+        store = SqliteChatStore(path, cache_mib=cache_mib, mmap_mib=mmap_mib)
         try:
             max_id = n  # bulk-inserted ids are 1..n
             by_kind: dict[str, list[float]] = {}
@@ -276,6 +277,8 @@ def run(n: int, n_rooms: int, searches: int, seed: int, quiet: bool) -> dict:
         "db_megabytes": round(size / 1e6, 1),
         "short_query_scan": SHORT_QUERY_SCAN,
         "mixed_query_scan": MIXED_QUERY_SCAN,
+        "cache_mib": cache_mib,
+        "mmap_mib": mmap_mib,
         "search": search,
         "search_worst_case": {k: summary(v) for k, v in worst_ms.items()},
         "history": summary(hist_ms),
@@ -293,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, default=100, help="rooms (the first gets half)")
     parser.add_argument("--searches", type=int, default=500, help="searches to time")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cache-mib", type=int, default=4, help="SQLite page cache (chat.db_cache_mib)")
+    parser.add_argument("--mmap-mib", type=int, default=0, help="SQLite memory map, 0 = none (chat.db_mmap_mib)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.messages < 1 or args.rooms < 1 or args.searches < 1:
         parser.error("--messages, --rooms and --searches must be positive")
-    result = run(args.messages, args.rooms, args.searches, args.seed, quiet=args.json)
+    result = run(args.messages, args.rooms, args.searches, args.seed, quiet=args.json,
+                 cache_mib=args.cache_mib, mmap_mib=args.mmap_mib)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -311,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in rows:
         print(f"{name:17} {s['count']:>6} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {s['max_ms']:>8.2f}"
               f" {s.get('mean_hits', ''):>6}")
-    print(f"SQLite {result['sqlite']}, Python {result['python']}, {result['machine']}")
+    print(f"SQLite {result['sqlite']} (cache {result['cache_mib']} MiB, memory map {result['mmap_mib']} MiB), "
+          f"Python {result['python']}, {result['machine']}")
     return 0
 
 
