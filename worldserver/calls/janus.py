@@ -1039,9 +1039,9 @@ def _check_ws_url(setting: str, value: str) -> None:
         raise StartupError(setting, value, "not a WebSocket URL; write it as ws://host:port or wss://host/path")
 
 
-async def serve_sfu(config, *, stats=None, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """:func:`open_sfu` as a task: ``backend = await nursery.start(serve_sfu, config)`` (None
-    when ``calls.sfu = "none"``); the SFU stops when the task is cancelled."""
+async def serve_sfu(config, stats=None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """:func:`open_sfu` as a task: ``backend = await nursery.start(serve_sfu, config, stats)``
+    (None when ``calls.sfu = "none"``); the SFU stops when the task is cancelled."""
     async with open_sfu(config, stats=stats) as backend:
         task_status.started(backend)
         await trio.sleep_forever()
