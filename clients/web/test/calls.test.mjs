@@ -13,7 +13,7 @@ import {
 } from "../src/calls/janus.js";
 import {
   SpeakingDetector, compareNames, inverseGain, isOfferer, parseCallEvent, parseSignalData, planPeers,
-  relativePosition, rmsLevel,
+  relativePosition, rmsLevel, sfuUrl,
 } from "../src/calls/logic.js";
 import { MeshPeer } from "../src/calls/mesh.js";
 
@@ -174,6 +174,16 @@ describe("calls: events from the server", () => {
     const e = parseCallEvent({ ev: "call.joined", group: "zone:stage", zone: "stage", mode: "sfu", members, sfu });
     assert.deepEqual(e.sfu, sfu);
     assert.equal(e.zone, "stage");
+  });
+
+  it("takes a ticket for a Janus on every address (\":<port>\") and completes it with the page's host", () => {
+    const e = parseCallEvent({ ev: "call.joined", group: "open/zone:stage", zone: "stage", mode: "sfu", members, sfu: { url: ":8188", room: 7, token: "t", display: "bob" } });
+    assert.equal(e.sfu.url, ":8188");
+    assert.equal(sfuUrl(":8188", "gallery.example"), "ws://gallery.example:8188");
+    assert.equal(sfuUrl(":8188", "::1"), "ws://[::1]:8188");
+    assert.equal(sfuUrl(":8188", "[::1]"), "ws://[::1]:8188");
+    assert.equal(sfuUrl("wss://sfu.example/janus", "gallery.example"), "wss://sfu.example/janus");
+    assert.equal(parseCallEvent({ ev: "call.joined", group: "g", mode: "sfu", members, sfu: { url: ":80a", room: 7, token: "t", display: "b" } }), null);
   });
 
   it("refuses malformed events", () => {

@@ -15,7 +15,7 @@
 import { CallAudio, SELF } from "./audio.js";
 import { JanusRoom } from "./janus.js";
 import { MeshPeer } from "./mesh.js";
-import { parseCallEvent, planPeers, relativePosition } from "./logic.js";
+import { parseCallEvent, planPeers, relativePosition, sfuUrl } from "./logic.js";
 import { CallTiles } from "./tiles.js";
 
 /** @typedef {import("./logic.js").CallMember} CallMember */
@@ -380,7 +380,7 @@ export class CallClient {
     if (!ticket) return;
     const stream = this.local;
     const room = new JanusRoom({
-      ticket,
+      ticket: { ...ticket, url: sfuUrl(ticket.url, typeof location === "undefined" ? "localhost" : location.hostname) },
       tracks: stream ? stream.getTracks().filter((t) => t.readyState === "live") : [],
       stream,
       createPeerConnection: this.createPeerConnection,

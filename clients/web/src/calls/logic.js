@@ -108,14 +108,27 @@ export function parseSignalData(d) {
   return null;
 }
 
-/** An SFU ticket, or null. @param {unknown} t @returns {SfuTicket | null} */
+/** An SFU ticket, or null. Its url is a ws:// or wss:// URL, or ":<port>" (a Janus on every
+ *  address of the page's host: sfuUrl completes it). @param {unknown} t @returns {SfuTicket | null} */
 export function parseTicket(t) {
   if (!isObject(t)) return null;
-  if (typeof t.url !== "string" || !/^wss?:\/\/[^\s]+$/.test(t.url) || t.url.length > 2048) return null;
+  if (typeof t.url !== "string" || !/^(wss?:\/\/[^\s]+|:\d{1,5})$/.test(t.url) || t.url.length > 2048) return null;
   if (!Number.isSafeInteger(t.room) || t.room <= 0) return null;
   if (typeof t.token !== "string" || t.token.length === 0 || t.token.length > 512) return null;
   if (typeof t.display !== "string" || t.display.length > 256) return null;
   return { url: t.url, room: t.room, token: t.token, display: t.display };
+}
+
+/**
+ * The WebSocket URL of a ticket's Janus: the ticket's URL, or for ":<port>" ws:// on the host
+ * the page was loaded from (docs/calls.md, rooms and tickets).
+ * @param {string} url the ticket's url @param {string} hostname location.hostname (an IPv6 one in brackets or not)
+ * @returns {string}
+ */
+export function sfuUrl(url, hostname) {
+  if (!url.startsWith(":")) return url;
+  const host = hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname;
+  return `ws://${host}${url}`;
 }
 
 /**
