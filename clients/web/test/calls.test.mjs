@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { CallClient } from "../src/calls/index.js";
+import { ChatClient } from "../src/chat/client.js";
 import {
   JanusRoom, attachMsg, parseJanus, publisherJoin, roomEvent, subscriberJoin, trickleMsg,
 } from "../src/calls/janus.js";
@@ -940,5 +941,58 @@ describe("calls: the call client on the chat socket", () => {
     assert.equal(client.room, null);
     assert.deepEqual([...client.peers.keys()].sort(), ["alice", "carol"]);
     assert.equal(client.local.getTracks()[0].readyState, "live"); // the same call: the microphone stays
+  });
+});
+
+describe("calls: on the real chat client", () => {
+  it("call.* events reach the call client, and its requests go out on the chat socket", async () => {
+    const sockets = [];
+    const chat = new ChatClient({
+      url: "ws://test/ws/chat",
+      token: "tok",
+      openSocket: (url) => {
+        const ws = {
+          url, readyState: 0, sent: [], onopen: null, onmessage: null, onclose: null, onerror: null,
+          send(text) { this.sent.push(JSON.parse(text)); },
+          close() { this.readyState = 3; },
+          push(f) { this.onmessage({ data: JSON.stringify(f) }); },
+        };
+        sockets.push(ws);
+        return ws;
+      },
+      timers: { setTimeout: () => 0, clearTimeout: () => {} },
+    });
+    const pcs = [];
+    const client = new CallClient({
+      chat, tiles: fakeTiles(), audio: fakeAudio(),
+      createPeerConnection: () => { const pc = new FakePC(); pcs.push(pc); return pc; },
+      getUserMedia: async () => new FakeStream([new FakeTrack("audio")]),
+    });
+    chat.start();
+    const ws = sockets[0];
+    ws.readyState = 1;
+    ws.onopen();
+    const hello = ws.sent.find((f) => f.op === "hello");
+    ws.push({ re: hello.id, ok: true, user: "bob", rooms: [], public_room: null });
+    await settle();
+    const enable = ws.sent.find((f) => f.op === "call.enable");
+    assert.deepEqual({ op: enable.op, on: enable.on }, { op: "call.enable", on: true });
+    ws.push({ re: enable.id, ok: true });
+    await settle();
+    assert.equal(client.state, "idle");
+    ws.push({ ev: "call.joined", group: "open/p1", zone: null, mode: "mesh", members: MEMBERS.slice(0, 2), sfu: null });
+    ws.push({ ev: "call.signal", from: "alice", group: "open/p1", data: { type: "offer", sdp: "v=0 alice", } });
+    await settle();
+    assert.equal(client.state, "in_call");
+    const answer = ws.sent.find((f) => f.op === "call.signal");
+    assert.equal(answer.to, "alice");
+    assert.equal(answer.data.type, "answer");
+    assert.equal(pcs[0].remoteDescription.sdp, "v=0 alice");
+    // the chat socket drops: the call is over on the page, at once
+    ws.readyState = 3;
+    ws.onclose({ code: 1006 });
+    assert.equal(client.state, "off");
+    assert.equal(pcs[0].closed, true);
+    assert.equal(client.local.getTracks()[0].readyState, "ended");
   });
 });
