@@ -28,6 +28,9 @@ import trio
 
 from worldclient import aio_bridge
 from worldserver.admin_api import AdminApi, admin_token
+from worldserver.calls.janus import serve_sfu
+from worldserver.calls.janus import serve_sfu
+from worldserver.calls.service import CallService
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
@@ -82,6 +85,7 @@ class RunningServer:
     moderation: object = None  # worldserver.moderation.Moderation: kicks, bans, the drain gate
     drain: object = None  # worldserver.moderation.Drain (its start() stops the server gently)
     admin: object = None  # worldserver.admin_api.AdminApi: /admin/api/
+    calls: object = None  # worldserver.calls.service.CallService: proximity calls
 
 
 async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: StartupHold | None = None) -> None:
@@ -113,6 +117,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
     for service in (udp, ws, rtc_stream):
         service.sessions.moderation = moderation
     chat = running.chat = ChatService.from_config(config, worlds, identities, stats, limits, moderation=moderation)
+    calls = running.calls = CallService(config, chat, worlds, stats)  # call.* on the chat socket
     token = admin_token(config)  # server.admin_token, or a random one in <data_dir>/admin.token
     rtc = None
     polled = [udp, ws, rtc_stream]
@@ -129,6 +134,9 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
             elif config.webrtc.enabled:
                 log.warning("webrtc off: not running on an asyncio host loop (use worldserver run)")
             await nursery.start(chat.run)
+            calls.backend = await nursery.start(serve_sfu, config, stats)  # calls.sfu: Janus, or None (mesh only)
+            calls.backend = await nursery.start(serve_sfu, config, stats)  # None with calls.sfu = "none"
+            await nursery.start(calls.run)
             fanout = Fanout(stats)
             await nursery.start(fanout.run)
             drain = running.drain = Drain(moderation, nursery.cancel_scope.cancel)  # stop: serve returns
@@ -194,8 +202,11 @@ async def _tick_loop(worlds: WorldHost, stats: Stats, running: RunningServer) ->
         started = time.perf_counter()
         udp = running.udp  # inputs that came during the receive loop's coalescing sleep
         udp.transport.drain(udp.handle_datagram, now, TICK_DRAIN_BATCHES * udp.transport.recv_batch)
+        calls = running.calls
         for sim, clock in worlds.due(now):
             sim.run_tick(now)
+            if calls is not None:
+                calls.on_tick(sim, now)  # every calls.interval_ticks ticks: the call groups
             ended = time.perf_counter()
             stats.tick_duration.add(ended - started)
             started = ended

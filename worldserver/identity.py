@@ -337,6 +337,12 @@ class Identities:
             self._idle[live] = None
             self._idle.move_to_end(live)
 
+    def avatar(self, token: str | bytes | None) -> object | None:
+        """The holder attached as the identity's avatar in a world (``attach(..., avatar=True)``:
+        its movement session), or None (no avatar now, or the token is not live)."""
+        live = self._live_token(token)
+        return None if live is None else self._entries[live].avatar
+
     def holders(self, token: str | bytes | None) -> int:
         """How many sessions and sockets hold ``token`` (0 if it is not live)."""
         live = self._live_token(token)

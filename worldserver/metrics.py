@@ -42,6 +42,7 @@ from prometheus_client.utils import floatToGoString
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from protocol.chat import CALL_LEFT_REASONS
 from protocol.chat import KINDS as CHAT_KINDS
 from worldserver import __version__
 from worldserver.limits import Networks, parse_address
@@ -74,6 +75,9 @@ COUNTER_FAMILIES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("identity.", "worldserver_identities", "event", "Names created, reclaimed with their secret, or claimed.", ()),
     ("hatongsu.messages_", "worldserver_hatongsu_messages", "direction",
      "Hatongsu JSON events received (in) and sent (out).", ("in", "out")),
+    ("calls.left.", "worldserver_call_leaves", "reason", "Players told call.left, by reason.", CALL_LEFT_REASONS),
+    ("calls.sfu_failed.", "worldserver_call_sfu_failures", "op",
+     "SFU backend calls that failed (error or deadline), by operation.", ("open", "admit", "revoke", "close")),
 )
 # counter -> (family name, help): totals without a label
 SINGLE_COUNTERS: dict[str, tuple[str, str]] = {
@@ -88,6 +92,8 @@ SINGLE_COUNTERS: dict[str, tuple[str, str]] = {
                                "Snapshots that held entities back for the client's byte allowance."),
     "snapshots.deferred": ("worldserver_snapshots_deferred", "Clients not served in a tick while the stage sheds load."),
     "inputs.caught_up": ("worldserver_inputs_caught_up", "Late inputs applied as catch-up."),
+    "calls.joined": ("worldserver_call_joins", "call.joined events sent (a player joined a call, or its mode changed)."),
+    "calls.signals": ("worldserver_call_signals", "Call signaling messages relayed between mesh members."),
 }
 _TRANSPORT_NAMES = {"rtc": "webrtc"}  # the counters' transport names -> the metrics' label values
 # counters exported under another metric (bytes), or the sum of a family (clients.joined)
@@ -213,6 +219,17 @@ class ServerCollector:
                                 value=len(chat.peers) if chat is not None else 0)
         yield GaugeMetricFamily("worldserver_chat_rooms_active", "Chat rooms with at least one open socket.",
                                 value=len(chat.room_peers) if chat is not None else 0)
+        calls = running.calls.census() if getattr(running, "calls", None) is not None else {}
+        groups = GaugeMetricFamily("worldserver_call_groups", "Call groups now, by mode.", labels=["mode"])
+        members = GaugeMetricFamily("worldserver_call_members", "Players in a call now, by mode.", labels=["mode"])
+        for mode in ("mesh", "sfu"):
+            groups.add_metric([mode], calls.get(f"groups_{mode}", 0))
+            members.add_metric([mode], calls.get(f"members_{mode}", 0))
+        yield from (groups, members)
+        yield GaugeMetricFamily("worldserver_call_waiting", "Players in a call group without a place yet "
+                                "(call.full, or waiting for their SFU ticket).", value=calls.get("waiting", 0))
+        yield GaugeMetricFamily("worldserver_calls_enabled", "Players whose page enabled calls.",
+                                value=calls.get("enabled", 0))
 
         yield from self._counters(running)
 

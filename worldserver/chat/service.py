@@ -13,7 +13,9 @@ address with another (``limits.chat_*``, all its names together), keeps mutes (k
 bans are the server's one code path, worldserver/moderation.py, which the admin API shares),
 throttles and expires typing indicators (never stored), produces join/leave notices
 (``room.member`` events and stored ``notice`` messages by ``server``), and adds the author's
-avatar (``entity_id``) to messages when the author is in the world.
+avatar (``entity_id``) to messages when the author is in the world. The ``call.*`` ops go to
+the call service (``worldserver/calls/service.py``, ``self.calls``), which also hears of
+mutes, kicks and closed sockets.
 
 Storage: every store call runs in one worker thread at a time
 (``trio.to_thread.run_sync(..., limiter=CapacityLimiter(1))``). Store calls are never
@@ -280,6 +282,7 @@ class ChatService:
         # the admin API; a service of its own (tests) gets a Moderation of its own.
         self.moderation = moderation if moderation is not None else Moderation(identities, sim, self.stats, limits)
         self.moderation.chat = self
+        self.calls = None  # worldserver.calls.service.CallService: call.* ops and its hooks, once set
         self.peers: set[Peer] = set()
         self.room_peers: dict[int, set[Peer]] = {}
         self.user_peers: dict[str, set[Peer]] = {}
@@ -307,6 +310,8 @@ class ChatService:
             "typing": self._typing,
             "mod.mute": self._mod_mute,
             "mod.kick": self._mod_kick,
+            "call.enable": self._call,
+            "call.signal": self._call,
         }
 
     @classmethod
@@ -486,6 +491,8 @@ class ChatService:
         """The connection ended: unsubscribe, presence, typing, identity."""
         if peer not in self.peers:
             return
+        if self.calls is not None:
+            self.calls.peer_closed(peer)
         self.peers.discard(peer)
         user = peer.user
         rooms = set(peer.rooms)
@@ -570,7 +577,7 @@ class ChatService:
                 return
             if not peer.authenticated:
                 raise ChatError("not_authenticated", "say hello with your join token first")
-            if op not in ("typing", "msg.send"):  # those have their own limits
+            if op not in ("typing", "msg.send", "call.signal"):  # those have their own limits
                 wait = self.ops.take(peer.number, trio.current_time())
                 if wait > 0:
                     self.stats.incr("drop.chat_rate_limited")
@@ -1092,18 +1099,30 @@ class ChatService:
         self.reply(peer, request, user=result.name if result else target,
                    closed=result.chat_sockets if result else 0)
 
+    # -- calls (worldserver/calls/service.py) ------------------------------------------
+
+    async def _call(self, peer: Peer, request) -> None:
+        if self.calls is None:
+            raise ChatError("forbidden", "calls are not available on this server")
+        self.calls.handle(peer, request)
+        self.reply(peer, request)
+
     # -- operator actions (worldserver/moderation.py, worldserver/admin_api.py) -------------
 
     def mute(self, user: str, seconds: float, by: str = "") -> None:
         """``user`` may not send messages for ``seconds`` (a moderator's or the operator's)."""
-        self.mutes[user] = trio.current_time() + seconds
+        self.mutes[user] = until = trio.current_time() + seconds
         self.stats.incr("chat.mutes")
+        if self.calls is not None:  # out of its call at once
+            self.calls.muted(user, until)
         log.info("chat mute", user=user, seconds=seconds, by=by)
 
     def unmute(self, user: str) -> bool:
         """Lift ``user``'s mute; False if it was not muted."""
         until = self.mutes.pop(user, None)
         muted = until is not None and until > trio.current_time()
+        if self.calls is not None:
+            self.calls.unmuted(user)
         if muted:
             log.info("chat unmute", user=user)
         return muted
@@ -1115,6 +1134,8 @@ class ChatService:
     def kick_user(self, user: str, reason: str) -> tuple[int, set[str]]:
         """Close every chat socket of ``user`` with 4001 and ``reason`` (part of a kick, see
         worldserver/moderation.py); returns how many, and the join tokens they held."""
+        if self.calls is not None:  # out of its call, told so before its sockets close
+            self.calls.kicked(user)
         victims = list(self.user_peers.get(user, ()))
         tokens = {victim.token for victim in victims if victim.token}
         for victim in victims:
