@@ -269,29 +269,41 @@ class GroupFormer:
         ncomp = int(root.sum())
         comp_code = np.full(ncomp, -1, dtype=np.int64)
         had = np.flatnonzero(old >= self._nz)
+        if len(had) == len(nodes) and ncomp:
+            # The usual case first: every member was in a proximity group, each component's
+            # members in one and the same, and no two components in the same one. Then each
+            # component keeps its group (its only share, claimed by nobody else).
+            low = np.full(ncomp, np.iinfo(np.int64).max)
+            high = np.full(ncomp, -1)
+            np.minimum.at(low, comp, old)
+            np.maximum.at(high, comp, old)
+            if np.array_equal(low, high):
+                kept = np.sort(low)
+                if (kept[1:] != kept[:-1]).all():
+                    return low[comp]
         if len(had):
             # Shares: how many members of component c were in old group o (runs of sorted pairs).
             pair_c, pair_o = comp[had], old[had] - self._nz
             span = self._next
             if ncomp * span < 2**62:
                 key = np.sort(pair_c * span + pair_o)
-                starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+                starts = _run_starts(key)
                 pc, po = key[starts] // span, key[starts] % span
             else:  # a counter too large to pack (never in practice)
                 order = np.lexsort((pair_o, pair_c))
                 pair_c, pair_o = pair_c[order], pair_o[order]
-                starts = np.flatnonzero(np.r_[True, (pair_c[1:] != pair_c[:-1]) | (pair_o[1:] != pair_o[:-1])])
+                starts = _run_starts(pair_c, pair_o)
                 pc, po = pair_c[starts], pair_o[starts]
-            share = np.diff(np.r_[starts, len(pair_c)])
+            share = np.diff(np.append(starts, len(pair_c)))
             # Each component's best old group: the largest share, then the smaller number.
             order = np.lexsort((po, -share, pc))
             pc, po, share = pc[order], po[order], share[order]
-            best = np.r_[True, pc[1:] != pc[:-1]]
+            best = _run_starts(pc)
             pc, po, share = pc[best], po[best], share[best]
             # Each old group goes to the component with the largest share, then the smaller one.
             order = np.lexsort((pc, -share, po))
             pc, po = pc[order], po[order]
-            win = np.r_[True, po[1:] != po[:-1]]
+            win = _run_starts(po)
             comp_code[pc[win]] = po[win] + self._nz
         fresh = np.flatnonzero(comp_code < 0)
         comp_code[fresh] = self._nz + self._next + np.arange(len(fresh))
@@ -322,25 +334,37 @@ class GroupFormer:
         if not joined and not left:
             return []
         affected = sorted(set(joined) | set(left))
-        if len(affected) <= 8:
+        if len(affected) <= 4:
             members = {c: tuple(sid[code == c].tolist()) for c in affected}
         else:
-            grouped = code >= 0
-            members = _by_code(code[grouped], sid[grouped])
+            mine = np.isin(code, np.array(affected, dtype=np.int64))
+            members = _by_code(code[mine], sid[mine])
         changes = [Change(self.name(c), joined.get(c, ()), left.get(c, ()), members.get(c, ())) for c in affected]
         changes.sort(key=lambda ch: ch.group)
         return changes
 
 
 def _by_code(codes: np.ndarray, ids: np.ndarray) -> dict[int, tuple[int, ...]]:
-    """code -> sorted ids, for a few (code, id) pairs."""
+    """code -> sorted ids, from (code, id) pairs."""
     if not len(codes):
         return {}
     order = np.lexsort((ids, codes))
     codes, ids = codes[order], ids[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    ends = np.r_[starts[1:], len(codes)]
-    return {int(codes[s]): tuple(ids[s:e].tolist()) for s, e in zip(starts.tolist(), ends.tolist())}
+    starts = _run_starts(codes)
+    bounds = np.append(starts, len(codes)).tolist()
+    id_list = ids.tolist()
+    return {c: tuple(id_list[s:e]) for c, s, e in zip(codes[starts].tolist(), bounds, bounds[1:])}
+
+
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal values (of all ``keys`` together) begins in sorted arrays."""
+    first = np.empty(len(keys[0]), dtype=bool)
+    if len(first):
+        first[0] = True
+        np.not_equal(keys[0][1:], keys[0][:-1], out=first[1:])
+        for k in keys[1:]:
+            first[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(first)
 
 
 def _near_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float, limit2: float):
@@ -377,10 +401,7 @@ def _candidate_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float) -> tuple[np.
     key = ((cx + _CELL_OFF) << 32) | (cz + _CELL_OFF)
     order = np.argsort(key, kind="stable")
     skey = key[order]
-    new_cell = np.empty(m, dtype=bool)
-    new_cell[0] = True
-    np.not_equal(skey[1:], skey[:-1], out=new_cell[1:])
-    starts = np.flatnonzero(new_cell)
+    starts = _run_starts(skey)
     cells = skey[starts]
     bounds = np.append(starts, m)  # cell c holds sorted points bounds[c] .. bounds[c + 1]
     # Per cell: where its own run ends (after the next cell of the column, if there is one),
@@ -389,7 +410,7 @@ def _candidate_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float) -> tuple[np.
     own_end = np.where(nxt, np.append(bounds[2:], m), bounds[1:])
     j0 = np.searchsorted(cells, cells + (_COLUMN - 1))
     j1 = np.searchsorted(cells, cells + (_COLUMN + 1), side="right")
-    cell_of = np.cumsum(new_cell) - 1
+    cell_of = np.repeat(np.arange(len(cells)), np.diff(bounds))
     pos = np.arange(m)
     begin = np.empty((m, 2), dtype=np.int64)
     count = np.empty((m, 2), dtype=np.int64)
