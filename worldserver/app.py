@@ -29,7 +29,6 @@ import trio
 from worldclient import aio_bridge
 from worldserver.admin_api import AdminApi, admin_token
 from worldserver.calls.janus import serve_sfu
-from worldserver.calls.janus import serve_sfu
 from worldserver.calls.service import CallService
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
@@ -134,7 +133,6 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
             elif config.webrtc.enabled:
                 log.warning("webrtc off: not running on an asyncio host loop (use worldserver run)")
             await nursery.start(chat.run)
-            calls.backend = await nursery.start(serve_sfu, config, stats)  # calls.sfu: Janus, or None (mesh only)
             calls.backend = await nursery.start(serve_sfu, config, stats)  # None with calls.sfu = "none"
             await nursery.start(calls.run)
             fanout = Fanout(stats)
