@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -277,6 +278,34 @@ async def test_worlds_do_not_mix_and_a_player_who_leaves_the_world_leaves_the_ca
         server.tick()
         await settle(amy, ben)
         assert call_events(ben) == [joined("open/p2", a, b2)]
+
+
+async def test_a_closed_world_or_new_call_zones_end_the_calls(server) -> None:
+    gallery = server.worlds.get("gallery")
+    corner = next(z for z in gallery.world_spec.zones if z.call)
+    spots = [(-8.0, -8.0), (-8.5, -8.0)]
+    (ta, a), (tb, b) = await players(server, "amy", "ben", world="gallery", spots=spots)
+    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben:
+        for chat in (amy, ben):
+            await chat.request("call.enable", on=True)
+        server.tick()
+        await settle(amy)
+        assert call_events(amy) == [joined("gallery/p1", a, b)]
+        # a reload moves the call zone onto them: the calls end, the zone's call forms
+        moved = attrs.evolve(corner, center=(-8.0, -8.0))
+        gallery.world_spec = attrs.evolve(gallery.world_spec, zones=tuple(
+            moved if z is corner else z for z in gallery.world_spec.zones))
+        server.tick()
+        await settle(amy)
+        assert call_events(amy) == [("call.left", {"group": "gallery/p1", "reason": "ended"}),
+                                    joined("gallery/zone:corner", a, b, zone="corner")]
+        assert server.stats.get("calls.rezoned") == 1
+        # the operator closes the world: its calls end
+        server.worlds.remove("gallery")
+        server.tick()
+        await settle(amy, ben)
+        for chat in (amy, ben):
+            assert call_events(chat)[-1] == ("call.left", {"group": "gallery/zone:corner", "reason": "ended"})
 
 
 async def test_signaling_goes_only_between_members_of_one_mesh_group(server) -> None:

@@ -498,7 +498,7 @@ class CallService:
         members = [{"name": name, "entity_id": eid} for name, eid in listed]
         changed = listed != group.listed
         group.listed = listed
-        members_frame = None
+        members_frame = joined_frame = None
         for caller in group.members:
             if caller in group.announced:
                 if changed:
@@ -506,9 +506,15 @@ class CallService:
                         members_frame = P.encode_event("call.members", group=group.wire, members=members)
                     caller.send(members_frame)
                 continue
-            sfu = caller.ticket.as_event() if group.mode == "sfu" and caller.ticket is not None else None
-            caller.send(P.encode_event("call.joined", group=group.wire, zone=group.zone, mode=group.mode,
-                                       members=members, sfu=sfu))
+            if group.mode == "sfu" and caller.ticket is not None:  # a ticket of its own
+                frame = P.encode_event("call.joined", group=group.wire, zone=group.zone, mode=group.mode,
+                                       members=members, sfu=caller.ticket.as_event())
+            else:  # the same frame for every newcomer of a mesh
+                if joined_frame is None:
+                    joined_frame = P.encode_event("call.joined", group=group.wire, zone=group.zone,
+                                                  mode=group.mode, members=members, sfu=None)
+                frame = joined_frame
+            caller.send(frame)
             group.announced.add(caller)
             self.stats.incr("calls.joined")
 
