@@ -9,7 +9,9 @@ transport load; a ticket lets its holder into its room only; a revoke kicks the 
 anyone in the room under a display no ticket has) and its token stops working; closing a room
 ends it; a frozen Janus makes calls fail at their deadline, a killed one is reported and
 calls fail at once, and a restarted one gets the rooms and tokens again; operator mistakes
-give one-line StartupErrors naming the setting; open_sfu starts what ``[calls]`` asks for.
+give one-line StartupErrors naming the setting; open_sfu starts what ``[calls]`` asks for; and
+the whole server (``worldserver.app.serve``) puts a group over ``calls.mesh_max`` in a Janus
+room whose tickets let pages in, and kicks the one who walks away.
 
 Must not: depend on machine speed (waits are for events, bounded by generous deadlines; the
 one short deadline is the frozen Janus's, which never answers), or leave a Janus running
@@ -33,8 +35,11 @@ from worldserver.calls.janus import (
     JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, open_janus, open_sfu, public_url,
     serve_sfu,
 )
+from worldclient.chat_client import open_chat
+from worldclient.client import open_client
+from worldserver.app import serve
 from worldserver.calls.sfu import SfuError, SfuTicket
-from worldserver.config import Config
+from worldserver.config import Config, load_config
 from worldserver.startup import StartupError, startup_error_in
 from worldserver.stats import Stats
 
@@ -500,3 +505,56 @@ async def test_open_sfu_refuses_a_url_that_is_not_a_websocket(tmp_path):
         async with open_sfu(calls_config(tmp_path, sfu="janus", janus_public_url="media.example:8188")):
             pass
     assert "not a WebSocket URL" in one_line(caught.value, "calls.janus_public_url")
+
+
+# -- the whole server -----------------------------------------------------------------------------
+
+
+@needs_janus
+async def test_the_server_puts_a_large_group_in_a_janus_room_and_a_leaver_is_kicked(nursery, tmp_path):
+    """``worldserver.app.serve`` with ``calls.sfu = "janus"``: its own Janus, the call service
+    moving a group over ``calls.mesh_max`` to a room, the ticket letting a page in, walking
+    away kicking it. Real time: the server ticks on its own; every wait has a deadline."""
+    config = load_config(path=None, env={}, overrides={
+        "udp.host": "127.0.0.1", "udp.port": "0", "http.host": "127.0.0.1", "http.port": "0",
+        "server.stats_interval": "60", "gc.freeze_after_start": "false", "server.data_dir": str(tmp_path / "data"),
+        "http.images_dir": str(tmp_path / "images"), "worlds.hosted": '["open"]', "webrtc.enabled": "false",
+        "calls.sfu": "janus", "calls.mesh_max": "2", "calls.janus_port": str(free_port()),
+        "calls.janus_binary": JANUS})
+    with trio.fail_after(GENEROUS):
+        running = await nursery.start(serve, config)
+    assert isinstance(running.calls.backend, JanusBackend) and running.calls.backend.connected
+    url, udp = f"http://127.0.0.1:{running.http_port}", running.udp_address[1]
+    world = running.worlds.default.world
+    names = ("amy", "ben", "cat")
+    async with open_client("127.0.0.1", udp, http=url, name="amy") as amy, \
+            open_client("127.0.0.1", udp, http=url, name="ben") as ben, \
+            open_client("127.0.0.1", udp, http=url, name="cat") as cat, \
+            open_chat(url, amy.joined.token) as amy_chat, open_chat(url, ben.joined.token) as ben_chat, \
+            open_chat(url, cat.joined.token) as cat_chat:
+        chats = dict(zip(names, (amy_chat, ben_chat, cat_chat)))
+        slots = {name: world.slot_of(client.entity_id) for name, client in zip(names, (amy, ben, cat))}
+        for name, x in zip(names, (20.0, 60.0, 100.0)):
+            world.pos[slots[name], 0], world.pos[slots[name], 2] = x, 20.0
+        for chat in chats.values():
+            await chat.request("call.enable", on=True)
+        for name, x in zip(names, (20.0, 21.0, 22.0)):  # they walk together: three, over mesh_max
+            world.pos[slots[name], 0] = x
+        tickets = {}
+        for name, chat in chats.items():
+            event = await chat.wait_for(lambda e: e.name == "call.joined" and e.fields["mode"] == "sfu",
+                                        timeout=GENEROUS)
+            tickets[name] = event.fields["sfu"]
+        assert {t["display"] for t in tickets.values()} == set(names)
+        assert len({t["room"] for t in tickets.values()}) == 1 and len({t["token"] for t in tickets.values()}) == 3
+        assert tickets["ben"]["url"] == f"ws://127.0.0.1:{config.calls.janus_port}"
+        async with open_janus(tickets["ben"]["url"], event_buffer=16) as ben_page, \
+                open_janus(tickets["amy"]["url"]) as amy_page:
+            for page, name in ((ben_page, "ben"), (amy_page, "amy")):
+                ticket = tickets[name]
+                assert (await join(page, ticket["room"], ticket["token"], name))["videoroom"] == "joined"
+            world.pos[slots["ben"], 0] = 60.0  # ben walks away
+            left = await ben_chat.wait_for(lambda e: e.name == "call.left", timeout=GENEROUS)
+            assert left.fields["reason"] == "moved_away"
+            assert (await next_plugin_event(ben_page))["reason"] == "kicked"
+            assert await refused(ben_page, tickets["ben"]["room"], tickets["ben"]["token"], "ben") == 433
