@@ -312,7 +312,11 @@ class CallService:
         world.ticks += 1
         if world.ticks % self.interval:
             return
-        self.update(world, now)
+        try:
+            self.update(world, now)
+        except Exception:  # a bug here must not stop the tick loop: logged, counted, next update
+            self.stats.incr("calls.internal_errors")
+            self._log.log(logging.ERROR, "update", "call update failed", world=world.world_id, exc_info=True)
 
     def update(self, world: _World, now: float) -> None:
         """One update of ``world``'s groups (see the module docstring)."""
@@ -380,7 +384,8 @@ class CallService:
                 continue
             self._unresolved.discard(caller)
             caller.world, caller.session = world, session
-            caller.entity_id, caller.slot, caller.generation = eid, int(session.slot), eid & 0xFFFF
+            slot = int(session.slot)
+            caller.entity_id, caller.slot, caller.generation = eid, slot, int(world.sim.world.generation[slot])
             world.by_eid[eid] = caller
             world.dirty = True
 
