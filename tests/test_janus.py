@@ -7,7 +7,8 @@ the VideoRoom as a publisher without media with a ticket's token, and reads the 
 sends it (kicked, destroyed). What is checked: only the VideoRoom plugin and the WebSockets
 transport load; a ticket lets its holder into its room only; a revoke kicks the holder (and
 anyone in the room under a display no ticket has) and its token stops working; closing a room
-ends it; a frozen Janus makes calls fail at their deadline, a killed one is reported and
+ends it; a frozen Janus makes calls fail at their deadline (a revoke that failed so is done
+once Janus answers again), a killed one is reported and
 calls fail at once, and a restarted one gets the rooms and tokens again; operator mistakes
 give one-line StartupErrors naming the setting; open_sfu starts what ``[calls]`` asks for; and
 the whole server (``worldserver.app.serve``) puts a group over ``calls.mesh_max`` in a Janus
@@ -256,6 +257,32 @@ async def test_a_frozen_janus_fails_calls_at_their_deadline(janus, nursery):
         assert caught.value.reason == "timeout"
     finally:
         os.kill(janus.pid, signal.SIGCONT)
+
+
+@needs_janus
+async def test_a_revoke_that_failed_is_done_when_janus_answers_again(janus, nursery):
+    backend = await start_backend(nursery, janus, request_timeout=0.5, repair_delay=0.05)
+    room = await backend.open_room("p8")
+    ada, bob = await backend.admit(room, "ada"), await backend.admit(room, "bob")
+    async with open_janus(janus.url, event_buffer=16) as ada_page, open_janus(janus.url) as bob_page:
+        await join_ticket(ada_page, ada)
+        await join_ticket(bob_page, bob)
+        os.kill(janus.pid, signal.SIGSTOP)
+        try:
+            with trio.fail_after(GENEROUS):
+                while not all_threads_stopped(janus.pid):
+                    await trio.sleep(0.01)
+            with trio.fail_after(GENEROUS), pytest.raises(SfuError) as caught:
+                await backend.revoke(room, ada)
+            assert caught.value.reason == "timeout"
+        finally:
+            os.kill(janus.pid, signal.SIGCONT)
+        assert (await next_plugin_event(ada_page))["reason"] == "kicked"  # the repair's kick
+        with trio.fail_after(GENEROUS):
+            while backend.repairs < 1:
+                await trio.sleep(0.01)
+        assert await refused(ada_page, room, ada.token, "ada") == 433
+        assert await participants(backend, room) == ["bob"]
 
 
 @needs_janus

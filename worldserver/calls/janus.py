@@ -26,8 +26,8 @@ Job (docs/calls.md, "SFU (Janus VideoRoom)"):
   ``allowed`` tokens, ``require_pvtid`` (so a kick also ends the kicked member's
   subscriptions), locked recording, Opus and VP8 and a small video bitrate cap; a fresh token
   per member and room (:meth:`~JanusBackend.admit`); a revoke withdraws the token and kicks
-  the participants shown under that member's display name, or under no admitted member's;
-  closing destroys the room. It connects at start (a StartupError if it cannot, or the
+  the participants shown under that member's display name, or under no admitted member's
+  (one that fails is tried again in the background until done); closing destroys the room. It connects at start (a StartupError if it cannot, or the
   ``admin_key`` is refused), reconnects with a back-off when the connection goes, and then
   makes again, with the same number, secret and tokens, every room Janus no longer has (a
   restarted Janus), so a page that joins again with its ticket gets in. While it is down,
@@ -726,7 +726,7 @@ class JanusBackend:
 
     def __init__(self, url: str, public_url: str, *, admin_key: str = "", setting: str = "calls.janus_url",
                  request_timeout: float = 5.0, keepalive: float = 25.0, reconnect_delay: float = 1.0,
-                 max_reconnect_delay: float = 30.0, publishers: int = ROOM_PUBLISHERS,
+                 max_reconnect_delay: float = 30.0, repair_delay: float = 1.0, publishers: int = ROOM_PUBLISHERS,
                  bitrate: int = ROOM_BITRATE, stats=None) -> None:
         self.url = url
         self.public_url = public_url
@@ -739,9 +739,12 @@ class JanusBackend:
         self.publishers = publishers
         self.bitrate = bitrate
         self.stats = stats
+        self.repair_delay = repair_delay
         self.connects = 0  # connections made (1 + reconnections)
         self.rooms_restored = 0  # rooms made again on a Janus that had lost them
+        self.repairs = 0  # rooms put right after a revoke that had failed
         self._rooms: dict[int, _Room] = {}
+        self._repairing: set[int] = set()
         self._client: JanusClient | None = None
         self._handle = 0
         self._up = trio.Event()
@@ -810,28 +813,66 @@ class JanusBackend:
             return  # closed already: everyone is out
         state.tokens.pop(ticket.token, None)
         try:
-            await self._ask({"request": "allowed", "secret": state.secret, "action": "remove", "room": room,
-                             "allowed": [ticket.token]})
+            await self._sync_room(room, state, withdraw=ticket.token)
+        except SfuError:
+            self._repair_later(room)  # until Janus has it right, or the room is closed
+            raise
+
+    async def _sync_room(self, room: int, state: _Room, withdraw: str = "") -> None:
+        """Make Janus's room match ``state``: no token allowed but its tickets' (``withdraw``
+        first), no participant shown under a display that none of its tickets has."""
+        secret = state.secret
+        try:
+            data = await self._ask({"request": "allowed", "secret": secret, "action": "remove" if withdraw else "add",
+                                    "room": room, "allowed": [withdraw] if withdraw else []})
+            allowed = data.get("allowed")  # the whole list, after the change
+            extra = [t for t in allowed if isinstance(t, str) and t not in state.tokens] if isinstance(allowed, list) else []
+            if extra:
+                await self._ask({"request": "allowed", "secret": secret, "action": "remove", "room": room,
+                                 "allowed": extra})
             data = await self._ask({"request": "listparticipants", "room": room})
         except _Refused as exc:
             if exc.code == NO_SUCH_ROOM:
-                return
-            raise SfuError("refused", f"Janus refused the revoke: {exc}") from None
+                return  # gone: nobody is in it
+            raise SfuError("refused", f"Janus refused to update room {room}: {exc}") from None
         admitted = set(state.tokens.values())
         participants = data.get("participants")
         for participant in participants if isinstance(participants, list) else ():
             if not isinstance(participant, dict) or not isinstance(participant.get("id"), int):
                 continue
-            display = participant.get("display")
-            if display in admitted:
+            if participant.get("display") in admitted:
                 continue  # a member still admitted (the revoked one's display, if another ticket has it)
             try:
-                await self._ask({"request": "kick", "secret": state.secret, "room": room, "id": participant["id"]})
+                await self._ask({"request": "kick", "secret": secret, "room": room, "id": participant["id"]})
             except _Refused as exc:
                 if exc.code == NO_SUCH_ROOM:
                     return
                 if exc.code != NO_SUCH_USER:  # NO_SUCH_USER: it left meanwhile
                     raise SfuError("refused", f"Janus refused the kick: {exc}") from None
+
+    def _repair_later(self, room: int) -> None:
+        if room not in self._repairing and self._nursery is not None:
+            self._repairing.add(room)
+            self._nursery.start_soon(self._repair, room)
+
+    async def _repair(self, room: int) -> None:
+        """A revoke that failed: try again, with a back-off, until it is done or the room closed."""
+        delay = self.repair_delay
+        try:
+            while True:
+                await trio.sleep(delay)
+                state = self._rooms.get(room)
+                if state is None or state.closing:
+                    return
+                try:
+                    await self._sync_room(room, state)
+                except SfuError:
+                    delay = min(delay * 2, self.max_reconnect_delay)
+                else:
+                    self.repairs += 1
+                    return
+        finally:
+            self._repairing.discard(room)
 
     async def close_room(self, room: int) -> None:
         state = self._rooms.get(room)
@@ -965,7 +1006,8 @@ class JanusBackend:
         await self._destroy_quietly(room, state.secret)
 
     async def _restore(self) -> None:
-        """After a reconnection: finish closings, and make again the rooms Janus lost."""
+        """After a reconnection: finish closings, put right the rooms Janus kept (revokes made
+        meanwhile), and make again the rooms Janus lost."""
         for room, state in list(self._rooms.items()):
             if state.closing:
                 await self._destroy_quietly(room, state.secret)
@@ -973,6 +1015,7 @@ class JanusBackend:
                 continue
             data = await self._ask({"request": "exists", "room": room})
             if data.get("exists") is True:
+                await self._sync_room(room, state)
                 continue
             await self._create(room, state)
             self.rooms_restored += 1
