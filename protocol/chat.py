@@ -52,6 +52,7 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "MAX_USER_CHARS",
     "REQUEST_TYPES",
+    "check_line",
     "CALL_LEFT_REASONS",
     "MAX_CANDIDATE_CHARS",
     "MAX_SDP_BYTES",
@@ -283,6 +284,18 @@ _TEXT = _str_check(MAX_TEXT_CHARS, multiline=True, long_code="too_long", allow_b
 _QUERY = _str_check(MAX_QUERY_CHARS, strip=True, long_code="too_long")
 _CLIENT_ID = _str_check(MAX_CLIENT_ID_CHARS, normalize=False)
 _IMAGE = _str_check(MAX_IMAGE_ID_CHARS, normalize=False, pattern=_IMAGE_ID)
+
+
+def check_line(value: object, name: str, max_chars: int) -> str:
+    """``value`` as a single line of text checked as the chat checks its names: a string
+    without control characters, line separators or lone surrogates, NFC, stripped, at most
+    ``max_chars`` characters ("" when blank). Other text is refused with ChatProtocolError
+    ``bad_field`` naming ``name`` (for other parts of the server that take a line of text
+    from a person, e.g. a picture's title, worldserver/world_admin.py)."""
+    try:
+        return _str_check(max_chars, strip=True, allow_blank=True)(value, name)
+    except _FieldError as exc:
+        raise ChatProtocolError("bad_field", exc.message, None, exc.field) from None
 
 # SDP lines end in CR LF: the SDP may hold \r and \n (and tab), no other control character.
 _BAD_SDP = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -175,6 +175,12 @@ def test_gallery_property_any_start_any_heading(x0, z0, heading, speed):
           "pictures": [{"id": "p", "position": [0, 1, 0], "size": [1, 1], "image": "../etc/passwd"}]},
          "pictures[0].image: must be a file name"),
         ({"id": "x", "floor": {"min": [0, 0], "max": [10, 10]}, "spawns": [{"center": [5, 5]}],
+          "pictures": [{"id": "p", "position": [0, 1, 0], "size": [1, 1], "title": "two\nlines"}]},
+         "pictures[0].title: control character U+000A is not allowed"),
+        ({"id": "x", "floor": {"min": [0, 0], "max": [10, 10]}, "spawns": [{"center": [5, 5]}],
+          "pictures": [{"id": "p", "position": [0, 1, 0], "size": [1, 1], "title": "x" * 101}]},
+         "pictures[0].title: longer than 100 characters"),
+        ({"id": "x", "floor": {"min": [0, 0], "max": [10, 10]}, "spawns": [{"center": [5, 5]}],
           "zones": [{"id": "z", "shape": "circle", "center": [1, 1]}]}, "zones[0].radius: is required"),
     ],
 )
@@ -183,6 +189,21 @@ def test_world_file_errors_are_one_clear_line(doc, message):
         parse_world(doc, "test.toml")
     text = str(info.value)
     assert "\n" not in text and text.startswith("world file test.toml: ") and message in text
+
+
+def test_a_picture_of_a_file_may_have_a_title_on_its_plaque():
+    doc = {"id": "x", "floor": {"min": [0, 0], "max": [10, 10]}, "spawns": [{"center": [5, 5]}],
+           "pictures": [{"id": "p", "position": [0, 1, 0], "size": [1, 1], "image": "a.png",
+                         "title": " Cafe\u0301 terrace "},
+                        {"id": "q", "position": [2, 1, 0], "size": [1, 1], "image": "b.png"}]}
+    spec = parse_world(doc, "test.toml")
+    assert [p.title for p in spec.pictures] == ["Caf\u00e9 terrace", ""]  # NFC, stripped; none: ""
+    assert [p["title"] for p in spec.to_json()["pictures"]] == ["Caf\u00e9 terrace", ""]
+    hung = spec.with_images({"p": "hung-x-p-1.png"}, {})  # a picture hung without a title has none
+    assert [(p.image, p.title) for p in hung.pictures] == [("hung-x-p-1.png", ""), ("b.png", "")]
+    titled = spec.with_picture("q", "hung-x-q-2.png", "Night")
+    assert [(p.image, p.title) for p in titled.pictures][1] == ("hung-x-q-2.png", "Night")
+    assert titled.version == spec.version + 1
 
 
 def test_load_world_errors_name_the_file(tmp_path):

@@ -398,18 +398,36 @@ async def test_pictures_hung_and_taken_down_through_the_admin_api(nursery, tmp_p
             answer = await http.put(f"/admin/api/worlds/gallery/pictures/{slot}", content=body)
             assert (answer.status_code, answer.json()) == (code_status, {"error": message, "code": code})
         assert served.stats.get("drop.world_picture_rejected") == len(refusals)
+        # bad titles: refused before the image is read, saying why, as the chat refuses a name
+        bad_titles = {
+            "title=Red%07square": "title: control character U+0007 is not allowed",
+            "title=two%0Alines": "title: control character U+000A is not allowed",
+            "title=" + "x" * 101: "title: longer than 100 characters",
+            "title=a&title=b": "title: given more than once",
+        }
+        for query, message in bad_titles.items():
+            answer = await http.put(f"/admin/api/worlds/gallery/pictures/{slot}?{query}", content=png())
+            assert (answer.status_code, answer.json()) == (400, {"error": message, "code": "bad_field"})
+        assert served.stats.get("drop.world_picture_bad_title") == len(bad_titles)
+        assert served.stats.get("drop.world_picture_rejected") == len(refusals)  # no image was looked at
         status, doc = await world_doc(url, "gallery")
         assert doc["version"] == 1  # nothing changed
-        # a good one: stored, in the document, served, in /api/players' version, not in the list
-        answer = await http.put(f"/admin/api/worlds/gallery/pictures/{slot}", content=png(64, 48))
+        own = {p["id"]: p for p in doc["pictures"]}
+        assert own[slot]["image"] != "" and own[slot]["title"] == ""  # the file's pictures have no title
+        # a good one: stored, in the document with its title (NFC, stripped), served, in
+        # /api/players' version, not in the list
+        title = " Cafe\u0301 at night, 1888 "  # a combining accent: stored as its NFC "é"
+        answer = await http.put(f"/admin/api/worlds/gallery/pictures/{slot}", params={"title": title},
+                                content=png(64, 48))
         assert answer.status_code == 200, answer.text
         hung = answer.json()
         name = hung["image"]
         assert name.startswith(f"hung-gallery-{slot}-") and name.endswith(".png") and hung["version"] == 2
         assert (hung["width"], hung["height"], hung["type"]) == (64, 48, "image/png")
-        assert hung["url"] == f"/gallery/images/{name}"
+        assert hung["url"] == f"/gallery/images/{name}" and hung["title"] == "Caf\u00e9 at night, 1888"
         status, doc = await world_doc(url, "gallery")
         assert doc["version"] == 2 and {p["id"]: p["image"] for p in doc["pictures"]}[slot] == name
+        assert {p["id"]: p["title"] for p in doc["pictures"]}[slot] == "Caf\u00e9 at night, 1888"
         served_image = await http.get(hung["url"])
         assert served_image.status_code == 200
         assert Image.open(io.BytesIO(served_image.content)).size == (64, 48)
@@ -418,23 +436,32 @@ async def test_pictures_hung_and_taken_down_through_the_admin_api(nursery, tmp_p
         assert name not in [i["file"] for i in (await http.get("/gallery/images")).json()["images"]]
         listed = (await http.get("/admin/api/worlds/gallery")).json()
         assert {p["id"]: p["url"] for p in listed["pictures"]}[slot] == hung["url"] and listed["hung"] == 1
-        # another one replaces it: the old file is gone
+        assert {p["id"]: p["title"] for p in listed["pictures"]}[slot] == hung["title"]
+        # another one replaces it, with its own title: the old file is gone
         rc, out, err = await cli("worlds", "hang", "gallery", slot, str(_write(tmp_path / "blue.png", png(30, 20))),
-                                 url=url)
+                                 "--title", "Blue study", url=url)
         assert rc == 0, err
-        assert out.startswith("hung hung-gallery-north-1-") and out.strip().endswith("in gallery/north-1 (30x20, version 3)")
+        assert out.startswith("hung hung-gallery-north-1-") and out.strip().endswith(
+            " as 'Blue study' in gallery/north-1 (30x20, version 3)")
         images = Path(served.running.admin.config.http.images_dir)
         assert not (images / name).exists()
         name = (await world_doc(url, "gallery"))[1]["pictures"]
+        assert {p["id"]: p["title"] for p in name}[slot] == "Blue study"
         name = {p["id"]: p["image"] for p in name}[slot]
         assert (images / name).is_file()
+        rc, out, err = await cli("worlds", "hang", "gallery", slot, str(tmp_path / "blue.png"), "--title", "a\tb",
+                                 url=url)
+        assert (rc, err.strip()) == (1, "error: title: control character U+0009 is not allowed (400)")
         # taken down: an empty frame, the file deleted
         rc, out, err = await cli("worlds", "unhang", "gallery", slot, url=url)
         assert (rc, out.strip()) == (0, "took down the picture of gallery/north-1 (version 4)")
         status, doc = await world_doc(url, "gallery")
         assert doc["version"] == 4 and {p["id"]: p["image"] for p in doc["pictures"]}[slot] == ""
+        assert {p["id"]: p["title"] for p in doc["pictures"]}[slot] == ""  # the title went with it
         assert not (images / name).exists()
-        hung = (await http.put(f"/admin/api/worlds/gallery/pictures/{slot}", content=png(10, 10))).json()
+        hung = (await http.put(f"/admin/api/worlds/gallery/pictures/{slot}?title=", content=png(10, 10))).json()
+        assert hung["title"] == ""  # an empty title: untitled
+        assert {p["id"]: p["title"] for p in (await world_doc(url, "gallery"))[1]["pictures"]}[slot] == ""
     assert served.stats.get("worlds.pictures_hung") == 3 and served.stats.get("worlds.pictures_taken_down") == 1
     return hung
 
@@ -449,19 +476,54 @@ async def test_hung_pictures_survive_a_restart_and_a_reload(tmp_path):
     async with trio.open_nursery() as nursery:
         served = await start(nursery, data, '["gallery"]')
         async with api(served.url) as http:
-            hung = (await http.put("/admin/api/worlds/gallery/pictures/east-1", content=png())).json()
+            hung = (await http.put("/admin/api/worlds/gallery/pictures/east-1", params={"title": "Harbour at dawn"},
+                                   content=png())).json()
             assert (await http.delete("/admin/api/worlds/gallery/pictures/west-1")).status_code == 200
         nursery.cancel_scope.cancel()
     saved = json.loads((data / "worlds" / "gallery.pictures.json").read_text())
-    assert saved == {"world": "gallery", "pictures": {"east-1": hung["image"], "west-1": ""}}
+    assert saved == {"world": "gallery", "pictures": {"east-1": hung["image"], "west-1": ""},
+                     "titles": {"east-1": "Harbour at dawn"}}
     async with trio.open_nursery() as nursery:
         served = await start(nursery, data, '["gallery"]')
         for step in ("restart", "reload"):
             status, doc = await world_doc(served.url, "gallery")
             images = {p["id"]: p["image"] for p in doc["pictures"]}
+            titles = {p["id"]: p["title"] for p in doc["pictures"]}
             assert images["east-1"] == hung["image"] and images["west-1"] == "", step
+            assert titles["east-1"] == "Harbour at dawn" and titles["west-1"] == "", step
             own = {p.id: p.image for p in builtin_world("gallery").pictures}
-            assert images["north-1"] == own["north-1"] != ""  # the file's own picture
+            assert images["north-1"] == own["north-1"] != "" and titles["north-1"] == ""  # the file's own picture
             async with api(served.url) as http:
                 assert (await http.post("/admin/api/worlds/gallery/reload")).status_code == 200
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pictures_file_without_titles_or_with_bad_ones_is_read_for_what_it_holds(tmp_path):
+    """A pictures file written before titles (no ``titles``) still hangs its pictures; a title
+    damaged on disk (a control character, too long, for a slot showing nothing, not text) is
+    left out, the rest kept."""
+    data = tmp_path / "data"
+    images = data / "images"
+    images.mkdir(parents=True)
+    (images / "hung-gallery-east-1-AbCdEfGhIjKlMnOpQrStUv.png").write_bytes(png())
+    folder = data / "worlds"
+    folder.mkdir()
+    path = folder / "gallery.pictures.json"
+    path.write_text(json.dumps({"world": "gallery", "pictures": {"east-1": "hung-gallery-east-1-AbCdEfGhIjKlMnOpQrStUv.png",
+                                                                 "west-1": ""}}))
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, data, '["gallery"]')  # images in data/images
+        pictures = {p["id"]: p for p in (await world_doc(served.url, "gallery"))[1]["pictures"]}
+        assert pictures["east-1"]["image"].startswith("hung-gallery-east-1-") and pictures["east-1"]["title"] == ""
+        assert pictures["west-1"]["image"] == ""
+        path.write_text(json.dumps({"world": "gallery", "pictures": {
+            "east-1": "hung-gallery-east-1-AbCdEfGhIjKlMnOpQrStUv.png", "west-1": "", "north-1": "sunset.png",
+            "south-1": "hung-gallery-south-1-AbCdEfGhIjKlMnOpQrStUv.png"},
+            "titles": {"east-1": "Kept", "west-1": "an empty frame's", "north-1": "bell\u0007", "south-1": "x" * 101,
+                       "ceiling": "no such slot", "south-2": 7}}))
+        async with api(served.url) as http:
+            assert (await http.post("/admin/api/worlds/gallery/reload")).status_code == 200
+        pictures = {p["id"]: p for p in (await world_doc(served.url, "gallery"))[1]["pictures"]}
+        assert {slot: p["title"] for slot, p in pictures.items() if p["title"]} == {"east-1": "Kept"}
+        assert pictures["north-1"]["image"] == "sunset.png"  # the image is kept, its bad title is not
         nursery.cancel_scope.cancel()

@@ -166,6 +166,8 @@ def add_world_commands(worlds: argparse.ArgumentParser, add_config_options: Call
     p.add_argument("id", metavar="ID")
     p.add_argument("slot", metavar="SLOT")
     p.add_argument("file", metavar="IMAGE", help="a PNG, JPEG or WebP file")
+    p.add_argument("--title", default="", help="the picture's title, on its plaque (one line, at most 100 "
+                   "characters; none: untitled)")
     _common_options(p, add_config_options)
     p.set_defaults(admin_command=_handler(_world_hang, effective_config))
     p = actions.add_parser("unhang", help="take a picture down: the slot shows an empty frame",
@@ -420,12 +422,14 @@ def _world_hang(client: _Client, args) -> int:
             data = file.read(64 * 1024 * 1024 + 1)
     except OSError as exc:
         raise _Failed(f"{args.file}: {exc.strerror or exc}", EXIT_USAGE) from None
-    answer = client.call("PUT", f"worlds/{_quoted(args.id, 'pictures', args.slot)}", data)
+    query = f"?{urllib.parse.urlencode({'title': args.title})}" if args.title else ""
+    answer = client.call("PUT", f"worlds/{_quoted(args.id, 'pictures', args.slot)}{query}", data)
     if args.json:
         _print_json(answer)
     else:
-        print(f"hung {answer['image']} in {answer['world']}/{answer['slot']} ({answer['width']}x{answer['height']}, "
-              f"version {answer['version']})")
+        titled = f" as {answer['title']!r}" if answer.get("title") else ""
+        print(f"hung {answer['image']}{titled} in {answer['world']}/{answer['slot']} "
+              f"({answer['width']}x{answer['height']}, version {answer['version']})")
     return EXIT_OK
 
 

@@ -23,19 +23,25 @@ commands of worldserver/admin_cli.py call them):
   or that is off the new floor moves to the nearest clear point
   (:meth:`Simulation.apply_spec <worldserver.simulation.Simulation.apply_spec>`). The floor may
   not grow beyond the world's bounds (clients' positions are quantized to them);
-- **hang** a picture in a slot (``PUT .../pictures/{slot}``, the image as the body) or take it
-  down (``DELETE``: an empty frame). The upload is read and checked exactly like a chat image
+- **hang** a picture in a slot (``PUT .../pictures/{slot}``, the image as the body, its title
+  in the query, ``?title=...``) or take it down (``DELETE``: an empty frame). The title is
+  checked as the chat checks a name (:func:`protocol.chat.check_line`: one line, no control
+  characters, NFC, stripped, at most :data:`MAX_TITLE` characters; "" or none: untitled; a bad
+  one is a 400 ``bad_field`` saying why) before the body is read. The upload is read and
+  checked exactly like a chat image
   (``chat.max_image_bytes``, :func:`worldserver.chat.gateway.read_limited`, the chat's
   :class:`~worldserver.chat.image_pool.ImageWorkers`; refusals carry the chat's codes) and
   stored in ``http.images_dir`` as ``hung-<world>-<slot>-<random>.<ext>``, served by ``GET
   /gallery/images/{name}`` like the other pictures (and left out of the gallery's list). GIFs,
-  which the chat takes, are refused: the gallery serves PNG, JPEG and WebP.
+  which the chat takes, are refused: the gallery serves PNG, JPEG and WebP. The slot's
+  ``title`` is in the world's document (the pages' plaques and the dashboard show it; a
+  picture of the world file has none, and clients title it from its file name).
 
 Every change of a world's pictures or file gives its document (``GET /api/worlds/{id}``) a new
 ``version``; ``GET /api/players`` carries it as ``world_version``, which the page polls every
 few seconds anyway, so every connected page fetches the document again and replaces the
-pictures that changed, without a reload. Pictures hung or taken down are kept per world in
-``<server.data_dir>/worlds/<id>.pictures.json`` (written atomically) and applied over the
+pictures that changed, without a reload. Pictures hung or taken down, and their titles, are
+kept per world in ``<server.data_dir>/worlds/<id>.pictures.json`` (written atomically) and applied over the
 file's pictures whenever the world is built: at start (:meth:`WorldAdmin.restore`), on open
 and on reload; so they survive restarts and reloads. A replaced hung picture's file is
 deleted. Open and closed worlds last until the server stops (``worlds.hosted`` says what a
@@ -57,15 +63,16 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
+from protocol.chat import ChatProtocolError, check_line
 from worldserver.chat.gateway import read_limited
 from worldserver.chat.images import ImageFiles, ImageRejected, sniff
 from worldserver.chat.service import ChatError
 from worldserver.logs import get_logger
 from worldserver.native import WORLD_CLOSED
 from worldserver.simulation import Simulation
-from worldserver.worldfile import BUILTIN_DIR, ID_RE, WorldFileError, load_named, load_world
+from worldserver.worldfile import BUILTIN_DIR, ID_RE, MAX_PICTURE_TITLE, WorldFileError, load_named, load_world
 
-__all__ = ["HUNG_PREFIX", "MAX_WORLDS", "OVERLAY_DIR", "WorldAdmin", "WorldAdminError"]
+__all__ = ["HUNG_PREFIX", "MAX_TITLE", "MAX_WORLDS", "OVERLAY_DIR", "WorldAdmin", "WorldAdminError", "picture_title"]
 
 log = get_logger("worldserver.world_admin")
 
@@ -74,6 +81,7 @@ OVERLAY_DIR = "worlds"  # in server.data_dir: <id>.pictures.json per world
 MAX_WORLDS = 64  # as worlds.hosted allows
 MAX_NAME = 1024  # characters of a world name or path to open
 MAX_REASON = 200  # characters of a close's reason (a DISCONNECT carries 200 bytes)
+MAX_TITLE = MAX_PICTURE_TITLE  # characters of a picture's title (the dashboard's MAX_TITLE mirrors it)
 DEFAULT_REASON = "the world was closed by the operator"
 NOTICE_TIMEOUT = 5.0  # seconds a close waits for its chat notice to be stored
 _IMAGE_NAME = re.compile(r"[^/\\\x00]{1,200}")
@@ -103,6 +111,7 @@ class WorldAdmin:
         self.folder = Path(config.server.data_dir) / OVERLAY_DIR
         self.images = ImageFiles(config.http.images_dir)
         self.overlays: dict[str, dict[str, str]] = {}  # world id -> slot -> image ("" empty)
+        self.titles: dict[str, dict[str, str]] = {}  # world id -> slot -> its hung picture's title (none: "")
         self._builtin: list[str] | None = None  # what POST worlds takes besides a file's path
 
     @property
@@ -127,7 +136,7 @@ class WorldAdmin:
         if n == 1 and method == "GET":
             sim = self._sim(parts[0])
             return {**self.describe(sim), "pictures": [
-                {"id": p.id, "image": p.image, "url": _url(p.image)} for p in sim.world_spec.pictures]}
+                {"id": p.id, "image": p.image, "title": p.title, "url": _url(p.image)} for p in sim.world_spec.pictures]}
         if n == 2 and parts[1] == "close" and method == "POST":
             return await self.close(parts[0], (await read_json(request)).get("reason"))
         if n == 2 and parts[1] == "reload" and method == "POST":
@@ -167,9 +176,9 @@ class WorldAdmin:
             spec = sim.world_spec
             if not spec.source:  # the open world has no slots
                 continue
-            images = self.overlays[spec.id] = await trio.to_thread.run_sync(self._read_overlay, spec.id)
+            images, titles = await self._load_overlay(spec.id)
             if images:
-                sim.world_spec = spec.with_images(images)
+                sim.world_spec = spec.with_images(images, titles)
 
     async def open(self, name: object) -> dict:
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or "\x00" in name:
@@ -188,8 +197,7 @@ class WorldAdmin:
             if len(self.host.sims) >= MAX_WORLDS:
                 raise WorldAdminError(409, "too_many", f"a server hosts at most {MAX_WORLDS} worlds")
             if spec.source:
-                self.overlays[spec.id] = await trio.to_thread.run_sync(self._read_overlay, spec.id)
-                spec = spec.with_images(self.overlays[spec.id])
+                spec = spec.with_images(*await self._load_overlay(spec.id))
             sim = await trio.to_thread.run_sync(Simulation, self.config, self.stats, None, spec)
             chat = self.running.chat
             if chat is not None:  # the room first: a player's chat hello finds it
@@ -253,8 +261,7 @@ class WorldAdmin:
             if spec.id != world_id:
                 raise WorldAdminError(409, "id_changed", f"the file now names the world {spec.id!r}, not "
                                       f"{world_id!r}: close this one and open the file")
-            self.overlays[world_id] = await trio.to_thread.run_sync(self._read_overlay, world_id)
-            spec = spec.with_images(self.overlays[world_id])
+            spec = spec.with_images(*await self._load_overlay(world_id))
             prepared = await trio.to_thread.run_sync(Simulation.prepare_spec, spec)
             try:
                 moved = sim.apply_spec(spec, prepared)
@@ -268,8 +275,17 @@ class WorldAdmin:
 
     # -- pictures --------------------------------------------------------------------------------
     async def hang(self, world_id: str, slot: str, request) -> dict:
-        """Validates the request's body as a chat image would be and hangs it in the slot."""
+        """Validates the request's title and body as a chat name and image would be, and hangs
+        the picture in the slot under that title."""
         self._slot(self._sim(world_id), slot)
+        titles = request.query_params.getlist("title")
+        try:
+            if len(titles) > 1:
+                raise ChatProtocolError("bad_field", "title: given more than once", None, "title")
+            title = picture_title(titles[0] if titles else "")
+        except ChatProtocolError as exc:
+            self.stats.incr("drop.world_picture_bad_title")
+            raise WorldAdminError(400, "bad_field", exc.message) from None
         chat = self.running.chat
         workers = chat.image_workers if chat is not None else None
         if workers is None:
@@ -297,7 +313,7 @@ class WorldAdmin:
                 raise WorldAdminError(503, "storage", f"the picture could not be stored: {exc.strerror or exc}") from None
             name = f"{image_id}.{clean.ext}"
             try:
-                old = await self._set_picture(sim, slot, name)  # in the document once it returns
+                old = await self._set_picture(sim, slot, name, title)  # in the document once it returns
             except BaseException:  # not recorded (a disk error, cancelled): not kept either
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(self._delete, name)
@@ -305,7 +321,8 @@ class WorldAdmin:
             await self._forget(sim, old)
         self.stats.incr("worlds.pictures_hung")
         log.info("picture hung", world=world_id, slot=slot, image=name, bytes=len(clean.data))
-        return {"world": world_id, "slot": slot, "image": name, "url": _url(name), "version": sim.world_spec.version,
+        return {"world": world_id, "slot": slot, "image": name, "title": title, "url": _url(name),
+                "version": sim.world_spec.version,
                 "type": clean.content_type, "width": clean.width, "height": clean.height, "bytes": len(clean.data)}
 
     async def take_down(self, world_id: str, slot: str) -> dict:
@@ -313,28 +330,36 @@ class WorldAdmin:
         async with self.lock:
             sim = self._sim(world_id)
             self._slot(sim, slot)
-            await self._forget(sim, await self._set_picture(sim, slot, ""))
+            await self._forget(sim, await self._set_picture(sim, slot, "", ""))
         self.stats.incr("worlds.pictures_taken_down")
         log.info("picture taken down", world=world_id, slot=slot)
-        return {"world": world_id, "slot": slot, "image": "", "url": "", "version": sim.world_spec.version}
+        return {"world": world_id, "slot": slot, "image": "", "title": "", "url": "", "version": sim.world_spec.version}
 
-    async def _set_picture(self, sim: Simulation, slot: str, image: str) -> str:
-        """Records ``image`` for the slot on disk, then in the world's document (a new version);
-        returns the image it replaced. Under the lock."""
+    async def _set_picture(self, sim: Simulation, slot: str, image: str, title: str) -> str:
+        """Records ``image`` and its ``title`` for the slot on disk, then in the world's document
+        (a new version); returns the image it replaced. Under the lock."""
         world_id = sim.world_id
         old = self._slot(sim, slot)
-        known = self.overlays.get(world_id)
-        if known is None:
-            known = self.overlays[world_id] = await trio.to_thread.run_sync(self._read_overlay, world_id)
-        overlay = {**known, slot: image}
+        if world_id not in self.overlays:
+            await self._load_overlay(world_id)
+        overlay = {**self.overlays[world_id], slot: image}
+        titles = {key: text for key, text in self.titles.get(world_id, {}).items() if key != slot}
+        if image and title:
+            titles[slot] = title
         try:
-            await trio.to_thread.run_sync(self._write_overlay, world_id, overlay)
+            await trio.to_thread.run_sync(self._write_overlay, world_id, overlay, titles)
         except OSError as exc:
             raise WorldAdminError(503, "storage", f"the world's pictures could not be saved: "
                                   f"{exc.strerror or exc}") from None
-        self.overlays[world_id] = overlay
-        sim.world_spec = sim.world_spec.with_picture(slot, image)
+        self.overlays[world_id], self.titles[world_id] = overlay, titles
+        sim.world_spec = sim.world_spec.with_picture(slot, image, titles.get(slot, ""))
         return old
+
+    async def _load_overlay(self, world_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """Reads the world's hung pictures and their titles (kept as ``overlays`` and ``titles``)."""
+        images, titles = await trio.to_thread.run_sync(self._read_overlay, world_id)
+        self.overlays[world_id], self.titles[world_id] = images, titles
+        return images, titles
 
     async def _forget(self, sim: Simulation, old: str) -> None:
         """Deletes a hung picture no slot of the world shows any more."""
@@ -345,31 +370,38 @@ class WorldAdmin:
     def _overlay_path(self, world_id: str) -> Path:
         return self.folder / f"{world_id}.pictures.json"
 
-    def _read_overlay(self, world_id: str) -> dict[str, str]:
-        """The pictures hung in the world before (slot -> image); {} when none or unreadable
-        (a damaged file is logged and left for the operator, never a crash)."""
+    def _read_overlay(self, world_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        """The pictures hung in the world before (slot -> image) and their titles (slot ->
+        title, for the slots that show a picture; a file written before titles has none); {}
+        when none or unreadable (a damaged file, or the parts of it that are, is logged and left
+        for the operator, never a crash)."""
         path = self._overlay_path(world_id)
         try:
             data = json.loads(path.read_bytes())
         except FileNotFoundError:
-            return {}
+            return {}, {}
         except (OSError, ValueError) as exc:
             log.warning("world pictures not read", path=str(path), error=str(exc)[:200])
-            return {}
+            return {}, {}
         pictures = data.get("pictures") if isinstance(data, dict) else None
         good = {slot: image for slot, image in (pictures or {}).items()
                 if isinstance(slot, str) and ID_RE.fullmatch(slot) and isinstance(image, str)
                 and (image == "" or (_IMAGE_NAME.fullmatch(image) and not image.startswith(".")))}
-        if not isinstance(pictures, dict) or len(good) != len(pictures):
+        titles = data.get("titles", {}) if isinstance(data, dict) else {}
+        good_titles = {slot: title for slot, title in titles.items() if good.get(slot) and _clean_title(title)} \
+            if isinstance(titles, dict) else {}
+        if not isinstance(pictures, dict) or len(good) != len(pictures) or not isinstance(titles, dict) \
+                or len(good_titles) != len(titles):
             log.warning("world pictures partly not read", path=str(path))
-        return good
+        return good, good_titles
 
-    def _write_overlay(self, world_id: str, overlay: dict[str, str]) -> None:
+    def _write_overlay(self, world_id: str, overlay: dict[str, str], titles: dict[str, str]) -> None:
         """Writes the overlay durably: a temporary file, fsynced, renamed over the old one."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._overlay_path(world_id)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        data = json.dumps({"world": world_id, "pictures": overlay}, indent=1, sort_keys=True).encode()
+        data = json.dumps({"world": world_id, "pictures": overlay, "titles": titles}, indent=1,
+                          sort_keys=True).encode()
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
@@ -397,6 +429,21 @@ def _builtin_ids() -> list[str]:
     and the worlds shipped in ``worldserver/worlds``, sorted (a worker thread: it lists a
     folder)."""
     return sorted(["open", *(p.stem for p in BUILTIN_DIR.glob("*.toml") if ID_RE.fullmatch(p.stem))])
+
+
+def picture_title(text: object) -> str:
+    """A hung picture's title as given (the ``title`` query parameter of a hang): checked as the
+    chat checks a name (one line, no control characters, NFC, stripped, at most
+    :data:`MAX_TITLE` characters); "" for none. Raises ChatProtocolError ``bad_field`` saying why."""
+    return check_line(text, "title", MAX_TITLE)
+
+
+def _clean_title(title: object) -> bool:
+    """Whether ``title`` (read back from a pictures file) is one :func:`picture_title` keeps as it is."""
+    try:
+        return bool(title) and picture_title(title) == title
+    except ChatProtocolError:
+        return False
 
 
 def _url(image: str) -> str:

@@ -40,6 +40,7 @@ ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 STYLE_PRESETS = ("gallery", "museum", "night")
 MAX_ITEMS = 4096  # walls, obstacles, pictures, zones, spawns: each list at most this long
 MAX_EXTENT = 10_000.0  # metres from the origin
+MAX_PICTURE_TITLE = 100  # characters of a picture's title (a file's, or one hung with a title)
 
 
 class WorldFileError(ValueError):
@@ -81,6 +82,10 @@ class Picture:
     facing: float  # degrees: the direction the picture faces, as a yaw (0 = +z)
     size: tuple[float, float]
     image: str
+    # The title on its plaque: the file's ``title``, or the one a curator gave the picture hung
+    # here (worldserver/world_admin.py); "" for none: clients make the plaque's text from the
+    # image's file name, or show none for a picture hung without a title.
+    title: str = ""
 
 
 @attrs.frozen
@@ -112,18 +117,21 @@ class WorldSpec:
     # the document know when to fetch it again.
     version: int = 1
 
-    def with_picture(self, slot: str, image: str) -> "WorldSpec":
-        """This spec with picture slot ``slot`` showing ``image`` ("" for an empty frame) and the
-        next version; KeyError for no such slot."""
+    def with_picture(self, slot: str, image: str, title: str = "") -> "WorldSpec":
+        """This spec with picture slot ``slot`` showing ``image`` ("" for an empty frame) under
+        ``title`` and the next version; KeyError for no such slot."""
         if not any(p.id == slot for p in self.pictures):
             raise KeyError(slot)
-        pictures = tuple(attrs.evolve(p, image=image) if p.id == slot else p for p in self.pictures)
+        pictures = tuple(attrs.evolve(p, image=image, title=title) if p.id == slot else p for p in self.pictures)
         return attrs.evolve(self, pictures=pictures, version=self.version + 1)
 
-    def with_images(self, images: dict[str, str]) -> "WorldSpec":
+    def with_images(self, images: dict[str, str], titles: dict[str, str] | None = None) -> "WorldSpec":
         """This spec with the slots named in ``images`` (slot id -> image file name) showing those
-        images; slots it does not have are ignored. Same version."""
-        pictures = tuple(attrs.evolve(p, image=images[p.id]) if p.id in images else p for p in self.pictures)
+        images, under their ``titles`` (slot id -> title; "" for a slot it does not name); slots
+        it does not have are ignored. Same version."""
+        titles = titles or {}
+        pictures = tuple(attrs.evolve(p, image=images[p.id], title=titles.get(p.id, "")) if p.id in images else p
+                         for p in self.pictures)
         return attrs.evolve(self, pictures=pictures)
 
     def segments(self) -> tuple[list[tuple[float, float, float, float]], list[float]]:
@@ -173,7 +181,7 @@ class WorldSpec:
                            "rotation": o.rotation, "height": o.height} for o in self.obstacles],
             "spawns": [{"center": list(s.center), "size": list(s.size)} for s in self.spawns],
             "pictures": [{"id": p.id, "position": list(p.position), "facing": p.facing, "size": list(p.size),
-                          "image": p.image} for p in self.pictures],
+                          "image": p.image, "title": p.title} for p in self.pictures],
             "zones": [{"id": z.id, "shape": z.shape, "center": list(z.center), "size": list(z.size),
                        "radius": z.radius, "call": z.call} for z in self.zones],
         }
@@ -244,6 +252,16 @@ class _Reader:
         if choices is not None and value not in choices:
             raise self.fail(f"{path}{key}", f"must be one of {', '.join(choices)}, got {value!r}")
         return value
+
+    def picture_title(self, obj: dict, path: str) -> str:
+        """A picture's ``title``, checked as a hung picture's is (one line of text, no control
+        characters, NFC, stripped, at most MAX_PICTURE_TITLE characters); "" when none."""
+        from protocol.chat import ChatProtocolError, check_line
+
+        try:
+            return check_line(obj.get("title", ""), "title", MAX_PICTURE_TITLE)
+        except ChatProtocolError as exc:
+            raise self.fail(f"{path}title", exc.message.removeprefix("title: ")) from None
 
     def items(self, doc: dict, key: str) -> list:
         value = doc.get(key, [])
@@ -323,13 +341,14 @@ def parse_world(doc: dict, source: str = "<memory>") -> WorldSpec:
     pictures, seen = [], set()
     for i, item in enumerate(r.items(doc, "pictures")):
         path = f"pictures[{i}]."
-        r.table(item, f"pictures[{i}]", {"id", "position", "facing", "size", "image"})
+        r.table(item, f"pictures[{i}]", {"id", "position", "facing", "size", "image", "title"})
         pic = Picture(
             id=r.text(item, "id", path, pattern=ID_RE),
             position=r.vector(item, "position", path, 3),
             facing=r.number(item, "facing", path, default=0.0, lo=-360.0, hi=360.0),
             size=r.vector(item, "size", path, 2, positive=True),
             image=r.text(item, "image", path, default="", max_len=200),
+            title=r.picture_title(item, path),
         )
         if pic.id in seen:
             raise r.fail(f"{path}id", f"{pic.id!r} is used twice")
