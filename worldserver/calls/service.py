@@ -340,9 +340,9 @@ class CallService:
             slots = world.slots
             alive = state.alive[slots] & (state.generation[slots] == world.gens)
             if not alive.all():
-                for i in np.flatnonzero(~alive).tolist():
+                for i in np.flatnonzero(~alive).tolist():  # (their groups are in this update's changes)
                     caller = world.order[i]
-                    self._take_out(caller, "moved_away", notify=True)
+                    self._take_out(caller, "moved_away", notify=True, republish=False)
                     self._detach(caller)
                     self._unresolved.add(caller)
                 world.rebuild()
@@ -413,7 +413,7 @@ class CallService:
     def _close_world(self, world: _World) -> None:
         """A world no longer hosted (closed by the operator): its calls end."""
         for caller in list(world.by_eid.values()):
-            self._take_out(caller, "ended", notify=True)
+            self._take_out(caller, "ended", notify=True, republish=False)
             self._detach(caller)
             self._unresolved.add(caller)
         for group in list(world.groups.values()):
@@ -425,7 +425,7 @@ class CallService:
         """The world's call zones changed (a reload): every group ends, a new former starts."""
         callers = list(world.by_eid.values())
         for caller in callers:
-            self._take_out(caller, "ended", notify=True)
+            self._take_out(caller, "ended", notify=True, republish=False)
         for group in list(world.groups.values()):
             self._end_group(group)
         world.zones = tuple(world.sim.world_spec.zones)
