@@ -108,20 +108,20 @@ class GroupFormer:
         self._pending_left: list[tuple[int, int]] = []  # (code, id) of removed avatars
 
     # -- reading the state --------------------------------------------------------------------
-    def name(self, code: int) -> str:
+    def _name(self, code: int) -> str:
         return f"zone:{self.zones[code].id}" if code < self._nz else f"p{code - self._nz}"
 
     def groups(self) -> dict[str, tuple[int, ...]]:
         """Every group now (after the last update and any removal since): id -> members."""
         grouped = self._code >= 0
         by_code = _by_code(self._code[grouped], self._sid[grouped])
-        return dict(sorted((self.name(c), members) for c, members in by_code.items()))
+        return dict(sorted((self._name(c), members) for c, members in by_code.items()))
 
     def group_of(self, entity_id: int) -> str | None:
         """The group ``entity_id`` is in now, or None."""
         i = int(np.searchsorted(self._sid, entity_id))
         if i < len(self._sid) and self._sid[i] == entity_id and self._code[i] >= 0:
-            return self.name(int(self._code[i]))
+            return self._name(int(self._code[i]))
         return None
 
     # -- changing it ----------------------------------------------------------------------------
@@ -339,7 +339,7 @@ class GroupFormer:
         else:
             mine = np.isin(code, np.array(affected, dtype=np.int64))
             members = _by_code(code[mine], sid[mine])
-        changes = [Change(self.name(c), joined.get(c, ()), left.get(c, ()), members.get(c, ())) for c in affected]
+        changes = [Change(self._name(c), joined.get(c, ()), left.get(c, ()), members.get(c, ())) for c in affected]
         changes.sort(key=lambda ch: ch.group)
         return changes
 
@@ -382,8 +382,13 @@ def _near_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float, limit2: float):
     else:
         order, a, b = _candidate_pairs(x, z, inv_cell)
         p = p[order]
-    d = p[a] - p[b]
-    d2 = d.real * d.real + d.imag * d.imag
+    # In place where it can be: fewer fresh pages per update (each one a page fault).
+    d = p[a]
+    d -= p[b]
+    sq = d.real
+    np.multiply(sq, sq, out=sq)
+    np.multiply(d.imag, d.imag, out=d.imag)
+    d2 = np.add(sq, d.imag, out=sq)  # dx*dx + dz*dz, as the reference computes it
     near = np.flatnonzero(d2 <= limit2)
     return order, a[near], b[near], d2[near]
 
@@ -423,7 +428,8 @@ def _candidate_pairs(x: np.ndarray, z: np.ndarray, inv_cell: float) -> tuple[np.
     total = int(per_point.sum())
     a = np.repeat(pos, per_point)
     skip = np.cumsum(count) - count - begin.ravel()  # run k starts at output index skip + begin
-    b = np.arange(total) - np.repeat(skip, count)
+    b = np.arange(total)
+    b -= np.repeat(skip, count)
     return order, a, b
 
 
