@@ -498,8 +498,8 @@ function installTestHook() {
       return { id: state.worldDoc ? state.worldDoc.id : null, pictures: state.gallery ? state.gallery.pictures.length : 0, walls: Boolean(state.session && state.session.walls) };
     },
     /** The world document's version the page shows, the documents applied since it started,
-     *  and every picture slot: the image it names, its URL, whether its texture loaded and
-     *  the loaded image's address and width (scene/world.js). */
+     *  and every picture slot: the image it names, its URL, its plaque's text, whether its
+     *  texture loaded and the loaded image's address and width (scene/world.js). */
     pictures() {
       const built = /** @type {any} */ (state.gallery);
       return { version: state.watcher ? state.watcher.version : null, updates: state.watcher ? state.watcher.updates : 0, slots: built && built.slots ? built.slots() : [] };

@@ -7,8 +7,8 @@ import { describe, it } from "node:test";
 
 import { AdminClient, AdminError } from "../src/admin/api.js";
 import {
-  chooseWorld, closedText, count, fileName, hungText, isHung, openChoices, openedText, pictureTitle, reloadedText,
-  slotsText, takenDownText, uploadProblem,
+  MAX_TITLE, chooseWorld, cleanTitle, closedText, count, fileName, fileTitle, hungText, isHung, openChoices, openedText,
+  pictureTitle, reloadedText, slotTitle, slotsText, takenDownText, uploadProblem,
 } from "../src/admin/worlds.js";
 
 /** A fetch that records its calls and answers with `reply(url, init)`: {status, body}. */
@@ -70,6 +70,11 @@ describe("the admin API client's world routes", () => {
     });
     assert.equal(calls[1].init.headers["Content-Type"], "application/octet-stream");
     assert.equal(calls[1].init.body, untyped);
+    // a title goes in the query, encoded; none: no query
+    await client.hangPicture("gallery", "north-1", png, "Café & tea? 100%");
+    assert.equal(calls[2].url, "/admin/api/worlds/gallery/pictures/north-1?title=Caf%C3%A9%20%26%20tea%3F%20100%25");
+    await client.hangPicture("gallery", "north-1", png, "");
+    assert.equal(calls[3].url, "/admin/api/worlds/gallery/pictures/north-1");
   });
 });
 
@@ -102,6 +107,39 @@ describe("the worlds panel's helpers", () => {
     assert.ok(!isHung("hunger.png") && !isHung(""));
   });
 
+  it("shows a slot's own title, else the one made from its image's name", () => {
+    const hung = "hung-gallery-north-1-AbCdEfGhIjKlMnOpQrStUv.png";
+    assert.equal(slotTitle({ image: hung, title: "Harbour at dawn" }), "Harbour at dawn");
+    assert.equal(slotTitle({ image: hung, title: "" }), "Hung picture"); // hung without a title
+    assert.equal(slotTitle({ image: "sunset_over-sea.png", title: "" }), "Sunset over sea"); // the world file's
+    assert.equal(slotTitle({ image: "sunset_over-sea.png", title: "At sea" }), "At sea"); // a title in the file
+    assert.equal(slotTitle({ image: "sunset_over-sea.png" }), "Sunset over sea"); // an older server: no field
+    assert.equal(slotTitle({ image: "", title: "" }), "");
+  });
+
+  it("makes an upload's title from its file's name as the server takes it", () => {
+    assert.equal(fileTitle("harbour_at-dawn.jpg"), "Harbour at dawn");
+    assert.equal(fileTitle("IMG_2034.JPG"), "IMG 2034");
+    assert.equal(fileTitle("  spaced   out .webp"), "Spaced out");
+    assert.equal(fileTitle("no-extension"), "No extension");
+    assert.equal(fileTitle(".png"), ""); // nothing left: sent untitled
+    assert.equal(fileTitle("bell\u0007and\nline\u2028sep.png"), "Bell and line sep"); // what the server refuses: spaces
+    assert.equal(fileTitle("Cafe\u0301 terrace.png"), "Caf\u00e9 terrace"); // NFC, as the server keeps it
+    assert.equal(fileTitle("\u00df-street.png"), "SS street"); // capitalized (ß has no one-letter capital)
+    const long = fileTitle(`${"\u{1F5BC}".repeat(150)}.png`); // astral characters: cut at code points, not halves
+    assert.equal(Array.from(long).length, MAX_TITLE);
+    assert.equal(long, "\u{1F5BC}".repeat(MAX_TITLE));
+    assert.equal(fileTitle(`a${" ".repeat(98)}bc.png`), "A bc"); // runs of spaces are one
+    assert.equal(fileTitle("lone\ud800half.png"), "Lone half"); // a lone surrogate
+  });
+
+  it("cleans a typed title as the server keeps it", () => {
+    assert.equal(cleanTitle("  Harbour at dawn, 1888  "), "Harbour at dawn, 1888");
+    assert.equal(cleanTitle("tab\there"), "tab here"); // kept as typed, not capitalized
+    assert.equal(cleanTitle("   "), "");
+    assert.equal(cleanTitle("x".repeat(MAX_TITLE + 5)).length, MAX_TITLE);
+  });
+
   it("sends a file unless the server's limit refuses it already", () => {
     assert.equal(uploadProblem({ name: "a.png", size: 1000 }, 2_000_000), "");
     assert.equal(uploadProblem({ name: "a.png", size: 2_000_000 }, 2_000_000), ""); // at the limit: sent
@@ -127,7 +165,10 @@ describe("the worlds panel's helpers", () => {
     assert.equal(closedText({ id: "halls", players: 0, reason: "r", notice: false }), 'Closed halls: 0 players disconnected with "r".');
     assert.equal(reloadedText({ ...WORLD, version: 4, moved: 1 }),
       "Reloaded halls from its file: version 4, 1 avatar moved clear of the walls.");
-    assert.equal(hungText("red.png", { slot: "north-1", width: 96, height: 64, bytes: 1234 }), "Hung red.png in north-1: 96×64, 1.2 kB.");
+    assert.equal(hungText("red.png", { slot: "north-1", title: "Red", width: 96, height: 64, bytes: 1234 }),
+      'Hung red.png as "Red" in north-1: 96×64, 1.2 kB.');
+    assert.equal(hungText(".png", { slot: "north-1", title: "", width: 96, height: 64, bytes: 1234 }),
+      "Hung .png untitled in north-1: 96×64, 1.2 kB.");
     assert.equal(takenDownText({ slot: "north-1" }), "Took the picture of north-1 down: an empty frame.");
   });
 });

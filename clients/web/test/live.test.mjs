@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 
-import { WorldWatcher, worldChanges } from "../src/world/live.js";
+import { WorldWatcher, plaqueText, worldChanges } from "../src/world/live.js";
 
 const GALLERY = JSON.parse(readFileSync(new URL("../../../worldserver/worlds/collision_vectors.json", import.meta.url), "utf8")).worlds.gallery;
 const copy = (doc) => JSON.parse(JSON.stringify(doc));
@@ -36,6 +36,26 @@ describe("worldChanges", () => {
       edit(after);
       assert.deepEqual(worldChanges(GALLERY, after), { rebuild: true, pictures: [] }, String(edit));
     }
+  });
+});
+
+describe("plaqueText", () => {
+  it("says a slot's title; a file's picture without one its file name; a hung one without one nothing", () => {
+    const hung = "hung-gallery-north-1-AbCdEfGhIjKlMnOpQrStUv.png";
+    assert.equal(plaqueText({ image: hung, title: "Harbour at dawn" }), "Harbour at dawn");
+    assert.equal(plaqueText({ image: hung, title: "" }), ""); // no plaque: its name is random
+    assert.equal(plaqueText({ image: "glowing-checkerboard.png", title: "" }), "glowing checkerboard"); // as before
+    assert.equal(plaqueText({ image: "sunset_over-sea.JPG" }), "sunset over sea"); // a document without titles
+    assert.equal(plaqueText({ image: "sunset_over-sea.png", title: "At sea" }), "At sea"); // the file's own title
+    assert.equal(plaqueText({ image: "", title: "" }), ""); // an empty frame
+  });
+  it("a new title alone is a change of the slot", () => {
+    const before = copy(GALLERY);
+    for (const p of before.pictures) assert.equal(p.title, ""); // the shipped gallery titles none
+    const after = copy(GALLERY);
+    after.version = 2;
+    after.pictures[0].title = "Named";
+    assert.deepEqual(worldChanges(before, after).pictures.map((p) => p.id), [GALLERY.pictures[0].id]);
   });
 });
 

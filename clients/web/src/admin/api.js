@@ -160,12 +160,14 @@ export class AdminClient {
     return this.request("POST", `worlds/${encodeURIComponent(id)}/reload`, {});
   }
 
-  /** Hangs an image (a File or Blob, sent as it is) in a picture slot.
-   * @param {string} id @param {string} slot @param {Blob} image
-   * @returns {Promise<{ world: string, slot: string, image: string, url: string, version: number,
+  /** Hangs an image (a File or Blob, sent as it is) in a picture slot under `title` (its
+   * plaque's text, ?title=; "" for none).
+   * @param {string} id @param {string} slot @param {Blob} image @param {string} [title]
+   * @returns {Promise<{ world: string, slot: string, image: string, title: string, url: string, version: number,
    *   type: string, width: number, height: number, bytes: number }>} */
-  hangPicture(id, slot, image) {
-    return this.request("PUT", `worlds/${encodeURIComponent(id)}/pictures/${encodeURIComponent(slot)}`, image);
+  hangPicture(id, slot, image, title = "") {
+    const query = title ? `?title=${encodeURIComponent(title)}` : "";
+    return this.request("PUT", `worlds/${encodeURIComponent(id)}/pictures/${encodeURIComponent(slot)}${query}`, image);
   }
 
   /** Empties a picture slot. @param {string} id @param {string} slot
@@ -190,8 +192,9 @@ export class AdminClient {
 
 /** @typedef {{ default: string, worlds: AdminWorld[], builtin: string[], max_image_bytes: number }} AdminWorlds */
 
-/** A picture slot: the image it shows ("" for an empty frame) and its URL.
- * @typedef {{ id: string, image: string, url: string }} AdminSlot */
+/** A picture slot: the image it shows ("" for an empty frame), its title ("" for none: the
+ * world file's picture is titled from its file name) and its URL.
+ * @typedef {{ id: string, image: string, title: string, url: string }} AdminSlot */
 
 /**
  * A player as GET /admin/api/players lists it (docs/architecture.md, "Admin API").

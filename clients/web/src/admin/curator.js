@@ -3,7 +3,8 @@
 // built-in id, suggested, or the path of a world file on the server), Reload and Close (Close
 // asks first, with the reason its players will read) per world; and the picture slots of the
 // world shown on the map, each with its image's thumbnail and title, Upload (a file chosen or
-// dropped on the row, sent as it is: the server checks it as it checks a chat image) and
+// dropped on the row, sent as it is: the server checks it as it checks a chat image; its title
+// is the one typed in the row's title box, else the file's name without its extension) and
 // Remove. main.js polls and hands over the API's answers; every action goes through its `act`
 // (the admin API only, its answer or refusal said in one line next to what was clicked).
 //
@@ -16,8 +17,8 @@
 import { formatBytes } from "./charts.js";
 import { $, el, place } from "./dom.js";
 import {
-  PICTURE_TYPES, closedText, count, fileName, hungText, isHung, openChoices, openedText, pictureTitle,
-  reloadedText, slotsText, takenDownText, uploadProblem,
+  MAX_TITLE, PICTURE_TYPES, cleanTitle, closedText, count, fileName, fileTitle, hungText, isHung, openChoices,
+  openedText, reloadedText, slotTitle, slotsText, takenDownText, uploadProblem,
 } from "./worlds.js";
 
 /** @typedef {import("./api.js").AdminClient} AdminClient */
@@ -32,8 +33,8 @@ import {
  */
 
 /** @typedef {{ tr: any, texts: any[], file: any, badge: any, show: any, reload: any, close: any }} WorldRow */
-/** @typedef {{ li: any, thumb: any, empty: any, title: any, file: any, input: any, upload: any, remove: any,
- *   result: any, image: string, busy: boolean }} SlotRow */
+/** @typedef {{ li: any, thumb: any, empty: any, title: any, file: any, titleInput: any, input: any, upload: any,
+ *   remove: any, result: any, image: string, busy: boolean }} SlotRow */
 
 export class Curator {
   /**
@@ -250,6 +251,10 @@ export class Curator {
         row = this.slotRow(id, slot.id);
         this.slotRows.set(slot.id, row);
       }
+      const title = slotTitle(slot);
+      if (row.title.textContent !== (slot.image ? title : "Empty frame")) {
+        row.title.textContent = slot.image ? title : "Empty frame";
+      }
       if (row.image !== slot.image) {
         row.image = slot.image;
         row.thumb.hidden = !slot.image;
@@ -261,7 +266,6 @@ export class Curator {
         } else {
           row.thumb.removeAttribute("src");
         }
-        row.title.textContent = slot.image ? pictureTitle(slot.image) : "Empty frame";
         row.file.textContent = slot.image ? (isHung(slot.image) ? `${slot.image} (hung here)` : slot.image) : "no picture";
         row.file.title = slot.image;
       }
@@ -303,6 +307,11 @@ export class Curator {
     head.append(el("span", "slot", slot));
     const title = head.appendChild(el("span", "picture-title"));
     const file = info.appendChild(el("div", "file muted"));
+    const titleInput = info.appendChild(el("input", "title-input"));
+    titleInput.type = "text";
+    titleInput.maxLength = MAX_TITLE;
+    titleInput.placeholder = "title (else the file's name)";
+    titleInput.setAttribute("aria-label", `title of the picture hung next in ${slot}`);
     const result = info.appendChild(el("div"));
     result.setAttribute("role", "status");
     const actions = li.appendChild(el("div", "actions"));
@@ -318,7 +327,8 @@ export class Curator {
     remove.type = "button";
     remove.title = `take the picture of ${slot} down (an empty frame)`;
     /** @type {SlotRow} */
-    const row = { li, thumb, empty, title, file, input, upload, remove, result, image: "\u0000", busy: false };
+    const row = { li, thumb, empty, title, file, titleInput, input, upload, remove, result, image: "\u0000",
+      busy: false };
     upload.addEventListener("click", () => input.click());
     input.addEventListener("change", () => {
       const chosen = input.files && input.files[0];
@@ -343,7 +353,8 @@ export class Curator {
     return row;
   }
 
-  /** Sends `file` into the slot (unless the server's limit refuses it already).
+  /** Sends `file` into the slot (unless the server's limit refuses it already) under the title
+   * typed in the row, else the file's name made a title.
    * @param {string} world @param {string} slot @param {SlotRow} row @param {File} file */
   async hang(world, slot, row, file) {
     const problem = uploadProblem(file, this.maxBytes);
@@ -352,7 +363,11 @@ export class Curator {
       row.result.textContent = problem;
       return;
     }
-    await this.busy(row, this.act(row.result, (c) => c.hangPicture(world, slot, file), (a) => hungText(file.name, a)));
+    const title = cleanTitle(row.titleInput.value || "") || fileTitle(file.name);
+    await this.busy(row, this.act(row.result, (c) => c.hangPicture(world, slot, file, title), (a) => {
+      row.titleInput.value = ""; // the next upload's title is typed afresh
+      return hungText(file.name, a);
+    }));
   }
 
   /** The row's buttons off while `running` runs. @param {SlotRow} row @param {Promise<void>} running */
@@ -386,6 +401,7 @@ export class Curator {
       pictures: this.pictures ? { world: this.pictures.id, version: this.pictures.version } : null,
       slots: Array.from(this.slotRows.values(), (r) => ({
         id: r.li.dataset.slot, image: r.image, title: r.title.textContent, file: r.file.textContent,
+        titleInput: r.titleInput.value,
         thumb: r.thumb.hidden ? null : { src: r.thumb.currentSrc || r.thumb.src, width: r.thumb.naturalWidth,
           complete: r.thumb.complete, missing: r.thumb.classList.contains("missing") },
         result: r.result.textContent, error: r.result.classList.contains("error"), busy: r.busy,

@@ -1,13 +1,16 @@
 // The pure parts of the dashboard's worlds and pictures panels (curator.js draws them): which
-// world the page shows, what the open box offers, a picture's title, whether a chosen file
-// can be sent at all, and the one-line texts of the answers of the admin API's world routes
-// (worldserver/world_admin.py). No DOM, no requests.
+// world the page shows, what the open box offers, a picture's title (and the one an upload
+// sends, from its file's name), whether a chosen file can be sent at all, and the one-line
+// texts of the answers of the admin API's world routes (worldserver/world_admin.py). No DOM,
+// no requests.
 
+import { HUNG_PREFIX } from "../world/live.js";
 import { formatBytes } from "./charts.js";
 
 /** @typedef {import("./api.js").AdminWorld} AdminWorld */
 
-export const HUNG_PREFIX = "hung-"; // pictures hung through the admin API (world_admin.HUNG_PREFIX)
+export { HUNG_PREFIX }; // pictures hung through the admin API (world_admin.HUNG_PREFIX)
+export const MAX_TITLE = 100; // characters of a picture's title (world_admin.MAX_TITLE)
 export const PICTURE_TYPES = "image/png,image/jpeg,image/webp"; // what a slot takes (a file input's accept)
 
 /**
@@ -47,8 +50,45 @@ export function isHung(image) {
 export function pictureTitle(image) {
   if (!image) return "";
   if (isHung(image)) return "Hung picture";
-  const stem = image.replace(/\.[^.]*$/, "").replace(/[-_\s]+/g, " ").trim();
-  return stem ? stem[0].toUpperCase() + stem.slice(1) : image;
+  return fileTitle(image) || image;
+}
+
+/**
+ * A slot's title for the list: the one it was hung with (or its world file's), else made from
+ * its image's name as pictureTitle does; "" for an empty frame.
+ * @param {{ image: string, title?: string }} slot
+ */
+export function slotTitle(slot) {
+  if (!slot.image) return "";
+  return (typeof slot.title === "string" && slot.title) || pictureTitle(slot.image);
+}
+
+// What the server refuses in a title (the chat's single-line rule): control characters, line
+// and paragraph separators, lone surrogates.
+const BAD_IN_TITLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * The title an upload sends by default: the file's name without its extension, cleaned so
+ * the server takes it -- dashes, underscores and anything it refuses in a title become
+ * spaces, runs of spaces one, NFC, the first letter capitalized, at most MAX_TITLE
+ * characters (`harbour_at-dawn.jpg`: "Harbour at dawn"); "" when nothing is left.
+ * @param {string} name
+ */
+export function fileTitle(name) {
+  return cleanTitle(String(name).replace(/\.[^.]*$/, "").replace(BAD_IN_TITLE, " ").replace(/[-_\s]+/g, " "), true);
+}
+
+/**
+ * A title typed by the curator, as the server will keep it: what it refuses in a title made a
+ * space, NFC, trimmed, at most MAX_TITLE characters.
+ * @param {string} text
+ * @param {boolean} [capital] capitalize the first letter
+ */
+export function cleanTitle(text, capital = false) {
+  const clean = String(text).replace(BAD_IN_TITLE, " ").normalize("NFC").trim();
+  let chars = Array.from(clean); // the server counts code points
+  if (capital && chars.length) chars = [...Array.from(chars[0].toUpperCase().normalize("NFC")), ...chars.slice(1)];
+  return chars.slice(0, MAX_TITLE).join("").trim();
 }
 
 /**
@@ -102,10 +142,11 @@ export function reloadedText(a) {
 
 /**
  * @param {string} file the name of the file sent
- * @param {{ slot: string, width: number, height: number, bytes: number }} a the answer of a hang
+ * @param {{ slot: string, title?: string, width: number, height: number, bytes: number }} a the answer of a hang
  */
 export function hungText(file, a) {
-  return `Hung ${file} in ${a.slot}: ${a.width}×${a.height}, ${formatBytes(a.bytes)}.`;
+  const titled = a.title ? ` as "${a.title}"` : " untitled";
+  return `Hung ${file}${titled} in ${a.slot}: ${a.width}×${a.height}, ${formatBytes(a.bytes)}.`;
 }
 
 /** @param {{ slot: string }} a the answer of a take-down */

@@ -5,10 +5,12 @@
 // canvas). The walls the avatar collides with are the same segments (../world/walls.js).
 // Everything goes into one group, so that a world reloaded while the page runs can be taken
 // out (remove) and built again; a picture hung or taken down while the page runs replaces its
-// slot's frame (setPicture; ../world/live.js says what changed).
+// slot's frame (setPicture; ../world/live.js says what changed). A picture's plaque says its
+// title (../world/live.js plaqueText).
 
 import * as THREE from "three";
 
+import { plaqueText } from "../world/live.js";
 import { addPicture, floorTexture, placeholderTexture } from "./gallery.js";
 
 /** @type {Record<string, { background: number, wall: number, hemi: number[], sun: number }>} */
@@ -19,15 +21,16 @@ const STYLES = {
 };
 
 /** @param {string} name an image file name of the world document, "" for none */
-function imageFor(name) {
-  if (!name) return { url: "", title: "" };
-  return { url: `/gallery/images/${encodeURIComponent(name)}`, title: name.replace(/\.[a-z0-9]+$/i, "").replace(/[-_]+/g, " ") };
+function imageUrl(name) {
+  return name ? `/gallery/images/${encodeURIComponent(name)}` : "";
 }
 
-/** A world document's picture slot. @typedef {{id: string, position: number[], facing: number, size: number[], image: string}} SlotDoc */
-/** What a picture slot shows now: the image named, its URL, and whether its texture loaded
- * (`src`: the loaded image's address, `width` its pixels; "" and 0 until it has).
- * @typedef {{ id: string, image: string, url: string, loaded: boolean, src: string, width: number }} SlotState */
+/** A world document's picture slot. @typedef {{id: string, position: number[], facing: number, size: number[], image: string,
+ *   title?: string}} SlotDoc */
+/** What a picture slot shows now: the image named, its URL, its plaque's text ("" for none), and
+ * whether its texture loaded (`src`: the loaded image's address, `width` its pixels; "" and 0
+ * until it has).
+ * @typedef {{ id: string, image: string, url: string, title: string, loaded: boolean, src: string, width: number }} SlotState */
 /** What buildWorld returns: a BuiltRoom that can change its pictures and be removed.
  * @typedef {import("./gallery.js").BuiltRoom & {
  *   setPicture: (p: SlotDoc) => Promise<boolean>,
@@ -41,7 +44,7 @@ function imageFor(name) {
  * @param {THREE.Scene} scene
  * @param {{floor: {min: number[], max: number[]}, walls: {points: number[][], thickness: number, height: number}[],
  *   obstacles: {kind: string, center: number[], size: number[], rotation: number, height: number}[],
- *   pictures: {id: string, position: number[], facing: number, size: number[], image: string}[],
+ *   pictures: SlotDoc[],
  *   style: {preset: string}}} doc
  * @returns {BuiltWorld}
  */
@@ -119,18 +122,18 @@ export function buildWorld(scene, doc) {
   const loader = new THREE.TextureLoader();
   /** @type {THREE.Group[]} */
   const pictures = [];
-  /** @type {Map<string, { holder: THREE.Group, image: string, loaded: boolean }>} slot id -> its frame */
+  /** @type {Map<string, { holder: THREE.Group, image: string, title: string, loaded: boolean }>} slot id -> its frame */
   const bySlot = new Map();
   /** Hangs the frame of slot `p` (in place of the one there); resolves when its image loaded.
    * @param {SlotDoc} p @returns {Promise<boolean>} */
   const hang = (p) => {
-    const image = imageFor(p.image);
+    const image = { url: imageUrl(p.image), title: plaqueText(p) };
     const slot = {
       x: p.position[0], y: p.position[1], z: p.position[2],
       rotY: (p.facing * Math.PI) / 180, w: p.size[0], h: p.size[1],
     };
     return new Promise((resolve) => {
-      const entry = { holder: new THREE.Group(), image: p.image, loaded: false };
+      const entry = { holder: new THREE.Group(), image: p.image, title: image.title, loaded: false };
       const done = (/** @type {boolean} */ ok) => {
         entry.loaded = ok;
         resolve(ok);
@@ -162,7 +165,9 @@ export function buildWorld(scene, doc) {
       return [...bySlot].map(([id, e]) => {
         const board = /** @type {THREE.Mesh<THREE.PlaneGeometry, THREE.MeshStandardMaterial>} */ (e.holder.children[1]);
         const img = e.loaded && board.material.map ? /** @type {HTMLImageElement | null} */ (board.material.map.image) : null;
-        return { id, image: e.image, url: imageFor(e.image).url, loaded: e.loaded, src: img ? img.src : "", width: img ? img.naturalWidth || img.width : 0 };
+        const plaque = e.holder.children.length > 2; // frame, picture, then the plaque when it has one (addPicture)
+        return { id, image: e.image, url: imageUrl(e.image), title: plaque ? e.title : "", loaded: e.loaded, src: img ? img.src : "",
+          width: img ? img.naturalWidth || img.width : 0 };
       });
     },
     remove() {

@@ -7,14 +7,35 @@
 // the new document with what changed (worldChanges): the picture slots to hang again, or, when
 // the floor, walls, obstacles, style, radius or the set of slots changed, a rebuild.
 //
+// A slot's `title` (the one a curator hung the picture with, or the world file's) is what its
+// plaque says (plaqueText).
+//
 // No DOM, no three.js: the page does the drawing (scene/world.js setPicture, remove).
 
+/** The start of the file names of pictures hung through the admin API (worldserver/world_admin.py
+ * HUNG_PREFIX): `hung-<world>-<slot>-<random>.<ext>`. */
+export const HUNG_PREFIX = "hung-";
+
 /** @typedef {import("./walls.js").WorldDoc & { id?: string, version?: number, style?: unknown,
- *   pictures?: { id: string, position: number[], facing: number, size: number[], image: string }[] }} LiveDoc */
+ *   pictures?: { id: string, position: number[], facing: number, size: number[], image: string, title?: string }[] }} LiveDoc */
 /** @typedef {NonNullable<LiveDoc["pictures"]>[number]} LiveSlot */
 /** What changed between two versions of a document: rebuild the whole world, or hang these
  * slots again (their image or placement changed).
  * @typedef {{ rebuild: boolean, pictures: LiveSlot[] }} WorldChanges */
+
+/**
+ * The text on a picture slot's plaque: its title; without one, for a picture of the world
+ * file, its file name without the extension, dashes and underscores as spaces
+ * (`sunset_over-sea.png`: "sunset over sea"); "" (no plaque) for an empty frame or a picture
+ * hung without a title (its file name is random).
+ * @param {{ image: string, title?: string }} slot
+ * @returns {string}
+ */
+export function plaqueText(slot) {
+  if (typeof slot.title === "string" && slot.title) return slot.title;
+  if (!slot.image || slot.image.startsWith(HUNG_PREFIX)) return "";
+  return slot.image.replace(/\.[a-z0-9]+$/i, "").replace(/[-_]+/g, " ");
+}
 
 /** @param {unknown} value @returns {string} */
 const key = (value) => JSON.stringify(value === undefined ? null : value);
