@@ -12,9 +12,12 @@ gallery page showed and what the bot was told, this test checks:
   loaded thumbnail);
 - a file that is no image gets the server's refusal in the slot's row, a file larger than
   ``chat.max_image_bytes`` is refused by the page without being sent (no new drop);
-- an image dropped on a slot's row is hung: the row shows it (thumbnail at the image's width), the
-  API lists it in that slot, the world's row counts it, the gallery page (not touched) shows
-  it; Remove leaves an empty frame, in the API and the gallery page too;
+- an image dropped on a slot's row is hung under the title made from its file's name: the row
+  shows it (thumbnail at the image's width, the title), the API lists it in that slot with
+  that title, the world's row counts it, the gallery page (not touched) shows it with the title
+  on its plaque; chosen again with a title typed in the row, it hangs under that title (row,
+  API, plaque; the box is emptied); Remove leaves an empty frame, in the API and the gallery
+  page too;
 - opening a world that is open is refused in words; Close asks first (nothing is closed
   before the confirmation; the reason typed across polls keeps its focus and text) and then
   closes the halls: the bot is disconnected with
@@ -48,6 +51,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TOKEN = "dashboard-worlds-token-0123456789"
 SLOT = "north-1"
 REASON = "the halls close for the night"
+TITLE = "Crimson study, 1915 \u2014 \u00e9tat II"  # typed in the slot's row
 REFUSED_STATUS = ("415", "409")  # the junk upload and the second open: the console says them
 
 
@@ -68,7 +72,7 @@ async def test_the_dashboard_hangs_and_removes_a_picture_and_closes_opens_and_re
             proc = await trio.run_process(
                 ["node", str(BROWSER_DIR / "admin_worlds.mjs"), "--url", srv.http, "--token", TOKEN,
                  "--worlds", "gallery,halls", "--slot", SLOT, "--image", str(image), "--junk", str(junk),
-                 "--reason", REASON, "--file", str(world_file), "--file-id", "annex",
+                 "--reason", REASON, "--file", str(world_file), "--file-id", "annex", "--title", TITLE,
                  "--screenshot", str(shots), "--timeout", "150"],
                 cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False,
             )  # fmt: skip
@@ -114,11 +118,20 @@ async def test_the_dashboard_hangs_and_removes_a_picture_and_closes_opens_and_re
     # hung: the row, the API, the world's row, the gallery page
     hung, api = result["hungSlot"], result["apiHung"]
     assert result["dropMarked"]  # the row showed it takes the file dragged over it
-    assert result["hung"]["result"] == "Hung red-square.png in north-1: 96×64, " + result["hung"]["result"].split(", ")[-1]
+    assert result["hung"]["result"] == ('Hung red-square.png as "Red square" in north-1: 96×64, '
+                                        + result["hung"]["result"].split(", ")[-1])
     assert api["image"] == hung["image"] and api["image"].startswith("hung-gallery-north-1-")
-    assert hung["title"] == "Hung picture" and hung["thumb"]["width"] == 96 and hung["thumb"]["src"].endswith(api["url"])
+    assert api["title"] == "Red square"  # the file's name, without its extension, cleaned
+    assert hung["title"] == "Red square" and hung["thumb"]["width"] == 96 and hung["thumb"]["src"].endswith(api["url"])
     assert result["apiWorldsHung"]["hung"] == 1 and "1 of 12 hung" in result["hungRow"]
     assert result["galleryHung"]["width"] == 96 and result["galleryHung"]["image"] == api["image"]
+    assert result["galleryHung"]["title"] == "Red square"  # the plaque, not "hung gallery north 1 ..."
+    # the same file with a title typed in the row: hung under that title, the box emptied
+    titled, api_titled = result["titledSlot"], result["apiTitled"]
+    assert result["titled"]["result"].startswith(f'Hung red-square.png as "{TITLE}" in north-1: 96×64, ')
+    assert api_titled["title"] == TITLE and api_titled["image"] != api["image"] and titled["image"] == api_titled["image"]
+    assert titled["title"] == TITLE and titled["titleInput"] == ""
+    assert result["galleryTitled"]["title"] == TITLE and result["galleryTitled"]["image"] == api_titled["image"]
 
     # removed: an empty frame everywhere
     assert result["removed"]["result"] == "Took the picture of north-1 down: an empty frame."

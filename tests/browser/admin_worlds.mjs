@@ -3,8 +3,10 @@
 // starts it, with a bot in the second world). A gallery page (/w/ of the first world) is open
 // beside it. From the dashboard only: a file that is no image is chosen for slot --slot (the
 // server's refusal is shown in the slot's row), one larger than the server takes (the page
-// says so and sends nothing), then --image is dropped on the slot's row: the row shows it, the
-// admin API lists it and the gallery page, untouched, shows it; Remove empties the slot;
+// says so and sends nothing), then --image is dropped on the slot's row: the row shows it under
+// the title made from its file's name, the admin API lists it and the gallery page, untouched,
+// shows it with that title on its plaque; chosen again with --title typed in the row's title
+// box, it hangs under that title (row, API, plaque); Remove empties the slot;
 // opening a world that is open is refused in words; the second world is closed through the
 // confirmation with --reason (typed across polls) and opened again by its id; --file (a world file's path) is opened and shown; the first world is
 // reloaded. After each step the script asks the admin API itself what it reports. Last the
@@ -12,7 +14,7 @@
 //
 //   node tests/browser/admin_worlds.mjs --url http://127.0.0.1:PORT --token TOKEN
 //        --worlds gallery,halls --slot north-1 --image PATH.png --junk PATH --reason TEXT
-//        --file PATH.toml --file-id annex [--screenshot PATH_PREFIX] [--timeout SECONDS]
+//        --file PATH.toml --file-id annex --title TEXT [--screenshot PATH_PREFIX] [--timeout SECONDS]
 // Prints one JSON object (see launch.mjs).
 
 import { readFileSync } from "node:fs";
@@ -23,7 +25,7 @@ import { joinGallery, launch, runScript, waitFor } from "./launch.mjs";
 const curator = () => window.worldserverAdmin.curator();
 
 runScript(async (args, state) => {
-  for (const need of ["url", "token", "worlds", "slot", "image", "junk", "reason", "file", "file-id"]) {
+  for (const need of ["url", "token", "worlds", "slot", "image", "junk", "reason", "file", "file-id", "title"]) {
     if (!args[need]) throw new Error(`--${need} is required`);
   }
   const [home, other] = args.worlds.split(",");
@@ -105,6 +107,20 @@ runScript(async (args, state) => {
     const s = window.worldserverTest.pictures().slots.find((v) => v.id === slot);
     return s && s.loaded && s.src.endsWith(url) && s;
   }, { arg: { slot, url: out.apiHung.url }, what: "the hung picture in the gallery page" });
+
+  // -- the same file again, with a title typed in the row: hung under that title
+  await row.locator("input.title-input").fill(args.title);
+  await input.setInputFiles(args.image);
+  out.titled = await result("^Hung .* as");
+  out.titledSlot = await waitFor(page, ({ slot, title }) => {
+    const s = window.worldserverAdmin.curator().slots.find((v) => v.id === slot);
+    return s && s.title === title && s;
+  }, { arg: { slot, title: args.title }, what: "the typed title in the slot's row" });
+  out.apiTitled = await apiSlot();
+  out.galleryTitled = await waitFor(gallery, ({ slot, url }) => {
+    const s = window.worldserverTest.pictures().slots.find((v) => v.id === slot);
+    return s && s.loaded && s.src.endsWith(url) && s;
+  }, { arg: { slot, url: out.apiTitled.url }, what: "the titled picture in the gallery page" });
 
   // -- Remove: an empty frame
   await row.locator("button.remove").click();

@@ -1,13 +1,14 @@
 // A curator hangs a picture live (issue 10), in headless chromium against a server hosting the
 // gallery world beside the default one: the page at /w/gallery joins, shows the file's picture
 // in slot --slot; this script then hangs --image there through the admin API (PUT
-// /admin/api/worlds/gallery/pictures/SLOT with the admin token) and waits, without touching the
-// page, until its test hook reports the slot showing the new image (its texture loaded from the
-// URL the API answered, at the image's width); then takes it down (DELETE: an empty frame), and
-// closes the world (POST .../close with a reason): the page shows the reason and stays closed.
+// /admin/api/worlds/gallery/pictures/SLOT?title=TITLE with the admin token) and waits, without
+// touching the page, until its test hook reports the slot showing the new image (its texture
+// loaded from the URL the API answered, at the image's width, its plaque saying --title); then
+// takes it down (DELETE: an empty frame, no plaque), and closes the world (POST .../close with a
+// reason): the page shows the reason and stays closed.
 //
 //   node tests/browser/pictures.mjs --url http://127.0.0.1:PORT --token ADMIN_TOKEN
-//        --image PATH.png --slot north-1 [--timeout SECONDS]
+//        --image PATH.png --slot north-1 --title TEXT [--timeout SECONDS]
 // Prints one JSON object (see launch.mjs).
 
 import { readFileSync } from "node:fs";
@@ -15,7 +16,7 @@ import { readFileSync } from "node:fs";
 import { joinGallery, launch, runScript, waitFor } from "./launch.mjs";
 
 runScript(async (args, state) => {
-  for (const need of ["url", "token", "image", "slot"]) if (!args[need]) throw new Error(`--${need} is required`);
+  for (const need of ["url", "token", "image", "slot", "title"]) if (!args[need]) throw new Error(`--${need} is required`);
   const admin = (method, path, body) =>
     fetch(`${args.url}/admin/api/worlds/gallery${path}`, {
       method,
@@ -37,7 +38,8 @@ runScript(async (args, state) => {
   }, { arg: args.slot, what: "the file's picture in the slot" });
   const before = await slotOf(page);
 
-  const hung = await admin("PUT", `/pictures/${args.slot}`, new Uint8Array(readFileSync(args.image)));
+  const hung = await admin("PUT", `/pictures/${args.slot}?title=${encodeURIComponent(args.title)}`,
+    new Uint8Array(readFileSync(args.image)));
   if (hung.status !== 200) throw new Error(`PUT answered ${hung.status}: ${JSON.stringify(hung.body)}`);
   const hungAt = Date.now();
   await waitFor(page, ({ slot, url }) => {
