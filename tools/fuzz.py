@@ -385,6 +385,15 @@ def _jsonsafe_make():
     return run
 
 
+def _check_line_make():
+    def run(data: bytes):
+        line = C.check_line(as_text(data), "title", 100)
+        assert type(line) is str and len(line) <= 100 and "\n" not in line
+        return line
+
+    return run
+
+
 def _nesting_make():
     def run(data: bytes):
         depth = jsonsafe.nesting_depth(as_text(data))
@@ -733,6 +742,9 @@ def _targets() -> list[Target]:
                ("protocol.chat.decode_client_frame",), text=True, max_size=20_000),
         Target("chat.decode_server_frame", _chat_server_make, (C.ChatProtocolError,), _chat_server_seeds,
                ("protocol.chat.decode_server_frame",), text=True, max_size=20_000),
+        Target("chat.check_line", _check_line_make, (C.ChatProtocolError,),
+               lambda: [b"Harbour at dawn", "Caf\u00e9 \u2014 n\u00b0 3".encode(), b""],
+               ("protocol.chat.check_line",), text=True, max_size=400),
         Target("jsonsafe.loads", _jsonsafe_make, (jsonsafe.JsonRefused,), lambda: list(_JSON_SEEDS),
                ("protocol.jsonsafe.loads",), text=True, max_size=70_000),
         Target("jsonsafe.nesting_depth", _nesting_make, (), lambda: list(_JSON_SEEDS),
