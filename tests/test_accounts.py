@@ -30,7 +30,7 @@ from worldclient.chat_client import ChatRequestError, open_chat
 from worldserver.accounts import Accounts, JoinRefused
 from worldserver.app import serve
 from worldserver.chat import SqliteChatStore
-from worldserver.chat.service import CLOSE_REPLACED
+from worldserver.chat.peers import CLOSE_REPLACED
 from worldserver.config import Config, load_config
 from worldserver.identity import REPLACED, Identities
 from worldserver.limits import AddressLimits

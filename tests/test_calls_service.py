@@ -33,7 +33,8 @@ from worldserver.calls import service as calls_service
 from worldserver.calls.service import CallService
 from worldserver.calls.sfu import SfuError, SfuTicket
 from worldserver.chat.fanout import Fanout
-from worldserver.chat.service import CLOSE_KICKED, ChatService
+from worldserver.chat.peers import CLOSE_KICKED
+from worldserver.chat.service import ChatService
 from worldserver.config import Config, load_config
 from worldserver.hosting import WorldHost
 from worldserver.http_app import build_app

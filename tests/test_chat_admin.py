@@ -1,4 +1,4 @@
-"""The admin-token brute-force guard of the chat service (worldserver.chat.service), on trio's
+"""The admin-token brute-force guard of the chat service (worldserver.chat.limits), on trio's
 autojump clock: a real ChatService on SQLite in a temporary directory, peers on memory channels.
 
 Found by the attack: 5,000 wrong admin tokens on one chat socket in 0.89 s, no delay, no close.
@@ -21,7 +21,10 @@ import trio
 
 from chat_support import FakeSim, chat_config
 from protocol import chat as P
-from worldserver.chat.service import CLOSE_ADMIN_FAILURES, ChatError, ChatService, Peer
+from worldserver.chat.errors import ChatError
+from worldserver.chat.limits import CLOSE_ADMIN_FAILURES
+from worldserver.chat.peers import Peer
+from worldserver.chat.service import ChatService
 from worldserver.chat.sqlite_store import SqliteChatStore
 from worldserver.identity import Identities
 from worldserver.stats import Stats

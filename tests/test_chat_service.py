@@ -21,8 +21,8 @@ import trio.testing
 
 from chat_support import FakeSession, start_chat_server
 from worldclient.chat_client import ChatRequestError, open_chat
-from worldserver.chat import service
-from worldserver.chat.service import CLOSE_KICKED
+from worldserver.chat import moderation_handlers
+from worldserver.chat.peers import CLOSE_KICKED
 from worldserver.limits import TokenBuckets
 
 ADMIN = "admin-secret"
@@ -243,14 +243,14 @@ async def test_typing_throttles_expires_and_is_not_stored(nursery, tmp_path, moc
         mock_clock.jump(0.5)
         await b.rooms()
         assert not [e for e in b.pending_events() if e.name == "typing"]
-        mock_clock.jump(service.TYPING_POLL)
+        mock_clock.jump(moderation_handlers.TYPING_POLL)
         event = await b.wait_for(named("typing", user="typist", active=False))
         assert server.stats.get("drop.chat_typing_throttled") == 2
         assert server.stats.get("chat.typing_expired") == 1
         assert not [e for e in b.pending_events() if e.name == "typing"]  # the ignored ones
         # a second after the first it is accepted again, and stopping is sent at once (the clock
         # stands still until the end of the test)
-        mock_clock.jump(1.0 - 0.5 - service.TYPING_POLL)
+        mock_clock.jump(1.0 - 0.5 - moderation_handlers.TYPING_POLL)
         assert (await a.typing(lobby)) == {}
         await b.wait_for(named("typing", user="typist", active=True))
         await a.typing(lobby, active=False)
@@ -388,9 +388,9 @@ async def test_presence_members_and_avatar_entity(server) -> None:
 async def test_presence_goes_only_through_rooms_within_the_limit(server, monkeypatch) -> None:
     """A crowded room carries no presence events (room.members still says who is online);
     members who also share a small room hear it there."""
-    from worldserver.chat import service as chat_service
+    from worldserver.chat import rooms as chat_rooms
 
-    monkeypatch.setattr(chat_service, "PRESENCE_ROOM_LIMIT", 2)
+    monkeypatch.setattr(chat_rooms, "PRESENCE_ROOM_LIMIT", 2)
     ta, tb, tc, td = [await server.join(n) for n in ("arriver", "friend", "crowd", "more")]
     async with open_chat(server.url, ta) as a:
         side = (await a.create_room("pair", private=True))["id"]

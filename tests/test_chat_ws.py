@@ -26,7 +26,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from chat_support import TIMEOUT, start_chat_server
 from worldclient.chat_client import open_chat
 from worldserver.chat import gateway
-from worldserver.chat import service as chat_service
+from worldserver.chat import peers as chat_peers
 from worldserver.http_app import build_app
 from worldserver.http_server import serve_http
 from worldtools.chat_swarm import client_frame
@@ -175,7 +175,7 @@ async def test_admin_token_guessing_closes_the_socket_and_locks_the_address(nurs
 
 async def test_slow_consumer_is_closed_and_counted(server, monkeypatch) -> None:
     monkeypatch.setattr(gateway, "OUTBOX_LIMIT", 8)
-    monkeypatch.setattr(chat_service, "OUTBOX_LIMIT", 8)
+    monkeypatch.setattr(chat_peers, "OUTBOX_LIMIT", 8)
     server.chat.messages.rate = server.chat.messages.burst = 100_000.0
     slow_token, fast_token = await server.join("sloth"), await server.join("hare")
     # message_queue_size=1: trio_websocket stops reading the socket when we do not read

@@ -108,7 +108,7 @@ def test_non_string_names_are_rejected(raw) -> None:
 
 
 def test_the_chat_servers_author_name_is_reserved() -> None:
-    from worldserver.chat.service import SERVER_AUTHOR
+    from worldserver.chat.rooms import SERVER_AUTHOR
 
     with pytest.raises(NameRejected, match="reserved"):
         normalize_name(SERVER_AUTHOR)

@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 import trio
 
-from worldserver.chat.service import ChatError
+from worldserver.chat.errors import ChatError
 from worldserver.chat.store import ChatStore, StoreConflict
 from worldserver.identity import (
     SECRET_LENGTH,

@@ -53,7 +53,7 @@ from starlette.routing import Route
 from protocol import chat as chat_protocol
 from protocol import jsonsafe
 from worldserver import __version__
-from worldserver.chat.service import ChatError
+from worldserver.chat.errors import ChatError
 from worldserver.limits import FailureGuard, address_key
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.metrics import drop_counts, transport_bytes

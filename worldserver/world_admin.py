@@ -66,7 +66,7 @@ import trio
 from protocol.chat import ChatProtocolError, check_line
 from worldserver.chat.gateway import read_limited
 from worldserver.chat.images import ImageFiles, ImageRejected, sniff
-from worldserver.chat.service import ChatError
+from worldserver.chat.errors import ChatError
 from worldserver.logs import get_logger
 from worldserver.native import WORLD_CLOSED
 from worldserver.simulation import Simulation

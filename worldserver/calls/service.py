@@ -56,7 +56,7 @@ import trio
 from protocol import chat as P
 from worldserver.calls.groups import Change, GroupFormer
 from worldserver.calls.sfu import SfuBackend, SfuError, SfuTicket
-from worldserver.chat.service import ChatError
+from worldserver.chat.errors import ChatError
 from worldserver.hosting import as_host
 from worldserver.limits import TokenBuckets
 from worldserver.logs import LogLimiter, get_logger

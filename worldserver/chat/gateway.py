@@ -3,7 +3,7 @@
 Job: :func:`chat_endpoint` runs one chat WebSocket: a reader that takes JSON text frames,
 decodes them with ``protocol.chat`` and hands the requests, one at a time and in order, to the
 :class:`~worldserver.chat.service.ChatService`. Outbound frames (at most
-:data:`~worldserver.chat.service.OUTBOX_LIMIT` unsent per socket) go through the shared
+:data:`~worldserver.chat.peers.OUTBOX_LIMIT` unsent per socket) go through the shared
 :class:`~worldserver.chat.fanout.Fanout` when the connection is plain HTTP/1.1 (one pump task,
 non-blocking sends; the ASGI app puts hypercorn's ``send`` in the scope under
 :data:`RAW_SEND_KEY` so that the connection can be found), otherwise through a writer task
@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket
 
 from protocol import chat as P
 from worldserver.chat.fanout import Fanout, raw_connection
-from worldserver.chat.service import OUTBOX_LIMIT, Peer
+from worldserver.chat.peers import OUTBOX_LIMIT, Peer
 from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.logs import get_logger
 
