@@ -2,7 +2,7 @@
 
 Job: :class:`Moderation` is the server's one place where a player is made to leave or kept
 out. :meth:`Moderation.kick` is the one code path of a kick, whoever asks -- a moderator's chat
-``mod.kick`` (``worldserver.chat.service``) or an operator (``POST
+``mod.kick`` (``worldserver.chat.moderation_handlers``) or an operator (``POST
 /admin/api/players/{id}/kick``, ``worldserver kick``): it finds the player (a player id as
 ``GET /admin/api/players`` lists them, or a name), closes the player's chat sockets with the
 reason (4001), releases its join token through :class:`worldserver.identity.Identities` --
