@@ -255,7 +255,7 @@ def test_far_and_huge_coordinates_do_not_break_the_grid():
 
 # -- a recorded walk -------------------------------------------------------------------------
 def test_recorded_walk_gives_the_recorded_changes():
-    """tests/vectors/call_groups_walk.json: ten avatars in a small room with a call zone, the
+    """tests/vectors/call_groups_walk.json: ten avatars in a small room with two call zones, the
     changes at each update as recorded (and read through once by hand)."""
     data = json.loads(DATA.read_text())
     zones = [Zone(z["id"], z["shape"], tuple(z["center"]), tuple(z.get("size", (0, 0))), z.get("radius", 0.0), True)
