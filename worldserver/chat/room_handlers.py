@@ -2,8 +2,8 @@
 
 Job: the room handlers of :class:`~worldserver.chat.service.ChatService` (a base class of it).
 They check who may do what: anyone may make a room (at most :data:`MAX_OWNED_ROOMS` each; it
-takes a message token), its owner or a moderator may delete it, its members may invite to it
-(invitations go to identities: a name nobody holds gets none), anyone may join a room that is
+takes a message token), its owner or a moderator may delete it, its members or a moderator
+may invite to it (invitations go to identities: a name nobody holds gets none), anyone may join a room that is
 not private, an invited user or its owner or a moderator a private one; no one may delete or
 leave the public room or see another world's. Joining and leaving produce a stored ``notice``
 by ``server`` and a ``room.member`` event to the room.

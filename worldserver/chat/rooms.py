@@ -8,8 +8,8 @@ Job: the rooms part of :class:`~worldserver.chat.service.ChatService` (a base cl
   for a world opened while the server runs). A user is put in the one of the world it joined
   and never sees, joins or reads another world's; no one may delete or leave them;
 - a cache of rooms by id (at most :data:`MAX_ROOM_CACHE`), read through the store worker when
-  missing, and who may read a room (members, invited users, owners, moderators; public rooms:
-  anyone);
+  missing, and who may read a room (a private one: its members, invited users, its owner and
+  moderators; any other: anyone, but a world's public room only its world's players);
 - subscriptions: which sockets get a room's events (``room_peers``, ``Peer.rooms``) and which
   sockets a user has (``user_peers``); broadcast of one encoded frame to a room's sockets, and
   ``room.member`` events.
