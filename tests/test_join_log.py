@@ -98,7 +98,7 @@ async def test_udp(server):
         joined = await server.wait_line("client joined", name="log-udp")
     left = await server.wait_line("client left", name="log-udp")
     assert_pair(joined, left, entity, "log-udp", "udp")
-    assert joined["address"].rpartition(":")[2].isdigit() and joined["world"] == "open"
+    assert joined["address"].rpartition(":")[2].isdigit() and joined["world"] == "gallery"
 
 
 async def test_websocket(server):

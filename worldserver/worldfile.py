@@ -256,6 +256,8 @@ class _Reader:
     def picture_title(self, obj: dict, path: str) -> str:
         """A picture's ``title``, checked as a hung picture's is (one line of text, no control
         characters, NFC, stripped, at most MAX_PICTURE_TITLE characters); "" when none."""
+        if "title" not in obj:
+            return ""  # (and protocol.chat, which brings numpy, stays unimported for `worldserver config`)
         from protocol.chat import ChatProtocolError, check_line
 
         try:
