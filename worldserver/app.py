@@ -33,7 +33,7 @@ from worldserver.calls.service import CallService
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
-from worldserver.gctune import GcMonitor
+from worldserver.gctune import GcMonitor, keep_freed_memory
 from worldserver.http_app import build_app
 from worldserver.http_server import serve_http
 from worldserver.identity import Identities
@@ -109,6 +109,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
     ensure_sample_images(config.http.images_dir)
     gcmon = GcMonitor()
     gcmon.install((config.gc.gen0_threshold, config.gc.gen1_threshold, config.gc.gen2_threshold))
+    keep_freed_memory(config.gc.malloc_keep_mib)
     running = RunningServer(udp.transport.address, sim, udp, stats, gcmon, ws, rtc_stream, identities)
     running.config_freeze = config.gc.freeze_after_start
     running.worlds = worlds

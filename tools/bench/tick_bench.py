@@ -18,7 +18,7 @@ bench's simulation (not in the tick: the HTTP task runs it between ticks). ``--m
 is the tick as it was before metrics: no snapshot counters, windows without bucket totals.
 
 Usage: ``python tools/bench/tick_bench.py [--clients 1000[,2000]] [--scenario
-uniform|scaled|dense|crowd|halls] [--ticks 60] [--compare] [--metrics on|off] [--json]``.
+uniform|scaled|dense|crowd|halls] [--ticks 60] [--compare] [--metrics on|off] [--malloc-keep-mib N] [--json]``.
 Measures only; asserts nothing.
 """
 
@@ -41,6 +41,7 @@ from protocol.snapshot import encode_snapshot  # noqa: E402
 from protocol.snapshot_batch import PairWeights, Snapshot, priority_buckets  # noqa: E402
 import worldserver.snapshots as snapshots_module  # noqa: E402
 from worldserver.config import load_config  # noqa: E402
+from worldserver.gctune import keep_freed_memory  # noqa: E402
 from worldserver.simulation import Simulation  # noqa: E402
 from worldserver.stats import Samples, Stats  # noqa: E402
 from tools.bench.server_load import machine_info  # noqa: E402
@@ -270,15 +271,21 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--metrics", choices=("on", "off"), default="on",
                         help="what GET /metrics adds to the tick (on, as the server runs) or not (off)")
+    parser.add_argument("--malloc-keep-mib", type=int, default=None,
+                        help="freed memory the C heap keeps, as the server's gc.malloc_keep_mib "
+                             "(default: the server's default; 0: malloc's defaults)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    keep = load_config(path=None, env={}).gc.malloc_keep_mib if args.malloc_keep_mib is None else args.malloc_keep_mib
+    keep_freed_memory(keep)  # as worldserver/app.py does at start
     counts = [int(c) for c in str(args.clients).split(",")]
     results = [run(n, args.scenario, args.ticks, args.warmup, args.compare, args.seed, args.metrics == "on")
                for n in counts]
     if args.json:
-        print(json.dumps({"machine": machine_info(), "command": " ".join(sys.argv), "results": results}))
+        print(json.dumps({"machine": machine_info(), "command": " ".join(sys.argv), "malloc_keep_mib": keep,
+                          "results": results}))
         return 0
-    print(f"# {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d')}; {machine_info()})")
+    print(f"# {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d')}; {machine_info()}; malloc_keep_mib {keep})")
     for result in results:
         print(f"{result['clients']} clients, {result['scenario']}, {result['mean_in_view']} entities in view on average")
         print(f"tick: {result['tick_ms']} ms CPU (mean of {result['ticks']} ticks; phases are per measured tick; "
