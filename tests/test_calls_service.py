@@ -140,7 +140,7 @@ class Calls:
 
 async def start_calls(nursery, tmp_path, backend=None, fanout: bool = False, **overrides) -> Calls:
     """The parts in ``nursery``; ``fanout``: chat sockets on the fan-out pump (the server's
-    path, which writes the frames queued before a close), else on the ASGI writer path."""
+    path), else on the ASGI writer path (both write the frames queued before a close)."""
     values = {
         "http.host": "127.0.0.1", "http.port": 0, "http.web_root": str(tmp_path / "dist"),
         "http.images_dir": str(tmp_path / "images"), "server.data_dir": str(tmp_path / "data"),
@@ -383,8 +383,11 @@ async def test_signaling_is_rate_limited_per_player_and_sized(nursery, tmp_path,
     assert server.stats.get("drop.call_signal_rate_limited") == 1
 
 
-async def test_mute_and_kick_take_a_player_out_of_its_call_at_once(nursery, tmp_path, mock_clock) -> None:
-    server = await start_calls(nursery, tmp_path, fanout=True)
+@pytest.mark.parametrize("fanout", [True, False])
+async def test_mute_and_kick_take_a_player_out_of_its_call_at_once(nursery, tmp_path, mock_clock, fanout) -> None:
+    """On both outbound paths of the chat sockets: the kicked player's ``call.left`` arrives
+    before its socket's close (the ASGI writer path once dropped it)."""
+    server = await start_calls(nursery, tmp_path, fanout=fanout)
     spots = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
     (ta, a), (tb, b), (tc, c), (td, d) = await players(server, "amy", "ben", "cat", "dan", spots=spots)
     mod_token = await server.join("moddy")

@@ -5,6 +5,10 @@ nursery and talks to ``/ws/chat`` with trio_websocket: malformed, unknown, binar
 oversized frames get clear answers or closes, abuse closes the socket, a client that does not
 read is closed as too slow (and counted), and a reconnect with ``since`` returns exactly what
 was missed -- through raw requests and through worldclient.chat_client's automatic reconnect.
+Frames queued right before the server closes a socket (a kick) arrive before the close on the
+ASGI writer path too, and a peer that does not take them is cut at the close's deadline; those
+tests run on trio's MockClock standing still (the test jumps it), with real-time deadlines
+(:func:`until`) as the safety net.
 Must not: reach any address but 127.0.0.1 or wait without a deadline.
 """
 
@@ -17,10 +21,12 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from chat_support import TIMEOUT, start_chat_server
@@ -29,7 +35,9 @@ from worldserver.chat import gateway
 from worldserver.chat import peers as chat_peers
 from worldserver.http_app import build_app
 from worldserver.http_server import serve_http
+from worldserver.chat.peers import CLOSE_KICKED
 from worldtools.chat_swarm import client_frame
+from wsproto.frame_protocol import FrameProtocol, Opcode
 
 
 def open_ws(url: str, **kw):
@@ -50,6 +58,51 @@ async def hello(ws, token: str, **fields) -> dict:
     reply = await call(ws, {"id": 1, "op": "hello", "token": token, **fields})
     assert reply["ok"], reply
     return reply
+
+
+async def within(what: str, afn, *args):
+    """``await afn(*args)`` on a MockClock that stands still, where trio's deadlines never pass:
+    fails after TIMEOUT real seconds instead (the safety net; nothing waits for it)."""
+    outcome: list = []
+    give_up = time.monotonic() + TIMEOUT
+    async with trio.open_nursery() as nursery:
+        async def run() -> None:
+            try:
+                outcome.append(("value", await afn(*args)))
+            except Exception as exc:
+                outcome.append(("error", exc))
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run)
+        while time.monotonic() < give_up:
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+        nursery.cancel_scope.cancel()
+    assert outcome, f"timed out waiting for {what}"
+    kind, value = outcome[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+async def until(predicate) -> None:
+    """Let the other tasks run until ``predicate()`` holds (use it with :func:`within`)."""
+    while not predicate():
+        await trio.testing.wait_all_tasks_blocked(cushion=0.001)
+
+
+def gateway_tasks() -> list[str]:
+    """The tasks now running the chat gateway's code (a socket's endpoint or its writer)."""
+    found = []
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        for frame, _ in task.iter_await_frames():
+            if frame.f_code.co_filename == gateway.__file__:
+                found.append(frame.f_code.co_name)
+                break
+        for child in task.child_nurseries:
+            stack.extend(child.child_tasks)
+    return found
 
 
 @pytest.fixture(params=["fanout", "asgi"])
@@ -372,3 +425,98 @@ async def test_a_frame_over_the_http_limit_ends_the_socket_at_once(server) -> No
         while "huge" in server.chat.user_peers:
             await trio.sleep(0.01)
     sock.close()
+
+
+async def test_frames_queued_before_a_kick_arrive_before_the_close(nursery, tmp_path, mock_clock) -> None:
+    """Found by a helper: on the ASGI writer path (TLS, HTTP/2, or no fan-out pump) a close
+    cancelled the socket's writer task and dropped the frames still queued, so a kicked player
+    did not get its last events (``call.left`` "kicked" and the like) before the close frame;
+    the fan-out path sent them. Now the writer sends them first. The clock stands still: a
+    client that reads needs no deadline."""
+    server = await start_chat_server(nursery, tmp_path, fanout=False)
+    token = await server.join("victim")
+    sizes = [10, 70_000, 300, 5_000] * 8  # together far more than the socket buffers take
+    texts = [json.dumps({"ev": "test.last", "n": i, "pad": "x" * size}) for i, size in enumerate(sizes)]
+    got = []
+
+    async def read_until_closed() -> None:
+        while True:
+            frame = json.loads(await ws.get_message())
+            if frame.get("ev") == "test.last":
+                got.append(frame["n"])
+
+    async with open_ws(server.ws_url) as ws:
+        await hello(ws, token)
+        (peer,) = server.chat.user_peers["victim"]
+        for text in texts:  # queued by the server right before it closes the socket
+            assert peer.send(text)
+        assert server.chat.kick_user("victim", "kicked")[0] == 1
+        with pytest.raises(ConnectionClosed) as info:
+            await within("the last frames and the close", read_until_closed)
+        assert (info.value.reason.code, info.value.reason.reason) == (CLOSE_KICKED, "kicked")
+    assert got == list(range(len(texts)))
+    await within("the socket's task to end", until, lambda: not gateway_tasks())
+    assert server.stats.get("chat.sockets_asgi") == 1
+    assert server.stats.get("drop.chat_close_unsent") == 0 and server.stats.get("drop.chat_close_aborted") == 0
+
+
+async def test_a_peer_that_does_not_take_its_last_frames_is_cut_at_the_close_deadline(
+        nursery, tmp_path, mock_clock) -> None:
+    """The ASGI writer sends what was queued before a close until ``CLOSE_TIMEOUT / 2`` after
+    it, then the close frame. hypercorn shields its socket writes from cancellation, so a
+    deadline alone would leave a client that reads nothing holding the socket's task for good:
+    at ``CLOSE_TIMEOUT`` the connection is cut (counted) and the task ends. What the client got
+    is a prefix of the frames, in order."""
+    server = await start_chat_server(nursery, tmp_path, fanout=False)
+    token = await server.join("deaf")
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    await sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await sock.send(
+        (f"GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    answer = b""
+
+    async def read_answer() -> None:
+        nonlocal answer
+        while b"\r\n\r\n" not in answer:
+            answer += await sock.recv(1)  # byte by byte: nothing past the answer is taken
+    await within("the 101", read_answer)
+    assert answer.startswith(b"HTTP/1.1 101")
+    await sock.send(client_frame(0x1, json.dumps({"id": 1, "op": "hello", "token": token}).encode()))
+    await within("the hello", until, lambda: server.stats.get("chat.hellos") == 1)
+    (peer,) = server.chat.user_peers["deaf"]
+    # 2 MB: far more than the socket buffers take from a client with a small window
+    texts = [json.dumps({"ev": "test.last", "n": i, "pad": "y" * 2000}) for i in range(1000)]
+    for text in texts:
+        assert peer.send(text)
+    server.chat.kick_user("deaf", "kicked")
+    await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+    assert "writer" in gateway_tasks()  # still sending: the kernel's buffers are full
+    assert server.stats.get("drop.chat_close_aborted") == 0
+    mock_clock.jump(gateway.CLOSE_TIMEOUT + 0.1)
+    await within("the socket's task to end", until, lambda: not gateway_tasks())
+    assert server.stats.get("drop.chat_close_aborted") == 1
+    assert 0 < server.stats.get("drop.chat_close_unsent") < len(texts)
+
+    async def read_to_end() -> bytes:
+        data = bytearray()
+        while True:
+            try:
+                chunk = await sock.recv(1 << 16)
+            except ConnectionResetError:
+                return bytes(data)
+            if not chunk:
+                return bytes(data)
+            data += chunk
+    data = await within("the end of the connection", read_to_end)
+    sock.close()
+    proto = FrameProtocol(client=True, extensions=[])
+    proto.receive_bytes(data)
+    frames = list(proto.received_frames())
+    assert all(frame.opcode is Opcode.TEXT for frame in frames)  # no close frame after the cut
+    whole = [json.loads(f.payload) for f in frames if f.frame_finished]
+    assert len(frames) - len(whole) <= 1  # the last one may be cut short
+    last = [frame["n"] for frame in whole if frame.get("ev") == "test.last"]
+    assert last == list(range(len(last))) and 0 < len(last) < len(texts)

@@ -12,10 +12,17 @@ answered with an error frame naming the problem and the connection stays usable;
 closes it: a frame over 16 KiB (1009), more than :data:`BAD_FRAME_LIMIT` bad frames within
 :data:`BAD_FRAME_WINDOW` seconds (1008), a client that does not read (1008 "too slow"). The
 service closes sockets too (a moderator's kick: 4001), and a stopping server closes them
-with 1001. :func:`upload_image` (``POST /api/chat/images``, join token as
-``Authorization: Bearer``) has an image checked and re-encoded in a worker process with memory
-and time limits (``worldserver.chat.image_pool``) and stores it; :func:`get_image`
-(``GET /api/chat/images/{id}``) serves a stored one.
+with 1001. On both paths a close sends the frames queued before it first (a kick's last
+events), for at most ``CLOSE_TIMEOUT / 2``, then the close frame; a peer that has not taken
+them ``CLOSE_TIMEOUT`` after the close began has its connection cut (hypercorn shields its
+socket writes from cancellation, so a deadline alone would wait for a peer that does not
+read; over HTTP/2, where other streams share the connection, it is not cut and the task
+waits for hypercorn's write). The frames left
+then are counted (``drop.chat_close_unsent``), a cut too (``drop.chat_close_aborted``).
+:func:`upload_image` (``POST /api/chat/images``, join token as ``Authorization: Bearer``) has
+an image checked and re-encoded in a worker process with memory and time limits
+(``worldserver.chat.image_pool``) and stores it; :func:`get_image` (``GET
+/api/chat/images/{id}``) serves a stored one.
 
 Must not: decide anything about rooms, users or permissions (the service does), block the
 trio thread (Pillow works in worker processes, files in worker threads), wait without a deadline, or let a
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import socket
 from collections import deque
 
@@ -38,7 +46,7 @@ from starlette.websockets import WebSocket
 from protocol import chat as P
 from worldserver.chat.fanout import Fanout, raw_connection
 from worldserver.chat.peers import OUTBOX_LIMIT, Peer
-from worldserver.http_guard import accept_websocket, refuse_websocket
+from worldserver.http_guard import accept_websocket, connection_of, refuse_websocket
 from worldserver.logs import get_logger
 
 __all__ = [
@@ -79,6 +87,7 @@ class _ChatSocket:
         self.idle_timeout = idle_timeout
         self.lock = trio.Lock()  # one ASGI send at a time (data or close)
         self.ws_closed = False
+        self.cut = False  # the connection was shut down (close_ws gave up on the peer)
         self.code = 1000
         self.reason = "bye"
         self.scope: trio.CancelScope | None = None
@@ -97,6 +106,11 @@ class _ChatSocket:
             self.out = None
             outbox, self.receive_channel = trio.open_memory_channel(OUTBOX_LIMIT)
             stats.incr("chat.sockets_asgi")
+        self.raw_send = raw
+        # The ASGI writer's scope: after a close it sends what was queued until its deadline
+        # (CLOSE_TIMEOUT / 2 after the close), as the fan-out path drains (close_ws).
+        self.writer_scope = trio.CancelScope()
+        self.writer_done = trio.Event()
         self.peer = Peer(self.key, outbox, self.request_close, stats)
         self.peer.address = client.host if client else None  # for the per-address chat limit
 
@@ -105,56 +119,120 @@ class _ChatSocket:
         self.peer.close(1006, "send failed")
 
     def request_close(self, code: int, reason: str) -> None:
-        """Called by the peer (once): close with ``code`` as soon as possible."""
+        """Called by the peer (once): close with ``code`` as soon as possible; what was queued
+        before goes out first (within the drain deadline)."""
         self.code, self.reason = code, reason
-        self.peer.outbox.close()
+        self._stop_queueing()
         if self.scope is not None:
             self.scope.cancel()
 
+    def _stop_queueing(self) -> None:
+        """No new frames; the ASGI writer sends the queued ones until CLOSE_TIMEOUT / 2 from
+        now (the first call sets the deadline)."""
+        self.peer.outbox.close()
+        if self.writer_scope.deadline == math.inf:
+            self.writer_scope.deadline = trio.current_time() + CLOSE_TIMEOUT / 2
+
     async def close_ws(self) -> None:
-        with trio.move_on_after(CLOSE_TIMEOUT):
-            async with self.lock:
-                if self.ws_closed:
+        """The frames queued before the close, then the close frame; a peer that has not taken
+        them CLOSE_TIMEOUT after this starts has its connection cut (hypercorn shields its
+        socket writes from cancellation: a deadline alone would wait for a peer that does not
+        read)."""
+        self._stop_queueing()
+        deadline = trio.current_time() + CLOSE_TIMEOUT
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cut_at, deadline)
+            with trio.move_on_at(deadline) as scope:
+                await self._close_in_order()
+            if scope.cancelled_caught:
+                self._cut("close timed out")
+            nursery.cancel_scope.cancel()
+
+    async def _cut_at(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)
+        self._cut("close timed out")
+
+    async def _close_in_order(self) -> None:
+        if self.out is None:
+            await self.writer_done.wait()  # it sends what was queued (until its deadline)
+        async with self.lock:
+            if self.ws_closed:
+                return
+            self.ws_closed = True
+            out = self.out
+            if out is not None:  # the queued frames first, then hypercorn's close frame
+                if not await out.drain(CLOSE_TIMEOUT / 2) and not out.dead:
+                    self.stats.incr("drop.chat_close_unsent", out.unsent)
+                half_written = out.mid_frame
+                out.detach()
+                if half_written:  # a close frame now would corrupt the stream: cut it
+                    self._cut("close with a frame half written")
                     return
-                self.ws_closed = True
-                out = self.out
-                if out is not None:  # the queued frames first, then hypercorn's close frame
-                    await out.drain(CLOSE_TIMEOUT / 2)
-                    half_written = out.mid_frame
-                    out.detach()
-                    if half_written:  # a close frame now would corrupt the stream: cut it
-                        self.stats.incr("drop.chat_close_aborted")
-                        with contextlib.suppress(OSError):
-                            out.sock.shutdown(socket.SHUT_RDWR)
-                        return
-                try:
-                    await self.ws.close(code=self.code, reason=self.reason)
-                except Exception as exc:  # the peer went away meanwhile
-                    log.debug("chat close failed", key=self.key, error=repr(exc))
+            try:
+                await self.ws.close(code=self.code, reason=self.reason)
+            except Exception as exc:  # the peer went away meanwhile
+                log.debug("chat close failed", key=self.key, error=repr(exc))
+
+    def _cut(self, why: str) -> None:
+        """Shut the connection's socket down (once, counted ``drop.chat_close_aborted``): a
+        write in progress fails and hypercorn ends the connection. Not over HTTP/2 (other
+        streams share the connection, and it cannot be found from the ASGI ``send``)."""
+        if self.cut:
+            return
+        if self.out is not None:
+            sock = self.out.sock
+        else:
+            conn = connection_of(self.raw_send) if self.raw_send is not None else None
+            stream = conn[0] if conn is not None else None
+            if isinstance(stream, trio.SSLStream):
+                stream = stream.transport_stream
+            sock = stream.socket if isinstance(stream, trio.SocketStream) else None
+        if sock is None:
+            log.debug("chat close cannot be cut", key=self.key, why=why)
+            return
+        self.cut = self.ws_closed = True
+        self.stats.incr("drop.chat_close_aborted")
+        log.debug("chat connection cut", key=self.key, why=why)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
     async def writer(self) -> None:
         """Send queued frames in order; everything already queued goes out in one turn
-        (one wakeup, one lock), straight through the ASGI ``send``."""
-        send = self.ws.send  # Starlette's public send (state checks, then the ASGI send)
+        (one wakeup, one lock), straight through the ASGI ``send``. After a close it sends
+        what is left until its scope's deadline (CLOSE_TIMEOUT / 2); frames still queued then
+        are counted (``drop.chat_close_unsent``)."""
         channel = self.receive_channel
-        async with channel:
-            async for frame in channel:
-                async with self.lock:
-                    while True:
-                        if self.ws_closed:
-                            return
-                        try:
-                            await send({"type": "websocket.send", "text": frame})
-                        except Exception as exc:
-                            log.debug("chat send failed", key=self.key, error=repr(exc))
-                            self.ws_closed = True
-                            self.peer.close(1006, "send failed")
-                            return
-                        self.stats.incr("chat.bytes_out", len(frame.encode("utf-8", "surrogatepass")))
-                        try:
-                            frame = channel.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
+        try:
+            with self.writer_scope:
+                await self._send_queued(channel)
+        finally:
+            left = channel.statistics().current_buffer_used
+            channel.close()
+            self.writer_done.set()
+        if left and (self.writer_scope.cancelled_caught or self.cut):
+            self.stats.incr("drop.chat_close_unsent", left)
+
+    async def _send_queued(self, channel: trio.MemoryReceiveChannel) -> None:
+        send = self.ws.send  # Starlette's public send (state checks, then the ASGI send)
+        async for frame in channel:
+            async with self.lock:
+                while True:
+                    if self.ws_closed:
+                        return
+                    try:
+                        await send({"type": "websocket.send", "text": frame})
+                    except Exception as exc:
+                        log.debug("chat send failed", key=self.key, error=repr(exc))
+                        if not self.cut:  # (a cut connection fails the send in progress)
+                            self.stats.incr("drop.chat_send_failed")
+                        self.ws_closed = True
+                        self.peer.close(1006, "send failed")
+                        return
+                    self.stats.incr("chat.bytes_out", len(frame.encode("utf-8", "surrogatepass")))
+                    try:
+                        frame = channel.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
 
     async def watch_shutdown(self, stopping: trio.Event) -> None:
         await stopping.wait()
@@ -220,16 +298,24 @@ async def chat_endpoint(websocket: WebSocket) -> None:
     idle = getattr(state, "chat_idle_timeout", CHAT_IDLE_TIMEOUT)
     sock = _ChatSocket(websocket, chat, state.stats, idle, getattr(state, "chat_fanout", None))
     chat.add_peer(sock.peer)
+    # The ASGI path's writer outlives the reader: after a close it still sends what was queued
+    # before it (close_ws waits for that, with deadlines), as the fan-out path drains.
+    async with trio.open_nursery() as writers:
+        if sock.out is None:
+            writers.start_soon(sock.writer)
+        await _serve(sock, chat, state)
+
+
+async def _serve(sock: _ChatSocket, chat, state) -> None:
+    """Read until the socket closes, then close it (the module docstring)."""
     try:
         async with trio.open_nursery() as nursery:
             sock.scope = nursery.cancel_scope
             if sock.peer.closed:  # closed before the scope existed
                 nursery.cancel_scope.cancel()
-            if sock.out is None:
-                nursery.start_soon(sock.writer)
             nursery.start_soon(sock.watch_shutdown, state.stopping)
             await sock.reader()
-            # The reader ended: a close was requested; let the writer stop.
+            # The reader ended: a close was requested.
             nursery.cancel_scope.cancel()
     except Exception:
         log.exception("chat socket failed", key=sock.key)
