@@ -14,24 +14,35 @@ give one-line StartupErrors naming the setting; open_sfu starts what ``[calls]``
 the whole server (``worldserver.app.serve``) puts a group over ``calls.mesh_max`` in a Janus
 room whose tickets let pages in, and kicks the one who walks away.
 
+Janus dies with the server: a server-like parent process (a small Python script that runs
+JanusProcess) killed with SIGKILL leaves no Janus behind (PR_SET_PDEATHSIG), a Janus left from
+an earlier run (its pid in ``janus.pid``, and still a ``janus`` with our configuration folder)
+is stopped at the next start, and a pid file naming anything else (the test's own ``sleep``,
+a Janus of another folder, a pid nobody has, garbage) leaves that process alone.
+
 Must not: depend on machine speed (waits are for events, bounded by generous deadlines; the
 one short deadline is the frozen Janus's, which never answers), or leave a Janus running
-(every one is a child of the test's nursery).
+(every one is a child of the test's nursery, or killed by the test that made it elsewhere).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import logging
 import os
 import signal
 import socket
 import stat
+import subprocess
+import sys
 
 import pytest
 import trio
 from trio_websocket import serve_websocket
 
+from worldserver.calls import janus as janus_module
 from worldserver.calls.janus import (
     JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, open_janus, open_sfu, public_url,
     serve_sfu,
@@ -61,7 +72,8 @@ def free_port() -> int:
 
 
 async def start_janus(nursery, tmp_path, **options) -> JanusProcess:
-    process = JanusProcess(str(tmp_path / "janus"), admin_key=KEY, binary=JANUS, port=free_port(), **options)
+    options = {"port": free_port(), **options}
+    process = JanusProcess(str(tmp_path / "janus"), admin_key=KEY, binary=JANUS, **options)
     with trio.fail_after(GENEROUS):
         await nursery.start(process.run)
     return process
@@ -319,6 +331,198 @@ async def test_a_restarted_janus_gets_the_rooms_and_tokens_again(nursery, tmp_pa
         assert (await join_ticket(page, ticket))["room"] == room
         assert await refused(page, room, revoked.token) == 433
     assert (await backend.admit(room, "cyd")).room == room
+
+
+# -- Janus dies with the server; one left from an earlier run is stopped ------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+SERVER_LIKE = """
+import sys
+import trio
+from worldserver.calls.janus import JanusProcess
+
+async def main():
+    folder, binary, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    process = JanusProcess(folder, admin_key="k", binary=binary, port=port)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        print(process.pid, flush=True)
+        await trio.sleep_forever()
+
+trio.run(main)
+"""
+
+
+async def exited(pid: int, within: float = GENEROUS) -> bool:
+    """Whether the process ``pid`` (a child of ours or not) ends within ``within`` seconds:
+    waits on its pidfd (readable when it ends), no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        with trio.move_on_after(within):
+            await trio.lowlevel.wait_readable(fd)
+            return True
+        return False
+    finally:
+        trio.lowlevel.notify_closing(fd)
+        os.close(fd)
+
+
+def kill_if_running(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+async def read_line(stream) -> str:
+    data = b""
+    with trio.fail_after(GENEROUS):
+        while not data.endswith(b"\n"):
+            chunk = await stream.receive_some(1)
+            assert chunk, f"the process ended before a line ({data!r})"
+            data += chunk
+    return data.decode()
+
+
+@contextlib.contextmanager
+def adopting_orphans():
+    """Meanwhile this process adopts its orphaned descendants (PR_SET_CHILD_SUBREAPER), so
+    that it can reap a Janus whose parent died (else init would, or would leave a zombie)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    assert prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
+    try:
+        yield
+    finally:
+        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+@needs_janus
+async def test_a_killed_server_leaves_no_janus_behind(tmp_path):
+    """Found by a helper: the server killed with SIGKILL left its Janus running, holding its
+    port, so the next start failed with "port in use". Now Janus gets SIGKILL when the server
+    dies (PR_SET_PDEATHSIG)."""
+    script = tmp_path / "server_like.py"
+    script.write_text(SERVER_LIKE)
+    folder, port = tmp_path / "janus", free_port()
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    with adopting_orphans():
+        parent = await trio.lowlevel.open_process([sys.executable, str(script), str(folder), JANUS, str(port)],
+                                                  stdout=subprocess.PIPE, env=env)
+        janus_pid = None
+        try:
+            janus_pid = int(await read_line(parent.stdout))
+            parent.kill()
+            assert await parent.wait() == -signal.SIGKILL
+            assert await exited(janus_pid), "Janus outlived the server that started it"
+            pid, status = os.waitpid(janus_pid, os.WNOHANG)  # ours now: it has ended, reap it
+            assert pid == janus_pid and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            janus_pid = None
+            assert (folder / "janus.pid").is_file()  # written at the start (the next start reads it)
+        finally:
+            kill_if_running(parent.pid)
+            await parent.wait()
+            await parent.stdout.aclose()
+            if janus_pid is not None:
+                kill_if_running(janus_pid)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(janus_pid, 0)
+    # and the next start finds its port free (and the pid file naming a process gone)
+    async with trio.open_nursery() as nursery:
+        janus = await start_janus(nursery, tmp_path, port=port)
+        assert (folder / "janus.pid").read_text().strip() == str(janus.pid)
+        nursery.cancel_scope.cancel()
+
+
+async def stale_janus(nursery, folder, pid_file: bool = True):
+    """A Janus on ``folder``'s configuration as an earlier run started it, its pid in
+    janus.pid; returned once it listens (its output says so; the rest of its output is read
+    and dropped in ``nursery``, so that it never blocks on a full pipe)."""
+    proc = await trio.lowlevel.open_process(
+        [JANUS, "--config", str(folder / "janus.jcfg"), "--configs-folder", str(folder)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = b""
+    with trio.fail_after(GENEROUS):
+        while b"Websockets server started" not in output:
+            chunk = await proc.stdout.receive_some(65536)
+            assert chunk, output.decode(errors="replace")
+            output += chunk
+
+    async def drain() -> None:
+        async with proc.stdout:
+            while await proc.stdout.receive_some(65536):
+                pass
+
+    nursery.start_soon(drain)
+    if pid_file:
+        (folder / "janus.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+async def configured(nursery, folder, port: int) -> None:
+    """Start and stop our Janus once, so that ``folder`` holds its configuration."""
+    async with trio.open_nursery() as inner:
+        janus = JanusProcess(str(folder), admin_key=KEY, binary=JANUS, port=port)
+        with trio.fail_after(GENEROUS):
+            await inner.start(janus.run)
+        inner.cancel_scope.cancel()
+
+
+@needs_janus
+@pytest.mark.parametrize("frozen", [False, True])
+async def test_a_janus_left_from_an_earlier_run_is_stopped_at_the_next_start(nursery, tmp_path, caplog, monkeypatch,
+                                                                            frozen):
+    """It holds our port: before, the start failed with "port in use". A frozen one (SIGSTOP:
+    it cannot act on SIGTERM) gets SIGKILL at the deadline. (Janus 1.1.2 also misses a
+    SIGTERM that comes while it is still starting, and then gets SIGKILL too: a running one
+    may be stopped either way.)"""
+    monkeypatch.setattr(janus_module, "STOP_TIMEOUT", 1.0)
+    folder, port = tmp_path / "janus", free_port()
+    await configured(nursery, folder, port)
+    assert not (folder / "janus.pid").exists()  # removed when our Janus stopped
+    stale = await stale_janus(nursery, folder)
+    try:
+        if frozen:
+            os.kill(stale.pid, signal.SIGSTOP)
+        caplog.set_level(logging.INFO, logger="worldserver.calls.janus")
+        janus = await start_janus(nursery, tmp_path, port=port)  # the stale one's port
+        with trio.fail_after(GENEROUS):
+            code = await stale.wait()
+        assert janus.pid != stale.pid
+        assert (folder / "janus.pid").read_text().strip() == str(janus.pid)
+        stopped = [r for r in caplog.records if r.getMessage() == "janus from an earlier run stopped"]
+        assert len(stopped) == 1 and stopped[0].levelno == logging.INFO
+        how = stopped[0].fields
+        assert how["pid"] == stale.pid and how["signal"] in (("SIGKILL",) if frozen else ("SIGTERM", "SIGKILL"))
+        assert code in ((0, -signal.SIGTERM) if how["signal"] == "SIGTERM" else (-signal.SIGKILL,))  # 0: Janus's own
+    finally:
+        kill_if_running(stale.pid)
+        await stale.wait()
+
+
+@needs_janus
+async def test_a_pid_file_naming_a_process_that_is_not_ours_leaves_it_alone(nursery, tmp_path):
+    folder = tmp_path / "janus"
+    folder.mkdir()
+    sleeper = await trio.lowlevel.open_process(["sleep", "600"])
+    other_folder, other_port = tmp_path / "other", free_port()
+    await configured(nursery, other_folder, other_port)
+    other = await stale_janus(nursery, other_folder, pid_file=False)  # a janus, but of another folder
+    gone = await trio.lowlevel.open_process(["true"])
+    await gone.wait()  # a pid nobody has now
+    try:
+        for content in (f"{sleeper.pid}\n", f"{other.pid}\n", f"{gone.pid}\n", "not a pid\n", ""):
+            (folder / "janus.pid").write_text(content)
+            async with trio.open_nursery() as inner:
+                janus = await start_janus(inner, tmp_path)
+                assert (folder / "janus.pid").read_text().strip() == str(janus.pid)
+                inner.cancel_scope.cancel()
+            assert sleeper.poll() is None and other.poll() is None, content
+    finally:
+        for proc in (sleeper, other):
+            proc.kill()
+            await proc.wait()
 
 
 # -- a client on a server that is not quite Janus -----------------------------------------------

@@ -14,7 +14,13 @@ Job (docs/calls.md, "SFU (Janus VideoRoom)"):
   VideoRoom plugin. A first start that fails is a :class:`~worldserver.startup.StartupError`
   naming the setting (binary missing, port in use, Janus exited, no answer in time), which
   ``worldserver run`` prints as one line; a Janus that ends later is logged and started again
-  after a back-off. It is stopped (SIGTERM, then SIGKILL) when its task is cancelled.
+  after a back-off. It is stopped (SIGTERM, then SIGKILL) when its task is cancelled. It dies
+  with the server (Linux: PR_SET_PDEATHSIG, SIGKILL, set in the child before ``exec``; the
+  fork happens in the trio thread, because that signal follows the *thread* that forked and
+  trio's worker threads end when idle), and its pid is in ``janus.pid`` there: a start that
+  finds one whose process is still a ``janus`` started with this configuration folder (read
+  from ``/proc/<pid>/cmdline``) stops it first (SIGTERM, then SIGKILL; logged at INFO), and
+  leaves any other process alone.
 * :func:`open_janus` / :class:`JanusClient`: one Janus API session over the WebSocket
   transport (subprotocol ``janus-protocol``): requests matched to answers by transaction id,
   each with a deadline; a keepalive every 25 s; plugin handles; events not answering a
@@ -40,20 +46,26 @@ Job (docs/calls.md, "SFU (Janus VideoRoom)"):
 
 Must not: reach into Janus's internals (only its documented JSON API and configuration
 files), write outside ``<data_dir>/janus``, let Janus write to our stdout, wait on Janus
-without a deadline, or raise anything but SfuError from a backend method.
+without a deadline, signal a process that is not a Janus of ours, or raise anything but
+SfuError from a backend method.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
+import functools
 import glob
 import ipaddress
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 from collections import deque
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator
@@ -80,6 +92,9 @@ PLUGIN_FILE = "libjanus_videoroom.so"
 TRANSPORT_FILE = "libjanus_websockets.so"
 LOG_MAX_BYTES = 4 * 1024 * 1024  # janus.log is moved to janus.log.1 beyond this
 LOG_TAIL_LINES = 40  # the last lines of Janus's output kept for error messages
+PID_FILE = "janus.pid"  # in the folder: the pid of the Janus we run, for the next start
+STOP_TIMEOUT = 5.0  # seconds after SIGTERM before SIGKILL, and after SIGKILL before giving up
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a child gets when the thread that forked it ends
 
 # VideoRoom error codes (its documented macros) the backend tells apart.
 NO_SUCH_ROOM = 426
@@ -405,6 +420,7 @@ class JanusProcess:
         self._log_file = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        await self._stop_left_over()  # it would hold our port
         executable = self._prepare()
         delay = self.restart_delay
         first = True
@@ -539,6 +555,67 @@ class JanusProcess:
             "}\n"
         ))
 
+    # -- a Janus left from an earlier run --
+
+    @property
+    def pid_path(self) -> str:
+        return os.path.join(self.folder, PID_FILE)
+
+    def _argv(self, executable: str) -> list[str]:
+        return [executable, "--config", self.config_path, "--configs-folder", self.folder]
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is a ``janus`` started with our configuration folder."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                argv = file.read(65536).split(b"\0")
+        except OSError:
+            return False
+        argv = [os.fsdecode(arg) for arg in argv[:-1]] if argv and argv[-1] == b"" else []
+        names = {"janus", os.path.basename(self.binary)}
+        return (len(argv) == 5 and os.path.basename(argv[0]) in names
+                and argv[1:] == self._argv(argv[0])[1:])
+
+    async def _stop_left_over(self) -> None:
+        """Stop the Janus named in janus.pid if it is still a Janus of ours (the server that
+        started it was killed before it could; see the module docstring); then forget the file."""
+        try:
+            with open(self.pid_path, "rb") as file:
+                text = file.read(64)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("janus pid file unreadable", path=self.pid_path, error=str(exc))
+            return
+        try:
+            pid = int(text.strip())
+        except ValueError:
+            pid = 0
+        if pid > 0 and pid != os.getpid():
+            with _ProcessHandle.open(pid) as process:  # opened first: the checked process is the one signalled
+                if process is not None and self._is_ours(pid):
+                    await process.stop()
+                elif process is not None:
+                    log.info("janus pid file names a process that is not ours: left alone", pid=pid)
+        with contextlib.suppress(OSError):
+            os.unlink(self.pid_path)
+
+    def _write_pid(self, pid: int) -> None:
+        try:
+            _write(self.pid_path + ".tmp", f"{pid}\n")
+            os.replace(self.pid_path + ".tmp", self.pid_path)
+        except OSError as exc:  # the next start cannot stop it if this server is killed
+            log.warning("janus pid file not written", path=self.pid_path, error=str(exc))
+
+    def _forget_pid(self, pid: int) -> None:
+        try:
+            with open(self.pid_path, "rb") as file:
+                if file.read(64).strip() != str(pid).encode():
+                    return
+            os.unlink(self.pid_path)
+        except OSError:
+            pass
+
     # -- one Janus process --
 
     async def _run_once(self, executable: str, task_status) -> str:
@@ -547,16 +624,14 @@ class JanusProcess:
         self._tail.clear()
         self._open_log()
         try:
-            proc = await trio.lowlevel.open_process(
-                [executable, "--config", self.config_path, "--configs-folder", self.folder],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True)  # a Ctrl-C at our terminal is ours to pass on
+            proc = _spawn(self._argv(executable))
         except OSError as exc:
             self._close_log()
             raise _StartFailed("calls.janus_binary", self.binary, f"cannot be started ({exc.strerror or exc});"
                                " set calls.janus_binary to the janus program") from None
         self.starts += 1
         self.pid = proc.pid
+        self._write_pid(proc.pid)
         output_done = trio.Event()
         try:
             with _single_errors():
@@ -572,6 +647,7 @@ class JanusProcess:
                         return f"exit code {code}" if code >= 0 else f"signal {-code}"
                     finally:
                         await _stop(proc)
+                        self._forget_pid(proc.pid)
                         nursery.cancel_scope.cancel()
         finally:
             self.pid = None
@@ -658,15 +734,165 @@ class JanusProcess:
 
 
 async def _stop(proc) -> None:
-    """SIGTERM, up to 5 s, then SIGKILL; waits for the process in any case."""
+    """SIGTERM, up to STOP_TIMEOUT, then SIGKILL; waits for the process in any case."""
     with trio.CancelScope(shield=True):
         if proc.returncode is None:
             proc.terminate()
-            with trio.move_on_after(5):
+            with trio.move_on_after(STOP_TIMEOUT):
                 await proc.wait()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@functools.cache
+def _die_with_parent():
+    """The child's ``preexec_fn``: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, and nothing else (it
+    runs between fork and exec: the function and its arguments are made here, before); None
+    where there is no such call (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return functools.partial(prctl, PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
+def _spawn(argv: list[str]) -> _Child:
+    """Start Janus (its output into a pipe, its own session: a Ctrl-C at our terminal is ours
+    to pass on) so that it dies with us. This forks in the trio thread, blocking it for the
+    fork: the parent-death signal is sent when the *thread* that forked ends, and
+    ``trio.lowlevel.open_process`` forks in a worker thread, which ends after a while idle."""
+    read_end, write_end = os.pipe()
+    try:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.STDOUT,
+                                 start_new_session=True, preexec_fn=_die_with_parent())
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return _Child(popen, trio.lowlevel.FdStream(read_end))
+
+
+class _ProcessHandle:
+    """A process by a pidfd where the kernel has them (so a reused pid is never signalled,
+    and its end is an event, also for a process that is not our child), else by pid."""
+
+    def __init__(self, pid: int, fd: int | None) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    @classmethod
+    @contextmanager
+    def open(cls, pid: int) -> Iterator[_ProcessHandle | None]:
+        """The handle, or None when there is no such process."""
+        fd = None
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            yield None
+            return
+        except (AttributeError, OSError):  # no pidfd here: by pid
+            if not os.path.exists(f"/proc/{pid}"):
+                yield None
+                return
+        handle = cls(pid, fd)
+        try:
+            yield handle
+        finally:
+            handle.close()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            trio.lowlevel.notify_closing(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
+    def signal(self, number: int) -> bool:
+        """Send ``number``; False if the process is gone."""
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, number)
+            else:
+                os.kill(self.pid, number)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _ended_by_proc(self) -> bool:
+        """Without a pidfd: whether /proc shows the process gone or a zombie."""
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as file:
+                return file.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+        except (OSError, IndexError):
+            return True
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the process to end; True if it did."""
+        with trio.move_on_after(timeout):
+            if self.fd is not None:
+                await trio.lowlevel.wait_readable(self.fd)  # readable once the process has ended
+                return True
+            while not self._ended_by_proc():  # (not our child: nothing to wait on but /proc)
+                await trio.sleep(0.05)
+            return True
+        return False
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT (a Janus left from an earlier run)."""
+        for number in (signal.SIGTERM, signal.SIGKILL):
+            if not self.signal(number):
+                return
+            if await self.wait(STOP_TIMEOUT):
+                log.info("janus from an earlier run stopped", pid=self.pid, signal=number.name)
+                return
+        log.warning("janus from an earlier run did not stop", pid=self.pid)
+
+
+class _Child:
+    """A Janus started by :func:`_spawn`: what :class:`JanusProcess` uses of a
+    ``trio.Process`` (``pid``, ``stdout``, ``returncode``, ``poll``, ``terminate``, ``kill``,
+    ``wait``)."""
+
+    def __init__(self, popen: subprocess.Popen, stdout: trio.lowlevel.FdStream) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.stdout = stdout
+        try:
+            fd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):
+            fd = None
+        self._handle = _ProcessHandle(popen.pid, fd)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def poll(self) -> int | None:
+        code = self._popen.poll()
+        if code is not None:
+            self._handle.close()
+        return code
+
+    def terminate(self) -> None:
+        self._popen.terminate()  # (not once it has been reaped: Popen checks)
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    async def wait(self) -> int:
+        while self.poll() is None:
+            if self._handle.fd is not None:
+                with contextlib.suppress(trio.ClosedResourceError):
+                    await trio.lowlevel.wait_readable(self._handle.fd)
+            else:  # no pidfd: a worker thread waits without reaping (as trio does)
+                await trio.to_thread.run_sync(os.waitid, os.P_PID, self.pid, os.WEXITED | os.WNOWAIT,
+                                              abandon_on_cancel=True)
+        return self.returncode
 
 
 def _find_lib(executable: str) -> str | None:
