@@ -609,13 +609,7 @@ class CallService:
         backend = self.backend
         if group.ended:
             await self._revoke_stale(group)
-            if group.room is not None:
-                room, group.room = group.room, None
-                try:
-                    await self._backend_call("close", backend.close_room, room)
-                    self.stats.incr("calls.sfu_rooms_closed")
-                except SfuError:
-                    pass
+            await self._close_room(group)
             return
         if not group.sfu_wanted or group.sfu_failed:
             await self._revoke_stale(group)
@@ -692,14 +686,20 @@ class CallService:
         for caller in group.callers.values():
             caller.ticket = None
         group.issued = []
-        if group.room is not None:
-            room, group.room = group.room, None
-            try:
-                await self._backend_call("close", self.backend.close_room, room)
-                self.stats.incr("calls.sfu_rooms_closed")
-            except SfuError:
-                pass
+        await self._close_room(group)
         self._fall_back(group)
+
+    async def _close_room(self, group: _Group) -> None:
+        """Close the group's SFU room, if it has one (a backend failure is counted by
+        ``_backend_call``; the room is forgotten either way)."""
+        if group.room is None:
+            return
+        room, group.room = group.room, None
+        try:
+            await self._backend_call("close", self.backend.close_room, room)
+            self.stats.incr("calls.sfu_rooms_closed")
+        except SfuError:
+            pass
 
     def _fall_back(self, group: _Group) -> None:
         """The group stays on (or goes back to) the mesh: pending members take mesh places."""
@@ -715,12 +715,7 @@ class CallService:
         rooms = [g for w in self._worlds.values() for g in w.groups.values() if g.room is not None]
         rooms += [g for g in self._queue if g.room is not None and g not in rooms]
         for group in rooms:
-            room, group.room = group.room, None
-            try:
-                await self._backend_call("close", self.backend.close_room, room)
-                self.stats.incr("calls.sfu_rooms_closed")
-            except SfuError:
-                pass
+            await self._close_room(group)
 
     # ------------------------------------------------------------------ figures
 
