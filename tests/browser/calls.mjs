@@ -22,7 +22,7 @@
 // object (see launch.mjs). CALLS_TRACE=1 in the environment prints each walking step on stderr.
 
 import { WallRays } from "../../clients/web/src/world/rays.js";
-import { joinGallery, launch, runScript } from "./launch.mjs";
+import { joinGallery, launch, runScript, settledSelf } from "./launch.mjs";
 
 /** Fake media: a camera and a microphone (which beeps), granted without asking. */
 const MEDIA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
@@ -97,22 +97,6 @@ async function until(fn, { timeout = 30000, every = 200, what = "condition" } = 
     await new Promise((r) => setTimeout(r, every));
   }
 }
-
-/** Our avatar's position once it stopped changing over `ticks` server ticks while newer
- *  snapshots kept coming (a busy page sends its inputs late and the server applies them
- *  later: the avatar may still move after a walk's time is up); null until then. */
-const settledSelf = ([key, ticks]) => {
-  const t = window.worldserverTest;
-  const e = t.entities().find((v) => v.id === t.selfId);
-  const tick = t.stats().tick;
-  if (!e) return null;
-  const seen = window[key];
-  if (!seen || seen.x !== e.x || seen.z !== e.z) {
-    window[key] = { x: e.x, z: e.z, tick };
-    return null;
-  }
-  return tick - seen.tick >= ticks ? { x: e.x, z: e.z } : null;
-};
 
 /** The position of `page`'s avatar once it stands still. */
 async function settled(page, ticks = 4) {

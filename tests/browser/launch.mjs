@@ -136,6 +136,24 @@ export async function waitFor(page, fn, { arg, timeout = 20000, what = "conditio
  * Opens the gallery at baseUrl in a new page, types `name` into the join overlay, submits,
  * and waits until window.worldserverTest.ready (connected, first snapshot decoded).
  */
+/** For `page.evaluate`/`waitFor` with `[key, ticks]`: our avatar's authoritative position
+ *  ({x, z}) once it stopped changing over `ticks` server ticks while newer snapshots kept
+ *  coming (a busy page sends its inputs late and its mirror trails the server: the avatar may
+ *  still move after a walk's time is up); null until then. `key` names the page global that
+ *  keeps the last change. */
+export const settledSelf = ([key, ticks]) => {
+  const t = window.worldserverTest;
+  const e = t.entities().find((v) => v.id === t.selfId);
+  const tick = t.stats().tick;
+  if (!e) return null;
+  const seen = window[key];
+  if (!seen || seen.x !== e.x || seen.z !== e.z) {
+    window[key] = { x: e.x, z: e.z, tick };
+    return null;
+  }
+  return tick - seen.tick >= ticks ? { x: e.x, z: e.z } : null;
+};
+
 export async function joinGallery(browser, baseUrl, name, { label = name, timeout = 30000 } = {}) {
   const page = await browser.newPage(label);
   await page.goto(baseUrl, { waitUntil: "load", timeout });

@@ -13,7 +13,7 @@
 
 import { writeFileSync } from "node:fs";
 
-import { joinGallery, launch, pngStats, roomiestWay, runScript, waitFor, worldDoc } from "./launch.mjs";
+import { joinGallery, launch, pngStats, roomiestWay, runScript, settledSelf, waitFor, worldDoc } from "./launch.mjs";
 
 // A walks (test hook sendMove) until B saw it go more than WALK_SEEN_M, then stops; the
 // way it takes must have WALK_ROOM_M free so that B sees that before A can reach a wall.
@@ -28,22 +28,6 @@ const BLOCK_WEBRTC = `
   delete window.webkitRTCPeerConnection;
   delete window.RTCDataChannel;
 `;
-
-/** A's own authoritative position once it stopped changing over 10 ticks while newer ticks
- *  kept arriving (A's mirror trails the server by a snapshot or more, fewer per second when
- *  the server sheds load). `key` names the page global that keeps the last change. */
-const settledSelf = (key) => {
-  const t = window.worldserverTest;
-  const e = t.entities().find((v) => v.id === t.selfId);
-  const tick = t.stats().tick;
-  if (!e) return null;
-  const seen = window[key];
-  if (!seen || seen.x !== e.x || seen.z !== e.z) {
-    window[key] = { x: e.x, z: e.z, tick };
-    return null;
-  }
-  return tick - seen.tick >= 10 ? e : null;
-};
 
 /** B's view of the entity `id` once it is within 0.5 m of (x, z). */
 const seenNear = ([id, x, z]) => {
@@ -105,7 +89,7 @@ runScript(async (args, state) => {
   // A's view turned with the walk (the page faces the way it moves).
   const walkYaw = await a.evaluate(() => window.worldserverTest.view().yaw);
   // A has stopped: A's own position and B's view of A converge on the same server state.
-  const selfA = await waitFor(a, settledSelf, { arg: "__selfSettle", what: "A's own position to settle after the walk" });
+  const selfA = await waitFor(a, settledSelf, { arg: ["__selfSettle", 10], what: "A's own position to settle after the walk" });
   const settled = await waitFor(b, seenNear, {
     arg: [sa.selfId, selfA.x, selfA.z],
     what: "B's view of A to settle where A stopped",
@@ -131,7 +115,7 @@ runScript(async (args, state) => {
     await a.keyboard.up("w");
   }
   // A stops again, and B's view of A follows it there.
-  const keyStop = await waitFor(a, settledSelf, { arg: "__keySettle", what: "A's own position to settle after the W key" });
+  const keyStop = await waitFor(a, settledSelf, { arg: ["__keySettle", 10], what: "A's own position to settle after the W key" });
   const keySeen = await waitFor(b, seenNear, {
     arg: [sa.selfId, keyStop.x, keyStop.z],
     what: "B's view of A to settle where A stopped after the W key",
