@@ -52,8 +52,12 @@ def test_kept_memory_is_not_faulted_in_again():
     # faults here); kept, the heap serves them from memory it already has
     assert default > 50 * 1000
     assert kept < default / 20, (kept, default)
+    # the server's default keeps less: this workload's peak (about 28 MB, and the top pad)
+    # goes over it and part is trimmed each round, still far fewer faults (37,050 here)
+    applied, kept_default = _faults(Config().gc.malloc_keep_mib)
+    assert applied and kept <= kept_default < default / 2, (kept_default, default)
 
 
-def test_zero_leaves_malloc_alone_and_the_default_keeps_64_mib():
+def test_zero_leaves_malloc_alone_and_the_default_keeps_16_mib():
     assert keep_freed_memory(0) is False
-    assert Config().gc.malloc_keep_mib == 64
+    assert Config().gc.malloc_keep_mib == 16

@@ -522,7 +522,7 @@ class GcSettings:
         1000, "int", "Generation-1 collections before a generation-2 collection.", _non_negative
     )
     malloc_keep_mib: int = _setting(
-        64, "int", "MiB of freed memory the C heap keeps for the next tick instead of giving it back"
+        16, "int", "MiB of freed memory the C heap keeps for the next tick instead of giving it back"
         " to the kernel (0 = malloc's defaults).", _between(0, 4096),
     )
 
