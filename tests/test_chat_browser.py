@@ -48,7 +48,7 @@ def test_chat_message_reaches_the_other_panel_and_bubble(server):
     assert result["bubble"]["entityId"] == result["self_a"]
     assert result["bubble"]["text"] == text
     assert result["bubble"]["attached"] is True
-    assert result["bubble_dom"] >= 1
+    assert result["bubble_dom"] >= 1, result["bubble_tags"]
 
     # Typing: B showed A typing, and cleared it once the message came.
     assert result["typing_seen"] and name_a in result["typing_seen"], result["typing_seen"]

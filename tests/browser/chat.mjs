@@ -128,10 +128,14 @@ runScript(async (args, state) => {
     ([id, t]) => window.worldserverTest.chat.bubbles().find((x) => x.entityId === id && x.text === t && x.attached) || null,
     { arg: [selfA, text], timeout: 8000, what: "a speech bubble over A's avatar in B's view" },
   );
-  const bubbleDom = await b.evaluate(
-    (t) => Array.from(document.querySelectorAll(".speech-bubble")).filter((e) => e.textContent === t).length,
-    text,
-  );
+  // The bubble is attached in the frame's update; its element enters the page at the next
+  // frame that renders (the quality governor skips some), so wait for it.
+  const bubbleDom = await waitFor(
+    b,
+    (t) => Array.from(document.querySelectorAll(".speech-bubble")).filter((e) => e.textContent === t).length || null,
+    { arg: text, timeout: 5000, what: "the speech bubble's element in B's page" },
+  ).catch(() => 0);
+  const bubbleTags = bubbleDom ? null : await b.evaluate(() => window.worldserverTest.tags());
   const typingAfter = await waitFor(b, () => document.querySelector("#chat .chat-typing").textContent === "", {
     timeout: 8000,
     what: "B's typing line to clear after the message",
@@ -316,6 +320,7 @@ runScript(async (args, state) => {
     panel_b: panelB,
     bubble,
     bubble_dom: bubbleDom,
+    bubble_tags: bubbleTags,
     evil,
     evil_panel: evilPanel,
     evil_bubble: evilBubble,
