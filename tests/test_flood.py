@@ -103,15 +103,28 @@ async def _flood(server: tuple, ticket: tuple, until: float, sent: dict, started
     sock.close()
 
 
-async def test_a_flooding_stranger_does_not_hurt_the_players(autojump_clock, tmp_path):
-    autojump_clock.jump(1.0)  # the swarm's times must be above 0
-    config = _config(tmp_path, **{"limits.udp_drops_per_second": "0"})  # every datagram is parsed
+THRESHOLD = 500  # limits.udp_drops_per_second, the default (checked below)
+COUNTERS = ("drop.limit_udp_handshake_rate", "drop.input_rate", "drop.udp_penalty", "udp.penalties")
+
+
+def _counts(running) -> dict:
+    """The endpoint's drops by reason and the server's counters in COUNTERS, in one dict."""
+    return {**running.udp.endpoint.drops, **{k: running.stats.get(k) for k in COUNTERS}}
+
+
+def _delta(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+async def _flood_beside_bots(config) -> tuple[dict, dict, dict]:
+    """A real server on ``config``; the stranger's flood (``_flood``) from before six normal bots
+    start until 1 s after they stop (they play for DURATION). Returns the swarm's report, what
+    the flood sent, and how ``_counts`` changed over the run (the last datagrams read)."""
     sent: dict = {}
     async with trio.open_nursery() as nursery:
         running = await nursery.start(serve, config)
         host, port = running.udp_address[:2]
-        endpoint, stats = running.udp.endpoint, running.stats
-        before = dict(endpoint.drops), {k: stats.get(k) for k in ("drop.limit_udp_handshake_rate", "drop.input_rate")}
+        before = _counts(running)
         started = trio.Event()
         flooder, *players = mint_tickets(running, 7)
         nursery.start_soon(_flood, (host, port), flooder, trio.current_time() + DURATION + 1.0, sent, started)
@@ -122,9 +135,15 @@ async def test_a_flooding_stranger_does_not_hurt_the_players(autojump_clock, tmp
             while "end" not in sent:
                 await trio.sleep(0.05)
         await trio.sleep(0.2)  # the last datagrams are read
-        drops = {k: v - before[0].get(k, 0) for k, v in endpoint.drops.items()}
-        limited = {k: stats.get(k) - v for k, v in before[1].items()}
+        got = _delta(_counts(running), before)
         nursery.cancel_scope.cancel()
+    return report, sent, got
+
+
+async def test_a_flooding_stranger_does_not_hurt_the_players(autojump_clock, tmp_path):
+    autojump_clock.jump(1.0)  # the swarm's times must be above 0
+    config = _config(tmp_path, **{"limits.udp_drops_per_second": "0"})  # every datagram is parsed
+    report, sent, got = await _flood_beside_bots(config)
 
     tick_rate = config.sim.tick_rate
     # The players: every tick's snapshot, nothing lost, turns seen within a few ticks.
@@ -136,19 +155,16 @@ async def test_a_flooding_stranger_does_not_hurt_the_players(autojump_clock, tmp
     elapsed = sent["end"] - sent["start"]
     assert elapsed >= DURATION and sent["garbage"] >= PER_KIND * DURATION / BATCH_EVERY
     # Every one of them is accounted for.
-    assert drops.get("bad_type", 0) == sent["garbage"]
-    assert drops.get("bad_tag", 0) == sent["wrong_salt"]
+    assert got.get("bad_type", 0) == sent["garbage"]
+    assert got.get("bad_tag", 0) == sent["wrong_salt"]
     lim = config.limits
     hello_allowance = lim.handshake_burst + lim.handshakes_per_second * elapsed
-    assert sent["hello"] - hello_allowance <= limited["drop.limit_udp_handshake_rate"] <= sent["hello"]
+    assert sent["hello"] - hello_allowance <= got["drop.limit_udp_handshake_rate"] <= sent["hello"]
     input_allowance = config.sim.input_burst + config.sim.input_rate_limit * elapsed
-    assert sent["input"] - input_allowance <= limited["drop.input_rate"] <= sent["input"]
+    assert sent["input"] - input_allowance <= got["drop.input_rate"] <= sent["input"]
 
 
 # ------------------------------------------------------------------------------ penalties
-
-THRESHOLD = 500  # limits.udp_drops_per_second, the default (checked below)
-COUNTERS = ("drop.limit_udp_handshake_rate", "drop.input_rate", "drop.udp_penalty", "udp.penalties")
 
 
 def _socket(host: str) -> socket.socket:
@@ -156,14 +172,6 @@ def _socket(host: str) -> socket.socket:
     sock.bind((host, 0))
     sock.setblocking(False)
     return sock
-
-
-def _counts(running) -> dict:
-    return {**running.udp.endpoint.drops, **{k: running.stats.get(k) for k in COUNTERS}}
-
-
-def _delta(after: dict, before: dict) -> dict:
-    return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
 def _input(conn: ClientConnection, seq: int) -> bytes:
@@ -218,23 +226,7 @@ async def test_the_default_configuration_drops_the_flood_unread_but_its_sessions
     autojump_clock.jump(1.0)
     config = _config(tmp_path)
     assert config.limits.udp_drops_per_second == THRESHOLD and config.limits.udp_penalty > DURATION + 1.0
-    sent: dict = {}
-    async with trio.open_nursery() as nursery:
-        running = await nursery.start(serve, config)
-        host, port = running.udp_address[:2]
-        before = _counts(running)
-        started = trio.Event()
-        flooder, *players = mint_tickets(running, 7)
-        nursery.start_soon(_flood, (host, port), flooder, trio.current_time() + DURATION + 1.0, sent, started)
-        await started.wait()
-        report = await swarm.run_bots(host, port, bots=6, duration=DURATION, observers=3, seed=5,
-                                      clock=trio.current_time, tickets=players)
-        with trio.fail_after(3.0):
-            while "end" not in sent:
-                await trio.sleep(0.05)
-        await trio.sleep(0.2)
-        got = _delta(_counts(running), before)
-        nursery.cancel_scope.cancel()
+    report, sent, got = await _flood_beside_bots(config)
 
     assert report["connected"] == 6 and report["failures"] == 0, report["failure_reasons"]
     assert report["snapshots_per_bot_s"] == pytest.approx(config.sim.tick_rate, rel=0.1)
