@@ -54,6 +54,7 @@ from protocol import chat as chat_protocol
 from protocol import jsonsafe
 from worldserver import __version__
 from worldserver.chat.errors import ChatError
+from worldserver.http_common import BodyError, load_json, read_body
 from worldserver.limits import FailureGuard, address_key
 from worldserver.logs import LogLimiter, get_logger
 from worldserver.metrics import drop_counts, transport_bytes
@@ -67,8 +68,7 @@ log = get_logger("worldserver.admin")
 ADMIN_PREFIX = "/admin/api/"
 TOKEN_FILE = "admin.token"  # in server.data_dir, when server.admin_token is empty
 SAMPLE_INTERVAL = 1.0  # seconds between two samples of the rates
-MAX_BODY = 16 * 1024  # largest request body
-BODY_TIMEOUT = 10.0
+MAX_BODY = 16 * 1024  # largest request body (read within http_common.BODY_TIMEOUT)
 REFUSAL_LOG_INTERVAL = 60.0
 MAX_KICK_REASON = 200  # characters of a kick's reason
 TRANSPORTS = ("udp", "webrtc", "ws", "hatongsu")  # the client transports, as the API names them
@@ -208,21 +208,19 @@ class AdminApi:
         return False
 
     async def _body(self, request: Request) -> dict:
-        """The request's JSON object (an empty body is ``{}``); 400 / 413 otherwise."""
-        chunks, size = [], 0
-        with trio.move_on_after(BODY_TIMEOUT) as waited:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise _Refused(413, "too_large", f"the body is larger than {MAX_BODY} bytes")
-                chunks.append(chunk)
-        if waited.cancelled_caught:
-            raise _Refused(408, "timeout", "the body did not come in time")
-        body = b"".join(chunks)
+        """The request's JSON object (an empty body is ``{}``); 400 / 408 / 413 otherwise. Read
+        by ``http_common.read_body`` and parsed by ``http_common.load_json`` like the other
+        JSON bodies of the HTTP port (the same counters)."""
+        try:
+            body = await read_body(request, MAX_BODY, self.stats)
+        except BodyError as exc:
+            message = {413: f"the body is larger than {MAX_BODY} bytes", 408: "the body did not come in time",
+                       400: "bad Content-Length"}[exc.status]
+            raise _Refused(exc.status, exc.code, message) from None
         if not body.strip():
             return {}
         try:
-            data = jsonsafe.loads(body, max_bytes=MAX_BODY)
+            data = load_json(body, request.url.path, self.stats, self.refusals)
         except jsonsafe.JsonRefused as exc:
             raise _Refused(400, "bad_json", f"the body must be a JSON object: {exc.message}") from None
         if not isinstance(data, dict):

@@ -29,7 +29,7 @@ commands of worldserver/admin_cli.py call them):
   characters, NFC, stripped, at most :data:`MAX_TITLE` characters; "" or none: untitled; a bad
   one is a 400 ``bad_field`` saying why) before the body is read. The upload is read and
   checked exactly like a chat image
-  (``chat.max_image_bytes``, :func:`worldserver.chat.gateway.read_limited`, the chat's
+  (``chat.max_image_bytes``, :func:`worldserver.chat.gateway.read_upload`, the chat's
   :class:`~worldserver.chat.image_pool.ImageWorkers`; refusals carry the chat's codes) and
   stored in ``http.images_dir`` as ``hung-<world>-<slot>-<random>.<ext>``, served by ``GET
   /gallery/images/{name}`` like the other pictures (and left out of the gallery's list). GIFs,
@@ -64,7 +64,7 @@ from typing import Any, Awaitable, Callable
 import trio
 
 from protocol.chat import ChatProtocolError, check_line
-from worldserver.chat.gateway import read_limited
+from worldserver.chat.gateway import read_upload
 from worldserver.chat.images import ImageFiles, ImageRejected, sniff
 from worldserver.chat.errors import ChatError
 from worldserver.logs import get_logger
@@ -292,11 +292,7 @@ class WorldAdmin:
             raise WorldAdminError(503, "no_images", "this server does not decode images (its chat has no images)")
         try:
             workers.check_room()  # before the body: a queue of waiting uploads holds their bodies
-            body = await read_limited(request, chat.max_image_bytes, self.stats)
-            if isinstance(body, int):
-                raise ImageRejected(*{413: ("too_large", f"the image is larger than {chat.max_image_bytes} bytes"),
-                                      408: ("timeout", "the upload took too long"),
-                                      400: ("bad_request", "bad Content-Length")}[body], body)
+            body = await read_upload(request, chat.max_image_bytes, self.stats)
             if sniff(body) == "GIF":  # the gallery serves PNG, JPEG and WebP (http.images_dir)
                 raise ImageRejected("unsupported_type", "a picture slot takes a PNG, JPEG or WebP image", 415)
             clean = await workers.process(body)

@@ -39,13 +39,14 @@ import socket
 from collections import deque
 
 import trio
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.websockets import WebSocket
 
 from protocol import chat as P
 from worldserver.chat.fanout import Fanout, raw_connection
 from worldserver.chat.peers import OUTBOX_LIMIT, Peer
+from worldserver.http_common import BodyError, read_body
 from worldserver.http_guard import accept_websocket, connection_of, refuse_websocket
 from worldserver.logs import get_logger
 
@@ -57,7 +58,7 @@ __all__ = [
     "RAW_SEND_KEY",
     "chat_endpoint",
     "get_image",
-    "read_limited",
+    "read_upload",
     "upload_image",
 ]
 
@@ -347,43 +348,21 @@ def _bearer(request: Request) -> str | None:
     return value.strip()
 
 
-async def read_limited(request: Request, limit: int, stats) -> bytes | int:
-    """The body, or an HTTP status (413 too large, 408 too slow, 400 bad length or the
-    client went away: ``drop.http_client_disconnect``). Image uploads read theirs with it:
-    chat images here, pictures hung through the admin API (``worldserver.world_admin``)."""
+async def read_upload(request: Request, limit: int, stats) -> bytes:
+    """An image upload's body (at most ``limit`` bytes, within :data:`BODY_TIMEOUT`, a
+    too-large one of up to :data:`DRAIN_CAP` bytes read and dropped first), read by
+    :func:`worldserver.http_common.read_body`; refused as ``ImageRejected`` with the chat's
+    codes: 413 ``too_large``, 408 ``timeout``, 400 ``bad_request`` (a bad length, or the
+    client went away: ``drop.http_client_disconnect``). Chat images are read with it here,
+    pictures hung through the admin API in ``worldserver.world_admin``."""
+    from worldserver.chat.images import ImageRejected
+
     try:
-        return await _read_limited_or_disconnect(request, limit)
-    except ClientDisconnect:
-        stats.incr("drop.http_client_disconnect")
-        return 400
-
-
-async def _read_limited_or_disconnect(request: Request, limit: int) -> bytes | int:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            return 400
-        if size < 0:
-            return 400
-        if size > limit:
-            if size <= DRAIN_CAP:  # read and drop it so that the client sees the 413
-                with trio.move_on_after(BODY_TIMEOUT):
-                    async for _ in request.stream():
-                        pass
-            return 413
-    chunks: list[bytes] = []
-    total = 0
-    with trio.move_on_after(BODY_TIMEOUT) as scope:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                return 413
-            chunks.append(chunk)
-    if scope.cancelled_caught:
-        return 408
-    return b"".join(chunks)
+        return await read_body(request, limit, stats, timeout=BODY_TIMEOUT, drain_limit=DRAIN_CAP)
+    except BodyError as exc:
+        message = {413: f"the image is larger than {limit} bytes", 408: "the upload took too long",
+                   400: "bad Content-Length"}[exc.status]
+        raise ImageRejected(exc.code, message, exc.status) from None
 
 
 async def upload_image(request: Request) -> Response:
@@ -410,15 +389,8 @@ async def upload_image(request: Request) -> Response:
     except ImageRejected as exc:
         chat.stats.incr("drop.chat_image_rejected")
         return _json_error(exc.status, exc.code, exc.message, headers={"Retry-After": "1"})
-    limit = chat.max_image_bytes
-    body = await read_limited(request, limit, chat.stats)
-    if isinstance(body, int):
-        chat.stats.incr("drop.chat_image_rejected")
-        message = {413: f"the image is larger than {limit} bytes", 408: "the upload took too long",
-                   400: "bad Content-Length"}[body]
-        code = {413: "too_large", 408: "timeout", 400: "bad_request"}[body]
-        return _json_error(body, code, message)
     try:
+        body = await read_upload(request, chat.max_image_bytes, chat.stats)
         clean = await workers.process(body)
         del body
         image_id = await trio.to_thread.run_sync(chat.images.save, clean, limiter=chat.image_limiter)
