@@ -17,6 +17,7 @@ Must not: reach any address but 127.0.0.1, sleep, or wait without a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import attrs
@@ -204,16 +205,31 @@ async def players(server: Calls, *names: str, world: str = "", spots=None):
     return out
 
 
+async def enable_calls(*chats) -> None:
+    """Turn calls on on each chat socket, in this order (the arrival order a full call fills in)."""
+    for chat in chats:
+        assert await chat.request("call.enable", on=True) == {}
+
+
+@contextlib.asynccontextmanager
+async def callers(server: Calls, *names: str, world: str = "", spots=None, enable=None):
+    """The ``players`` of ``names``, each on a chat socket of its own (closed at the end), with
+    calls turned on in name order for those in ``enable`` (every one by default). Yields an
+    (avatar, chat) pair per name; a player's token is its chat's ``token``."""
+    people = await players(server, *names, world=world, spots=spots)
+    async with contextlib.AsyncExitStack() as stack:
+        chats = [await stack.enter_async_context(open_chat(server.url, token)) for token, _ in people]
+        await enable_calls(*(chat for name, chat in zip(names, chats) if enable is None or name in enable))
+        yield [(avatar, chat) for (_, avatar), chat in zip(people, chats)]
+
+
 @pytest.fixture
 async def server(nursery, tmp_path, mock_clock):
     return await start_calls(nursery, tmp_path)
 
 
 async def test_walking_together_starts_a_mesh_call_and_walking_apart_ends_it(server) -> None:
-    (ta, a), (tb, b), (tc, c) = await players(server, "amy", "ben", "cat")
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, open_chat(server.url, tc) as cat:
-        assert await amy.request("call.enable", on=True) == {}
-        assert await ben.request("call.enable", on=True) == {}
+    async with callers(server, "amy", "ben", "cat", enable=("amy", "ben")) as ((a, amy), (b, ben), (c, cat)):
         server.tick()
         await settle(amy, ben, cat)
         assert call_events(amy) == call_events(ben) == []  # far apart: no call
@@ -246,10 +262,7 @@ async def test_walking_together_starts_a_mesh_call_and_walking_apart_ends_it(ser
 
 async def test_groups_are_recomputed_every_interval_ticks(nursery, tmp_path, mock_clock) -> None:
     server = await start_calls(nursery, tmp_path, **{"calls.interval_ticks": 3})
-    (ta, a), (tb, b) = await players(server, "amy", "ben", spots=[(0.0, 0.0), (1.0, 0.0)])
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben:
-        for chat in (amy, ben):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", spots=[(0.0, 0.0), (1.0, 0.0)]) as ((a, amy), (b, ben)):
         server.tick(2)
         await settle(amy)
         assert call_events(amy) == []
@@ -259,11 +272,8 @@ async def test_groups_are_recomputed_every_interval_ticks(nursery, tmp_path, moc
 
 
 async def test_worlds_do_not_mix_and_a_player_who_leaves_the_world_leaves_the_call(server) -> None:
-    (ta, a), (tb, b) = await players(server, "amy", "ben", spots=[(0.0, 0.0), (1.0, 0.0)])
-    (td, d), = await players(server, "dan", world="gallery", spots=[(0.5, 0.0)])
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, open_chat(server.url, td) as dan:
-        for chat in (amy, ben, dan):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", spots=[(0.0, 0.0), (1.0, 0.0)]) as ((a, amy), (b, ben)), \
+            callers(server, "dan", world="gallery", spots=[(0.5, 0.0)]) as ((d, dan),):
         server.tick()
         await settle(amy, ben, dan)
         assert call_events(amy) == call_events(ben) == [joined("open/p1", a, b)]  # dan: another world
@@ -274,7 +284,7 @@ async def test_worlds_do_not_mix_and_a_player_who_leaves_the_world_leaves_the_ca
         assert call_events(ben) == [("call.left", {"group": "open/p1", "reason": "moved_away"})]
         assert call_events(amy) == [("call.left", {"group": "open/p1", "reason": "moved_away"})]  # alone
         # ben comes back with a new avatar: found through its token and grouped again
-        b2 = server.avatar(tb, 1.0, 0.0)
+        b2 = server.avatar(ben.token, 1.0, 0.0)
         server.tick()
         await settle(amy, ben)
         assert call_events(ben) == [joined("open/p2", a, b2)]
@@ -284,10 +294,7 @@ async def test_a_closed_world_or_new_call_zones_end_the_calls(server) -> None:
     gallery = server.worlds.get("gallery")
     corner = next(z for z in gallery.world_spec.zones if z.call)
     spots = [(-8.0, -8.0), (-8.5, -8.0)]
-    (ta, a), (tb, b) = await players(server, "amy", "ben", world="gallery", spots=spots)
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben:
-        for chat in (amy, ben):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", world="gallery", spots=spots) as ((a, amy), (b, ben)):
         server.tick()
         await settle(amy)
         assert call_events(amy) == [joined("gallery/p1", a, b)]
@@ -310,15 +317,12 @@ async def test_a_closed_world_or_new_call_zones_end_the_calls(server) -> None:
 
 async def test_signaling_goes_only_between_members_of_one_mesh_group(server) -> None:
     spots = [(0.0, 0.0), (1.0, 0.0), (50.0, 50.0), (51.0, 50.0), (-50.0, -50.0)]
-    people = await players(server, "amy", "ben", "cat", "dan", "eve", spots=spots)
-    (ta, a), (tb, b), (tc, c), (td, d), (te, e) = people
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, \
-            open_chat(server.url, tc) as cat, open_chat(server.url, td) as dan, open_chat(server.url, te) as eve:
+    async with callers(server, "amy", "ben", "cat", "dan", "eve", spots=spots, enable=()) as people:
+        (a, amy), (b, ben), (c, cat), (d, dan), (e, eve) = people
         with pytest.raises(ChatRequestError) as info:  # not enabled: in no group
             await amy.request("call.signal", to="ben", data={"type": "offer", "sdp": "v=0\r\n"})
         assert info.value.code == "forbidden"
-        for chat in (amy, ben, cat, dan):
-            await chat.request("call.enable", on=True)
+        await enable_calls(amy, ben, cat, dan)
         server.tick()
         await settle(amy, ben, cat, dan, eve)
         for chat in (amy, ben, cat, dan, eve):
@@ -352,10 +356,7 @@ async def test_signaling_goes_only_between_members_of_one_mesh_group(server) -> 
 
 async def test_signaling_is_rate_limited_per_player_and_sized(nursery, tmp_path, mock_clock) -> None:
     server = await start_calls(nursery, tmp_path, **{"calls.signal_rate": 2, "calls.signal_burst": 3})
-    (ta, a), (tb, b) = await players(server, "amy", "ben", spots=[(0.0, 0.0), (1.0, 0.0)])
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben:
-        for chat in (amy, ben):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", spots=[(0.0, 0.0), (1.0, 0.0)]) as ((a, amy), (b, ben)):
         server.tick()
         candidate = {"type": "candidate", "candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host",
                      "sdpMid": "0", "sdpMLineIndex": 0}
@@ -394,8 +395,7 @@ async def test_mute_and_kick_take_a_player_out_of_its_call_at_once(nursery, tmp_
     async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, \
             open_chat(server.url, tc, reconnect=False) as cat, open_chat(server.url, td, reconnect=False) as dan, \
             open_chat(server.url, mod_token, admin_token=ADMIN) as mod:
-        for chat in (amy, ben, cat, dan):
-            await chat.request("call.enable", on=True)
+        await enable_calls(amy, ben, cat, dan)
         server.tick()
         await settle(amy, ben, cat, dan)
         assert call_events(amy) == [joined("open/p1", a, b, c, d)]
@@ -440,8 +440,7 @@ async def test_disabling_and_closing_the_socket_leave_the_call(server) -> None:
     (ta, a), (tb, b), (tc, c) = await players(server, "amy", "ben", "cat", spots=spots)
     async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben:
         async with open_chat(server.url, tc) as cat:
-            for chat in (amy, ben, cat):
-                await chat.request("call.enable", on=True)
+            await enable_calls(amy, ben, cat)
             server.tick()
             await settle(amy, ben, cat)
             assert call_events(cat) == [joined("open/p1", a, b, c)]
@@ -451,7 +450,7 @@ async def test_disabling_and_closing_the_socket_leave_the_call(server) -> None:
             await settle(amy, cat)
             assert call_events(cat) == [("call.left", {"group": "open/p1", "reason": "disabled"})]
             assert call_events(amy) == [("call.members", {"group": "open/p1", "members": roster(a, b)})]
-            await cat.request("call.enable", on=True)
+            await enable_calls(cat)
             server.tick(2)
             await settle(amy, cat)
             assert call_events(cat) == [joined("open/p1", a, b, c)]
@@ -462,7 +461,7 @@ async def test_disabling_and_closing_the_socket_leave_the_call(server) -> None:
         assert call_events(amy) == [("call.members", {"group": "open/p1", "members": roster(a, b)})]
         # a second socket of ben's takes his call over: the first one is told
         async with open_chat(server.url, tb) as ben2:
-            await ben2.request("call.enable", on=True)
+            await enable_calls(ben2)
             await settle(ben, amy)
             assert call_events(ben) == [  # (cat left, came back, closed its socket) then the takeover
                 ("call.members", {"group": "open/p1", "members": roster(a, b)}),
@@ -479,10 +478,7 @@ async def test_a_zone_puts_everyone_inside_in_one_call(server) -> None:
     corner = next(z for z in server.worlds.get("gallery").world_spec.zones if z.call)
     cx, cz = corner.center
     spots = [(cx, cz), (-8.0, -8.0), (-8.5, -8.0)]
-    (ta, a), (tb, b), (tc, c) = await players(server, "amy", "ben", "cat", world="gallery", spots=spots)
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, open_chat(server.url, tc) as cat:
-        for chat in (amy, ben, cat):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", "cat", world="gallery", spots=spots) as ((a, amy), (b, ben), (c, cat)):
         server.tick()
         await settle(amy, ben)
         group = f"gallery/zone:{corner.id}"
@@ -511,10 +507,7 @@ async def test_a_zone_puts_everyone_inside_in_one_call(server) -> None:
 async def test_without_an_sfu_a_full_call_makes_the_next_one_wait(nursery, tmp_path, mock_clock) -> None:
     server = await start_calls(nursery, tmp_path, **{"calls.max_members": 2})
     spots = [(0.0, 0.0), (1.0, 0.0), (0.5, 1.0)]
-    (ta, a), (tb, b), (tc, c) = await players(server, "amy", "ben", "cat", spots=spots)
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, open_chat(server.url, tc) as cat:
-        for chat in (amy, ben, cat):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", "cat", spots=spots) as ((a, amy), (b, ben), (c, cat)):
         server.tick()
         await settle(amy, ben, cat)
         assert call_events(amy) == call_events(ben) == [joined("open/p1", a, b)]  # the first two (arrival order)
@@ -555,10 +548,7 @@ async def sfu_server(nursery, tmp_path, mock_clock):
 async def test_a_group_over_mesh_max_moves_to_an_sfu_room_with_a_ticket_each(sfu_server) -> None:
     server, sfu = sfu_server, sfu_server.backend
     spots = [(0.0, 0.0), (1.0, 0.0), (40.0, 40.0)]
-    (ta, a), (tb, b), (tc, c) = await players(server, "amy", "ben", "cat", spots=spots)
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, open_chat(server.url, tc) as cat:
-        for chat in (amy, ben, cat):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", "cat", spots=spots) as ((a, amy), (b, ben), (c, cat)):
         server.tick()
         await settle(amy, ben)
         assert call_events(amy) == [joined("open/p1", a, b)]  # two: a mesh, no room
@@ -603,9 +593,7 @@ async def test_a_group_over_mesh_max_moves_to_an_sfu_room_with_a_ticket_each(sfu
 async def test_zone_groups_go_to_the_sfu_from_the_first_member(sfu_server) -> None:
     server, sfu = sfu_server, sfu_server.backend
     corner = next(z for z in server.worlds.get("gallery").world_spec.zones if z.call)
-    (ta, a), = await players(server, "amy", world="gallery", spots=[corner.center])
-    async with open_chat(server.url, ta) as amy:
-        await amy.request("call.enable", on=True)
+    async with callers(server, "amy", world="gallery", spots=[corner.center]) as ((a, amy),):
         server.tick()
         await settle(amy)
         (name, fields), = call_events(amy)
@@ -617,10 +605,7 @@ async def test_a_failing_sfu_keeps_a_small_group_on_the_mesh(sfu_server, mock_cl
     server, sfu = sfu_server, sfu_server.backend
     sfu.fail.add("open")
     spots = [(0.0, 0.0), (1.0, 0.0), (0.5, 1.0)]
-    (ta, a), (tb, b), (tc, c) = await players(server, "amy", "ben", "cat", spots=spots)
-    async with open_chat(server.url, ta) as amy, open_chat(server.url, tb) as ben, open_chat(server.url, tc) as cat:
-        for chat in (amy, ben, cat):
-            await chat.request("call.enable", on=True)
+    async with callers(server, "amy", "ben", "cat", spots=spots) as ((a, amy), (b, ben), (c, cat)):
         server.tick()
         await settle(amy, ben, cat)
         # three over mesh_max 2, the room could not be made: a mesh of three (max_members 8)
@@ -630,11 +615,8 @@ async def test_a_failing_sfu_keeps_a_small_group_on_the_mesh(sfu_server, mock_cl
         # a backend that does not answer: the deadline, then the same
         sfu.fail.clear()
         sfu.hang.add("open")
-        (td, d), (te, e) = await players(server, "dan", "eve", spots=[(30.0, 0.0), (31.0, 0.0)])
-        (tf, f), = await players(server, "fay", spots=[(30.5, 1.0)])
-        async with open_chat(server.url, td) as dan, open_chat(server.url, te) as eve, open_chat(server.url, tf) as fay:
-            for chat in (dan, eve, fay):
-                await chat.request("call.enable", on=True)
+        spots = [(30.0, 0.0), (31.0, 0.0), (30.5, 1.0)]
+        async with callers(server, "dan", "eve", "fay", spots=spots) as ((d, dan), (e, eve), (f, fay)):
             server.tick()
             await settle(dan, fay)
             assert call_events(dan) == []  # three over mesh_max: they wait for the room
@@ -651,11 +633,9 @@ async def test_an_sfu_that_refuses_a_newcomer_tells_it_the_call_ended(sfu_server
     spots = [(0.0, 0.0), (1.0, 0.0), (0.5, 1.0), (40.0, 40.0)]
     (ta, a), (tb, b), (tc, c), (td, d) = await players(server, "amy", "ben", "cat", "dan", spots=spots)
     async with open_chat(server.url, ta) as amy, open_chat(server.url, td) as dan:
-        await amy.request("call.enable", on=True)
-        await dan.request("call.enable", on=True)
+        await enable_calls(amy, dan)
         async with open_chat(server.url, tb) as ben, open_chat(server.url, tc) as cat:
-            await ben.request("call.enable", on=True)
-            await cat.request("call.enable", on=True)
+            await enable_calls(ben, cat)
             server.tick()
             await settle(amy, ben, cat)
             assert call_events(amy)[0][1]["mode"] == "sfu"
