@@ -46,6 +46,22 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> int:
         return proc.wait(5)
 
 
+async def swarm_against_a_server(data_dir, *args: str) -> subprocess.CompletedProcess:
+    """``worldserver swarm --server ... --http ... *args`` against a real ``worldserver run`` on
+    ``data_dir``, which is stopped after and must exit cleanly (status 0)."""
+    proc = start_server_process(data_dir)
+    try:
+        http_port, udp_port = await wait_ports(proc)
+        drain_stderr(proc)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
+        return await trio.to_thread.run_sync(lambda: subprocess.run(
+            [sys.executable, "-m", "worldserver", "swarm", "--server", f"127.0.0.1:{udp_port}",
+             "--http", f"http://127.0.0.1:{http_port}", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120))
+    finally:
+        assert stop(proc) == 0
+
+
 async def all_messages(chat, room: int) -> list[dict]:
     out, after = [], 0
     while True:
@@ -187,18 +203,8 @@ def test_chat_swarm_measures_delivery(tmp_path) -> None:
 
 async def test_swarm_chat_rate_adds_chat_delivery_to_the_report(tmp_path) -> None:
     """``worldserver swarm --chat-rate``: bots move over UDP and chat at the same time."""
-    proc = start_server_process(tmp_path / "data")
-    try:
-        http_port, udp_port = await wait_ports(proc)
-        drain_stderr(proc)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
-        swarm = await trio.to_thread.run_sync(lambda: subprocess.run(
-            [sys.executable, "-m", "worldserver", "swarm", "--server", f"127.0.0.1:{udp_port}",
-             "--http", f"http://127.0.0.1:{http_port}", "--bots", "8", "--observers", "2",
-             "--duration", "2", "--chat-rate", "1", "--seed", "3", "--json"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120))
-    finally:
-        assert stop(proc) == 0
+    swarm = await swarm_against_a_server(tmp_path / "data", "--bots", "8", "--observers", "2", "--duration", "2",
+                                         "--chat-rate", "1", "--seed", "3", "--json")
     assert swarm.returncode == 0, swarm.stderr[-2000:]
     assert "swarm t=" not in swarm.stderr and "chat  t=" not in swarm.stderr  # --json: no progress lines
     report = json.loads(swarm.stdout.strip().splitlines()[-1])
@@ -219,18 +225,7 @@ async def test_swarm_chat_rate_adds_chat_delivery_to_the_report(tmp_path) -> Non
 
 async def test_swarm_refuses_a_chat_rate_above_the_servers_limit(tmp_path) -> None:
     """``--chat-rate`` above ``chat.rate`` (here 2, the default) is refused before any bot starts."""
-    proc = start_server_process(tmp_path / "data")
-    try:
-        http_port, udp_port = await wait_ports(proc)
-        drain_stderr(proc)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "clients", "python")]))
-        swarm = await trio.to_thread.run_sync(lambda: subprocess.run(
-            [sys.executable, "-m", "worldserver", "swarm", "--server", f"127.0.0.1:{udp_port}",
-             "--http", f"http://127.0.0.1:{http_port}", "--bots", "4", "--duration", "30",
-             "--chat-rate", "2.5"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120))
-    finally:
-        assert stop(proc) == 0
+    swarm = await swarm_against_a_server(tmp_path / "data", "--bots", "4", "--duration", "30", "--chat-rate", "2.5")
     assert swarm.returncode == 2
     assert swarm.stderr.strip() == (
         "error: --chat-rate: 2.5 messages per second per bot is above the server's chat limit of 2 per"
