@@ -26,6 +26,7 @@ import pytest
 import trio
 import trio.testing
 
+from chat_support import chat_config
 from protocol import chat as P
 from worldclient.chat_client import ChatRequestError, open_chat
 from worldclient.client import open_client
@@ -36,7 +37,7 @@ from worldserver.calls.sfu import SfuError, SfuTicket
 from worldserver.chat.fanout import Fanout
 from worldserver.chat.peers import CLOSE_KICKED
 from worldserver.chat.service import ChatService
-from worldserver.config import Config, load_config
+from worldserver.config import load_config
 from worldserver.hosting import WorldHost
 from worldserver.http_app import build_app
 from worldserver.http_server import serve_http
@@ -142,13 +143,8 @@ class Calls:
 async def start_calls(nursery, tmp_path, backend=None, fanout: bool = False, **overrides) -> Calls:
     """The parts in ``nursery``; ``fanout``: chat sockets on the fan-out pump (the server's
     path), else on the ASGI writer path (both write the frames queued before a close)."""
-    values = {
-        "http.host": "127.0.0.1", "http.port": 0, "http.web_root": str(tmp_path / "dist"),
-        "http.images_dir": str(tmp_path / "images"), "server.data_dir": str(tmp_path / "data"),
-        "chat.admin_token": ADMIN, "worlds.hosted": '["open", "gallery"]', "calls.interval_ticks": 1,
-    }
-    values.update(overrides)
-    config = Config().with_overrides(values)
+    config = chat_config(tmp_path, **{"chat.admin_token": ADMIN, "worlds.hosted": '["open", "gallery"]',
+                                      "calls.interval_ticks": 1, **overrides})
     stats = Stats()
     worlds = WorldHost(config, stats)
     identities = Identities()
