@@ -60,6 +60,16 @@ async def hello(ws, token: str, **fields) -> dict:
     return reply
 
 
+async def closed(ws):
+    """Read (and drop) frames until the server closes ``ws``; the close's ``reason`` (with
+    ``.code`` and ``.reason``)."""
+    with pytest.raises(ConnectionClosed) as info:
+        with trio.fail_after(TIMEOUT):
+            while True:
+                await ws.get_message()
+    return info.value.reason
+
+
 async def within(what: str, afn, *args):
     """``await afn(*args)`` on a MockClock that stands still, where trio's deadlines never pass:
     fails after TIMEOUT real seconds instead (the safety net; nothing waits for it)."""
@@ -167,11 +177,8 @@ async def test_oversized_frame_closes_with_1009(server) -> None:
         big = json.dumps({"id": 2, "op": "msg.send", "room": 1, "kind": "text", "text": "가" * 6000})
         assert len(big.encode()) > 16 * 1024
         await ws.send_message(big)
-        with pytest.raises(ConnectionClosed) as info:
-            with trio.fail_after(TIMEOUT):
-                while True:
-                    await ws.get_message()
-        assert info.value.reason.code == 1009 and "too big" in info.value.reason.reason
+        reason = await closed(ws)
+        assert reason.code == 1009 and "too big" in reason.reason
     assert server.stats.get("drop.chat_frame_too_big") == 1
     async with open_ws(server.ws_url) as ws:  # the server is fine
         await hello(ws, token)
@@ -183,11 +190,8 @@ async def test_many_bad_frames_close_with_1008(server) -> None:
             reply = await call(ws, "garbage")
             assert reply["error"]["code"] == "bad_frame"
         await ws.send_message("one too many")
-        with pytest.raises(ConnectionClosed) as info:
-            with trio.fail_after(TIMEOUT):
-                while True:
-                    await ws.get_message()
-        assert info.value.reason.code == 1008 and "bad frames" in info.value.reason.reason
+        reason = await closed(ws)
+        assert reason.code == 1008 and "bad frames" in reason.reason
     assert server.stats.get("drop.chat_closed_bad_frames") == 1
 
 
@@ -205,11 +209,8 @@ async def test_admin_token_guessing_closes_the_socket_and_locks_the_address(nurs
             reply = await call(ws, {"id": i, "op": "hello", "token": token, "admin_token": f"guess-{i}"})
             assert reply["error"] == {"code": "forbidden", "message": "wrong admin token"}
         await ws.send_message(json.dumps({"id": 3, "op": "hello", "token": token, "admin_token": "guess-3"}))
-        with pytest.raises(ConnectionClosed) as info:
-            with trio.fail_after(TIMEOUT):
-                while True:
-                    await ws.get_message()
-        assert info.value.reason.code == 1008 and "too many wrong admin tokens" in info.value.reason.reason
+        reason = await closed(ws)
+        assert reason.code == 1008 and "too many wrong admin tokens" in reason.reason
     async with open_ws(server.ws_url) as ws:  # a new socket does not start afresh
         await ws.send_message(json.dumps({"id": 1, "op": "hello", "token": token, "admin_token": "admin-secret"}))
         with pytest.raises(ConnectionClosed) as info:
@@ -239,11 +240,8 @@ async def test_slow_consumer_is_closed_and_counted(server, monkeypatch) -> None:
             with trio.fail_after(30):
                 while server.stats.get("drop.chat_too_slow") == 0:
                     await fast.send(fast.public_room, text)
-        with pytest.raises(ConnectionClosed) as info:
-            with trio.fail_after(TIMEOUT):
-                while True:
-                    await slow.get_message()
-        assert info.value.reason.code == 1008 and info.value.reason.reason == "too slow"
+        reason = await closed(slow)
+        assert reason.code == 1008 and reason.reason == "too slow"
     assert server.stats.get("drop.chat_frames_unsent") >= 8
 
 
