@@ -67,6 +67,12 @@ def make_sim(**overrides) -> Simulation:
     return Simulation(load_config(path=None, env={}, overrides=base), Stats(), rng=np.random.default_rng(1))
 
 
+def join_clients(sim: Simulation, n: int) -> tuple[list[Sink], list]:
+    """``n`` clients joined at time 0, each behind a Sink of its own: (sinks, sessions)."""
+    sinks = [Sink(sim) for _ in range(n)]
+    return sinks, [sim.join(k, 0.0) for k in sinks]
+
+
 def spread(sim: Simulation, rng) -> None:
     """Place every avatar at random in the 100 x 100 m hall (they spawn near the centre)."""
     for s in sim.sessions:
@@ -88,8 +94,7 @@ def world_view(sim: Simulation):
 
 def test_every_client_holds_the_world_each_tick_when_all_fit():
     sim = make_sim()
-    sinks = [Sink(sim) for _ in range(30)]
-    sessions = [sim.join(k, 0.0) for k in sinks]
+    sinks, sessions = join_clients(sim, 30)
     rng = np.random.default_rng(2)
     for t in range(1, 40):
         walk(sim, rng, t)
@@ -107,8 +112,7 @@ def test_every_client_holds_the_world_each_tick_when_all_fit():
 
 def test_a_tick_becomes_the_baseline_only_when_every_part_is_acknowledged():
     sim = make_sim(**{"udp.datagram_budget": "300"})  # 100 walkers need several parts
-    sinks = [Sink(sim) for _ in range(100)]
-    sessions = [sim.join(k, 0.0) for k in sinks]
+    sinks, sessions = join_clients(sim, 100)
     rng = np.random.default_rng(3)
     s, k = sessions[0], sinks[0]
     for t in range(1, 6):
@@ -138,8 +142,7 @@ def test_over_the_allowance_near_entities_refresh_more_often_and_none_starves():
     # 200 walkers all in view, 400-byte datagrams and 8,000 B/s: one datagram a tick, about
     # half of what a full view of moving entities takes.
     sim = make_sim(**{"net.client_rate_limit": "8000", "udp.datagram_budget": "400"})
-    sinks = [Sink(sim) for _ in range(200)]
-    sessions = [sim.join(k, 0.0) for k in sinks]
+    sinks, sessions = join_clients(sim, 200)
     rng = np.random.default_rng(4)
     spread(sim, rng)
     me, mine = sessions[0], sinks[0]
@@ -176,8 +179,7 @@ def test_over_the_allowance_near_entities_refresh_more_often_and_none_starves():
 
 def test_allowance_prefers_near_entities_per_entity():
     sim = make_sim(**{"net.client_rate_limit": "8000", "udp.datagram_budget": "400"})
-    sinks = [Sink(sim) for _ in range(150)]
-    sessions = [sim.join(k, 0.0) for k in sinks]
+    sinks, sessions = join_clients(sim, 150)
     rng = np.random.default_rng(5)
     spread(sim, rng)
     counts: dict[str, list[int]] = {"near": [0, 0], "far": [0, 0]}  # [fresh, seen]
@@ -263,9 +265,7 @@ def test_stride_grows_only_when_the_stage_is_heavy_and_recovers():
 
 def test_a_stride_serves_every_client_in_turn():
     sim = make_sim()
-    sinks = [Sink(sim) for _ in range(12)]
-    for k in sinks:
-        sim.join(k, 0.0)
+    sinks, _ = join_clients(sim, 12)
     sim.snapshots.stride = 3
     for t in range(1, 4):
         sim.run_tick(t * 0.05)
@@ -277,8 +277,7 @@ def test_a_stride_serves_every_client_in_turn():
 
 def test_clients_in_one_share_cell_share_one_view_and_one_encoding():
     sim = make_sim(**{"interest.share_cell": "8", "interest.radius": "20", "sim.half_extent": "100"})
-    sinks = [Sink(sim) for _ in range(6)]
-    sessions = [sim.join(k, 0.0) for k in sinks]
+    sinks, sessions = join_clients(sim, 6)
     # Three in one 8 m square, two in another, one far away on its own.
     for s, (x, z) in zip(sessions, [(1, 1), (2, 5), (7, 3), (-5, -5), (-3, -2), (60, 60)]):
         sim.world.pos[s.slot, [0, 2]] = (x, z)
@@ -302,8 +301,7 @@ def test_clients_in_one_share_cell_share_one_view_and_one_encoding():
 def test_without_share_cell_every_client_sees_from_where_it_stands():
     sim = make_sim(**{"interest.share_cell": "0", "interest.radius": "5", "interest.leave_margin": "0",
                       "sim.half_extent": "100"})
-    sinks = [Sink(sim) for _ in range(3)]
-    sessions = [sim.join(k, 0.0) for k in sinks]
+    sinks, sessions = join_clients(sim, 3)
     for s, (x, z) in zip(sessions, [(0, 0), (4, 0), (8, 0)]):
         sim.world.pos[s.slot, [0, 2]] = (x, z)
     sim.run_tick(0.05)
