@@ -76,16 +76,24 @@ REFUSE_REASONS = {
 DISCONNECT_CLIENT_LEFT = 1
 DISCONNECT_SERVER_SHUTDOWN = 2
 DISCONNECT_TIMEOUT = 3
+# An operator (worldserver kick, the admin API) or a chat moderator removed the player; the
+# reason byte is followed by a UTF-8 text for the player saying who, why and for how long a ban
+# lasts. Not a newer login of the same player: that is DISCONNECT_REPLACED.
 DISCONNECT_KICKED = 4
 # The client's world was closed by the operator (worldserver/world_admin.py); the reason byte
 # is followed by a UTF-8 text saying why (at most MAX_DISCONNECT_TEXT bytes).
 DISCONNECT_WORLD_CLOSED = 5
+# The same player logged in again (another window or device): this connection's avatar was
+# replaced by the newer login's, and reconnecting with this connection's token would only end
+# that login. Receivers that predate it end the connection all the same (an unknown reason).
+DISCONNECT_REPLACED = 6
 DISCONNECT_REASONS = {
     DISCONNECT_CLIENT_LEFT: "client_left",
     DISCONNECT_SERVER_SHUTDOWN: "server_shutdown",
     DISCONNECT_TIMEOUT: "timeout",
     DISCONNECT_KICKED: "kicked",
     DISCONNECT_WORLD_CLOSED: "world_closed",
+    DISCONNECT_REPLACED: "replaced",
 }
 MAX_DISCONNECT_TEXT = 200  # bytes of text a DISCONNECT may carry after its reason byte
 

@@ -357,7 +357,7 @@ async def test_one_identity_one_avatar_and_one_login(nursery, tmp_path) -> None:
         await first.connect()
         second = MovementSocket(ws2, kim["token"], 2)
         await second.connect()
-        assert await first.wait_disconnected() == "kicked"
+        assert await first.wait_disconnected() == "replaced"  # not "kicked": nobody kicked kim
         assert [s.name for s in running.sim.sessions] == ["kim"]
         assert running.stats.get("clients.left.replaced") == 1
         # A chat socket with that token, then a second login (the secret): the avatar leaves
@@ -366,7 +366,8 @@ async def test_one_identity_one_avatar_and_one_login(nursery, tmp_path) -> None:
         assert '"ok":true' in await chat.get_message()
         again = await post_join(url, "kim", kim["secret"])
         assert again.status_code == 200
-        assert await second.wait_disconnected() == "kicked"
+        assert await second.wait_disconnected() == "replaced"
+        assert [e.text for e in second.events if isinstance(e, Disconnected)] == [""]
         with pytest.raises(ConnectionClosed) as info:
             with trio.fail_after(TIMEOUT):
                 while True:

@@ -31,6 +31,7 @@ from worldclient.join import JoinFailed, join
 from worldserver.admin_api import token_path
 from worldserver.app import serve
 from worldserver.config import load_config
+from worldserver.moderation import ban_length, kick_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 20.0
@@ -256,9 +257,12 @@ async def test_kick_ends_the_avatar_for_everyone_and_the_chat_and_a_ban_refuses_
             assert out.strip() == "kicked rude: 1 avatar(s), 1 chat socket(s); banned for 600 s"
             await until(lambda: rude.entity_id not in watcher.mirror.entities(), "the avatar to leave the view")
             await until(lambda: not rude.connected, "the kicked client to be disconnected")
-            assert rude.closed_reason == "kicked"
+            # DISCONNECT kicked (not replaced: no newer login) says who, why and how long; the
+            # chat socket closes with the same words
+            told = "removed by the operator: spamming the gallery; banned for 10 min"
+            assert (rude.closed_reason, rude.closed_text) == ("kicked", told)
             await until(lambda: rude_chat.close_code is not None, "the chat socket to close")
-            assert (rude_chat.close_code, rude_chat.close_reason) == (4001, "spamming the gallery")
+            assert (rude_chat.close_code, rude_chat.close_reason) == (4001, told)
             assert watcher_chat.connected and watcher.connected
             assert [p["name"] for p in await players_of(url)] == ["watcher"]
     assert server.stats.get("clients.left.kicked") == 1
@@ -274,10 +278,21 @@ async def test_kick_ends_the_avatar_for_everyone_and_the_chat_and_a_ban_refuses_
         assert json.loads(out) == {"name": "loud", "sessions": 1, "chat_sockets": 0, "ban": 0.0,
                                    "addresses_banned": 0}
         await until(lambda: not loud.connected, "the second kick")
+        assert (loud.closed_reason, loud.closed_text) == ("kicked", "removed by the operator")  # the default reason
     again = await join(url, "loud", secret=loud.joined.secret)
     assert again.name == "loud"
     rc, out, err = await cli("kick", "99999", url=url)
     assert (rc, out) == (1, "") and err.splitlines() == ["error: no such player: '99999' (404)"]
+
+
+def test_a_kicked_player_is_told_who_why_and_for_how_long():
+    assert kick_text("spamming the gallery", 600, "admin") == "removed by the operator: spamming the gallery; banned for 10 min"
+    assert kick_text("kicked by the operator", 0, "admin") == "removed by the operator"  # the default says nothing more
+    assert kick_text("kicked by a moderator", 60, "moddy") == "removed by a moderator; banned for 60 s"
+    assert kick_text("  rude\n  words ", 0, "moddy") == "removed by a moderator: rude words"  # one line
+    assert kick_text("why", 0) == "removed by the operator: why"  # the server's own code (no ``by``)
+    assert [ban_length(s) for s in (0.2, 119, 120, 601, 7199, 7200, 172_799, 172_800, 365 * 86400)] == [
+        "1 s", "119 s", "2 min", "11 min", "120 min", "2 h", "48 h", "2 days", "365 days"]
 
 
 async def test_a_moderators_chat_kick_is_the_same_kick(server):
@@ -291,7 +306,7 @@ async def test_a_moderators_chat_kick_is_the_same_kick(server):
         assert reply["user"] == "carol" and reply["closed"] == 0
         await until(lambda: carol.entity_id not in watcher.mirror.entities(), "carol's avatar to leave")
         await until(lambda: not carol.connected, "carol's client to be disconnected")
-        assert carol.closed_reason == "kicked"
+        assert (carol.closed_reason, carol.closed_text) == ("kicked", "removed by a moderator; banned for 60 s")
     assert server.stats.get("clients.left.kicked") == 1 and server.stats.get("moderation.kicks") == 1
     with pytest.raises(JoinFailed) as info:  # a moderator's kick bans the name for a minute
         await join(url, "carol", secret=carol.joined.secret)
@@ -309,6 +324,8 @@ async def test_a_ban_refuses_the_udp_address_of_an_anonymous_player(nursery, tmp
         assert rc == 0, err
         assert json.loads(out)["addresses_banned"] == 1
         await until(lambda: not guest.connected, "the guest to be kicked")
+        # no token held the guest's avatar: the kick ended it directly, and told it the same way
+        assert (guest.closed_reason, guest.closed_text) == ("kicked", "removed by the operator; banned for 5 min")
     with pytest.raises(ConnectFailed) as info:  # a new socket, so a new port: the address is banned
         async with open_client("127.0.0.1", udp):
             pass

@@ -295,7 +295,7 @@ async def test_mute_kick_delete_need_the_admin_token(nursery, tmp_path, mock_clo
         assert reply["closed"] == 1
         await user.wait_for(named("presence", user="victim", online=False))
         await until(lambda: victim.close_code is not None)
-        assert victim.close_code == CLOSE_KICKED and "kicked" in victim.close_reason
+        assert (victim.close_code, victim.close_reason) == (CLOSE_KICKED, "removed by a moderator; banned for 60 s")
         # a kicked user is logged out (its token was released: worldserver/moderation.py) and
         # cannot come straight back: its name is refused for a while
         with pytest.raises(ChatRequestError) as info:
@@ -306,6 +306,11 @@ async def test_mute_kick_delete_need_the_admin_token(nursery, tmp_path, mock_clo
             again = await http.post("/api/join", json={"name": "victim"})
         assert again.status_code == 403 and again.json()["code"] == "banned"
         assert int(again.headers["Retry-After"]) == 60
+        # the client (made to reconnect) does not try again after a kick: its token is dead
+        await trio.testing.wait_all_tasks_blocked(cushion=0.001)
+        mock_clock.jump(10)  # past any backoff
+        await trio.testing.wait_all_tasks_blocked(cushion=0.001)
+        assert victim._run_done.is_set() and (victim.connects, victim.disconnects) == (1, 1)
 
 
 async def test_wrong_admin_token_is_refused(server) -> None:

@@ -230,6 +230,36 @@ def test_timed_out_client_is_sent_one_disconnect_timeout():
     assert [a for _, a in drain(server)] == [other_addr]
 
 
+@pytest.mark.parametrize(("reason", "text", "name"), [
+    (P.DISCONNECT_KICKED, "removed by the operator: spamming; banned for 10 min", "kicked"),
+    (P.DISCONNECT_REPLACED, "", "replaced"),
+    (P.DISCONNECT_WORLD_CLOSED, "closed for the night", "world_closed"),
+    (250, "from a newer server", "server_disconnect"),  # a reason this client does not know
+    (0, "", "server_disconnect"),
+])
+def test_the_client_learns_why_the_server_ended_the_connection(reason, text, name):
+    """A kick and a newer login of the same player are different reasons, each with its text;
+    an unknown reason byte still ends the connection, without an error."""
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=21)
+    conn, _ = handshake(server, client)
+    data = server.disconnect(conn, reason, 1.0, text)
+    assert conn.closed and server.connections == {}
+    [ev], replies = client.receive_datagram(data, 1.0)
+    assert isinstance(ev, Disconnected) and (ev.reason, ev.text) == (name, text) and replies == []
+    assert (client.state, client.close_reason, client.close_text) == ("closed", name, text)
+    assert client.receive_datagram(data, 1.1) == ([], [])  # the second copy: nothing more
+
+
+def test_a_disconnect_without_a_reason_byte_ends_the_connection():
+    server = make_server()
+    client = ClientConnection(version=PROTOCOL_VERSION, nonce=22)
+    conn, _ = handshake(server, client)
+    data = server.packet(conn, P.DISCONNECT, b"", 1.0)
+    [ev], _ = client.receive_datagram(data, 1.0)
+    assert (ev.reason, ev.text, client.state) == ("server_disconnect", "", "closed")
+
+
 def test_client_restart_on_same_address_replaces_connection():
     server = make_server()
     old, _ = handshake(server, ClientConnection(version=PROTOCOL_VERSION, nonce=1))

@@ -105,6 +105,19 @@ def test_vectors_decode_to_their_fields():
     assert P.DISCONNECT_REASONS[pkt[P.HEADER_SIZE]] == "world_closed" == P.DISCONNECT_REASONS[f["reason"]]
     assert P.disconnect_text(pkt[P.HEADER_SIZE:]) == f["text"]
     assert P.disconnect_payload(f["reason"], f["text"]) == pkt[P.HEADER_SIZE:]
+    # A kick (reason 4, with who, why and the ban in its text) and a newer login of the same
+    # player (reason 6, no text) are told apart.
+    for name, reason in (("disconnect_kicked_packet", P.DISCONNECT_KICKED),
+                         ("disconnect_replaced_packet", P.DISCONNECT_REPLACED)):
+        f = v[name]["fields"]
+        pkt = bytes.fromhex(v[name]["hex"])
+        assert P.decode_header(pkt) == (f["type"], f["salt"], f["seq"], f["ack"], f["ack_bits"])
+        assert pkt[P.HEADER_SIZE] == f["reason"] == reason
+        assert P.DISCONNECT_REASONS[pkt[P.HEADER_SIZE]] == f["reason_name"]
+        assert P.disconnect_text(pkt[P.HEADER_SIZE:]) == f["text"]
+        assert P.disconnect_payload(f["reason"], f["text"]) == pkt[P.HEADER_SIZE:]
+    assert v["disconnect_kicked_packet"]["fields"]["text"].startswith("removed by the operator: ")
+    assert len(pkt) == P.HEADER_SIZE + 1  # replaced: the reason byte alone
 
 
 def test_a_disconnect_text_is_cut_to_its_limit_between_characters():

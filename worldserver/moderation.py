@@ -4,10 +4,13 @@ Job: :class:`Moderation` is the server's one place where a player is made to lea
 out. :meth:`Moderation.kick` is the one code path of a kick, whoever asks -- a moderator's chat
 ``mod.kick`` (``worldserver.chat.moderation_handlers``) or an operator (``POST
 /admin/api/players/{id}/kick``, ``worldserver kick``): it finds the player (a player id as
-``GET /admin/api/players`` lists them, or a name), closes the player's chat sockets with the
-reason (4001), releases its join token through :class:`worldserver.identity.Identities` --
-which ends every holder of that token, as a login elsewhere would: the avatar leaves the world
-on whatever transport it came (DISCONNECT ``kicked``, ``clients.left.kicked``) -- ends the
+``GET /admin/api/players`` lists them, or a name), tells the player who removed it, why and
+for how long a ban lasts (:func:`kick_text`: the close reason of its chat sockets, 4001, and
+the text of its DISCONNECT ``kicked``, which the transports read from
+:attr:`Moderation.kick_text` while the kick ends their sessions), releases its join token
+through :class:`worldserver.identity.Identities` -- which ends every holder of that token: the
+avatar leaves the world on whatever transport it came (DISCONNECT ``kicked``,
+``clients.left.kicked``; a login elsewhere ends them with ``replaced`` instead) -- ends the
 sessions that hold no token (guests, Hatongsu players) through their transport's
 ``session.end``, and with a ban refuses the name (``POST /api/join``, chat ``hello``) and, for
 a UDP player, its address (REFUSE ``banned``) until the ban runs out. The transports ask
@@ -38,7 +41,8 @@ from worldserver.identity import KICKED, Identities, NameRejected, normalize_nam
 from worldserver.logs import get_logger
 from worldserver.stats import Stats
 
-__all__ = ["CLOSE_REASON_BYTES", "Drain", "KickResult", "MAX_BANS", "Moderation", "Target"]
+__all__ = ["CLOSE_REASON_BYTES", "Drain", "GENERIC_REASONS", "KickResult", "MAX_BANS", "Moderation", "OPERATOR",
+           "Target", "ban_length", "kick_text"]
 
 log = get_logger("worldserver.moderation")
 
@@ -47,6 +51,10 @@ CLOSE_REASON_BYTES = 123  # the longest reason a WebSocket close frame can carry
 DRAIN_POLL = 0.1  # seconds between two looks at the player count while draining
 NOTICE_TIMEOUT = 5.0  # seconds the drain waits for its chat notice to be stored
 SHUTTING_DOWN_TEXT = "the server is shutting down"
+OPERATOR = "admin"  # the ``by`` of an operator's kick (the admin API); a moderator's is its name
+# Reasons that only say that a kick happened (the admin API's and a moderator's defaults): the
+# kicked player's text does not repeat them after saying who removed it.
+GENERIC_REASONS = frozenset({"kicked by the operator", "kicked by a moderator"})
 
 # Refusals by where they happen (the counters are listed in docs/architecture.md).
 _DRAINING_COUNTERS = {
@@ -83,6 +91,28 @@ def close_reason(text: str) -> str:
     return data[:CLOSE_REASON_BYTES].decode("utf-8", "ignore")
 
 
+def kick_text(reason: str, ban: float = 0.0, by: str = "") -> str:
+    """What a kicked player is told: who removed it (``by``: :data:`OPERATOR` or "" for the
+    server's operator, else a moderator's name, which is not shown), the ``reason`` (unless it
+    is one of :data:`GENERIC_REASONS`) and, with a ``ban`` (seconds), for how long, e.g.
+    ``removed by the operator: spamming the gallery; banned for 10 min``. One line."""
+    text = "removed by the operator" if by in ("", OPERATOR) else "removed by a moderator"
+    reason = " ".join(str(reason).split())
+    if reason and reason.casefold() not in GENERIC_REASONS:
+        text += f": {reason}"
+    if ban > 0:
+        text += f"; banned for {ban_length(ban)}"
+    return text
+
+
+def ban_length(seconds: float) -> str:
+    """A ban's length for a player to read, rounded up: ``45 s``, ``10 min``, ``3 h``, ``7 days``."""
+    for unit, size, up_to in (("s", 1, 120), ("min", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < up_to:
+            return f"{math.ceil(seconds / size)} {unit}"
+    return f"{math.ceil(seconds / 86400)} days"
+
+
 class Moderation:
     """Kicks, bans and the drain gate of one server (see the module docstring).
 
@@ -100,6 +130,9 @@ class Moderation:
         self.draining = False
         self.name_bans: dict[str, float] = {}  # user_key(name) -> banned until (trio clock)
         self.address_bans: dict[Any, float] = {}  # AddressLimits key -> banned until
+        # While :meth:`kick` ends a player's sessions: what the player is told (kick_text), which
+        # a transport ending a session for KICKED sends with it (worldserver/native.py); else "".
+        self.kick_text = ""
 
     # -- finding players ---------------------------------------------------------------------
     def sessions(self) -> list:
@@ -141,29 +174,34 @@ class Moderation:
         if target is None:
             return None
         name = target.name
+        told = kick_text(reason, ban, by)
         tokens: set[str] = set()
         closed = 0
         if self.chat is not None and name:
-            closed, chat_tokens = self.chat.kick_user(name, close_reason(reason))
+            closed, chat_tokens = self.chat.kick_user(name, close_reason(told))
             tokens.update(chat_tokens)
         for session in target.sessions:
             token = getattr(session, "token", b"")
             if token:
                 tokens.add(token.decode("ascii", "replace") if isinstance(token, bytes) else token)
-        for token in tokens:  # every holder of the token ends: avatars (any transport), sockets
-            self.identities.release(token, KICKED)
         ended = 0
-        for session in target.sessions:
-            sim = getattr(session, "sim", None)
-            if sim is None:
-                continue
-            if session in sim.sessions:  # no token held it (a guest, Hatongsu): end it directly
-                end = getattr(session, "end", None)
-                if end is not None:
-                    end(KICKED)
-                if session in sim.sessions:  # a transport that could not end it: leave anyway
-                    sim.leave(session)
-            ended += 1
+        self.kick_text = told
+        try:
+            for token in tokens:  # every holder of the token ends: avatars (any transport), sockets
+                self.identities.release(token, KICKED)
+            for session in target.sessions:
+                sim = getattr(session, "sim", None)
+                if sim is None:
+                    continue
+                if session in sim.sessions:  # no token held it (a guest, Hatongsu): end it directly
+                    end = getattr(session, "end", None)
+                    if end is not None:
+                        end(KICKED)
+                    if session in sim.sessions:  # a transport that could not end it: leave anyway
+                        sim.leave(session)
+                ended += 1
+        finally:
+            self.kick_text = ""
         addresses = 0
         if ban > 0:
             until = now + ban

@@ -32,6 +32,7 @@ from worldserver.logs import get_logger
 from worldserver.simulation import Simulation
 from worldserver.stats import Stats
 from worldserver.hosting import as_host
+from worldserver.identity import KICKED
 from worldserver.world import WorldFull
 
 log = get_logger("worldserver.native")
@@ -199,11 +200,14 @@ class NativeSessions:
         self.stats.incr(f"clients.left.{event.reason}")
 
     def _end_session(self, session, reason: str) -> None:
-        """The session's identity logged in again or was kicked (``worldserver.identity``,
-        ``worldserver.moderation``), or its world was closed (``world_closed``,
-        ``worldserver.world_admin``): the avatar leaves the world and the client gets a
-        DISCONNECT (``kicked``; ``world_closed`` with the world's ``closed_reason`` as its text);
-        counted as ``clients.left.<reason>``."""
+        """The session's identity was kicked (``kicked``, ``worldserver.moderation``) or logged
+        in again (``replaced``; a released token: ``released``, ``worldserver.identity``), or its
+        world was closed (``world_closed``, ``worldserver.world_admin``): the avatar leaves the
+        world and the client gets a DISCONNECT, twice as a shutdown's (the client must not miss
+        why, nor reconnect as if the link had failed): ``kicked`` with what the kick tells the
+        player (``Moderation.kick_text``), ``world_closed`` with the world's ``closed_reason``,
+        else ``replaced`` (its token is no longer this connection's). Counted as
+        ``clients.left.<reason>``."""
         conn = getattr(session.sink, "conn", None)
         if conn is None or conn.closed or conn.user is not session:
             return
@@ -211,12 +215,14 @@ class NativeSessions:
             now = trio.current_time()
         except RuntimeError:  # not in trio (tools driving the endpoint by hand)
             now = conn.link.last_send
-        if reason == WORLD_CLOSED:  # sent twice, as a shutdown's: the client must not miss why
-            packet = self.endpoint.disconnect(conn, P.DISCONNECT_WORLD_CLOSED, now,
-                                              getattr(session.sim, "closed_reason", ""))
-            self.endpoint.outbox.append((packet, conn.addr))
+        if reason == WORLD_CLOSED:
+            code, text = P.DISCONNECT_WORLD_CLOSED, getattr(session.sim, "closed_reason", "")
+        elif reason == KICKED:
+            code, text = P.DISCONNECT_KICKED, self.moderation.kick_text if self.moderation is not None else ""
         else:
-            packet = self.endpoint.disconnect(conn, P.DISCONNECT_KICKED, now)
+            code, text = P.DISCONNECT_REPLACED, ""
+        packet = self.endpoint.disconnect(conn, code, now, text)
+        self.endpoint.outbox.append((packet, conn.addr))
         self.endpoint.outbox.append((packet, conn.addr))
         self.on_disconnected(Disconnected(conn, reason))
 

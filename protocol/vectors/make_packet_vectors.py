@@ -28,6 +28,7 @@ from protocol import tokens as T  # noqa: E402
 OUT = pathlib.Path(__file__).with_name("packets.json")
 FORMAT = 2
 CLOSED_TEXT = "closed for the night — à demain"  # a DISCONNECT's text is UTF-8 (SPEC 3)
+KICKED_TEXT = "removed by the operator: spamming the gallery — ça suffit; banned for 10 min"
 
 
 def u64(value: int) -> str:
@@ -131,6 +132,15 @@ def build() -> dict:
          "ack_bits": 0xFFFFFFFF, "reason": P.DISCONNECT_WORLD_CLOSED, "text": CLOSED_TEXT},
          "hex": (P.encode_header(P.DISCONNECT, salt, 10, 8, 0xFFFFFFFF)
                  + P.disconnect_payload(P.DISCONNECT_WORLD_CLOSED, CLOSED_TEXT)).hex()},
+        # An operator's or a moderator's kick (reason 4, the text says who, why and any ban) and a
+        # newer login of the same player (reason 6, no text): the two must not be confused.
+        {"name": "disconnect_kicked_packet", "fields": {"type": P.DISCONNECT, "salt": salt, "seq": 11, "ack": 8,
+         "ack_bits": 0xFFFFFFFF, "reason": P.DISCONNECT_KICKED, "reason_name": "kicked", "text": KICKED_TEXT},
+         "hex": (P.encode_header(P.DISCONNECT, salt, 11, 8, 0xFFFFFFFF)
+                 + P.disconnect_payload(P.DISCONNECT_KICKED, KICKED_TEXT)).hex()},
+        {"name": "disconnect_replaced_packet", "fields": {"type": P.DISCONNECT, "salt": salt, "seq": 12, "ack": 8,
+         "ack_bits": 0xFFFFFFFF, "reason": P.DISCONNECT_REPLACED, "reason_name": "replaced", "text": ""},
+         "hex": (P.encode_header(P.DISCONNECT, salt, 12, 8, 0xFFFFFFFF) + P.disconnect_payload(P.DISCONNECT_REPLACED)).hex()},
     ]
     return {
         "format": FORMAT,

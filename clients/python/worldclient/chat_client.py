@@ -9,8 +9,8 @@ with a deadline (:meth:`ChatClient.request`, and helpers such as ``send``, ``his
 A lost connection is re-opened with backoff, and the ``hello`` then carries ``since`` -- the
 newest message id seen in each room -- so the missed messages come back exactly once, as
 ``message`` events marked ``replayed`` (live messages already seen are dropped by id); but a
-socket closed with 4002 (the player logged in again elsewhere, so the token is dead) is not
-re-opened. A WebSocket ping every ``ping_interval`` seconds keeps an idle connection open.
+socket closed with 4001 (a kick) or 4002 (the player logged in again elsewhere) is not
+re-opened: either way the token is dead. A WebSocket ping every ``ping_interval`` seconds keeps an idle connection open.
 
 Must not: import the server package (a client knows only the wire, ``protocol.chat``), keep
 unbounded state (the event buffer is bounded; overflow is counted in ``events_dropped``), or
@@ -36,6 +36,7 @@ __all__ = ["ChatClient", "ChatDisconnected", "ChatEvent", "ChatRequestError", "c
 
 BACKOFF_MIN = 0.2
 BACKOFF_MAX = 5.0
+CLOSE_KICKED = 4001  # the server's operator or a moderator kicked the player (the reason says why)
 CLOSE_REPLACED = 4002  # the server closed the socket because this player logged in again
 SINCE_PAGE = 500  # msg.since page size when catching up after a reconnect
 CLOSE_WAIT = 3.0  # seconds aclose waits for the close handshake
@@ -302,8 +303,8 @@ class ChatClient:
                     self._first.set()
             finally:
                 self._lost()
-            if not self.reconnect or self._closing or self.close_code == CLOSE_REPLACED:
-                break  # (a newer login of this player closed us: its token is dead)
+            if not self.reconnect or self._closing or self.close_code in (CLOSE_KICKED, CLOSE_REPLACED):
+                break  # (a kick or a newer login of this player closed us: its token is dead)
             await trio.sleep(backoff)
             backoff = min(BACKOFF_MAX, backoff * 2)
         if not self._first.is_set():
