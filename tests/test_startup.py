@@ -231,6 +231,16 @@ def test_chat_pictures_folder_is_a_file(tmp_path):
                            " server.data_dir to a folder the server may write")
 
 
+def test_hung_pictures_folder_is_a_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "pictures").write_text("a file")
+    result = run_server(tmp_path)
+    assert_refused(result, f"server.data_dir: {data}: {data / 'pictures'} (the pictures hung in worlds' slots) is a"
+                           " file, not a folder; move it away, or set another server.data_dir")
+    assert sorted(p.name for p in data.iterdir()) == ["pictures"]  # nothing made
+
+
 def test_images_dir_is_a_file(tmp_path):
     images = tmp_path / "pictures.png"
     images.write_bytes(b"a file")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import stat
 import textwrap
 from pathlib import Path
 
@@ -431,6 +433,12 @@ async def test_pictures_hung_and_taken_down_through_the_admin_api(nursery, tmp_p
         served_image = await http.get(hung["url"])
         assert served_image.status_code == 200
         assert Image.open(io.BytesIO(served_image.content)).size == (64, 48)
+        # stored in the server's data, nothing in the gallery's folder (the install's)
+        pictures = tmp_path / "pictures"
+        assert (pictures / name).read_bytes() == served_image.content
+        assert stat.S_IMODE(pictures.stat().st_mode) & 0o022 == 0  # no one else writes there
+        images = Path(served.running.admin.config.http.images_dir)
+        assert not [p.name for p in images.iterdir() if p.name.startswith("hung-")]
         assert (await http.get("/api/players?world=gallery")).json()["world_version"] == 2
         assert (await http.get("/api/players?world=halls")).json()["world_version"] == 1
         assert name not in [i["file"] for i in (await http.get("/gallery/images")).json()["images"]]
@@ -443,12 +451,11 @@ async def test_pictures_hung_and_taken_down_through_the_admin_api(nursery, tmp_p
         assert rc == 0, err
         assert out.startswith("hung hung-gallery-north-1-") and out.strip().endswith(
             " as 'Blue study' in gallery/north-1 (30x20, version 3)")
-        images = Path(served.running.admin.config.http.images_dir)
-        assert not (images / name).exists()
+        assert not (pictures / name).exists()
         name = (await world_doc(url, "gallery"))[1]["pictures"]
         assert {p["id"]: p["title"] for p in name}[slot] == "Blue study"
         name = {p["id"]: p["image"] for p in name}[slot]
-        assert (images / name).is_file()
+        assert (pictures / name).is_file() and not (images / name).exists()
         rc, out, err = await cli("worlds", "hang", "gallery", slot, str(tmp_path / "blue.png"), "--title", "a\tb",
                                  url=url)
         assert (rc, err.strip()) == (1, "error: title: control character U+0009 is not allowed (400)")
@@ -458,7 +465,7 @@ async def test_pictures_hung_and_taken_down_through_the_admin_api(nursery, tmp_p
         status, doc = await world_doc(url, "gallery")
         assert doc["version"] == 4 and {p["id"]: p["image"] for p in doc["pictures"]}[slot] == ""
         assert {p["id"]: p["title"] for p in doc["pictures"]}[slot] == ""  # the title went with it
-        assert not (images / name).exists()
+        assert not (pictures / name).exists()
         hung = (await http.put(f"/admin/api/worlds/gallery/pictures/{slot}?title=", content=png(10, 10))).json()
         assert hung["title"] == ""  # an empty title: untitled
         assert {p["id"]: p["title"] for p in (await world_doc(url, "gallery"))[1]["pictures"]}[slot] == ""
@@ -527,3 +534,167 @@ async def test_a_pictures_file_without_titles_or_with_bad_ones_is_read_for_what_
         assert {slot: p["title"] for slot, p in pictures.items() if p["title"]} == {"east-1": "Kept"}
         assert pictures["north-1"]["image"] == "sunset.png"  # the image is kept, its bad title is not
         nursery.cancel_scope.cancel()
+
+
+async def test_a_hung_picture_is_retitled_without_a_new_upload(nursery, tmp_path):
+    served = await start(nursery, tmp_path, '["gallery"]')
+    url, slot = served.url, "east-1"
+    route = f"/admin/api/worlds/gallery/pictures/{slot}"
+    async with api(url, None) as anonymous, api(url) as http:
+        hung = (await http.put(route, params={"title": "Harbour at dawn"}, content=png())).json()
+        assert hung["version"] == 2
+        stored = sorted(p.name for p in (tmp_path / "pictures").iterdir())
+        assert stored == [hung["image"]]
+        # no token: the bare 401, nothing changed
+        answer = await anonymous.patch(route, json={"title": "Stolen"})
+        assert answer.status_code == 401 and answer.json() == {"error": "unauthorized"}
+        # a new title: the same image under it, a new version the pages see
+        answer = await http.patch(route, json={"title": "  Cafe\u0301 at dusk "})  # stored NFC, stripped
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"world": "gallery", "slot": slot, "image": hung["image"], "title": "Caf\u00e9 at dusk",
+                                 "url": hung["url"], "version": 3, "changed": True}
+        status, doc = await world_doc(url, "gallery")
+        pictures = {p["id"]: p for p in doc["pictures"]}
+        assert doc["version"] == 3 and pictures[slot]["image"] == hung["image"]
+        assert pictures[slot]["title"] == "Caf\u00e9 at dusk"
+        assert (await http.get("/api/players?world=gallery")).json()["world_version"] == 3
+        listed = (await http.get("/admin/api/worlds/gallery")).json()
+        assert {p["id"]: p["title"] for p in listed["pictures"]}[slot] == "Caf\u00e9 at dusk"
+        saved = json.loads((tmp_path / "worlds" / "gallery.pictures.json").read_text())
+        assert saved["titles"] == {slot: "Caf\u00e9 at dusk"} and saved["pictures"][slot] == hung["image"]
+        assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == stored  # nothing uploaded, nothing deleted
+        assert (await http.get(hung["url"])).status_code == 200
+        # the same title again: nothing changes; "" takes the title away
+        answer = (await http.patch(route, json={"title": "Caf\u00e9 at dusk"})).json()
+        assert (answer["changed"], answer["version"]) == (False, 3)
+        answer = (await http.patch(route, json={"title": ""})).json()
+        assert (answer["changed"], answer["version"], answer["title"]) == (True, 4, "")
+        assert {p["id"]: p["title"] for p in (await world_doc(url, "gallery"))[1]["pictures"]}[slot] == ""
+        assert json.loads((tmp_path / "worlds" / "gallery.pictures.json").read_text())["titles"] == {}
+        # refusals: the admin API's JSON errors, nothing changed
+        refusals = [
+            ("/admin/api/worlds/nowhere/pictures/east-1", {"title": "x"}, 404, "not_found", "no such world"),
+            ("/admin/api/worlds/gallery/pictures/ceiling", {"title": "x"}, 404, "not_found", "no such picture slot"),
+            (route, {"title": "bell\u0007"}, 400, "bad_field", "title: control character U+0007 is not allowed"),
+            (route, {"title": "two\nlines"}, 400, "bad_field", "title: control character U+000A is not allowed"),
+            (route, {"title": "x" * 101}, 400, "bad_field", "title: longer than 100 characters"),
+            (route, {"title": 7}, 400, "bad_field", "title: expected a string, got an integer"),
+            (route, {}, 400, "bad_field", 'title: missing (a text; "" for none)'),
+            # the world file's own picture (its title belongs in the file), an empty frame
+            ("/admin/api/worlds/gallery/pictures/north-1", {"title": "x"}, 409, "not_hung", None),
+        ]
+        for path, body, status_code, code, message in refusals:
+            answer = await http.patch(path, json=body)
+            assert (answer.status_code, answer.json()["code"]) == (status_code, code), (path, body, answer.text)
+            if message is not None:
+                assert answer.json()["error"] == message
+        assert (await http.delete("/admin/api/worlds/gallery/pictures/west-1")).status_code == 200  # version 5
+        answer = await http.patch("/admin/api/worlds/gallery/pictures/west-1", json={"title": "x"})
+        assert (answer.status_code, answer.json()["code"]) == (409, "not_hung")
+        assert answer.json()["error"].startswith("this slot shows no picture hung through the admin API")
+        answer = await http.patch(route, content=b"not json", headers={"Content-Type": "application/json"})
+        assert (answer.status_code, answer.json()["code"]) == (400, "bad_json")
+        assert (await world_doc(url, "gallery"))[1]["version"] == 5
+    assert served.stats.get("drop.world_picture_bad_title") == 5
+    assert served.stats.get("drop.world_picture_not_hung") == 2
+    assert served.stats.get("worlds.pictures_retitled") == 2
+
+
+async def test_pictures_hung_by_an_older_version_move_into_the_data_folder_and_stay_served(tmp_path, caplog):
+    """An older version stored hung pictures in ``http.images_dir`` (here a folder outside the
+    data, as an install's): at start they move into ``<data_dir>/pictures``; the world keeps
+    them, the gallery's own pictures and anything that is not such a picture stay; one left in
+    the images folder (as when it could not be moved) is still served from there."""
+    data, install = tmp_path / "data", tmp_path / "install-images"
+    install.mkdir()
+    old = "hung-gallery-east-1-AbCdEfGhIjKlMnOpQrStUv.png"
+    (install / old).write_bytes(png(20, 10))
+    (install / "my-photo.png").write_bytes(png(5, 5))
+    (install / "hung-notes.txt").write_text("not a picture of a slot")
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png(7, 7))
+    linked = "hung-gallery-west-1-AbCdEfGhIjKlMnOpQrStUw.png"
+    (install / linked).symlink_to(outside)  # not a file the server stored: not moved, not served
+    (data / "worlds").mkdir(parents=True)
+    (data / "worlds" / "gallery.pictures.json").write_text(json.dumps(
+        {"world": "gallery", "pictures": {"east-1": old}, "titles": {"east-1": "Old one"}}))
+    caplog.set_level(logging.INFO, logger="worldserver.world_admin")
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, data, '["gallery"]', **{"http.images_dir": str(install)})
+        moved = [r for r in caplog.records if r.name == "worldserver.world_admin" and "hung pictures" in r.getMessage()]
+        assert [(r.levelname, r.getMessage(), r.fields["count"]) for r in moved] == [("INFO", "hung pictures moved", 1)]
+        assert (data / "pictures" / old).read_bytes() == png(20, 10) and not (install / old).exists()
+        assert sorted(p.name for p in install.iterdir() if not p.name.startswith(("concentric", "diagonal",
+                                                                                     "glowing", "sunset"))) \
+            == sorted(["my-photo.png", "hung-notes.txt", linked])
+        pictures = {p["id"]: p for p in (await world_doc(served.url, "gallery"))[1]["pictures"]}
+        assert (pictures["east-1"]["image"], pictures["east-1"]["title"]) == (old, "Old one")
+        async with api(served.url) as http:
+            answer = await http.get(f"/gallery/images/{old}")
+            assert answer.status_code == 200 and answer.content == png(20, 10)
+            assert (await http.get(f"/gallery/images/{linked}")).status_code == 404
+            left = "hung-gallery-south-1-AbCdEfGhIjKlMnOpQrStUx.png"  # one not moved: served from the old folder
+            (install / left).write_bytes(png(9, 9))
+            answer = await http.get(f"/gallery/images/{left}")
+            assert answer.status_code == 200 and answer.content == png(9, 9)
+            assert left not in [i["file"] for i in (await http.get("/gallery/images")).json()["images"]]
+            # retitled and taken down like any hung picture: its file goes
+            answer = await http.patch("/admin/api/worlds/gallery/pictures/east-1", json={"title": "New one"})
+            assert answer.json()["changed"] is True
+            assert (await http.delete("/admin/api/worlds/gallery/pictures/east-1")).status_code == 200
+            assert not (data / "pictures" / old).exists()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_images_dir_that_is_the_pictures_folder_keeps_its_pictures(tmp_path):
+    data = tmp_path / "data"
+    pictures = data / "pictures"
+    pictures.mkdir(parents=True)
+    name = "hung-gallery-east-1-AbCdEfGhIjKlMnOpQrStUv.png"
+    (pictures / name).write_bytes(png(20, 10))
+    (data / "worlds").mkdir()
+    (data / "worlds" / "gallery.pictures.json").write_text(json.dumps({"world": "gallery", "pictures": {"east-1": name}}))
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, data, '["gallery"]', **{"http.images_dir": str(data / "." / "pictures")})
+        assert (pictures / name).read_bytes() == png(20, 10)  # not "moved" onto itself, nor deleted
+        async with api(served.url) as http:
+            assert (await http.get(f"/gallery/images/{name}")).content == png(20, 10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_hung_pictures_folder_serves_only_hung_pictures_inside_it(nursery, tmp_path):
+    served = await start(nursery, tmp_path, '["gallery"]')
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    (tmp_path / "secret.png").write_bytes(b"outside")
+    (pictures / "plain.png").write_bytes(png())  # not a hung picture's name: not looked for here
+    (pictures / "hung-link.png").symlink_to(tmp_path / "secret.png")
+    (pictures / "hung-folder.png").mkdir()
+    (pictures / "hung-notes.txt").write_text("not a picture")
+    (pictures / ".hung-hidden.png").write_bytes(png())
+    (pictures / "hung-fine.png").write_bytes(png(3, 3))
+    async with api(served.url) as http:
+        assert (await http.get("/gallery/images/hung-fine.png")).content == png(3, 3)
+        for bad in ("plain.png", "hung-link.png", "hung-folder.png", "hung-notes.txt", ".hung-hidden.png",
+                    "hung-..%2Fsecret.png", "hung-..%2F..%2Fsecret.png", "hung-%2e%2e%2fsecret.png",
+                    "hung-..%5Csecret.png", "hung-a%00.png", "hung-missing.png", "..%2Fpictures%2Fhung-fine.png"):
+            answer = await http.get(f"/gallery/images/{bad}")
+            assert answer.status_code == 404 and answer.content != b"outside", bad
+        listed = {i["file"] for i in (await http.get("/gallery/images")).json()["images"]}
+        assert "diagonal-stripes.png" in listed and not {"plain.png", "hung-fine.png"} & listed  # the gallery's own
+
+
+def test_a_picture_copied_from_another_file_system_is_written_whole(tmp_path):
+    """The move of an old picture across file systems (a rename cannot): a copy written to a
+    temporary name, fsynced and renamed; nothing left when it fails."""
+    from worldserver.world_admin import WorldAdmin
+
+    source, target = tmp_path / "a.png", tmp_path / "pictures" / "a.png"
+    target.parent.mkdir()
+    source.write_bytes(png())
+    WorldAdmin._copy(source, target)
+    assert target.read_bytes() == png() and stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]
+    with pytest.raises(FileNotFoundError):
+        WorldAdmin._copy(tmp_path / "missing.png", target.with_name("b.png"))
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]

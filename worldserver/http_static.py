@@ -1,5 +1,5 @@
 """The HTTP port's files: the built web client (``http.web_root``) and the gallery pictures
-(``http.images_dir``).
+(``http.images_dir``, and the pictures hung in worlds' slots, ``<server.data_dir>/pictures``).
 
 Job: :class:`WebRoot` answers whatever no route of ``worldserver.http_app`` matched with the
 static files of the web root (index.html for a directory; ``/w/{id}`` is the page showing that
@@ -8,10 +8,13 @@ says how to build it (other paths 404, other methods 405; an unknown WebSocket p
 :func:`gallery_list` (``GET /gallery/images``) lists the pictures directly inside the images
 directory (hidden files and the ``hung-*`` pictures of a world's slots left out) with a title
 each (:func:`image_title`), and :func:`gallery_image` (``GET /gallery/images/{name}``) sends
-one.
+one. A ``hung-*`` name is looked for first in the hung pictures' folder
+(:func:`pictures_dir`, where worldserver/world_admin.py stores them), then in the images
+directory (where an older version stored them, until the admin API moves them at start).
 
-Must not: serve a file outside the web root or the images directory (a picture's name is one
-file name with a picture's suffix, resolved and checked to lie directly inside the folder),
+Must not: serve a file outside the web root, the images directory or the hung pictures'
+folder (a picture's name is one file name with a picture's suffix, resolved and checked to lie
+directly inside the folder; only ``hung-*`` names are looked for in the hung pictures' folder),
 block the trio loop (the folder is listed and checked in a worker thread), or let a missing or
 unreadable folder be anything but an empty list or a 404.
 """
@@ -32,7 +35,10 @@ from starlette.staticfiles import StaticFiles
 from worldserver.http_common import status_text
 from worldserver.sample_images import IMAGE_SUFFIXES
 
-__all__ = ["WebRoot", "gallery_image", "gallery_list", "image_title"]
+__all__ = ["HUNG_PREFIX", "PICTURES_DIR", "WebRoot", "gallery_image", "gallery_list", "image_title", "pictures_dir"]
+
+HUNG_PREFIX = "hung-"  # file names of the pictures hung in worlds' slots (worldserver/world_admin.py)
+PICTURES_DIR = "pictures"  # in server.data_dir: the pictures hung in worlds' slots
 
 _IMAGE_TYPES = {
     ".png": "image/png",
@@ -90,6 +96,11 @@ class WebRoot:
         await response(scope, receive, send)
 
 
+def pictures_dir(data_dir: str) -> str:
+    """The folder of the pictures hung in worlds' slots: ``<data_dir>/pictures``."""
+    return os.path.join(data_dir, PICTURES_DIR)
+
+
 def image_title(filename: str) -> str:
     """A picture's title from its file name: ``sunset_over-sea.png`` -> ``Sunset over sea``."""
     stem = _TITLE_SEPARATORS.sub(" ", Path(filename).stem).strip()
@@ -103,7 +114,7 @@ def _list_images(folder: str) -> list[dict]:
     except OSError:
         return []
     names = sorted(  # pictures hung in a world's slot (hung-*, world_admin.py) are that world's
-        (p.name for p in entries if not p.name.startswith((".", "hung-")) and p.is_file()),
+        (p.name for p in entries if not p.name.startswith((".", HUNG_PREFIX)) and p.is_file()),
         key=lambda n: (n.casefold(), n),
     )
     return [
@@ -127,6 +138,16 @@ def _image_path(folder: str, name: str) -> Path | None:
     return target
 
 
+def _find_image(images_dir: str, pictures: str, name: str) -> Path | None:
+    """The file for ``name``: a ``hung-*`` picture in the hung pictures' folder, else a picture
+    of the images directory (the gallery's, or one hung by an older version); else None."""
+    if name.startswith(HUNG_PREFIX):
+        found = _image_path(pictures, name)
+        if found is not None:
+            return found
+    return _image_path(images_dir, name)
+
+
 async def gallery_list(request: Request) -> Response:
     folder = request.app.state.config.http.images_dir
     images = await anyio.to_thread.run_sync(_list_images, folder)
@@ -134,9 +155,10 @@ async def gallery_list(request: Request) -> Response:
 
 
 async def gallery_image(request: Request) -> Response:
-    folder = request.app.state.config.http.images_dir
+    config = request.app.state.config
     name = request.path_params["name"]
-    path = await anyio.to_thread.run_sync(_image_path, folder, name)
+    path = await anyio.to_thread.run_sync(_find_image, config.http.images_dir, pictures_dir(config.server.data_dir),
+                                          name)
     if path is None:
         return status_text(404)
     return FileResponse(

@@ -6,7 +6,9 @@ of 0 is not checked), that the TLS certificate and key can be read and go togeth
 gallery's pictures folder (``http.images_dir``) is a folder the server can read (and write
 its sample pictures into when it has none), that the data folder (``server.data_dir``), the
 chat's pictures folder in it and the chat database's folder exist or can be made and can be
-written, and that the chat database is an SQLite file of a schema this server reads. Only then
+written, that the folder of the pictures hung in worlds' slots (``<server.data_dir>/pictures``,
+worldserver/world_admin.py), when it exists, is a folder the server can write in, and that the
+chat database is an SQLite file of a schema this server reads. Only then
 does it make the data folder when it is missing and take an exclusive lock (``flock``) on the
 chat database, which the returned :class:`StartupHold` keeps until the server stops: a second
 server given the same database is refused instead of sharing it (SQLite would let both write).
@@ -196,17 +198,21 @@ def _check_creatable(setting: str, value: str, folder: str) -> None:
                            f" make it yourself for the server's user, or set another {setting}")
 
 
-def _check_writable_folder(setting: str, value: str, folder: str) -> None:
-    """``folder`` must be a folder the server can write in, or a missing one it can make."""
+def _check_writable_folder(setting: str, value: str, folder: str, what: str = "") -> None:
+    """``folder`` must be a folder the server can write in, or a missing one it can make.
+    ``what``: what the folder (one in the setting's) holds, said in the error."""
     if not os.path.exists(folder):
         _check_creatable(setting, value, folder)
         return
-    itself = folder == value  # else a folder in it (the chat's pictures)
+    itself = folder == value  # else a folder in it (the chat's pictures, the hung pictures)
+    named = f"{folder} ({what})" if what else folder
     if not os.path.isdir(folder):
+        if what:
+            raise StartupError(setting, value, f"{named} is a file, not a folder; move it away, or set another {setting}")
         where = "a file" if itself else f"{folder} is a file"
         raise StartupError(setting, value, f"{where}, not a folder; set {setting} to a folder the server may write")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise StartupError(setting, value, f"no permission to write in {'it' if itself else folder};"
+        raise StartupError(setting, value, f"no permission to write in {'it' if itself else named};"
                            f" give the server's user write access, or set another {setting}")
 
 
@@ -317,6 +323,8 @@ def preflight(config) -> StartupHold:
     """Check everything above in order; the first problem raises :class:`StartupError`
     and leaves nothing behind. On success the data folder exists and the returned hold
     keeps the chat database locked until released."""
+    from worldserver.http_static import pictures_dir
+
     _try_bind("udp", config.udp.host, config.udp.port, socket.SOCK_DGRAM)
     _try_bind("http", config.http.host, config.http.port, socket.SOCK_STREAM)
     _check_tls(config.http.certfile, config.http.keyfile)
@@ -326,6 +334,9 @@ def preflight(config) -> StartupHold:
     chat_images = os.path.join(data_dir, "chat-images")
     if os.path.exists(chat_images):
         _check_writable_folder("server.data_dir", data_dir, chat_images)
+    pictures = pictures_dir(data_dir)  # made at the first hang (or move of old ones)
+    if os.path.exists(pictures):
+        _check_writable_folder("server.data_dir", data_dir, pictures, "the pictures hung in worlds' slots")
     db = chat_db_path(config)
     db_setting, db_value = _db_setting(config)
     db_folder = os.path.dirname(os.path.abspath(db))

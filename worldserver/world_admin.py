@@ -31,11 +31,18 @@ commands of worldserver/admin_cli.py call them):
   checked exactly like a chat image
   (``chat.max_image_bytes``, :func:`worldserver.chat.gateway.read_upload`, the chat's
   :class:`~worldserver.chat.image_pool.ImageWorkers`; refusals carry the chat's codes) and
-  stored in ``http.images_dir`` as ``hung-<world>-<slot>-<random>.<ext>``, served by ``GET
-  /gallery/images/{name}`` like the other pictures (and left out of the gallery's list). GIFs,
+  stored in the server's data, ``<server.data_dir>/pictures`` (made mode 0755 when missing;
+  never in ``http.images_dir``, which may be the read-only install folder) as
+  ``hung-<world>-<slot>-<random>.<ext>``, served by ``GET /gallery/images/{name}`` like the
+  gallery's pictures (and left out of the gallery's list; worldserver/http_static.py). GIFs,
   which the chat takes, are refused: the gallery serves PNG, JPEG and WebP. The slot's
   ``title`` is in the world's document (the pages' plaques and the dashboard show it; a
-  picture of the world file has none, and clients title it from its file name).
+  picture of the world file has none, and clients title it from its file name);
+- **retitle** a hung picture (``PATCH .../pictures/{slot}``, ``{"title": ...}``): the same
+  title rule as a hang (a bad one: 400 ``bad_field``), the image stays; 409 ``not_hung`` for a
+  slot that shows no picture hung through this API (an empty frame, or the world file's own
+  picture, whose title belongs in the file). The same title again changes nothing (no new
+  version).
 
 Every change of a world's pictures or file gives its document (``GET /api/worlds/{id}``) a new
 ``version``; ``GET /api/players`` carries it as ``world_version``, which the page polls every
@@ -44,13 +51,17 @@ pictures that changed, without a reload. Pictures hung or taken down, and their 
 kept per world in ``<server.data_dir>/worlds/<id>.pictures.json`` (written atomically) and applied over the
 file's pictures whenever the world is built: at start (:meth:`WorldAdmin.restore`), on open
 and on reload; so they survive restarts and reloads. A replaced hung picture's file is
-deleted. Open and closed worlds last until the server stops (``worlds.hosted`` says what a
+deleted. Pictures an older version hung into ``http.images_dir`` are moved into
+``<server.data_dir>/pictures`` at start (:meth:`WorldAdmin.restore`, one log line saying how
+many); one that could not be copied stays there and is still served from there, and the
+original of one copied out of a folder the server may not write in is left (logged). Open and
+closed worlds last until the server stops (``worlds.hosted`` says what a
 start hosts). One change at a time (a lock); image decoding waits outside it.
 
 Must not: block the trio thread (files, world files and simulations are handled in worker
 threads, images decoded in the chat's worker processes), decode an image itself, end a
-session other than through its transport, remove the default world, or delete a file it did
-not store.
+session other than through its transport, remove the default world, delete a file it did
+not store, or write into ``http.images_dir`` (it only moves its own ``hung-*`` files out).
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -67,6 +79,7 @@ from protocol.chat import ChatProtocolError, check_line
 from worldserver.chat.gateway import read_upload
 from worldserver.chat.images import ImageFiles, ImageRejected, sniff
 from worldserver.chat.errors import ChatError
+from worldserver.http_static import HUNG_PREFIX, pictures_dir
 from worldserver.logs import get_logger
 from worldserver.native import WORLD_CLOSED
 from worldserver.simulation import Simulation
@@ -76,7 +89,6 @@ __all__ = ["HUNG_PREFIX", "MAX_TITLE", "MAX_WORLDS", "OVERLAY_DIR", "WorldAdmin"
 
 log = get_logger("worldserver.world_admin")
 
-HUNG_PREFIX = "hung-"  # file names of pictures hung through the admin API
 OVERLAY_DIR = "worlds"  # in server.data_dir: <id>.pictures.json per world
 MAX_WORLDS = 64  # as worlds.hosted allows
 MAX_NAME = 1024  # characters of a world name or path to open
@@ -109,7 +121,8 @@ class WorldAdmin:
         self.stats = stats
         self.lock = trio.Lock()
         self.folder = Path(config.server.data_dir) / OVERLAY_DIR
-        self.images = ImageFiles(config.http.images_dir)
+        self.pictures = Path(pictures_dir(config.server.data_dir))  # the hung pictures
+        self.images = ImageFiles(self.pictures)
         self.overlays: dict[str, dict[str, str]] = {}  # world id -> slot -> image ("" empty)
         self.titles: dict[str, dict[str, str]] = {}  # world id -> slot -> its hung picture's title (none: "")
         self._builtin: list[str] | None = None  # what POST worlds takes besides a file's path
@@ -145,6 +158,9 @@ class WorldAdmin:
             return await self.hang(parts[0], parts[2], request)
         if n == 3 and parts[1] == "pictures" and method == "DELETE":
             return await self.take_down(parts[0], parts[2])
+        if n == 3 and parts[1] == "pictures" and method == "PATCH":
+            self._slot(self._sim(parts[0]), parts[2])  # 404 before the body is read
+            return await self.retitle(parts[0], parts[2], await read_json(request))
         if n <= 1 or (n == 2 and parts[1] in ("close", "reload")) or (n == 3 and parts[1] == "pictures"):
             raise WorldAdminError(405, "method_not_allowed", f"{method} is not allowed here")
         raise WorldAdminError(404, "not_found", "no such admin route")
@@ -171,7 +187,9 @@ class WorldAdmin:
 
     # -- open, close, reload ---------------------------------------------------------------------
     async def restore(self) -> None:
-        """At start: the pictures hung in each hosted world before, over its file's."""
+        """At start: the pictures an older version hung into ``http.images_dir`` moved into the
+        pictures folder, then the pictures hung in each hosted world before, over its file's."""
+        await trio.to_thread.run_sync(self._move_old_pictures)
         for sim in list(self.host):
             spec = sim.world_spec
             if not spec.source:  # the open world has no slots
@@ -304,6 +322,7 @@ class WorldAdmin:
             sim = self._sim(world_id)  # closed or reloaded meanwhile: say so, store nothing
             self._slot(sim, slot)
             try:
+                await trio.to_thread.run_sync(self._make_folder)
                 image_id = await trio.to_thread.run_sync(self.images.save, clean, f"{HUNG_PREFIX}{world_id}-{slot}-")
             except OSError as exc:
                 raise WorldAdminError(503, "storage", f"the picture could not be stored: {exc.strerror or exc}") from None
@@ -330,6 +349,34 @@ class WorldAdmin:
         self.stats.incr("worlds.pictures_taken_down")
         log.info("picture taken down", world=world_id, slot=slot)
         return {"world": world_id, "slot": slot, "image": "", "title": "", "url": "", "version": sim.world_spec.version}
+
+    async def retitle(self, world_id: str, slot: str, body: dict) -> dict:
+        """Gives the picture hung in the slot the ``title`` of ``body`` (checked as a hang's);
+        the image stays. Same title: nothing changes (no new version)."""
+        try:
+            if "title" not in body:
+                raise ChatProtocolError("bad_field", 'title: missing (a text; "" for none)', None, "title")
+            title = picture_title(body["title"])
+        except ChatProtocolError as exc:
+            self.stats.incr("drop.world_picture_bad_title")
+            raise WorldAdminError(400, "bad_field", exc.message) from None
+        async with self.lock:
+            sim = self._sim(world_id)
+            image = self._slot(sim, slot)
+            if world_id not in self.overlays:
+                await self._load_overlay(world_id)
+            if not image or self.overlays[world_id].get(slot) != image:
+                self.stats.incr("drop.world_picture_not_hung")
+                raise WorldAdminError(409, "not_hung", "this slot shows no picture hung through the admin API (an "
+                                      "empty frame, or the world file's own picture): hang one to title it")
+            changed = self.titles.get(world_id, {}).get(slot, "") != title
+            if changed:
+                await self._set_picture(sim, slot, image, title)
+        if changed:
+            self.stats.incr("worlds.pictures_retitled")
+            log.info("picture retitled", world=world_id, slot=slot, image=image)
+        return {"world": world_id, "slot": slot, "image": image, "title": title, "url": _url(image),
+                "version": sim.world_spec.version, "changed": changed}
 
     async def _set_picture(self, sim: Simulation, slot: str, image: str, title: str) -> str:
         """Records ``image`` and its ``title`` for the slot on disk, then in the world's document
@@ -405,19 +452,107 @@ class WorldAdmin:
         finally:
             os.close(fd)
         os.replace(temporary, path)
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_folder(self.folder)
+
+    def _make_folder(self) -> None:
+        """The pictures folder, made mode 0755 (less by the umask) when missing."""
+        self.pictures.mkdir(mode=0o755, parents=True, exist_ok=True)
 
     def _delete(self, name: str) -> None:
         if not _HUNG_NAME.fullmatch(name):  # only what this module stored
             return
         try:
-            (Path(self.config.http.images_dir) / name).unlink(missing_ok=True)
+            (self.pictures / name).unlink(missing_ok=True)
+            old = Path(self.config.http.images_dir) / name  # hung by an older version, not moved
+            if old.is_file() and not old.is_symlink():
+                old.unlink()
         except OSError as exc:
             log.warning("old picture not deleted", image=name, error=str(exc)[:200])
+
+    def _move_old_pictures(self) -> None:
+        """Moves the ``hung-*`` pictures an older version stored in ``http.images_dir`` into the
+        pictures folder (a rename, or when that cannot be done -- another file system, a folder
+        the server may not write -- a copy, fsynced, then the original removed). Logged once:
+        how many were moved, and how many were not (a copy failed: still served from there;
+        an original that could not be removed: left there, the copy is served)."""
+        source = Path(self.config.http.images_dir)
+        try:
+            if source.resolve() == self.pictures.resolve() or (
+                    self.pictures.exists() and os.path.samefile(source, self.pictures)):
+                return  # http.images_dir is the pictures folder: nothing to move
+            names = sorted(entry.name for entry in os.scandir(source)
+                           if _HUNG_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False))
+        except OSError:  # no images folder (the sample pictures are made later), or unreadable
+            return
+        if not names:
+            return
+        try:
+            self._make_folder()
+        except OSError as exc:
+            log.warning("hung pictures not moved, served from http.images_dir", count=len(names),
+                        source=str(source), folder=str(self.pictures), error=str(exc)[:200])
+            return
+        moved, kept, failed = 0, 0, []
+        for name in names:
+            old, new = source / name, self.pictures / name
+            try:  # already there: copied by an earlier start that could not remove it (the names are random)
+                if not new.exists() and not _rename(old, new):
+                    self._copy(old, new)
+            except OSError as exc:
+                failed.append(f"{name}: {exc.strerror or exc}")
+                continue
+            try:
+                old.unlink(missing_ok=True)  # gone when renamed
+                moved += 1
+            except OSError:
+                kept += 1
+        if moved or kept:
+            try:
+                _fsync_folder(self.pictures)
+            except OSError as exc:
+                log.warning("pictures folder not synced", folder=str(self.pictures), error=str(exc)[:200])
+        if moved:
+            log.info("hung pictures moved", count=moved, source=str(source), folder=str(self.pictures))
+        if kept:
+            log.warning("hung pictures copied, originals left", count=kept, source=str(source),
+                        folder=str(self.pictures), hint="the server may not remove them from http.images_dir;"
+                        " the copies are served: remove them yourself")
+        if failed:
+            log.warning("hung pictures not moved, served from http.images_dir", count=len(failed),
+                        source=str(source), folder=str(self.pictures), error=failed[0][:200])
+
+    @staticmethod
+    def _copy(old: Path, new: Path) -> None:
+        """``old`` copied to ``new`` durably: a temporary file, fsynced, renamed."""
+        temporary = new.with_name(f".{new.name}.{os.getpid()}.tmp")
+        try:
+            with open(old, "rb") as src, open(temporary, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, new)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+
+def _rename(old: Path, new: Path) -> bool:
+    """``old`` renamed to ``new``; False when it cannot be (another file system, a folder the
+    server may not write: the caller copies)."""
+    try:
+        os.rename(old, new)
+    except OSError:
+        return False
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _builtin_ids() -> list[str]:
