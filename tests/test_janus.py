@@ -14,8 +14,13 @@ give one-line StartupErrors naming the setting; open_sfu starts what ``[calls]``
 the whole server (``worldserver.app.serve``) puts a group over ``calls.mesh_max`` in a Janus
 room whose tickets let pages in, and kicks the one who walks away.
 
+Stopping our Janus: one that has answered gets SIGTERM and exits cleanly; one stopped while it
+starts gets SIGKILL at once (Janus 1.1.2 misses a SIGTERM then, which made the stop wait the
+whole grace): checked by the signal used and the exit status, not by the time taken.
+
 Janus dies with the server: a server-like parent process (a small Python script that runs
-JanusProcess) killed with SIGKILL leaves no Janus behind (PR_SET_PDEATHSIG), a Janus left from
+JanusProcess) killed with SIGKILL leaves no Janus behind (PR_SET_PDEATHSIG, through
+worldserver/children.py; tests/child_support.py has the process helpers), a Janus left from
 an earlier run (its pid in ``janus.pid``, and still a ``janus`` with our configuration folder)
 is stopped at the next start, and a pid file naming anything else (the test's own ``sleep``,
 a Janus of another folder, a pid nobody has, garbage) leaves that process alone.
@@ -27,8 +32,6 @@ one short deadline is the frozen Janus's, which never answers), or leave a Janus
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -36,12 +39,14 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 
 import pytest
 import trio
 from trio_websocket import serve_websocket
 
+from child_support import (
+    GENEROUS, adopting_orphans, exited, kill_if_running, read_line, reap_killed, reap_quietly, start_parent,
+)
 from worldserver.calls import janus as janus_module
 from worldserver.calls.janus import (
     JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, open_janus, open_sfu, public_url,
@@ -62,7 +67,6 @@ needs_janus = pytest.mark.skipif(not HAVE_JANUS, reason="Janus is not installed 
 LIB = "/usr/lib/x86_64-linux-gnu/janus"
 KEY = "test-admin-key"
 PUBLIC = "ws://gallery.example:8188"
-GENEROUS = 20  # seconds: a bound on waits that take well under one, so a bug fails instead of hanging
 
 
 def free_port() -> int:
@@ -333,10 +337,37 @@ async def test_a_restarted_janus_gets_the_rooms_and_tokens_again(nursery, tmp_pa
     assert (await backend.admit(room, "cyd")).room == room
 
 
+# -- stopping our Janus -------------------------------------------------------------------------
+
+
+@needs_janus
+async def test_a_janus_stopped_while_it_starts_gets_sigkill_at_once(tmp_path):
+    """Found by a helper: Janus 1.1.2 misses a SIGTERM that comes during its start-up, so a
+    server stopped then (or a start given up) waited the whole STOP_TIMEOUT before SIGKILL.
+    Until it answers it holds nothing worth a clean exit: it gets SIGKILL, and no SIGTERM."""
+    process = JanusProcess(str(tmp_path / "janus"), admin_key=KEY, binary=JANUS, port=free_port())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(process.run)
+        with trio.fail_after(GENEROUS):
+            while process.pid is None:  # spawned; answering takes it many more of our turns
+                await trio.sleep(0)
+        nursery.cancel_scope.cancel()
+    assert process.starts == 1 and process.stops == {"SIGKILL": 1}
+    assert process.last_exit == -signal.SIGKILL
+    assert not (tmp_path / "janus" / "janus.pid").exists()
+
+
+@needs_janus
+async def test_a_janus_that_has_answered_is_stopped_with_sigterm(tmp_path, monkeypatch):
+    monkeypatch.setattr(janus_module, "STOP_TIMEOUT", GENEROUS)  # a slow clean exit is not cut short
+    async with trio.open_nursery() as nursery:
+        process = await start_janus(nursery, tmp_path)
+        nursery.cancel_scope.cancel()
+    assert process.stops == {"SIGTERM": 1} and process.last_exit == 0  # 0: Janus's own clean exit
+
+
 # -- Janus dies with the server; one left from an earlier run is stopped ------------------------
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
 SERVER_LIKE = """
 import sys
 import trio
@@ -354,70 +385,21 @@ trio.run(main)
 """
 
 
-async def exited(pid: int, within: float = GENEROUS) -> bool:
-    """Whether the process ``pid`` (a child of ours or not) ends within ``within`` seconds:
-    waits on its pidfd (readable when it ends), no polling."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        with trio.move_on_after(within):
-            await trio.lowlevel.wait_readable(fd)
-            return True
-        return False
-    finally:
-        trio.lowlevel.notify_closing(fd)
-        os.close(fd)
-
-
-def kill_if_running(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-async def read_line(stream) -> str:
-    data = b""
-    with trio.fail_after(GENEROUS):
-        while not data.endswith(b"\n"):
-            chunk = await stream.receive_some(1)
-            assert chunk, f"the process ended before a line ({data!r})"
-            data += chunk
-    return data.decode()
-
-
-@contextlib.contextmanager
-def adopting_orphans():
-    """Meanwhile this process adopts its orphaned descendants (PR_SET_CHILD_SUBREAPER), so
-    that it can reap a Janus whose parent died (else init would, or would leave a zombie)."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    assert prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0, os.strerror(ctypes.get_errno())
-    try:
-        yield
-    finally:
-        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-
-
 @needs_janus
 async def test_a_killed_server_leaves_no_janus_behind(tmp_path):
     """Found by a helper: the server killed with SIGKILL left its Janus running, holding its
     port, so the next start failed with "port in use". Now Janus gets SIGKILL when the server
     dies (PR_SET_PDEATHSIG)."""
-    script = tmp_path / "server_like.py"
-    script.write_text(SERVER_LIKE)
     folder, port = tmp_path / "janus", free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT)
     with adopting_orphans():
-        parent = await trio.lowlevel.open_process([sys.executable, str(script), str(folder), JANUS, str(port)],
-                                                  stdout=subprocess.PIPE, env=env)
+        parent = await start_parent(SERVER_LIKE, str(folder), JANUS, str(port))
         janus_pid = None
         try:
             janus_pid = int(await read_line(parent.stdout))
             parent.kill()
             assert await parent.wait() == -signal.SIGKILL
             assert await exited(janus_pid), "Janus outlived the server that started it"
-            pid, status = os.waitpid(janus_pid, os.WNOHANG)  # ours now: it has ended, reap it
-            assert pid == janus_pid and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+            assert reap_killed(janus_pid)  # ours now: it has ended (by SIGKILL), reap it
             janus_pid = None
             assert (folder / "janus.pid").is_file()  # written at the start (the next start reads it)
         finally:
@@ -425,9 +407,7 @@ async def test_a_killed_server_leaves_no_janus_behind(tmp_path):
             await parent.wait()
             await parent.stdout.aclose()
             if janus_pid is not None:
-                kill_if_running(janus_pid)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(janus_pid, 0)
+                reap_quietly(janus_pid)
     # and the next start finds its port free (and the pid file naming a process gone)
     async with trio.open_nursery() as nursery:
         janus = await start_janus(nursery, tmp_path, port=port)

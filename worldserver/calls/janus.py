@@ -14,13 +14,15 @@ Job (docs/calls.md, "SFU (Janus VideoRoom)"):
   VideoRoom plugin. A first start that fails is a :class:`~worldserver.startup.StartupError`
   naming the setting (binary missing, port in use, Janus exited, no answer in time), which
   ``worldserver run`` prints as one line; a Janus that ends later is logged and started again
-  after a back-off. It is stopped (SIGTERM, then SIGKILL) when its task is cancelled. It dies
-  with the server (Linux: PR_SET_PDEATHSIG, SIGKILL, set in the child before ``exec``; the
-  fork happens in the trio thread, because that signal follows the *thread* that forked and
-  trio's worker threads end when idle), and its pid is in ``janus.pid`` there: a start that
-  finds one whose process is still a ``janus`` started with this configuration folder (read
-  from ``/proc/<pid>/cmdline``) stops it first (SIGTERM, then SIGKILL; logged at INFO), and
-  leaves any other process alone.
+  after a back-off. It is stopped when its task is cancelled: a Janus that has answered gets
+  SIGTERM (again after :data:`TERM_AGAIN`), then SIGKILL after :data:`STOP_TIMEOUT`; one still
+  starting gets SIGKILL at once (Janus 1.1.2 misses a SIGTERM that comes during its start-up,
+  and until it answers it holds nothing worth a clean exit); how each ended is counted in
+  ``JanusProcess.stops``. It dies with the server (started by
+  :func:`worldserver.children.spawn`: PR_SET_PDEATHSIG on Linux), and its pid is in
+  ``janus.pid`` there: a start that finds one whose process is still a ``janus`` started
+  with this configuration folder (read from ``/proc/<pid>/cmdline``) stops it first
+  (SIGTERM, then SIGKILL; logged at INFO), and leaves any other process alone.
 * :func:`open_janus` / :class:`JanusClient`: one Janus API session over the WebSocket
   transport (subprotocol ``janus-protocol``): requests matched to answers by transaction id,
   each with a deadline; a keepalive every 25 s; plugin handles; events not answering a
@@ -53,20 +55,16 @@ SfuError from a backend method.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import functools
 import glob
 import ipaddress
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
-from collections import deque
+from collections import Counter, deque
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -76,6 +74,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from worldserver.calls.sfu import SfuError, SfuTicket
+from worldserver.children import Child, ProcessHandle, spawn
 from worldserver.logs import get_logger
 from worldserver.startup import StartupError
 
@@ -94,7 +93,7 @@ LOG_MAX_BYTES = 4 * 1024 * 1024  # janus.log is moved to janus.log.1 beyond this
 LOG_TAIL_LINES = 40  # the last lines of Janus's output kept for error messages
 PID_FILE = "janus.pid"  # in the folder: the pid of the Janus we run, for the next start
 STOP_TIMEOUT = 5.0  # seconds after SIGTERM before SIGKILL, and after SIGKILL before giving up
-PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a child gets when the thread that forked it ends
+TERM_AGAIN = 1.0  # seconds after a SIGTERM before a second one (a Janus just done starting may miss it)
 
 # VideoRoom error codes (its documented macros) the backend tells apart.
 NO_SUCH_ROOM = 426
@@ -416,6 +415,8 @@ class JanusProcess:
         self.pid: int | None = None  # of the running Janus
         self.starts = 0  # Janus processes started
         self.exits = 0  # of those, how many ended while we wanted them running
+        self.stops: Counter[str] = Counter()  # how each ended when we stopped it: see Child.stop
+        self.last_exit: int | None = None  # the return code of the last one (-N: signal N)
         self._tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
         self._log_file = None
 
@@ -592,9 +593,13 @@ class JanusProcess:
         except ValueError:
             pid = 0
         if pid > 0 and pid != os.getpid():
-            with _ProcessHandle.open(pid) as process:  # opened first: the checked process is the one signalled
+            with ProcessHandle.open(pid) as process:  # opened first: the checked process is the one signalled
                 if process is not None and self._is_ours(pid):
-                    await process.stop()
+                    how = await process.stop(STOP_TIMEOUT, again=TERM_AGAIN)
+                    if how == "alive":
+                        log.warning("janus from an earlier run did not stop", pid=pid)
+                    elif how != "exited":
+                        log.info("janus from an earlier run stopped", pid=pid, signal=how)
                 elif process is not None:
                     log.info("janus pid file names a process that is not ours: left alone", pid=pid)
         with contextlib.suppress(OSError):
@@ -633,12 +638,14 @@ class JanusProcess:
         self.pid = proc.pid
         self._write_pid(proc.pid)
         output_done = trio.Event()
+        ready = False
         try:
             with _single_errors():
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, proc.stdout, output_done)
                     try:
                         await self._wait_ready(proc, output_done)
+                        ready = True
                         log.info("janus started", pid=proc.pid, url=self.url, log=self.log_path)
                         task_status.started(self.url)
                         code = await proc.wait()
@@ -646,7 +653,7 @@ class JanusProcess:
                             await output_done.wait()
                         return f"exit code {code}" if code >= 0 else f"signal {-code}"
                     finally:
-                        await _stop(proc)
+                        await self._stop(proc, ready)
                         self._forget_pid(proc.pid)
                         nursery.cancel_scope.cancel()
         finally:
@@ -654,6 +661,16 @@ class JanusProcess:
             self._close_log()
             with trio.CancelScope(shield=True):
                 await proc.stdout.aclose()
+
+    async def _stop(self, proc: Child, ready: bool) -> None:
+        """Stop it (shielded, bounded): SIGTERM once it has answered; before, SIGKILL at once
+        (Janus 1.1.2 misses a SIGTERM that comes during its start-up, and then the stop
+        would wait the whole STOP_TIMEOUT)."""
+        how = await proc.stop(STOP_TIMEOUT, terminate=ready, again=TERM_AGAIN)
+        self.stops[how] += 1
+        self.last_exit = proc.returncode
+        if how == "alive":
+            log.warning("janus did not stop", pid=proc.pid, log=self.log_path)
 
     async def _wait_ready(self, proc, output_done: trio.Event) -> None:
         with trio.move_on_after(self.start_timeout):
@@ -733,166 +750,11 @@ class JanusProcess:
         return ""
 
 
-async def _stop(proc) -> None:
-    """SIGTERM, up to STOP_TIMEOUT, then SIGKILL; waits for the process in any case."""
-    with trio.CancelScope(shield=True):
-        if proc.returncode is None:
-            proc.terminate()
-            with trio.move_on_after(STOP_TIMEOUT):
-                await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-@functools.cache
-def _die_with_parent():
-    """The child's ``preexec_fn``: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, and nothing else (it
-    runs between fork and exec: the function and its arguments are made here, before); None
-    where there is no such call (not Linux, no libc)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return functools.partial(prctl, PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-
-
-def _spawn(argv: list[str]) -> _Child:
-    """Start Janus (its output into a pipe, its own session: a Ctrl-C at our terminal is ours
-    to pass on) so that it dies with us. This forks in the trio thread, blocking it for the
-    fork: the parent-death signal is sent when the *thread* that forked ends, and
-    ``trio.lowlevel.open_process`` forks in a worker thread, which ends after a while idle."""
-    read_end, write_end = os.pipe()
-    try:
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=subprocess.STDOUT,
-                                 start_new_session=True, preexec_fn=_die_with_parent())
-    except BaseException:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)
-    return _Child(popen, trio.lowlevel.FdStream(read_end))
-
-
-class _ProcessHandle:
-    """A process by a pidfd where the kernel has them (so a reused pid is never signalled,
-    and its end is an event, also for a process that is not our child), else by pid."""
-
-    def __init__(self, pid: int, fd: int | None) -> None:
-        self.pid = pid
-        self.fd = fd
-
-    @classmethod
-    @contextmanager
-    def open(cls, pid: int) -> Iterator[_ProcessHandle | None]:
-        """The handle, or None when there is no such process."""
-        fd = None
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            yield None
-            return
-        except (AttributeError, OSError):  # no pidfd here: by pid
-            if not os.path.exists(f"/proc/{pid}"):
-                yield None
-                return
-        handle = cls(pid, fd)
-        try:
-            yield handle
-        finally:
-            handle.close()
-
-    def close(self) -> None:
-        if self.fd is not None:
-            trio.lowlevel.notify_closing(self.fd)
-            os.close(self.fd)
-            self.fd = None
-
-    def signal(self, number: int) -> bool:
-        """Send ``number``; False if the process is gone."""
-        try:
-            if self.fd is not None:
-                signal.pidfd_send_signal(self.fd, number)
-            else:
-                os.kill(self.pid, number)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def _ended_by_proc(self) -> bool:
-        """Without a pidfd: whether /proc shows the process gone or a zombie."""
-        try:
-            with open(f"/proc/{self.pid}/stat", "rb") as file:
-                return file.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
-        except (OSError, IndexError):
-            return True
-
-    async def wait(self, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds for the process to end; True if it did."""
-        with trio.move_on_after(timeout):
-            if self.fd is not None:
-                await trio.lowlevel.wait_readable(self.fd)  # readable once the process has ended
-                return True
-            while not self._ended_by_proc():  # (not our child: nothing to wait on but /proc)
-                await trio.sleep(0.05)
-            return True
-        return False
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after STOP_TIMEOUT (a Janus left from an earlier run)."""
-        for number in (signal.SIGTERM, signal.SIGKILL):
-            if not self.signal(number):
-                return
-            if await self.wait(STOP_TIMEOUT):
-                log.info("janus from an earlier run stopped", pid=self.pid, signal=number.name)
-                return
-        log.warning("janus from an earlier run did not stop", pid=self.pid)
-
-
-class _Child:
-    """A Janus started by :func:`_spawn`: what :class:`JanusProcess` uses of a
-    ``trio.Process`` (``pid``, ``stdout``, ``returncode``, ``poll``, ``terminate``, ``kill``,
-    ``wait``)."""
-
-    def __init__(self, popen: subprocess.Popen, stdout: trio.lowlevel.FdStream) -> None:
-        self._popen = popen
-        self.pid = popen.pid
-        self.stdout = stdout
-        try:
-            fd = os.pidfd_open(popen.pid)
-        except (AttributeError, OSError):
-            fd = None
-        self._handle = _ProcessHandle(popen.pid, fd)
-
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
-
-    def poll(self) -> int | None:
-        code = self._popen.poll()
-        if code is not None:
-            self._handle.close()
-        return code
-
-    def terminate(self) -> None:
-        self._popen.terminate()  # (not once it has been reaped: Popen checks)
-
-    def kill(self) -> None:
-        self._popen.kill()
-
-    async def wait(self) -> int:
-        while self.poll() is None:
-            if self._handle.fd is not None:
-                with contextlib.suppress(trio.ClosedResourceError):
-                    await trio.lowlevel.wait_readable(self._handle.fd)
-            else:  # no pidfd: a worker thread waits without reaping (as trio does)
-                await trio.to_thread.run_sync(os.waitid, os.P_PID, self.pid, os.WEXITED | os.WNOWAIT,
-                                              abandon_on_cancel=True)
-        return self.returncode
+def _spawn(argv: list[str]) -> Child:
+    """Start Janus so that it dies with us (:func:`worldserver.children.spawn`): its output
+    into a pipe, its own session (a Ctrl-C at our terminal is ours to pass on)."""
+    return spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                 start_new_session=True)
 
 
 def _find_lib(executable: str) -> str | None:

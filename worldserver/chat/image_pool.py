@@ -13,11 +13,14 @@ At most ``workers`` run at once; an upload waits for one at most the worker's CP
 and at most :data:`WAITING_PER_WORKER` x ``workers`` uploads wait -- the rest are refused at
 once (503 ``busy``). A worker that runs out of memory, is stopped by its CPU limit or the
 deadline, dies otherwise or answers more than allowed means a refused upload with a
-code and a ``drop.chat_image_*`` counter.
+code and a ``drop.chat_image_*`` counter. Workers are started by
+:func:`worldserver.children.spawn`, so they die with the server even when it is killed
+mid-upload (SIGKILL included), instead of running on to their CPU limit.
 
-Must not: decode anything itself, block the trio thread, leave a worker running after
-:meth:`ImageWorkers.process` returns or is cancelled, wait without a deadline, or hold more
-than one upload and one bounded answer per running worker.
+Must not: decode anything itself, block the trio thread (beyond the fork that starts a
+worker), leave a worker running after :meth:`ImageWorkers.process` returns or is cancelled,
+or the server ends, wait without a deadline, or hold more than one upload and one bounded
+answer per running worker.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import trio
 
 from worldserver.chat.image_worker import MEMORY_EXIT, worker_arguments
 from worldserver.chat.images import FORMATS, CleanImage, ImageLimits, ImageRejected
+from worldserver.children import spawn
 from worldserver.logs import get_logger
 from worldserver.stats import Stats
 
@@ -117,10 +121,8 @@ class ImageWorkers:
 
     async def _run(self, data: bytes) -> CleanImage:
         try:
-            proc = await trio.lowlevel.open_process(
-                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, env=self._env,
-            )
+            proc = spawn(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=self._env)
         except OSError as exc:  # no process to be had (fork or file limits)
             self.stats.incr("drop.chat_image_worker_failed")
             log.warning("image worker did not start", error=str(exc))
