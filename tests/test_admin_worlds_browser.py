@@ -16,8 +16,10 @@ gallery page showed and what the bot was told, this test checks:
   shows it (thumbnail at the image's width, the title), the API lists it in that slot with
   that title, the world's row counts it, the gallery page (not touched) shows it with the title
   on its plaque; chosen again with a title typed in the row, it hangs under that title (row,
-  API, plaque; the box is emptied); Remove leaves an empty frame, in the API and the gallery
-  page too;
+  API, plaque; the box is emptied); another title typed in the box and Save title (off while
+  the box holds the title it has) retitle it without an upload: the same image, the new title
+  in the row, the API and on the gallery page's plaque; Remove leaves an empty frame, in the
+  API and the gallery page too;
 - opening a world that is open is refused in words; Close asks first (nothing is closed
   before the confirmation; the reason typed across polls keeps its focus and text) and then
   closes the halls: the bot is disconnected with
@@ -52,6 +54,7 @@ TOKEN = "dashboard-worlds-token-0123456789"
 SLOT = "north-1"
 REASON = "the halls close for the night"
 TITLE = "Crimson study, 1915 \u2014 \u00e9tat II"  # typed in the slot's row
+RETITLE = "Crimson study, 1916"  # typed in the row, then Save title
 REFUSED_STATUS = ("415", "409")  # the junk upload and the second open: the console says them
 
 
@@ -72,7 +75,7 @@ async def test_the_dashboard_hangs_and_removes_a_picture_and_closes_opens_and_re
             proc = await trio.run_process(
                 ["node", str(BROWSER_DIR / "admin_worlds.mjs"), "--url", srv.http, "--token", TOKEN,
                  "--worlds", "gallery,halls", "--slot", SLOT, "--image", str(image), "--junk", str(junk),
-                 "--reason", REASON, "--file", str(world_file), "--file-id", "annex", "--title", TITLE,
+                 "--reason", REASON, "--file", str(world_file), "--file-id", "annex", "--title", TITLE, "--retitle", RETITLE,
                  "--screenshot", str(shots), "--timeout", "150"],
                 cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False,
             )  # fmt: skip
@@ -132,6 +135,12 @@ async def test_the_dashboard_hangs_and_removes_a_picture_and_closes_opens_and_re
     assert api_titled["title"] == TITLE and api_titled["image"] != api["image"] and titled["image"] == api_titled["image"]
     assert titled["title"] == TITLE and titled["titleInput"] == ""
     assert result["galleryTitled"]["title"] == TITLE and result["galleryTitled"]["image"] == api_titled["image"]
+    # retitled from the row: the same image, the new title everywhere, no upload
+    assert result["retitleSameTitle"] is False and result["retitleTyped"] is True
+    assert result["retitled"]["result"] == f'Retitled the picture of north-1: "{RETITLE}".', result["retitled"]
+    assert result["retitledSlot"]["image"] == api_titled["image"] and result["retitledSlot"]["titleInput"] == ""
+    assert result["apiRetitled"] == {**api_titled, "title": RETITLE}
+    assert result["galleryRetitled"]["image"] == api_titled["image"] and result["galleryRetitled"]["title"] == RETITLE
 
     # removed: an empty frame everywhere
     assert result["removed"]["result"] == "Took the picture of north-1 down: an empty frame."

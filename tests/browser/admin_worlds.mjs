@@ -6,7 +6,8 @@
 // says so and sends nothing), then --image is dropped on the slot's row: the row shows it under
 // the title made from its file's name, the admin API lists it and the gallery page, untouched,
 // shows it with that title on its plaque; chosen again with --title typed in the row's title
-// box, it hangs under that title (row, API, plaque); Remove empties the slot;
+// box, it hangs under that title (row, API, plaque); --retitle typed in the box and Save title
+// retitles it without an upload (same image; row, API, plaque); Remove empties the slot;
 // opening a world that is open is refused in words; the second world is closed through the
 // confirmation with --reason (typed across polls) and opened again by its id; --file (a world file's path) is opened and shown; the first world is
 // reloaded. After each step the script asks the admin API itself what it reports. Last the
@@ -14,7 +15,8 @@
 //
 //   node tests/browser/admin_worlds.mjs --url http://127.0.0.1:PORT --token TOKEN
 //        --worlds gallery,halls --slot north-1 --image PATH.png --junk PATH --reason TEXT
-//        --file PATH.toml --file-id annex --title TEXT [--screenshot PATH_PREFIX] [--timeout SECONDS]
+//        --file PATH.toml --file-id annex --title TEXT --retitle TEXT [--screenshot PATH_PREFIX]
+//        [--timeout SECONDS]
 // Prints one JSON object (see launch.mjs).
 
 import { readFileSync } from "node:fs";
@@ -25,7 +27,7 @@ import { joinGallery, launch, runScript, waitFor } from "./launch.mjs";
 const curator = () => window.worldserverAdmin.curator();
 
 runScript(async (args, state) => {
-  for (const need of ["url", "token", "worlds", "slot", "image", "junk", "reason", "file", "file-id", "title"]) {
+  for (const need of ["url", "token", "worlds", "slot", "image", "junk", "reason", "file", "file-id", "title", "retitle"]) {
     if (!args[need]) throw new Error(`--${need} is required`);
   }
   const [home, other] = args.worlds.split(",");
@@ -121,6 +123,24 @@ runScript(async (args, state) => {
     const s = window.worldserverTest.pictures().slots.find((v) => v.id === slot);
     return s && s.loaded && s.src.endsWith(url) && s;
   }, { arg: { slot, url: out.apiTitled.url }, what: "the titled picture in the gallery page" });
+
+  // -- retitled from the row: --retitle typed in the box, Save title; the image is not sent again
+  const canRetitle = async () => (await page.evaluate(curator)).slots.find((v) => v.id === slot).canRetitle;
+  await row.locator("input.title-input").fill(args.title); // the title it has: nothing to save
+  out.retitleSameTitle = await canRetitle();
+  await row.locator("input.title-input").fill(args.retitle);
+  out.retitleTyped = await canRetitle();
+  await row.locator("button.retitle").click();
+  out.retitled = await result("^Retitled");
+  out.retitledSlot = await waitFor(page, ({ slot, title }) => {
+    const s = window.worldserverAdmin.curator().slots.find((v) => v.id === slot);
+    return s && s.title === title && s;
+  }, { arg: { slot, title: args.retitle }, what: "the new title in the slot's row" });
+  out.apiRetitled = await apiSlot();
+  out.galleryRetitled = await waitFor(gallery, ({ slot, title }) => {
+    const s = window.worldserverTest.pictures().slots.find((v) => v.id === slot);
+    return s && s.loaded && s.title === title && s;
+  }, { arg: { slot, title: args.retitle }, what: "the new title on the gallery page's plaque" });
 
   // -- Remove: an empty frame
   await row.locator("button.remove").click();

@@ -8,7 +8,7 @@ import { describe, it } from "node:test";
 import { AdminClient, AdminError } from "../src/admin/api.js";
 import {
   MAX_TITLE, chooseWorld, cleanTitle, closedText, count, fileName, fileTitle, hungText, isHung, openChoices, openedText,
-  pictureTitle, reloadedText, slotTitle, slotsText, takenDownText, uploadProblem,
+  pictureTitle, reloadedText, retitleProblem, retitledText, slotTitle, slotsText, takenDownText, uploadProblem,
 } from "../src/admin/worlds.js";
 
 /** A fetch that records its calls and answers with `reply(url, init)`: {status, body}. */
@@ -35,6 +35,7 @@ describe("the admin API client's world routes", () => {
     await client.closeWorld("halls", "   ");
     await client.reloadWorld("halls");
     await client.takeDownPicture("gallery", "north/1");
+    await client.retitlePicture("gallery", "north/1", "Caf\u00e9 at dusk");
     const got = calls.map((c) => [c.init.method, c.url.replace("http://h:1/admin/api/", ""), c.init.body]);
     assert.deepEqual(got, [
       ["GET", "worlds", undefined],
@@ -44,10 +45,12 @@ describe("the admin API client's world routes", () => {
       ["POST", "worlds/halls/close", "{}"], // a blank reason: the server's own
       ["POST", "worlds/halls/reload", "{}"],
       ["DELETE", "worlds/gallery/pictures/north%2F1", undefined],
+      ["PATCH", "worlds/gallery/pictures/north%2F1", JSON.stringify({ title: "Caf\u00e9 at dusk" })],
     ]);
     for (const c of calls) assert.equal(c.init.headers.Authorization, "Bearer tok");
     assert.equal(calls[2].init.headers["Content-Type"], "application/json");
     assert.equal(calls[6].init.headers["Content-Type"], undefined);
+    assert.equal(calls[7].init.headers["Content-Type"], "application/json");
   });
 
   it("sends an image as it is, with its type, and says the server's refusal", async () => {
@@ -170,5 +173,18 @@ describe("the worlds panel's helpers", () => {
     assert.equal(hungText(".png", { slot: "north-1", title: "", width: 96, height: 64, bytes: 1234 }),
       "Hung .png untitled in north-1: 96×64, 1.2 kB.");
     assert.equal(takenDownText({ slot: "north-1" }), "Took the picture of north-1 down: an empty frame.");
+    assert.equal(retitledText({ slot: "north-1", title: "Dusk", changed: true }), 'Retitled the picture of north-1: "Dusk".');
+    assert.equal(retitledText({ slot: "north-1", title: "", changed: true }), "The picture of north-1 is untitled now.");
+    assert.equal(retitledText({ slot: "north-1", title: "Dusk", changed: false }), "The picture of north-1 has that title already.");
+  });
+
+  it("says when the title typed in a slot's row cannot be given to its picture", () => {
+    const hung = { image: "hung-gallery-north-1-AbCdEfGhIjKlMnOpQrStUv.png", title: "Dawn" };
+    assert.equal(retitleProblem(hung, " Dusk "), "");
+    assert.equal(retitleProblem({ ...hung, title: "" }, "Dawn"), ""); // an untitled one takes a title
+    assert.equal(retitleProblem(hung, " Dawn\n"), "the picture has this title already"); // as the server keeps it
+    assert.equal(retitleProblem(hung, " \u0007 "), "type the picture's new title in the box first");
+    assert.equal(retitleProblem({ image: "sunset.png", title: "" }, "Dusk"), "the world file's own picture is titled in the file");
+    assert.equal(retitleProblem({ image: "", title: "" }, "Dusk"), "an empty frame has no title");
   });
 });

@@ -50,7 +50,7 @@ export class AdminClient {
 
   /**
    * One request; resolves to the answer's JSON object or rejects with an AdminError.
-   * @param {"GET" | "POST" | "PUT" | "DELETE"} method
+   * @param {"GET" | "POST" | "PUT" | "PATCH" | "DELETE"} method
    * @param {string} path under /admin/api/, e.g. "status" or "players/7/kick"
    * @param {object | Blob} [body] sent as JSON, or a Blob (a File) as it is, with its type
    * @returns {Promise<any>}
@@ -168,6 +168,15 @@ export class AdminClient {
   hangPicture(id, slot, image, title = "") {
     const query = title ? `?title=${encodeURIComponent(title)}` : "";
     return this.request("PUT", `worlds/${encodeURIComponent(id)}/pictures/${encodeURIComponent(slot)}${query}`, image);
+  }
+
+  /** Gives the picture hung in a slot a new title (its plaque's text; "" for none), without
+   * sending the image again.
+   * @param {string} id @param {string} slot @param {string} title
+   * @returns {Promise<{ world: string, slot: string, image: string, title: string, url: string, version: number,
+   *   changed: boolean }>} */
+  retitlePicture(id, slot, title) {
+    return this.request("PATCH", `worlds/${encodeURIComponent(id)}/pictures/${encodeURIComponent(slot)}`, { title });
   }
 
   /** Empties a picture slot. @param {string} id @param {string} slot

@@ -4,8 +4,10 @@
 // asks first, with the reason its players will read) per world; and the picture slots of the
 // world shown on the map, each with its image's thumbnail and title, Upload (a file chosen or
 // dropped on the row, sent as it is: the server checks it as it checks a chat image; its title
-// is the one typed in the row's title box, else the file's name without its extension) and
-// Remove. main.js polls and hands over the API's answers; every action goes through its `act`
+// is the one typed in the row's title box, else the file's name without its extension), Save
+// title (the title typed in that box given to the picture hung there, without sending it
+// again: only for a picture hung through the API, not the world file's own) and Remove.
+// main.js polls and hands over the API's answers; every action goes through its `act`
 // (the admin API only, its answer or refusal said in one line next to what was clicked).
 //
 // Rows are kept between polls and only their texts changed, so a half-typed close reason or
@@ -18,7 +20,7 @@ import { formatBytes } from "./charts.js";
 import { $, el, place } from "./dom.js";
 import {
   MAX_TITLE, PICTURE_TYPES, cleanTitle, closedText, count, fileName, fileTitle, hungText, isHung, openChoices,
-  openedText, reloadedText, slotTitle, slotsText, takenDownText, uploadProblem,
+  openedText, reloadedText, retitleProblem, retitledText, slotTitle, slotsText, takenDownText, uploadProblem,
 } from "./worlds.js";
 
 /** @typedef {import("./api.js").AdminClient} AdminClient */
@@ -34,7 +36,7 @@ import {
 
 /** @typedef {{ tr: any, texts: any[], file: any, badge: any, show: any, reload: any, close: any }} WorldRow */
 /** @typedef {{ li: any, thumb: any, empty: any, title: any, file: any, titleInput: any, input: any, upload: any,
- *   remove: any, result: any, image: string, busy: boolean }} SlotRow */
+ *   retitle: any, remove: any, result: any, image: string, hungTitle: string, busy: boolean }} SlotRow */
 
 export class Curator {
   /**
@@ -252,6 +254,7 @@ export class Curator {
         this.slotRows.set(slot.id, row);
       }
       const title = slotTitle(slot);
+      row.hungTitle = typeof slot.title === "string" ? slot.title : "";
       if (row.title.textContent !== (slot.image ? title : "Empty frame")) {
         row.title.textContent = slot.image ? title : "Empty frame";
       }
@@ -284,6 +287,10 @@ export class Curator {
   slotButtons(row) {
     row.upload.disabled = row.busy || !(this.maxBytes > 0);
     row.remove.disabled = row.busy || !row.image;
+    const problem = retitleProblem({ image: row.image, title: row.hungTitle }, row.titleInput.value || "");
+    row.retitle.disabled = row.busy || Boolean(problem);
+    const tip = problem || `give the picture in ${row.li.dataset.slot} the title typed in its box (it is not sent again)`;
+    if (row.retitle.title !== tip) row.retitle.title = tip;
   }
 
   /** A list item for a slot, its buttons wired to the world and the slot. @param {string} world @param {string} slot
@@ -311,7 +318,7 @@ export class Curator {
     titleInput.type = "text";
     titleInput.maxLength = MAX_TITLE;
     titleInput.placeholder = "title (else the file's name)";
-    titleInput.setAttribute("aria-label", `title of the picture hung next in ${slot}`);
+    titleInput.setAttribute("aria-label", `title of the picture hung next in ${slot}, or, with Save title, of the one there`);
     const result = info.appendChild(el("div"));
     result.setAttribute("role", "status");
     const actions = li.appendChild(el("div", "actions"));
@@ -320,6 +327,8 @@ export class Curator {
     input.accept = PICTURE_TYPES;
     input.hidden = true;
     input.setAttribute("aria-label", `image for ${slot}`);
+    const retitle = actions.appendChild(el("button", "retitle", "Save title"));
+    retitle.type = "button";
     const upload = actions.appendChild(el("button", "upload", "Upload…"));
     upload.type = "button";
     upload.title = `choose an image to hang in ${slot}`;
@@ -327,8 +336,16 @@ export class Curator {
     remove.type = "button";
     remove.title = `take the picture of ${slot} down (an empty frame)`;
     /** @type {SlotRow} */
-    const row = { li, thumb, empty, title, file, titleInput, input, upload, remove, result, image: "\u0000",
-      busy: false };
+    const row = { li, thumb, empty, title, file, titleInput, input, upload, retitle, remove, result, image: "\u0000",
+      hungTitle: "", busy: false };
+    titleInput.addEventListener("input", () => this.slotButtons(row));
+    titleInput.addEventListener("keydown", (/** @type {KeyboardEvent} */ ev) => {
+      if (ev.key === "Enter" && !retitle.disabled) {
+        ev.preventDefault();
+        void this.retitle(world, slot, row);
+      }
+    });
+    retitle.addEventListener("click", () => void this.retitle(world, slot, row));
     upload.addEventListener("click", () => input.click());
     input.addEventListener("change", () => {
       const chosen = input.files && input.files[0];
@@ -370,6 +387,17 @@ export class Curator {
     }));
   }
 
+  /** Gives the picture hung in the slot the title typed in the row (the image is not sent).
+   * @param {string} world @param {string} slot @param {SlotRow} row */
+  async retitle(world, slot, row) {
+    const title = cleanTitle(row.titleInput.value || "");
+    if (!title) return;
+    await this.busy(row, this.act(row.result, (c) => c.retitlePicture(world, slot, title), (a) => {
+      row.titleInput.value = "";
+      return retitledText(a);
+    }));
+  }
+
   /** The row's buttons off while `running` runs. @param {SlotRow} row @param {Promise<void>} running */
   async busy(row, running) {
     row.busy = true;
@@ -405,7 +433,7 @@ export class Curator {
         thumb: r.thumb.hidden ? null : { src: r.thumb.currentSrc || r.thumb.src, width: r.thumb.naturalWidth,
           complete: r.thumb.complete, missing: r.thumb.classList.contains("missing") },
         result: r.result.textContent, error: r.result.classList.contains("error"), busy: r.busy,
-        canRemove: !r.remove.disabled,
+        canRemove: !r.remove.disabled, canRetitle: !r.retitle.disabled,
       })),
     };
   }

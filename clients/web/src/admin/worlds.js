@@ -149,6 +149,28 @@ export function hungText(file, a) {
   return `Hung ${file}${titled} in ${a.slot}: ${a.width}×${a.height}, ${formatBytes(a.bytes)}.`;
 }
 
+/**
+ * Why the title typed in a slot's row cannot be given to the picture it shows, or "" when it
+ * can: only a picture hung through the admin API is retitled (the world file's own picture is
+ * titled in its file), with a title that is something once cleaned and not the one it has.
+ * @param {{ image: string, title?: string }} slot
+ * @param {string} typed
+ */
+export function retitleProblem(slot, typed) {
+  if (!slot.image) return "an empty frame has no title";
+  if (!isHung(slot.image)) return "the world file's own picture is titled in the file";
+  const title = cleanTitle(typed);
+  if (!title) return "type the picture's new title in the box first";
+  if (title === (slot.title || "")) return "the picture has this title already";
+  return "";
+}
+
+/** @param {{ slot: string, title: string, changed?: boolean }} a the answer of a retitle */
+export function retitledText(a) {
+  if (a.changed === false) return `The picture of ${a.slot} has that title already.`;
+  return a.title ? `Retitled the picture of ${a.slot}: "${a.title}".` : `The picture of ${a.slot} is untitled now.`;
+}
+
 /** @param {{ slot: string }} a the answer of a take-down */
 export function takenDownText(a) {
   return `Took the picture of ${a.slot} down: an empty frame.`;
