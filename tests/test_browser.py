@@ -218,13 +218,16 @@ def test_two_players_see_each_other_move_over_webrtc(server, tmp_path):
     _check_png(shot, result)
 
 
-def test_a_name_comes_back_with_its_secret_and_a_new_window_replaces_the_old(server):
+def test_a_name_comes_back_with_its_secret_and_a_new_window_replaces_the_old(tmp_path):
     """The page keeps its name's secret in localStorage: a second window of the same browser
     joining as the same name takes it back, and the first window's avatar and chat end with
     "signed in elsewhere" instead of reconnecting; a reload gets the name again; another
-    browser (no secret) is refused."""
-    result = run_script("names.mjs", "--url", server.http)
-    _check_result(result, server)
+    browser (no secret) is refused. Then the operator kicks that window: it says who removed it,
+    why and for how long -- not "signed in elsewhere" -- and does not reconnect."""
+    token = "names-browser-admin-token-0123456789"
+    with running_server(tmp_path / "data", "--set", f"server.admin_token={token}") as server:
+        result = run_script("names.mjs", "--url", server.http, "--token", token)
+        _check_result(result, server)
     assert result["secret_length"] == 43
     assert result["first"]["session"] == "replaced" and "signed in elsewhere" in result["first"]["error"]
     assert result["first"]["chat"] == "replaced"
@@ -234,6 +237,15 @@ def test_a_name_comes_back_with_its_secret_and_a_new_window_replaces_the_old(ser
     assert "belongs to someone else" in result["stranger_error"]
     assert result["reloaded"]["session"] == "connected" and result["reloaded"]["name"] == result["name"]
     assert result["prefilled"] == result["name"]
+    assert result["first"]["notice"] == result["first"]["error"]  # a newer login shows why, too
+    # the kick: DISCONNECT kicked with the server's text, in the status and the notice; the
+    # chat socket closed with the same text; neither reconnects (a ban would refuse it)
+    told = "removed by the operator: testing the kick; banned for 2 min"
+    kicked = result["kicked"]
+    assert (kicked["session"], kicked["error"], kicked["notice"]) == ("kicked", told, told), kicked
+    assert (kicked["chat"], kicked["chat_error"]) == ("kicked", told), kicked
+    assert kicked["reconnects"] == result["reloaded"]["reconnects"]
+    assert result["avatars_named_after_kick"] == 0
 
 
 def test_websocket_fallback_when_webrtc_is_blocked(server, tmp_path):

@@ -4,7 +4,10 @@
 //    name, and A's avatar and chat are ended ("replaced", "signed in elsewhere"), not
 //    reconnected; the world holds one avatar of that name;
 // 3. another browser (its own profile, no secret) is refused the name;
-// 4. B reloads: the name comes back (secret again), and the join form was filled in with it.
+// 4. B reloads: the name comes back (secret again), and the join form was filled in with it;
+// 5. the operator kicks B with a reason and a ban (the admin API, as `worldserver kick`, with
+//    --token): B's session and chat end as "kicked" with the server's text -- who, why, for
+//    how long -- shown in its notice, not "signed in elsewhere", and neither reconnects.
 // Prints one JSON object (see launch.mjs).
 
 import { joinGallery, launch, runScript, waitFor } from "./launch.mjs";
@@ -12,7 +15,10 @@ import { joinGallery, launch, runScript, waitFor } from "./launch.mjs";
 const snapshot = () => {
   const t = window.worldserverTest;
   const st = t.stats();
-  return { session: st.state, error: st.error || "", chat: t.chat ? t.chat.state : null, self_id: t.selfId, name: t.name };
+  return {
+    session: st.state, error: st.error || "", chat: t.chat ? t.chat.state : null, chat_error: t.chat ? t.chat.stats().error || "" : "",
+    notice: t.notice, reconnects: st.reconnects, self_id: t.selfId, name: t.name,
+  };
 };
 
 runScript(async (args, state) => {
@@ -59,6 +65,19 @@ runScript(async (args, state) => {
   await b.click("#join-button");
   await waitFor(b, () => window.worldserverTest && window.worldserverTest.ready, { what: "B to be back" });
   const reloaded = await b.evaluate(snapshot);
+
+  // The operator kicks B.
+  await waitFor(b, () => window.worldserverTest.chat && window.worldserverTest.chat.ready, { what: "B's chat after the reload" });
+  const res = await fetch(`${args.url}/admin/api/players/${encodeURIComponent(name)}/kick`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${args.token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ reason: "testing the kick", ban: 120 }),
+  });
+  if (!res.ok) throw new Error(`kick: HTTP ${res.status} ${await res.text()}`);
+  await waitFor(b, () => window.worldserverTest.stats().state === "kicked", { what: "B's session to be kicked" });
+  await waitFor(b, () => window.worldserverTest.chat.state === "kicked", { what: "B's chat to be closed by the kick" });
+  const kicked = await b.evaluate(snapshot);
+  const left = (await (await fetch(`${args.url}/api/players`)).json()).players.filter((p) => p.name === name).length;
   return {
     name,
     secret_length: String(entry.secret || "").length,
@@ -68,5 +87,7 @@ runScript(async (args, state) => {
     stranger_error: strangerError,
     prefilled,
     reloaded,
+    kicked,
+    avatars_named_after_kick: left,
   };
 });

@@ -421,6 +421,9 @@ async function join(name) {
   return body;
 }
 
+/** Session states whose `error` the page's notice shows (the session will not reconnect). */
+const ENDED_NOTICE = new Set(["closed", "kicked", "replaced"]);
+
 function startSession(token, config) {
   const session = new NetSession({ origin: location.origin, token, config, controls });
   state.session = session;
@@ -434,10 +437,13 @@ function startSession(token, config) {
   });
   session.on("status", () => {
     updateStatus();
-    // The operator closed this world: say so where it cannot be missed (no reconnect follows).
+    // The session ended for good -- the operator closed this world, the operator or a moderator
+    // kicked the player (the server's text: who, why, how long), or this player signed in
+    // elsewhere: say so where it cannot be missed (no reconnect follows).
     const notice = $("notice");
-    notice.textContent = session.state === "closed" ? session.error : "";
-    notice.hidden = session.state !== "closed";
+    const ended = ENDED_NOTICE.has(session.state);
+    notice.textContent = ended ? session.error : "";
+    notice.hidden = !ended;
   });
   session.start();
   state.chat = mountChat({
@@ -504,7 +510,7 @@ function installTestHook() {
       const built = /** @type {any} */ (state.gallery);
       return { version: state.watcher ? state.watcher.version : null, updates: state.watcher ? state.watcher.updates : 0, slots: built && built.slots ? built.slots() : [] };
     },
-    /** The page's notice (a closed world's message), "" when none shows. */
+    /** The page's notice (why the session ended: a closed world, a kick, a newer login), "" when none shows. */
     get notice() {
       const el = $("notice");
       return el && !el.hidden ? el.textContent || "" : "";

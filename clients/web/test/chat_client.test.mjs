@@ -682,14 +682,26 @@ describe("chat client: staying connected", () => {
     assert.equal(s.ops("rooms.list").length, 2);
   });
 
-  it("after a moderator's kick (close 4001) it waits a minute before trying again", async () => {
+  it("kicked (close 4001) it stops for good and shows the kick's text, not a newer login", async () => {
     const { client, s, clock, events, sockets } = await readyClient();
-    s.drop(4001, "kicked by a moderator");
+    s.drop(4001, "removed by the operator: spamming the gallery; banned for 10 min");
+    assert.equal(client.state, "kicked");
     assert.ok(events.some(([e, err]) => e === "error" && err.code === "kicked"));
-    clock.advance(59000);
+    assert.equal(client.error, "removed by the operator: spamming the gallery; banned for 10 min");
+    assert.ok(!events.some(([e, err]) => e === "error" && err.code === "replaced"));
+    clock.advance(600000); // the kick ended the token: no reconnect, even asked for
     assert.equal(sockets.length, 1);
+    client.reconnect(0);
     clock.advance(1000);
-    assert.equal(sockets.length, 2);
+    assert.equal(sockets.length, 1);
+    assert.equal(client.state, "kicked");
+  });
+
+  it("kicked (close 4001) without a reason it still says it was removed", async () => {
+    const { client, s } = await readyClient();
+    s.drop(4001, "");
+    assert.equal(client.state, "kicked");
+    assert.equal(client.error, "removed by the server's operator");
   });
 
   it("closed for a newer login (4002) it stops for good and says why", async () => {

@@ -214,6 +214,29 @@ describe("packets.json", () => {
     assert.equal(P.DISCONNECT_REASONS[d.payload[0]], "world_closed");
     assert.equal(P.disconnectText(d.payload), f.text);
     assert.equal(P.disconnectText(new Uint8Array([2])), "");
+    assert.equal(hex(P.encodeDisconnectPayload(f.reason, f.text)), hex(d.payload));
+  });
+  for (const [name, reason] of [["disconnect_kicked_packet", P.DISCONNECT_KICKED], ["disconnect_replaced_packet", P.DISCONNECT_REPLACED]]) {
+    it(`${name} (a kick and a newer login are different reasons)`, () => {
+      const v = vec(name);
+      const f = v.fields;
+      assert.equal(f.reason, reason);
+      assert.equal(hex(P.encodePacket(f.type, f.salt, f.seq, f.ack, f.ack_bits, P.encodeDisconnectPayload(f.reason, f.text))), v.hex);
+      const d = P.decodePacket(unhex(v.hex));
+      assert.equal(d.type, P.DISCONNECT);
+      assert.equal(P.DISCONNECT_REASONS[d.payload[0]], f.reason_name);
+      assert.equal(P.disconnectText(d.payload), f.text);
+    });
+  }
+  it("a DISCONNECT text is cut to its limit between characters", () => {
+    let payload = P.encodeDisconnectPayload(P.DISCONNECT_KICKED, "é".repeat(150)); // 300 bytes of text
+    assert.equal(payload.length, 1 + P.MAX_DISCONNECT_TEXT);
+    assert.equal(P.disconnectText(payload), "é".repeat(100));
+    payload = P.encodeDisconnectPayload(P.DISCONNECT_KICKED, "a" + "é".repeat(150)); // 2-byte characters from byte 1
+    assert.equal(payload.length, P.MAX_DISCONNECT_TEXT);
+    assert.equal(P.disconnectText(payload), "a" + "é".repeat(99));
+    assert.deepEqual([...P.encodeDisconnectPayload(P.DISCONNECT_REPLACED)], [6]);
+    assert.equal(P.DISCONNECT_REASONS[250], undefined); // unknown: the connection maps it to "server_disconnect"
   });
   it("connect_token (format u8, identity u64, expires_ms u64, 15 random bytes; opaque to clients)", () => {
     const v = vec("connect_token");

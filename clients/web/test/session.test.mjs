@@ -235,22 +235,73 @@ describe("NetSession", () => {
     }
   });
 
-  it("a DISCONNECT kicked (the player logged in again elsewhere) ends it without reconnecting", async () => {
+  it("a DISCONNECT replaced (the player logged in again elsewhere) ends it without reconnecting", async () => {
     const server = fakeServer();
     const s = session(server);
     s.start();
     try {
       await until(() => s.state === "connected", 2000, "connected");
       const peer = server.peers[0];
-      peer.deliver(P.encodePacket(P.DISCONNECT, peer.salt, peer.seq++, 0, 0, Uint8Array.of(P.DISCONNECT_KICKED)));
+      peer.deliver(P.encodePacket(P.DISCONNECT, peer.salt, peer.seq++, 0, 0, Uint8Array.of(P.DISCONNECT_REPLACED)));
       assert.equal(s.state, "replaced");
       assert.match(s.error, /signed in elsewhere/);
+      assert.equal(s.stats().last_close_reason, "replaced");
       assert.ok(peer.closed);
       await sleep(700); // longer than the first reconnect delay
       assert.equal(server.hellos.length, 1);
       assert.equal(s.state, "replaced");
     } finally {
       s.stop();
+    }
+  });
+
+  /** Connects, then delivers a DISCONNECT with `payload`; returns the session, still running. */
+  async function disconnectedBy(payload) {
+    const server = fakeServer();
+    const s = session(server);
+    s.start();
+    await until(() => s.state === "connected", 2000, "connected");
+    const peer = server.peers[0];
+    peer.deliver(P.encodePacket(P.DISCONNECT, peer.salt, peer.seq++, 0, 0, payload));
+    return { s, peer, server };
+  }
+
+  it("a DISCONNECT kicked (the operator or a moderator) shows the server's text and does not reconnect", async () => {
+    const text = "removed by the operator: spamming the gallery — ça suffit; banned for 10 min";
+    const { s, peer, server } = await disconnectedBy(P.encodeDisconnectPayload(P.DISCONNECT_KICKED, text));
+    try {
+      // not taken for a newer login, and no reconnect scheduled (that would say "reconnecting")
+      assert.equal(s.state, "kicked");
+      assert.equal(s.error, text);
+      assert.doesNotMatch(s.error, /signed in elsewhere/);
+      assert.equal(s.stats().last_close_reason, "kicked");
+      assert.ok(peer.closed);
+      peer.drop(); // the transport's own close afterwards changes nothing
+      assert.equal(s.state, "kicked");
+      assert.equal(server.hellos.length, 1);
+    } finally {
+      s.stop();
+    }
+    // without a text (an older server's kick): still a kick, with a plain explanation
+    const bare = await disconnectedBy(Uint8Array.of(P.DISCONNECT_KICKED));
+    try {
+      assert.equal(bare.s.state, "kicked");
+      assert.equal(bare.s.error, "removed by the server's operator");
+    } finally {
+      bare.s.stop();
+    }
+  });
+
+  it("a DISCONNECT with a reason it does not know (or none) is a loss: it reconnects", async () => {
+    for (const payload of [Uint8Array.of(250, 0x68, 0x69), new Uint8Array(0)]) {
+      const { s, peer } = await disconnectedBy(payload);
+      try {
+        assert.equal(s.stats().last_close_reason, "server_disconnect");
+        assert.equal(s.state, "reconnecting"); // scheduled at once, no crash
+        assert.ok(peer.closed);
+      } finally {
+        s.stop();
+      }
     }
   });
 

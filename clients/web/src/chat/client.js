@@ -2,7 +2,10 @@
 // (protocol/SPEC.md section 7). It keeps the rooms this player is in and, per room, a contiguous
 // run of messages (ordered and deduplicated by message id), the members and who is typing;
 // it correlates requests with replies, throttles typing frames and reconnects with backoff,
-// asking for what it missed (`since`) so that nothing is lost or shown twice.
+// asking for what it missed (`since`) so that nothing is lost or shown twice -- except after
+// a close 4001 (the server's operator or a moderator kicked the player: state "kicked", the
+// close reason says who, why and for how long a ban lasts) or 4002 (a newer login of the same
+// player: state "replaced"): either ended this page's token, so it does not reconnect.
 //
 // Everything here is plain data; the panel (panel.js) renders it with textContent only.
 // The socket, the timers and the clock are injectable so node tests drive it with a fake.
@@ -17,7 +20,8 @@ const HISTORY_PAGE = 50;
 const SINCE_PAGE = 500; // messages per msg.since page (the protocol's maximum)
 const SINCE_PAGES_MAX = 40; // catch-up pages per room after a reconnect before giving up
 const KEEPALIVE_MS = 25000; // send something at least this often (the server drops silent sockets)
-const KICKED_RETRY_S = 60; // after a moderator's kick (close 4001), wait this long
+export const CLOSE_KICKED = 4001; // the operator or a moderator kicked the player (SPEC 7.8)
+export const CLOSE_REPLACED = 4002; // the same player signed in again elsewhere
 const MAX_MESSAGES_PER_ROOM = 2000; // older messages are dropped from memory beyond this
 
 /** A message id as the server sends it (a number; numeric strings compare as numbers).
@@ -261,7 +265,7 @@ export class ChatClient {
     this.timers = timers;
     this.now = now;
     this.random = random;
-    /** @type {"idle" | "connecting" | "ready" | "reconnecting" | "stopped" | "replaced"} replaced: closed 4002 */
+    /** @type {"idle" | "connecting" | "ready" | "reconnecting" | "stopped" | "replaced" | "kicked"} replaced: closed 4002; kicked: 4001 */
     this.state = "idle";
     /** @type {string | null} our name, from the hello reply */
     this.user = null;
@@ -404,7 +408,7 @@ export class ChatClient {
       if (epoch !== this._epoch) return;
       const code = ev && ev.code;
       const why = ev && (ev.reason || code) ? `closed (${code || ""}${ev.reason ? ` ${ev.reason}` : ""})` : "closed";
-      if (code === 4002) {
+      if (code === CLOSE_REPLACED) {
         // The same player signed in again (another window or device): this page's token is
         // dead, and reconnecting would not help.
         this.stop();
@@ -412,9 +416,12 @@ export class ChatClient {
         this._setState("replaced");
         return;
       }
-      if (code === 4001) {
-        this._fail(new ChatError("kicked", `kicked from the chat by a moderator; back in ${KICKED_RETRY_S} s`));
-        this._lost(why, KICKED_RETRY_S);
+      if (code === CLOSE_KICKED) {
+        // The server's operator or a moderator removed the player (the reason says who, why and
+        // for how long a ban lasts): the kick ended this page's token, so no reconnect.
+        this.stop();
+        this._fail(new ChatError("kicked", (ev && ev.reason) || "removed by the server's operator"));
+        this._setState("kicked");
         return;
       }
       this._lost(why);
@@ -426,7 +433,7 @@ export class ChatClient {
 
   /** @param {string} why @param {number | null} [delayOverride] seconds */
   _lost(why, delayOverride = null) {
-    if (this.state === "stopped" || this.state === "replaced") return;
+    if (this.state === "stopped" || this.state === "replaced" || this.state === "kicked") return;
     this._closeSocket();
     this.timers.clearTimeout(this._keepaliveTimer);
     if (!this.error || delayOverride === null) this.error = `chat connection lost: ${why}`;
@@ -447,7 +454,7 @@ export class ChatClient {
   /** Drops the connection and connects again after delayMs (a test hook uses it).
    * @param {number} [delayMs] */
   reconnect(delayMs = 0) {
-    if (this.state === "stopped" || this.state === "idle" || this.state === "replaced") return;
+    if (this.state === "stopped" || this.state === "idle" || this.state === "replaced" || this.state === "kicked") return;
     this._lost("reconnect asked", delayMs / 1000);
   }
 

@@ -5,10 +5,12 @@
 // assembles them into the mirror (a tick counts once all its parts are decoded), predicts
 // the own avatar and feeds remote ones to the interpolator. On loss it
 // reconnects with exponential backoff (a new handshake, a new avatar), except after a
-// DISCONNECT "kicked": the same player logged in again elsewhere (state "replaced"), and
-// reconnecting with this page's token would only fight that newer login; and except after a
-// DISCONNECT "world_closed": the operator closed this world (state "closed", `error` says
-// why, with the text the server sent).
+// DISCONNECT "replaced": the same player logged in again elsewhere (state "replaced"), and
+// reconnecting with this page's token would only fight that newer login; after a DISCONNECT
+// "kicked": the server's operator or a moderator removed the player (state "kicked", `error`
+// is the server's text: who, why, for how long a ban lasts; the kick ended the token and a
+// ban would refuse a new join anyway); and after a DISCONNECT "world_closed": the operator
+// closed this world (state "closed", `error` says why, with the text the server sent).
 //
 // No DOM beyond the network APIs (fetch is not used here; WebSocket/RTCPeerConnection via
 // transports.js), so the 3D view and the UI only read its state.
@@ -37,7 +39,22 @@ const nowSeconds = () => performance.now() / 1000;
 /** @typedef {import("../world/interpolate.js").EntityState} EntityState */
 /** @typedef {import("../protocol/snapshot.js").View} View */
 /** @typedef {import("../protocol/snapshot.js").PartHeader} PartHeader */
-/** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "refused" | "replaced" | "closed" | "stopped"} SessionState */
+/** @typedef {"idle" | "connecting" | "connected" | "reconnecting" | "refused" | "replaced" | "kicked" | "closed" | "stopped"} SessionState */
+
+/** DISCONNECT reasons that end the session for good (no reconnect): the state it takes and
+ * what `error` says, from the DISCONNECT's text (SPEC 3).
+ * @type {Record<string, { state: SessionState, error: (text: string) => string }>} */
+const FINAL_DISCONNECTS = {
+  // The same player joined again (another window or device).
+  replaced: { state: "replaced", error: () => "signed in elsewhere: this window's avatar was replaced by a newer login" },
+  // The server's operator or a moderator kicked the player; the text says who, why, how long.
+  kicked: { state: "kicked", error: (text) => text || "removed by the server's operator" },
+  // The operator closed this world: there is nothing to reconnect to.
+  world_closed: { state: "closed", error: (text) => `this world was closed${text ? `: ${text}` : ""}` },
+};
+
+/** States after which the session does not reconnect. */
+const ENDED = new Set(["stopped", "refused", "replaced", "kicked", "closed"]);
 
 /** The player's intent for one tick: world axes -1..1, yaw in radians.
  * @typedef {{ moveX?: number, moveZ?: number, yaw?: number, jump?: boolean }} Controls */
@@ -325,7 +342,7 @@ export class NetSession {
 
   _lost() {
     this._dropTransport();
-    if (this.state === "stopped" || this.state === "refused" || this.state === "replaced" || this.state === "closed") return;
+    if (ENDED.has(this.state)) return;
     this.transportKind = null;
     this._scheduleReconnect();
   }
@@ -365,18 +382,10 @@ export class NetSession {
         break;
       case "disconnected":
         this.lastCloseReason = ev.reason;
-        if (ev.reason === "kicked") {
-          // Ended by the server: this player joined again (another window or device).
-          this.error = "signed in elsewhere: this window's avatar was replaced by a newer login";
-          this._setState("replaced");
-          this._dropTransport();
-          if (this._handshakeDone) this._handshakeDone("refused");
-          break;
-        }
-        if (ev.reason === "world_closed") {
-          // The operator closed this world: there is nothing to reconnect to.
-          this.error = `this world was closed${ev.text ? `: ${ev.text}` : ""}`;
-          this._setState("closed");
+        if (Object.hasOwn(FINAL_DISCONNECTS, ev.reason)) {
+          const final = FINAL_DISCONNECTS[ev.reason];
+          this.error = final.error(ev.text || "");
+          this._setState(final.state);
           this._dropTransport();
           if (this._handshakeDone) this._handshakeDone("refused");
           break;

@@ -61,8 +61,9 @@ export const REFUSE_REASONS = {
 export const DISCONNECT_CLIENT_LEFT = 1;
 export const DISCONNECT_SERVER_SHUTDOWN = 2;
 export const DISCONNECT_TIMEOUT = 3;
-export const DISCONNECT_KICKED = 4;
+export const DISCONNECT_KICKED = 4; // removed by the operator or a moderator; a text says who, why, how long
 export const DISCONNECT_WORLD_CLOSED = 5; // the operator closed the world; a text says why
+export const DISCONNECT_REPLACED = 6; // the same player logged in again (another window or device)
 /** @type {Record<number, string>} */
 export const DISCONNECT_REASONS = {
   1: "client_left",
@@ -70,6 +71,7 @@ export const DISCONNECT_REASONS = {
   3: "timeout",
   4: "kicked",
   5: "world_closed",
+  6: "replaced",
 };
 export const MAX_DISCONNECT_TEXT = 200;
 
@@ -80,6 +82,22 @@ const TEXT_DECODER = new TextDecoder("utf-8"); // REFUSE text: invalid bytes are
  * @param {Uint8Array} payload @returns {string} */
 export function disconnectText(payload) {
   return payload.length > 1 ? TEXT_DECODER.decode(payload.subarray(1, 1 + MAX_DISCONNECT_TEXT)) : "";
+}
+
+/** A DISCONNECT payload: the reason byte, then `text` as UTF-8 cut to MAX_DISCONNECT_TEXT
+ * bytes, never in the middle of a character (as protocol/packets.py disconnect_payload).
+ * @param {number} reason @param {string} [text] @returns {Uint8Array} */
+export function encodeDisconnectPayload(reason, text = "") {
+  let body = TEXT_ENCODER.encode(text);
+  if (body.length > MAX_DISCONNECT_TEXT) {
+    let end = MAX_DISCONNECT_TEXT;
+    while (end > 0 && (body[end] & 0xc0) === 0x80) end--; // back to the start of a character
+    body = body.subarray(0, end);
+  }
+  const out = new Uint8Array(1 + body.length);
+  out[0] = reason;
+  out.set(body, 1);
+  return out;
 }
 
 /** @param {Uint8Array} bytes @returns {DataView} */
