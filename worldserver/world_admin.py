@@ -311,7 +311,7 @@ class WorldAdmin:
         try:
             workers.check_room()  # before the body: a queue of waiting uploads holds their bodies
             body = await read_upload(request, chat.max_image_bytes, self.stats)
-            if sniff(body) == "GIF":  # the gallery serves PNG, JPEG and WebP (http.images_dir)
+            if sniff(body) == "GIF":  # GET /gallery/images/{name} serves PNG, JPEG and WebP (http_static)
                 raise ImageRejected("unsupported_type", "a picture slot takes a PNG, JPEG or WebP image", 415)
             clean = await workers.process(body)
         except ImageRejected as exc:
