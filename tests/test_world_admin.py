@@ -536,6 +536,31 @@ async def test_a_pictures_file_without_titles_or_with_bad_ones_is_read_for_what_
         nursery.cancel_scope.cancel()
 
 
+async def test_a_pictures_file_nested_thousands_deep_is_logged_once_and_the_world_works(tmp_path, caplog):
+    """A damaged pictures file nested far deeper than the interpreter recurses is refused before
+    it is parsed: the server starts, one warning names the file, the world shows its own
+    pictures, and a picture hung then is saved over the damaged file."""
+    data = tmp_path / "data"
+    (data / "worlds").mkdir(parents=True)
+    path = data / "worlds" / "gallery.pictures.json"
+    path.write_text('{"world": "gallery", "pictures": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    caplog.set_level(logging.INFO, logger="worldserver.world_admin")
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, data, '["gallery"]')
+        warnings = [r for r in caplog.records if r.name == "worldserver.world_admin" and r.levelno >= logging.WARNING]
+        assert [(r.getMessage(), r.fields["path"]) for r in warnings] == [("world pictures not read", str(path))]
+        assert "nested deeper" in warnings[0].fields["error"] and not any(r.exc_info for r in caplog.records)
+        status, doc = await world_doc(served.url, "gallery")
+        own = {p.id: (p.image, p.title) for p in builtin_world("gallery").pictures}
+        assert status == 200 and {p["id"]: (p["image"], p["title"]) for p in doc["pictures"]} == own
+        async with api(served.url) as http:
+            hung = await http.put("/admin/api/worlds/gallery/pictures/east-1", params={"title": "After"}, content=png())
+            assert hung.status_code == 200, hung.text
+        assert json.loads(path.read_text()) == {"world": "gallery", "pictures": {"east-1": hung.json()["image"]},
+                                                "titles": {"east-1": "After"}}
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_hung_picture_is_retitled_without_a_new_upload(nursery, tmp_path):
     served = await start(nursery, tmp_path, '["gallery"]')
     url, slot = served.url, "east-1"

@@ -75,6 +75,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
+from protocol import jsonsafe
 from protocol.chat import ChatProtocolError, check_line
 from worldserver.chat.gateway import read_upload
 from worldserver.chat.images import ImageFiles, ImageRejected, sniff
@@ -83,7 +84,8 @@ from worldserver.http_static import HUNG_PREFIX, pictures_dir
 from worldserver.logs import get_logger
 from worldserver.native import WORLD_CLOSED
 from worldserver.simulation import Simulation
-from worldserver.worldfile import BUILTIN_DIR, ID_RE, MAX_PICTURE_TITLE, WorldFileError, load_named, load_world
+from worldserver.worldfile import (BUILTIN_DIR, ID_RE, MAX_ITEMS, MAX_PICTURE_TITLE, WorldFileError, load_named,
+                                  load_world)
 
 __all__ = ["HUNG_PREFIX", "MAX_TITLE", "MAX_WORLDS", "OVERLAY_DIR", "WorldAdmin", "WorldAdminError", "picture_title"]
 
@@ -98,6 +100,9 @@ DEFAULT_REASON = "the world was closed by the operator"
 NOTICE_TIMEOUT = 5.0  # seconds a close waits for its chat notice to be stored
 _IMAGE_NAME = re.compile(r"[^/\\\x00]{1,200}")
 _HUNG_NAME = re.compile(r"hung-[a-z0-9_-]+-[A-Za-z0-9_-]{22}\.(png|jpg|webp|gif)")
+# bytes of a pictures file read back: far above what _write_overlay writes (MAX_ITEMS slots, each
+# with an image name and a title escaped to at most ~4 KiB), so that no saved file is refused
+_MAX_OVERLAY_BYTES = MAX_ITEMS * 8 * 1024
 
 
 class WorldAdminError(Exception):
@@ -417,10 +422,12 @@ class WorldAdmin:
         """The pictures hung in the world before (slot -> image) and their titles (slot ->
         title, for the slots that show a picture; a file written before titles has none); {}
         when none or unreadable (a damaged file, or the parts of it that are, is logged and left
-        for the operator, never a crash)."""
+        for the operator, never a crash: one too large or nested too deeply is refused by
+        ``protocol.jsonsafe`` before it is parsed)."""
         path = self._overlay_path(world_id)
         try:
-            data = json.loads(path.read_bytes())
+            with path.open("rb") as file:
+                data = jsonsafe.loads(file.read(_MAX_OVERLAY_BYTES + 1), max_bytes=_MAX_OVERLAY_BYTES)
         except FileNotFoundError:
             return {}, {}
         except (OSError, ValueError) as exc:
