@@ -49,8 +49,8 @@ from child_support import (
 )
 from worldserver.calls import janus as janus_module
 from worldserver.calls.janus import (
-    JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, open_janus, open_sfu, public_url,
-    serve_sfu,
+    JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, janus_info, open_janus, open_sfu,
+    public_url, serve_sfu,
 )
 from worldclient.chat_client import open_chat
 from worldclient.client import open_client
@@ -508,9 +508,12 @@ async def test_a_pid_file_naming_a_process_that_is_not_ours_leaves_it_alone(nurs
 # -- a client on a server that is not quite Janus -----------------------------------------------
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # nested far deeper than json.loads can recurse
+
+
 async def mute_janus(nursery) -> str:
-    """A loopback WebSocket server that answers ``create``, sends junk, and answers nothing
-    else; its URL."""
+    """A loopback WebSocket server that answers ``create`` and ``info`` after junk (a frame
+    nested thousands deep among it), and answers nothing else; its URL."""
 
     async def handler(request):
         ws = await request.accept()
@@ -519,23 +522,34 @@ async def mute_janus(nursery) -> str:
             if frame["janus"] == "create":
                 await ws.send_message("not json")
                 await ws.send_message("[1, 2]")
+                await ws.send_message(DEEP)
                 await ws.send_message(json.dumps({"janus": "success", "transaction": frame["transaction"],
                                                   "data": {"id": 99}}))
+            elif frame["janus"] == "info":
+                await ws.send_message(DEEP)
+                await ws.send_message(json.dumps({"janus": "server_info", "transaction": "info", "name": "mute"}))
 
     server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
     return f"ws://127.0.0.1:{server.port}"
 
 
 async def test_client_counts_bad_frames_and_times_out_unanswered_requests(nursery):
-    """The junk is counted, a request fails at its deadline, the session goes on."""
+    """The junk (one frame nested thousands deep among it) is counted, a request fails at its
+    deadline, the session goes on."""
     url = await mute_janus(nursery)
     stats = Stats()
     async with open_janus(url, request_timeout=0.2, stats=stats) as client:
         assert client.session_id == 99
-        assert client.bad_frames == 2 and stats.get("drop.janus_bad_frame") == 2
+        assert client.bad_frames == 3 and stats.get("drop.janus_bad_frame") == 3
         with trio.fail_after(GENEROUS), pytest.raises(JanusTimeout):
             await client.attach(VIDEOROOM)
         assert client.gone is None
+
+
+async def test_info_skips_a_frame_nested_thousands_deep(nursery):
+    url = await mute_janus(nursery)
+    with trio.fail_after(GENEROUS):
+        assert (await janus_info(url, timeout=GENEROUS))["name"] == "mute"
 
 
 async def test_an_unanswered_keepalive_ends_the_session(nursery):

@@ -26,7 +26,9 @@ Job (docs/calls.md, "SFU (Janus VideoRoom)"):
 * :func:`open_janus` / :class:`JanusClient`: one Janus API session over the WebSocket
   transport (subprotocol ``janus-protocol``): requests matched to answers by transaction id,
   each with a deadline; a keepalive every 25 s; plugin handles; events not answering a
-  request go to a bounded buffer (or nowhere). When the socket closes, a keepalive goes
+  request go to a bounded buffer (or nowhere). Frames are parsed with ``protocol.jsonsafe``
+  (at most :data:`MAX_FRAME` bytes, nesting checked first): one that is not a JSON object is
+  counted (``drop.janus_bad_frame``) and dropped. When the socket closes, a keepalive goes
   unanswered or Janus times the session out, every waiting request fails with
   :class:`JanusGone` and :attr:`JanusClient.lost` is set.
 * :class:`JanusBackend` is the :class:`~worldserver.calls.sfu.SfuBackend` on the VideoRoom
@@ -73,6 +75,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from protocol import jsonsafe
 from worldserver.calls.sfu import SfuError, SfuTicket
 from worldserver.children import Child, ProcessHandle, spawn
 from worldserver.logs import get_logger
@@ -106,6 +109,7 @@ ROOM_PUBLISHERS = 100
 ROOM_BITRATE = 256_000  # bits per second per video publisher (REMB cap)
 ROOM_FIR_FREQ = 10  # a keyframe request to publishers every this many seconds
 MAX_ROOM_NUMBER = 2**53 - 1  # room numbers stay exact in JavaScript
+MAX_FRAME = 1024 * 1024  # bytes of a Janus API frame (the sockets' max_message_size; parsed with jsonsafe)
 
 
 class JanusError(Exception):
@@ -231,8 +235,8 @@ class JanusClient:
 
     def _dispatch(self, text) -> None:
         try:
-            frame = json.loads(text)
-        except (TypeError, ValueError):
+            frame = jsonsafe.loads(text, max_bytes=MAX_FRAME)
+        except jsonsafe.JsonRefused:
             frame = None
         if not isinstance(frame, dict):
             self.bad_frames += 1
@@ -291,7 +295,7 @@ async def open_janus(url: str, *, request_timeout: float = 5.0, keepalive: float
         try:
             ws = await stack.enter_async_context(open_websocket_url(
                 url, subprotocols=[SUBPROTOCOL], connect_timeout=connect_timeout, disconnect_timeout=1,
-                message_queue_size=16))
+                message_queue_size=16, max_message_size=MAX_FRAME))
         except (HandshakeError, OSError, ValueError) as exc:
             cause = exc.__cause__ or exc.__context__ or exc
             raise JanusGone(f"cannot connect to Janus at {url}: {_describe(cause)}") from None
@@ -338,12 +342,12 @@ async def janus_info(url: str, timeout: float = 1.0) -> dict:
     try:
         with trio.fail_after(timeout):
             async with open_websocket_url(url, subprotocols=[SUBPROTOCOL], connect_timeout=timeout,
-                                          disconnect_timeout=0.2) as ws:
+                                          disconnect_timeout=0.2, max_message_size=MAX_FRAME) as ws:
                 await ws.send_message(json.dumps({"janus": "info", "transaction": "info"}))
                 while True:
                     try:
-                        frame = json.loads(await ws.get_message())
-                    except (TypeError, ValueError):
+                        frame = jsonsafe.loads(await ws.get_message(), max_bytes=MAX_FRAME)
+                    except jsonsafe.JsonRefused:
                         continue
                     if isinstance(frame, dict) and frame.get("transaction") == "info":
                         return frame
