@@ -292,6 +292,8 @@ async def test_a_hung_worker_is_killed_at_the_deadline(autojump_clock) -> None:
          "drop.chat_image_worker_failed"),
         ("import sys; sys.stdout.write('{\"ok\": false, \"code\": \"Evil Code\"}\\n')", 422,
          "decode_failed", "drop.chat_image_worker_failed"),
+        ("import sys; sys.stdout.write('[' * 2000 + ']' * 2000 + '\\n')", 422, "decode_failed",
+         "drop.chat_image_worker_failed"),  # a header nested deeper than json.loads recurses
         ("import os; os._exit(75)", 413, "too_much_memory", "drop.chat_image_worker_memory"),
         ("import sys\nwhile True: sys.stdout.buffer.write(b'x' * 65536)", 413, "too_large",
          "drop.chat_image_output_too_large"),

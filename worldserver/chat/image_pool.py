@@ -12,8 +12,9 @@ exits, and it runs :data:`WORKER_NICE` nicer than the server so that the tick ke
 At most ``workers`` run at once; an upload waits for one at most the worker's CPU seconds,
 and at most :data:`WAITING_PER_WORKER` x ``workers`` uploads wait -- the rest are refused at
 once (503 ``busy``). A worker that runs out of memory, is stopped by its CPU limit or the
-deadline, dies otherwise or answers more than allowed means a refused upload with a
-code and a ``drop.chat_image_*`` counter. Workers are started by
+deadline, dies otherwise or answers more than allowed (or a header line that is not a
+JSON object of at most :data:`HEADER_LIMIT` bytes, checked by ``protocol.jsonsafe``) means a
+refused upload with a code and a ``drop.chat_image_*`` counter. Workers are started by
 :func:`worldserver.children.spawn`, so they die with the server even when it is killed
 mid-upload (SIGKILL included), instead of running on to their CPU limit.
 
@@ -25,7 +26,6 @@ answer per running worker.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 import trio
 
+from protocol import jsonsafe
 from worldserver.chat.image_worker import MEMORY_EXIT, worker_arguments
 from worldserver.chat.images import FORMATS, CleanImage, ImageLimits, ImageRejected
 from worldserver.children import spawn
@@ -173,10 +174,10 @@ class ImageWorkers:
         """The worker's answer as a clean image, or the refusal it (or its exit status) means."""
         line, newline, payload = output.partition(b"\n")
         header = None
-        if newline and len(line) <= HEADER_LIMIT:
+        if newline:
             try:
-                header = json.loads(line)
-            except ValueError:
+                header = jsonsafe.loads(line, max_bytes=HEADER_LIMIT)
+            except jsonsafe.JsonRefused:
                 header = None
         if not isinstance(header, dict):
             header = {}
