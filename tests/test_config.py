@@ -241,6 +241,22 @@ def test_wrong_type_from_env_names_key_and_variable():
     assert "WORLDSERVER_SIM_TICK_RATE" in message
 
 
+@pytest.mark.parametrize("var, key", [("WORLDSERVER_SIM_SPAWN_POINT", "sim.spawn_point"),
+                                      ("WORLDSERVER_WEBRTC_ICE_SERVERS", "webrtc.ice_servers")])
+def test_a_list_from_env_nested_thousands_deep_is_one_line_naming_it(var, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(env={var: "[" * 5000 + "]" * 5000})
+    assert str(info.value).startswith(f"{key}: expected a list of ") and var in str(info.value)
+    assert "\n" not in str(info.value) and info.value.key == key
+
+
+def test_a_file_nested_thousands_deep_is_one_line(tmp_path):
+    path = write(tmp_path, "[sim]\nspawn_point = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert str(info.value) == f"{path}: invalid TOML: nested too deeply"
+
+
 @pytest.mark.parametrize(
     "toml, key",
     [

@@ -123,7 +123,7 @@ def _parse_string(kind: str, text: str, key: str) -> Any:
         if stripped.startswith("["):
             try:
                 items = json.loads(stripped)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                 items = None
         else:
             items = []
@@ -139,7 +139,7 @@ def _parse_string(kind: str, text: str, key: str) -> Any:
         if stripped.startswith("["):
             try:
                 items = json.loads(stripped)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested thousands deep
                 items = None
             if isinstance(items, list) and all(isinstance(v, str) for v in items):
                 return items
@@ -997,6 +997,8 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
 
 
 def load_config(
