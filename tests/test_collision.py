@@ -213,6 +213,11 @@ def test_load_world_errors_name_the_file(tmp_path):
         load_world(bad)
     with pytest.raises(WorldFileError, match="cannot be read"):
         load_world(tmp_path / "missing.toml")
+    deep = tmp_path / "deep.toml"
+    deep.write_text('id = "x"\nfloor = ' + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(WorldFileError) as info:
+        load_world(deep)
+    assert str(info.value) == f"world file {deep}: not valid TOML: nested too deeply"
 
 
 def test_shipped_worlds_and_their_json():

@@ -401,6 +401,8 @@ def load_world(path: str | Path) -> WorldSpec:
         raise WorldFileError(f"world file {path}: is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise WorldFileError(f"world file {path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise WorldFileError(f"world file {path}: not valid TOML: nested too deeply") from None
     return parse_world(doc, str(path))
 
 
