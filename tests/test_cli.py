@@ -180,6 +180,49 @@ def test_run_hands_config_to_app(clean_env, monkeypatch):
     assert seen["config"].sim.tick_rate == 60
 
 
+@pytest.fixture
+def deep_json_server():
+    """A real HTTP server on loopback (stdlib, in a thread) whose every answer is JSON nested
+    far deeper than ``json.loads`` recurses: 200 for ``/api/worlds`` and
+    ``/admin/api/players``, 500 for anything else; its URL."""
+    import http.server
+    import threading
+
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path in ("/api/worlds", "/admin/api/players") else 500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(deep)))
+            self.end_headers()
+            self.wfile.write(deep)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_an_answer_nested_thousands_deep_is_one_error_line(deep_json_server):
+    url = deep_json_server
+    for args, error in [
+        (["worlds"], f"error: the server at {url} answered JSON nested too deeply"),
+        (["players", "--token", "t"], f"error: the server at {url} answered JSON nested too deeply"),
+        (["status", "--token", "t"], "error: Internal Server Error (500)"),
+    ]:
+        done = run_cli(*args, "--url", url)
+        assert (done.returncode, done.stdout, done.stderr.splitlines()) == (1, "", [error]), args
+
+
 @pytest.mark.parametrize("server", ["localhost", "host:", ":9300", "h:0", "h:99999", "h:x"])
 def test_swarm_rejects_bad_server(capsys, server):
     assert cli.main(["swarm", "--server", server]) == 2

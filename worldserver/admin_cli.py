@@ -250,9 +250,11 @@ class _Client:
                 raise _Failed(f"the server at {self.url} refused the admin token (from {self.token_from})") from None
             try:
                 message = json.loads(exc.read()).get("error") or exc.reason
-            except (ValueError, AttributeError, OSError):
+            except (ValueError, AttributeError, OSError, RecursionError):
                 message = exc.reason
             raise _Failed(f"{message} ({exc.code})") from None
+        except RecursionError:  # json.loads of an answer nested thousands deep
+            raise _Failed(f"the server at {self.url} answered JSON nested too deeply") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Failed(f"cannot reach the server at {self.url}: {reason}") from None

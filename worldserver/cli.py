@@ -275,6 +275,9 @@ def _cmd_worlds(args: argparse.Namespace) -> int:
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/api/worlds", timeout=5) as answer:
             data = json.loads(answer.read())
+    except RecursionError:  # an answer nested thousands deep
+        print(f"error: the server at {url} answered JSON nested too deeply", file=sys.stderr)
+        return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"error: cannot reach the server at {url}: {reason}", file=sys.stderr)
