@@ -126,6 +126,20 @@ async function until(fn, ms = 3000, what = "condition") {
   assert.fail(`timed out waiting for ${what}`);
 }
 
+/**
+ * Runs the session on node's mocked setTimeout/setInterval (`t.mock.timers`, enabled by the
+ * test before `start()`): `ms` milliseconds pass one at a time, each after the promises then
+ * due have settled (a setImmediate turn, which the mock leaves real). Nothing waits for the
+ * wall clock, so the outcome does not depend on the machine's speed.
+ */
+async function advance(t, ms) {
+  for (let i = 0; i < ms; i++) {
+    await new Promise((r) => setImmediate(r));
+    t.mock.timers.tick(1);
+  }
+  await new Promise((r) => setImmediate(r));
+}
+
 function session(server, controls = () => ({ moveX: 0, moveZ: 0, yaw: 0 })) {
   return new NetSession({
     origin: "http://test",
@@ -204,15 +218,21 @@ describe("NetSession", () => {
     }
   });
 
-  it("reconnects with a new handshake after the transport is lost", async () => {
+  it("reconnects with a new handshake after the transport is lost", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
     const server = fakeServer();
     const s = session(server);
     s.start();
     try {
-      await until(() => s.state === "connected", 2000, "connected");
+      await advance(t, 2); // HELLO, the ACCEPT 1 ms later
+      assert.equal(s.state, "connected");
       server.peers[0].drop();
       assert.equal(s.state, "reconnecting");
-      await until(() => s.state === "connected" && server.hellos.length === 2, 3000, "reconnected");
+      await advance(t, 300);
+      assert.equal(server.hellos.length, 1); // the first reconnect waits 0.4 to 0.6 s
+      await advance(t, 400); // the same 700 ms the tests below wait for no reconnect
+      assert.equal(s.state, "connected");
+      assert.equal(server.hellos.length, 2);
       assert.notEqual(server.hellos[0].nonce, server.hellos[1].nonce);
       assert.equal(s.reconnects, 1);
       assert.equal(s.connects, 2);
@@ -221,33 +241,38 @@ describe("NetSession", () => {
     }
   });
 
-  it("a refusal stops the session", async () => {
+  it("a refusal stops the session", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
     const server = fakeServer({ refuse: true });
     const s = session(server);
     s.start();
     try {
-      await until(() => s.state === "refused", 2000, "refused");
+      await advance(t, 2); // HELLO, the REFUSE 1 ms later
+      assert.equal(s.state, "refused");
       assert.match(s.error, /server_full/);
-      await sleep(700);
+      await advance(t, 700); // longer than the first reconnect delay (mocked time)
       assert.equal(server.hellos.length, 1);
+      assert.equal(s.state, "refused");
     } finally {
       s.stop();
     }
   });
 
-  it("a DISCONNECT replaced (the player logged in again elsewhere) ends it without reconnecting", async () => {
+  it("a DISCONNECT replaced (the player logged in again elsewhere) ends it without reconnecting", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
     const server = fakeServer();
     const s = session(server);
     s.start();
     try {
-      await until(() => s.state === "connected", 2000, "connected");
+      await advance(t, 2); // HELLO, the ACCEPT 1 ms later
+      assert.equal(s.state, "connected");
       const peer = server.peers[0];
       peer.deliver(P.encodePacket(P.DISCONNECT, peer.salt, peer.seq++, 0, 0, Uint8Array.of(P.DISCONNECT_REPLACED)));
       assert.equal(s.state, "replaced");
       assert.match(s.error, /signed in elsewhere/);
       assert.equal(s.stats().last_close_reason, "replaced");
       assert.ok(peer.closed);
-      await sleep(700); // longer than the first reconnect delay
+      await advance(t, 700); // longer than the first reconnect delay (mocked time)
       assert.equal(server.hellos.length, 1);
       assert.equal(s.state, "replaced");
     } finally {
