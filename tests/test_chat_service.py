@@ -19,10 +19,11 @@ import pytest
 import trio
 import trio.testing
 
-from chat_support import FakeSession, start_chat_server
+from chat_support import FakeSession, join_identity, start_chat_server
 from worldclient.chat_client import ChatRequestError, open_chat
 from worldserver.chat import moderation_handlers
-from worldserver.chat.peers import CLOSE_KICKED
+from worldserver.chat.peers import CLOSE_KICKED, CLOSE_REPLACED
+from worldserver.identity import KICKED
 from worldserver.limits import TokenBuckets
 
 ADMIN = "admin-secret"
@@ -311,6 +312,34 @@ async def test_mute_kick_delete_need_the_admin_token(nursery, tmp_path, mock_clo
         mock_clock.jump(10)  # past any backoff
         await trio.testing.wait_all_tasks_blocked(cushion=0.001)
         assert victim._run_done.is_set() and (victim.connects, victim.disconnects) == (1, 1)
+
+
+async def test_a_socket_ended_by_its_released_token_is_told_it_was_kicked_or_replaced(server, monkeypatch) -> None:
+    """SPEC 7.8: a chat socket whose join token a kick releases closes with 4001 and what the
+    kicked player is told, as the kick's own close of the player's sockets says it, never a
+    bare "kicked"; one whose player logged in again, 4002 "signed in elsewhere"."""
+    tk, first = await server.join("kicked-by-token"), await join_identity(server.url, "renewed")
+    async with open_chat(server.url, tk) as kicked, open_chat(server.url, first["token"]) as renewed:
+        # the kick's chat step misses this socket (kick_user closes nothing here), so it ends
+        # only when the kick releases the token its avatar holds
+        monkeypatch.setattr(server.chat, "kick_user", lambda user, reason: (0, set()))
+        server.sim.sessions.append(FakeSession(tk, "kicked-by-token", 65537))
+        result = server.chat.moderation.kick("kicked-by-token", reason="flooding", ban=600, now=trio.current_time())
+        assert result is not None
+        await until(lambda: kicked.close_code is not None)
+        assert (kicked.close_code, kicked.close_reason) == (CLOSE_KICKED, "removed by the operator: flooding; "
+                                                                           "banned for 10 min")
+        assert server.chat.moderation.kick_text == ""  # only while the kick runs
+        await join_identity(server.url, "renewed", first["secret"])  # a newer login of the same player
+        await until(lambda: renewed.close_code is not None)
+        assert (renewed.close_code, renewed.close_reason) == (CLOSE_REPLACED, "signed in elsewhere")
+    assert server.stats.get("chat.closed_kicked") == 1 and server.stats.get("chat.closed_replaced") == 1
+    # a token released for a kick outside Moderation.kick (none is): the generic kick line
+    tl = await server.join("late")
+    async with open_chat(server.url, tl) as late:
+        assert server.identities.release(tl, KICKED) == 1
+        await until(lambda: late.close_code is not None)
+        assert (late.close_code, late.close_reason) == (CLOSE_KICKED, "removed by the operator")
 
 
 async def test_wrong_admin_token_is_refused(server) -> None:

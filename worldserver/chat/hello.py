@@ -28,6 +28,7 @@ from worldserver.chat.peers import CLOSE_KICKED, CLOSE_REPLACED, Peer
 from worldserver.chat.rooms import SERVER_AUTHOR
 from worldserver.chat.store import Message
 from worldserver.identity import KICKED
+from worldserver.moderation import close_reason, kick_text
 
 __all__ = ["HELLO_SINCE_LIMIT", "MAX_HELLO_ROOMS", "HelloHandler"]
 
@@ -129,12 +130,14 @@ class HelloHandler:
 
     def _end_peer(self, peer: Peer, reason: str) -> None:
         """The peer's token stopped working (``identities``): the identity logged in again
-        elsewhere, or the token was released or kicked. The close reason tells the client which."""
+        elsewhere, or the token was released or kicked. The close tells the client which (SPEC
+        7.8): a kick is 4001 with what the kicked player is told, as the kick's own close of
+        the player's sockets says it; a newer login 4002 "signed in elsewhere"."""
         if peer.closed:  # a kick closed it first, with its reason
             return
         self.stats.incr(f"chat.closed_{reason}")
-        if reason == KICKED:
-            peer.close(CLOSE_KICKED, "kicked")
+        if reason == KICKED:  # Moderation.kick releasing the token: its text, set while it runs
+            peer.close(CLOSE_KICKED, close_reason(self.moderation.kick_text or kick_text("")))
             return
         text = "signed in elsewhere" if reason == "replaced" else "session ended; join again"
         peer.close(CLOSE_REPLACED, text)
