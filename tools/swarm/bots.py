@@ -9,11 +9,15 @@ waypoints over the whole world (so a swarm that starts at the spawn spreads out)
 ``observers`` near the centre, where they decode every snapshot into a
 :class:`worldclient.mirror.WorldMirror` and measure the move-to-observed latency (from one
 observer's turn leaving to another first seeing it move the new way) and the share of the
-entities in view each snapshot refreshed (:func:`track_refresh`). A tick's snapshot may come
-in several parts: "snapshots" count complete ticks (:func:`tick_completed`, which reads the
-part header at fixed offsets without decoding), "parts" the packets. Loss comes from the
-packets' sequence numbers. :meth:`BotSet.result` gives the raw counts of a measurement window
-(see :mod:`worldtools.swarm.report`).
+entities in view each snapshot refreshed (:func:`track_refresh`). A turn (a latency probe)
+the server did not carry out as sent, because a wall stopped the bot or it slid along one,
+is void and counted in ``probes_blocked``: the turner's own snapshots say when its input was
+applied (``input_ack``) and how it moved then (:meth:`BotSet._check_probe`); without this a
+slide would be "seen" only when the bot leaves the wall, a sample of the walls, not of the
+network. A tick's snapshot may come in several parts: "snapshots" count complete ticks
+(:func:`tick_completed`, which reads the part header at fixed offsets without decoding),
+"parts" the packets. Loss comes from the packets' sequence numbers. :meth:`BotSet.result`
+gives the raw counts of a measurement window (see :mod:`worldtools.swarm.report`).
 
 How a bot's packets travel is the transport's business (:mod:`worldtools.swarm.transport`):
 the bot set asks it to open, send on and close a bot's link, and the transport calls back
@@ -40,6 +44,7 @@ from protocol.client import ClientConnection
 from protocol.errors import ProtocolError
 from protocol.events import Connected, Disconnected, Received, Refused
 from protocol.messages import Input, Welcome, encode_inputs
+from protocol.snapshot import PartHeader
 from worldclient.mirror import WorldMirror
 from worldtools.swarm.transport import Transport
 
@@ -99,7 +104,8 @@ class Bot:
         "tick_parts",  # tick -> bit mask of the parts received (the newest TICKS_TRACKED ticks)
         # observers only
         "mirror", "last_tick", "prev", "matched", "tx", "tz",
-        "turn_id", "turn_time", "turn_angle", "entity_id", "seen_sum", "seen_n",
+        "turn_id", "turn_time", "turn_angle", "turn_seq", "entity_id", "seen_sum", "seen_n",
+        "own_ack", "own_qx", "own_qz", "step_q",
         "r_tick", "r_ids", "r_q", "r_last", "refresh_changed", "refresh_moving",
     )  # fmt: skip
 
@@ -141,6 +147,10 @@ class Bot:
         self.turn_id = 0
         self.turn_time = 0.0
         self.turn_angle = 0.0
+        self.turn_seq = 0  # input sequence that carried the probe, until its check (0: none)
+        self.own_ack = -1  # the newest own snapshot that sent the bot's position: input_ack, x, z
+        self.own_qx = self.own_qz = 0
+        self.step_q = 0.0  # quantized units one input moves the bot (speed / tick rate / step)
         self.entity_id = -1
         self.seen_sum = 0
         self.seen_n = 0
@@ -148,6 +158,26 @@ class Bot:
         self.r_ids = self.r_q = self.r_last = None
         self.refresh_changed = 0
         self.refresh_moving = 0
+
+
+def _sent_now(mirror: WorldMirror, header: PartHeader, qx: int, qz: int) -> bool:
+    """Was the client's own position (``qx``, ``qz``) in the tick just completed sent in it?
+
+    A full snapshot sends everyone. A delta sends an entity that is new or whose state
+    changed; an entity the server held back (its byte allowance, SPEC.md 5.4) keeps its
+    baseline state, so a position equal to the baseline's is no evidence of where the entity
+    is now (held back, or standing still: either way not counted as fresh)."""
+    if header.baseline_tick is None:
+        return True
+    base = mirror.views.get(header.baseline_tick)
+    if base is None:
+        return False
+    ids = base.ids
+    j = int(ids.searchsorted(header.self_id))
+    if j == len(ids) or int(ids[j]) != header.self_id:
+        return True  # added by this snapshot
+    row = base.q[j]
+    return int(row[0]) != qx or int(row[2]) != qz
 
 
 def tick_completed(bot: Bot, payload: bytes) -> bool:
@@ -220,6 +250,7 @@ class BotSet:
         self.decode_errors: dict[str, int] = {}
         self.socket_errors: dict[str, int] = {}
         self.latency_ms: list[float] = []
+        self.probes_blocked = 0  # latency probes voided: the server did not move the bot as sent
         self.input_backlog: list[int] = []  # observers: inputs sent but not yet applied
         self.observer_by_id: dict[int, Bot] = {}
         self.observer_ids = np.zeros(0, dtype=np.uint32)
@@ -311,6 +342,7 @@ class BotSet:
         self._set_direction(bot, self.rng.uniform(0.0, _TWO_PI), now, record=False)
         if bot.observer:
             bot.mirror = WorldMirror(welcome)
+            bot.step_q = bot.speed / welcome.tick_rate / welcome.position_step
             self.observer_by_id[bot.entity_id] = bot
             self._rebuild_observer_ids()
 
@@ -341,9 +373,11 @@ class BotSet:
                 bot.turn_id += 1
                 bot.turn_time = -1.0  # set to the send time of the input that carries it
                 bot.turn_angle = math.atan2(mz, mx)
+                bot.turn_seq = 0  # and its sequence number
             elif change >= MATCH_TOLERANCE:
                 bot.turn_id += 1  # a small change: old probe void, no new one
                 bot.turn_time = math.inf
+                bot.turn_seq = 0
 
     def _steer(self, bot: Bot, now: float) -> None:
         dt = min(now - bot.last_step, 0.2)
@@ -394,6 +428,7 @@ class BotSet:
                 bot.inputs += 1
             if bot.observer and bot.turn_time < 0.0:
                 bot.turn_time = clock()  # the turn left with this datagram
+                bot.turn_seq = bot.seq  # checked once the server has applied it (_check_probe)
         if now >= self.next_timeout_poll:
             self.next_timeout_poll = now + TIMEOUT_POLL
             for bot in list(self.live):
@@ -490,8 +525,14 @@ class BotSet:
         qz = mirror.quantizer
         i = int(ids.searchsorted(header.self_id))
         if i < len(ids) and int(ids[i]) == header.self_id:
-            bot.x = qz.mins[0] + int(q[i, 0]) * qz.step
-            bot.z = qz.mins[2] + int(q[i, 2]) * qz.step
+            own_x, own_z = int(q[i, 0]), int(q[i, 2])
+            bot.x = qz.mins[0] + own_x * qz.step
+            bot.z = qz.mins[2] + own_z * qz.step
+            if _sent_now(mirror, header, own_x, own_z):
+                ack = header.input_ack
+                if bot.turn_seq and ack >= bot.turn_seq:
+                    self._check_probe(bot, ack, own_x, own_z, now)
+                bot.own_ack, bot.own_qx, bot.own_qz = ack, own_x, own_z
         others = self.observer_ids
         if not len(others) or not len(ids):
             return
@@ -524,6 +565,37 @@ class BotSet:
                 bot.matched[eid] = other.turn_id
                 if counting and other.turn_time >= self.measure_start:
                     self.latency_ms.append((now - other.turn_time) * 1000.0)
+
+    def _check_probe(self, bot: Bot, ack: int, qx: int, qz: int, now: float) -> None:
+        """The bot's own snapshot says the server has applied its probe's input (``ack`` >=
+        ``turn_seq``) and where the bot is now (``qx``, ``qz``, sent in this snapshot: see
+        :func:`_sent_now`): did the server carry the turn out as sent?
+
+        Decided from the protocol's facts only, never from timing. The previous such
+        snapshot (``own_ack``, ``own_qx``, ``own_qz``) is the reference. Inputs are applied
+        in sequence order, one tick's worth each, so when ``own_ack`` was at least
+        ``turn_seq - 1`` and ``ack`` is higher, every input applied in between is one of the
+        turn's (an observer's every later change of direction makes a new probe or voids this
+        one, and resets ``turn_seq``), and the bot's motion since the reference is the turn's.
+        When it is shorter than half an input's worth or off the turn's direction by more than
+        ``MATCH_TOLERANCE`` (a wall stopped the bot or it slides along one: the others would
+        see the turn only once it leaves the wall), the probe is void and counted in
+        ``probes_blocked``; samples others recorded before stay (they saw it in time).
+        Otherwise the probe stands. Either way it is checked once. When the motion since the
+        reference also has inputs from before the turn (a late input caught up with it), the
+        check waits for the next snapshot.
+        """
+        if bot.own_ack < bot.turn_seq - 1 or ack <= bot.own_ack:
+            return  # motion mixed with older inputs, or none applied since the last view
+        bot.turn_seq = 0
+        dx, dz = qx - bot.own_qx, qz - bot.own_qz
+        if (4 * (dx * dx + dz * dz) >= bot.step_q * bot.step_q
+                and _angle_diff(math.atan2(dz, dx), bot.turn_angle) <= MATCH_TOLERANCE):
+            return
+        if now >= self.measure_start and bot.turn_time >= self.measure_start:
+            self.probes_blocked += 1
+        bot.turn_id += 1
+        bot.turn_time = math.inf
 
     # -- results ------------------------------------------------------------------------------
     def progress_counts(self) -> dict:
@@ -608,6 +680,7 @@ class BotSet:
             packets_expected=expected,
             packets_received=received,
             latency_samples_ms=list(self.latency_ms),
+            probes_blocked=self.probes_blocked,
             observed_entities_sum=seen_sum,
             observed_views=seen_n,
             refresh_changed=refresh_changed,

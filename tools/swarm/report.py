@@ -7,7 +7,9 @@ processes' results (counts summed, samples concatenated); :func:`public_report` 
 the raw sample lists for printing (``worldserver swarm --json``); :func:`format_report` is the
 table. A channel transport (WebRTC, WebSocket) adds ``transport`` and ``open_ms`` (the time
 each channel took to open) to its raw result, and the report then has ``open_ms_p50`` and
-``open_ms_p99`` and two more table rows; UDP reports have neither.
+``open_ms_p99`` and two more table rows; UDP reports have neither. ``probes_blocked`` counts
+the observers' latency probes voided because the server did not move the turning bot as sent
+(a wall blocked it or it slid along one; see :meth:`worldtools.swarm.bots.BotSet._check_probe`).
 
 The keys are read by the benchmarks (tools/bench), the soak and the docs: keep them.
 
@@ -23,7 +25,7 @@ __all__ = ["format_report", "make_report", "merge_results", "percentile", "publi
 _SUMMED = (
     "bots_requested", "observers", "connected", "snapshots", "packets", "bytes", "inputs",
     "connected_seconds", "packets_expected", "packets_received", "observed_entities_sum",
-    "observed_views", "cpu_s", "parts", "refresh_changed", "refresh_moving",
+    "observed_views", "cpu_s", "parts", "refresh_changed", "refresh_moving", "probes_blocked",
 )  # fmt: skip
 _DICTS = ("failure_reasons", "decode_errors", "socket_errors")
 _LISTS = ("latency_samples_ms", "send_late_ms", "input_backlog")
@@ -70,7 +72,7 @@ def make_report(raw: dict) -> dict:
     r = dict(raw)
     for k in _LISTS:
         r.setdefault(k, [])
-    for k in ("parts", "refresh_changed", "refresh_moving"):
+    for k in ("parts", "refresh_changed", "refresh_moving", "probes_blocked"):
         r.setdefault(k, 0)
     bot_s = r["connected_seconds"]
     failures = sum(r["failure_reasons"].values()) + sum(r["decode_errors"].values())
@@ -134,6 +136,7 @@ def format_report(report: dict) -> str:
         ("move-to-observed p50 (ms)", "-" if lat50 is None else lat50),
         ("move-to-observed p99 (ms)", "-" if lat99 is None else lat99),
         ("latency samples", report["latency_samples"]),
+        ("latency probes voided (blocked)", report.get("probes_blocked", 0)),
         ("packet loss", f"{100.0 * report['packet_loss']:.3f} %"),
         ("entities seen by observers", report["observed_entities_mean"]),
         ("refreshed share (observers)", "-" if report.get("observed_refreshed_share") is None
