@@ -1,7 +1,8 @@
 // NetSession against an in-process fake server (fake transports, real protocol codecs):
 // transport choice and fallback, handshake with the token, one INPUT per tick carrying the
 // last 4 inputs, snapshots into the mirror with prediction, reconnect after a loss, refusal,
-// and DISCONNECT on stop.
+// and DISCONNECT on stop. Tests that count time (ticks, resends, reconnect delays) run on a
+// virtual clock (virtualClock: mocked timers and performance.now), never the wall clock.
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -127,17 +128,24 @@ async function until(fn, ms = 3000, what = "condition") {
 }
 
 /**
- * Runs the session on node's mocked setTimeout/setInterval (`t.mock.timers`, enabled by the
- * test before `start()`): `ms` milliseconds pass one at a time, each after the promises then
- * due have settled (a setImmediate turn, which the mock leaves real). Nothing waits for the
- * wall clock, so the outcome does not depend on the machine's speed.
+ * A virtual clock for test `t`, set before the session starts: node's mocked setTimeout and
+ * setInterval (`t.mock.timers`) and a mocked `performance.now` (the session's clock) that
+ * move together. `advance(ms)` lets `ms` milliseconds pass one at a time, each after the
+ * promises then due have settled (a setImmediate turn, which the mock leaves real). Nothing
+ * waits for the wall clock, so the outcome does not depend on the machine's speed.
  */
-async function advance(t, ms) {
-  for (let i = 0; i < ms; i++) {
+function virtualClock(t) {
+  t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+  let now = 10_000;
+  t.mock.method(performance, "now", () => now);
+  return async function advance(ms) {
+    for (let i = 0; i < ms; i++) {
+      await new Promise((r) => setImmediate(r));
+      now += 1;
+      t.mock.timers.tick(1);
+    }
     await new Promise((r) => setImmediate(r));
-    t.mock.timers.tick(1);
-  }
-  await new Promise((r) => setImmediate(r));
+  };
 }
 
 function session(server, controls = () => ({ moveX: 0, moveZ: 0, yaw: 0 })) {
@@ -151,19 +159,22 @@ function session(server, controls = () => ({ moveX: 0, moveZ: 0, yaw: 0 })) {
 }
 
 describe("NetSession", () => {
-  it("uses WebRTC when it opens; HELLO carries the token; one INPUT per tick with the last 4", async () => {
+  it("uses WebRTC when it opens; HELLO carries the token; one INPUT per tick with the last 4", async (t) => {
+    const advance = virtualClock(t);
     const server = fakeServer();
     const s = session(server, () => ({ moveX: 1, moveZ: 0, yaw: Math.PI / 2 }));
     s.start();
     try {
-      await until(() => s.state === "connected", 2000, "connected");
+      await advance(2); // HELLO, the ACCEPT 1 ms later
+      assert.equal(s.state, "connected");
       assert.equal(s.transportKind, "webrtc");
       assert.equal(s.offerToOpenMs, 42);
       assert.deepEqual(server.hellos.map((h) => [h.kind, h.token]), [["webrtc", "tok-1"]]);
       const peer = server.peers[0];
-      await sleep(300);
+      const before = peer.inputs().length;
+      await advance(300);
       const packets = peer.inputs();
-      assert.ok(packets.length >= 4 && packets.length <= 8, `${packets.length} INPUT packets in 300 ms`);
+      assert.equal(packets.length - before, 6, "one INPUT packet per tick: 6 in 300 ms at 20 Hz");
       const last = packets[packets.length - 1];
       assert.equal(last.length, 4);
       assert.deepEqual(last.map((i) => i.seq), [0, 1, 2, 3].map((k) => last[0].seq + k));
@@ -175,7 +186,7 @@ describe("NetSession", () => {
         { id: WELCOME.entityId, x: 1, y: 0, z: 0 },
         { id: 5 << 16, x: -3, y: 0, z: 4 },
       ]);
-      await until(() => s.firstSnapshot, 500, "snapshot");
+      assert.ok(s.firstSnapshot); // taken as it arrives
       const ents = s.entities();
       assert.equal(ents.length, 2);
       const other = ents.find((e) => e.id === 5 << 16);
@@ -219,18 +230,18 @@ describe("NetSession", () => {
   });
 
   it("reconnects with a new handshake after the transport is lost", async (t) => {
-    t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+    const advance = virtualClock(t);
     const server = fakeServer();
     const s = session(server);
     s.start();
     try {
-      await advance(t, 2); // HELLO, the ACCEPT 1 ms later
+      await advance(2); // HELLO, the ACCEPT 1 ms later
       assert.equal(s.state, "connected");
       server.peers[0].drop();
       assert.equal(s.state, "reconnecting");
-      await advance(t, 300);
+      await advance(300);
       assert.equal(server.hellos.length, 1); // the first reconnect waits 0.4 to 0.6 s
-      await advance(t, 400); // the same 700 ms the tests below wait for no reconnect
+      await advance(400); // the same 700 ms the tests below wait for no reconnect
       assert.equal(s.state, "connected");
       assert.equal(server.hellos.length, 2);
       assert.notEqual(server.hellos[0].nonce, server.hellos[1].nonce);
@@ -242,15 +253,15 @@ describe("NetSession", () => {
   });
 
   it("a refusal stops the session", async (t) => {
-    t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+    const advance = virtualClock(t);
     const server = fakeServer({ refuse: true });
     const s = session(server);
     s.start();
     try {
-      await advance(t, 2); // HELLO, the REFUSE 1 ms later
+      await advance(2); // HELLO, the REFUSE 1 ms later
       assert.equal(s.state, "refused");
       assert.match(s.error, /server_full/);
-      await advance(t, 700); // longer than the first reconnect delay (mocked time)
+      await advance(700); // longer than the first reconnect delay (mocked time)
       assert.equal(server.hellos.length, 1);
       assert.equal(s.state, "refused");
     } finally {
@@ -259,12 +270,12 @@ describe("NetSession", () => {
   });
 
   it("a DISCONNECT replaced (the player logged in again elsewhere) ends it without reconnecting", async (t) => {
-    t.mock.timers.enable({ apis: ["setTimeout", "setInterval"] });
+    const advance = virtualClock(t);
     const server = fakeServer();
     const s = session(server);
     s.start();
     try {
-      await advance(t, 2); // HELLO, the ACCEPT 1 ms later
+      await advance(2); // HELLO, the ACCEPT 1 ms later
       assert.equal(s.state, "connected");
       const peer = server.peers[0];
       peer.deliver(P.encodePacket(P.DISCONNECT, peer.salt, peer.seq++, 0, 0, Uint8Array.of(P.DISCONNECT_REPLACED)));
@@ -272,7 +283,7 @@ describe("NetSession", () => {
       assert.match(s.error, /signed in elsewhere/);
       assert.equal(s.stats().last_close_reason, "replaced");
       assert.ok(peer.closed);
-      await advance(t, 700); // longer than the first reconnect delay (mocked time)
+      await advance(700); // longer than the first reconnect delay (mocked time)
       assert.equal(server.hellos.length, 1);
       assert.equal(s.state, "replaced");
     } finally {
@@ -330,16 +341,20 @@ describe("NetSession", () => {
     }
   });
 
-  it("falls back when the handshake over WebRTC gets no answer", async () => {
+  it("falls back when the handshake over WebRTC gets no answer", async (t) => {
+    const advance = virtualClock(t);
     const server = fakeServer({ silent: true });
     const s = session(server);
     s.start();
     try {
-      await until(() => server.peers.length === 2, 4000, "second transport");
+      await advance(2500);
+      assert.equal(server.peers.length, 1); // still waiting: the handshake has 2.5 s
+      await advance(10);
+      assert.equal(server.peers.length, 2);
       assert.equal(server.peers[1].kind, "websocket");
-      // HELLO was resent every 250 ms on the silent data channel
+      // HELLO was resent every 250 ms on the silent data channel: at 0, 0.25, ..., 2.5 s
       const hellos = server.peers[0].received.filter((b) => b[0] === P.HELLO).length;
-      assert.ok(hellos >= 8, `${hellos} HELLOs`);
+      assert.equal(hellos, 11);
     } finally {
       s.stop();
     }
