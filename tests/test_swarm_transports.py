@@ -38,7 +38,7 @@ REPORT_FIELDS = {
     "bots_requested", "connected", "failures", "failure_reasons", "decode_errors",
     "snapshots_per_bot_s", "bytes_per_bot_s", "inputs_per_bot_s", "latency_ms_p50",
     "latency_ms_p99", "latency_samples", "packet_loss", "duration_s", "processes", "ok",
-    "cpu_percent", "observed_entities_mean", "transport", "open_ms_p50", "open_ms_p99", "setup_s",
+    "cpu_percent", "observed_entities_mean", "transport", "open_ms_p50", "open_ms_p99", "setup_s", "probes_blocked",
 }  # fmt: skip
 
 
