@@ -25,6 +25,7 @@ from collections import deque
 import trio
 from starlette.websockets import WebSocket
 
+from protocol import packets as P
 from worldserver.http_common import client_host
 from worldserver.http_guard import accept_websocket, refuse_websocket
 from worldserver.limits import AddressLimits
@@ -38,9 +39,9 @@ log = get_logger("worldserver.http")
 MAX_WS_MESSAGE = 2048  # largest WebSocket message of /ws/movement (close 1009 beyond)
 WS_FIFO_LIMIT = 16  # unsent non-snapshot packets per socket before it is closed (1008)
 WS_CLOSE_TIMEOUT = 2.0  # seconds to wait for a send in progress before closing a socket
-SNAPSHOT_TYPE = 0x10
-PACKET_HEADER = 13  # SPEC 3: connected-packet header; a SNAPSHOT part's u32 tick follows it
-DISCONNECT_TYPE = 0x13
+SNAPSHOT_TYPE = P.SNAPSHOT
+PACKET_HEADER = P.HEADER_SIZE  # SPEC 3: connected-packet header; a SNAPSHOT part's u32 tick follows it
+DISCONNECT_TYPE = P.DISCONNECT
 
 
 class WsOutbox:
