@@ -12,6 +12,7 @@ import { CSS2DRenderer } from "three/addons/renderers/CSS2DRenderer.js";
 
 import { idleCallHook, mountCalls } from "./calls/index.js";
 import { idleChatHook, mountChat } from "./chat/index.js";
+import { fetchJson, getJson } from "./net/http.js";
 import { lastName, remember, secretFor } from "./net/names.js";
 import { NetSession } from "./net/session.js";
 import { AvatarManager } from "./scene/avatars.js";
@@ -104,12 +105,6 @@ const state = {
   gpuName: "",
   frameMs: 0, // mean time between frames
 };
-
-async function getJson(url) {
-  const res = await fetch(url, { headers: { Accept: "application/json" } });
-  if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
-  return res.json();
-}
 
 // ---------------------------------------------------------------------------- controls
 
@@ -401,19 +396,13 @@ function storage() {
 async function join(name) {
   const store = storage();
   const secret = store ? secretFor(store, name) : null;
-  const res = await fetch("/api/join", {
+  const { ok, status, body } = await fetchJson("/api/join", {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify(secret ? { name, secret, world: state.worldId } : { name, world: state.worldId }),
   });
-  let body = null;
-  try {
-    body = await res.json();
-  } catch {
-    body = null;
-  }
-  if (!res.ok) {
-    const msg = body && body.error ? String(body.error) : `HTTP ${res.status}`;
+  if (!ok) {
+    const msg = body && body.error ? String(body.error) : `HTTP ${status}`;
     throw new Error(msg);
   }
   if (!body || typeof body.token !== "string") throw new Error("unexpected answer from /api/join");

@@ -8,6 +8,8 @@
 // tokens are counted per address and lock it out after chat.admin_max_failures), or retry a
 // refused token by itself.
 
+import { fetchJson } from "../net/http.js";
+
 export const ADMIN_API = "/admin/api/";
 export const TOKEN_KEY = "worldserver.admin_token";
 
@@ -67,28 +69,23 @@ export class AdminClient {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    let res;
+    /** @type {import("../net/http.js").JsonAnswer} */
+    let answer;
     try {
-      res = await this.fetch(`${this.base}${ADMIN_API}${path}`, init);
+      answer = await fetchJson(`${this.base}${ADMIN_API}${path}`, init, this.fetch);
     } catch (e) {
       const why = e instanceof Error ? e.message : String(e);
       throw new AdminError("unreachable", `cannot reach the server (${why})`);
     }
-    if (res.status === 401) throw new AdminError("unauthorized", UNAUTHORIZED_TEXT, 401, "unauthorized");
-    /** @type {any} */
-    let data = null;
-    try {
-      data = await res.json();
-    } catch {
-      data = null;
-    }
-    if (!res.ok) {
-      const said = data && typeof data.error === "string" ? data.error : `HTTP ${res.status}`;
+    const { ok, status, body: data } = answer;
+    if (status === 401) throw new AdminError("unauthorized", UNAUTHORIZED_TEXT, 401, "unauthorized");
+    if (!ok) {
+      const said = data && typeof data.error === "string" ? data.error : `HTTP ${status}`;
       const code = data && typeof data.code === "string" ? data.code : "";
-      throw new AdminError("refused", said, res.status, code);
+      throw new AdminError("refused", said, status, code);
     }
     if (data === null || typeof data !== "object" || Array.isArray(data)) {
-      throw new AdminError("refused", `the server answered ${path} with no JSON object`, res.status, "bad_answer");
+      throw new AdminError("refused", `the server answered ${path} with no JSON object`, status, "bad_answer");
     }
     return data;
   }

@@ -9,6 +9,7 @@
 // inputs do not reach the avatar controls (main.js ignores keydown events from inputs).
 
 import { ChatError, roomKey } from "./client.js";
+import { fetchJson } from "../net/http.js";
 
 const NEAR_BOTTOM_PX = 60; // counted as "at the bottom": new messages keep it scrolled down
 const NEAR_TOP_PX = 40; // scrolled this close to the top: load older messages
@@ -68,24 +69,18 @@ export function typingText(users) {
  * @param {string} [origin] "" for the page's own
  * @returns {Promise<string>} */
 export async function uploadImage(file, token, origin = "") {
-  const res = await fetch(`${origin}/api/chat/images`, {
+  const { ok, status, body } = await fetchJson(`${origin}/api/chat/images`, {
     method: "POST",
     headers: { Authorization: `Bearer ${token}`, "Content-Type": file.type || "application/octet-stream", Accept: "application/json" },
     body: file,
   });
-  let body = null;
-  try {
-    body = await res.json();
-  } catch {
-    body = null;
-  }
-  if (!res.ok) {
+  if (!ok) {
     // {"error": "a sentence", "code": "too_large", "retry_after"?: s}
     const e = body && body.error;
     const msg = e && typeof e === "object" ? e.message || e.code : e;
-    const code = (body && body.code) || (e && typeof e === "object" && e.code) || `http_${res.status}`;
+    const code = (body && body.code) || (e && typeof e === "object" && e.code) || `http_${status}`;
     const retry = body && Number.isFinite(Number(body.retry_after)) ? Number(body.retry_after) : null;
-    throw new ChatError(String(code), msg ? `image upload: ${msg}` : `image upload failed (HTTP ${res.status})`, retry);
+    throw new ChatError(String(code), msg ? `image upload: ${msg}` : `image upload failed (HTTP ${status})`, retry);
   }
   const id = body && (body.id ?? (body.image && typeof body.image === "object" ? body.image.id : body.image));
   if (id === undefined || id === null) throw new ChatError("bad_reply", "unexpected answer to the upload");
