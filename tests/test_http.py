@@ -19,13 +19,18 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h11
 import httpx
 import numpy as np
 import pytest
 import trio
+import trio.testing
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from worldserver import http_server, rtc_signaling
+from worldserver.http_guard import open_connections
 from worldserver.accounts import Accounts
 from worldserver.chat.service import ChatService
 from worldserver.config import Config
@@ -724,6 +729,7 @@ def test_hypercorn_settings() -> None:
     assert hc.bind == ["0.0.0.0:8080"]
     assert hc.keep_alive_max_requests > 1000
     assert not hc.ssl_enabled
+    assert hc.alpn_protocols == ["http/1.1"]  # no HTTP/2 (worldserver.http_guard says why)
     v6 = hypercorn_config(Config().with_overrides({"http.host": "::1", "http.port": 0}))
     assert v6.bind == ["[::1]:0"]
     with pytest.raises(ValueError, match="together"):
@@ -751,6 +757,18 @@ async def test_tls(nursery, tmp_path: Path) -> None:
     async with httpx.AsyncClient(base_url=base_url, verify=False, timeout=TIMEOUT) as client:
         r = await client.get("/health")
         assert r.status_code == 200 and r.json()["status"] == "ok"
+    # A client that prefers HTTP/2 gets HTTP/1.1: hypercorn's HTTP/2 holds a connection whose
+    # client went away (worldserver.http_guard).
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with trio.fail_after(TIMEOUT):
+        stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", srv.port, ssl_context=context)
+        async with stream:
+            await stream.do_handshake()
+            assert stream.selected_alpn_protocol() == "http/1.1"
 
 
 # -- /ws/movement ------------------------------------------------------------------------------
@@ -1014,20 +1032,158 @@ def nasty_requests() -> list[bytes]:
     return cases
 
 
+async def connections_ended(stats, baseline: int = 0) -> None:
+    """Returns once the server's open HTTP connections are back to ``baseline`` (each one's
+    socket closed and tasks done: ``http_guard.open_connections``); the caller sets the deadline."""
+    while open_connections(stats) != baseline:
+        await trio.sleep(0.01)
+
+
 async def test_nasty_requests_leave_the_server_answering(server: Server, caplog) -> None:
+    """Each request is sent, the client says that is all, and the server must answer and close
+    the connection (an HTTP/2 switch once held it forever, pgjones/hypercorn#317)."""
     for data in nasty_requests():
         with trio.fail_after(TIMEOUT):
-            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
-            try:
-                await stream.send_all(data)
-                with trio.move_on_after(0.05):
-                    await stream.receive_some(4096)
-            except trio.BrokenResourceError:
-                pass  # the server may reset a connection it refuses
-            await stream.aclose()
+            await send_and_read_to_the_end(server.port, data)
+    with trio.fail_after(TIMEOUT):
+        await connections_ended(server.sim.stats)
     async with server.client() as client:
         assert (await client.get("/health")).status_code == 200
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+# -- no HTTP/2: h2c upgrades answered over HTTP/1.1, the HTTP/2 preface refused ------------------
+
+H2C_UPGRADE = [("Host", "127.0.0.1"), ("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+               ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]
+
+
+def h2c_request(path: str) -> bytes:
+    """An HTTP/1.1 GET asking to upgrade to HTTP/2 as curl --http2 does."""
+    client = h11.Connection(h11.CLIENT)
+    return client.send(h11.Request(method="GET", target=path, headers=H2C_UPGRADE)) + client.send(h11.EndOfMessage())
+
+
+async def read_response(stream, client: h11.Connection) -> tuple[h11.Response, bytes]:
+    """The next whole response on ``stream``, parsed by the client side of h11."""
+    response, body = None, b""
+    while True:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return response, body
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+
+
+async def test_an_h2c_upgrade_request_gets_an_http11_answer(server: Server) -> None:
+    """The Upgrade: h2c offer is ignored (counted): an ordinary HTTP/1.1 answer, and the
+    connection serves the next request."""
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            client = h11.Connection(h11.CLIENT)
+            await stream.send_all(client.send(h11.Request(method="GET", target="/health", headers=H2C_UPGRADE))
+                                  + client.send(h11.EndOfMessage()))
+            response, body = await read_response(stream, client)
+            assert response.status_code == 200 and response.http_version == b"1.1"
+            assert b'"status":"ok"' in body
+            assert client.our_state is h11.DONE and client.their_state is h11.DONE  # not switched
+            client.start_next_cycle()
+            await stream.send_all(client.send(h11.Request(method="GET", target="/api/players",
+                                                          headers=[("Host", "127.0.0.1")]))
+                                  + client.send(h11.EndOfMessage()))
+            response, body = await read_response(stream, client)
+            assert response.status_code == 200 and b"players" in body
+    assert server.sim.stats.get("drop.http_h2c_upgrade") == 1
+
+
+@pytest.mark.parametrize("path", ["/health", "/api/players", "/nowhere", "/"])
+async def test_an_abandoned_h2c_upgrade_ends_its_connection(server: Server, path) -> None:
+    """Found against the real server: an h2c upgrade request and a close held the server's
+    side open for good. Now the server closes it however the client leaves: at once (half
+    close, reading to the end), after reading the answer, or closing without reading."""
+    stats = server.sim.stats
+    baseline = open_connections(stats)
+    with trio.fail_after(TIMEOUT):
+        await send_and_read_to_the_end(server.port, h2c_request(path))  # EOF: the server closed
+        await connections_ended(stats, baseline)
+
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            client = h11.Connection(h11.CLIENT)
+            await stream.send_all(h2c_request(path))
+            client.send(h11.Request(method="GET", target=path, headers=H2C_UPGRADE))
+            client.send(h11.EndOfMessage())
+            response, _ = await read_response(stream, client)
+            assert response.http_version == b"1.1" and response.status_code in (200, 404)
+            await trio.testing.wait_all_tasks_blocked()  # the server is done with it too: idle
+            await stream.send_eof()  # now the client is done
+            assert await stream.receive_some(65536) == b""  # and so is the server
+        await connections_ended(stats, baseline)
+
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        await stream.send_all(h2c_request(path))
+        await stream.aclose()
+        await connections_ended(stats, baseline)
+    assert stats.get("drop.http_h2c_upgrade") == 3
+    assert stats.get("drop.http_connection_error") == 0
+
+
+def h2_preface_and_request(path: str) -> bytes:
+    """What an HTTP/2 client with prior knowledge sends first: the preface, SETTINGS and a GET."""
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    connection.send_headers(1, [(":method", "GET"), (":path", path), (":scheme", "http"),
+                                (":authority", "127.0.0.1")], end_stream=True)
+    return connection.data_to_send()
+
+
+async def test_the_http2_preface_is_refused_and_the_connection_closed(server: Server) -> None:
+    """HTTP/2 with prior knowledge held the connection as the h2c upgrade did: a 505 now."""
+    stats = server.sim.stats
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(h2_preface_and_request("/health"))  # no half close: the server ends it
+            received = b""
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 505 "), received[:200]
+        assert b"connection: close" in received.lower()
+        await connections_ended(stats)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)  # and a client that goes at once
+        await stream.send_all(h2_preface_and_request("/"))
+        await stream.aclose()
+        await connections_ended(stats)
+    assert stats.get("drop.http_h2_preface") == 2
+    assert stats.get("drop.http_connection_error") == 0
+
+
+async def test_a_client_that_closes_between_requests_ends_the_connection(server: Server) -> None:
+    """hypercorn kept a keep-alive connection whose client had closed until its keep-alive
+    timer (20 s) fired; the server's side now closes at once."""
+    stats = server.sim.stats
+    with trio.fail_after(TIMEOUT):
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            client = h11.Connection(h11.CLIENT)
+            await stream.send_all(client.send(h11.Request(method="GET", target="/health",
+                                                          headers=[("Host", "127.0.0.1")]))
+                                  + client.send(h11.EndOfMessage()))
+            response, _ = await read_response(stream, client)
+            assert response.status_code == 200
+            await trio.testing.wait_all_tasks_blocked()  # the server waits for the next request
+            assert open_connections(stats) == 1
+            await stream.send_eof()
+            assert await stream.receive_some(65536) == b""
+        await connections_ended(stats)
+    with trio.fail_after(TIMEOUT):  # and a WebSocket still opens, works and ends
+        async with open_ws(server.ws_url) as ws:
+            await ws.send_message(b"echo")
+            assert await ws.get_message() == b"echo"
+        await connections_ended(stats)
 
 
 async def test_worlds_routes_serve_the_world_document(nursery, tmp_path) -> None:

@@ -26,6 +26,7 @@ import pytest
 import trio
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
 from aiortc import rtcsctptransport as sctp
+from hypercorn.protocol.h11 import H2CProtocolRequiredError, H11Protocol
 from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio.tcp_server import TCPServer
 from trio_websocket import open_websocket_url
@@ -97,6 +98,39 @@ def test_hypercorn_websocket_that_no_longer_closes_too_big_messages_itself(monke
     expect_changed(http_guard, "WSStream._handle_events", "ContainedWSStream")
 
 
+def test_hypercorn_protocol_wrapper_without_its_http11_name(monkeypatch) -> None:
+    import hypercorn.protocol
+
+    monkeypatch.delattr(hypercorn.protocol, "H11Protocol")
+    expect_changed(http_guard, "hypercorn.protocol.H11Protocol",
+                   "worldserver.http_guard.install (ContainedH11Protocol)")
+
+
+def test_hypercorn_http11_that_no_longer_checks_for_a_protocol_switch_there(monkeypatch) -> None:
+    async def _handle_events(self) -> None:
+        return None  # switches (or not) some other way
+
+    monkeypatch.setattr(H11Protocol, "_handle_events", _handle_events)
+    expect_changed(http_guard, "H11Protocol._handle_events", "_check_protocol", "ContainedH11Protocol")
+
+
+def test_hypercorn_http11_that_switches_to_http2_elsewhere(monkeypatch) -> None:
+    async def _maybe_recycle(self) -> None:  # an upgrade the guard would not see
+        raise H2CProtocolRequiredError(b"", self.request)
+
+    monkeypatch.setattr(H11Protocol, "_maybe_recycle", _maybe_recycle)
+    expect_changed(http_guard, "H11Protocol._maybe_recycle", "switches to HTTP/2 outside _check_protocol")
+
+
+def test_hypercorn_connection_that_no_longer_ends_on_its_protocols_word(monkeypatch) -> None:
+    async def protocol_send(self, event) -> None:  # writes, but ignores Closed and Updated
+        async with self.send_lock:
+            await self.stream.send_all(event.data)
+
+    monkeypatch.setattr(TCPServer, "protocol_send", protocol_send)
+    expect_changed(http_guard, "TCPServer.protocol_send", "Closed, Updated", "ContainedH11Protocol")
+
+
 def test_hypercorn_connection_without_its_send_lock(monkeypatch) -> None:
     def __init__(self, app, config, context, state, stream):
         self.app, self.stream = app, stream
@@ -165,6 +199,9 @@ def test_aiortc_constructor_without_an_attribute(monkeypatch) -> None:
 async def test_hypercorn_serves_contained_connections_and_the_chat_gets_the_raw_socket(nursery, tmp_path) -> None:
     server = await start_chat_server(nursery, tmp_path, fanout=True)
     assert hypercorn_trio_run.TCPServer is http_guard.ContainedTCPServer
+    import hypercorn.protocol
+
+    assert hypercorn.protocol.H11Protocol is http_guard.ContainedH11Protocol
     with trio.fail_after(TIMEOUT):
         async with open_websocket_url(server.ws_url, connect_timeout=TIMEOUT, disconnect_timeout=TIMEOUT) as ws:
             await ws.send_message("not json")  # answered with an error frame: over the raw socket

@@ -16,15 +16,32 @@ connection that broke during the handshake as a counted drop instead of an excep
 hypercorn logs with a traceback (a client could fill the log with them);
 :func:`refuse_websocket` does the same for a refusal before the handshake.
 
-This is the one module that reaches into hypercorn's internals: the worker's ``TCPServer``
-name, ``ASGIWrapper.app``, and (:func:`connection_of`, for the chat fan-out) the chain from a
-WebSocket's ASGI ``send`` (``WSStream.app_send``) through ``H11Protocol`` to the
-``TCPServer``'s ``stream`` and ``send_lock``. :func:`check_upstream` states all of it and
-raises :class:`worldserver.upstream.UpstreamChanged` when the installed hypercorn differs;
-:func:`install` runs it, so a changed hypercorn stops the server at start, not later.
+HTTP/1.1 only: hypercorn 0.18's HTTP/2 never ends a connection whose client goes away while a
+response is on its way (on ``Closed`` its sending task stops but the app stays blocked in
+``StreamBuffer.drain``; upstream pgjones/hypercorn#317/#318), so one request and a close held a
+socket and tasks for good, an easy denial of service. The server needs no HTTP/2 (browsers never
+use h2c and speak HTTP/1.1 over TLS when it is the only one offered; the chat fan-out writes to
+HTTP/1.1 sockets only): :class:`ContainedH11Protocol` never switches. A request with
+``Upgrade: h2c`` is answered over HTTP/1.1 as if the header were not there (counted
+``drop.http_h2c_upgrade``); the HTTP/2 preface (``PRI * HTTP/2.0``, "prior knowledge") gets a
+505 and the connection is closed (``drop.http_h2_preface``). Over TLS,
+``http_server.hypercorn_config`` offers only ``http/1.1`` by ALPN. And when the client ends its
+side (EOF) between requests, hypercorn notes it but keeps the connection until its keep-alive
+timer fires (``keep_alive_timeout``, 20 s); the contained protocol closes it at once.
+ContainedTCPServer counts connections begun and ended (``http.connections_opened``,
+``http.connections_closed``; :func:`open_connections`), so a connection that never ends shows.
+
+This is the one module that reaches into hypercorn's internals: the worker's ``TCPServer`` name,
+``ASGIWrapper.app``, the protocol wrapper's ``H11Protocol`` name and the HTTP/1.1 protocol's
+``_check_protocol`` (where it switches to HTTP/2), and (:func:`connection_of`, for the chat
+fan-out) the chain from a WebSocket's ASGI ``send`` (``WSStream.app_send``) through
+``H11Protocol`` to the ``TCPServer``'s ``stream`` and ``send_lock``. :func:`check_upstream`
+states all of it and raises :class:`worldserver.upstream.UpstreamChanged` when the installed
+hypercorn differs; :func:`install` runs it, so a changed hypercorn stops the server at start,
+not later.
 
 Must not: swallow cancellation or KeyboardInterrupt (only ``Exception`` is caught), change
-how hypercorn serves a healthy connection, or log above DEBUG for what a client caused.
+how hypercorn serves a healthy HTTP/1.1 connection, or log above DEBUG for what a client caused.
 """
 
 from __future__ import annotations
@@ -33,7 +50,10 @@ import functools
 import inspect
 
 import trio
+import hypercorn.protocol as hypercorn_protocol
 from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.events import Closed, Updated
+from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol import h11 as hypercorn_h11
 from hypercorn.protocol.events import StreamClosed
@@ -54,21 +74,82 @@ from worldserver.upstream import (
     require_names,
 )
 
-__all__ = ["ContainedTCPServer", "ContainedWSStream", "accept_websocket", "check_upstream", "connection_of", "install",
-           "refuse_websocket"]
+__all__ = ["ContainedH11Protocol", "ContainedTCPServer", "ContainedWSStream", "accept_websocket", "check_upstream",
+           "connection_of", "install", "open_connections", "refuse_websocket"]
 
 log = get_logger("worldserver.http")
 
 
 class ContainedTCPServer(TCPServer):
-    """hypercorn's connection handler; an exception ends this connection, not the server."""
+    """hypercorn's connection handler; an exception ends this connection, not the server.
+    Counts each connection when it begins and when it has ended (socket closed, tasks done)."""
 
     async def run(self) -> None:
+        stats = self.app.app.state.stats  # ASGIWrapper -> our app
+        stats.incr("http.connections_opened")
         try:
             await super().run()
         except Exception as exc:  # an ExceptionGroup of Exceptions too; Cancelled passes
-            self.app.app.state.stats.incr("drop.http_connection_error")  # ASGIWrapper -> our app
+            stats.incr("drop.http_connection_error")
             log.debug("http connection failed", error=repr(exc)[:300])
+        finally:
+            stats.incr("http.connections_closed")
+
+
+def open_connections(stats) -> int:
+    """HTTP connections begun and not yet ended (counted by :class:`ContainedTCPServer`)."""
+    return stats.get("http.connections_opened") - stats.get("http.connections_closed")
+
+
+class _Refused(Exception):
+    """Raised inside :class:`ContainedH11Protocol` to answer a request with an error and close."""
+
+    def __init__(self, status_code: int) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+
+
+def _offers_h2c(request) -> bool:
+    """Whether an h11 request asks to upgrade to HTTP/2 (``h2c`` in any ``Upgrade`` header)."""
+    return any(token.strip().lower() == b"h2c"
+               for name, value in request.headers if name.lower() == b"upgrade"
+               for token in value.split(b","))
+
+
+class ContainedH11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol that never switches to HTTP/2, and ends a connection
+    whose client has gone with no request in progress at once (see the module's doc)."""
+
+    _ended = False
+
+    async def handle(self, event) -> None:
+        between_requests = isinstance(event, Closed) and self.stream is None
+        try:
+            await super().handle(event)
+        except _Refused as refused:  # raised by _check_protocol below, before any stream
+            await self._send_error_response(refused.status_code)  # with "connection: close"
+            await self._end()
+            return
+        if between_requests:  # the client's side ended: nothing left to answer
+            await self._end()
+
+    async def _end(self) -> None:
+        """Close the connection now: stop hypercorn's keep-alive timer (which would otherwise
+        hold it until ``keep_alive_timeout``) and have the ``TCPServer`` close the socket."""
+        if not self._ended:
+            self._ended = True
+            await self.send(Updated(idle=False))
+            await self.send(Closed())
+
+    async def _check_protocol(self, event) -> None:
+        stats = self.app.app.state.stats
+        if _offers_h2c(event):
+            stats.incr("drop.http_h2c_upgrade")
+            return  # answered over HTTP/1.1 (h11 takes the answer as the upgrade declined)
+        if event.method == b"PRI":  # the HTTP/2 preface: PRI * HTTP/2.0
+            stats.incr("drop.http_h2_preface")
+            raise _Refused(505)
+        await super()._check_protocol(event)
 
 
 class ContainedWSStream(WSStream):
@@ -82,13 +163,14 @@ class ContainedWSStream(WSStream):
 
 
 def install() -> None:
-    """Make hypercorn's trio ``worker_serve`` use :class:`ContainedTCPServer` and its HTTP/1.1
-    protocol :class:`ContainedWSStream` (idempotent; both look the class up in their module
-    each time). Raises ``UpstreamChanged`` if hypercorn no longer has what this module relies
-    on."""
+    """Make hypercorn's trio ``worker_serve`` use :class:`ContainedTCPServer`, its protocol
+    wrapper :class:`ContainedH11Protocol` for HTTP/1.1, and that protocol
+    :class:`ContainedWSStream` (idempotent; each looks the class up in its module each time).
+    Raises ``UpstreamChanged`` if hypercorn no longer has what this module relies on."""
     check_upstream()
     hypercorn_trio_run.TCPServer = ContainedTCPServer
     hypercorn_h11.WSStream = ContainedWSStream
+    hypercorn_protocol.H11Protocol = ContainedH11Protocol
 
 
 def connection_of(asgi_send) -> tuple[trio.abc.Stream, trio.Lock] | None:
@@ -112,7 +194,8 @@ _PATCH = "worldserver.http_guard"
 @functools.cache
 def check_upstream() -> None:
     """Raise ``UpstreamChanged`` unless hypercorn still has what :func:`install`,
-    :class:`ContainedTCPServer` and :func:`connection_of` rely on (checked once)."""
+    :class:`ContainedTCPServer`, :class:`ContainedH11Protocol` and :func:`connection_of` rely on
+    (checked once)."""
     patch = f"{_PATCH}.install (ContainedTCPServer)"
     require(vars(hypercorn_trio_run).get("TCPServer") in (TCPServer, ContainedTCPServer), "hypercorn",
             "hypercorn.trio.run.TCPServer", patch, "is no longer hypercorn.trio.tcp_server.TCPServer")
@@ -154,6 +237,30 @@ def check_upstream() -> None:
                   "hypercorn.trio.tcp_server.TCPServer.run", patch, "hands its protocol")
     require_names(["send_lock", "stream", "send_all"], attributes_used(TCPServer.protocol_send), "hypercorn",
                   "hypercorn.trio.tcp_server.TCPServer.protocol_send", patch, "writes through")
+
+    patch = f"{_PATCH}.install (ContainedH11Protocol)"
+    require(vars(hypercorn_protocol).get("H11Protocol") in (H11Protocol, ContainedH11Protocol), "hypercorn",
+            "hypercorn.protocol.H11Protocol", patch, "is no longer hypercorn.protocol.h11.H11Protocol")
+    require_names(["H11Protocol"], globals_used(ProtocolWrapper.__init__), "hypercorn",
+                  "hypercorn.protocol.ProtocolWrapper.__init__", patch, "looks up the module's")
+    require_coroutine(H11Protocol, "handle", ("self", "event"), "hypercorn", patch)
+    require_coroutine(H11Protocol, "_check_protocol", ("self", "event"), "hypercorn", patch)
+    require_coroutine(H11Protocol, "_send_error_response", ("self", "status_code"), "hypercorn", patch)
+    require_names(["_check_protocol"], attributes_used(H11Protocol._handle_events), "hypercorn",
+                  "hypercorn.protocol.h11.H11Protocol._handle_events", patch, "calls")
+    require_names(["app", "send", "stream"], assigned_attributes(H11Protocol.__init__), "hypercorn",
+                  "hypercorn.protocol.h11.H11Protocol.__init__", patch, "assigns")
+    switches = {"H2CProtocolRequiredError", "H2ProtocolAssumedError"}  # raised to switch to HTTP/2
+    require_names(switches, globals_used(H11Protocol._check_protocol), "hypercorn",
+                  "hypercorn.protocol.h11.H11Protocol._check_protocol", patch, "switches to HTTP/2 with")
+    require_names(["Closed", "Updated"], globals_used(TCPServer.protocol_send), "hypercorn",
+                  "hypercorn.trio.tcp_server.TCPServer.protocol_send", patch, "handles")
+    require_names(["_close", "idle_task", "stop"], attributes_used(TCPServer.protocol_send), "hypercorn",
+                  "hypercorn.trio.tcp_server.TCPServer.protocol_send", patch, "ends a connection with")
+    elsewhere = sorted(name for name, member in vars(H11Protocol).items()
+                       if inspect.isfunction(member) and name != "_check_protocol" and switches & globals_used(member))
+    require(not elsewhere, "hypercorn", f"hypercorn.protocol.h11.H11Protocol.{', '.join(elsewhere)}", patch,
+            "switches to HTTP/2 outside _check_protocol")
 
 
 async def _probe_app(scope, receive, send) -> None:  # pragma: no cover - never called

@@ -1,8 +1,8 @@
 """Serving the HTTP port: hypercorn's trio worker runs the ASGI app of ``worldserver.http_app``.
 
 Job: :func:`hypercorn_config` turns ``[http]`` into hypercorn settings (bind address, TLS when
-a certificate and key are configured, keep-alive, read and WebSocket message limits, quiet
-logs through worldserver's). :func:`serve_http` binds ``http.host:http.port`` (a port taken
+a certificate and key are configured, HTTP/1.1 only, keep-alive, read and WebSocket message
+limits, quiet logs through worldserver's). :func:`serve_http` binds ``http.host:http.port`` (a port taken
 is the one-line startup error of ``worldserver.startup``), installs ``worldserver.http_guard``
 so that an error in one connection ends only that connection, reports the bound port, and on
 cancellation shuts down gracefully: the app's ``state.stopping`` is set (WebSockets close with
@@ -53,6 +53,7 @@ def hypercorn_config(config) -> HypercornConfig:
     if http.certfile:
         hc.certfile = http.certfile
         hc.keyfile = http.keyfile
+    hc.alpn_protocols = ["http/1.1"]  # no HTTP/2 over TLS either (why: worldserver.http_guard)
     hc.keep_alive_max_requests = KEEP_ALIVE_MAX_REQUESTS
     hc.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     hc.read_timeout = READ_TIMEOUT
