@@ -16,8 +16,8 @@ with 1001. On both paths a close sends the frames queued before it first (a kick
 events), for at most ``CLOSE_TIMEOUT / 2``, then the close frame; a peer that has not taken
 them ``CLOSE_TIMEOUT`` after the close began has its connection cut (hypercorn shields its
 socket writes from cancellation, so a deadline alone would wait for a peer that does not
-read; over HTTP/2, where other streams share the connection, it is not cut and the task
-waits for hypercorn's write). The frames left
+read; over HTTP/2 -- which ``http_guard`` no longer lets a client speak -- other streams
+would share the connection, so it would not be cut and the task would wait for hypercorn's write). The frames left
 then are counted (``drop.chat_close_unsent``), a cut too (``drop.chat_close_aborted``).
 :func:`upload_image` (``POST /api/chat/images``, join token as ``Authorization: Bearer``) has
 an image checked and re-encoded in a worker process with memory and time limits
