@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 from worldtools.bench import crowd, server_load
+from worldtools.server_process import ServerProcess, ServerStartError
 
 HARNESS = crowd.DEFAULT_HARNESS
 
@@ -329,10 +330,10 @@ def test_a_worldserver_that_cannot_start_is_reported_with_its_own_error(tmp_path
     """The server's one-line error (a setting it refused) is what the benchmark says, at once on
     stderr and in its table's row, and the run counts as failed."""
     line = "error: no.such: unknown setting"
-    with pytest.raises(server_load.ServerStartError) as failed:
-        server = server_load.ServerProcess(["no.such=1"])
+    with pytest.raises(ServerStartError) as failed:
+        server = ServerProcess(["no.such=1"])
         try:
-            server.wait_listening(server_load.SERVER_START_TIMEOUT)
+            server.wait_listening()
         finally:
             server.stop()
     assert str(failed.value) == f"the server did not start (exit code 2): {line}"

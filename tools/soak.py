@@ -1,7 +1,7 @@
 """Soak: one real server under UDP bots and chat bots for a long time; leaks, lateness, stalls.
 
 Job: start ``worldserver run`` as a subprocess (``ServerProcess`` of
-``tools/bench/server_load.py``: loopback, free ports, JSON logs, a temporary data directory),
+``tools/server_process.py``: loopback, free ports, JSON logs, a temporary data directory),
 run the movement swarm (``worldtools.swarm.run_processes``: ``--bots`` UDP bots in worker
 processes) and the chat swarm (``worldtools.chat_swarm.run_chat_swarm``: ``--chat-bots`` bots
 on ``/ws/chat``, each sending ``--chat-rate`` messages a second) against it for ``--minutes``,
@@ -49,9 +49,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from worldtools import chat_swarm, swarm
-from worldtools.bench.server_load import (
-    SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, _wall, machine_info,
-)
+from worldtools.bench.server_load import _machine_busy_seconds, _proc_cpu_seconds, _wall, machine_info
+from worldtools.server_process import START_TIMEOUT, ServerProcess
 
 __all__ = ["main", "parse_args", "run_soak"]
 
@@ -148,17 +147,6 @@ class _Thread(threading.Thread):
             self.error = f"{type(exc).__name__}: {exc}"
 
 
-def _http_url(server: ServerProcess, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server.read()
-        for line in server.lines:
-            if line.get("msg") == "http listening":
-                return f"http://{line['http']}"
-        time.sleep(0.05)
-    raise RuntimeError("the server did not say where its HTTP port listens")
-
-
 class Soak:
     """One soak run: the server, the two swarms, the samples and the stalls."""
 
@@ -193,8 +181,8 @@ class Soak:
         udp_thread = chat_thread = None
         server_exit = None
         try:
-            host, port = server.wait_listening(SERVER_START_TIMEOUT)
-            url = _http_url(server, SERVER_START_TIMEOUT)
+            host, port = server.wait_listening(START_TIMEOUT)
+            url = server.http
             self.say(f"soak: server pid {server.pid} udp {host}:{port} http {url}; "
                      f"{args.bots} UDP bots, {args.chat_bots} chat bots, {args.minutes:g} min")
             udp_thread = _Thread("udp-swarm", lambda: swarm.run_processes(

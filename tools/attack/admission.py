@@ -2,7 +2,7 @@
 and its chat (issue 8, findings 1, 4 and 8), with the per-address limits off and on.
 
 Job: for each scenario, start ``python -m worldserver run`` on loopback twice (``ServerProcess``
-of ``tools/bench/server_load.py``: free ports, a temporary data directory, JSON logs, a stats
+of ``tools/server_process.py``: free ports, a temporary data directory, JSON logs, a stats
 line every second): once with every ``[limits]`` setting off (the server as the attack found
 it) and once with the defaults; both with ``limits.trusted_networks`` empty, so that the
 attacker on 127.0.0.1 is an ordinary stranger, and the victims on 127.0.0.2 another address.
@@ -51,7 +51,8 @@ from protocol.client import ClientConnection
 from protocol.events import Connected, Disconnected, Refused
 from worldclient import aio_bridge
 from worldserver.config import config_reference
-from worldtools.bench.server_load import SERVER_START_TIMEOUT, ServerProcess, machine_info, pin_plan
+from worldtools.bench.server_load import _proc_cpu_seconds, machine_info, pin_plan
+from worldtools.server_process import START_TIMEOUT, ServerProcess
 
 __all__ = ["main", "run_chat", "run_rtc", "run_udp"]
 
@@ -90,10 +91,25 @@ def percentiles(values: list[float]) -> dict:
             "max_ms": round(ordered[-1] * 1000, 1)}
 
 
-def start_server(extra: list[str]) -> ServerProcess:
-    server = ServerProcess(base_sets() + extra, prefix=SERVER_PREFIX)
-    server.wait_listening(SERVER_START_TIMEOUT)
-    return server
+def each_variant(extra: list[str], probe, run) -> dict:
+    """``probe(server)`` (a coroutine, under ``run``: trio.run or aio_bridge.run, within
+    PHASE_DEADLINE) against a server of its own per variant (limits off, defaults), with
+    ``extra`` settings; the server's limit drops at the end go with each result."""
+    out = {}
+    for name, sets in VARIANTS.items():
+        server = ServerProcess(base_sets() + sets + extra, prefix=SERVER_PREFIX)
+        try:
+            server.wait_listening(START_TIMEOUT)
+            out[name] = run(_deadline, probe(server))
+            out[name]["drops"] = last_drops(server)
+        finally:
+            server.stop()
+    return out
+
+
+async def _deadline(coro):
+    with trio.fail_after(PHASE_DEADLINE):
+        return await coro
 
 
 def last_drops(server: ServerProcess) -> dict:
@@ -197,20 +213,8 @@ async def _udp_probe(server: ServerProcess, fakes: int, hold: float) -> dict:
 
 
 def run_udp(fakes: int, hold: float) -> dict:
-    out = {}
-    for name, sets in VARIANTS.items():
-        server = start_server(sets + [f"net.max_clients={fakes}", f"sim.max_entities={max(4096, fakes + 8)}"])
-        try:
-            out[name] = trio.run(_deadline, _udp_probe(server, fakes, hold))
-            out[name]["drops"] = last_drops(server)
-        finally:
-            server.stop()
-    return out
-
-
-async def _deadline(coro):
-    with trio.fail_after(PHASE_DEADLINE):
-        return await coro
+    return each_variant([f"net.max_clients={fakes}", f"sim.max_entities={max(4096, fakes + 8)}"],
+                        lambda server: _udp_probe(server, fakes, hold), trio.run)
 
 
 # ------------------------------------------------------------------------------ WebRTC offers
@@ -283,15 +287,8 @@ async def _rtc_probe(server: ServerProcess, offers: int, concurrency: int) -> di
 
 
 def run_rtc(offers: int, concurrency: int) -> dict:
-    out = {}
-    for name, sets in VARIANTS.items():
-        server = start_server(sets + ["webrtc.host_addresses=127.0.0.1"])
-        try:
-            out[name] = aio_bridge.run(_deadline, _rtc_probe(server, offers, concurrency))
-            out[name]["drops"] = last_drops(server)
-        finally:
-            server.stop()
-    return out
+    return each_variant(["webrtc.host_addresses=127.0.0.1"],
+                        lambda server: _rtc_probe(server, offers, concurrency), aio_bridge.run)
 
 
 # ------------------------------------------------------------------------------ chat
@@ -395,13 +392,13 @@ async def _chat_probe(server: ServerProcess, identities: int, burst: int) -> dic
                     reply = await chat.request("msg.send", room=room, kind="text", text=f"spam {k}")
                     counts["accepted" if reply.get("ok") else "refused"] += 1
 
-            cpu0 = server_cpu(server.pid)
+            cpu0 = _proc_cpu_seconds(server.pid)
             started = time.monotonic()
             async with trio.open_nursery() as floods:
                 for chat in flood_socks:
                     floods.start_soon(flood, chat)
             ended = time.monotonic()
-            cpu = server_cpu(server.pid) - cpu0
+            cpu = _proc_cpu_seconds(server.pid) - cpu0
             await trio.sleep(1.0)
             stop.set()
             samples = await trio.to_thread.run_sync(out.get, True, PHASE_DEADLINE)
@@ -419,22 +416,8 @@ async def _chat_probe(server: ServerProcess, identities: int, burst: int) -> dic
             "bystander_ack_before": percentiles(before), "bystander_ack_during": percentiles(during)}
 
 
-def server_cpu(pid: int) -> float:
-    from worldtools.bench.server_load import _proc_cpu_seconds
-
-    return _proc_cpu_seconds(pid)
-
-
 def run_chat(identities: int, burst: int) -> dict:
-    out = {}
-    for name, sets in VARIANTS.items():
-        server = start_server(sets + [f"chat.burst={burst}"])
-        try:
-            out[name] = trio.run(_deadline, _chat_probe(server, identities, burst))
-            out[name]["drops"] = last_drops(server)
-        finally:
-            server.stop()
-    return out
+    return each_variant([f"chat.burst={burst}"], lambda server: _chat_probe(server, identities, burst), trio.run)
 
 
 # ------------------------------------------------------------------------------ main

@@ -1,7 +1,7 @@
 """Attack probe: one address floods the UDP port while normal bots play; are they hurt?
 
 Job: start ``python -m worldserver run`` on loopback (``ServerProcess`` of
-``tools/bench/server_load.py``: free ports, a temporary data directory, JSON logs, a stats
+``tools/server_process.py``: free ports, a temporary data directory, JSON logs, a stats
 line every second) with ``limits.trusted_networks = 127.0.0.1/32``: the normal bots, all on
 127.0.0.1, stand for players on their own addresses, and the flooder sends from 127.0.0.2, an
 ordinary stranger under every per-address limit. Then three phases of ``--seconds`` each (after
@@ -56,9 +56,8 @@ from protocol.messages import Input, encode_inputs
 from worldclient.join import join_sync
 from worldtools import swarm
 from worldtools.bench.crowd import wait_for_quiet
-from worldtools.bench.server_load import (
-    SERVER_START_TIMEOUT, ServerProcess, _machine_busy_seconds, _proc_cpu_seconds, machine_info, pin_plan,
-)
+from worldtools.bench.server_load import _machine_busy_seconds, _proc_cpu_seconds, machine_info, pin_plan
+from worldtools.server_process import START_TIMEOUT, ServerProcess
 
 __all__ = ["flood", "main", "run_probe"]
 
@@ -265,13 +264,8 @@ def run_probe(args) -> dict:
         os.sched_setaffinity(0, cpus)
     phases = []
     try:
-        host, port = server.wait_listening(SERVER_START_TIMEOUT)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        url = None
-        while url is None and time.monotonic() < deadline:
-            server.read()
-            url = next((f"http://{line['http']}" for line in server.lines if line.get("msg") == "http listening"), None)
-            time.sleep(0.05)
+        host, port = server.wait_listening(START_TIMEOUT)
+        url = server.http
         names = ["baseline 1"] + [f"{kind} {r + 1 + (kind == 'baseline')}" for r in range(args.rounds)
                                   for kind in ("flood", "baseline")]
         for index, name in enumerate(names):

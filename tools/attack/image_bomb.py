@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +40,6 @@ import time
 import zlib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 120.0  # seconds any one phase may take
 
 __all__ = ["bombs", "gif_bomb", "png_declaring", "webp_bomb"]
@@ -189,47 +187,30 @@ class ChildWatch:
             self._stop.wait(0.01)
 
 
-def start_server(tmp: Path, sets: list[str]) -> tuple[subprocess.Popen, Path, int]:
-    log_path = tmp / "server.log"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
-    extra = [arg for kv in sets for arg in ("--set", kv)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
-             "--set", "server.log_format=json", "--set", "server.stats_interval=1",
-             "--set", "http.host=127.0.0.1", "--set", "http.port=0", "--set", "webrtc.enabled=false",
-             "--set", f"server.data_dir={tmp}/data", "--set", f"http.images_dir={tmp}/images", *extra],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-        for record in _records(log_path):
-            if record.get("msg") == "http listening" and "http" in record:
-                return proc, log_path, int(str(record["http"]).rsplit(":", 1)[1])
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not start listening within 60 s")
+def start_server(tmp: Path, sets: list[str]):
+    """The server (a stats line a second, WebRTC off, its data and pictures under ``tmp``,
+    then ``sets``) once it listens, under the tools' one runner."""
+    from worldtools.server_process import ServerProcess
+
+    server = ServerProcess(
+        ["server.stats_interval=1", "webrtc.enabled=false", f"server.data_dir={tmp}/data",
+         f"http.images_dir={tmp}/images", *sets],
+        defaults=(), stop_timeout=10.0, scratch="image_bomb_",
+    )  # fmt: skip
+    try:
+        server.wait_http(60.0)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
-def _records(log_path: Path) -> list[dict]:
-    out = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
-def _late_p99(log_path: Path, since: float, until: float) -> float | None:
-    """The worst ``late_ms_p99`` of the stats lines logged between two wall times."""
+def _late_p99(server, since: float, until: float) -> float | None:
+    """The worst ``late_ms_p99`` of the server's stats lines logged between two wall times."""
     values = []
-    for record in _records(log_path):
-        if record.get("msg") != "stats" or "late_ms_p99" not in record:
+    server.read()
+    for record in server.stats_lines():
+        if "late_ms_p99" not in record:
             continue
         ts = record.get("ts")
         try:
@@ -289,10 +270,10 @@ async def attack(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="image-bomb-") as tmp_name:
         tmp = Path(tmp_name)
-        proc, log_path, port = start_server(tmp, args.set)
+        server = start_server(tmp, args.set)
         try:
-            pid = proc.pid
-            url = f"http://127.0.0.1:{port}"
+            pid = server.pid
+            url = server.http
             await trio.sleep(2.0)  # start-up work out of the baseline
             rss_start = _status_kb(pid, "VmRSS")
             t0 = time.time()
@@ -321,18 +302,13 @@ async def attack(args) -> dict:
                 "server_rss_mb_start": round((rss_start or 0) / 1024, 1),
                 "server_rss_mb_end": round((_status_kb(pid, "VmRSS") or 0) / 1024, 1),
                 "server_rss_mb_peak": round((_status_kb(pid, "VmHWM") or 0) / 1024, 1),
-                "late_ms_p99_idle": _late_p99(log_path, t0, t1),
-                "late_ms_p99_during_uploads": _late_p99(log_path, t1, t2),
+                "late_ms_p99_idle": _late_p99(server, t0, t1),
+                "late_ms_p99_during_uploads": _late_p99(server, t1, t2),
                 "uploads": results,
-                "server_alive": proc.poll() is None,
+                "server_alive": server.proc.poll() is None,
             }
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,55 +42,34 @@ sys.path[:0] = [str(ROOT), str(ROOT / "clients" / "python")]
 from protocol import PROTOCOL_VERSION  # noqa: E402
 from protocol.client import ClientConnection  # noqa: E402
 from protocol.events import Connected, Disconnected  # noqa: E402
+from worldtools.server_process import ServerProcess  # noqa: E402
 
 DEADLINE = 60.0  # seconds any single step may take
 SECRET_WORDS = "the vault code is 4711"
 
 
 class Server:
+    """The server on ``data`` (a restart keeps it), its log appended to ``log_path``, under
+    the tools' one runner (:mod:`worldtools.server_process`)."""
+
     def __init__(self, data: Path, log_path: Path, untrusted: bool) -> None:
         self.data, self.log_path, self.untrusted = data, log_path, untrusted
-        self.proc: subprocess.Popen | None = None
+        self.process: ServerProcess | None = None
         self.port = 0
 
     async def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
-        extra = ["--set", "limits.trusted_networks=[]"] if self.untrusted else []
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "a") as log_file:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
-                 "--set", "server.log_format=json", "--set", "http.host=127.0.0.1", "--set", "http.port=0",
-                 "--set", "webrtc.enabled=false", "--set", f"server.data_dir={self.data}",
-                 "--set", f"http.images_dir={self.data}/images", *extra],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
-            )
-        with trio.fail_after(DEADLINE):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}")
-                with open(self.log_path, errors="replace") as f:
-                    f.seek(offset)
-                    for line in f:
-                        try:
-                            record = json.loads(line)
-                        except ValueError:
-                            continue
-                        if record.get("msg") == "http listening":
-                            self.port = int(str(record["http"]).rsplit(":", 1)[1])
-                            return
-                await trio.sleep(0.1)
+        extra = ["limits.trusted_networks=[]"] if self.untrusted else []
+        self.process = ServerProcess(
+            ["webrtc.enabled=false", f"server.data_dir={self.data}", f"http.images_dir={self.data}/images", *extra],
+            defaults=(), log_path=self.log_path, stop_timeout=15.0, scratch="names_",
+        )  # fmt: skip
+        await trio.to_thread.run_sync(self.process.wait_http, DEADLINE)
+        self.port = int(self.process.http.rsplit(":", 1)[1])
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-        self.proc = None
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
 
     @property
     def url(self) -> str:

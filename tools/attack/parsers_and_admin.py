@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,23 +31,9 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-ROOT = Path(__file__).resolve().parents[2]
+from worldtools.server_process import ServerProcess
+
 DEADLINE = 120.0  # seconds any phase may take
-
-
-async def wait_http_port(log_path: Path, proc: subprocess.Popen) -> int:
-    with trio.fail_after(60):
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            for line in log_path.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("msg") == "http listening":
-                    return int(str(record["http"]).rsplit(":", 1)[1])
-            await trio.sleep(0.1)
 
 
 async def deep_bodies(url: str, count: int, log_path: Path) -> dict:
@@ -113,18 +96,13 @@ async def main(args) -> None:
     admin_token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "server.log"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
-        with open(log_path, "w") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
-                 "--set", "server.log_format=json", "--set", "http.host=127.0.0.1", "--set", "http.port=0",
-                 "--set", f"server.data_dir={tmp}/data", "--set", f"http.images_dir={tmp}/images",
-                 "--set", f"chat.admin_token={admin_token}"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_file,
-            )
+        server = ServerProcess(
+            [f"server.data_dir={tmp}/data", f"http.images_dir={tmp}/images", f"chat.admin_token={admin_token}"],
+            defaults=(), log_path=log_path, stop_timeout=15.0, scratch="parsers_and_admin_",
+        )  # fmt: skip
         try:
-            port = await wait_http_port(log_path, proc)
-            url = f"http://127.0.0.1:{port}"
+            url = await trio.to_thread.run_sync(server.wait_http, 60.0)
+            port = int(url.rsplit(":", 1)[1])
             report = {"deep_json": await deep_bodies(url, args.requests, log_path),
                       "admin_guessing": await admin_guesses(url, f"ws://127.0.0.1:{port}/ws/chat",
                                                             args.guesses, admin_token)}
@@ -132,12 +110,7 @@ async def main(args) -> None:
             report["log_lines_with_traceback"] = tracebacks
             print(json.dumps(report, indent=2))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -29,10 +29,8 @@ import math
 import os
 import pathlib
 import resource
-import shlex
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -45,7 +43,7 @@ except ImportError:  # run from a checkout: tools/bench is on sys.path
 
 from worldserver.calls.groups import GroupFormer  # noqa: E402
 from worldserver.worldfile import load_named  # noqa: E402
-from worldtools.bench.server_load import machine_info  # noqa: E402
+from worldtools.bench.server_load import header_lines, report_header  # noqa: E402
 
 WARMUP = 20  # updates not timed: the first ones form every group at once
 
@@ -122,14 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
-    argv_used = sys.argv[1:] if argv is None else argv
     spec = load_named(args.world, 110.0)
     env_pad = os.environ.get("MALLOC_TOP_PAD_", "")
     report = {
-        "benchmark": "calls",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["python tools/bench/calls_bench.py", shlex.join(argv_used)]).strip(),
-        "machine": dict(machine_info(), numpy=np.__version__),
+        **report_header("calls", "tools/bench/calls_bench.py", argv, numpy=np.__version__),
         "malloc_top_pad": env_pad,
         "world": args.world,
         "call_zones": [z.id for z in spec.zones if z.call],
@@ -141,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    m = report["machine"]
-    print(f"date {report['date']}")
-    print(f"command {report['command']}" + (f" (MALLOC_TOP_PAD_={env_pad})" if env_pad else ""))
-    print(f"machine {m['nproc']} x {m['cpu_model']}, {m['platform']}, "
-          f"{m['implementation']} {m['python']}, numpy {m['numpy']}, load {m['loadavg_at_start']}")
+    print("\n".join(header_lines(report, f" (MALLOC_TOP_PAD_={env_pad})" if env_pad else "")))
     print(f"\n[{args.world}] call zones {', '.join(report['call_zones']) or 'none'}; radius {args.radius} m, "
           f"leave radius {args.leave_radius} m; walking {args.speed} m/s, an update every {args.interval} s")
     print(f"{'avatars':>8} {'p50 µs':>8} {'p99 µs':>8} {'max µs':>8} {'cpu p50':>8} {'faults':>7} "

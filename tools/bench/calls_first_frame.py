@@ -49,12 +49,13 @@ def summary(values: list[float]) -> dict:
 
 def run(rounds: int, timeout: float) -> dict:
     from worldtools.bench import server_load
+    from worldtools.server_process import ServerProcess
 
     if shutil.which("node") is None:
         raise SystemExit(f"node is not installed: {SETUP_HINT}")
     subprocess.run(["bash", str(ROOT / "scripts" / "web.sh")], check=True, timeout=900)
-    # server_load's server runs in a scratch folder: the built client and the pictures by path
-    server = server_load.ServerProcess([
+    # the server runs in a scratch folder: the built client and the pictures by path
+    server = ServerProcess([
         "webrtc.host_addresses=127.0.0.1",
         f"http.web_root={ROOT / 'clients' / 'web' / 'dist'}",
     ])

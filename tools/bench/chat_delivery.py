@@ -24,20 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
-import signal
-import subprocess
 import sys
 import tempfile
-import time
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 try:
     import worldtools  # noqa: F401  (installed)
 except ImportError:  # run from a checkout: tools/bench is on sys.path
     import _checkout  # noqa: F401
 
+from worldtools.server_process import ServerProcess  # noqa: E402
 
 SERVER_START_TIMEOUT = 30.0
 
@@ -49,57 +44,20 @@ def _import_tools():
     return chat_swarm, server_load
 
 
-def start_server(data_dir: str, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")]))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
-         "--set", "http.host=127.0.0.1", "--set", "http.port=0", "--set", "webrtc.enabled=false",
-         "--set", "server.log_format=json", "--set", f"server.data_dir={data_dir}",
-         "--set", f"http.images_dir={os.path.join(data_dir, 'images')}", *extra],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    said: list[str] = []  # what the server wrote that is not a log record (its error: line)
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        try:
-            record = json.loads(line)
-        except ValueError:
-            said.append(line.strip())
-            continue
-        if record.get("msg") == "http listening":
-            port = int(str(record["http"]).rsplit(":", 1)[1])
-            _drain(proc)
-            return proc, f"http://127.0.0.1:{port}"
-        if str(record.get("level", "")).upper() in ("ERROR", "CRITICAL"):
-            said.append(str(record.get("msg", "")))
-    proc.kill()
-    proc.wait(5)
-    errors = [line for line in said if line.startswith("error:")] or said[-1:]
-    raise RuntimeError(f"the server did not start (exit code {proc.returncode}): "
-                       f"{' | '.join(errors) or 'it said nothing on stderr'}")
-
-
-def _drain(proc: subprocess.Popen) -> None:
-    import threading
-
-    def run() -> None:
-        for _ in proc.stderr:
-            pass
-
-    threading.Thread(target=run, daemon=True).start()
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+def start_server(data_dir: str, extra: list[str]) -> ServerProcess:
+    """The server (WebRTC off, its data and pictures under ``data_dir``, ``extra`` settings)
+    once it listens; ServerStartError with its own error otherwise."""
+    server = ServerProcess(
+        ["webrtc.enabled=false", f"server.data_dir={data_dir}",
+         f"http.images_dir={os.path.join(data_dir, 'images')}", *extra],
+        defaults=(), stop_timeout=10.0, scratch="chat_delivery_",
+    )  # fmt: skip
+    try:
+        server.wait_listening(SERVER_START_TIMEOUT)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def main(argv=None) -> int:
@@ -120,15 +78,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     chat_swarm, server_load = _import_tools()
     facts = server_load.machine_info()
-    proc = None
+    server = None
     tmp = tempfile.TemporaryDirectory(prefix="chat-bench-")
     try:
         if args.http:
             url, pid = args.http, args.server_pid
         else:
-            extra = [x for item in args.set for x in ("--set", item)]
-            proc, url = start_server(os.path.join(tmp.name, "data"), extra)
-            pid = proc.pid
+            server = start_server(os.path.join(tmp.name, "data"), args.set)
+            url, pid = server.http, server.pid
         say = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
         senders = min(args.senders, args.members)
         report = chat_swarm.run_chat_swarm(
@@ -143,8 +100,8 @@ def main(argv=None) -> int:
         print(f"chat_delivery: {exc}", file=sys.stderr)
         return 1
     finally:
-        if proc is not None:
-            stop_server(proc)
+        if server is not None:
+            server.stop()
         tmp.cleanup()
     report["machine"] = facts
     if args.json:

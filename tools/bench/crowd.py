@@ -496,10 +496,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
-    try:
-        args.sizes = [int(x) for x in args.bots.split(",") if x.strip()]
-    except ValueError:
-        parser.error(f"--bots must be comma-separated integers, got {args.bots!r}")
+    args.sizes = _import_server_load().parse_sizes(parser, args.bots)
     if not args.sizes or min(args.sizes) < 2:
         parser.error("--bots needs sizes >= 2")
     if args.duration <= 0 or args.warmup < 0:
@@ -586,10 +583,7 @@ def main(argv=None) -> int:
             server_cpu=ratio(ws.get("server_cpu_percent"), col.get("server_cpu_percent")),
             bytes_per_client_s=ratio(ws.get("bytes_per_client_s"), col.get("bytes_per_client_s")),
         )
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(format_table(result))
+    server_load.print_result(result, args.json, format_table)
     return status
 
 

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -47,7 +45,7 @@ except ImportError:  # run from a checkout: tools/bench is on sys.path
 
 from worldserver.interest import InterestGrid  # noqa: E402
 from worldserver.world import World  # noqa: E402
-from worldtools.bench.server_load import machine_info  # noqa: E402
+from worldtools.bench.server_load import header_lines, report_header  # noqa: E402
 
 DT = 0.05
 
@@ -132,14 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
-    argv_used = sys.argv[1:] if argv is None else argv
-    header = {
-        "benchmark": "interest",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["python tools/bench/interest_bench.py", shlex.join(argv_used)]).strip(),
-        "machine": dict(machine_info(), numpy=np.__version__),
-        "scenarios": [],
-    }
+    header = {**report_header("interest", "tools/bench/interest_bench.py", argv, numpy=np.__version__),
+              "scenarios": []}
     for name in args.scenario:
         params = dict(SCENARIOS[name])
         for key in ("extent", "square", "radius", "leave_margin"):
@@ -155,12 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(header, indent=2))
         return 0
-    m = header["machine"]
-    print(f"date {header['date']}")
-    print(f"command {header['command']}")
-    print(f"machine {m['nproc']} x {m['cpu_model']}, {m['platform']}, "
-          f"{m['implementation']} {m['python']}, numpy {m['numpy']}, "
-          f"load {m['loadavg_at_start']}")
+    print("\n".join(header_lines(header)))
     for sc in header["scenarios"]:
         square = sc["extent"] if sc["square"] is None else sc["square"]
         print(f"\n[{sc['scenario']}] radius {sc['radius']} m, leave margin "

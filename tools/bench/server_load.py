@@ -13,9 +13,16 @@ complete ticks, snapshot parts and bytes per bot per second, move-to-observed la
 packet loss, swarm CPU). Prints a table, or JSON with ``--json``, and records the machine it
 ran on. ``--speed`` sets the bots' walking speed; ``--pin`` puts the server on CPU 0 and the
 swarm on CPU 1 (``taskset`` and ``os.sched_setaffinity``, when the machine has 2+ CPUs). A
-server that does not start is a :class:`ServerStartError` whose one line ends with what the
-server itself said (its ``error: ...`` line for a setting, else its error log records).
+server that does not start is a ``ServerStartError`` (:mod:`worldtools.server_process`) whose
+one line ends with what the server itself said (its ``error: ...`` line for a setting, else
+its error log records).
 The swarm's set-up (joins, connections) comes before its measured ``--duration``.
+
+Shared with the other tools: the server runs under :mod:`worldtools.server_process` (the
+tools' one runner); the measuring parts here (:func:`machine_info`, :class:`Window`: the
+server's CPU and stats lines over the swarm's window, :func:`tick_summaries`, the /proc
+readers, :func:`pin_plan`, :func:`aligned` tables, :func:`report_header` of the in-process
+benchmarks) serve webrtc_load, crowd, the in-process benchmarks, the soak and the attack probes.
 
 Must not: send traffic anywhere but loopback, leave a server or worker process behind (every
 run is wrapped in try/finally with bounded waits), or reach into the server other than through
@@ -32,21 +39,20 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
-
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 try:
     import worldtools  # noqa: F401  (installed)
 except ImportError:  # run from a checkout: tools/bench is on sys.path
     import _checkout  # noqa: F401
+
+# The one runner of a server under test (the soak and the attack probes take it from here too).
+from worldtools.server_process import START_TIMEOUT as SERVER_START_TIMEOUT, ServerProcess  # noqa: E402
 
 
 def _import_swarm():
@@ -55,9 +61,6 @@ def _import_swarm():
     return swarm
 
 
-HOST = "127.0.0.1"
-SERVER_START_TIMEOUT = 20.0
-SERVER_STOP_TIMEOUT = 8.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -85,6 +88,30 @@ def machine_info() -> dict:
         platform=platform.platform(),
         loadavg_at_start=[round(v, 2) for v in load],
     )
+
+
+def report_header(benchmark: str, script: str, argv: list[str] | None, **machine) -> dict:
+    """The head of an in-process benchmark's report: its name, the date (UTC), the command
+    (``python <script>`` and the arguments: ``argv``, else this process's) and the machine
+    with ``machine``'s facts added (e.g. numpy's version)."""
+    used = sys.argv[1:] if argv is None else argv
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join([f"python {script}", shlex.join(used)]).strip(),
+        "machine": dict(machine_info(), **machine),
+    }
+
+
+def header_lines(report: dict, command_note: str = "") -> list[str]:
+    """The date, command and machine lines of a :func:`report_header` (with numpy)."""
+    m = report["machine"]
+    return [
+        f"date {report['date']}",
+        f"command {report['command']}{command_note}",
+        f"machine {m['nproc']} x {m['cpu_model']}, {m['platform']}, "
+        f"{m['implementation']} {m['python']}, numpy {m['numpy']}, load {m['loadavg_at_start']}",
+    ]
 
 
 # ----------------------------------------------------------------------------- the server
@@ -118,133 +145,6 @@ def pin_plan(enabled: bool = True) -> tuple[list[str], set[int] | None, str]:
     if taskset is None or not hasattr(os, "sched_setaffinity"):
         return [], None, "not pinned (no taskset)"
     return [taskset, "-c", "0"], {1}, "server on CPU 0, bots on CPU 1"
-
-
-class ServerStartError(RuntimeError):
-    """The benchmark's server did not start; the message ends with the server's own error."""
-
-
-class ServerProcess:
-    """``worldserver run`` as a subprocess whose JSON log lines are read without blocking."""
-
-    def __init__(self, extra_sets: list[str], prefix: list[str] | None = None) -> None:
-        env = dict(os.environ)
-        paths = [str(ROOT), str(ROOT / "clients" / "python")]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env = {k: v for k, v in env.items() if not k.startswith("WORLDSERVER_")}
-        self._cwd = tempfile.TemporaryDirectory(prefix="server_load_")  # no stray worldserver.toml
-        cmd = list(prefix or []) + [
-            sys.executable, "-m", "worldserver", "run",
-            "--host", HOST, "--udp-port", "0", "--log-level", "INFO",
-            # The HTTP port too: loopback and a free port (two runs at once must not collide).
-            "--set", "http.host=127.0.0.1", "--set", "http.port=0",
-            "--set", "server.log_format=json", "--set", "server.stats_interval=1",
-            "--set", f"server.data_dir={self._cwd.name}",
-            # The open square of sim.half_extent (220 x 220 m: the benches' "default world"),
-            # whatever the server's default world; a --set below may name another.
-            "--set", "worlds.hosted=open",
-        ]  # fmt: skip
-        for item in extra_sets:
-            cmd += ["--set", item]
-        self.proc = subprocess.Popen(
-            cmd, cwd=self._cwd.name, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        os.set_blocking(self.proc.stderr.fileno(), False)
-        self._buf = b""
-        self.lines: list[dict] = []
-        self.other_lines: list[str] = []
-        self.address: tuple[str, int] | None = None
-        self.http: str | None = None  # the HTTP base URL, where the bots join
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def read(self) -> None:
-        """Take whatever the server has written so far."""
-        fd = self.proc.stderr.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._buf += chunk
-        *complete, self._buf = self._buf.split(b"\n")
-        for raw in complete:
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                self.other_lines.append(text)
-                continue
-            if not isinstance(obj, dict):
-                continue
-            self.lines.append(obj)
-            if obj.get("msg") == "listening" and self.address is None:
-                host, _, port = str(obj.get("udp", "")).rpartition(":")
-                self.address = (host or HOST, int(port))
-            elif obj.get("msg") == "http listening" and self.http is None:
-                self.http = f"http://127.0.0.1:{str(obj.get('http', '')).rpartition(':')[2]}"
-
-    def wait_listening(self, timeout: float) -> tuple[str, int]:
-        """The UDP address once the server listens on UDP and HTTP; else raises
-        :class:`ServerStartError` with the server's own error."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.read()
-            if self.address is not None and self.http is not None:
-                return self.address
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.read()
-        code = self.proc.poll()
-        said = self.server_error() or "it said nothing on stderr"
-        if code is None:
-            raise ServerStartError(f"the server did not listen within {timeout:g} s: {said}")
-        raise ServerStartError(f"the server did not start (exit code {code}): {said}")
-
-    def server_error(self) -> str:
-        """What the server said about its failure, on one line: its ``error: ...`` lines (an
-        operator's mistake, worldserver/startup.py), else its ERROR and CRITICAL log records,
-        else the last line it wrote that was not a log record (a traceback's last line)."""
-        said = [line for line in self.other_lines if line.startswith("error:")]
-        if not said:
-            for record in self.lines:
-                if str(record.get("level", "")).upper() in ("ERROR", "CRITICAL"):
-                    words = [str(record.get("msg", ""))]
-                    words += [f"{k}={v}" for k, v in record.items()
-                              if k not in ("ts", "level", "logger", "msg", "exc")]
-                    exc = str(record.get("exc", "")).strip().splitlines()
-                    said.append(" ".join(words) + (f" ({exc[-1]})" if exc else ""))
-        if not said and self.other_lines:
-            said = self.other_lines[-1:]
-        return " | ".join(said[-3:])
-
-    def stats_lines(self) -> list[dict]:
-        return [line for line in self.lines if line.get("msg") == "stats"]
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a bounded wait; never leaves the process behind."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=SERVER_STOP_TIMEOUT)
-            self.read()
-        finally:
-            self.proc.stderr.close()
-            self._cwd.cleanup()
 
 
 def _wall(ts: str) -> float:
@@ -316,46 +216,89 @@ def _summary(values: list[float]) -> dict:
     return dict(median=round(statistics.median(values), 2), worst=round(max(values), 2))
 
 
+def tick_summaries(lines: list[dict]) -> dict:
+    """Tick duration and lateness p99 and p50 of the stats lines: median and worst line."""
+    return {key: _summary([float(s.get(key, 0.0)) for s in lines])
+            for key in ("tick_ms_p99", "late_ms_p99", "tick_ms_p50", "late_ms_p50")}
+
+
+class Window:
+    """The measured window of one run, marked from the swarm's progress calls.
+
+    :meth:`progress` (the swarm's ``progress(elapsed, counts)``) reads the server's log and,
+    in the swarm's measurement (after its set-up), samples (monotonic, wall, the server's CPU
+    seconds, the machine's busy seconds): the window starts at the first call at or after
+    ``warmup`` seconds and ends at the last call within ``duration``. A progress line
+    ``[label]`` every 5 s on stderr unless ``quiet``.
+    """
+
+    def __init__(self, server, warmup: float, duration: float, label: str, quiet: bool) -> None:
+        self.server = server
+        self.warmup, self.duration = warmup, duration
+        self.label, self.quiet = label, quiet
+        self.marks: dict[str, tuple[float, float, float, float]] = {}
+        self._last_print = 0.0
+
+    def progress(self, elapsed: float, counts: dict) -> None:
+        server = self.server
+        server.read()
+        if server.proc.poll() is not None or counts.get("phase", "measure") != "measure":
+            return  # the window is marked in the swarm's measurement, after its set-up
+        sample = (
+            time.monotonic(), time.time(), _proc_cpu_seconds(server.pid), _machine_busy_seconds(),
+        )  # fmt: skip
+        if elapsed >= self.warmup and "start" not in self.marks:
+            self.marks["start"] = sample
+        if elapsed <= self.duration:
+            self.marks["end"] = sample
+        if not self.quiet and elapsed - self._last_print >= 5.0:
+            self._last_print = elapsed
+            print(
+                f"  [{self.label}] t={elapsed:4.0f}s connected {counts['connected']} "
+                f"failures {counts['failures']}",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+
+    def figures(self) -> dict | None:
+        """The window's length (``window_s``), the server's CPU and the machine's busy share in
+        it (percent of one core), its stats lines (``lines``) and the one before them
+        (``before``, or None); None when no window was marked."""
+        if "start" not in self.marks or "end" not in self.marks or self.marks["end"][0] <= self.marks["start"][0]:
+            return None
+        (m0, w0, c0, b0), (m1, w1, c1, b1) = self.marks["start"], self.marks["end"]
+        # A stats line covers the second before its timestamp.
+        every = self.server.stats_lines()
+        lines = [s for s in every if w0 + 0.9 <= _wall(s["ts"]) <= w1 + 0.5]
+        first = every.index(lines[0]) if lines else 0
+        return dict(
+            window_s=round(m1 - m0, 2),
+            cpu_percent=round(100.0 * (c1 - c0) / (m1 - m0), 1),
+            # Everything else the machine did meanwhile (other users; the swarm is subtracted
+            # by the caller): a noisy neighbour explains slow ticks that the server's own CPU
+            # does not.
+            machine_busy_percent=round(100.0 * (b1 - b0) / (m1 - m0), 1),
+            lines=lines,
+            before=every[first - 1] if first > 0 else None,
+        )
+
+
 # ----------------------------------------------------------------------------- one run
 
 
 def run_one(swarm, bots: int, args) -> dict:
     prefix, bot_cpus, pin_note = pin_plan(getattr(args, "pin", False))
     speed = getattr(args, "speed", None)
-    server = ServerProcess(args.set or [], prefix)
+    server = ServerProcess(args.set or [], prefix, scratch="server_load_")
     own_cpus = None
     try:
         if bot_cpus and hasattr(os, "sched_getaffinity"):  # this process reads /proc and logs
             own_cpus = os.sched_getaffinity(0)
             os.sched_setaffinity(0, bot_cpus)
         host, port = server.wait_listening(SERVER_START_TIMEOUT)
-        # name -> (monotonic, wall, server cpu s, machine busy s)
-        marks: dict[str, tuple[float, float, float, float]] = {}
-        last_print = [0.0]
-
-        def progress(elapsed: float, counts: dict) -> None:
-            server.read()
-            if server.proc.poll() is not None or counts.get("phase", "measure") != "measure":
-                return  # the window is marked in the swarm's measurement, after its set-up
-            sample = (
-                time.monotonic(), time.time(), _proc_cpu_seconds(server.pid),
-                _machine_busy_seconds(),
-            )  # fmt: skip
-            if elapsed >= args.warmup and "start" not in marks:
-                marks["start"] = sample
-            if elapsed <= args.duration:
-                marks["end"] = sample
-            if not args.quiet and elapsed - last_print[0] >= 5.0:
-                last_print[0] = elapsed
-                print(
-                    f"  [{bots} bots] t={elapsed:4.0f}s connected {counts['connected']} "
-                    f"failures {counts['failures']}",
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
-
+        window = Window(server, args.warmup, args.duration, f"{bots} bots", args.quiet)
         report = swarm.run_processes(
             host, port, bots, args.duration, args.processes, args.observers, args.seed,
-            progress, warmup=args.warmup, speed=speed, cpus=bot_cpus,
+            window.progress, warmup=args.warmup, speed=speed, cpus=bot_cpus,
             http=server.http,  # every bot joins first (connect tokens, tagged packets)
         )  # fmt: skip
         server.read()
@@ -366,27 +309,18 @@ def run_one(swarm, bots: int, args) -> dict:
             os.sched_setaffinity(0, own_cpus)
 
     row: dict = dict(bots=bots, server_alive=alive, pinning=pin_note, speed=speed)
-    if "start" in marks and "end" in marks and marks["end"][0] > marks["start"][0]:
-        (m0, w0, c0, b0), (m1, w1, c1, b1) = marks["start"], marks["end"]
-        row["window_s"] = round(m1 - m0, 2)
-        row["server_cpu_percent"] = round(100.0 * (c1 - c0) / (m1 - m0), 1)
-        # Everything else the machine did meanwhile (other users; the swarm is subtracted
-        # below): a noisy neighbour explains slow ticks that the server's own CPU does not.
-        row["machine_busy_percent"] = round(100.0 * (b1 - b0) / (m1 - m0), 1)
-        # A stats line covers the second before its timestamp.
-        every = server.stats_lines()
-        lines = [s for s in every if w0 + 0.9 <= _wall(s["ts"]) <= w1 + 0.5]
-        first = every.index(lines[0]) if lines else 0
-        before = every[first - 1] if first > 0 else None
+    figures = window.figures()
+    if figures is not None:
+        row["window_s"] = figures["window_s"]
+        row["server_cpu_percent"] = figures["cpu_percent"]
+        row["machine_busy_percent"] = figures["machine_busy_percent"]
+        lines, before = figures["lines"], figures["before"]
     else:
         row["window_s"] = 0.0
         row["server_cpu_percent"] = None
         lines, before = [], None
     row["stats_lines"] = len(lines)
-    row["tick_ms_p99"] = _summary([float(s.get("tick_ms_p99", 0.0)) for s in lines])
-    row["late_ms_p99"] = _summary([float(s.get("late_ms_p99", 0.0)) for s in lines])
-    row["tick_ms_p50"] = _summary([float(s.get("tick_ms_p50", 0.0)) for s in lines])
-    row["late_ms_p50"] = _summary([float(s.get("late_ms_p50", 0.0)) for s in lines])
+    row.update(tick_summaries(lines))
     # Share of the entities in view whose state the server sent (or had current) per snapshot.
     row["refreshed_share"] = refreshed_share(lines, before)
     per_client = [s["bytes_out_s"] / s["clients"] for s in lines if s.get("clients")]
@@ -453,11 +387,27 @@ def format_table(result: dict) -> str:
             f"{s.get('cpu_percent', 0):.0f}",
             "-" if r.get("other_cpu_percent") is None else f"{r['other_cpu_percent']:.0f}",
         ))  # fmt: skip
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-    out.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-    for row in rows:
-        out.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    out += aligned(head, rows)
     return "\n".join(out)
+
+
+def aligned(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """The header and the rows, every column right-aligned to its widest cell."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    return ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in (head, *rows)]
+
+
+def print_result(result: dict, as_json: bool, format_table) -> None:
+    """The result as one JSON object (keys sorted), or as ``format_table`` makes it."""
+    print(json.dumps(result, sort_keys=True) if as_json else format_table(result))
+
+
+def parse_sizes(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """``--bots``: comma-separated sizes (an argparse error otherwise)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--bots must be comma-separated integers, got {text!r}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -481,10 +431,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
-    try:
-        args.sizes = [int(x) for x in args.bots.split(",") if x.strip()]
-    except ValueError:
-        parser.error(f"--bots must be comma-separated integers, got {args.bots!r}")
+    args.sizes = parse_sizes(parser, args.bots)
     if not args.sizes or min(args.sizes) < 1:
         parser.error("--bots needs at least one size >= 1")
     if args.duration <= 0 or not 0 <= args.warmup < args.duration:
@@ -520,10 +467,7 @@ def main(argv=None) -> int:
             print(f"server_load: {n} bots: {row['error']}", file=sys.stderr, flush=True)
         result["runs"].append(row)
         time.sleep(1.0)  # let the sockets of the last run go
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(format_table(result))
+    print_result(result, args.json, format_table)
     return status
 
 

@@ -30,11 +30,9 @@ import argparse
 import json
 import math
 import pathlib
-import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 
@@ -50,7 +48,7 @@ from protocol.quantize import Quantizer  # noqa: E402
 from protocol.snapshot import View, encode_snapshot, max_parts_for  # noqa: E402
 from protocol.snapshot_batch import HeldView, encode_many, priority_buckets  # noqa: E402
 from protocol.tokens import TAG_SIZE  # noqa: E402
-from worldtools.bench.server_load import machine_info  # noqa: E402
+from worldtools.bench.server_load import header_lines, report_header  # noqa: E402
 
 QUANTIZER = Quantizer((-300.0, 0.0, -300.0), (300.0, 50.0, 300.0), 0.01)
 TICK_RATE = 20
@@ -169,14 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     args = parser.parse_args(argv)
-    argv_used = sys.argv[1:] if argv is None else argv
-    report = {
-        "benchmark": "snapshot",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": " ".join(["python tools/bench/snapshot_bench.py", shlex.join(argv_used)]).strip(),
-        "machine": dict(machine_info(), numpy=np.__version__),
-        "results": [],
-    }
+    report = {**report_header("snapshot", "tools/bench/snapshot_bench.py", argv, numpy=np.__version__),
+              "results": []}
     for scenario in args.scenario:
         for n in args.sizes:
             c = n if args.clients is None else args.clients
@@ -184,12 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    m = report["machine"]
-    print(f"date {report['date']}")
-    print(f"command {report['command']}")
-    print(f"machine {m['nproc']} x {m['cpu_model']}, {m['platform']}, "
-          f"{m['implementation']} {m['python']}, numpy {m['numpy']}, "
-          f"load {m['loadavg_at_start']}")  # fmt: skip
+    print("\n".join(header_lines(report)))
     print(f"\neveryone in view, everyone moving {SPEED / TICK_RATE * 100:g} cm per tick, baselines one tick old; "
           f"part budget {args.budget} B, allowance "
           f"{'none' if args.allowance is None else f'{args.allowance} B per tick'}; CPU, median of {args.ticks} ticks")

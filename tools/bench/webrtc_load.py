@@ -28,13 +28,8 @@ Run: ``python tools/bench/webrtc_load.py [--bots 400] [--duration 50] [--warmup 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import pathlib
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -44,8 +39,9 @@ try:
 except ImportError:  # run from a checkout: tools/bench is on sys.path
     import _checkout  # noqa: F401
 
+from worldtools.bench.server_load import aligned  # noqa: E402
+from worldtools.server_process import HOST, LoggedProcess, ServerProcess  # noqa: E402
 
-HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 CPU_TARGET_RATIO = 1.3
@@ -65,91 +61,6 @@ def _import_tools():
 # ----------------------------------------------------------------------------- processes
 
 
-class JsonLogProcess:
-    """A subprocess that logs one JSON object per line on stderr, read without blocking."""
-
-    def __init__(self, cmd: list[str], name: str) -> None:
-        env = dict(os.environ)
-        paths = [str(ROOT), str(ROOT / "clients" / "python")]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env = {k: v for k, v in env.items() if not k.startswith("WORLDSERVER_")}
-        self.name = name
-        self.cwd = tempfile.TemporaryDirectory(prefix=f"webrtc_load_{name}_")
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.cwd.name, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        os.set_blocking(self.proc.stderr.fileno(), False)
-        self._buf = b""
-        self.lines: list[dict] = []
-        self.other_lines: list[str] = []
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def read(self) -> None:
-        fd = self.proc.stderr.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._buf += chunk
-        *complete, self._buf = self._buf.split(b"\n")
-        for raw in complete:
-            text = raw.decode("utf-8", "replace").strip()
-            if not text:
-                continue
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                self.other_lines.append(text)
-                continue
-            if isinstance(obj, dict):
-                self.lines.append(obj)
-            else:
-                self.other_lines.append(text)
-
-    def http_url(self, timeout: float) -> str:
-        """The base URL from the ``{"msg": "http listening", "http": "host:port"}`` line."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.read()
-            for line in self.lines:
-                if line.get("msg") == "http listening" and line.get("http"):
-                    return f"http://{line['http']}"
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.read()
-        tail = "\n".join(self.other_lines[-20:])
-        raise RuntimeError(f"{self.name} did not start (exit code {self.proc.poll()}):\n{tail}")
-
-    def stats_lines(self) -> list[dict]:
-        return [line for line in self.lines if line.get("msg") == "stats"]
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after a bounded wait; returns the exit code."""
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=STOP_TIMEOUT)
-            self.read()
-            return self.proc.returncode
-        finally:
-            self.proc.stderr.close()
-            self.cwd.cleanup()
-
-
 def floor_command(args) -> list[str]:
     return [
         sys.executable, str(ROOT / "tools" / "bench" / "aiortc_floor.py"), "--serve",
@@ -158,18 +69,18 @@ def floor_command(args) -> list[str]:
     ]  # fmt: skip
 
 
-def server_command(args) -> list[str]:
-    cmd = [
-        sys.executable, "-m", "worldserver", "run",
-        "--host", HOST, "--udp-port", "0", "--log-level", "INFO",
-        "--set", "server.log_format=json", "--set", "server.stats_interval=1",
-        "--set", "http.host=127.0.0.1", "--set", "http.port=0",
-        "--set", "webrtc.host_addresses=127.0.0.1",
-        "--set", f"http.web_root={ROOT / 'clients' / 'web' / 'dist'}",
+def start(kind: str, args) -> LoggedProcess:
+    """The floor, or worldserver (its default world; a stats line a second, ICE host candidate
+    127.0.0.1, the web client's build), under the tools' one runner."""
+    if kind == "floor":
+        return LoggedProcess(floor_command(args), name="the floor", stop_timeout=STOP_TIMEOUT,
+                             scratch="webrtc_load_floor_")
+    sets = [
+        "webrtc.host_addresses=127.0.0.1", f"http.web_root={ROOT / 'clients' / 'web' / 'dist'}",
+        *(args.set or []),
     ]  # fmt: skip
-    for item in args.set or []:
-        cmd += ["--set", item]
-    return cmd
+    return ServerProcess(sets, defaults=["server.stats_interval=1"], stop_timeout=STOP_TIMEOUT,
+                         scratch="webrtc_load_server_")
 
 
 # ----------------------------------------------------------------------------- one half
@@ -183,36 +94,13 @@ def _counter_delta(lines: list[dict], name: str) -> int:
 
 def run_half(kind: str, args, swarm, server_load) -> dict:
     """Start the floor or worldserver, drive it with the WebRTC swarm, measure it."""
-    cmd = floor_command(args) if kind == "floor" else server_command(args)
-    proc = JsonLogProcess(cmd, kind)
-    marks: dict[str, tuple[float, float, float, float]] = {}  # monotonic, wall, cpu s, busy s
+    proc = start(kind, args)
     try:
-        url = proc.http_url(START_TIMEOUT)
-        last_print = [0.0]
-
-        def progress(elapsed: float, counts: dict) -> None:
-            proc.read()
-            if proc.proc.poll() is not None or counts.get("phase", "measure") != "measure":
-                return  # the window is marked in the swarm's measurement, after its set-up
-            sample = (
-                time.monotonic(), time.time(), server_load._proc_cpu_seconds(proc.pid),
-                server_load._machine_busy_seconds(),
-            )  # fmt: skip
-            if elapsed >= args.warmup and "start" not in marks:
-                marks["start"] = sample
-            if elapsed <= args.duration:
-                marks["end"] = sample
-            if not args.quiet and elapsed - last_print[0] >= 5.0:
-                last_print[0] = elapsed
-                print(
-                    f"  [{kind}, {args.bots} bots] t={elapsed:4.0f}s connected "
-                    f"{counts['connected']} failures {counts['failures']}",
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
-
+        url = proc.wait_http(START_TIMEOUT)
+        window = server_load.Window(proc, args.warmup, args.duration, f"{kind}, {args.bots} bots", args.quiet)
         report = swarm.channels.run_processes(
             "webrtc", url, args.bots, args.duration, args.processes, args.observers, args.seed,
-            progress, warmup=args.warmup, connect_rate=args.connect_rate, nice=args.swarm_nice,
+            window.progress, warmup=args.warmup, connect_rate=args.connect_rate, nice=args.swarm_nice,
         )  # fmt: skip
         proc.read()
         alive = proc.proc.poll() is None
@@ -220,27 +108,24 @@ def run_half(kind: str, args, swarm, server_load) -> dict:
         exit_code = proc.stop()
 
     row: dict = dict(kind=kind, alive_at_end=alive, exit_code=exit_code)
-    if "start" in marks and "end" in marks and marks["end"][0] > marks["start"][0]:
-        (m0, w0, c0, b0), (m1, w1, c1, b1) = marks["start"], marks["end"]
-        row["window_s"] = round(m1 - m0, 2)
-        row["cpu_percent"] = round(100.0 * (c1 - c0) / (m1 - m0), 1)
-        row["machine_busy_percent"] = round(100.0 * (b1 - b0) / (m1 - m0), 1)
-        lines = [s for s in proc.stats_lines() if w0 + 0.9 <= server_load._wall(s["ts"]) <= w1 + 0.5]
+    figures = window.figures()
+    if figures is not None:
+        row["window_s"] = figures["window_s"]
+        row["cpu_percent"] = figures["cpu_percent"]
+        row["machine_busy_percent"] = figures["machine_busy_percent"]
+        lines = figures["lines"]
     else:
         row["window_s"] = 0.0
         row["cpu_percent"] = None
         lines = []
     row["stats_lines"] = len(lines)
-    row["late_ms_p99"] = server_load._summary([float(s.get("late_ms_p99", 0.0)) for s in lines])
-    row["late_ms_p50"] = server_load._summary([float(s.get("late_ms_p50", 0.0)) for s in lines])
-    row["tick_ms_p99"] = server_load._summary([float(s.get("tick_ms_p99", 0.0)) for s in lines])
-    row["tick_ms_p50"] = server_load._summary([float(s.get("tick_ms_p50", 0.0)) for s in lines])
+    row.update(server_load.tick_summaries(lines))
     row["gc_pause_ms_max"] = max((float(s.get("gc_pause_ms_max", 0.0)) for s in lines), default=None)
     row["clients"] = server_load._summary([float(s.get("clients", 0)) for s in lines])
     skips = _counter_delta(lines, "drop.rtc.snapshot_backlog")
     row["snapshot_skips"] = skips
-    window = row["window_s"]
-    row["snapshot_skips_per_s"] = round(skips / window, 1) if window else None
+    window_s = row["window_s"]
+    row["snapshot_skips_per_s"] = round(skips / window_s, 1) if window_s else None
     row["drops_at_end"] = lines[-1].get("drops", {}) if lines else {}
     shown = swarm.public_report(report)
     row["swarm"] = shown
@@ -320,10 +205,7 @@ def format_table(result: dict) -> str:
             f"{100 * sw.get('packet_loss', 0):.2f}", f"{sw.get('cpu_percent', 0):.0f}",
             "-" if r.get("other_cpu_percent") is None else f"{r['other_cpu_percent']:.0f}",
         ))  # fmt: skip
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-    out.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-    for row in rows:
-        out.append("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+    out += aligned(head, rows)
     v = result["verdict"]
     if "cpu_ratio" in v:
         met = "met" if v["cpu_ratio_target_met"] else "NOT met"
@@ -399,10 +281,7 @@ def main(argv=None) -> int:
         result["runs"].append(row)
         time.sleep(2.0)  # let the last half's sockets and processes go
     result["verdict"] = verdict(result)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        print(format_table(result))
+    server_load.print_result(result, args.json, format_table)
     return status
 
 
