@@ -38,7 +38,7 @@ def write(tmp_path, text, name="ws.toml"):
 def test_toml_file_equals_builtin_defaults_for_every_key():
     document = tomllib.loads(TOML_FILE.read_text())
     reference = list(config_reference())
-    assert len(reference) == 108
+    assert len(reference) == 110
     file_keys = {f"{s}.{k}" for s, table in document.items() for k in table}
     assert file_keys == {setting.key for setting in reference}
     for setting in reference:

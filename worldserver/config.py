@@ -731,6 +731,19 @@ class LimitsSettings:
         " together (0 = no cap).",
         _non_negative,
     )
+    http_connections_per_address: int = _setting(
+        64, "int",
+        "HTTP connections (page, API, WebSockets) one address may hold open; more are closed at"
+        " once, unread. Players behind one NAT share it: a browser holds about 8 (0 = no cap).",
+        _non_negative,
+    )
+    http_connections: int = _setting(
+        0, "int",
+        "HTTP connections open at once, all addresses together; more are closed at once, unread"
+        " (0 = three quarters of the open-files limit, ulimit -n, keeping at least 256 of it, at"
+        " most half, for the rest).",
+        _between(0, 1 << 24),
+    )
     handshakes_per_second: float = _setting(
         20.0, "float",
         "UDP handshake packets (HELLO, CONNECT), WebRTC offers and /ws/movement upgrades one"

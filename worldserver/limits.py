@@ -7,7 +7,9 @@ address is one key, an IPv6 address counts by its /64, an IPv4-mapped IPv6 addre
 address), trusted networks (:class:`Networks`), counts of what each address holds
 (:class:`AddressCounts`), and :class:`AddressLimits`, the ``[limits]`` settings applied: one
 count of native-protocol connections per address for all transports together (UDP, WebRTC,
-``/ws/movement``), and buckets per address for handshakes, HTTP joins and chat messages.
+``/ws/movement``), a count of open HTTP connections per address and in all (the total capped
+below the process's file-descriptor limit: :func:`http_connections_cap`), and buckets per
+address for handshakes, HTTP joins and chat messages.
 :class:`FailureGuard` keeps the wrong secrets (admin tokens) each address presented: the chat's
 moderator hello and the admin API share one, so an address gets ``max_failures`` guesses in
 all, compared in constant time, before it is locked out. :class:`Penalties` keeps the senders
@@ -20,7 +22,8 @@ a 503 or 429, an error frame) and count the refusal under their own ``drop.limit
 local swarms and benchmarks run unlimited) have no per-address limit; the totals
 (``net.max_clients``, ``limits.pending_offers``) hold for everyone.
 
-Must not: do I/O, read a clock (callers pass ``now``), log, count in ``Stats``, or know any
+Must not: do I/O (reading the process's file-descriptor limit, :func:`open_files_limit`, is
+the one system call), read a clock (callers pass ``now``), log, count in ``Stats``, or know any
 transport or protocol. Memory stays bounded: buckets are forgotten once full again (and the
 oldest are dropped beyond ``max_keys``), counts exist only while something is held.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
+import resource
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -44,6 +48,8 @@ __all__ = [
     "TokenBucket",
     "TokenBuckets",
     "address_key",
+    "http_connections_cap",
+    "open_files_limit",
     "parse_address",
 ]
 
@@ -53,6 +59,13 @@ _SWEEP_FLOOR = 1024  # a table smaller than this is never swept on the way
 _V6_KEY = 1 << 64  # IPv6 /64 keys are this plus the prefix: never equal to an IPv4 key
 _MAPPED = b"\0" * 10 + b"\xff\xff"  # ::ffff:a.b.c.d
 UNKNOWN_ADDRESS = "unknown"  # the key of a peer whose address the server cannot tell
+# File descriptors kept for everything but HTTP connections when their total cap is derived
+# from the process's limit (limits.http_connections = 0): a quarter of the limit, at least 256
+# (but never more than half): the UDP socket, SQLite's files (database, WAL, shared memory),
+# Janus and image workers' pipes, WebRTC's ICE sockets, static files being sent, imports.
+FD_RESERVE_SHARE = 4
+FD_RESERVE_MIN = 256
+_TRUSTED = None  # the key trusted addresses' HTTP connections are counted under (total only)
 
 
 class TokenBucket:
@@ -244,6 +257,25 @@ class Networks:
         return any(f == family and value & mask == net for f, net, mask in self._nets)
 
 
+def open_files_limit() -> int | None:
+    """The process's soft limit on open file descriptors (``RLIMIT_NOFILE``); None when unlimited."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def http_connections_cap(configured: int, fd_limit: int | None) -> int:
+    """The cap on open HTTP connections, all addresses together: ``configured`` when it is set
+    (> 0), else derived from ``fd_limit`` (the process's file-descriptor limit) less a reserve
+    for everything else (:data:`FD_RESERVE_SHARE`, :data:`FD_RESERVE_MIN`); 0 (no cap) when
+    neither is known."""
+    if configured > 0:
+        return int(configured)
+    if fd_limit is None:
+        return 0
+    reserve = max(fd_limit // FD_RESERVE_SHARE, min(FD_RESERVE_MIN, fd_limit // 2))
+    return max(1, fd_limit - reserve)
+
+
 class AddressLimits:
     """The ``[limits]`` section applied (see the module docstring and docs/reliability.md).
 
@@ -251,13 +283,23 @@ class AddressLimits:
     (no per-address limit). Connection counts are shared by every transport of the native
     protocol: a transport calls :meth:`connect` when it admits one (False: the address is at
     ``limits.connections_per_address``) and :meth:`disconnect` exactly once when it ends.
+    HTTP connections (TCP, whatever they carry) are counted apart by :meth:`http_connect` and
+    :meth:`http_disconnect`, per address and in all (trusted addresses too, in the total).
+    ``fd_limit``: the file-descriptor limit the total HTTP cap is derived from when
+    ``limits.http_connections`` is 0 (None: the process's own, :func:`open_files_limit`).
     """
 
-    def __init__(self, settings) -> None:
+    HTTP_TOTAL, HTTP_ADDRESS = "total", "address"  # why http_connect refused
+
+    def __init__(self, settings, fd_limit: int | None = None) -> None:
         self.settings = settings
         self.trusted = Networks(settings.trusted_networks)
         self.max_connections = int(settings.connections_per_address)  # 0: no cap
         self.connections = AddressCounts()
+        self.max_http_connections = int(settings.http_connections_per_address)  # 0: no cap
+        self.max_http_total = http_connections_cap(
+            int(settings.http_connections), fd_limit if fd_limit is not None else open_files_limit())  # 0: none
+        self.http_connections = AddressCounts()  # by key; trusted ones under _TRUSTED
         self.handshakes = _buckets(settings.handshakes_per_second, settings.handshake_burst)
         self.joins = _buckets(settings.joins_per_second, settings.join_burst)
         self.chat = _buckets(settings.chat_messages_per_second, settings.chat_burst)
@@ -285,6 +327,24 @@ class AddressLimits:
         """One connection of ``key`` (admitted by :meth:`connect`) ended."""
         if key is not None:
             self.connections.remove(key)
+
+    # -- HTTP connections (hypercorn's, counted by worldserver.http_guard) ----------------
+    def http_connect(self, key: Any) -> str | None:
+        """Count one more open HTTP connection of ``key`` (None: a trusted address, counted in
+        the total only): None when admitted, else why not (nothing counted):
+        :data:`HTTP_TOTAL` (``max_http_total`` open in all) or :data:`HTTP_ADDRESS` (the address
+        holds ``limits.http_connections_per_address``)."""
+        counts = self.http_connections
+        if self.max_http_total and counts.total >= self.max_http_total:
+            return self.HTTP_TOTAL
+        if key is not _TRUSTED and self.max_http_connections and counts.get(key) >= self.max_http_connections:
+            return self.HTTP_ADDRESS
+        counts.add(key)
+        return None
+
+    def http_disconnect(self, key: Any) -> None:
+        """One HTTP connection of ``key`` (admitted by :meth:`http_connect`) ended."""
+        self.http_connections.remove(key)
 
     # -- rates ----------------------------------------------------------------------------
     def handshake(self, key: Any, now: float) -> bool:
