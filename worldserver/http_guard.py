@@ -31,6 +31,22 @@ timer fires (``keep_alive_timeout``, 20 s); the contained protocol closes it at 
 ContainedTCPServer counts connections begun and ended (``http.connections_opened``,
 ``http.connections_closed``; :func:`open_connections`), so a connection that never ends shows.
 
+Connections per address and in all: hypercorn takes every connection it is offered and keeps a
+silent one until its read timeout (60 s), so one address with thousands of sockets could run
+the process out of file descriptors (then the page, the chat and the WebSocket fallback were
+gone for everyone). Before anything is read (before the TLS handshake too),
+:class:`ContainedTCPServer` asks the server's ``worldserver.limits.AddressLimits``
+(``app.state.limits``): a connection over ``limits.http_connections`` open in all (by default
+derived from the open-files limit, :func:`worldserver.limits.http_connections_cap`) is closed at
+once, counted ``drop.http_total_connections``; one from an address holding
+``limits.http_connections_per_address`` (trusted networks exempt), ``drop.http_address_connections``.
+With the total below the file-descriptor limit, ``accept`` should not fail for lack of them;
+if it still does (something else took them), trio's ``serve_listeners`` retries every 100 ms
+and logs each failure at ERROR with a traceback: :func:`install` puts a filter on that logger
+(``trio.serve_listeners``, as trio documents it) that counts each as ``http.accept_retries``
+in the stats of the server whose listener failed (``install(stats)`` notes them for the tasks
+the calling task starts) and logs at most one WARNING line a minute, without the traceback.
+
 This is the one module that reaches into hypercorn's internals: the worker's ``TCPServer`` name,
 ``ASGIWrapper.app``, the protocol wrapper's ``H11Protocol`` name and the HTTP/1.1 protocol's
 ``_check_protocol`` (where it switches to HTTP/2), and (:func:`connection_of`, for the chat
@@ -41,13 +57,17 @@ hypercorn differs; :func:`install` runs it, so a changed hypercorn stops the ser
 not later.
 
 Must not: swallow cancellation or KeyboardInterrupt (only ``Exception`` is caught), change
-how hypercorn serves a healthy HTTP/1.1 connection, or log above DEBUG for what a client caused.
+how hypercorn serves a healthy HTTP/1.1 connection within the caps, or log above DEBUG for what a
+client caused (but one INFO line a minute per kind of connection refused by a cap).
 """
 
 from __future__ import annotations
 
+import contextvars
+import errno
 import functools
 import inspect
+import logging
 
 import trio
 import hypercorn.protocol as hypercorn_protocol
@@ -64,7 +84,7 @@ from hypercorn.trio import run as hypercorn_trio_run
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import wrap_app
 
-from worldserver.logs import get_logger
+from worldserver.logs import LogLimiter, get_logger
 from worldserver.upstream import (
     assigned_attributes,
     attributes_used,
@@ -79,13 +99,49 @@ __all__ = ["ContainedH11Protocol", "ContainedTCPServer", "ContainedWSStream", "a
 
 log = get_logger("worldserver.http")
 
+LOG_INTERVAL = 60.0  # seconds: at most one log line per kind of refused connection or accept error
+TRIO_ACCEPT_LOGGER = "trio.serve_listeners"  # where trio.serve_listeners logs a failed accept
+# The stats a failed accept is counted in: set by install(stats) in the task that then starts
+# hypercorn's worker, so trio's accept loops (its descendants) see it.
+_accept_stats: contextvars.ContextVar = contextvars.ContextVar("worldserver_http_accept_stats", default=None)
+_accept_log = LogLimiter(log, LOG_INTERVAL)
+# accept(2) errors that trio.serve_listeners retries (100 ms later) instead of raising
+_ACCEPT_RETRIED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def _peer_host(stream) -> str | None:
+    """The client's address of an accepted trio stream (a ``SocketStream``, or an ``SSLStream``
+    over one) before anything is read; None when the socket no longer has a peer."""
+    transport = getattr(stream, "transport_stream", stream)
+    try:
+        peer = transport.socket.getpeername()
+    except (OSError, AttributeError):
+        return None
+    return peer[0] if isinstance(peer, tuple) and peer else None
+
 
 class ContainedTCPServer(TCPServer):
     """hypercorn's connection handler; an exception ends this connection, not the server.
-    Counts each connection when it begins and when it has ended (socket closed, tasks done)."""
+    A connection over the HTTP connection caps (per address, in all) is closed at once, unread;
+    the others are counted when they begin and when they have ended (socket closed, tasks done)."""
 
     async def run(self) -> None:
-        stats = self.app.app.state.stats  # ASGIWrapper -> our app
+        state = self.app.app.state  # ASGIWrapper -> our app
+        stats, limits = state.stats, state.limits
+        key = limits.key(_peer_host(self.stream))
+        refused = limits.http_connect(key)
+        if refused is not None:
+            if refused == limits.HTTP_TOTAL:
+                stats.incr("drop.http_total_connections")
+                state.refusals.log(logging.INFO, "http_total_connections",
+                                   "http connections at the cap: new ones closed unread", cap=limits.max_http_total)
+            else:
+                stats.incr("drop.http_address_connections")
+                state.refusals.log(logging.INFO, "http_address_connections",
+                                   "http connections of an address at its cap: new ones closed unread",
+                                   cap=limits.max_http_connections)
+            await trio.aclose_forcefully(self.stream)
+            return
         stats.incr("http.connections_opened")
         try:
             await super().run()
@@ -93,6 +149,7 @@ class ContainedTCPServer(TCPServer):
             stats.incr("drop.http_connection_error")
             log.debug("http connection failed", error=repr(exc)[:300])
         finally:
+            limits.http_disconnect(key)  # hypercorn's run has closed the socket
             stats.incr("http.connections_closed")
 
 
@@ -152,6 +209,28 @@ class ContainedH11Protocol(H11Protocol):
         await super()._check_protocol(event)
 
 
+class _AcceptErrors(logging.Filter):
+    """On trio's ``serve_listeners`` logger: a failed ``accept`` that trio retries (no file
+    descriptors or memory: EMFILE, ENFILE, ENOMEM, ENOBUFS), logged by trio at ERROR with a
+    traceback ten times a second while it lasts, is counted (``http.accept_retries``, in the
+    stats :func:`install` noted) and said at most once a minute, at WARNING, in one line.
+    Anything else trio logs there passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, OSError) or exc.errno not in _ACCEPT_RETRIED:
+            return True
+        stats = _accept_stats.get()
+        if stats is not None:
+            stats.incr("http.accept_retries")
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        _accept_log.log(logging.WARNING, name, "http accept failed, retrying: the process is out of file"
+                        " descriptors or memory (see limits.http_connections)", error=name,
+                        open_connections=open_connections(stats) if stats is not None else None)
+        return False
+
+
+
 class ContainedWSStream(WSStream):
     """hypercorn's WebSocket stream; a message over the size limit also ends the stream."""
 
@@ -162,15 +241,22 @@ class ContainedWSStream(WSStream):
             await self.send(StreamClosed(stream_id=self.stream_id))
 
 
-def install() -> None:
+def install(stats=None) -> None:
     """Make hypercorn's trio ``worker_serve`` use :class:`ContainedTCPServer`, its protocol
     wrapper :class:`ContainedH11Protocol` for HTTP/1.1, and that protocol
-    :class:`ContainedWSStream` (idempotent; each looks the class up in its module each time).
+    :class:`ContainedWSStream` (idempotent; each looks the class up in its module each time),
+    and quiet trio's accept-error lines (:class:`_AcceptErrors`). ``stats``: where the accept
+    errors of the HTTP servers that the calling task starts from now on are counted.
     Raises ``UpstreamChanged`` if hypercorn no longer has what this module relies on."""
     check_upstream()
     hypercorn_trio_run.TCPServer = ContainedTCPServer
     hypercorn_h11.WSStream = ContainedWSStream
     hypercorn_protocol.H11Protocol = ContainedH11Protocol
+    accept_log = logging.getLogger(TRIO_ACCEPT_LOGGER)
+    if not any(isinstance(f, _AcceptErrors) for f in accept_log.filters):
+        accept_log.addFilter(_AcceptErrors())
+    if stats is not None:
+        _accept_stats.set(stats)
 
 
 def connection_of(asgi_send) -> tuple[trio.abc.Stream, trio.Lock] | None:

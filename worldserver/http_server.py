@@ -4,7 +4,8 @@ Job: :func:`hypercorn_config` turns ``[http]`` into hypercorn settings (bind add
 a certificate and key are configured, HTTP/1.1 only, keep-alive, read and WebSocket message
 limits, quiet logs through worldserver's). :func:`serve_http` binds ``http.host:http.port`` (a port taken
 is the one-line startup error of ``worldserver.startup``), installs ``worldserver.http_guard``
-so that an error in one connection ends only that connection, reports the bound port, and on
+so that an error in one connection ends only that connection (and connections over the caps of
+``[limits]`` are closed unread), reports the bound port, and on
 cancellation shuts down gracefully: the app's ``state.stopping`` is set (WebSockets close with
 1001), requests in progress get :data:`GRACEFUL_TIMEOUT` seconds, and every socket is closed
 within :data:`SHUTDOWN_DEADLINE` seconds.
@@ -79,7 +80,8 @@ async def serve_http(config, app, *, task_status=trio.TASK_STATUS_IGNORED) -> No
     (sockets closed) within ``SHUTDOWN_DEADLINE`` seconds.
     """
     hc = hypercorn_config(config)
-    install_http_guard()  # one connection's protocol error must not end the server
+    # one connection's protocol error must not end the server; failed accepts count in the stats
+    install_http_guard(getattr(getattr(app, "state", None), "stats", None))
     try:
         sockets = hc.create_sockets()  # binds; hypercorn never closes these, so we do
     except OSError as exc:  # the port was taken (worldserver/startup.py checked it before)
