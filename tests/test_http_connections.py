@@ -239,7 +239,8 @@ class ServerProcess:
     @classmethod
     async def start(cls, data_dir, *settings: str) -> ServerProcess:
         def low_fd_limit() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            # soft and hard: the server raises its soft limit to the hard one at start
+            resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
         env = dict(os.environ, PYTHONPATH=ROOT)
         args = [sys.executable, "-m", "worldserver", "run", "--host", "127.0.0.1", "--udp-port", "0",
@@ -386,3 +387,23 @@ async def test_an_accept_that_runs_out_of_files_is_counted_and_quiet(processes, 
     await server.stop()
     assert not problems(server.records), problems(server.records)
     assert len([r for r in server.records if "accept failed" in r.get("msg", "")]) == 1  # a minute apart
+
+
+def test_the_server_raises_its_soft_open_files_limit_to_the_hard_one():
+    # A child with soft 64 and hard 256 (as a shell's `ulimit -Sn 64` leaves it): the server's
+    # start-up call raises soft to 256, and the derived HTTP cap follows the raised limit.
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 256))
+
+    code = (
+        "import json, resource\n"
+        "from worldserver.limits import http_connections_cap, raise_open_files_limit\n"
+        "before, after = raise_open_files_limit()\n"
+        "print(json.dumps([before, after, list(resource.getrlimit(resource.RLIMIT_NOFILE)),"
+        " http_connections_cap(0, after)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                         preexec_fn=low_soft_limit, capture_output=True, text=True, timeout=60, check=True)
+    before, after, now, cap = json.loads(out.stdout)
+    assert (before, after, now) == (64, 256, [256, 256])
+    assert cap == http_connections_cap(0, 256) > http_connections_cap(0, 64)

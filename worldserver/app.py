@@ -37,7 +37,7 @@ from worldserver.gctune import GcMonitor, keep_freed_memory
 from worldserver.http_app import build_app
 from worldserver.http_server import serve_http
 from worldserver.identity import Identities
-from worldserver.limits import AddressLimits
+from worldserver.limits import AddressLimits, raise_open_files_limit
 from worldserver.logs import get_logger
 from worldserver.metrics import ServerMetrics, drop_counts, transport_bytes
 from worldserver.moderation import Drain, Moderation
@@ -99,6 +99,7 @@ async def serve(config: Config, *, task_status=trio.TASK_STATUS_IGNORED, hold: S
     identities = Identities()
     worlds = WorldHost(config, stats)  # a Simulation per hosted world
     sim = worlds.default
+    raise_open_files_limit()  # sockets are files: the soft limit up to the hard one, before the caps are derived
     limits = AddressLimits(config.limits)  # per-address admission, shared by every transport
     try:
         udp = UdpService(config, worlds, stats, secret, identities, limits)

@@ -740,8 +740,8 @@ class LimitsSettings:
     http_connections: int = _setting(
         0, "int",
         "HTTP connections open at once, all addresses together; more are closed at once, unread"
-        " (0 = three quarters of the open-files limit, ulimit -n, keeping at least 256 of it, at"
-        " most half, for the rest).",
+        " (0 = three quarters of the open-files limit, which the server raises from `ulimit -Sn` to"
+        " the hard limit at start, keeping at least 256 of it, at most half, for the rest).",
         _between(0, 1 << 24),
     )
     handshakes_per_second: float = _setting(

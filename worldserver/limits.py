@@ -257,6 +257,22 @@ class Networks:
         return any(f == family and value & mask == net for f, net, mask in self._nets)
 
 
+def raise_open_files_limit() -> tuple[int | None, int | None]:
+    """Raises the process's soft limit on open file descriptors to its hard limit, as servers
+    do (a soft limit of 1,024 is a shell's default, not a choice); returns (before, after), None
+    meaning unlimited. A hard limit that is unlimited is left alone (the kernel would refuse),
+    and so is a refusal: the limit then stays as it was, and :func:`http_connections_cap` is
+    derived from what it is."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+    after = open_files_limit()
+    return (None if soft == resource.RLIM_INFINITY else int(soft)), after
+
+
 def open_files_limit() -> int | None:
     """The process's soft limit on open file descriptors (``RLIMIT_NOFILE``); None when unlimited."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 import numpy as np
+import numpy.ma  # noqa: F401 -- np.percentile imports it at its first call, which fails if files ran out then (EMFILE)
 
 # Upper bounds in seconds of the histogram buckets kept by Samples (a last one is +Inf): from a
 # tenth of a millisecond (a quiet tick) to seconds (a WebRTC connection on a slow link).
