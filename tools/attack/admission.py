@@ -63,6 +63,7 @@ LIMITS_OFF = [
     "limits.connections_per_address=0", "limits.handshakes_per_second=0",
     "limits.pending_offers=1000000", "limits.pending_offers_per_address=1000000",
     "limits.offer_timeout=15", "limits.joins_per_second=0", "limits.chat_messages_per_second=0",
+    "limits.http_connections_per_address=0", "limits.http_connections=1000000",
 ]
 VARIANTS = {"limits off": LIMITS_OFF, "defaults": []}
 SERVER_PREFIX: list[str] = []  # taskset for the server with --pin (pin_plan)
