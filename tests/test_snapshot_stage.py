@@ -298,6 +298,29 @@ def test_clients_in_one_share_cell_share_one_view_and_one_encoding():
     assert keys[0] == keys[1] == keys[2] == keys[3] == keys[4] != keys[5]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_shared_views_give_each_client_its_representatives_view(seed):
+    # visible_sets against a plain reference: every client's segment is exactly what the
+    # interest grid gives the lowest slot of its share square, observing alone.
+    sim = make_sim(**{"interest.share_cell": "8", "interest.radius": "6", "interest.leave_margin": "0",
+                      "sim.half_extent": "100"})
+    _, sessions = join_clients(sim, 60)
+    rng = np.random.default_rng(seed)
+    for s in sessions:  # clusters, so that squares hold several clients
+        sim.world.pos[s.slot, [0, 2]] = rng.choice([-40.0, 0.0, 30.0]) + rng.uniform(-6, 6, 2)
+    sim.run_tick(0.05)
+    served = sessions[::-1]  # not in slot order
+    slots, offsets, keys = sim.snapshots.visible_sets(served)
+    assert len(offsets) == len(served) + 1 and len(keys) == len(served)
+    world = sim.world
+    square = {s.slot: tuple(np.floor(world.pos[s.slot, [0, 2]] / 8.0).astype(int)) for s in served}
+    for i, s in enumerate(served):
+        rep = min(o.slot for o in served if square[o.slot] == square[s.slot])
+        alone = sim.interest.update(world.pos, world.alive, np.array([rep]), generation=None)
+        assert slots[offsets[i] : offsets[i + 1]].tolist() == alone.slots.tolist()
+        assert slots.dtype == alone.slots.dtype
+
+
 def test_without_share_cell_every_client_sees_from_where_it_stands():
     sim = make_sim(**{"interest.share_cell": "0", "interest.radius": "5", "interest.leave_margin": "0",
                       "sim.half_extent": "100"})
