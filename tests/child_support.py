@@ -85,3 +85,24 @@ async def start_parent(script: str, *args: str) -> trio.Process:
     """``python -c script args...`` with the repository importable, its stdout a pipe."""
     env = dict(os.environ, PYTHONPATH=ROOT)
     return await trio.lowlevel.open_process([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, env=env)
+
+
+async def killed_parent_takes_its_child(script: str, *args: str, what: str = "the child") -> None:
+    """Run the parent ``script`` with ``args`` (it prints its child's pid), SIGKILL it, and
+    check that the child ended by SIGKILL too; reaped, nothing left running either way."""
+    with adopting_orphans():
+        parent = await start_parent(script, *args)
+        child_pid = None
+        try:
+            child_pid = int(await read_line(parent.stdout))
+            parent.kill()
+            assert await parent.wait() == -signal.SIGKILL
+            assert await exited(child_pid), f"{what} outlived the parent that started it"
+            assert reap_killed(child_pid)  # ours now that it has ended: by SIGKILL
+            child_pid = None
+        finally:
+            kill_if_running(parent.pid)
+            await parent.wait()
+            await parent.stdout.aclose()
+            if child_pid is not None:
+                reap_quietly(child_pid)

@@ -25,9 +25,7 @@ import sys
 import pytest
 import trio
 
-from child_support import (
-    GENEROUS, adopting_orphans, exited, kill_if_running, read_line, reap_killed, reap_quietly, start_parent,
-)
+from child_support import GENEROUS, killed_parent_takes_its_child, read_line
 from worldserver import children
 from worldserver.children import ORPHANED_EXIT, spawn
 
@@ -68,27 +66,6 @@ async def main():
 
 trio.run(main)
 """
-
-
-async def killed_parent_takes_its_child(script: str) -> None:
-    """Run ``script`` (it prints its child's pid), SIGKILL it, and check that the child ended
-    by SIGKILL too."""
-    with adopting_orphans():
-        parent = await start_parent(script)
-        child_pid = None
-        try:
-            child_pid = int(await read_line(parent.stdout))
-            parent.kill()
-            assert await parent.wait() == -signal.SIGKILL
-            assert await exited(child_pid), "the child outlived the parent that started it"
-            assert reap_killed(child_pid)  # ours now that it has ended: by SIGKILL
-            child_pid = None
-        finally:
-            kill_if_running(parent.pid)
-            await parent.wait()
-            await parent.stdout.aclose()
-            if child_pid is not None:
-                reap_quietly(child_pid)
 
 
 @linux_only

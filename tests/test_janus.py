@@ -44,9 +44,7 @@ import pytest
 import trio
 from trio_websocket import serve_websocket
 
-from child_support import (
-    GENEROUS, adopting_orphans, exited, kill_if_running, read_line, reap_killed, reap_quietly, start_parent,
-)
+from child_support import GENEROUS, kill_if_running, killed_parent_takes_its_child
 from worldserver.calls import janus as janus_module
 from worldserver.calls.janus import (
     JanusBackend, JanusError, JanusGone, JanusProcess, JanusTimeout, VIDEOROOM, janus_info, open_janus, open_sfu,
@@ -391,23 +389,8 @@ async def test_a_killed_server_leaves_no_janus_behind(tmp_path):
     port, so the next start failed with "port in use". Now Janus gets SIGKILL when the server
     dies (PR_SET_PDEATHSIG)."""
     folder, port = tmp_path / "janus", free_port()
-    with adopting_orphans():
-        parent = await start_parent(SERVER_LIKE, str(folder), JANUS, str(port))
-        janus_pid = None
-        try:
-            janus_pid = int(await read_line(parent.stdout))
-            parent.kill()
-            assert await parent.wait() == -signal.SIGKILL
-            assert await exited(janus_pid), "Janus outlived the server that started it"
-            assert reap_killed(janus_pid)  # ours now: it has ended (by SIGKILL), reap it
-            janus_pid = None
-            assert (folder / "janus.pid").is_file()  # written at the start (the next start reads it)
-        finally:
-            kill_if_running(parent.pid)
-            await parent.wait()
-            await parent.stdout.aclose()
-            if janus_pid is not None:
-                reap_quietly(janus_pid)
+    await killed_parent_takes_its_child(SERVER_LIKE, str(folder), JANUS, str(port), what="Janus")
+    assert (folder / "janus.pid").is_file()  # written at the start (the next start reads it)
     # and the next start finds its port free (and the pid file naming a process gone)
     async with trio.open_nursery() as nursery:
         janus = await start_janus(nursery, tmp_path, port=port)
