@@ -263,6 +263,29 @@ def test_stride_grows_only_when_the_stage_is_heavy_and_recovers():
     assert stage.stride == 1
 
 
+def test_a_light_stage_recovers_through_ticks_late_for_other_reasons():
+    # Found in the crowd bench: the stride grew to MAX_STRIDE while 400 bots joined, and then
+    # stayed there (5 snapshots a second) because every late tick -- a GC pass, a burst of
+    # datagrams, the machine -- restarted the count of RECOVER_TICKS ticks on time, although
+    # the stage, serving a quarter of the clients, was light.
+    sim = make_sim()
+    stage = sim.snapshots
+    period = 1.0 / sim.tick_rate
+    late = 0.3 * period
+    stage.stride = stage_module.MAX_STRIDE
+    stage.last_seconds = 0.1 * period  # light
+    for tick in range(stage_module.RECOVER_TICKS * stage_module.MAX_STRIDE * 2):
+        stage.adapt(late if tick % 10 == 9 else 0.0)  # one tick in ten late
+    assert stage.stride == 1
+    # ... but a late tick while the stage is heavy does hold it back.
+    stage = make_sim().snapshots
+    stage.stride = 2
+    stage.last_seconds = 0.5 * period
+    for tick in range(stage_module.RECOVER_TICKS * 4):
+        stage.adapt(late if tick % 10 == 9 else 0.0)
+    assert stage.stride == 2
+
+
 def test_a_stride_serves_every_client_in_turn():
     sim = make_sim()
     sinks, _ = join_clients(sim, 12)

@@ -7,7 +7,9 @@ After the world has moved, :meth:`SnapshotStage.run` does, in this order:
    rotating with the tick), so an overloaded server lowers everyone's snapshot rate a little
    instead of ticking late (``adapt``: the stride grows by one after ``LATE_TICKS`` late
    ticks in a row while the stage takes more than ``HEAVY_FRACTION`` of a period, up to
-   ``MAX_STRIDE``, and shrinks back after ``RECOVER_TICKS`` ticks on time).
+   ``MAX_STRIDE``, and shrinks back after ``RECOVER_TICKS`` ticks on time; a late tick
+   holds the recovery back only while the stage is heavy, so lateness from elsewhere cannot
+   keep the stride up once the stage is light).
 2. **visible sets**: one batched interest update; with ``interest.share_cell`` the clients
    standing in one square share the view of one of them (``visible_sets``).
 3. **baselines**: ``baseline_for`` each native client: the newest tick it acknowledged whole,
@@ -101,14 +103,18 @@ class SnapshotStage:
 
     # -- load shedding ----------------------------------------------------------------------
     def adapt(self, lateness: float) -> None:
-        """Steer the stride by how late this tick started (see the module docstring)."""
+        """Steer the stride by how late this tick started (see the module docstring). Only a
+        late tick while the stage is heavy holds the recovery back: once the stride has made
+        the stage light, ticks late for other reasons (a GC pass, a burst of datagrams, the
+        machine) must not keep every client at a quarter of the snapshot rate for good."""
         period = 1.0 / self.tick_rate
         if lateness > LATE_FRACTION * period:
-            self._on_time = 0
             self._late += 1
-            if self._late >= LATE_TICKS and self.last_seconds > HEAVY_FRACTION * period:
-                self.stride = min(MAX_STRIDE, self.stride + 1)
-                self._late = 0
+            if self.last_seconds > HEAVY_FRACTION * period:
+                self._on_time = 0
+                if self._late >= LATE_TICKS:
+                    self.stride = min(MAX_STRIDE, self.stride + 1)
+                    self._late = 0
         else:
             self._late = 0
             self._on_time += 1
