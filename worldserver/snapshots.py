@@ -6,7 +6,7 @@ After the world has moved, :meth:`SnapshotStage.run` does, in this order:
    starting late because of this stage: then only every ``stride``-th client (by slot,
    rotating with the tick), so an overloaded server lowers everyone's snapshot rate a little
    instead of ticking late (``adapt``: the stride grows by one after ``LATE_TICKS`` late
-   ticks in a row while the stage takes more than ``HEAVY_FRACTION`` of a period, up to
+   ticks in a row while the stage takes more than ``HEAVY_FRACTION`` of a period of CPU, up to
    ``MAX_STRIDE``, and shrinks back after ``RECOVER_TICKS`` ticks on time; a late tick
    holds the recovery back only while the stage is heavy, so lateness from elsewhere cannot
    keep the stride up once the stage is light).
@@ -99,7 +99,7 @@ class SnapshotStage:
         self.stride = 1
         self._on_time = 0
         self._late = 0
-        self.last_seconds = 0.0  # wall time of the last run
+        self.last_seconds = 0.0  # CPU time of the last run (this thread's: a busy machine's other work does not make the stage look heavy)
 
     # -- load shedding ----------------------------------------------------------------------
     def adapt(self, lateness: float) -> None:
@@ -150,7 +150,7 @@ class SnapshotStage:
 
     # -- the stage --------------------------------------------------------------------------
     def run(self, tick: int, sessions: list["Session"], now: float) -> None:
-        started = time.perf_counter()
+        started = time.thread_time()
         served = self.schedule(tick, sessions)
         world = self.world
         # Only the slots up to the highest alive one: a world of 400 in 4096 slots does a
@@ -167,7 +167,7 @@ class SnapshotStage:
         i = tick % (self.ring + 1)
         self._hist[i, :top] = qstate
         self._hist_tick[i] = tick
-        self.last_seconds = time.perf_counter() - started
+        self.last_seconds = time.thread_time() - started
 
     def visible_sets(self, served: list["Session"]) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
         """Each served client's visible slots (CSR: slots, offsets) and its view key.
