@@ -15,7 +15,6 @@ import trio
 from protocol import PROTOCOL_VERSION, packets as P
 from protocol.client import ClientConnection
 from protocol.events import Disconnected
-from protocol.messages import Input, encode_inputs
 from worldclient.client import ConnectFailed, open_client
 from worldclient.join import join
 from worldserver.app import serve
@@ -103,12 +102,12 @@ async def test_silent_client_times_out_and_others_see_despawn(nursery, tmp_path)
     silent_id = Welcome.decode(accepted.welcome).entity_id
     async with player(running) as watcher:
         assert await watcher.wait_until(lambda c: c.mirror.position_of(silent_id) is not None, 2.0)
-        for _ in range(60):  # keep the watcher alive while the silent one times out
-            await watcher.send_input(0.0, 0.0)
-            await trio.sleep(0.05)
-            if watcher.mirror.position_of(silent_id) is None:
-                break
-        assert watcher.mirror.position_of(silent_id) is None
+        # Keep the watcher alive while the silent one times out (net.timeout 1 s; a generous
+        # deadline: the machine's speed changes how long this takes, not the verdict).
+        with trio.fail_after(30):
+            while watcher.mirror.position_of(silent_id) is not None:
+                await watcher.send_input(0.0, 0.0)
+                await trio.sleep(0.05)
         assert running.stats.get("clients.left.timeout") == 1
     # the server told the silent client why: keep-alives, then one DISCONNECT "timeout"
     # (sent before the despawn the watcher saw, so it is already in the socket's buffer)
@@ -134,30 +133,38 @@ async def test_garbage_flood_does_not_stop_updates(server):
         start_a = b.snapshots
         origin = b.mirror.position_of(a.entity_id)
         sent = 0
-        end = trio.current_time() + 1.5
-        while trio.current_time() < end and sent < 60000:
-            for _ in range(200):
-                n = int(rng.integers(1, 1300))
-                kind = int(rng.integers(0, 4))
-                data = bytearray(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
-                if kind == 1:
-                    data[0] = P.SNAPSHOT
-                elif kind == 2:
-                    data = bytearray(P.encode_connect(PROTOCOL_VERSION, 5, 0, bytes(16)))
-                try:
-                    flood.sendto(bytes(data), (host, port))
-                    sent += 1
-                except BlockingIOError:
-                    break
-            await a.send_input(0.0, 1.0)
-            await trio.sleep(0.01)
-        got = b.snapshots - start_a
-        assert got >= 10, f"only {got} snapshots during the flood"
-        assert moved(b, a.entity_id, origin, 1.0), "a's movement was not seen during the flood"
-        drops = server.udp.endpoint.drops
-        assert sum(drops.values()) > 1000
+
+        def updated() -> bool:  # b got 10 snapshots and saw a walk a metre, all during the flood
+            return b.snapshots - start_a >= 10 and moved(b, a.entity_id, origin, 1.0)
+
+        # Flood until the updates have come through it (at least 3,000 datagrams first), within
+        # a generous deadline: the machine's speed changes how long that takes, not the verdict.
+        with trio.fail_after(30):
+            while sent < 3000 or not updated():
+                await _flood_burst(flood, rng, host, port, a)
+                sent += 200
+        assert sum(server.udp.endpoint.drops.values()) > 1000
         assert server.stats.get("clients.joined") == 2
     flood.close()
+
+
+async def _flood_burst(flood, rng, host, port, a) -> None:
+    """200 garbage datagrams (random bytes, fake SNAPSHOTs, CONNECTs with a bad token) at the
+    server, then one INPUT of player ``a`` (walking) and a 10 ms pause."""
+    for _ in range(200):
+        n = int(rng.integers(1, 1300))
+        kind = int(rng.integers(0, 4))
+        data = bytearray(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+        if kind == 1:
+            data[0] = P.SNAPSHOT
+        elif kind == 2:
+            data = bytearray(P.encode_connect(PROTOCOL_VERSION, 5, 0, bytes(16)))
+        try:
+            flood.sendto(bytes(data), (host, port))
+        except BlockingIOError:
+            break
+    await a.send_input(0.0, 1.0)
+    await trio.sleep(0.01)
 
 
 async def test_refused_when_world_full(nursery, tmp_path):
