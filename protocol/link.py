@@ -98,7 +98,10 @@ class Link:
         """Returns our sequence numbers newly acknowledged by (ack, ack_bits), oldest first.
 
         Packets more than WINDOW older than ``ack`` and still unacknowledged are forgotten
-        and counted in ``packets_lost``; each acknowledged packet updates ``rtt``.
+        and counted in ``packets_lost``. Only ``ack`` itself, when newly acknowledged, updates
+        ``rtt``: the peer sent this packet soon after it got that one, while packets it
+        acknowledges only in ``ack_bits`` may have waited for its next send (an idle peer sends
+        a keep-alive a second), which would count that wait as round trip.
         """
         pending = self.pending
         local = self.local_seq - 1  # our newest sequence number: bit 0 of pending
@@ -120,16 +123,16 @@ class Link:
         unacked = self.unacked
         acked = []
         if hit:
-            rtt = self.rtt
             bits = hit
             while bits:  # highest bit first: oldest first, as they were sent
                 k = bits.bit_length() - 1
                 bits ^= 1 << k
                 seq = (local - k) & 0xFFFF
-                sample = now - unacked.pop(seq)
-                rtt = sample if rtt == 0.0 else rtt + 0.1 * (sample - rtt)
+                sent = unacked.pop(seq)
+                if k == k0:  # ack itself: the one round-trip sample
+                    sample = now - sent
+                    self.rtt = sample if self.rtt == 0.0 else self.rtt + 0.1 * (sample - self.rtt)
                 acked.append(seq)
-            self.rtt = rtt
             pending ^= hit
         if old:
             self.packets_lost += old.bit_count()
@@ -152,8 +155,9 @@ class Link:
             d = (ack - seq) & 0xFFFF
             if d == 0 or (d <= WINDOW and (ack_bits >> (d - 1)) & 1):
                 acked.append(seq)
-                sample = now - sent
-                self.rtt = sample if self.rtt == 0.0 else self.rtt + 0.1 * (sample - self.rtt)
+                if d == 0:  # ack itself: the one round-trip sample
+                    sample = now - sent
+                    self.rtt = sample if self.rtt == 0.0 else self.rtt + 0.1 * (sample - self.rtt)
             elif WINDOW < d < HALF:
                 lost.append(seq)
         for seq in acked:

@@ -23,6 +23,22 @@ def test_acks_report_each_received_packet_once():
     assert abs(a.rtt - 0.05) < 1e-9
 
 
+def test_an_idle_peer_does_not_make_the_round_trip_look_long():
+    # The server sends a packet every 50 ms; an idle client answers once a second (its
+    # keep-alive), 20 ms after it got the newest one. The round trip is 20 ms (the wire is
+    # instant here), not the second the older packets waited for that keep-alive.
+    server, client = Link(0.0), Link(0.0)
+    now = 0.0
+    for _ in range(10):  # ten seconds
+        for _ in range(20):
+            client.accept(server.next_send(now)[0])
+            now += 0.05
+        now_answer = now - 0.05 + 0.02  # 20 ms after the newest one arrived
+        _, ack, bits = client.next_send(now_answer)
+        assert len(server.process_acks(ack, bits, now_answer)) == 20
+    assert abs(server.rtt - 0.02) < 1e-9
+
+
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=200))
 def test_replay_window_accepts_each_sequence_at_most_once(order):
     link = Link(0.0)

@@ -52,8 +52,9 @@ class ReferenceLink(Link):
             d = (ack - seq) & 0xFFFF
             if d == 0 or (d <= WINDOW and (ack_bits >> (d - 1)) & 1):
                 acked.append(seq)
-                sample = now - sent
-                self.rtt = sample if self.rtt == 0.0 else self.rtt + 0.1 * (sample - self.rtt)
+                if d == 0:  # only the newest acknowledged packet is a round-trip sample
+                    sample = now - sent
+                    self.rtt = sample if self.rtt == 0.0 else self.rtt + 0.1 * (sample - self.rtt)
             elif WINDOW < d < HALF:
                 lost.append(seq)
         for seq in acked + lost:

@@ -64,6 +64,23 @@ describe("Link", () => {
     assert.ok(l.rtt > 0 && l.rtt <= 0.3);
     assert.deepEqual(l.processAcks(4, 0b0101, 0.4), []);
   });
+  it("takes the round trip from the newest packet acknowledged only (an idle peer's wait is not RTT)", () => {
+    // As tests/test_link.py: a packet every 50 ms, the peer answers once a second, 20 ms after
+    // the newest one; the 19 older ones acknowledged with it waited up to a second.
+    const server = new Link(0);
+    const client = new Link(0);
+    let now = 0;
+    for (let s = 0; s < 10; s++) {
+      for (let i = 0; i < 20; i++) {
+        client.accept(server.nextSend(now).seq);
+        now += 0.05;
+      }
+      const answer = now - 0.05 + 0.02;
+      const sent = client.nextSend(answer);
+      assert.equal(server.processAcks(sent.ack, sent.ackBits, answer).length, 20);
+    }
+    assert.ok(Math.abs(server.rtt - 0.02) < 1e-9, String(server.rtt));
+  });
 });
 
 function accept(conn, salt = 0x01020304) {

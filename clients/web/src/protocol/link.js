@@ -88,7 +88,8 @@ export class Link {
     return true;
   }
 
-  /** Our sequence numbers newly acknowledged by (ack, ackBits); updates the RTT (seconds).
+  /** Our sequence numbers newly acknowledged by (ack, ackBits); `ack` itself, when newly
+   * acknowledged, updates the RTT (seconds), as protocol/link.py does.
    * @param {number} ack @param {number} ackBits @param {number} now
    * @returns {number[]} */
   processAcks(ack, ackBits, now) {
@@ -101,8 +102,11 @@ export class Link {
       const d = (ack - seq) & 0xffff;
       if (d === 0 || (d <= WINDOW && (ackBits >>> (d - 1)) & 1)) {
         acked.push(seq);
-        const sample = now - sent;
-        this.rtt = this.rtt === 0 ? sample : this.rtt + 0.1 * (sample - this.rtt);
+        if (d === 0) {
+          // Only ack itself is a round-trip sample: the others may have waited for the peer's next send.
+          const sample = now - sent;
+          this.rtt = this.rtt === 0 ? sample : this.rtt + 0.1 * (sample - this.rtt);
+        }
       } else if (d > WINDOW && d < HALF) {
         lost.push(seq);
       }
