@@ -93,7 +93,7 @@ async function until(fn, { timeout = 30000, every = 200, what = "condition" } = 
   for (;;) {
     last = await fn();
     if (last && (typeof last !== "object" || last.ok !== false)) return last;
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what}: ${JSON.stringify(last)?.slice(0, 1500)}`);
+    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for ${what}: ${JSON.stringify(last)?.slice(0, 3000)}`);
     await new Promise((r) => setTimeout(r, every));
   }
 }
@@ -170,7 +170,11 @@ async function mediaFrom(page, audioFrom, videoFrom) {
     ...audioFrom.filter((n) => !has(n, "audio", "samples")).map((n) => `audio of ${n}`),
     ...videoFrom.filter((n) => !has(n, "video", "frames_decoded")).map((n) => `video of ${n}`),
   ];
-  return { ok: missing.length === 0, missing, got };
+  if (!missing.length) return { ok: true, missing, got };
+  // Not yet: what the call looks like, so that a timeout explains itself (peers' connection
+  // states, signals in and out, errors).
+  const { state: st, group, mode, members, peers, error, counts, local } = await state(page);
+  return { ok: false, missing, got, call: { state: st, group, mode, members, peers, error, counts, local } };
 }
 
 async function join(browser, url, name, { query = "" } = {}) {
